@@ -1,0 +1,173 @@
+"""Command line: ``hyptest study|validate|models|report``.
+
+A thin shell: parse, call one public function, render progress and errors.
+Errors in the user's input exit with status 2 and one clear message, no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="hyptest: does in-context learning behave like gradient descent? Collect, test, decide, report.",
+)
+_err = Console(stderr=True)
+_out = Console()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    _err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .models import ModelError
+    from .store import StoreError
+    from .study import StudyError
+    from .tasks import TaskError
+
+    return (StudyError, TaskError, ModelError, StoreError)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+@app.command()
+def validate(study_file: Path = typer.Argument(..., help="Study YAML file.")) -> None:
+    """Check a study file (schema, tasks, sizes) without running it."""
+    from .pipeline import load_tasks
+    from .study import load_study
+
+    try:
+        study, _ = load_study(study_file)
+        tasks = load_tasks(study, base_dir=study_file.parent)
+    except _user_errors() as error:
+        _fail(_escape(str(error)))
+    n_methods = sum(1 if study.method(n).kind == "icl" else len(study.method(n).train_seeds)
+                    for n in study.method_names())
+    orders = study.demos.n_orders
+    _out.print(
+        f"{study_file}: ok — {len(study.models)} model(s), {len(tasks)} task(s), N in {study.demos.n_demos}, "
+        f"{study.demos.n_sets} demo set(s) x {orders} orders, {n_methods} method run(s) per order",
+        highlight=False,
+    )
+
+
+@app.command()
+def study(
+    study_file: Path = typer.Argument(..., help="Study YAML file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: reports/<study name>)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all cores)."),
+) -> None:
+    """Run a study: collect (resuming finished units), test, and write the report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .pipeline import run_study
+    from .study import load_study
+
+    try:
+        spec, text = load_study(study_file)
+    except _user_errors() as error:
+        _fail(_escape(str(error)))
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("units · {task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=_err, transient=False) as bar:
+        task_id = bar.add_task("collecting", total=None, rate="")
+        state = {"t0": None, "start": 0}
+
+        def report(done: int, total: int, description: str) -> None:
+            import time
+
+            if state["t0"] is None:
+                state["t0"], state["start"] = time.perf_counter(), done
+            elapsed = time.perf_counter() - state["t0"]
+            made = done - state["start"]
+            rate = f"{made / elapsed:.2f} units/s" if made and elapsed > 0 else ""
+            bar.update(task_id, completed=done, total=total, description=_escape(description), rate=rate)
+
+        try:
+            summary = run_study(spec, text, out_dir=out, base_dir=study_file.parent, progress=report, threads=threads)
+        except _user_errors() as error:
+            bar.stop()
+            _fail(_escape(str(error)))
+        except KeyboardInterrupt:
+            bar.stop()
+            _fail("interrupted; finished units are kept — rerun the same command to resume", code=130)
+    _render_summary(summary.results, summary.run_dir, summary.n_units, summary.n_reused)
+
+
+def _render_summary(results: dict, run_dir: Path, n_units: int, n_reused: int) -> None:
+    from rich.table import Table
+
+    table = Table(title="Theorem-1 check: order sensitivity, ICL vs GD methods")
+    for column in ("task", "N", "comparison", "analysis", "Δ mean sd", "95% CI", "ratio", "p_adj", "verdict"):
+        table.add_column(column)
+    colours = {"different": "red", "equivalent": "green", "negligible": "yellow", "inconclusive": "white"}
+    for row in results["comparisons"]:
+        ratio = row.get("ratio")
+        table.add_row(
+            _escape(str(row["task"])), str(row["n_demos"]), _escape(f"{row['method_a']} vs {row['method_b']}"),
+            row["analysis"], f"{row['estimate']:.4f}", f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}]",
+            "inf" if ratio is None else f"{ratio:.2f}", f"{row['p_adjusted']:.2g}",
+            f"[{colours.get(row['verdict'], 'white')}]{row['verdict']}[/]",
+        )
+    _out.print(table)
+    for warning in results["provenance"].get("warnings", []):
+        _out.print(f"[yellow]warning:[/] {_escape(warning)}")
+    wall = results["provenance"].get("wall_time_s", {})
+    _out.print(
+        f"{n_units} units ({n_reused} reused) · wall time {wall.get('total', float('nan')):.1f} s · "
+        f"report: {run_dir / 'report.html'}",
+        highlight=False,
+    )
+
+
+@app.command()
+def models() -> None:
+    """List the models hyptest can load here."""
+    from rich.table import Table
+
+    from .models import available_models
+
+    table = Table(title="models")
+    for column in ("name", "source", "status", "notes"):
+        table.add_column(column)
+    for row in available_models():
+        table.add_row(*(_escape(row[c]) for c in ("name", "source", "status", "notes")))
+    _out.print(table)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory written by `hyptest study`.")) -> None:
+    """Rebuild report.html of a run directory from its stored results, without recomputing."""
+    from .pipeline import rebuild_report
+
+    try:
+        path = rebuild_report(run_dir)
+    except _user_errors() as error:
+        _fail(_escape(str(error)))
+    _out.print(f"report: {path}", highlight=False)
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

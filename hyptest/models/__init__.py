@@ -1,0 +1,90 @@
+"""Models: the embedded default, any HF causal LM, tiny random models for tests.
+
+Loaders are registered by source name with lazy ``"module:attr"`` entries, so
+importing hyptest does not import torch or transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .base import LoadedModel, ModelError
+
+__all__ = ["LoadedModel", "ModelError", "available_models", "load_model", "model_identity"]
+
+_LOADERS: dict[str, str] = {
+    "embedded": "hyptest.models.embedded:load_embedded",
+    "hf": "hyptest.models.hf:load_hf",
+    "tiny": "hyptest.models.tiny:load_tiny",
+}
+
+
+def _loader(source: str) -> Any:
+    try:
+        target = _LOADERS[source]
+    except KeyError:
+        raise ModelError(f"unknown model source {source!r}; known: {', '.join(sorted(_LOADERS))}") from None
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def load_model(spec: Any) -> LoadedModel:
+    """Load the model a study's ``ModelSpec`` describes."""
+    loader = _loader(spec.source)
+    if spec.source == "embedded":
+        return loader(spec.name, dtype=spec.dtype, device=spec.device)
+    if spec.source == "hf":
+        return loader(spec.name, spec.path, revision=spec.revision, dtype=spec.dtype, device=spec.device)
+    return loader(spec.name, seed=spec.seed, device="cpu" if spec.device == "auto" else spec.device)
+
+
+def model_identity(spec: Any) -> dict[str, Any]:
+    """What determines a model's weights, computed without loading it.
+
+    Part of every unit key, so finished units are found on a rerun without
+    loading the model, and a changed file never reuses stale units.
+    """
+    from .._util import file_sha256
+
+    if spec.source == "embedded":
+        from .embedded import EMBEDDED_FILE, embedded_gguf_path
+
+        return {"source": "embedded", "file": EMBEDDED_FILE,
+                "sha256": file_sha256(embedded_gguf_path()), "dtype": spec.dtype}
+    if spec.source == "tiny":
+        return {"source": "tiny", "seed": spec.seed, "hidden_size": 32, "num_layers": 2}
+    from pathlib import Path
+
+    local = Path(spec.path).expanduser()
+    identity: dict[str, Any] = {"source": "hf", "path": spec.path, "dtype": spec.dtype}
+    if local.is_dir():
+        weights = sorted(local.glob("*.safetensors")) or sorted(local.glob("*.bin"))
+        if not weights:
+            raise ModelError(f"model {spec.name!r}: no *.safetensors or *.bin weights in {local}")
+        identity["sha256"] = {w.name: file_sha256(w) for w in weights}
+    elif spec.path.startswith((".", "/", "~")):
+        raise ModelError(f"model {spec.name!r}: no such directory {spec.path}")
+    else:
+        identity["revision"] = spec.revision
+    return identity
+
+
+def available_models() -> list[dict[str, str]]:
+    """Describe the models hyptest can load here, for ``hyptest models``."""
+    from .embedded import INSTALL_HINT, cache_root, embedded_gguf_path
+
+    rows: list[dict[str, str]] = []
+    try:
+        path = embedded_gguf_path()
+        cached = any((cache_root() / "models").glob("smollm2-135m-*/model.safetensors"))
+        status = f"installed ({path}); " + ("dequantised cache ready" if cached else "dequantised on first use (~20 s)")
+    except ModelError:
+        status = f"not installed: {INSTALL_HINT}"
+    rows.append({"name": "smollm2-135m", "source": "embedded", "status": status,
+                 "notes": "SmolLM2-135M-Instruct (Apache-2.0), the default"})
+    rows.append({"name": "tiny", "source": "tiny", "status": "always available",
+                 "notes": "random 2-layer Llama with a byte tokenizer, for tests"})
+    rows.append({"name": "<hub id or directory>", "source": "hf", "status": "any causal LM",
+                 "notes": "source: hf, path: <id or dir>; hub ids need network access"})
+    return rows

@@ -1,0 +1,325 @@
+"""The study pipeline: plan -> collect -> store -> metrics -> statistics -> report.
+
+Each stage reads only what the previous one wrote to the run directory, so
+``analyse_run`` and ``rebuild_report`` can rerun the later stages alone.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .collect.plan import Unit, make_plan
+from .metrics import accuracy_table, order_sensitivity
+from .stats.bootstrap import bootstrap_ci
+from .stats.theorem import theorem1_check
+from .store import RunDir
+from .study import Study, check_feasible
+from .tasks import Task, task_from_spec
+
+__all__ = ["RunSummary", "analyse_run", "default_run_dir", "load_tasks", "plan_study", "rebuild_report", "run_study"]
+
+Progress = Callable[[int, int, str], None]
+
+_LIBRARIES = ("torch", "transformers", "numpy", "scipy", "pandas", "statsmodels", "pyarrow", "pydantic")
+#: Libraries whose version can change collected numbers; part of every unit key.
+_KEY_LIBRARIES = ("torch", "transformers")
+#: Null-distribution values kept in results.json per comparison (for the report's histogram).
+_NULL_KEEP = 2000
+
+
+@dataclass
+class RunSummary:
+    """What a study run did."""
+
+    run_dir: Path
+    n_units: int
+    n_reused: int
+    results: dict[str, Any] = field(repr=False)
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of hyptest and the libraries that shape its numbers."""
+    return {"hyptest": __version__, **{name: _version(name) for name in _LIBRARIES}}
+
+
+def default_run_dir(study: Study) -> Path:
+    """``output_dir`` from the study file, else ``reports/<study name>``."""
+    return Path(study.output_dir) if study.output_dir else Path("reports") / study.name
+
+
+def load_tasks(study: Study, *, base_dir: Path | None = None) -> dict[str, Task]:
+    """Load every task of a study and check the sizes the study asks for."""
+    tasks = {spec.name: task_from_spec(spec, base_dir=base_dir) for spec in study.tasks}
+    check_feasible(
+        study,
+        {name: len(t.demos) for name, t in tasks.items()},
+        {name: len(t.queries) for name, t in tasks.items()},
+    )
+    return tasks
+
+
+def plan_study(study: Study, tasks: dict[str, Task]) -> tuple[list[Unit], dict[str, dict[str, Any]]]:
+    """The units of a study and the identities of its models."""
+    from .models import model_identity
+    from .models.base import resolve_device
+
+    identities = {m.name: model_identity(m) for m in study.models}
+    keyed = {name: _version(name) for name in _KEY_LIBRARIES}
+    devices = sorted({resolve_device(m.device) if m.source != "tiny" else "cpu" for m in study.models})
+    units = make_plan(study, tasks, identities, versions={**keyed, "device": ",".join(devices)})
+    return units, identities
+
+
+def run_study(
+    study: Study,
+    study_text: str,
+    *,
+    out_dir: str | Path | None = None,
+    base_dir: Path | None = None,
+    progress: Progress | None = None,
+    threads: int | None = None,
+) -> RunSummary:
+    """Collect every missing unit of a study, then analyse and report.
+
+    Parameters
+    ----------
+    study : Study
+        The validated study.
+    study_text : str
+        The study file's text, kept in the manifest and the report.
+    out_dir : path, optional
+        Run directory; default :func:`default_run_dir`.
+    base_dir : path, optional
+        Directory that relative task paths are resolved against.
+    progress : callable, optional
+        Called as ``progress(done, total, description)`` after every unit.
+    threads : int, optional
+        Torch CPU threads (default: all cores).
+
+    Returns
+    -------
+    RunSummary
+    """
+    import torch
+
+    from .collect.units import UnitRunner
+    from .models import load_model
+
+    started = _dt.datetime.now(_dt.timezone.utc)
+    t0 = time.perf_counter()
+    run = RunDir(out_dir or default_run_dir(study))
+    tasks = load_tasks(study, base_dir=base_dir)
+    units, identities = plan_study(study, tasks)
+    todo = [u for u in units if not run.has_unit(u.key)]
+    n_reused = len(units) - len(todo)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    run.path.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "hyptest_version": __version__,
+        "study": study.model_dump(mode="json"),
+        "study_text": study_text,
+        "models": identities,
+        "tasks": {name: t.content_hash() for name, t in tasks.items()},
+        "units": [u.describe() for u in units],
+        "started": started.isoformat(timespec="seconds"),
+    }
+    run.write_json("manifest.json", manifest)
+    done = n_reused
+    if progress:
+        progress(done, len(units), "reused finished units" if n_reused else "starting")
+    load_time = 0.0
+    for spec in study.models:
+        mine = [u for u in todo if u.model == spec.name]
+        if not mine:
+            continue
+        t_load = time.perf_counter()
+        lm = load_model(spec)
+        load_time += time.perf_counter() - t_load
+        runner = UnitRunner(lm, tasks, study)
+        for unit in mine:
+            run.write_unit(unit.key, runner.run(unit))
+            done += 1
+            if progress:
+                progress(done, len(units), f"{unit.task} N={unit.n_demos} {unit.method} set {unit.demo_set}")
+        del runner, lm
+    collect_s = time.perf_counter() - t0
+    results = analyse_run(
+        run.path,
+        timings={"load_models": load_time, "collect": collect_s},
+        extra_provenance={
+            "started": started.isoformat(timespec="seconds"),
+            "n_units": len(units),
+            "n_units_reused": n_reused,
+            "torch_threads": torch.get_num_threads(),
+        },
+    )
+    return RunSummary(run.path, len(units), n_reused, results)
+
+
+def _summary_rows(per_query: pd.DataFrame, *, confidence: float, rng: np.random.Generator) -> list[dict[str, Any]]:
+    rows = []
+    for (model, task, n_demos, method), group in per_query.groupby(["model", "task", "n_demos", "method"]):
+        values = group["sd_gold"].dropna().to_numpy(float)
+        ci_low = ci_high = float("nan")
+        if len(values) >= 2:
+            boot = bootstrap_ci(values, confidence=confidence, n_resamples=4999, rng=rng)
+            ci_low, ci_high = boot.ci_low, boot.ci_high
+        rows.append(
+            {
+                "model": model, "task": task, "n_demos": int(n_demos), "method": method,
+                "mean_sd_gold": float(values.mean()) if len(values) else float("nan"),
+                "ci_low": float(ci_low), "ci_high": float(ci_high),
+                "mean_sd_labels": float(group["sd_labels"].mean()),
+                "max_spread": float(group["spread"].max()),
+                "n_queries": int(len(group)),
+            }
+        )
+    return rows
+
+
+def _warnings(study: Study, per_query: pd.DataFrame, accuracy: pd.DataFrame) -> list[str]:
+    out = []
+    gd_names = [n for n in study.method_names() if study.method(n).kind == "gd"]
+    for name in gd_names:
+        spread = per_query.loc[per_query["method"] == name, "spread"].max()
+        if spread > 1e-3:
+            out.append(
+                f"full-batch GD '{name}' moved by {spread:.2g} across orders; it should be order-invariant "
+                "up to float rounding (check the collector)"
+            )
+    for row in accuracy.itertuples():
+        if row.accuracy <= 0.5 and row.method == study.analysis.reference:
+            out.append(
+                f"{row.method} accuracy on {row.task} (N={row.n_demos}, {row.model}) is {row.accuracy:.2f}: "
+                "near chance, so order effects may reflect noise more than learning"
+            )
+    return out
+
+
+def analyse_run(
+    run_dir: str | Path,
+    *,
+    timings: dict[str, float] | None = None,
+    extra_provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Compute metrics, statistics and verdicts from a run directory's units.
+
+    Writes ``per_query.parquet``, ``results.json`` and ``report.html`` and
+    returns the results dictionary.
+    """
+    from .report import write_report
+
+    t0 = time.perf_counter()
+    run = RunDir(run_dir)
+    manifest = run.read_json("manifest.json")
+    study = Study.model_validate(manifest["study"])
+    records = run.read_units(u["key"] for u in manifest["units"])
+    per_query = order_sensitivity(records)
+    accuracy = accuracy_table(records)
+    rng = np.random.default_rng([study.seed, 7])
+    a = study.analysis
+    comparisons, nulls = theorem1_check(
+        per_query, reference=a.reference, alpha=a.alpha, confidence=a.confidence,
+        n_resamples=a.n_resamples, margin=a.margin, adjust=a.adjust, rng=rng,
+    )
+    keep_rng = np.random.default_rng(0)
+    null_json = {}
+    for index, null in nulls.items():
+        sample = null if len(null) <= _NULL_KEEP else keep_rng.choice(null, _NULL_KEEP, replace=False)
+        null_json[str(index)] = [float(f"{v:.6g}") for v in sample]
+    comparisons["summary"] = [_summary_text(row) for row in comparisons.to_dict("records")]
+    finished = _dt.datetime.now(_dt.timezone.utc)
+    timings = dict(timings or {})
+    timings["analyse"] = time.perf_counter() - t0
+    timings["total"] = timings.get("collect", 0.0) + timings["analyse"]
+    previous = {}
+    if (run.path / "results.json").is_file() and not extra_provenance:
+        previous = run.read_json("results.json").get("provenance", {})
+    provenance = {
+        **previous,
+        "hyptest_version": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "device": _device_text(),
+        "libraries": library_versions(),
+        "models": [{"name": name, **ident} for name, ident in manifest["models"].items()],
+        "tasks": manifest["tasks"],
+        "seeds": {"root": study.seed},
+        "started": (extra_provenance or {}).get("started", previous.get("started", manifest.get("started"))),
+        "finished": finished.isoformat(timespec="seconds"),
+        "wall_time_s": {**previous.get("wall_time_s", {}), **{k: round(v, 2) for k, v in timings.items()}},
+        "run_dir": str(run.path.resolve()),
+        **(extra_provenance or {}),
+    }
+    provenance["warnings"] = _warnings(study, per_query, accuracy)
+    results = {
+        "study": {**manifest["study"], "methods": study.method_names()},
+        "comparisons": comparisons.to_dict("records"),
+        "order_sensitivity": _summary_rows(per_query, confidence=a.confidence, rng=rng),
+        "accuracy": accuracy.to_dict("records"),
+        "null_distributions": null_json,
+        "provenance": provenance,
+        "data_files": ["manifest.json", "per_query.parquet", "results.json", "units/"],
+    }
+    run.write_parquet("per_query.parquet", per_query)
+    run.write_json("results.json", results)
+    write_report(run.path, run.read_json("results.json"), per_query, manifest["study_text"])
+    return results
+
+
+def rebuild_report(run_dir: str | Path) -> Path:
+    """Rewrite ``report.html`` from ``results.json`` and ``per_query.parquet`` without recomputing."""
+    from .report import write_report
+    from .store import StoreError
+
+    run = RunDir(run_dir)
+    results = run.read_json("results.json")
+    manifest = run.read_json("manifest.json")
+    try:
+        per_query = pd.read_parquet(run.path / "per_query.parquet")
+    except FileNotFoundError:
+        raise StoreError(f"{run.path / 'per_query.parquet'} is missing; run `hyptest study` again") from None
+    return write_report(run.path, results, per_query, manifest["study_text"])
+
+
+_NAMES = {"icl": "ICL", "gd": "full-batch GD", "sgd": "SGD", "adam": "Adam"}
+
+
+def _summary_text(row: dict[str, Any]) -> str:
+    a = _NAMES.get(row["method_a"], row["method_a"])
+    b = _NAMES.get(row["method_b"], row["method_b"])
+    what = "P(gold)" if row["analysis"] == "order_sensitivity" else "the label distribution"
+    return (
+        f"Mean std across orders of {what}: {a} {row['mean_a']:.3g} vs {b} {row['mean_b']:.3g} "
+        f"over {row['n']} (demo set, query) pairs."
+    )
+
+
+def _device_text() -> str:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return "unknown"
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({os.cpu_count()} cores)"

@@ -1,0 +1,523 @@
+"""Tiny, dependency-free SVG plotting for the hyptest HTML report.
+
+Every function here is pure: it takes data and returns an SVG document as a
+string.  All text that reaches the SVG is escaped with :func:`html.escape`, and
+the only URL that appears in the output is the SVG namespace
+(``http://www.w3.org/2000/svg``).  The output is well-formed XML, so it can be
+parsed with :func:`xml.etree.ElementTree.fromstring` and inlined into HTML.
+
+Figures
+-------
+order_sensitivity_plot
+    Per-query order sensitivity (std of P(gold) across demonstration orders),
+    one column per method, jittered points plus mean and 95% CI.
+null_distribution_plot
+    Histogram of a permutation null distribution with the observed statistic.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "PALETTE",
+    "EXTRA_COLORS",
+    "SVG_NS",
+    "method_colors",
+    "nice_ticks",
+    "format_tick",
+    "order_sensitivity_plot",
+    "null_distribution_plot",
+]
+
+#: The SVG namespace; the only URL that appears in generated SVG.
+SVG_NS = "http://www.w3.org/2000/svg"
+
+#: Fixed colours for the known methods (Okabe–Ito, colour-blind safe).
+PALETTE: dict[str, str] = {
+    "icl": "#D55E00",  # vermillion
+    "gd": "#0072B2",  # blue
+    "sgd": "#009E73",  # bluish green
+    "adam": "#CC79A7",  # reddish purple
+}
+
+#: Colours handed out, in order, to methods not in :data:`PALETTE`.
+EXTRA_COLORS: tuple[str, ...] = (
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#8C6D31",  # brown
+    "#666666",  # grey
+    "#F0E442",  # yellow
+    "#000000",  # black
+)
+
+_FONT = "font-family=\"system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif\""
+
+
+def _esc(text: object) -> str:
+    """Escape any object's string form for use in SVG text or attributes.
+
+    Besides :func:`html.escape`, ``://`` is written as ``&#58;//`` so that no
+    literal URL other than the SVG namespace appears in the output.
+    """
+    return html.escape(str(text), quote=True).replace("://", "&#58;//")
+
+
+def _num(x: float) -> str:
+    """Format a coordinate compactly (two decimals, no trailing zeros)."""
+    if not math.isfinite(x):
+        return "0"
+    s = f"{x:.2f}".rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
+
+
+def method_colors(methods: Iterable[str]) -> dict[str, str]:
+    """Assign a consistent colour to each method.
+
+    Parameters
+    ----------
+    methods : iterable of str
+        Method names, in display order.
+
+    Returns
+    -------
+    dict of str to str
+        Colour (``#RRGGBB``) per method.  Known methods (``icl``, ``gd``,
+        ``sgd``, ``adam``) always get their fixed :data:`PALETTE` colour;
+        unknown methods get the next unused colour of :data:`EXTRA_COLORS`
+        (cycling if there are more methods than colours).
+    """
+    out: dict[str, str] = {}
+    k = 0
+    for m in methods:
+        if m in out:
+            continue
+        key = str(m).lower()
+        if key in PALETTE:
+            out[m] = PALETTE[key]
+        else:
+            out[m] = EXTRA_COLORS[k % len(EXTRA_COLORS)]
+            k += 1
+    return out
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Return "nice" tick positions covering ``[lo, hi]``.
+
+    Parameters
+    ----------
+    lo, hi : float
+        Data range.  Non-finite or degenerate ranges are widened.
+    n : int, optional
+        Approximate number of intervals (default 5).
+
+    Returns
+    -------
+    list of float
+        Increasing tick values; the first is ``<= lo`` and the last ``>= hi``.
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo, hi = 0.0, 1.0
+    if hi < lo:
+        lo, hi = hi, lo
+    span = hi - lo
+    if span <= 0:
+        span = abs(hi) if hi != 0 else 1.0
+        lo, hi = lo - span / 2 if lo != 0 else 0.0, hi + span / 2
+        span = hi - lo
+    raw = span / max(n, 1)
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = 10.0 * mag
+    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if m * mag >= raw * (1 - 1e-9):
+            step = m * mag
+            break
+    start = math.floor(lo / step + 1e-9) * step
+    stop = math.ceil(hi / step - 1e-9) * step
+    count = int(round((stop - start) / step)) + 1
+    ticks = [start + i * step for i in range(max(count, 2))]
+    # Clean tiny float noise such as 0.30000000000000004.
+    return [0.0 if abs(t) < step * 1e-9 else round(t, 12) for t in ticks]
+
+
+def format_tick(value: float, step: float) -> str:
+    """Format a tick label with just enough decimals for the tick step.
+
+    Parameters
+    ----------
+    value : float
+        Tick value.
+    step : float
+        Distance between neighbouring ticks.
+
+    Returns
+    -------
+    str
+        Label such as ``"0.025"``, ``"10"`` or ``"2e-06"``.
+    """
+    if step <= 0 or not math.isfinite(step):
+        return f"{value:.3g}"
+    if abs(value) < step * 1e-9:
+        return "0"
+    decimals = 0
+    while decimals < 12 and abs(round(step, decimals) - step) > step * 1e-6:
+        decimals += 1
+    if decimals > 5 or abs(value) >= 1e6:
+        return f"{value:.3g}"
+    return f"{value:.{decimals}f}"
+
+
+def _svg_open(width: int, height: int, title: str, css_class: str) -> list[str]:
+    return [
+        f'<svg xmlns="{SVG_NS}" class="{_esc(css_class)}" role="img" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'preserveAspectRatio="xMidYMid meet" {_FONT} font-size="12">',
+        f"<title>{_esc(title)}</title>",
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+        f'<text x="{width / 2:.0f}" y="22" text-anchor="middle" font-size="14" '
+        f'font-weight="600" fill="#222">{_esc(title)}</text>',
+    ]
+
+
+def _y_axis(
+    parts: list[str],
+    ticks: Sequence[float],
+    to_y: Callable[[float], float],
+    left: float,
+    right: float,
+    label: str,
+    top: float,
+    bottom: float,
+) -> None:
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    parts.append('<g class="y-axis">')
+    for t in ticks:
+        y = to_y(t)
+        parts.append(
+            f'<line x1="{_num(left)}" y1="{_num(y)}" x2="{_num(right)}" y2="{_num(y)}" '
+            f'stroke="#e3e3e3" stroke-width="1"/>'
+        )
+        parts.append(
+            f'<line x1="{_num(left - 4)}" y1="{_num(y)}" x2="{_num(left)}" y2="{_num(y)}" '
+            f'stroke="#444" stroke-width="1"/>'
+        )
+        parts.append(
+            f'<text x="{_num(left - 7)}" y="{_num(y + 4)}" text-anchor="end" '
+            f'fill="#333">{_esc(format_tick(t, step))}</text>'
+        )
+    parts.append(
+        f'<line x1="{_num(left)}" y1="{_num(top)}" x2="{_num(left)}" y2="{_num(bottom)}" '
+        f'stroke="#444" stroke-width="1"/>'
+    )
+    cy = (top + bottom) / 2
+    parts.append(
+        f'<text x="16" y="{_num(cy)}" text-anchor="middle" fill="#222" '
+        f'transform="rotate(-90 16 {_num(cy)})">{_esc(label)}</text>'
+    )
+    parts.append("</g>")
+
+
+def _summary_lookup(summary: pd.DataFrame | None) -> dict[str, tuple[float, float, float]]:
+    """Map method -> (mean, ci_low, ci_high) from an optional summary frame."""
+    out: dict[str, tuple[float, float, float]] = {}
+    if summary is None or len(summary) == 0 or "method" not in summary.columns:
+        return out
+    mean_col = next((c for c in ("mean_sd_gold", "mean", "estimate") if c in summary.columns), None)
+    if mean_col is None:
+        return out
+    for _, row in summary.iterrows():
+        try:
+            mean = float(row[mean_col])
+            lo = float(row["ci_low"]) if "ci_low" in summary.columns else float("nan")
+            hi = float(row["ci_high"]) if "ci_high" in summary.columns else float("nan")
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(mean):
+            out[str(row["method"])] = (mean, lo, hi)
+    return out
+
+
+def order_sensitivity_plot(
+    per_query: pd.DataFrame,
+    *,
+    methods_order: list[str],
+    title: str,
+    summary: pd.DataFrame | None = None,
+    value_col: str = "sd_gold",
+    y_label: str = "std of P(gold) across orders",
+    width: int = 640,
+    height: int = 400,
+) -> str:
+    """Strip plot of per-query order sensitivity, one column per method.
+
+    Parameters
+    ----------
+    per_query : pandas.DataFrame
+        Long frame with at least the columns ``method`` and ``value_col``
+        (one row per (demo set, query) unit and method), already restricted to
+        a single (model, task, n_demos) group.
+    methods_order : list of str
+        Column order.  Methods present in the data but absent from this list
+        are appended in order of first appearance; listed methods with no data
+        are dropped.
+    title : str
+        Figure title (escaped).
+    summary : pandas.DataFrame, optional
+        Per-method mean and 95% CI with columns ``method``, ``mean_sd_gold``
+        (or ``mean``), ``ci_low`` and ``ci_high``.  For methods not covered the
+        mean and ``mean ± 1.96·SE`` are computed from the points.
+    value_col : str, optional
+        Column holding the per-query value (default ``"sd_gold"``).
+    y_label : str, optional
+        Y axis label.
+    width, height : int, optional
+        Nominal size in pixels; the SVG has a matching ``viewBox`` and scales.
+
+    Returns
+    -------
+    str
+        SVG document.  Each finite value is drawn as one
+        ``<circle class="pt" .../>``; the mean is a ``<path class="mean">``
+        diamond and the CI a ``<line class="ci">``.
+
+    Notes
+    -----
+    Jitter is deterministic: it is drawn from ``np.random.default_rng(0)``
+    created afresh on every call, column by column in display order.
+    """
+    parts = _svg_open(width, height, title, "hyptest-fig order-sensitivity")
+    df = per_query if per_query is not None else pd.DataFrame(columns=["method", value_col])
+    if "method" not in df.columns or value_col not in df.columns:
+        df = pd.DataFrame(columns=["method", value_col])
+
+    present = [str(m) for m in pd.unique(df["method"].astype(str))] if len(df) else []
+    methods = [m for m in methods_order if m in present]
+    methods += [m for m in present if m not in methods]
+    colors = method_colors(methods)
+    summ = _summary_lookup(summary)
+
+    values: dict[str, np.ndarray] = {}
+    stats: dict[str, tuple[float, float, float]] = {}
+    for m in methods:
+        v = pd.to_numeric(df.loc[df["method"].astype(str) == m, value_col], errors="coerce")
+        v = v.to_numpy(dtype=float)
+        v = v[np.isfinite(v)]
+        values[m] = v
+        if m in summ:
+            stats[m] = summ[m]
+        elif v.size:
+            mean = float(v.mean())
+            if v.size > 1:
+                se = float(v.std(ddof=1)) / math.sqrt(v.size)
+                stats[m] = (mean, mean - 1.96 * se, mean + 1.96 * se)
+            else:
+                stats[m] = (mean, float("nan"), float("nan"))
+
+    left, right, top, bottom = 78.0, width - 20.0, 40.0, height - 58.0
+    if not methods:
+        parts.append(
+            f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle" '
+            f'fill="#666">no per-query data</text>'
+        )
+        parts.append("</svg>")
+        return "\n".join(parts)
+
+    all_vals = [x for v in values.values() for x in v.tolist()]
+    for mean, lo, hi in stats.values():
+        all_vals.extend(x for x in (mean, lo, hi) if math.isfinite(x))
+    vmin = min(all_vals) if all_vals else 0.0
+    vmax = max(all_vals) if all_vals else 1.0
+    ticks = nice_ticks(min(0.0, vmin), vmax if vmax > 0 else 1e-3)
+    y0, y1 = ticks[0], ticks[-1]
+
+    def to_y(v: float) -> float:
+        return bottom - (v - y0) / (y1 - y0) * (bottom - top)
+
+    _y_axis(parts, ticks, to_y, left, right, y_label, top, bottom)
+    parts.append(
+        f'<line x1="{_num(left)}" y1="{_num(bottom)}" x2="{_num(right)}" y2="{_num(bottom)}" '
+        f'stroke="#444" stroke-width="1"/>'
+    )
+
+    rng = np.random.default_rng(0)
+    colw = (right - left) / len(methods)
+    radius = 2.6 if max(len(v) for v in values.values()) <= 400 else 1.8
+    for i, m in enumerate(methods):
+        cx = left + (i + 0.5) * colw
+        px = cx - 0.08 * colw
+        v = values[m]
+        jit = rng.uniform(-0.2, 0.2, size=v.size) * colw
+        color = colors[m]
+        parts.append(f'<g class="method" data-method="{_esc(m)}">')
+        for x, val in zip(px + jit, v, strict=True):
+            parts.append(
+                f'<circle class="pt" cx="{_num(x)}" cy="{_num(to_y(val))}" r="{radius}" '
+                f'fill="{color}" fill-opacity="0.5" stroke="{color}" stroke-opacity="0.8" '
+                f'stroke-width="0.5"/>'
+            )
+        if m in stats:
+            mean, lo, hi = stats[m]
+            mx = cx + 0.3 * colw
+            if math.isfinite(lo) and math.isfinite(hi):
+                ylo, yhi = to_y(lo), to_y(hi)
+                parts.append(
+                    f'<line class="ci" x1="{_num(mx)}" y1="{_num(ylo)}" x2="{_num(mx)}" '
+                    f'y2="{_num(yhi)}" stroke="#111" stroke-width="1.6"/>'
+                )
+                for yy in (ylo, yhi):
+                    parts.append(
+                        f'<line class="ci-cap" x1="{_num(mx - 5)}" y1="{_num(yy)}" '
+                        f'x2="{_num(mx + 5)}" y2="{_num(yy)}" stroke="#111" stroke-width="1.6"/>'
+                    )
+            my = to_y(mean)
+            parts.append(
+                f'<path class="mean" d="M {_num(mx)} {_num(my - 6)} L {_num(mx + 6)} {_num(my)} '
+                f'L {_num(mx)} {_num(my + 6)} L {_num(mx - 6)} {_num(my)} Z" fill="{color}" '
+                f'stroke="#111" stroke-width="1.2"/>'
+            )
+        parts.append(
+            f'<text class="xlabel" x="{_num(cx)}" y="{_num(bottom + 18)}" text-anchor="middle" '
+            f'fill="{color}" font-weight="600">{_esc(m)}</text>'
+        )
+        parts.append(
+            f'<text x="{_num(cx)}" y="{_num(bottom + 33)}" text-anchor="middle" '
+            f'fill="#555" font-size="11">n = {v.size}</text>'
+        )
+        parts.append("</g>")
+    parts.append(
+        f'<text x="{_num(right)}" y="{height - 8}" text-anchor="end" fill="#555" font-size="11">'
+        f"points: queries (jittered) · diamond: mean · bar: 95% CI</text>"
+    )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def null_distribution_plot(
+    null: np.ndarray,
+    observed: float,
+    *,
+    title: str,
+    x_label: str = "test statistic under the null (sign-flipped mean difference)",
+    bins: int = 40,
+    width: int = 640,
+    height: int = 320,
+) -> str:
+    """Histogram of a permutation null distribution with the observed value.
+
+    Parameters
+    ----------
+    null : numpy.ndarray
+        Resampled (or exactly enumerated) statistics under the null.
+        Non-finite values are ignored.
+    observed : float
+        Observed statistic; drawn as a vertical dashed line.
+    title : str
+        Figure title (escaped).
+    x_label : str, optional
+        X axis label.
+    bins : int, optional
+        Number of histogram bins over the range of ``null`` (default 40).
+    width, height : int, optional
+        Nominal size in pixels; the SVG has a matching ``viewBox`` and scales.
+
+    Returns
+    -------
+    str
+        SVG document with one ``<rect class="bar">`` per bin and a
+        ``<line class="observed">``.  Bins at least as extreme as the observed
+        value in absolute terms (the two-sided rejection region) are shaded
+        darker.
+    """
+    parts = _svg_open(width, height, title, "hyptest-fig null-distribution")
+    arr = np.asarray(null, dtype=float).ravel()
+    arr = arr[np.isfinite(arr)]
+    obs = float(observed) if observed is not None else float("nan")
+    if arr.size == 0:
+        parts.append(
+            f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle" '
+            f'fill="#666">no null distribution available</text>'
+        )
+        parts.append("</svg>")
+        return "\n".join(parts)
+
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi <= lo:
+        pad = abs(lo) * 0.05 if lo != 0 else 0.5
+        lo, hi = lo - pad, hi + pad
+    counts, edges = np.histogram(arr, bins=bins, range=(lo, hi))
+    xlo, xhi = lo, hi
+    if math.isfinite(obs):
+        xlo, xhi = min(xlo, obs), max(xhi, obs)
+    xticks = nice_ticks(xlo, xhi, 6)
+    yticks = nice_ticks(0.0, float(counts.max()) if counts.max() > 0 else 1.0, 4)
+
+    left, right, top, bottom = 70.0, width - 20.0, 52.0, height - 50.0
+    x0, x1 = xticks[0], xticks[-1]
+    y0, y1 = yticks[0], yticks[-1]
+
+    def to_x(v: float) -> float:
+        return left + (v - x0) / (x1 - x0) * (right - left)
+
+    def to_y(v: float) -> float:
+        return bottom - (v - y0) / (y1 - y0) * (bottom - top)
+
+    _y_axis(parts, yticks, to_y, left, right, "count", top, bottom)
+    xstep = xticks[1] - xticks[0]
+    parts.append('<g class="x-axis">')
+    parts.append(
+        f'<line x1="{_num(left)}" y1="{_num(bottom)}" x2="{_num(right)}" y2="{_num(bottom)}" '
+        f'stroke="#444" stroke-width="1"/>'
+    )
+    for t in xticks:
+        x = to_x(t)
+        parts.append(
+            f'<line x1="{_num(x)}" y1="{_num(bottom)}" x2="{_num(x)}" y2="{_num(bottom + 4)}" '
+            f'stroke="#444" stroke-width="1"/>'
+        )
+        parts.append(
+            f'<text x="{_num(x)}" y="{_num(bottom + 17)}" text-anchor="middle" '
+            f'fill="#333">{_esc(format_tick(t, xstep))}</text>'
+        )
+    parts.append(
+        f'<text x="{_num((left + right) / 2)}" y="{height - 10}" text-anchor="middle" '
+        f'fill="#222">{_esc(x_label)}</text>'
+    )
+    parts.append("</g>")
+
+    thr = abs(obs) if math.isfinite(obs) else float("inf")
+    parts.append('<g class="bars">')
+    for c, a, b in zip(counts, edges[:-1], edges[1:], strict=True):
+        xa, xb = to_x(float(a)), to_x(float(b))
+        yc = to_y(float(c))
+        centre = (a + b) / 2
+        extreme = abs(centre) >= thr - 1e-15 * max(1.0, thr)
+        fill = "#6f819a" if extreme else "#bfcbd9"
+        parts.append(
+            f'<rect class="bar" x="{_num(xa)}" y="{_num(yc)}" width="{_num(max(xb - xa - 0.5, 0.5))}" '
+            f'height="{_num(bottom - yc)}" fill="{fill}"/>'
+        )
+    parts.append("</g>")
+
+    if math.isfinite(obs):
+        ox = to_x(obs)
+        anchor = "end" if ox > (left + right) / 2 else "start"
+        dx = -5 if anchor == "end" else 5
+        parts.append(
+            f'<line class="observed" x1="{_num(ox)}" y1="{_num(top)}" x2="{_num(ox)}" '
+            f'y2="{_num(bottom)}" stroke="#C62828" stroke-width="2" stroke-dasharray="5 3"/>'
+        )
+        parts.append(
+            f'<text x="{_num(ox + dx)}" y="{_num(top + 12)}" text-anchor="{anchor}" '
+            f'fill="#C62828" font-weight="600">observed = {_esc(f"{obs:.3g}")}</text>'
+        )
+    parts.append(
+        f'<text x="{_num(right)}" y="{_num(top - 10)}" text-anchor="end" fill="#555" '
+        f'font-size="11">{arr.size} null draws, {bins} bins</text>'
+    )
+    parts.append("</svg>")
+    return "\n".join(parts)
