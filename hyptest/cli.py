@@ -112,19 +112,31 @@ def study(
     _render_summary(summary.results, summary.run_dir, summary.n_units, summary.n_reused)
 
 
+_SHORT = {"icl": "ICL", "gd": "GD", "sgd": "SGD", "adam": "Adam"}
+
+
+def _short(value: object) -> str:
+    if value is None:
+        return "inf"
+    number = float(value)  # type: ignore[arg-type]
+    return f"{number:.3g}" if abs(number) < 1e4 else f"{number:.1e}"
+
+
 def _render_summary(results: dict, run_dir: Path, n_units: int, n_reused: int) -> None:
     from rich.table import Table
 
-    table = Table(title="Theorem-1 check: order sensitivity, ICL vs GD methods")
-    for column in ("task", "N", "comparison", "analysis", "Δ mean sd", "95% CI", "ratio", "p_adj", "verdict"):
-        table.add_column(column)
+    table = Table(title="Theorem-1 check: order sensitivity of ICL vs each GD method", title_justify="left")
+    for column in ("task · N", "vs", "Δ sd [95% CI]", "ratio", "p_adj", "verdict"):
+        table.add_column(column, overflow="fold")
     colours = {"different": "red", "equivalent": "green", "negligible": "yellow", "inconclusive": "white"}
     for row in results["comparisons"]:
-        ratio = row.get("ratio")
+        measure = "" if row["analysis"] == "order_sensitivity" else " (labels)"
         table.add_row(
-            _escape(str(row["task"])), str(row["n_demos"]), _escape(f"{row['method_a']} vs {row['method_b']}"),
-            row["analysis"], f"{row['estimate']:.4f}", f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}]",
-            "inf" if ratio is None else f"{ratio:.2f}", f"{row['p_adjusted']:.2g}",
+            _escape(f"{row['task']} · {row['n_demos']}"),
+            _escape(_SHORT.get(row["method_b"], row["method_b"]) + measure),
+            f"{_short(row['estimate'])} [{_short(row['ci_low'])}, {_short(row['ci_high'])}]",
+            _short(row.get("ratio")),
+            f"{row['p_adjusted']:.2g}",
             f"[{colours.get(row['verdict'], 'white')}]{row['verdict']}[/]",
         )
     _out.print(table)

@@ -42,7 +42,8 @@ def order_sensitivity(records: pd.DataFrame) -> pd.DataFrame:
     pandas.DataFrame
         One row per (model, task, n_demos, method, method_kind, demo_set,
         query_id) with columns ``sd_gold``, ``sd_labels``, ``spread``,
-        ``n_orders`` and ``n_seeds``.
+        ``n_orders``, ``n_seeds`` and ``n_labels``. With two labels,
+        ``sd_labels == sd_gold`` (the two probabilities move together).
 
     Notes
     -----
@@ -69,8 +70,10 @@ def order_sensitivity(records: pd.DataFrame) -> pd.DataFrame:
             sd_gold = float(np.std(p_gold, ddof=1))
             sd_labels = float(np.std(probs, axis=0, ddof=1).mean())
         spread = float((probs.max(axis=0) - probs.min(axis=0)).max())
-        rows.append((*key, sd_gold, sd_labels, spread, n_orders))
-    per_seed = pd.DataFrame(rows, columns=[*_GROUP, "seed", "sd_gold", "sd_labels", "spread", "n_orders"])
+        rows.append((*key, sd_gold, sd_labels, spread, n_orders, probs.shape[1]))
+    per_seed = pd.DataFrame(
+        rows, columns=[*_GROUP, "seed", "sd_gold", "sd_labels", "spread", "n_orders", "n_labels"]
+    )
     out = (
         per_seed.groupby(_GROUP, sort=True)
         .agg(
@@ -79,6 +82,7 @@ def order_sensitivity(records: pd.DataFrame) -> pd.DataFrame:
             spread=("spread", "max"),
             n_orders=("n_orders", "min"),
             n_seeds=("seed", "nunique"),
+            n_labels=("n_labels", "max"),
         )
         .reset_index()
     )

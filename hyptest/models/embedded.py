@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._util import atomic_write_text, file_sha256
-from .base import LoadedModel, ModelError, resolve_device, torch_dtype
+from .base import LoadedModel, ModelError, quiet_transformers, resolve_device, torch_dtype
 
 __all__ = ["EMBEDDED_FILE", "INSTALL_HINT", "cache_root", "embedded_gguf_path", "load_embedded"]
 
@@ -56,8 +56,9 @@ def _dequantise_to_cache(gguf: Path, target: Path) -> None:
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     partial = target.with_name(target.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
     config = model.config.to_dict()
@@ -95,9 +96,10 @@ def load_embedded(name: str = "smollm2-135m", *, dtype: str = "float32", device:
     if not (target / "model.safetensors").is_file():
         _dequantise_to_cache(gguf, target)
     device = resolve_device(device)
-    model = AutoModelForCausalLM.from_pretrained(target, dtype=torch_dtype(dtype)).to(device)
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(target, dtype=torch_dtype(dtype)).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(target)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(target)
     identity: dict[str, Any] = {
         "source": "embedded",
         "file": EMBEDDED_FILE,

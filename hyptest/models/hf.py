@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._util import file_sha256
-from .base import LoadedModel, ModelError, resolve_device, torch_dtype
+from .base import LoadedModel, ModelError, quiet_transformers, resolve_device, torch_dtype
 
 __all__ = ["load_hf"]
 
@@ -37,10 +37,11 @@ def load_hf(
         raise ModelError(f"model {name!r}: no such directory {path}")
     device = resolve_device(device)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(local) if is_local else path, revision=revision, dtype=torch_dtype(dtype)
-        )
-        tokenizer = AutoTokenizer.from_pretrained(str(local) if is_local else path, revision=revision)
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(
+                str(local) if is_local else path, revision=revision, dtype=torch_dtype(dtype)
+            )
+            tokenizer = AutoTokenizer.from_pretrained(str(local) if is_local else path, revision=revision)
     except (OSError, ValueError) as error:
         raise ModelError(f"model {name!r}: cannot load {path!r}: {error}") from None
     model.to(device).eval()

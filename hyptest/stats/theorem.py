@@ -35,6 +35,10 @@ def _validate_per_query(per_query: pd.DataFrame, reference: str) -> None:
         raise ValueError(f"`reference` method {reference!r} has no rows in `per_query`")
 
 
+def _binary(group: pd.DataFrame) -> bool:
+    return "n_labels" in group.columns and bool((group["n_labels"] == 2).all())
+
+
 def theorem1_check(
     per_query: pd.DataFrame,
     *,
@@ -54,7 +58,8 @@ def theorem1_check(
     permutation test (exact when ``2**n <= n_resamples``); the mean difference
     gets a percentile bootstrap CI at ``confidence`` and a ``1 - 2 alpha``
     interval for the equivalence (TOST) side. p-values are adjusted across
-    every comparison of the call (the study's family).
+    every comparison of the call (the study's family). With two labels the
+    label-distribution analysis equals the P(gold) one and is not repeated.
 
     Parameters
     ----------
@@ -91,8 +96,10 @@ def theorem1_check(
         ref = group[group["method"] == reference].set_index(["demo_set", "query_id"])
         for method in sorted(set(group["method"]) - {reference}):
             other = group[group["method"] == method].set_index(["demo_set", "query_id"])
-            joined = ref.join(other, how="inner", lsuffix="_a", rsuffix="_b")
+            joined = ref.merge(other, how="inner", left_index=True, right_index=True, suffixes=("_a", "_b"))
             for analysis, column in ORDER_ANALYSES.items():
+                if column == "sd_labels" and _binary(group):
+                    continue  # identical to sd_gold with two labels: not a separate test
                 pair = joined[[f"{column}_a", f"{column}_b"]].dropna()
                 x = pair[f"{column}_a"].to_numpy(float)
                 y = pair[f"{column}_b"].to_numpy(float)

@@ -1,0 +1,75 @@
+"""Naive reference implementations used by the tests (one prompt at a time, full forward)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def naive_label_logprobs(model, prefix_ids, query_ids, label_ids):
+    """log P(label | prefix + query) by one full forward per (query, label), via model(...).logits."""
+    out = np.zeros((len(query_ids), len(label_ids)))
+    with torch.no_grad():
+        for i, q in enumerate(query_ids):
+            for j, lab in enumerate(label_ids):
+                ids = list(prefix_ids) + list(q) + list(lab)
+                logits = model(torch.tensor([ids])).logits[0].double()
+                logp = torch.log_softmax(logits, dim=-1)
+                start = len(ids) - len(lab)
+                out[i, j] = sum(float(logp[start + k - 1, tok]) for k, tok in enumerate(lab))
+    return out
+
+
+def naive_topk(model, prefix_ids, query, k):
+    with torch.no_grad():
+        logits = model(torch.tensor([list(prefix_ids) + list(query)])).logits[0, -1].double()
+    probs = torch.softmax(logits, -1)
+    top = torch.topk(probs, k)
+    return top.indices.numpy(), top.values.numpy()
+
+
+def example_loss(model, ids, targets):
+    logits = model(torch.tensor([list(ids)])).logits[0]
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -sum(logp[t - 1, ids[t]] for t in targets)
+
+
+def manual_sgd(model, examples, lr, epochs=1):
+    params = [p for p in model.parameters()]
+    for _ in range(epochs):
+        for ids, targets in examples:
+            loss = example_loss(model, ids, targets)
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                for p, g in zip(params, grads):
+                    p -= lr * g
+
+
+def manual_full_batch_gd(model, examples, lr, steps):
+    params = [p for p in model.parameters()]
+    for _ in range(steps):
+        loss = sum(example_loss(model, ids, t) for ids, t in examples) / len(examples)
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p -= lr * g
+
+
+def manual_adam(model, examples, lr, betas=(0.9, 0.999), eps=1e-8, epochs=1):
+    """Adam written out from Kingma & Ba (2015), Algorithm 1."""
+    params = [p for p in model.parameters()]
+    m = [torch.zeros_like(p) for p in params]
+    v = [torch.zeros_like(p) for p in params]
+    b1, b2 = betas
+    t = 0
+    for _ in range(epochs):
+        for ids, targets in examples:
+            t += 1
+            grads = torch.autograd.grad(example_loss(model, ids, targets), params)
+            with torch.no_grad():
+                for p, g, mi, vi in zip(params, grads, m, v):
+                    mi.mul_(b1).add_((1 - b1) * g)
+                    vi.mul_(b2).add_((1 - b2) * g * g)
+                    m_hat = mi / (1 - b1**t)
+                    v_hat = vi / (1 - b2**t)
+                    p -= lr * m_hat / (v_hat.sqrt() + eps)

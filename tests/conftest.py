@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny random models, built-in tasks, small study files."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    from hyptest.models.tiny import load_tiny
+
+    return load_tiny("tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def sentiment():
+    from hyptest.tasks import load_builtin_task
+
+    return load_builtin_task("sentiment")
+
+
+@pytest.fixture(scope="session")
+def topic():
+    from hyptest.tasks import load_builtin_task
+
+    return load_builtin_task("topic")
+
+
+TINY_STUDY = textwrap.dedent(
+    """\
+    name: tiny_study
+    seed: 3
+    models: [{name: tiny, source: tiny}]
+    tasks: [sentiment]
+    demos: {n_demos: 3, n_sets: 2, n_orders: all, n_queries: 6}
+    methods:
+      - kind: icl
+      - {kind: gd, learning_rate: 0.01, steps: 2}
+      - {kind: sgd, learning_rate: 0.01}
+      - {kind: adam, learning_rate: 0.001}
+    analysis: {n_resamples: 2000}
+    """
+)
+
+
+@pytest.fixture
+def tiny_study_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_STUDY)
+    return path

@@ -1,0 +1,124 @@
+"""End to end on a tiny model: results, resume, and a real SIGKILL in the middle of a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hyptest.pipeline import rebuild_report, run_study
+from hyptest.store import RECORD_COLUMNS, RunDir
+from hyptest.study import load_study
+
+REQUIRED = {"model", "task", "n_demos", "method_a", "method_b", "analysis", "estimate",
+            "ci_low", "ci_high", "p_value", "verdict"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from .conftest import TINY_STUDY
+
+    folder = tmp_path_factory.mktemp("run")
+    path = folder / "tiny.yaml"
+    path.write_text(TINY_STUDY)
+    study, text = load_study(path)
+    summary = run_study(study, text, out_dir=folder / "out", threads=1)
+    return study, text, summary
+
+
+def test_results_json_has_every_comparison(tiny_run):
+    study, _, summary = tiny_run
+    results = json.loads((summary.run_dir / "results.json").read_text())
+    comps = results["comparisons"]
+    # 3 GD methods, one (model, task, N); with two labels the label-distribution
+    # analysis equals the P(gold) one and is not repeated
+    assert len(comps) == 3
+    assert {r["analysis"] for r in comps} == {"order_sensitivity"}
+    for row in comps:
+        assert REQUIRED <= set(row)
+        assert row["verdict"] in {"different", "equivalent", "negligible", "inconclusive"}
+        assert row["ci_low"] <= row["estimate"] <= row["ci_high"]
+    assert {r["method_b"] for r in comps} == {"gd", "sgd", "adam"}
+    # 2 demo sets x 3! orders x (icl + 3 GD methods)
+    assert summary.n_units == 2 * 6 * 4
+    assert (summary.run_dir / "report.html").is_file()
+
+
+def test_order_sensitivity_and_gd_spread(tiny_run):
+    _, _, summary = tiny_run
+    run = RunDir(summary.run_dir)
+    manifest = run.read_json("manifest.json")
+    records = run.read_units(u["key"] for u in manifest["units"])
+    assert list(records.columns) == list(RECORD_COLUMNS)
+    # recompute ICL order sensitivity of one (set, query) directly from the records
+    icl = records[(records.method == "icl") & (records.demo_set == 0)]
+    qid = icl.query_id.iloc[0]
+    values = icl[icl.query_id == qid].sort_values("order_id").p_gold.to_numpy()
+    assert len(values) == 6
+    per_query = pd.read_parquet(summary.run_dir / "per_query.parquet")
+    got = per_query[(per_query.method == "icl") & (per_query.demo_set == 0) & (per_query.query_id == qid)]
+    np.testing.assert_allclose(got.sd_gold.iloc[0], np.std(values, ddof=1), rtol=1e-12)
+    gd = [r for r in summary.results["order_sensitivity"] if r["method"] == "gd"][0]
+    assert gd["max_spread"] < 1e-5  # full-batch GD is order-invariant
+
+
+def test_rerun_reuses_every_unit_and_gives_identical_results(tiny_run):
+    study, text, summary = tiny_run
+    again = run_study(study, text, out_dir=summary.run_dir, threads=1)
+    assert again.n_reused == again.n_units
+    for a, b in zip(summary.results["comparisons"], again.results["comparisons"]):
+        assert a == b
+
+
+def test_report_rebuild(tiny_run):
+    _, _, summary = tiny_run
+    path = summary.run_dir / "report.html"
+    path.unlink()
+    rebuild_report(summary.run_dir)
+    html = path.read_text()
+    assert "order sensitivity" in html.lower() and "<script" not in html
+
+
+def _units(path: Path) -> dict[str, pd.DataFrame]:
+    return {p.stem: pd.read_parquet(p) for p in sorted((path / "units").glob("*.parquet"))}
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    from .conftest import TINY_STUDY
+
+    study_file = tmp_path / "kill.yaml"
+    study_file.write_text(TINY_STUDY.replace("n_demos: 3", "n_demos: 4").replace("n_orders: all", "n_orders: 12"))
+    cmd = [sys.executable, "-m", "hyptest", "study", str(study_file), "--threads", "1"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+    proc = subprocess.Popen([*cmd, "--out", str(killed_dir)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((killed_dir / "units").glob("*.parquet"))) < 10:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(list((killed_dir / "units").glob("*.parquet")))
+    assert 10 <= n_before < 96, "the kill must land in the middle of the run"
+    assert not (killed_dir / "results.json").exists()
+    resumed = subprocess.run([*cmd, "--out", str(killed_dir)], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"({n_before} reused)" in resumed.stdout.replace("\n", " ")
+    clean = subprocess.run([*cmd, "--out", str(clean_dir)], env=env, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    a, b = _units(killed_dir), _units(clean_dir)
+    assert a.keys() == b.keys() and len(a) == 96
+    for key in a:
+        pd.testing.assert_frame_equal(a[key], b[key], check_exact=True)
+    ra = json.loads((killed_dir / "results.json").read_text())["comparisons"]
+    rb = json.loads((clean_dir / "results.json").read_text())["comparisons"]
+    assert ra == rb
+    assert not list((killed_dir / "units").glob(".tmp-*")) or True  # a stray temp file is allowed, never read

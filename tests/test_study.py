@@ -1,0 +1,103 @@
+"""Study files: valid ones parse; bad ones give one clear message naming the field."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+
+from hyptest.study import StudyError, check_feasible, load_study, parse_study
+
+from .conftest import TINY_STUDY
+
+
+def _study(**overrides):
+    data = yaml.safe_load(TINY_STUDY)
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return data
+
+
+def test_valid_study_parses_with_defaults():
+    study = parse_study(_study())
+    assert study.method_names() == ["icl", "gd", "sgd", "adam"]
+    assert study.demos.n_orders == "all"
+    assert study.analysis.adjust == "holm"
+    assert study.analysis.alpha == 0.05
+    assert study.method("gd").steps == 2
+
+
+def test_default_study_file_is_valid():
+    study, text = load_study("studies/order_sensitivity.yaml")
+    assert study.models[0].source == "embedded"
+    assert study.demos.n_sets >= 2 and study.demos.n_orders >= 8 and study.demos.n_queries >= 32
+    assert "order_sensitivity" in text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"demos.n_order": 5}, "demos.n_order: unknown key"),
+        ({"demos.n_orders": "many"}, "demos.n_orders"),
+        ({"demos.n_orders": 1}, "at least 2 orders"),
+        ({"demos.n_sets": 0}, "demos.n_sets"),
+        ({"analysis.alpha": 1.5}, "analysis.alpha"),
+        ({"analysis.reference": "nope"}, "not one of the methods"),
+        ({"methods": [{"kind": "icl"}, {"kind": "sgd", "learning_rate": -1}]}, "methods[1].learning_rate"),
+        ({"methods": [{"kind": "icl"}, {"kind": "newton"}]}, "methods[1]"),
+        ({"methods": [{"kind": "icl"}, {"kind": "icl"}]}, "names must be unique"),
+        ({"models": [{"name": "x", "source": "hf"}]}, "`path`"),
+    ],
+)
+def test_bad_values_name_the_field(overrides, fragment):
+    with pytest.raises(StudyError) as info:
+        parse_study(_study(**overrides), source="s.yaml")
+    assert fragment in str(info.value)
+    assert str(info.value).startswith("s.yaml: invalid study file")
+
+
+def test_missing_required_key():
+    data = _study()
+    del data["methods"]
+    with pytest.raises(StudyError, match=r"methods: required key is missing"):
+        parse_study(data)
+
+
+def test_malformed_yaml_reports_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nmodels: [a, b\n")
+    with pytest.raises(StudyError, match=r"malformed YAML at line \d+"):
+        load_study(path)
+
+
+def test_missing_file():
+    with pytest.raises(StudyError, match="no such study file"):
+        load_study("does/not/exist.yaml")
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(StudyError, match="malformed YAML"):
+        load_study(path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"demos.n_demos": 49}, "N = 49 is larger than the demo pool of task 'sentiment' (48 demos)"),
+        ({"demos.n_orders": 7}, f"N = 3 demos have only {math.factorial(3)} (N!) distinct orders"),
+        ({"demos.n_sets": 17}, "17 disjoint demo sets of N = 3 need 51 demos"),
+        ({"demos.n_queries": 500}, "500 queries asked, but task 'sentiment' has 128"),
+    ],
+)
+def test_impossible_sizes(overrides, fragment):
+    study = parse_study(_study(**overrides))
+    with pytest.raises(StudyError) as info:
+        check_feasible(study, {"sentiment": 48}, {"sentiment": 128})
+    assert fragment in str(info.value)
