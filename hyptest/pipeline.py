@@ -36,6 +36,9 @@ _LIBRARIES = ("torch", "transformers", "numpy", "scipy", "pandas", "statsmodels"
 _KEY_LIBRARIES = ("torch", "transformers")
 #: Null-distribution values kept in results.json per comparison (for the report's histogram).
 _NULL_KEEP = 2000
+#: Columns of per_order.parquet: P(gold) of every (unit, query), for the report's scatter plots.
+_PER_ORDER_COLUMNS = ["model", "task", "n_demos", "method", "method_kind", "demo_set", "order_id", "seed",
+                      "step", "query_id", "p_gold"]
 
 
 @dataclass
@@ -96,6 +99,7 @@ def run_study(
     base_dir: Path | None = None,
     progress: Progress | None = None,
     threads: int | None = None,
+    executor: Any = None,
 ) -> RunSummary:
     """Collect every missing unit of a study, then analyse and report.
 
@@ -113,6 +117,8 @@ def run_study(
         Called as ``progress(done, total, description)`` after every unit.
     threads : int, optional
         Torch CPU threads (default: all cores).
+    executor : hyptest.collect.executors.Executor, optional
+        Who runs the work groups; default the local executor.
 
     Returns
     -------
@@ -120,8 +126,7 @@ def run_study(
     """
     import torch
 
-    from .collect.units import UnitRunner
-    from .models import load_model
+    from .collect.executors import LocalExecutor, group_units
 
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
@@ -145,21 +150,17 @@ def run_study(
     done = n_reused
     if progress:
         progress(done, len(units), "reused finished units" if n_reused else "starting")
-    load_time = 0.0
-    for spec in study.models:
-        mine = [u for u in todo if u.model == spec.name]
-        if not mine:
-            continue
-        t_load = time.perf_counter()
-        lm = load_model(spec)
-        load_time += time.perf_counter() - t_load
-        runner = UnitRunner(lm, tasks, study)
-        for unit in mine:
-            run.write_unit(unit.key, runner.run(unit))
-            done += 1
-            if progress:
-                progress(done, len(units), f"{unit.task} N={unit.n_demos} {unit.method} set {unit.demo_set}")
-        del runner, lm
+    executor = executor or LocalExecutor()
+
+    def store(unit: Unit, rows: pd.DataFrame) -> None:
+        nonlocal done
+        run.write_unit(unit.key, rows)
+        done += 1
+        if progress:
+            progress(done, len(units), f"{unit.task} N={unit.n_demos} {unit.method} set {unit.demo_set}")
+
+    executor.run(group_units(todo), study=study, tasks=tasks, on_unit=store)
+    load_time = float(getattr(executor, "load_seconds", 0.0))
     collect_s = time.perf_counter() - t0
     results = analyse_run(
         run.path,
@@ -279,9 +280,11 @@ def analyse_run(
         "accuracy": accuracy.to_dict("records"),
         "null_distributions": null_json,
         "provenance": provenance,
-        "data_files": ["manifest.json", "per_query.parquet", "results.json", "units/"],
+        "data_files": ["manifest.json", "per_query.parquet", "per_order.parquet", "results.json", "units/"],
     }
+    per_order = records[_PER_ORDER_COLUMNS]
     run.write_parquet("per_query.parquet", per_query)
+    run.write_parquet("per_order.parquet", per_order)
     run.write_json("results.json", results)
     write_report(run.path, run.read_json("results.json"), per_query, manifest["study_text"])
     return results

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -103,4 +103,11 @@ class UnitRunner:
         return scores_to_frame(unit, task, scores, step=len(losses))
 
 
-ProgressCallback = Callable[[int, int, "Unit | None"], None]
+    def run_group(self, units: Sequence[Unit]) -> Iterator[tuple[Unit, pd.DataFrame]]:
+        """Collect the units of one work group (one demo set and method, many orders).
+
+        Yields each unit with its rows as soon as it is done, so the caller can
+        store it before the next one starts.
+        """
+        for unit in units:
+            yield unit, self.run(unit)

@@ -1,0 +1,89 @@
+"""Executors: who runs the work groups of a study.
+
+A *work group* is every pending unit of one (model, task, N, demo set, method):
+all its orders and seeds. Groups are the scheduling grain, so a collector can
+share work between the orders of one demo set (prefix caches, shared SGD
+steps) while every unit is still stored on its own.
+
+The local executor runs groups in this process, one model loaded at a time.
+Other executors (e.g. Ray) implement the same ``run`` contract.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import pandas as pd
+
+from .plan import Unit
+
+__all__ = ["Executor", "LocalExecutor", "WorkGroup", "group_units"]
+
+#: Called with (unit, its rows) as soon as a unit is finished.
+OnUnit = Callable[[Unit, pd.DataFrame], None]
+
+
+@dataclass(frozen=True)
+class WorkGroup:
+    """Pending units of one (model, task, N, demo set, method), in plan order."""
+
+    model: str
+    task: str
+    n_demos: int
+    demo_set: int
+    method: str
+    units: tuple[Unit, ...]
+
+
+def group_units(units: Iterable[Unit]) -> list[WorkGroup]:
+    """Group units by (model, task, N, demo set, method), keeping plan order."""
+    groups: dict[tuple[Any, ...], list[Unit]] = {}
+    for unit in units:
+        key = (unit.model, unit.task, unit.n_demos, unit.demo_set, unit.method)
+        groups.setdefault(key, []).append(unit)
+    return [WorkGroup(*key, units=tuple(members)) for key, members in groups.items()]
+
+
+class Executor(abc.ABC):
+    """Runs work groups and hands every finished unit to ``on_unit``."""
+
+    @abc.abstractmethod
+    def run(
+        self,
+        groups: Sequence[WorkGroup],
+        *,
+        study: Any,
+        tasks: dict[str, Any],
+        on_unit: OnUnit,
+    ) -> None:
+        """Run every group; call ``on_unit(unit, rows)`` once per finished unit."""
+
+
+class LocalExecutor(Executor):
+    """Run groups in this process; each model is loaded once and reused."""
+
+    def __init__(self, *, batch_size: int = 32) -> None:
+        self.batch_size = batch_size
+        #: seconds spent loading models, for the provenance table
+        self.load_seconds = 0.0
+
+    def run(self, groups: Sequence[WorkGroup], *, study: Any, tasks: dict[str, Any], on_unit: OnUnit) -> None:
+        import time
+
+        from ..models import load_model
+        from .units import UnitRunner
+
+        for spec in study.models:
+            mine = [g for g in groups if g.model == spec.name]
+            if not mine:
+                continue
+            t0 = time.perf_counter()
+            lm = load_model(spec)
+            self.load_seconds += time.perf_counter() - t0
+            runner = UnitRunner(lm, tasks, study, batch_size=self.batch_size)
+            for group in mine:
+                for unit, rows in runner.run_group(group.units):
+                    on_unit(unit, rows)
+            del runner, lm
