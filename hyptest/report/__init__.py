@@ -3,9 +3,11 @@
 Public API
 ----------
 render_report
-    Render the report HTML from a ``results`` dict and the per-query frame.
+    Render the report HTML from a ``results`` dict, the per-query frame and,
+    optionally, the per-order frame (for the ICL-vs-GD scatter plots).
 write_report
-    Render and atomically write ``report.html`` into a run directory.
+    Render and atomically write ``report.html`` into a run directory
+    (reading ``per_order.parquet`` from it when no per-order frame is given).
 
 The figures are drawn by the dependency-free :mod:`hyptest.report.svg`.
 """

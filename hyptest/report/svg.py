@@ -13,6 +13,9 @@ order_sensitivity_plot
     one column per method, jittered points plus mean and 95% CI.
 null_distribution_plot
     Histogram of a permutation null distribution with the observed statistic.
+order_scatter_plot
+    Small multiples: the reference method's P(gold) (ICL) against each
+    gradient-based method's P(gold), one point per (demo set, order, query).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ __all__ = [
     "format_tick",
     "order_sensitivity_plot",
     "null_distribution_plot",
+    "order_scatter_plot",
+    "subsample_index",
 ]
 
 #: The SVG namespace; the only URL that appears in generated SVG.
@@ -252,6 +257,7 @@ def order_sensitivity_plot(
     y_label: str = "std of P(gold) across orders",
     width: int = 640,
     height: int = 400,
+    colors: dict[str, str] | None = None,
 ) -> str:
     """Strip plot of per-query order sensitivity, one column per method.
 
@@ -277,6 +283,10 @@ def order_sensitivity_plot(
         Y axis label.
     width, height : int, optional
         Nominal size in pixels; the SVG has a matching ``viewBox`` and scales.
+    colors : dict of str to str, optional
+        Colour per method, so that several figures share one assignment
+        (see :func:`method_colors`); methods missing from it get
+        :func:`method_colors`' choice.
 
     Returns
     -------
@@ -298,7 +308,7 @@ def order_sensitivity_plot(
     present = [str(m) for m in pd.unique(df["method"].astype(str))] if len(df) else []
     methods = [m for m in methods_order if m in present]
     methods += [m for m in present if m not in methods]
-    colors = method_colors(methods)
+    colors = {**method_colors(methods), **(colors or {})}
     summ = _summary_lookup(summary)
 
     values: dict[str, np.ndarray] = {}
@@ -519,5 +529,217 @@ def null_distribution_plot(
         f'<text x="{_num(right)}" y="{_num(top - 10)}" text-anchor="end" fill="#555" '
         f'font-size="11">{arr.size} null draws, {bins} bins</text>'
     )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def subsample_index(n: int, max_points: int) -> np.ndarray:
+    """Deterministic subsample of ``range(n)`` of at most ``max_points`` indices.
+
+    Parameters
+    ----------
+    n : int
+        Number of items.
+    max_points : int
+        Largest number of indices to keep (at least 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted integer indices: all of ``range(n)`` when ``n <= max_points``,
+        otherwise ``max_points`` indices drawn without replacement from a
+        generator created afresh as ``np.random.default_rng(0)`` (so the
+        same input always gives the same figure).
+    """
+    if n <= max_points:
+        return np.arange(n)
+    rng = np.random.default_rng(0)
+    return np.sort(rng.choice(n, size=max(int(max_points), 1), replace=False))
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation; NaN with fewer than 3 points or a constant input."""
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def order_scatter_plot(
+    pairs: pd.DataFrame,
+    *,
+    methods: Sequence[str],
+    title: str,
+    reference: str = "icl",
+    reference_label: str = "ICL",
+    method_labels: dict[str, str] | None = None,
+    colors: dict[str, str] | None = None,
+    max_points: int = 3000,
+    panel_width: int = 250,
+    max_columns: int = 4,
+) -> str:
+    """Small-multiple scatter of the reference's P(gold) against each method's.
+
+    One panel per method in ``methods``: each point is one (demo set, order,
+    query) for which both the reference (ICL) and the method have a
+    probability of the gold label; x is the reference's probability and y the
+    method's.  Both axes run over ``[0, 1]`` and the dashed diagonal ``y = x``
+    marks exact agreement.
+
+    Parameters
+    ----------
+    pairs : pandas.DataFrame
+        Long frame with columns ``method``, ``x`` (reference P(gold)) and
+        ``y`` (the method's P(gold)), one row per (demo set, order, query) and
+        method, already restricted to a single (model, task, n_demos) group.
+        Rows with a non-finite ``x`` or ``y`` are dropped.
+    methods : sequence of str
+        Panel order; methods with no rows still get a panel that says so.
+    title : str
+        Figure title (escaped).
+    reference : str, optional
+        Name of the reference method, used for the x-axis colour (default
+        ``"icl"``).
+    reference_label : str, optional
+        Display name of the reference in the x-axis label (default ``"ICL"``).
+    method_labels : dict of str to str, optional
+        Display name per method for the panel titles (default: the name).
+    colors : dict of str to str, optional
+        Colour per method (see :func:`method_colors`), so that every figure of
+        a report uses the same colour for a method.
+    max_points : int, optional
+        Most points drawn per panel (default 3000); larger panels show a
+        deterministic subsample (:func:`subsample_index`) and say so.
+    panel_width : int, optional
+        Width of one panel in pixels (default 250); panels are square.
+    max_columns : int, optional
+        Panels per row before wrapping (default 4).
+
+    Returns
+    -------
+    str
+        SVG document with one ``<g class="panel" data-method=...>`` per
+        method; each drawn pair is one ``<circle class="pt" .../>`` inside
+        the panel's ``<g class="pts">`` (which carries the method's colour),
+        and each panel has one ``<line class="diagonal">``.  A panel's header
+        gives the number of pairs and their Pearson correlation ``r``
+        (computed on all pairs, not only the drawn ones).
+    """
+    methods = [str(m) for m in methods]
+    labels = method_labels or {}
+    df = pairs if pairs is not None else pd.DataFrame(columns=["method", "x", "y"])
+    if not {"method", "x", "y"} <= set(df.columns):
+        df = pd.DataFrame(columns=["method", "x", "y"])
+    cols = {**method_colors([reference, *methods]), **(colors or {})}
+
+    n_panels = max(len(methods), 1)
+    ncol = min(n_panels, max(int(max_columns), 1))
+    nrow = math.ceil(n_panels / ncol)
+    pad_left, pad_right, pad_top, pad_bottom = 52.0, 14.0, 34.0, 44.0
+    plot = panel_width - pad_left - pad_right
+    panel_height = pad_top + plot + pad_bottom
+    head = 34.0
+    width = int(ncol * panel_width + 10)
+    height = int(head + nrow * panel_height + 8)
+    parts = _svg_open(width, height, title, "hyptest-fig order-scatter")
+    if not methods:
+        parts.append(
+            f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle" '
+            f'fill="#666">no gradient-based method to compare</text>'
+        )
+        parts.append("</svg>")
+        return "\n".join(parts)
+
+    ticks = [(0.0, "0"), (0.25, "0.25"), (0.5, "0.5"), (0.75, "0.75"), (1.0, "1")]
+    method_col = df["method"].astype(str) if len(df) else pd.Series([], dtype=str)
+    for i, m in enumerate(methods):
+        ox = 5.0 + (i % ncol) * panel_width
+        oy = head + (i // ncol) * panel_height
+        left, top = ox + pad_left, oy + pad_top
+        right, bottom = left + plot, top + plot
+
+        def to_x(v: float, left: float = left) -> float:
+            return left + v * plot
+
+        def to_y(v: float, bottom: float = bottom) -> float:
+            return bottom - v * plot
+
+        sub = df.loc[method_col == m] if len(df) else df
+        x = pd.to_numeric(sub["x"], errors="coerce").to_numpy(dtype=float) if len(sub) else np.empty(0)
+        y = pd.to_numeric(sub["y"], errors="coerce").to_numpy(dtype=float) if len(sub) else np.empty(0)
+        ok = np.isfinite(x) & np.isfinite(y)
+        x, y = x[ok], y[ok]
+        n_all = int(x.size)
+        keep = subsample_index(n_all, max_points)
+        xs, ys = x[keep], y[keep]
+        color = cols.get(m, "#444444")
+        name = labels.get(m, m)
+
+        parts.append(f'<g class="panel" data-method="{_esc(m)}">')
+        parts.append(
+            f'<text x="{_num((left + right) / 2)}" y="{_num(oy + 14)}" text-anchor="middle" '
+            f'fill="{color}" font-weight="600">{_esc(name)}</text>'
+        )
+        parts.append(
+            f'<rect x="{_num(left)}" y="{_num(top)}" width="{_num(plot)}" height="{_num(plot)}" '
+            f'fill="#fbfbfc" stroke="#444" stroke-width="1"/>'
+        )
+        for t, label in ticks:
+            gx, gy = to_x(t), to_y(t)
+            parts.append(
+                f'<line x1="{_num(gx)}" y1="{_num(top)}" x2="{_num(gx)}" y2="{_num(bottom)}" '
+                f'stroke="#e3e3e3" stroke-width="1"/>'
+                f'<line x1="{_num(left)}" y1="{_num(gy)}" x2="{_num(right)}" y2="{_num(gy)}" '
+                f'stroke="#e3e3e3" stroke-width="1"/>'
+            )
+            parts.append(
+                f'<text x="{_num(gx)}" y="{_num(bottom + 14)}" text-anchor="middle" fill="#333" '
+                f'font-size="10">{label}</text>'
+                f'<text x="{_num(left - 4)}" y="{_num(gy + 3.5)}" text-anchor="end" fill="#333" '
+                f'font-size="10">{label}</text>'
+            )
+        parts.append(
+            f'<line class="diagonal" x1="{_num(to_x(0))}" y1="{_num(to_y(0))}" '
+            f'x2="{_num(to_x(1))}" y2="{_num(to_y(1))}" stroke="#777" stroke-width="1.2" '
+            f'stroke-dasharray="4 3"/>'
+        )
+        radius = 2.4 if xs.size <= 500 else 1.6
+        opacity = 0.55 if xs.size <= 500 else 0.3
+        # style once on the group: keeps a 3000-point panel near 150 kB
+        parts.append(
+            f'<g class="pts" fill="{color}" fill-opacity="{opacity}" stroke="{color}" '
+            f'stroke-opacity="0.8" stroke-width="0.4">'
+        )
+        cxs = left + np.clip(xs, 0.0, 1.0) * plot
+        cys = bottom - np.clip(ys, 0.0, 1.0) * plot
+        parts.extend(
+            f'<circle class="pt" cx="{_num(cx)}" cy="{_num(cy)}" r="{radius}"/>'
+            for cx, cy in zip(cxs.tolist(), cys.tolist(), strict=True)
+        )
+        parts.append("</g>")
+        if n_all == 0:
+            parts.append(
+                f'<text x="{_num((left + right) / 2)}" y="{_num((top + bottom) / 2)}" '
+                f'text-anchor="middle" fill="#666">no paired data</text>'
+            )
+        else:
+            r = _pearson(x, y)
+            shown = f"{xs.size} of {n_all} pairs (subsample)" if xs.size < n_all else f"n = {n_all}"
+            stat = shown + (f" · r = {r:.2f}" if math.isfinite(r) else "")
+            parts.append(
+                f'<text class="stat" x="{_num((left + right) / 2)}" y="{_num(top - 6)}" '
+                f'text-anchor="middle" fill="#555" font-size="10">{_esc(stat)}</text>'
+            )
+        parts.append(
+            f'<text x="{_num((left + right) / 2)}" y="{_num(bottom + 32)}" text-anchor="middle" '
+            f'fill="{cols.get(reference, "#222")}" font-size="11">{_esc(reference_label)} P(gold)</text>'
+        )
+        cy_mid = (top + bottom) / 2
+        lx = ox + 13
+        parts.append(
+            f'<text x="{_num(lx)}" y="{_num(cy_mid)}" text-anchor="middle" fill="{color}" '
+            f'font-size="11" transform="rotate(-90 {_num(lx)} {_num(cy_mid)})">'
+            f"{_esc(m)} P(gold)</text>"
+        )
+        parts.append("</g>")
     parts.append("</svg>")
     return "\n".join(parts)

@@ -1,0 +1,98 @@
+"""Distribution agreement between ICL and each GD method, against ICL-vs-ICL.
+
+For every (model, task, N, demo set, query) and every order o, the output of
+ICL under o is compared with the output of a GD method trained on the demos in
+the same order o (Token Overlap, Overlap Cosine, JS divergence of the label
+distributions). The reference row compares ICL under o with ICL under the next
+sampled order (o + 1, cyclically), as Shen et al. do: if a GD method were ICL,
+its agreement with ICL would be as high as ICL's agreement with itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .overlap import label_js, overlap_cosine, token_overlap
+
+__all__ = ["AGREEMENT_METRICS", "agreement_table"]
+
+#: metric name -> whether larger means more agreement
+AGREEMENT_METRICS: dict[str, bool] = {"token_overlap": True, "overlap_cosine": True, "label_js": False}
+
+_UNIT = ["model", "task", "n_demos", "demo_set", "query_id"]
+
+
+def _stack(frame: pd.DataFrame, column: str) -> np.ndarray:
+    return np.stack(frame[column].map(np.asarray).to_list())
+
+
+def _metrics(a: pd.DataFrame, b: pd.DataFrame, k: int) -> dict[str, np.ndarray]:
+    ids_a, ids_b = _stack(a, "topk_ids"), _stack(b, "topk_ids")
+    return {
+        "token_overlap": np.asarray(token_overlap(ids_a, ids_b, k=k), dtype=float),
+        "overlap_cosine": np.asarray(
+            overlap_cosine(ids_a, _stack(a, "topk_probs"), ids_b, _stack(b, "topk_probs"), k=k), dtype=float
+        ),
+        "label_js": np.asarray(label_js(_stack(a, "label_probs"), _stack(b, "label_probs")), dtype=float),
+    }
+
+
+def agreement_table(records: pd.DataFrame, *, reference: str = "icl", k: int = 10) -> pd.DataFrame:
+    """Per-(demo set, query) agreement of each method with the reference.
+
+    Parameters
+    ----------
+    records : pandas.DataFrame
+        Long-format records with ``topk_ids``, ``topk_probs`` and ``label_probs``.
+    reference : str, default "icl"
+        The method the others are compared with.
+    k : int, default 10
+        Top-k size for Token Overlap and Overlap Cosine (Shen et al. report K = 10).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (model, task, n_demos, method, demo_set, query_id): the
+        mean over orders (and training seeds) of each metric in
+        :data:`AGREEMENT_METRICS`. ``method == reference`` holds the
+        reference-vs-reference row (order o vs order o + 1).
+
+    References
+    ----------
+    .. [1] Shen, Mishra, Khashabi (2023), arXiv:2310.08540, Figure 5.
+    """
+    needed = [*_UNIT, "method", "order_id", "seed", "topk_ids", "topk_probs", "label_probs"]
+    missing = [c for c in needed if c not in records.columns]
+    if missing:
+        raise ValueError(f"`records` lacks the column(s) {missing}")
+    keys = [*_UNIT, "order_id"]
+    ref = records[records["method"] == reference].sort_values(keys)
+    if ref.empty:
+        raise ValueError(f"`reference` method {reference!r} has no rows in `records`")
+    frames = []
+    # reference vs itself under the next order of the same demo set
+    shifted = ref.copy()
+    n_orders = shifted.groupby(_UNIT)["order_id"].transform("nunique")
+    rank = shifted.groupby(_UNIT)["order_id"].rank(method="first").astype(int) - 1
+    shifted["_next"] = (rank + 1) % n_orders
+    shifted["_rank"] = rank
+    left = shifted.sort_values([*_UNIT, "_rank"])
+    right = left.set_index([*_UNIT, "_rank"]).loc[
+        pd.MultiIndex.from_frame(left[[*_UNIT, "_next"]].rename(columns={"_next": "_rank"}))
+    ].reset_index()
+    values = _metrics(left, right, k)
+    frames.append(left[_UNIT].assign(method=reference, seed=0, **values))
+    for method in sorted(set(records["method"]) - {reference}):
+        other = records[records["method"] == method]
+        joined = ref.merge(other, on=keys, suffixes=("_a", "_b"))
+        if joined.empty:
+            continue
+        a = joined[[f"{c}_a" for c in ("topk_ids", "topk_probs", "label_probs")]]
+        b = joined[[f"{c}_b" for c in ("topk_ids", "topk_probs", "label_probs")]]
+        a.columns = b.columns = ["topk_ids", "topk_probs", "label_probs"]
+        values = _metrics(a, b, k)
+        frames.append(joined[_UNIT].assign(method=method, seed=joined["seed_b"].to_numpy(), **values))
+    long = pd.concat(frames, ignore_index=True)
+    per_seed = long.groupby([*_UNIT, "method", "seed"], sort=True)[list(AGREEMENT_METRICS)].mean()
+    return per_seed.groupby([*_UNIT, "method"], sort=True).mean().reset_index()
