@@ -151,6 +151,40 @@ def _render_summary(results: dict, run_dir: Path, n_units: int, n_reused: int) -
 
 
 @app.command()
+def power(
+    study_file: Path = typer.Argument(..., help="Study YAML file (its design is evaluated)."),
+    pilot: Optional[Path] = typer.Option(None, help="A pilot run directory (uses its per_order.parquet)."),
+    sd_icl: Optional[float] = typer.Option(None, help="ICL order SD on the logit scale."),
+    sd_gd: Optional[float] = typer.Option(None, help="GD-method order SD on the logit scale (all methods)."),
+    between_query_sd: Optional[float] = typer.Option(None, help="Between-query SD on the logit scale."),
+    simulations: int = typer.Option(300, help="Simulated studies per estimate."),
+) -> None:
+    """Simulated power and minimum detectable effect of a study design, before running it."""
+    from rich.table import Table
+
+    from .power_plan import power_table
+    from .study import load_study
+
+    try:
+        spec, _ = load_study(study_file)
+        table = power_table(spec, pilot_dir=pilot, sd_icl=sd_icl, sd_gd=sd_gd,
+                            between_query_sd=between_query_sd, n_simulations=simulations)
+    except (ValueError, FileNotFoundError) + _user_errors() as error:
+        _fail(_escape(str(error)))
+    out = Table(title=f"Power of the Theorem-1 check ({spec.demos.n_sets} sets x {table['n_orders'].iloc[0]} "
+                      f"orders x {table['n_queries'].iloc[0]} queries)", title_justify="left")
+    for column in ("vs", "σ_order ICL", "σ_order method", "power", "power (Bonferroni)", "MDE ratio"):
+        out.add_column(column)
+    for row in table.itertuples():
+        out.add_row(_escape(row.method), f"{row.sd_icl_logit:.3g}", f"{row.sd_method_logit:.3g}",
+                    f"{row.power:.2f} [{row.power_ci_low:.2f}, {row.power_ci_high:.2f}]",
+                    f"{row.power_bonferroni:.2f}", "—" if row.mde_ratio is None else f"{row.mde_ratio:.3g}")
+    _out.print(out)
+    _out.print("σ on the logit scale of P(gold); MDE = smallest σ_ICL/σ_method ratio with 80% power.",
+               highlight=False)
+
+
+@app.command()
 def models() -> None:
     """List the models hyptest can load here."""
     from rich.table import Table

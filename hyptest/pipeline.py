@@ -20,9 +20,9 @@ import pandas as pd
 
 from . import __version__
 from .collect.plan import Unit, make_plan
-from .metrics import accuracy_table, order_sensitivity
+from .analysis import run_analyses
+from .metrics import accuracy_table
 from .stats.bootstrap import bootstrap_ci
-from .stats.theorem import theorem1_check
 from .store import RunDir
 from .study import Study, check_feasible
 from .tasks import Task, task_from_spec
@@ -233,17 +233,16 @@ def analyse_run(
     manifest = run.read_json("manifest.json")
     study = Study.model_validate(manifest["study"])
     records = run.read_units(u["key"] for u in manifest["units"])
-    per_query = order_sensitivity(records)
+    output = run_analyses(records, study)
+    per_query, comparisons, nulls = output.per_query, output.comparisons, output.nulls
     accuracy = accuracy_table(records)
-    rng = np.random.default_rng([study.seed, 7])
+    rng = np.random.default_rng([study.seed, 11])
     a = study.analysis
-    comparisons, nulls = theorem1_check(
-        per_query, reference=a.reference, alpha=a.alpha, confidence=a.confidence,
-        n_resamples=a.n_resamples, margin=a.margin, adjust=a.adjust, rng=rng,
-    )
     keep_rng = np.random.default_rng(0)
     null_json = {}
     for index, null in nulls.items():
+        if len(null) == 0:
+            continue
         sample = null if len(null) <= _NULL_KEEP else keep_rng.choice(null, _NULL_KEEP, replace=False)
         null_json[str(index)] = [float(f"{v:.6g}") for v in sample]
     comparisons["summary"] = [_summary_text(row) for row in comparisons.to_dict("records")]
@@ -272,21 +271,30 @@ def analyse_run(
         "run_dir": str(run.path.resolve()),
         **(extra_provenance or {}),
     }
-    provenance["warnings"] = _warnings(study, per_query, accuracy)
+    provenance["warnings"] = _warnings(study, per_query, accuracy) + output.notes
     results = {
         "study": {**manifest["study"], "methods": study.method_names()},
         "comparisons": comparisons.to_dict("records"),
         "order_sensitivity": _summary_rows(per_query, confidence=a.confidence, rng=rng),
         "accuracy": accuracy.to_dict("records"),
+        "agreement": _agreement_summary(output.agreement),
+        "margins": [
+            {"model": k[0], "task": k[1], "n_demos": k[2], "margin": v[0], "source": v[1]}
+            for k, v in output.margins.items()
+        ],
+        "family": {"size": int(comparisons["p_value"].notna().sum()), "adjust": a.adjust,
+                   "description": "every comparison of the study (models x tasks x N x method pairs x analyses)"},
         "null_distributions": null_json,
         "provenance": provenance,
         "data_files": ["manifest.json", "per_query.parquet", "per_order.parquet", "results.json", "units/"],
     }
     per_order = records[_PER_ORDER_COLUMNS]
     run.write_parquet("per_query.parquet", per_query)
+    run.write_parquet("agreement.parquet", output.agreement)
     run.write_parquet("per_order.parquet", per_order)
     run.write_json("results.json", results)
-    write_report(run.path, run.read_json("results.json"), per_query, manifest["study_text"])
+    results = run.read_json("results.json")  # what readers of the file see: NaN/inf became null
+    write_report(run.path, results, per_query, manifest["study_text"])
     return results
 
 
@@ -308,14 +316,29 @@ def rebuild_report(run_dir: str | Path) -> Path:
 _NAMES = {"icl": "ICL", "gd": "full-batch GD", "sgd": "SGD", "adam": "Adam"}
 
 
+def _agreement_summary(agreement: pd.DataFrame) -> list[dict[str, Any]]:
+    metrics = ["token_overlap", "overlap_cosine", "label_js"]
+    grouped = agreement.groupby(["model", "task", "n_demos", "method"])[metrics].mean().reset_index()
+    return grouped.to_dict("records")
+
+
 def _summary_text(row: dict[str, Any]) -> str:
     a = _NAMES.get(row["method_a"], row["method_a"])
     b = _NAMES.get(row["method_b"], row["method_b"])
-    what = "P(gold)" if row["analysis"] == "order_sensitivity" else "the label distribution"
-    return (
-        f"Mean std across orders of {what}: {a} {row['mean_a']:.3g} vs {b} {row['mean_b']:.3g} "
-        f"over {row['n']} (demo set, query) pairs."
-    )
+    n = f"over {row['n']} (demo set, query) units"
+    analysis = row["analysis"]
+    if analysis in {"order_sensitivity", "order_sensitivity_labels"}:
+        what = "P(gold)" if analysis == "order_sensitivity" else "the label distribution"
+        return f"Mean std across orders of {what}: {a} {row['mean_a']:.3g} vs {b} {row['mean_b']:.3g} {n}."
+    if analysis in {"variance_ratio_bf", "log_variance_ratio"}:
+        return (f"Variance of P(gold) across orders: {a} {row['mean_a']:.3g} vs {b} {row['mean_b']:.3g}; "
+                f"log ratio {row['estimate']:.3g} {n}.")
+    if analysis == "order_alignment":
+        return (f"Correlation of per-order effects of {a} and {b} under the same orders: r = {row['estimate']:.3g} "
+                f"[{row['ci_low']:.3g}, {row['ci_high']:.3g}]; equivalence predicts r = 1.")
+    label = {"token_overlap": "Token overlap", "overlap_cosine": "Overlap cosine", "label_js": "JS divergence"}
+    return (f"{label.get(analysis, analysis)} with {a} under another order {row['mean_a']:.3g} vs with {b} "
+            f"under the same order {row['mean_b']:.3g} {n}.")
 
 
 def _device_text() -> str:

@@ -157,10 +157,27 @@ class AnalysisSpec(_Strict):
     alpha: float = Field(default=0.05, gt=0, lt=1)
     confidence: float = Field(default=0.95, gt=0, lt=1)
     n_resamples: int = Field(default=10000, ge=1000)
-    margin: float | None = Field(default=None, gt=0)
+    margin: float | Literal["auto"] | None = "auto"
+    alignment_margin: float = Field(default=0.5, gt=0, lt=1)
     adjust: Literal["holm", "bonferroni", "bh"] = "holm"
+    bootstrap: Literal["auto", "pairs", "cluster"] = "auto"
+    ci_type: Literal["percentile", "bca"] = "percentile"
     reference: str = "icl"
     top_k: int = Field(default=20, ge=1)
+    overlap_k: int = Field(default=10, ge=1)
+
+    @field_validator("margin")
+    @classmethod
+    def _margin_positive(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, float) and not value > 0:
+            raise ValueError(f"must be positive, 'auto' or null, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _overlap_within_top_k(self) -> "AnalysisSpec":
+        if self.overlap_k > self.top_k:
+            raise ValueError(f"`overlap_k` ({self.overlap_k}) cannot exceed `top_k` ({self.top_k})")
+        return self
 
 
 class Study(_Strict):

