@@ -34,6 +34,9 @@ Progress = Callable[[int, int, str], None]
 _LIBRARIES = ("torch", "transformers", "numpy", "scipy", "pandas", "statsmodels", "pyarrow", "pydantic")
 #: Libraries whose version can change collected numbers; part of every unit key.
 _KEY_LIBRARIES = ("torch", "transformers")
+#: Version of hyptest's collectors (prompt encoding, scoring, training); part of every unit key.
+#: Bump it whenever a change to hyptest/collect/ can change a stored number.
+COLLECTOR_VERSION = "1"
 #: Null-distribution values kept in results.json per comparison (for the report's histogram).
 _NULL_KEEP = 2000
 #: Columns of per_order.parquet: P(gold) of every (unit, query), for the report's scatter plots.
@@ -87,7 +90,8 @@ def plan_study(study: Study, tasks: dict[str, Task]) -> tuple[list[Unit], dict[s
     identities = {m.name: model_identity(m) for m in study.models}
     keyed = {name: _version(name) for name in _KEY_LIBRARIES}
     devices = sorted({resolve_device(m.device) if m.source != "tiny" else "cpu" for m in study.models})
-    units = make_plan(study, tasks, identities, versions={**keyed, "device": ",".join(devices)})
+    versions = {**keyed, "collector": COLLECTOR_VERSION, "device": ",".join(devices)}
+    units = make_plan(study, tasks, identities, versions=versions)
     return units, identities
 
 
