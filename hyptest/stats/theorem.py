@@ -66,14 +66,24 @@ def paired_row(
     margin TOST would accept) and the permutation null distribution.
     """
     d = x - y
-    test = paired_permutation_test(x, y, n_resamples=n_resamples, rng=rng)
+    if clusters is None:
+        test = paired_permutation_test(x, y, n_resamples=n_resamples, rng=rng)
+        unit = "pairs"
+    else:
+        # the queries of one demo set share its orders and its randomness: flip whole demo sets
+        # (sign-flip test of the per-set mean differences), so the test generalises over demo sets
+        labels, codes = np.unique(clusters, return_inverse=True)
+        set_means = np.bincount(codes, weights=d) / np.bincount(codes)
+        test = paired_permutation_test(set_means, n_resamples=n_resamples, rng=rng)
+        unit = f"{len(labels)} demo sets"
     boot = bootstrap_ci(d, confidence=confidence, n_resamples=n_resamples, method=ci_type,
                         clusters=clusters, rng=rng)
     value, source = margin
     kind = "exact" if test.exact else f"{test.n_resamples} resamples"
+    kind += f", units: {unit}"
     where = "clusters: demo sets, then queries" if clusters is not None else "pairs"
     row: dict[str, Any] = {
-        "estimate": float(test.statistic),
+        "estimate": float(d.mean()),
         "ci_low": float(boot.ci_low),
         "ci_high": float(boot.ci_high),
         "ci_level": confidence,
@@ -91,12 +101,13 @@ def paired_row(
         "_eq_high": float("nan"),
         "rule": "difference",
     }
-    if np.ptp(d) > 0:
-        row["min_equivalence_margin"] = float(min_equivalence_margin(d, alpha=alpha))
+    units_d = d if clusters is None else set_means
+    if len(units_d) >= 2 and np.ptp(units_d) > 0:
+        row["min_equivalence_margin"] = float(min_equivalence_margin(units_d, alpha=alpha))
     else:
-        row["min_equivalence_margin"] = float(abs(d[0]))
+        row["min_equivalence_margin"] = float(np.abs(units_d).max())
     if value is not None:
-        tost = tost_paired(d, margin=value, alpha=alpha)
+        tost = tost_paired(d if clusters is None else set_means, margin=value, alpha=alpha)
         row.update(p_equivalence=float(tost.pvalue), _eq_low=float(tost.ci_low), _eq_high=float(tost.ci_high))
         row["test"] += " + TOST (paired t)"
     mean_b = row["mean_b"]
