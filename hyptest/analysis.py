@@ -54,6 +54,8 @@ class AnalysisOutput:
     agreement: pd.DataFrame
     margins: dict[tuple[Any, Any, int], Margin] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: (model, task, N) -> BayesResult of the hierarchical model, when it ran
+    bayes: dict[tuple[Any, Any, int], Any] = field(default_factory=dict)
 
 
 def resolve_margins(per_query: pd.DataFrame, study: Study) -> tuple[dict[tuple[Any, Any, int], Margin], list[str]]:
@@ -221,6 +223,53 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                 rows.append({"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
                              "method_b": method, "analysis": metric, **numbers})
                 nulls.append(null)
+    bayes = _bayes(records, study, rows, nulls, notes) if a.bayes else {}
     comparisons = finalise(rows, alpha=a.alpha, adjust=a.adjust, alignment_margin=a.alignment_margin)
     return AnalysisOutput(comparisons.drop(columns=["rule"]), dict(enumerate(nulls)), per_query, agreement,
-                          margins, notes)
+                          margins, notes, bayes)
+
+
+def _bayes(records: pd.DataFrame, study: Study, rows: list[dict[str, Any]], nulls: list[np.ndarray],
+           notes: list[str]) -> dict[tuple[Any, Any, int], Any]:
+    """Fit the hierarchical model per (model, task, N); append its rows (outside the p-value family)."""
+    try:
+        from .stats.bayes import fit_order_variance
+    except ImportError as error:  # pragma: no cover - pymc is an optional extra
+        notes.append(f"hierarchical Bayes skipped: {error}; install it with pip install \"hyptest[bayes]\"")
+        return {}
+    a = study.analysis
+    fits: dict[tuple[Any, Any, int], Any] = {}
+    columns = ["method", "demo_set", "order_id", "query_id", "seed", "p_gold"]
+    for (model, task, n_demos), group in records.groupby(_GROUP, sort=True):
+        per_order = group[columns].copy()
+        per_order.insert(0, "n_demos", int(n_demos))
+        per_order.insert(0, "task", task)
+        per_order.insert(0, "model", model)
+        try:
+            fit = fit_order_variance(per_order, reference=a.reference, rope=a.rope, hdi_prob=a.hdi_prob,
+                                     draws=a.bayes_draws, tune=a.bayes_draws, seed=study.seed)
+        except ValueError as error:
+            notes.append(f"{model}/{task}/N={n_demos}: hierarchical Bayes not fitted: {error}")
+            continue
+        fits[(model, task, int(n_demos))] = fit
+        if not fit.converged:
+            notes.append(f"{model}/{task}/N={n_demos}: the hierarchical model did not converge ({fit.reason}); "
+                         "its rows say so instead of deciding")
+        for row in fit.table.to_dict("records"):
+            rows.append({
+                "model": model, "task": task, "n_demos": int(n_demos), "method_a": row["method_a"],
+                "method_b": row["method_b"], "analysis": "bayes_order_variance",
+                "estimate": row["estimate"], "statistic": row["estimate"], "ci_low": row["ci_low"],
+                "ci_high": row["ci_high"], "ci_level": row["ci_level"],
+                "ci_method": f"{row['ci_level']:.0%} HDI of log(σ_order,{row['method_a']} / σ_order,{row['method_b']})",
+                "mean_a": row.get("sigma_order_a"), "mean_b": row.get("sigma_order_b"),
+                "ratio": float(np.exp(row["estimate"])) if np.isfinite(row["estimate"]) else None,
+                "p_value": float("nan"), "p_rope": row["p_rope"], "rope": row["rope"],
+                "test": f"hierarchical Bayes (PyMC, {row['sampler']}): HDI + ROPE ±{row['rope']:.3g}",
+                "n": int(row["n_sets"] * row["n_orders"] * row["n_queries"]), "margin": row["rope"],
+                "margin_source": "ROPE on the log σ ratio (analysis.rope)", "p_equivalence": None,
+                "min_equivalence_margin": None, "_eq_low": float("nan"), "_eq_high": float("nan"),
+                "rule": "bayes", "_verdict": row["verdict"], "note": row.get("note"),
+            })
+            nulls.append(np.array([]))
+    return fits

@@ -276,6 +276,7 @@ def analyse_run(
         **(extra_provenance or {}),
     }
     provenance["warnings"] = _warnings(study, per_query, accuracy) + output.notes
+    bayes_files = _write_bayes(run, output.bayes)
     results = {
         "study": {**manifest["study"], "methods": study.method_names()},
         "comparisons": comparisons.to_dict("records"),
@@ -290,7 +291,9 @@ def analyse_run(
                    "description": "every comparison of the study (models x tasks x N x method pairs x analyses)"},
         "null_distributions": null_json,
         "provenance": provenance,
-        "data_files": ["manifest.json", "per_query.parquet", "per_order.parquet", "results.json", "units/"],
+        "bayes": _bayes_summary(output.bayes),
+        "data_files": ["manifest.json", "per_query.parquet", "per_order.parquet", "agreement.parquet",
+                       "results.json", *bayes_files, "units/"],
     }
     per_order = records[_PER_ORDER_COLUMNS]
     run.write_parquet("per_query.parquet", per_query)
@@ -300,6 +303,48 @@ def analyse_run(
     results = run.read_json("results.json")  # what readers of the file see: NaN/inf became null
     write_report(run.path, results, per_query, manifest["study_text"])
     return results
+
+
+def _slice_name(key: tuple[Any, Any, int]) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"bayes_{key[0]}_{key[1]}_N{key[2]}") + ".nc"
+
+
+def _write_bayes(run: RunDir, fits: dict[tuple[Any, Any, int], Any]) -> list[str]:
+    from .stats._arviz import to_netcdf
+
+    names = []
+    for key, fit in fits.items():
+        if fit.idata is None:
+            continue
+        name = _slice_name(key)
+        to_netcdf(fit.idata, run.path / name)
+        names.append(name)
+    return names
+
+
+def _bayes_summary(fits: dict[tuple[Any, Any, int], Any]) -> list[dict[str, Any]]:
+    """Per slice: diagnostics, sampler, timing and a histogram of each log-ratio posterior."""
+    out = []
+    for key, fit in fits.items():
+        posteriors = {}
+        for method, draws in fit.log_ratio_draws.items():
+            draws = np.asarray(draws, dtype=float)
+            draws = draws[np.isfinite(draws)]
+            if draws.size == 0:
+                continue
+            counts, edges = np.histogram(draws, bins=40)
+            posteriors[method] = {"counts": counts.tolist(), "edges": [float(e) for e in edges]}
+        diagnostics = fit.diagnostics.replace([np.inf, -np.inf], np.nan).to_dict("records") \
+            if fit.diagnostics is not None else []
+        out.append({
+            "model": key[0], "task": key[1], "n_demos": key[2], "file": _slice_name(key) if fit.idata is not None else None,
+            "converged": bool(fit.converged), "reason": fit.reason, "order_invariant": list(fit.order_invariant),
+            "sampler": getattr(fit, "sampler", None), "wall_time_s": getattr(fit, "wall_time_s", None),
+            "posteriors": posteriors, "diagnostics": diagnostics,
+        })
+    return out
 
 
 def rebuild_report(run_dir: str | Path) -> Path:

@@ -165,6 +165,10 @@ class AnalysisSpec(_Strict):
     reference: str = "icl"
     top_k: int = Field(default=20, ge=1)
     overlap_k: int = Field(default=10, ge=1)
+    bayes: bool = True
+    rope: float = Field(default=0.22314355131420976, gt=0)  # log(1.25)
+    hdi_prob: float = Field(default=0.94, gt=0, lt=1)
+    bayes_draws: int = Field(default=1000, ge=100)
 
     @field_validator("margin")
     @classmethod

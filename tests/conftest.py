@@ -41,7 +41,7 @@ TINY_STUDY = textwrap.dedent(
       - {kind: gd, learning_rate: 0.01, steps: 2}
       - {kind: sgd, learning_rate: 0.01}
       - {kind: adam, learning_rate: 0.001}
-    analysis: {n_resamples: 2000}
+    analysis: {n_resamples: 2000, bayes: false}
     """
 )
 

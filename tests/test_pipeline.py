@@ -28,7 +28,7 @@ def tiny_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("run")
     path = folder / "tiny.yaml"
-    path.write_text(TINY_STUDY)
+    path.write_text(TINY_STUDY.replace("bayes: false", "bayes: true, bayes_draws: 500"))
     study, text = load_study(path)
     summary = run_study(study, text, out_dir=folder / "out", threads=1)
     return study, text, summary
@@ -45,16 +45,26 @@ def test_results_json_has_every_comparison(tiny_run):
               "overlap_cosine", "label_js"}
     # with two labels the label-distribution analysis equals the P(gold) one and is not repeated;
     # full-batch GD is order-invariant, so order alignment is not computed for it
+    common |= {"bayes_order_variance"}
     assert by_method == {"gd": common, "sgd": common | {"order_alignment"}, "adam": common | {"order_alignment"}}
-    assert results["family"]["size"] == len(comps)
     from statsmodels.stats.multitest import multipletests
 
-    np.testing.assert_allclose([r["p_adjusted"] for r in comps],
-                               multipletests([r["p_value"] for r in comps], method="holm")[1], rtol=1e-12)
+    tested = [r for r in comps if r["p_value"] is not None]
+    np.testing.assert_allclose([r["p_adjusted"] for r in tested],
+                               multipletests([r["p_value"] for r in tested], method="holm")[1], rtol=1e-12)
     assert results["margins"][0]["source"].startswith("noise floor")
+    bayes = [r for r in comps if r["analysis"] == "bayes_order_variance"]
+    assert {r["method_b"] for r in bayes} == {"gd", "sgd", "adam"}
+    assert all(r["verdict"] in {"different", "equivalent", "inconclusive", "did_not_converge"} for r in bayes)
+    assert results["family"]["size"] == len(comps) - len(bayes)  # Bayes rows decide by HDI + ROPE
+    (slice_,) = results["bayes"]
+    assert (summary.run_dir / slice_["file"]).is_file() and slice_["diagnostics"]
     for row in comps:
         assert REQUIRED <= set(row)
-        assert row["verdict"] in {"different", "equivalent", "negligible", "inconclusive"}
+        allowed = {"different", "equivalent", "negligible", "inconclusive"}
+        if row["analysis"] == "bayes_order_variance":
+            allowed.add("did_not_converge")  # the diagnostics gate may refuse to decide on tiny data
+        assert row["verdict"] in allowed
         if row["analysis"] == "order_sensitivity":
             assert row["ci_low"] <= row["estimate"] <= row["ci_high"]
     # 2 demo sets x 3! orders x (icl + 3 GD methods)

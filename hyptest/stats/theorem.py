@@ -197,10 +197,12 @@ def finalise(
     table = pd.DataFrame(rows)
     table["p_adjusted"] = adjust_pvalues(table["p_value"].to_numpy(float), method=adjust)
     table["adjust_method"] = adjust
-    table["family_size"] = int(table["p_value"].notna().sum())
+    table["family_size"] = int(table["p_value"].notna().sum())  # Bayes rows carry no p-value
     verdicts = []
     for row in table.to_dict("records"):
-        if row.get("rule") == "alignment":
+        if row.get("rule") == "bayes":
+            verdicts.append(row["_verdict"])  # HDI + ROPE, gated by convergence diagnostics
+        elif row.get("rule") == "alignment":
             if row["ci_low"] > alignment_margin:
                 verdicts.append("equivalent")
             elif row["ci_high"] < alignment_margin:
@@ -213,7 +215,7 @@ def finalise(
             verdicts.append(decide(row["p_adjusted"], row["_eq_low"], row["_eq_high"], alpha=alpha, margin=margin))
     table["verdict"] = verdicts
     table["margin"] = table["margin"].astype(object).where(table["margin"].notna(), None)
-    return table.drop(columns=["_eq_low", "_eq_high"])
+    return table.drop(columns=[c for c in ("_eq_low", "_eq_high", "_verdict") if c in table.columns])
 
 
 def theorem1_check(
