@@ -24,6 +24,11 @@ _EXPORTS: dict[str, str] = {
     "run_study": "hyptest.pipeline:run_study",
     "analyse_run": "hyptest.pipeline:analyse_run",
     "rebuild_report": "hyptest.pipeline:rebuild_report",
+    "reanalyse": "hyptest.reanalyse:reanalyse",
+    "export_run": "hyptest.reanalyse:export_run",
+    "read_long": "hyptest.importers:read_long",
+    "detect_format": "hyptest.importers:detect_format",
+    "ImportProblems": "hyptest.importers:ImportProblems",
     # data and models
     "Task": "hyptest.tasks:Task",
     "load_builtin_task": "hyptest.tasks:load_builtin_task",

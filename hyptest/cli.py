@@ -6,9 +6,10 @@ Errors in the user's input exit with status 2 and one clear message, no tracebac
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -169,7 +170,7 @@ def power(
         spec, _ = load_study(study_file)
         table = power_table(spec, pilot_dir=pilot, sd_icl=sd_icl, sd_gd=sd_gd,
                             between_query_sd=between_query_sd, n_simulations=simulations)
-    except (ValueError, FileNotFoundError) + _user_errors() as error:
+    except (ValueError, FileNotFoundError, *_user_errors()) as error:
         _fail(_escape(str(error)))
     out = Table(title=f"Power of the Theorem-1 check ({spec.demos.n_sets} sets x {table['n_orders'].iloc[0]} "
                       f"orders x {table['n_queries'].iloc[0]} queries)", title_justify="left")
@@ -182,6 +183,63 @@ def power(
     _out.print(out)
     _out.print("σ on the logit scale of P(gold); MDE = smallest σ_ICL/σ_method ratio with 80% power.",
                highlight=False)
+
+
+@app.command()
+def reanalyse(
+    path: Path = typer.Argument(..., help="A long-format file (.csv/.tsv/.jsonl/.parquet), Dai et al.'s "
+                                          "ana_rlt folder, or run summaries (.json/.jsonl, or a folder)."),
+    format: str = typer.Option("auto", "--format", help="auto | long | dai | summaries."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default reports/reanalyse_<name>)."),
+    map_file: Optional[Path] = typer.Option(None, "--map", help="Mapping YAML (see docs/reanalyse.md)."),
+    column: Optional[List[str]] = typer.Option(None, "--column", help="THEIRS=OURS column rename; repeatable."),
+    label: Optional[List[str]] = typer.Option(None, "--label", help="A label name, in order; repeatable."),
+    method_kind: Optional[List[str]] = typer.Option(None, "--method-kind", help="METHOD=KIND (icl|gd|sgd|adam)."),
+    strict: bool = typer.Option(True, "--strict/--skip-bad", help="Stop at the first bad rows, or skip and count them."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Root seed of the analysis (default 0)."),
+    n_resamples: Optional[int] = typer.Option(None, "--n-resamples", help="Permutation and bootstrap resamples."),
+) -> None:
+    """Run the statistical layer on outputs that others logged; write results.json and report.html."""
+    from .importers import mapping_from_options
+    from .reanalyse import reanalyse as run_reanalyse
+
+    overrides: dict = {}
+    if seed is not None:
+        overrides["seed"] = seed
+    if n_resamples is not None:
+        overrides["analysis"] = {"n_resamples": n_resamples}
+    target = out or Path("reports") / f"reanalyse_{path.stem or path.name}"
+    try:
+        mapping = mapping_from_options(map_file, columns=column or (), labels=label or (), methods=method_kind or ())
+        run_dir = run_reanalyse(path, out_dir=target, format=format, mapping=mapping, strict=strict,
+                                study_overrides=overrides or None)
+    except (ValueError, FileNotFoundError, *_user_errors()) as error:  # ImportProblems, StudyError are ValueErrors
+        _fail(_escape(str(error)))
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    warnings = results.get("provenance", {}).get("warnings", [])
+    if warnings:
+        _out.print(_escape(warnings[0]), highlight=False)
+    verdicts: dict[str, int] = {}
+    for row in results.get("comparisons", []):
+        verdicts[row["verdict"]] = verdicts.get(row["verdict"], 0) + 1
+    counts = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
+    _out.print(f"{len(results.get('comparisons', []))} comparison(s): {counts or 'none'}", highlight=False)
+    _out.print(f"report: {_escape(str(run_dir / 'report.html'))}", highlight=False)
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory (written by `hyptest study` or `hyptest reanalyse`)."),
+    to: Path = typer.Option(..., "--to", help="Destination: .csv (lists as JSON strings), .jsonl or .parquet."),
+) -> None:
+    """Write a run's records in the long format (readable by `hyptest reanalyse`)."""
+    from .reanalyse import export_run
+
+    try:
+        dest = export_run(run_dir, to)
+    except (ValueError, *_user_errors()) as error:
+        _fail(_escape(str(error)))
+    _out.print(f"wrote {_escape(str(dest))}", highlight=False)
 
 
 @app.command()

@@ -28,13 +28,18 @@ def _stack(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _metrics(a: pd.DataFrame, b: pd.DataFrame, k: int) -> dict[str, np.ndarray]:
+    js = np.asarray(label_js(_stack(a, "label_probs"), _stack(b, "label_probs")), dtype=float)
+    width = min(min((len(v) for v in a["topk_ids"]), default=0), min((len(v) for v in b["topk_ids"]), default=0))
+    if width < k:  # logs without (enough) top-k: the token metrics are not defined, JS still is
+        missing = np.full(len(a), np.nan)
+        return {"token_overlap": missing, "overlap_cosine": missing.copy(), "label_js": js}
     ids_a, ids_b = _stack(a, "topk_ids"), _stack(b, "topk_ids")
     return {
         "token_overlap": np.asarray(token_overlap(ids_a, ids_b, k=k), dtype=float),
         "overlap_cosine": np.asarray(
             overlap_cosine(ids_a, _stack(a, "topk_probs"), ids_b, _stack(b, "topk_probs"), k=k), dtype=float
         ),
-        "label_js": np.asarray(label_js(_stack(a, "label_probs"), _stack(b, "label_probs")), dtype=float),
+        "label_js": js,
     }
 
 
@@ -53,7 +58,9 @@ def agreement_table(records: pd.DataFrame, *, reference: str = "icl", k: int = 1
     Returns
     -------
     pandas.DataFrame
-        One row per (model, task, n_demos, method, demo_set, query_id): the
+        Token metrics are NaN where the records hold fewer than ``k`` top-k
+        tokens (e.g. imported logs without them). One row per (model, task,
+        n_demos, method, demo_set, query_id): the
         mean over orders (and training seeds) of each metric in
         :data:`AGREEMENT_METRICS`. ``method == reference`` holds the
         reference-vs-reference row (order o vs order o + 1).

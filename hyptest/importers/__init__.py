@@ -1,0 +1,65 @@
+"""Importers: outputs that others logged -> hyptest's records or tables.
+
+``read_long``
+    The generic long format (CSV, TSV, JSONL, Parquet) -> records in the
+    store's schema (``hyptest.store.RECORD_COLUMNS``).
+``read_dai`` / ``iter_dai_examples``
+    Dai et al.'s ``ana_rlt/<model>/<task>/{zs,ftzs,ft,icl}/record_info.jsonl``.
+``read_run_summaries``
+    Per-run, per-layer metric values with their baselines.
+``detect_format``
+    Which of the three a path holds.
+
+Importers only read and check; the statistics are in :mod:`hyptest.reanalyse`.
+The formats are described in ``docs/reanalyse.md``.
+"""
+
+from ._problems import ImportProblems, Problem
+from .dai import (
+    DAI_SETTINGS,
+    DaiExample,
+    DaiImport,
+    DaiTaskData,
+    DaiTaskDir,
+    DaiTaskReader,
+    find_dai_tasks,
+    iter_dai_examples,
+    read_dai,
+)
+from .detect import FORMATS, detect_format
+from .long import LONG_SUFFIXES, SUM_TOLERANCE, ImportResult, long_columns_problems, read_long, unit_key
+from .mapping import KINDS, LONG_COLUMNS, PROB_PREFIX, ColumnMapping, load_mapping, mapping_from_options
+from .summaries import BASELINE_WORDS, SummariesImport, baseline_pairs, read_run_summaries, summary_files
+
+__all__ = [
+    "BASELINE_WORDS",
+    "ColumnMapping",
+    "DAI_SETTINGS",
+    "DaiExample",
+    "DaiImport",
+    "DaiTaskData",
+    "DaiTaskDir",
+    "DaiTaskReader",
+    "FORMATS",
+    "ImportProblems",
+    "ImportResult",
+    "KINDS",
+    "LONG_COLUMNS",
+    "LONG_SUFFIXES",
+    "PROB_PREFIX",
+    "Problem",
+    "SUM_TOLERANCE",
+    "SummariesImport",
+    "baseline_pairs",
+    "detect_format",
+    "find_dai_tasks",
+    "iter_dai_examples",
+    "load_mapping",
+    "long_columns_problems",
+    "mapping_from_options",
+    "read_dai",
+    "read_long",
+    "read_run_summaries",
+    "summary_files",
+    "unit_key",
+]

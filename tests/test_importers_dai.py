@@ -1,0 +1,271 @@
+"""Dai et al.'s logs: the importer and the metrics on a hand-built fixture.
+
+Fixture ``tests/fixtures/dai/ana_rlt/en_dense_lm_tiny/sst2/{zs,ftzs,ft,icl}/record_info.jsonl``:
+6 examples, 2 layers, hidden size 4, 2 heads, 5 positions.  Notation: e1..e4 unit vectors of R^4;
+a = (1,0,0,0,0), b = (0,1,0,0,0), c = (1,1,0,0,0), d = (1,1,1,1,0), e5 = (0,0,0,0,1).
+
+self_attn_out_hiddens            layer 0                         layer 1
+  zs   (all examples)            2 e1                            5 e4
+  icl  ex0..ex5                  3e2, 2e2, e2, e2, e2, e2        e1, e1, e1, e1, e1, e2
+  ftzs ex0..ex5                  e2, 3e3, -e2, -e1, e3, e2       e1, e2, e2, -e4, e1, e1
+
+attn_map (heads h0, h1)          layer 0                         layer 1
+  zs   (all)                     (b, b)                          (a, e5)
+  icl  (all)                     (a, c)                          (d, d)
+  ftzs                           even ex: (a, d); odd ex: (b, c) ex0-2: (d, a); ex3-5: (c, c)
+
+correct (gold == pred)           zs: 1 0 0 0 0 1   ftzs: 1 1 1 0 1 0   icl: 1 1 0 0 1 1
+The ft folder holds 3 training-pass records (not aligned with the test examples).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from hyptest.importers import (
+    ImportProblems,
+    detect_format,
+    find_dai_tasks,
+    read_dai,
+)
+from hyptest.reanalyse import dai_comparisons, dai_metric_values
+
+FIXTURE = Path(__file__).parent / "fixtures" / "dai"
+TASK = FIXTURE / "ana_rlt" / "en_dense_lm_tiny" / "sst2"
+S = 1 / np.sqrt(2)  # 0.70710678...
+
+
+@pytest.fixture(scope="module")
+def values():
+    return dai_metric_values(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def table(values):
+    return dai_comparisons(values, n_resamples=999, rng=5)
+
+
+def _wide(values, analysis, column="value"):
+    sub = values.values[values.values["analysis"] == analysis]
+    return sub.pivot(index="example", columns="layer", values=column).sort_index().to_numpy()
+
+
+def test_find_and_read_the_fixture():
+    tasks = find_dai_tasks(FIXTURE)
+    assert [(t.model, t.task) for t in tasks] == [("en_dense_lm_tiny", "sst2")]
+    # the ana_rlt folder, a model folder and a task folder are found too
+    for path in (FIXTURE / "ana_rlt", FIXTURE / "ana_rlt" / "en_dense_lm_tiny", TASK):
+        assert [(t.model, t.task) for t in find_dai_tasks(path)] == [("en_dense_lm_tiny", "sst2")]
+        assert detect_format(path) == "dai"
+    data = read_dai(FIXTURE)
+    assert data.n_examples_read == 6 and data.n_examples_skipped == 0 and data.problems == []
+    (task,) = data.tasks
+    assert task.hidden["zs"].shape == (6, 2, 4)
+    assert [m.shape for m in task.attn["icl"]] == [(2, 2, 5)] * 6
+    np.testing.assert_array_equal(task.correct["zs"], [1, 0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(task.correct["ft"], [1, 1, 1, 0, 1, 0])
+    np.testing.assert_array_equal(task.correct["icl"], [1, 1, 0, 0, 1, 1])
+
+
+def test_simaou_by_hand(values):
+    # unit vectors first (3e2 -> e2, 2e1 -> e1, ...), then cos(ICL - ZS, FT - ZS):
+    # layer 0, ZS = e1, ICL = e2, update u = (-1, 1, 0, 0):
+    #   ex0 FT e2: same update -> 1;  ex1 FT e3: (-1,0,1,0).u = 1, |.|^2 = 2 -> 1/2
+    #   ex2 FT -e2: (-1,-1,0,0).u = 0 -> 0;  ex3 FT -e1: (-2,0,0,0).u = 2, 2 * sqrt2 -> 1/sqrt2
+    #   ex4 FT e3 -> 1/2;  ex5 FT e2 -> 1
+    # layer 1, ZS = e4, ICL = e1 (ex5: e2), u = (1, 0, 0, -1):
+    #   ex0 FT e1 -> 1; ex1, ex2 FT e2: (0,1,0,-1).u = 1 -> 1/2; ex3 FT -e4: (0,0,0,-2).u = 2 -> 1/sqrt2
+    #   ex4 FT e1 -> 1; ex5 ICL e2, FT e1: (0,1,0,-1).(1,0,0,-1) = 1 -> 1/2
+    expected = np.array([[1, 1], [0.5, 0.5], [0, 0.5], [S, S], [0.5, 1], [1, 0.5]])
+    np.testing.assert_allclose(_wide(values, "simaou"), expected, atol=1e-12)
+
+
+def test_simaou_baseline_is_the_documented_random_direction(values):
+    # rng=0 -> default_rng(0).spawn(1 task)[0].spawn(2)[0] draws one (2, 4) normal matrix per example
+    gen = np.random.default_rng(0).spawn(1)[0].spawn(2)[0]
+    icl = [[[0, 1, 0, 0], [1, 0, 0, 0]]] * 5 + [[[0, 1, 0, 0], [0, 1, 0, 0]]]  # unit ICL states
+    zs = np.array([[1, 0, 0, 0], [0, 0, 0, 1]], float)
+    expected = []
+    for ex in range(6):
+        u = np.array(icl[ex], float) - zs
+        r = gen.standard_normal((2, 4))
+        expected.append((u * r).sum(1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(r, axis=1)))
+    np.testing.assert_allclose(_wide(values, "simaou", "baseline"), expected, rtol=1e-12)
+
+
+def test_simam_by_hand(values):
+    # cos over positions per head, then the mean of the 2 heads
+    # layer 0: ICL (a, c); FT even (a, d): (cos(a,a) = 1 + cos(c,d) = 2/(sqrt2*2) = 1/sqrt2) / 2 = 0.853553
+    #                       FT odd (b, c): (cos(a,b) = 0 + cos(c,c) = 1) / 2 = 0.5
+    # layer 1: ICL (d, d); FT ex0-2 (d, a): (1 + cos(d,a) = 1/2) / 2 = 0.75
+    #                       FT ex3-5 (c, c): (cos(d,c) = 2/(2*sqrt2) = 1/sqrt2, twice) / 2 = 0.707107
+    hi = (1 + S) / 2
+    expected = np.array([[hi, 0.75], [0.5, 0.75], [hi, 0.75], [0.5, S], [hi, S], [0.5, S]])
+    np.testing.assert_allclose(_wide(values, "simam"), expected, atol=1e-12)
+    # baseline ICL vs ZS: layer 0 (cos(a,b) = 0 + cos(c,b) = 1/sqrt2) / 2; layer 1 (cos(d,a) = 1/2 + cos(d,e5) = 0) / 2
+    np.testing.assert_allclose(_wide(values, "simam", "baseline"), np.tile([S / 2, 0.25], (6, 1)), atol=1e-12)
+
+
+def test_kendall_by_hand_and_against_scipy(values):
+    # head means: ICL layer 0 (1, .5, 0, 0, 0), layer 1 d = (1, 1, 1, 1, 0)
+    # FT layer 0 even (1, .5, .5, .5, 0): of 10 pairs, 5 concordant, 0 discordant; untied pairs 7 and 7
+    #   -> tau_b = 5 / sqrt(7 * 7) = 5/7;  odd (.5, 1, 0, 0, 0): 6 concordant, 1 discordant -> 5/7
+    # FT layer 1 ex0-2 (1, .5, .5, .5, 0): 4 concordant (pairs with position 4), untied 4 and 7 -> 4/sqrt(28)
+    #            ex3-5 (1, 1, 0, 0, 0): 2 concordant, untied 4 and 6 -> 2/sqrt(24)
+    k1, k2 = 4 / np.sqrt(28), 2 / np.sqrt(24)
+    expected = np.array([[5 / 7, k1]] * 3 + [[5 / 7, k2]] * 3)
+    got = _wide(values, "kendall")
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    a, b, c, d = (np.eye(5)[0], np.eye(5)[1], np.eye(5)[0] + np.eye(5)[1], np.r_[1.0, 1, 1, 1, 0])
+    icl = [(a + c) / 2, d]
+    for ex in range(6):
+        ft = [(a + d) / 2 if ex % 2 == 0 else (b + c) / 2, (d + a) / 2 if ex < 3 else c]
+        for layer in range(2):
+            ref = scipy.stats.kendalltau(icl[layer], ft[layer]).statistic  # tau-b, the default
+            np.testing.assert_allclose(got[ex, layer], ref, rtol=1e-12)
+
+
+def test_rec2ftp_by_hand(values, table):
+    # ZS wrong and FT right: examples 1, 2, 4 (denominator 3); ICL right on 1 and 4 -> 2/3.
+    # Baseline: ZS wrong and FT wrong: example 3, ICL wrong -> 0/1 = 0.
+    row = table[table["analysis"] == "rec2ftp"].iloc[0]
+    assert row["estimate"] == pytest.approx(2 / 3) and row["baseline"] == 0 and row["n"] == 3
+    assert row["difference"] == pytest.approx(2 / 3)
+    # exact two-sample test: pooled (1, 0, 1 | 0); each of the C(4,3) = 4 splits has |mean x - mean y| = 2/3
+    pooled = np.array([1.0, 0.0, 1.0, 0.0])
+    stats = [abs(pooled[list(s)].mean() - np.delete(pooled, list(s)).mean())
+             for s in itertools.combinations(range(4), 3)]
+    assert row["p_value"] == pytest.approx(np.mean(np.array(stats) >= 2 / 3 - 1e-12))  # = 1.0
+    assert row["layer"] is None and row["method_a"] == "icl" and row["method_b"] == "ft"
+
+
+def test_layer_means_and_averaged_rows(table):
+    layer = table["layer"].map(lambda x: "mean" if x is None else str(x))
+    est = table.set_index(["analysis", layer])["estimate"]
+    # SimAOU layer 0: (1 + .5 + 0 + 1/sqrt2 + .5 + 1) / 6; layer 1: (1 + .5 + .5 + 1/sqrt2 + 1 + .5) / 6
+    np.testing.assert_allclose(est[("simaou", "0")], (3 + S) / 6, rtol=1e-12)
+    np.testing.assert_allclose(est[("simaou", "1")], (3.5 + S) / 6, rtol=1e-12)
+    # averaged over layers per example, then over examples = mean of the two layer means
+    np.testing.assert_allclose(est[("simaou", "mean")], (6.5 + 2 * S) / 12, rtol=1e-12)
+    # SimAM: layer 0 (3 * 0.853553 + 3 * 0.5) / 6, layer 1 (3 * 0.75 + 3 / sqrt2) / 6
+    np.testing.assert_allclose(est[("simam", "0")], ((1 + S) / 2 + 0.5) / 2, rtol=1e-12)
+    np.testing.assert_allclose(est[("simam", "1")], (0.75 + S) / 2, rtol=1e-12)
+    # Kendall: layer 0 = 5/7; layer 1 = (4/sqrt28 + 2/sqrt24) / 2
+    np.testing.assert_allclose(est[("kendall", "0")], 5 / 7, rtol=1e-12)
+    np.testing.assert_allclose(est[("kendall", "1")], (4 / np.sqrt(28) + 2 / np.sqrt(24)) / 2, rtol=1e-12)
+    # a constant column has a zero-width bootstrap interval
+    row = table[(table["analysis"] == "kendall") & (table["layer"] == 0)].iloc[0]
+    assert row["ci_low"] == pytest.approx(5 / 7) and row["ci_high"] == pytest.approx(5 / 7)
+    for row in table.itertuples():
+        if np.isfinite(row.ci_low):
+            assert row.ci_low - 1e-12 <= row.estimate <= row.ci_high + 1e-12
+
+
+def test_pvalues_are_exact_sign_flips_and_holm(values, table):
+    signs = np.array(list(itertools.product([1, -1], repeat=6)))  # all 64 sign vectors
+
+    def exact_p(diff):
+        stats = np.abs(signs @ diff / len(diff))
+        return np.mean(stats >= abs(diff.mean()) - 1e-12)
+
+    for analysis in ("simaou", "simam", "kendall"):
+        diff = _wide(values, analysis) - _wide(values, analysis, "baseline")
+        for layer in (0, 1):
+            row = table[(table["analysis"] == analysis) & (table["layer"] == layer)].iloc[0]
+            assert row["p_value"] == pytest.approx(exact_p(diff[:, layer]), abs=1e-12)
+            assert row["difference"] == pytest.approx(diff[:, layer].mean(), abs=1e-12)
+        row = table[(table["analysis"] == analysis) & table["layer"].isna()].iloc[0]
+        assert row["p_value"] == pytest.approx(exact_p(diff.mean(axis=1)), abs=1e-12)
+    from statsmodels.stats.multitest import multipletests
+
+    # one family: Rec2FTP + 3 metrics x (2 layers + the mean) = 10 tests
+    assert table["family_size"].iloc[0] == 10 and len(table) == 10
+    np.testing.assert_allclose(table["p_adjusted"], multipletests(table["p_value"], method="holm")[1],
+                               rtol=1e-12)
+    assert (table["verdict"] == np.where(table["p_adjusted"] < 0.05, "different", "inconclusive")).all()
+
+
+def test_bigger_alpha_gives_different_verdicts(values):
+    # SimAM layer 0 beats its baseline on all 6 examples: exact p = 2/64; Holm over 10 = 0.3125 (x10)
+    table = dai_comparisons(values, alpha=0.5, n_resamples=999, rng=5)
+    row = table[(table["analysis"] == "simam") & (table["layer"] == 0)].iloc[0]
+    assert row["p_value"] == pytest.approx(2 / 64)
+    assert row["verdict"] == "different"
+
+
+def _copy_fixture(tmp_path: Path) -> Path:
+    target = tmp_path / "logs"
+    shutil.copytree(FIXTURE, target)
+    return target
+
+
+def _task(root: Path) -> Path:
+    return root / "ana_rlt" / "en_dense_lm_tiny" / "sst2"
+
+
+def test_malformed_example_strict_and_skip_bad(tmp_path):
+    root = _copy_fixture(tmp_path)
+    icl = _task(root) / "icl" / "record_info.jsonl"
+    lines = icl.read_text().splitlines()
+    lines[2] = lines[2][: len(lines[2]) // 2]  # truncate example 2 (line 3)
+    icl.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ImportProblems) as info:
+        dai_metric_values(root)
+    assert f"{icl}:3:" in str(info.value)
+    assert info.value.problems[0].line == 3
+    values = dai_metric_values(root, strict=False)
+    assert values.n_examples_read == 6 and values.n_examples_skipped == 1
+    assert sorted(values.correctness["example"]) == [0, 1, 3, 4, 5]
+    # the other examples keep their hand values (SimAOU layer 0 without ex2's 0)
+    np.testing.assert_allclose(_wide(values, "simaou")[:, 0], [1, 0.5, S, 0.5, 1], atol=1e-12)
+
+
+@pytest.mark.parametrize("damage", ["nan", "missing_key", "shape", "ragged", "flip"])
+def test_bad_values_are_problems(tmp_path, damage):
+    root = _copy_fixture(tmp_path)
+    path = _task(root) / "ftzs" / "record_info.jsonl"
+    lines = path.read_text().splitlines()
+    obj = json.loads(lines[4])
+    if damage == "nan":
+        obj["self_attn_out_hiddens"][0][0] = float("nan")
+    elif damage == "missing_key":
+        del obj["pred_label"]
+    elif damage == "shape":
+        obj["attn_map"] = obj["attn_map"][0]
+    elif damage == "ragged":
+        obj["self_attn_out_hiddens"][1] = [1, 2]
+    text = json.dumps(obj)
+    if damage == "flip":
+        text = text.replace('"', "'", 1)
+    lines[4] = text
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ImportProblems) as info:
+        read_dai(root)
+    assert all(p.line == 5 and p.file == str(path) for p in info.value.problems)
+    data = read_dai(root, strict=False)
+    assert data.n_examples_skipped == 1 and len(data.tasks[0].index) == 5
+
+
+def test_unequal_counts_are_a_problem(tmp_path):
+    root = _copy_fixture(tmp_path)
+    zs = _task(root) / "zs" / "record_info.jsonl"
+    zs.write_text("".join(zs.read_text().splitlines(keepends=True)[:4]))
+    with pytest.raises(ImportProblems, match="different numbers of examples"):
+        read_dai(root)
+    data = read_dai(root, strict=False)
+    assert data.n_examples_read == 6 and data.n_examples_skipped == 2
+    # the 'ft' folder (training-pass records) is not aligned with the test examples
+    with pytest.raises(ImportProblems, match="missing key"):
+        read_dai(FIXTURE, ft_setting="ft")
+
+
+def test_no_log_found_says_what_was_looked_for(tmp_path):
+    with pytest.raises(ValueError, match=r"looked for <model>/<task>/\{zs,ftzs,icl\}/record_info.jsonl"):
+        read_dai(tmp_path)
