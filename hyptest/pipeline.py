@@ -38,7 +38,9 @@ _KEY_LIBRARIES = ("torch", "transformers")
 #: Bump it whenever a change to hyptest/collect/ can change a stored number.
 COLLECTOR_VERSION = "1"
 #: Null-distribution values kept in results.json per comparison (for the report's histogram).
-_NULL_KEEP = 2000
+_NULL_KEEP = 1000
+#: Analyses whose permutation null distribution is kept for the report's histograms.
+_NULL_ANALYSES = {"order_sensitivity", "order_sensitivity_labels", "order_alignment", "log_variance_ratio"}
 #: Columns of per_order.parquet: P(gold) of every (unit, query), for the report's scatter plots.
 _PER_ORDER_COLUMNS = ["model", "task", "n_demos", "method", "method_kind", "demo_set", "order_id", "seed",
                       "step", "query_id", "p_gold"]
@@ -245,7 +247,7 @@ def analyse_run(
     keep_rng = np.random.default_rng(0)
     null_json = {}
     for index, null in nulls.items():
-        if len(null) == 0:
+        if len(null) == 0 or comparisons["analysis"].iloc[index] not in _NULL_ANALYSES:
             continue
         sample = null if len(null) <= _NULL_KEEP else keep_rng.choice(null, _NULL_KEEP, replace=False)
         null_json[str(index)] = [float(f"{v:.6g}") for v in sample]
