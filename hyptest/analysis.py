@@ -225,6 +225,8 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                 nulls.append(null)
     bayes = _bayes(records, study, rows, nulls, notes) if a.bayes else {}
     comparisons = finalise(rows, alpha=a.alpha, adjust=a.adjust, alignment_margin=a.alignment_margin)
+    # pooled rows have no N: keep the others integers rather than floats
+    comparisons["n_demos"] = comparisons["n_demos"].map(lambda v: None if pd.isna(v) else int(v)).astype(object)
     return AnalysisOutput(comparisons.drop(columns=["rule"]), dict(enumerate(nulls)), per_query, agreement,
                           margins, notes, bayes)
 
@@ -272,4 +274,42 @@ def _bayes(records: pd.DataFrame, study: Study, rows: list[dict[str, Any]], null
                 "rule": "bayes", "_verdict": row["verdict"], "note": row.get("note"),
             })
             nulls.append(np.array([]))
+    _pooled(fits, study, rows, nulls, notes)
     return fits
+
+
+def _pooled(fits: dict[tuple[Any, Any, int], Any], study: Study, rows: list[dict[str, Any]],
+            nulls: list[np.ndarray], notes: list[str]) -> None:
+    """Second level across (model, task, N) slices: Student-t shrinkage to a common log σ ratio."""
+    if len(fits) < 2:
+        return
+    from .stats.bayes import fit_pooled
+
+    a = study.analysis
+    tables = pd.concat([fit.table for fit in fits.values()], ignore_index=True)
+    if "posterior_sd" not in tables.columns:
+        return
+    for (method_a, method_b), effects in tables.groupby(["method_a", "method_b"], sort=True):
+        effects = effects.assign(task=effects["task"].astype(str) + " N=" + effects["n_demos"].astype(str))
+        try:
+            pooled = fit_pooled(effects[["model", "task", "method_a", "method_b", "estimate", "posterior_sd"]],
+                                rope=a.rope, hdi_prob=a.hdi_prob, draws=a.bayes_draws, tune=a.bayes_draws,
+                                seed=study.seed)
+        except ValueError as error:
+            notes.append(f"pooled Bayes {method_a} vs {method_b} not fitted: {error}")
+            continue
+        row = pooled.table.iloc[0].to_dict()
+        est = row["estimate"]
+        rows.append({
+            "model": "(pooled)", "task": "(pooled)", "n_demos": None, "method_a": method_a, "method_b": method_b,
+            "analysis": "bayes_order_variance_pooled", "estimate": est, "statistic": est,
+            "ci_low": row["ci_low"], "ci_high": row["ci_high"], "ci_level": row["ci_level"],
+            "ci_method": f"{row['ci_level']:.0%} HDI of the common log σ ratio (Student-t hierarchy)",
+            "mean_a": None, "mean_b": None, "ratio": float(np.exp(est)) if np.isfinite(est) else None,
+            "p_value": float("nan"), "p_rope": row["p_rope"], "rope": row["rope"],
+            "test": f"hierarchical Bayes across {len(effects)} slices (Corani et al. 2017)",
+            "n": int(len(effects)), "margin": row["rope"], "margin_source": "ROPE (analysis.rope)",
+            "p_equivalence": None, "min_equivalence_margin": None, "_eq_low": float("nan"),
+            "_eq_high": float("nan"), "rule": "bayes", "_verdict": row["verdict"], "note": row.get("note"),
+        })
+        nulls.append(np.array([]))

@@ -126,18 +126,23 @@ def _short(value: object) -> str:
 def _render_summary(results: dict, run_dir: Path, n_units: int, n_reused: int) -> None:
     from rich.table import Table
 
-    table = Table(title="Theorem-1 check: order sensitivity of ICL vs each GD method", title_justify="left")
-    for column in ("task · N", "vs", "Δ sd [95% CI]", "ratio", "p_adj", "verdict"):
+    table = Table(title="Theorem-1 check: order sensitivity of ICL vs each GD method "
+                        "(Bayes rows: log σ_order ratio, HDI; all analyses in the report)", title_justify="left")
+    for column in ("task · N", "vs", "Δ sd / log ratio [CI]", "ratio", "p_adj", "verdict"):
         table.add_column(column, overflow="fold")
     colours = {"different": "red", "equivalent": "green", "negligible": "yellow", "inconclusive": "white"}
+    shown = {"order_sensitivity": "", "order_sensitivity_labels": " (labels)", "bayes_order_variance": " (Bayes)",
+             "bayes_order_variance_pooled": " (Bayes, pooled)"}
     for row in results["comparisons"]:
-        measure = "" if row["analysis"] == "order_sensitivity" else " (labels)"
+        if row["analysis"] not in shown:
+            continue
+        p_adj = row.get("p_adjusted")
         table.add_row(
-            _escape(f"{row['task']} · {row['n_demos']}"),
-            _escape(_SHORT.get(row["method_b"], row["method_b"]) + measure),
+            _escape(f"{row['task']} · {row['n_demos'] if row['n_demos'] is not None else 'all'}"),
+            _escape(_SHORT.get(row["method_b"], row["method_b"]) + shown[row["analysis"]]),
             f"{_short(row['estimate'])} [{_short(row['ci_low'])}, {_short(row['ci_high'])}]",
             _short(row.get("ratio")),
-            f"{row['p_adjusted']:.2g}",
+            "—" if p_adj is None else f"{p_adj:.2g}",
             f"[{colours.get(row['verdict'], 'white')}]{row['verdict']}[/]",
         )
     _out.print(table)

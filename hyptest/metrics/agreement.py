@@ -73,10 +73,18 @@ def agreement_table(records: pd.DataFrame, *, reference: str = "icl", k: int = 1
     missing = [c for c in needed if c not in records.columns]
     if missing:
         raise ValueError(f"`records` lacks the column(s) {missing}")
+    if records[records["method"] == reference].empty:
+        raise ValueError(f"`reference` method {reference!r} has no rows in `records`")
+    # label sets (and so label_probs widths) differ between tasks: one slice at a time
+    slices = [_agreement_slice(group, reference, k)
+              for _, group in records.groupby(["model", "task", "n_demos"], sort=True)
+              if (group["method"] == reference).any()]
+    return pd.concat(slices, ignore_index=True)
+
+
+def _agreement_slice(records: pd.DataFrame, reference: str, k: int) -> pd.DataFrame:
     keys = [*_UNIT, "order_id"]
     ref = records[records["method"] == reference].sort_values(keys)
-    if ref.empty:
-        raise ValueError(f"`reference` method {reference!r} has no rows in `records`")
     frames = []
     # reference vs itself under the next order of the same demo set
     shifted = ref.copy()
