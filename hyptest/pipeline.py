@@ -384,6 +384,10 @@ def _summary_text(row: dict[str, Any]) -> str:
     if analysis in {"variance_ratio_bf", "log_variance_ratio"}:
         return (f"Variance of P(gold) across orders: {a} {row['mean_a']:.3g} vs {b} {row['mean_b']:.3g}; "
                 f"log ratio {row['estimate']:.3g} {n}.")
+    if analysis.startswith("bayes_order_variance"):
+        where = "pooled over slices" if analysis.endswith("pooled") else n
+        return (f"Posterior of log(σ_order {a} / σ_order {b}) {where}: mean {row['estimate']}, "
+                f"HDI [{row['ci_low']}, {row['ci_high']}], P(in ROPE) {row.get('p_rope')}.")
     if analysis == "order_alignment":
         return (f"Correlation of per-order effects of {a} and {b} under the same orders: r = {row['estimate']:.3g} "
                 f"[{row['ci_low']:.3g}, {row['ci_high']:.3g}]; equivalence predicts r = 1.")

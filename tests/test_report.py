@@ -16,6 +16,7 @@ from hyptest.report import render_report, write_report
 from hyptest.report import svg
 from hyptest.report.html import (
     banner_text,
+    effect_text,
     fmt_num,
     fmt_p,
     fmt_ratio,
@@ -137,6 +138,63 @@ def _comparison(model, task, n, b, verdict, **kw):
     return base
 
 
+ROPE = 0.223
+#: Edges of the synthetic posterior histograms (40 bins over [-2, 2]).
+EDGES = np.linspace(-2.0, 2.0, 41)
+
+
+def _bayes_row(model, task, n, b, verdict, est, lo, hi, p_rope, note=""):
+    return {"model": model, "task": task, "n_demos": n, "method_a": "icl", "method_b": b,
+            "analysis": "bayes_order_variance", "estimate": est, "ci_low": lo, "ci_high": hi,
+            "ci_level": 0.94, "ci_method": f"94% HDI of log(σ_order,icl / σ_order,{b})",
+            "p_value": None, "p_adjusted": None, "adjust_method": "holm", "p_rope": p_rope,
+            "rope": ROPE, "margin": ROPE, "margin_source": "ROPE on the log σ ratio (analysis.rope)",
+            "n": 96, "verdict": verdict, "note": note,
+            "test": "hierarchical Bayes (PyMC, nutpie): HDI + ROPE ±0.223"}
+
+
+def _posterior(mean: float, sd: float) -> dict:
+    draws = np.random.default_rng(int(1000 * (mean + 5))).normal(mean, sd, 4000)
+    counts, _ = np.histogram(np.clip(draws, -1.999, 1.999), bins=EDGES)
+    return {"counts": counts.tolist(), "edges": EDGES.tolist()}
+
+
+def _diag(parameter, r_hat=1.001, ess_bulk=3000.0, ess_tail=2500.0):
+    return {"parameter": parameter, "mean": 0.1, "sd": 0.05, "hdi_low": 0.01, "hdi_high": 0.2,
+            "hdi_prob": 0.94, "r_hat": r_hat, "ess_bulk": ess_bulk, "ess_tail": ess_tail}
+
+
+def _bayes_slices(evil_task: str = EVIL_TASK) -> list[dict]:
+    """A slice that did not converge (smollm2) and one that did (the hostile names)."""
+    return [
+        {"model": "smollm2-135m", "task": "sentiment", "n_demos": 4,
+         "file": "bayes_smollm2-135m_sentiment_N4.nc", "converged": False,
+         "reason": "r_hat(sigma_order[adam])=1.310 > 1.01; ess_bulk(sigma_order[adam])=12 < 400 <i>",
+         "order_invariant": ["gd"], "sampler": "nutpie", "wall_time_s": 12.5,
+         "posteriors": {"sgd": _posterior(-0.4, 0.3), "adam": _posterior(0.2, 0.6)},
+         "diagnostics": [_diag("sigma_order[icl]"), _diag("sigma_order[sgd]", ess_tail=350.0),
+                         _diag("sigma_order[adam]", r_hat=1.31, ess_bulk=12.0, ess_tail=30.0),
+                         _diag("log_ratio[sgd]")]},
+        {"model": EVIL_MODEL, "task": evil_task, "n_demos": 8,
+         "file": f"bayes_{evil_task}.nc", "converged": True, "reason": "",
+         "order_invariant": ["gd"], "sampler": "nutpie", "wall_time_s": 30.2,
+         "posteriors": {"sgd": _posterior(0.05, 0.09), "adam": _posterior(0.3, 0.2)},
+         "diagnostics": [_diag("sigma_order[icl]"), _diag("log_ratio[sgd]"), _diag("log_ratio[adam]")]},
+    ]
+
+
+def AGREEMENT_ROWS(evil_task: str = EVIL_TASK) -> list[dict]:  # noqa: N802
+    rows = []
+    for method, vals in {"icl": (0.9, 0.99, 0.01), "gd": (0.6, 0.98, 0.12), "sgd": (0.7, 0.985, 0.05),
+                         "adam": (0.65, 0.97, 0.08)}.items():
+        rows.append({"model": "smollm2-135m", "task": "sentiment", "n_demos": 4, "method": method,
+                     "token_overlap": vals[0], "overlap_cosine": vals[1], "label_js": vals[2]})
+    for method, vals in {"icl": (0.8, 0.95, 0.02), "gd": (0.5, 0.9, 0.2)}.items():
+        rows.append({"model": EVIL_MODEL, "task": evil_task, "n_demos": 8, "method": method,
+                     "token_overlap": vals[0], "overlap_cosine": vals[1], "label_js": vals[2]})
+    return rows
+
+
 def _results(per_query: pd.DataFrame, evil_task: str = EVIL_TASK) -> dict:
     comps = [
         _comparison("smollm2-135m", "sentiment", 4, "gd", "different",
@@ -160,8 +218,33 @@ def _results(per_query: pd.DataFrame, evil_task: str = EVIL_TASK) -> dict:
          "summary": "R-hat 1.31 > 1.01: the sampler did not converge."},
         {"model": "smollm2-135m", "task": "sentiment", "n_demos": 4, "method_a": "icl",
          "method_b": "sgd", "analysis": "order_alignment", "verdict": "different",
-         "estimate": 0.42, "ci_low": 0.3, "ci_high": 0.55, "p_value": 0.002,
-         "p_adjusted": 0.004, "statistic": {"kendall_tau": 0.42}},
+         "estimate": 0.42, "ci_low": 0.3, "ci_high": 0.48, "p_value": 0.002,
+         "p_adjusted": 0.004, "statistic": {"kendall_tau": 0.42},
+         "test": "Mantel-style permutation of order labels within demo sets (2000 resamples), H0: r <= 0"},
+        # 7-11: Bayesian rows; the smollm2 slice did not converge, the other one did
+        _bayes_row("smollm2-135m", "sentiment", 4, "sgd", "did_not_converge", -0.4, -0.9, 0.1, 0.3),
+        _bayes_row("smollm2-135m", "sentiment", 4, "gd", "did_not_converge", None, None, None, 0.0,
+                   note="'gd' is order-invariant: sigma_order fixed at 0, log ratio = inf"),
+        _bayes_row(EVIL_MODEL, evil_task, 8, "gd", "different", None, None, None, 0.0,
+                   note="'gd' is order-invariant: sigma_order fixed at 0, log ratio = inf"),
+        _bayes_row(EVIL_MODEL, evil_task, 8, "sgd", "equivalent", 0.05, -0.15, 0.2, 0.97),
+        _bayes_row(EVIL_MODEL, evil_task, 8, "adam", "inconclusive", 0.3, -0.1, 0.7, 0.4),
+        # 12: variance analysis; 13-16: distribution agreement
+        _comparison("smollm2-135m", "sentiment", 4, "sgd", "different", analysis="log_variance_ratio",
+                    estimate=3.9, ci_low=3.7, ci_high=4.2, ratio=49.4, p_value=0.0005, p_adjusted=0.003,
+                    test="permutation test of log variance ratio, median-centred (2000 resamples)"),
+        _comparison("smollm2-135m", "sentiment", 4, "gd", "different", analysis="token_overlap",
+                    estimate=0.3, ci_low=0.25, ci_high=0.35, ratio=1.5, mean_a=0.9, mean_b=0.6,
+                    p_value=0.0005, p_adjusted=0.003),
+        _comparison("smollm2-135m", "sentiment", 4, "gd", "inconclusive", analysis="overlap_cosine",
+                    estimate=0.01, ci_low=-0.01, ci_high=0.03, ratio=1.01, mean_a=0.99, mean_b=0.98,
+                    p_value=0.3, p_adjusted=0.6),
+        _comparison("smollm2-135m", "sentiment", 4, "gd", "different", analysis="label_js",
+                    estimate=-0.11, ci_low=-0.12, ci_high=-0.1, ratio=0.08, mean_a=0.01, mean_b=0.12,
+                    p_value=0.0005, p_adjusted=0.003),
+        _comparison("smollm2-135m", "sentiment", 4, "sgd", "different", analysis="token_overlap",
+                    estimate=0.2, ci_low=0.15, ci_high=0.25, ratio=1.3, mean_a=0.9, mean_b=0.7,
+                    p_value=0.0005, p_adjusted=0.003),
     ]
     os_rows, acc_rows = [], []
     for (model, task, n), sub in per_query.groupby(["model", "task", "n_demos"], sort=False):
@@ -184,12 +267,24 @@ def _results(per_query: pd.DataFrame, evil_task: str = EVIL_TASK) -> dict:
     rng = np.random.default_rng(5)
     return {
         "study": {"name": "order_sensitivity", "alpha": 0.05, "methods": METHODS,
-                  "description": "", "output_dir": None},
+                  "description": "", "output_dir": None,
+                  "analysis": {"alignment_margin": 0.5, "rope": ROPE, "hdi_prob": 0.94,
+                               "overlap_k": 10, "reference": "icl", "adjust": "holm"}},
         "comparisons": comps,
         "order_sensitivity": os_rows,
         "accuracy": acc_rows,
+        "agreement": AGREEMENT_ROWS(evil_task),
+        "margins": [
+            {"model": "smollm2-135m", "task": "sentiment", "n_demos": 4, "margin": 0.01,
+             "source": "study file (analysis.margin)"},
+            {"model": EVIL_MODEL, "task": evil_task, "n_demos": 8, "margin": 0.031,
+             "source": "noise floor <b>bold</b>"},
+        ],
+        "family": {"size": 12, "adjust": "holm", "description": "every comparison with a p-value"},
+        "bayes": _bayes_slices(evil_task),
         "null_distributions": {"0": rng.normal(0, 0.005, 2000).tolist(),
-                               "3": rng.normal(0, 0.003, 500).tolist()},
+                               "3": rng.normal(0, 0.003, 500).tolist(),
+                               "6": rng.normal(0, 0.2, 1000).tolist()},
         "provenance": {
             "hyptest_version": "0.1.0", "python": "3.11.7", "platform": "Linux-x86_64",
             "machine": "x86_64", "cpu_count": 2, "device": "cpu", "torch_threads": 2,
@@ -212,7 +307,7 @@ def _results(per_query: pd.DataFrame, evil_task: str = EVIL_TASK) -> dict:
                        "javascript:alert(1)"],
         # unknown top-level keys are ignored
         "schema_version": 2,
-        "bayes": {"draws": [1, 2, 3], "note": "<script>never shown</script>"},
+        "mystery": {"draws": [1, 2, 3], "note": "<script>never shown</script>"},
     }
 
 
@@ -313,39 +408,72 @@ def test_escaping(data):
     assert "alert(&#34;x&#34;)" in out or "alert(&quot;x&quot;)" in out
     # study text shown escaped in a <pre>
     assert re.search(r'<pre class="study">[^<]*&lt;script&gt;', out)
+    # the new sections escape too: Bayes reason, margin source, file names, agreement labels
+    assert "<i>" not in out and "400 &lt;i&gt;" in out
+    assert "noise floor &lt;b&gt;bold&lt;/b&gt;" in out
+    assert "<code>bayes_&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;.nc</code>" in out
+    for sec in ("agreement", "bayes"):
+        part = out[out.index(f'<section id="{sec}">'):]
+        part = part[: part.index("</section>")]
+        assert "&lt;script&gt;alert(" in part and "<script" not in part
+    for fig in _svgs(out):
+        assert "<script" not in fig
 
 
 def _banners(out: str) -> list[tuple[str, str]]:
     return re.findall(r'<div class="banner verdict-([a-z_]+)"[^>]*>(.*?)</div>', out, re.S)
 
 
-def test_banners(data):
+#: Banners: order-sensitivity rows only, by (model, task, N) then method order;
+#: the hostile model name sorts before "smollm2-135m".
+BANNER_ORDER = [3, 0, 1, 2]
+#: Verdict-table rows per method group (gd, sgd, adam): by (model, task, N), then analysis order.
+GLANCE_ORDER = {
+    "gd": [3, 9, 0, 8, 13, 14, 15],
+    "sgd": [10, 1, 4, 12, 7, 6, 16],
+    "adam": [11, 2, 5],
+}
+
+
+def test_banners_only_for_the_primary_analysis(data):
     _, res, out, _ = data
     banners = _banners(out)
     comps = res["comparisons"]
-    assert len(banners) == len(comps)
-    for (cls, body), comp in zip(banners, comps, strict=True):
+    assert [comps[i]["analysis"] for i in BANNER_ORDER] == ["order_sensitivity"] * 4
+    assert len(banners) == len(BANNER_ORDER)
+    ids = re.findall(r'<div class="banner [^"]*" id="banner-(\d+)"', out)
+    assert [int(i) for i in ids] == BANNER_ORDER
+    for (cls, body), i in zip(banners, BANNER_ORDER, strict=True):
+        comp = comps[i]
         assert cls == comp["verdict"]
         text = _text(body)
         assert headline_text(comp) in text
         assert text.startswith(comp["verdict"].replace("_", " "))
-    first = _text(banners[0][1])
+    first = _text(banners[1][1])
     assert first == (
         "differentICL vs full-batch GD · order sensitivity · sentiment · N=4 · smollm2-135m: "
-        "equivalence rejected — ICL is far more order-sensitive than full-batch GD."
+        "equivalence rejected · Δ = 0.031 [0.02, 0.04], ratio 12.3×, p_adj = 0.0004 (holm) "
+        "— ICL is far more order-sensitive than full-batch GD."
+        "+4 more analyses: 2 different · 1 inconclusive · 1 did not converge (verdict table)"
     )
-    second = _text(banners[1][1])
+    second = _text(banners[2][1])
     assert "ICL vs SGD (batch 1, in order)" in second
     assert "equivalent within margin ±0.01" in second
-    third = _text(banners[2][1])
+    # rows 4, 6, 7, 12, 16 are the other analyses of (smollm2, sgd)
+    assert "+5 more analyses: 3 different · 1 equivalent · 1 did not converge" in second
+    third = _text(banners[3][1])
     assert "Adam (batch 1, in order)" in third
     assert "different but negligible (inside margin)" in third
-    fourth = banners[3][1]
+    assert "+1 more analysis: 1 did not converge" in third
+    fourth = banners[0][1]
     assert "inconclusive: equivalence not rejected, not shown" in _text(fourth)
     assert "&lt;script&gt;" in fourth
-    # extra analyses get readable names
-    assert "order sensitivity, TOST" in _text(banners[4][1])
-    assert "order alignment" in _text(banners[6][1])
+    # no banner for the other analyses, and no "Δ" for r
+    for word in ("order alignment", "order variance, Bayesian", "token overlap", "TOST"):
+        assert word not in _text("".join(b for _, b in banners))
+    # the "more analyses" link goes to the method's group of the verdict table
+    assert re.search(r'<span class="others"><a href="#pair-0">', banners[1][1])
+    assert '<tbody class="pair-group" id="pair-0" data-method="gd">' in out
 
 
 def test_banner_text_function():
@@ -356,31 +484,72 @@ def test_banner_text_function():
         "p_adj = 0.0004 (holm)"
     )
     comp = _comparison("m", "t", 2, "adam", "negligible", p_adjusted=1.23e-05)
-    assert "p_adj = < 1e-4 (holm)" in banner_text(comp)
+    assert "p_adj < 1e-4 (holm)" in banner_text(comp)
     comp = _comparison("m", "t", 2, "gd", "inconclusive", ratio=float("inf"), p_adjusted=None)
     assert "ratio ∞" in banner_text(comp) and "p = 0.0001" in banner_text(comp)
 
 
+def test_effect_text_per_analysis():
+    align = {"analysis": "order_alignment", "estimate": 0.45, "ci_low": 0.39, "ci_high": 0.51,
+             "verdict": "inconclusive", "method_a": "icl", "method_b": "sgd", "p_adjusted": 0.01}
+    assert effect_text(align) == "r = 0.45 [0.39, 0.51]"
+    text = banner_text(align, alignment_margin=0.5)
+    assert "Δ" not in text and "r = 0.45 [0.39, 0.51]" in text
+    assert "CI of r contains the alignment margin 0.5 (inconclusive)" in text
+    assert verdict_phrase("different", 0.5, "order_alignment") == "CI of r below the alignment margin 0.5"
+    assert verdict_phrase("equivalent", None, "order_alignment") == "CI of r above the alignment margin"
+    for analysis in ("log_variance_ratio", "variance_ratio_bf"):
+        var = {"analysis": analysis, "estimate": 3.912, "ci_low": 3.71, "ci_high": 4.24, "ratio": 50.0}
+        assert effect_text(var) == "log variance ratio 3.91 [3.71, 4.24]"
+        assert "ratio 50×" not in banner_text(var)  # the ratio is the same number, not repeated
+    bayes = {"analysis": "bayes_order_variance", "estimate": -4.872, "ci_low": -8.07, "ci_high": -1.96,
+             "ci_level": 0.94, "p_rope": 0.00225, "method_a": "icl", "method_b": "adam"}
+    assert effect_text(bayes) == (
+        "log σ-ratio posterior mean -4.87, 94% HDI [-8.07, -1.96], P(in ROPE) = 0.00225"
+    )
+    inf = {**bayes, "estimate": None, "ci_low": None, "ci_high": None, "method_b": "gd"}
+    assert effect_text(inf, order_invariant=["gd"]) == "log σ-ratio = +∞ (σ_order fixed at 0)"
+    assert effect_text({**inf, "note": "sigma_order fixed at 0, log ratio = inf"}) == (
+        "log σ-ratio = +∞ (σ_order fixed at 0)"
+    )
+    assert effect_text({**inf, "note": "reference invariant: log ratio = -inf"}).startswith("log σ-ratio = -∞")
+    assert effect_text({**inf, "p_rope": None}) == "log σ-ratio posterior mean —"  # no sign known: no ∞
+    assert verdict_phrase("different", ROPE, "bayes_order_variance") == "HDI outside the ROPE: σ_order differs"
+    assert verdict_phrase("equivalent", ROPE, "bayes_order_variance") == (
+        "HDI inside the ROPE ±0.223: practically equivalent"
+    )
+    assert effect_text({"analysis": "token_overlap", "estimate": 0.3, "ci_low": 0.25, "ci_high": 0.35}) == (
+        "Δ = 0.3 [0.25, 0.35]"
+    )
+    assert effect_text({"analysis": "brand_new", "estimate": 1.5}) == "estimate 1.5"
+
+
+def _glance_rows(out: str) -> list[tuple[str, str, str]]:
+    """(verdict class, comparison index, row html) of every data row of the verdict table."""
+    table = re.search(r'<table class="comparisons">(.*?)</table>', out, re.S).group(1)
+    return re.findall(r'<tr class="verdict-([a-z_]+)" id="comparison-(\d+)"[^>]*>(.*?)</tr>', table, re.S)
+
+
+def _cells(row_html: str) -> list[str]:
+    return [_text(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row_html, re.S)]
+
+
 def test_did_not_converge(data):
     _, res, out, _ = data
-    banners = _banners(out)
-    cls, body = banners[5]
+    rows = {int(i): (cls, body) for cls, i, body in _glance_rows(out)}
+    cls, body = rows[5]
     assert cls == "did_not_converge"
-    text = _text(body)
-    assert text.startswith("did not converge")
-    assert "ICL vs Adam (batch 1, in order) · order variance, Bayesian" in text
-    assert "did not converge: no decision" in text
-    assert "R-hat 1.31" in text
+    cells = _cells(body)
+    assert cells[1] == "order variance, Bayesian"
+    assert cells[3] == "did not converge"
+    assert cells[4] == "log σ-ratio — —"  # estimate and HDI
+    assert cells[6] == "—" and cells[7] == "—"  # p and p_adj
+    assert 'title="did not converge: no decision"' in body
     # neutral styling exists for the class (grey, not one of the decision colours)
     rule = re.search(r"\.banner\.verdict-did_not_converge \{([^}]*)\}", out).group(1)
     assert "--dnc-bg" in rule and "--diff" not in rule and "--eq" not in rule
-    # its table row: verdict word, and dashes for the missing numbers
-    row = re.search(r'<tr class="verdict-did_not_converge">(.*?)</tr>', out, re.S).group(1)
-    cells = [_text(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
-    assert cells[4] == "did not converge"
-    assert cells[5] == "— —"  # estimate and CI
-    assert cells[7] == "—" and cells[8] == "—"  # p and p_adj
     assert verdict_phrase("did_not_converge") == "did not converge: no decision"
+    assert verdict_phrase("did_not_converge", ROPE, "bayes_order_variance") == "did not converge: no decision"
 
 
 def test_verdicts_at_a_glance(data):
@@ -388,32 +557,248 @@ def test_verdicts_at_a_glance(data):
     comps = res["comparisons"]
     m = re.search(r'<table class="comparisons">(.*?)</table>', out, re.S)
     assert m
-    # right below the banners, above every other section
+    # right below the banners, above every other section, in a scrolling box
     assert out.index('<div class="banner') < m.start() < out.index('id="order-sensitivity"')
+    assert '<div class="table-wrap glance-wrap">' in out[: m.start()]
     assert ">Verdicts at a glance</h2>" in out[: m.start()]
     last_banner = max(mm.end() for mm in re.finditer(r'<div class="banner ', out))
     between = out[last_banner : m.start()]
     assert "<figure" not in between and "<h3" not in between
-    rows = re.findall(r'<tr class="verdict-([a-z_]+)">(.*?)</tr>', m.group(1), re.S)
-    assert [r[0] for r in rows] == [c["verdict"] for c in comps]
-    cells = [_text(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", rows[0][1], re.S)]
-    assert cells == ["0", "ICL vs GD", "order sensitivity", "sentiment · N=4 · smollm2-135m",
-                     "different", "0.031 [0.02, 0.04]", "12.3×", "0.0001", "0.0004", "15", "—"]
+    # one group per compared method, every analysis inside
+    groups = re.findall(r'<tbody class="pair-group" id="pair-\d+" data-method="([a-z]+)">(.*?)</tbody>',
+                        m.group(1), re.S)
+    assert [g for g, _ in groups] == ["gd", "sgd", "adam"]
+    heads = [_text(re.search(r'<tr class="group-head">(.*?)</tr>', body, re.S).group(1)) for _, body in groups]
+    assert heads[0] == "ICL vs full-batch GD7 rows: 4 different · 2 inconclusive · 1 did not converge"
+    assert heads[2] == "ICL vs Adam (batch 1, in order)3 rows: 1 negligible · 1 inconclusive · 1 did not converge"
+    for (method, body) in groups:
+        ids = [int(i) for i in re.findall(r'id="comparison-(\d+)"', body)]
+        assert ids == GLANCE_ORDER[method], method
+    rows = _glance_rows(out)
+    assert sorted(int(i) for _, i, _ in rows) == list(range(len(comps)))
+    assert all(cls == comps[int(i)]["verdict"] for cls, i, _ in rows)
+    by_index = {int(i): _cells(body) for _, i, body in rows}
+    assert by_index[0] == ["0", "order sensitivity", "sentiment · N=4 · smollm2-135m", "different",
+                           "Δ 0.031 [0.02, 0.04]", "12.3×", "0.0001", "0.0004", "—", "15", "—"]
+    # each analysis reads in its own terms
+    assert by_index[6][4] == "r 0.42 [0.3, 0.48]" and by_index[6][-1] == "r > 0.5"
+    assert by_index[12][4] == "log VR 3.9 [3.7, 4.2]"
+    assert by_index[10][4] == "log σ-ratio 0.05 [-0.15, 0.2]"
+    assert by_index[10][8] == "0.97"  # P(ROPE)
+    assert by_index[10][-1] == "ROPE ±0.223"
+    assert by_index[9][4] == "log σ-ratio +∞"  # order-invariant GD
+    assert by_index[9][5] == "—"  # no ratio for the Bayesian rows
+    # the # links to the row's details
+    links = dict(re.findall(r'<tr class="verdict-[a-z_]+" id="comparison-(\d+)"[^>]*>\s*<td class="num">'
+                            r'<a href="#([^"]+)"', m.group(1)))
+    assert links["0"] == "null-0" and links["6"] == "null-6"
+    assert links["9"] == "bayes-0" and links["7"] == "bayes-1"  # hostile slice sorts first
+    assert links["13"] == "agreement-1"
+    assert links["1"] == "os-1"
+    heads = [_text(h) for h in re.findall(r"<th(?: [^>]*)?>(.*?)</th>", m.group(1).split("</thead>")[0], re.S)]
+    assert heads == ["#", "analysis", "task · N · model", "verdict", "estimate [CI]", "ratio A/B", "p",
+                     "padj", "P(ROPE)", "n", "margin"]
     counts = re.search(r'<p class="counts">(.*?)</p>', out, re.S).group(1)
     assert _text(counts) == (
-        "7 comparisons: 2 different · 2 equivalent · 1 negligible · 1 inconclusive · 1 did not converge."
+        "17 comparisons: 7 different · 3 equivalent · 1 negligible · 3 inconclusive · 3 did not converge."
     )
     # columns that would repeat one value on every row are stated once instead
     few = render_report({**res, "comparisons": comps[:3]}, pd.DataFrame(), study_text="")
     table = re.search(r'<table class="comparisons">(.*?)</table>', few, re.S).group(1)
-    heads = [_text(h) for h in re.findall(r"<th(?: [^>]*)?>(.*?)</th>", table, re.S)]
-    assert heads == ["#", "A vs B", "verdict", "effect Δ (A − B) [CI]", "ratio A/B", "p", "padj", "n", "margin"]
+    heads = [_text(h) for h in re.findall(r"<th(?: [^>]*)?>(.*?)</th>", table.split("</thead>")[0], re.S)]
+    assert heads == ["#", "verdict", "estimate [CI]", "ratio A/B", "p", "padj", "n", "margin"]
+    assert 'colspan="8"' in table
     counts = _text(re.search(r'<p class="counts">(.*?)</p>', few, re.S).group(1))
     assert counts == ("3 comparisons: 1 different · 1 equivalent · 1 negligible. "
                       "All: order sensitivity · sentiment · N=4 · smollm2-135m.")
     # warnings are surfaced right under the table too
     callout = re.search(r'<div class="warn-callout"[^>]*>(.*?)</div>', out, re.S).group(1)
     assert "1 warning" in _text(callout) and "has few queries" in _text(callout)
+
+
+def test_family_and_margins_are_stated(data):
+    _, res, out, _ = data
+    glance = out[out.index('id="comparisons"'): out.index('id="order-sensitivity"')]
+    method = out[out.index('<section id="method">'): out.index("<h3>References</h3>")]
+    for part in (glance, method):
+        family = _text(re.search(r'<p class="decision family">(.*?)</p>', part, re.S).group(1))
+        assert family == (
+            "Family: 12 comparisons, Holm — every comparison with a p-value; "
+            "the 6 Bayesian rows are decided by HDI + ROPE and not part of it."
+        )
+        margins = _text(re.search(r'<p class="decision margins">(.*?)</p>', part, re.S).group(1))
+        assert margins.startswith(
+            f"Margins: {EVIL_TASK} · N=8 · {EVIL_MODEL}: 0.031 (noise floor <b>bold</b>); "
+            "sentiment · N=4 · smollm2-135m: 0.01 (study file (analysis.margin))"
+        )
+        assert "Alignment margin: r = 0.5" in margins and "ROPE: ±0.223 on the log σ-ratio" in margins
+    assert "noise floor &lt;b&gt;bold&lt;/b&gt;" in glance
+    # one group: "Margin: x (source)"
+    one = {**res, "margins": res["margins"][:1], "comparisons": res["comparisons"][:3]}
+    text = _text(render_report(one, pd.DataFrame(), study_text=""))
+    assert "Margin: 0.01 (study file (analysis.margin))" in text
+    # without the keys, the rows tell: family from the p-values, margins from the primary rows
+    bare = {k: v for k, v in res.items() if k not in ("margins", "family")}
+    text = _text(render_report(bare, pd.DataFrame(), study_text=""))
+    assert "Family: 11 comparisons, Holm" in text  # the rows with a p-value
+    assert "sentiment · N=4 · smollm2-135m: 0.01 (study file)" in text
+
+
+def test_bayes_section(data):
+    _, res, out, _ = data
+    sec = out[out.index('<section id="bayes">'): out.index('<section id="accuracy">')]
+    assert ">Hierarchical Bayes: order variance</h2>" in sec
+    note = " ".join(_text(re.search(r'<div class="note method-note">(.*?)</div>', sec, re.S).group(1)).split())
+    for phrase in ("logit P(gold) = μm + set + query-within-set + order-within-set + residual",
+                   "weakly informative", "HDI + ROPE (Kruschke, 2018)", "R-hat ≤ 1.01",
+                   "bulk and tail ESS ≥ 400", "no divergent transitions", "σorder fixed at 0"):
+        assert phrase in note, phrase
+    assert "Kruschke, J. K. (2018)" in out
+    slices = re.split(r'<h3 id="bayes-(\d)">', sec)[1:]
+    assert [slices[0], slices[2]] == ["0", "1"]
+    evil, smol = slices[1], slices[3]
+    assert _text(evil).startswith(f"{EVIL_TASK} · N=8 · {EVIL_MODEL}")
+    # converged slice: no box; one posterior per fitted method, none for order-invariant GD
+    assert "dnc-box" not in evil
+    figs = _figs(evil, "posterior")
+    assert len(figs) == 2
+    assert re.findall(r'<figure class="posterior" data-method="([a-z]+)">', evil) == ["sgd", "adam"]
+    for fig, method, colour in zip(figs, ("SGD", "Adam"), (svg.PALETTE["sgd"], svg.PALETTE["adam"]), strict=True):
+        root = ET.fromstring(fig)
+        assert len(root.findall(f".//{{{SVG_NS}}}rect[@class='bar']")) == 40
+        assert len(root.findall(f".//{{{SVG_NS}}}rect[@class='rope']")) == 1
+        assert len(root.findall(f".//{{{SVG_NS}}}line[@class='zero']")) == 1
+        assert len(root.findall(f".//{{{SVG_NS}}}line[@class='hdi']")) == 1
+        texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
+        assert f"log(σ_order ICL / σ_order {method})" in texts
+        assert "94% HDI" in texts
+        assert f'fill="{colour}"' in fig
+    items = {m: _text(li) for m, li in re.findall(
+        r'<li class="verdict-[a-z_]+" data-method="([a-z]+)">(.*?)</li>', evil, re.S)}
+    assert list(items) == ["gd", "sgd", "adam"]
+    assert ("σ_order fixed at 0: order-invariant by construction; log ratio = +∞; "
+            "P(in ROPE ±0.223) = 0 → different (HDI outside the ROPE: σ_order differs).") in items["gd"]
+    assert ("P(in ROPE ±0.223) = 0.97; posterior mean 0.05; 94% HDI [-0.15, 0.2] → equivalent "
+            "(HDI inside the ROPE ±0.223: practically equivalent).") in items["sgd"]
+    assert "→ inconclusive (HDI overlaps the ROPE: no decision)." in items["adam"]
+    # the file is a relative link, escaped
+    href = re.search(r'posterior draws:\s*<a href="([^"]+)"><code>(.*?)</code></a>', evil, re.S)
+    assert href.group(1) == "bayes_%3Cscript%3Ealert%28%22x%22%29%3C/script%3E.nc"
+    assert html_lib.unescape(href.group(2)) == f"bayes_{EVIL_TASK}.nc"
+    # did-not-converge slice: a clear box with the reason, escaped
+    box = re.search(r'<div class="dnc-box" role="note">(.*?)</div>', smol, re.S).group(1)
+    assert _text(box) == ("did not converge: no decision — r_hat(sigma_order[adam])=1.310 > 1.01; "
+                          "ess_bulk(sigma_order[adam])=12 < 400 <i>")
+    assert "&lt;i&gt;" in box
+    items = {m: _text(li) for m, li in re.findall(
+        r'<li class="verdict-([a-z_]+)" data-method="[a-z]+">(.*?)</li>', smol, re.S)}
+    assert set(items) == {"did_not_converge"}
+    assert "The sampler did not converge, so these draws support no decision." in _text(smol)
+    # diagnostics: the gate's failures highlighted, cell by cell
+    table = re.search(r'<table class="diagnostics">(.*?)</table>', smol, re.S).group(1)
+    rows = re.findall(r"<tr( class=\"flagged\")?><td><code>(.*?)</code></td>(.*?)</tr>", table, re.S)
+    flagged = {p: bool(f) for f, p, _ in rows}
+    assert flagged == {"sigma_order[icl]": False, "sigma_order[sgd]": True, "sigma_order[adam]": True,
+                       "log_ratio[sgd]": False}
+    bad = {p: re.findall(r'<td class="num bad">(.*?)</td>', body) for _, p, body in rows}
+    assert bad["sigma_order[adam]"] == ["1.310", "12", "30"]
+    assert bad["sigma_order[sgd]"] == ["350"]
+    assert bad["sigma_order[icl]"] == []
+    assert "2 of 4 parameters flagged" in _text(smol)
+    # without a results["bayes"] list there is no section (and no link to it)
+    bare = render_report({k: v for k, v in res.items() if k != "bayes"}, pd.DataFrame(), study_text="")
+    assert 'id="bayes"' not in bare and 'href="#bayes' not in bare
+
+
+def test_posterior_plot_direct():
+    counts = [0] * 10 + [5, 10, 20, 40, 20, 10, 5] + [0] * 3
+    edges = np.linspace(-5, 5, 21).tolist()
+    fig = svg.posterior_plot(counts, edges, title="t <x>", hdi=(-0.5, 2.0), hdi_prob=0.9, rope=1.0,
+                             mean=0.5, color="#009E73")
+    root = ET.fromstring(fig)
+    bars = root.findall(f".//{{{SVG_NS}}}rect[@class='bar']")
+    assert [int(b.get("data-count")) for b in bars] == counts
+    # bin centres -4.75, -4.25, ..., 4.75: inside [-0.5, 2] are -0.25 ... 1.75
+    assert [i for i, b in enumerate(bars) if b.get("data-in-hdi") == "1"] == [9, 10, 11, 12, 13]
+    # the ROPE band spans [-1, 1] and the zero line sits half way along it
+    rope = root.find(f".//{{{SVG_NS}}}rect[@class='rope']")
+    x0, w = float(rope.get("x")), float(rope.get("width"))
+    zero = float(root.find(f".//{{{SVG_NS}}}line[@class='zero']").get("x1"))
+    np.testing.assert_allclose(zero, x0 + w / 2, atol=0.02)
+    first, last = bars[0], bars[-1]
+    span = float(last.get("x")) - float(first.get("x"))  # 19 bins of width 0.5
+    np.testing.assert_allclose(w, span / 19 * 4, rtol=0.01)
+    hdi = root.find(f".//{{{SVG_NS}}}line[@class='hdi']")
+    np.testing.assert_allclose(float(hdi.get("x2")) - float(hdi.get("x1")), span / 19 * 5, rtol=0.01)
+    assert "t &lt;x&gt;" in fig
+    texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
+    assert "90% HDI" in texts and "log(σ_order ICL / σ_order method)" in texts
+    # bad input: a message, still valid SVG
+    for bad in (([1, 2], [0.0, 1.0]), ([], []), ([1.0, float("nan")], [0.0, 1.0, 2.0])):
+        s = svg.posterior_plot(*bad, title="x")
+        ET.fromstring(s)
+        assert "no posterior draws available" in s
+
+
+def test_agreement_section(data):
+    _, res, out, _ = data
+    sec = out[out.index('<section id="agreement">'): out.index('<section id="bayes">')]
+    assert ">Distribution agreement</h2>" in sec
+    tables = re.findall(r'<h3 id="agreement-(\d)">(.*?)</h3>.*?<table class="agreement">(.*?)</table>', sec, re.S)
+    assert [(i, _text(lbl)) for i, lbl, _ in tables] == [
+        ("0", f"{EVIL_TASK} · N=8 · {EVIL_MODEL}"), ("1", "sentiment · N=4 · smollm2-135m")]
+    heads = [_text(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", tables[1][2])]
+    assert heads == ["outputs compared", "token overlap (top-10) ↑", "overlap cosine (top-10) ↑",
+                     "label JS divergence (nats) ↓"]
+    rows = re.findall(r'<tr data-method="([a-z]+)"( class="reference")?>(.*?)</tr>', tables[1][2], re.S)
+    assert [(m, bool(ref)) for m, ref, _ in rows] == [("icl", True), ("gd", False), ("sgd", False),
+                                                     ("adam", False)]
+    cells = {m: _cells(body) for m, _, body in rows}
+    assert cells["icl"] == ["● ICL vs ICL (another order) (reference)", "0.9", "0.99", "0.01"]
+    assert cells["gd"][0] == "● ICL vs GD (same order)"
+    assert cells["gd"][1] == "0.6Δ = 0.3 [0.25, 0.35], padj 0.003 · different"
+    assert cells["gd"][2] == "0.98Δ = 0.01 [-0.01, 0.03], padj 0.6 · inconclusive"
+    assert cells["sgd"][1].startswith("0.7Δ = 0.2 [0.15, 0.25]")
+    assert cells["adam"] == ["● ICL vs Adam (same order)", "0.65", "0.97", "0.08"]  # no test row
+    assert '<a class="verdict-different" href="#comparison-13">different</a>' in tables[1][2]
+    # one grouped bar chart per metric; ICL-vs-ICL is the reference bar
+    figs = _figs(sec, "grouped-bars")
+    assert len(figs) == 3
+    root = ET.fromstring(figs[0])
+    bars = root.findall(f".//{{{SVG_NS}}}rect")
+    bars = [b for b in bars if (b.get("class") or "").startswith("bar")]
+    got = {(html_lib.unescape(b.get("data-group")), b.get("data-series")): float(b.get("data-value"))
+           for b in bars}
+    evil_label = f"{EVIL_TASK} · N=8 · {EVIL_MODEL}"
+    assert got == {(evil_label, "icl"): 0.8, (evil_label, "gd"): 0.5,
+                   ("sentiment · N=4 · smollm2-135m", "icl"): 0.9,
+                   ("sentiment · N=4 · smollm2-135m", "gd"): 0.6,
+                   ("sentiment · N=4 · smollm2-135m", "sgd"): 0.7,
+                   ("sentiment · N=4 · smollm2-135m", "adam"): 0.65}
+    refs = [b for b in bars if "reference-bar" in b.get("class")]
+    assert {b.get("data-series") for b in refs} == {"icl"} and len(refs) == 2
+    assert len(root.findall(f".//{{{SVG_NS}}}line[@class='reference']")) == 2
+    for b in bars:  # consistent method colours
+        assert b.get("fill") == svg.PALETTE[b.get("data-series")]
+    texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
+    assert "ICL vs ICL (another order)" in texts and "ICL vs GD" in texts
+
+
+def test_grouped_bar_chart_direct():
+    fig = svg.grouped_bar_chart(["a <1>", "b"], ["ref", "x"], {("a <1>", "ref"): 2.0, ("a <1>", "x"): 1.0,
+                                                              ("b", "x"): float("nan")},
+                                title="T", y_label="y", reference="ref")
+    root = ET.fromstring(fig)
+    bars = [b for b in root.iter(f"{{{SVG_NS}}}rect") if (b.get("class") or "").startswith("bar")]
+    assert [(b.get("data-group"), b.get("data-series")) for b in bars] == [("a <1>", "ref"), ("a <1>", "x")]
+    ref, x = bars
+    base = float(ref.get("y")) + float(ref.get("height"))
+    np.testing.assert_allclose(float(x.get("y")) + float(x.get("height")), base, atol=0.01)  # common zero
+    np.testing.assert_allclose(float(ref.get("height")), 2 * float(x.get("height")), rtol=1e-3)
+    line = root.find(f".//{{{SVG_NS}}}line[@class='reference']")
+    np.testing.assert_allclose(float(line.get("y1")), float(ref.get("y")), atol=0.01)
+    assert "a &lt;1&gt;" in fig
+    assert "no values" in svg.grouped_bar_chart([], [], {}, title="T", y_label="y")
 
 
 def test_svg_parses_and_counts_points(data):
@@ -567,9 +952,32 @@ def test_null_plot():
 
 
 def test_null_section(data):
-    _, _, out, _ = data
+    _, res, out, _ = data
     assert 'id="null-distributions"' in out
-    assert len(_figs(out, "null-distribution")) == 2
+    # only the rows whose null is stored, each labelled with its analysis
+    figs = re.findall(r'<figure id="null-(\d+)" data-analysis="([^"]*)">(.*?)</figure>', out, re.S)
+    assert [(k, a) for k, a, _ in figs] == [("0", "order sensitivity"), ("3", "order sensitivity"),
+                                           ("6", "order alignment")]
+    assert len(_figs(out, "null-distribution")) == 3
+    align = figs[2][2]
+    root = ET.fromstring(_svgs(align)[0])
+    title = root.find(f"{{{SVG_NS}}}title").text
+    assert title == "#6 ICL vs SGD · order alignment · sentiment · N=4 · smollm2-135m"
+    texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
+    assert "r with order labels permuted within demo sets" in texts
+    # one-sided test (H0: r <= 0): only bins at or above the observed r are dark
+    bars = root.findall(f".//{{{SVG_NS}}}rect[@class='bar']")
+    xs = [float(b.get("x")) for b in bars]
+    obs = float(root.find(f".//{{{SVG_NS}}}line[@class='observed']").get("x1"))
+    assert all((b.get("data-extreme") == "1") == (x + float(b.get("width")) / 2 >= obs - 3)
+               for b, x in zip(bars, xs, strict=True) if abs(x - obs) > 8)
+    assert "(greater)" in _text(align)
+    assert '<a href="#comparison-6">#6</a> order alignment' in align
+    first = figs[0][2]
+    assert "sign-flipped mean paired difference" in first and "(two-sided)" in _text(first)
+    # keys without a comparison row still get a figure, with a generic title
+    extra = render_report({**res, "null_distributions": {"99": [0.0, 1.0, 2.0]}}, pd.DataFrame(), study_text="")
+    assert "Null distribution — comparison 99" in extra
 
 
 def test_number_formatting(data):
@@ -598,8 +1006,9 @@ def test_number_formatting(data):
 
 def test_sections_and_provenance(data):
     _, _, out, _ = data
-    for sec in ("Verdicts at a glance", "Order sensitivity", "Accuracy", "Method", "Provenance",
-                "Study file"):
+    for sec in ("Verdicts at a glance", "Order sensitivity", "Distribution agreement",
+                "Hierarchical Bayes: order variance", "Accuracy", "Method", "Null distributions",
+                "Provenance", "Study file"):
         assert f">{sec}</h2>" in out
     assert "hyptest 0.1.0 · generated 2025-01-01T00:02:05Z" in out
     # empty study fields are not shown
@@ -649,9 +1058,16 @@ def test_missing_optional_keys():
          "provenance": {"wall_time_s": {"collect": "n/a"}, "models": {"m": {"sha256": "00"}}}},
         pd.DataFrame(), study_text="",
     )
-    assert 'class="banner verdict-unknown" id="comparison-0" data-verdict="weird&lt;x&gt;"' in out3
-    assert "new thing" in out3
-    assert len(_banners(out3)) == 2
+    # the row without an analysis counts as primary: the only banner
+    assert [b[0] for b in _banners(out3)] == ["inconclusive"]
+    assert 'id="banner-1"' in out3
+    rows = _glance_rows(out3)
+    assert [(cls, i) for cls, i, _ in rows] == [("inconclusive", "1"), ("unknown", "0")]
+    assert "weird&lt;x&gt;" in rows[1][2] and "new thing" in rows[1][2]
+    # with no primary row at all, every row gets a banner
+    out4 = render_report({"comparisons": [{"verdict": "weird<x>", "analysis": "new_thing"}]},
+                         pd.DataFrame(), study_text="")
+    assert 'class="banner verdict-unknown" id="banner-0" data-verdict="weird&lt;x&gt;"' in out4
 
 
 def test_write_report(tmp_path: pathlib.Path, data):

@@ -34,6 +34,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup, escape
 
 from hyptest.report import svg
+from hyptest.stats.bayes import ESS_MIN, RHAT_MAX  # the convergence gate the diagnostics table highlights
 
 __all__ = [
     "render_report",
@@ -47,7 +48,11 @@ __all__ = [
     "banner_text",
     "headline_text",
     "analysis_display",
+    "effect_text",
     "METHOD_NAMES",
+    "ANALYSIS_ORDER",
+    "PRIMARY_ANALYSIS",
+    "AGREEMENT_METRICS",
     "ANALYSIS_NAMES",
     "VERDICT_PHRASES",
     "DATA_FILE_DESCRIPTIONS",
@@ -77,11 +82,102 @@ VERDICT_PHRASES: dict[str, str] = {
 #: Unknown analyses are shown with underscores replaced by spaces.
 ANALYSIS_NAMES: dict[str, str] = {
     "order_sensitivity": "order sensitivity",
+    "order_sensitivity_labels": "order sensitivity of the label distribution",
     "label_order_sensitivity": "order sensitivity of the label distribution",
     "tost_order_sensitivity": "order sensitivity, TOST",
-    "order_alignment": "order alignment",
+    "variance_ratio_bf": "variance ratio, Brown–Forsythe",
+    "log_variance_ratio": "log variance ratio, permutation",
     "bayes_order_variance": "order variance, Bayesian",
+    "order_alignment": "order alignment",
+    "token_overlap": "token overlap",
+    "overlap_cosine": "overlap cosine",
+    "label_js": "label JS divergence",
 }
+
+#: Display order of the analyses inside a group of the verdict table; unknown
+#: analyses come after these, in order of appearance.
+ANALYSIS_ORDER: tuple[str, ...] = tuple(ANALYSIS_NAMES)
+
+#: The analysis that gets a banner at the top of the report (one per model,
+#: task, N and method); every analysis is listed in the verdict table.
+PRIMARY_ANALYSIS = "order_sensitivity"
+
+#: Distribution-agreement metrics -> (display name, whether higher means more agreement).
+AGREEMENT_METRICS: dict[str, tuple[str, bool]] = {
+    "token_overlap": ("token overlap", True),
+    "overlap_cosine": ("overlap cosine", True),
+    "label_js": ("label JS divergence", False),
+}
+
+_BAYES = "bayes_order_variance"
+_DIFFERENCE_ANALYSES = frozenset(
+    {"order_sensitivity", "order_sensitivity_labels", "label_order_sensitivity", "tost_order_sensitivity"}
+)
+_VARIANCE_ANALYSES = frozenset({"variance_ratio_bf", "log_variance_ratio"})
+
+#: Analysis -> short name of its estimate (the verdict table's estimate column).
+_STAT_LABELS: dict[str, str] = {
+    **{a: "Δ" for a in _DIFFERENCE_ANALYSES},
+    **{a: "log VR" for a in _VARIANCE_ANALYSES},
+    _BAYES: "log σ-ratio",
+    "order_alignment": "r",
+    **{a: "Δ" for a in AGREEMENT_METRICS},
+}
+
+#: Verdict phrases of analyses whose decision rule is not the TOST one.
+_ANALYSIS_PHRASES: dict[str, dict[str, str]] = {
+    _BAYES: {
+        "different": "HDI outside the ROPE: σ_order differs",
+        "equivalent": "HDI inside the ROPE ±{margin}: practically equivalent",
+        "inconclusive": "HDI overlaps the ROPE: no decision",
+    },
+    "order_alignment": {
+        "different": "CI of r below the alignment margin {margin}",
+        "equivalent": "CI of r above the alignment margin {margin}",
+        "inconclusive": "CI of r contains the alignment margin {margin}",
+    },
+}
+
+#: Analysis -> (estimate label, what the estimate is), for the legend under the verdict table.
+_ESTIMATE_LEGEND: dict[str, tuple[str, str]] = {
+    "order_sensitivity": (
+        "Δ (order sensitivity)",
+        "mean over paired (demo set, query) units of the difference in the std of P(gold) across orders, "
+        "A − B; ratio = mean(A)/mean(B)",
+    ),
+    "order_sensitivity_labels": (
+        "Δ (labels)", "the same for the std of the label distribution across orders",
+    ),
+    "label_order_sensitivity": (
+        "Δ (labels)", "the same for the std of the label distribution across orders",
+    ),
+    "variance_ratio_bf": (
+        "log VR",
+        "log of the ratio of the variances of P(gold) across orders, A/B (the ratio column is the variance ratio)",
+    ),
+    "log_variance_ratio": (
+        "log VR",
+        "log of the ratio of the variances of P(gold) across orders, A/B (the ratio column is the variance ratio)",
+    ),
+    "order_alignment": (
+        "r",
+        "correlation of the per-order effects of A and B under the same orders (equivalence predicts r = 1)",
+    ),
+    _BAYES: (
+        "log σ-ratio",
+        "posterior mean of log(σ_order A / σ_order B) and its HDI; P(ROPE) is the posterior mass inside the ROPE",
+    ),
+    **{
+        m: (
+            "Δ (agreement)",
+            "agreement of A with itself under another order minus its agreement with B under the same order",
+        )
+        for m in AGREEMENT_METRICS
+    },
+}
+
+#: Names of the multiplicity adjustments.
+_ADJUST_NAMES: dict[str, str] = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini–Hochberg"}
 
 #: Short method names for the verdict table (the banners use :data:`METHOD_NAMES`).
 SHORT_METHOD_NAMES: dict[str, str] = {"icl": "ICL", "gd": "GD", "sgd": "SGD", "adam": "Adam"}
@@ -201,30 +297,42 @@ def method_display(method: Any) -> str:
     return METHOD_NAMES.get(str(method).lower(), str(method))
 
 
-def verdict_phrase(verdict: Any, margin: Any = None) -> str:
+def verdict_phrase(verdict: Any, margin: Any = None, analysis: Any = None) -> str:
     """Plain-words phrase for a verdict word.
 
     Parameters
     ----------
     verdict : str
         One of ``different``, ``equivalent``, ``negligible``,
-        ``inconclusive``; anything else is returned as given.
+        ``inconclusive``, ``did_not_converge``; anything else is returned as
+        given.
     margin : float, optional
-        Equivalence margin, shown in the ``equivalent`` phrase.
+        Equivalence margin (the ROPE half-width for the Bayesian analysis,
+        the alignment margin for ``order_alignment``), shown in the phrase.
+    analysis : str, optional
+        Analysis of the row.  ``bayes_order_variance`` (HDI + ROPE) and
+        ``order_alignment`` (CI of r against the alignment margin) have their
+        own phrases; other analyses use :data:`VERDICT_PHRASES`.
 
     Returns
     -------
     str
-        E.g. ``"equivalence rejected"`` or ``"equivalent within margin ±0.01"``.
+        E.g. ``"equivalence rejected"``, ``"equivalent within margin ±0.01"``
+        or ``"CI of r below the alignment margin 0.5"``.
     """
     word = str(verdict).lower() if verdict is not None else "inconclusive"
-    phrase = VERDICT_PHRASES.get(word)
+    special = _ANALYSIS_PHRASES.get(str(analysis), {}) if analysis is not None else {}
+    phrase = special.get(word) or VERDICT_PHRASES.get(word)
     if phrase is None:
         return str(verdict)
     if "{margin}" in phrase:
         m = _as_float(margin)
         if m is None:
-            return "equivalent within margin"
+            return (
+                phrase.replace(" ±{margin}", "").replace(" {margin}", "")
+                if word in special
+                else "equivalent within margin"
+            )
         return phrase.format(margin=fmt_num(abs(m)))
     return phrase
 
@@ -281,40 +389,138 @@ def _context_label(model: Any, task: Any, n_demos: Any) -> str:
     return " · ".join(bits) if bits else "(unlabelled)"
 
 
-def banner_text(comp: Mapping[str, Any]) -> str:
+def _infinite_sign(comp: Mapping[str, Any], invariant: Iterable[str] = ()) -> int:
+    """+1 / -1 when a Bayesian row's log ratio is +∞ / -∞ (an order-invariant method), else 0.
+
+    The results file stores ±∞ as ``null``; the sign is recovered from the
+    slice's ``order_invariant`` list (``invariant``) or the row's note.
+    """
+    v = comp.get("estimate")
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isinf(float(v)):
+        return 1 if v > 0 else -1
+    if str(comp.get("analysis")) != _BAYES or _as_float(v) is not None:
+        return 0
+    inv = {str(m) for m in invariant}
+    b_inv, a_inv = str(comp.get("method_b")) in inv, str(comp.get("method_a")) in inv
+    if b_inv and not a_inv:
+        return 1
+    if a_inv and not b_inv:
+        return -1
+    note = str(comp.get("note") or "").replace(" ", "").lower()
+    if "=-inf" in note:
+        return -1
+    if "=inf" in note or "=+inf" in note:
+        return 1
+    return 0
+
+
+def effect_text(comp: Mapping[str, Any], *, order_invariant: Iterable[str] = ()) -> str:
+    """Plain-words estimate and interval of a comparison, worded for its analysis.
+
+    Parameters
+    ----------
+    comp : mapping
+        One entry of ``results["comparisons"]``.
+    order_invariant : iterable of str, optional
+        Methods whose ``σ_order`` the Bayesian model fixed at 0 (the slice's
+        ``order_invariant`` list), so that a ``null`` estimate reads ``+∞``.
+
+    Returns
+    -------
+    str
+        ``"Δ = 0.031 [0.02, 0.04]"`` (order sensitivity and the agreement
+        metrics: difference A − B), ``"r = 0.45 [0.39, 0.51]"`` (order
+        alignment), ``"log variance ratio 3.9 [3.7, 4.2]"`` (variance
+        analyses), ``"log σ-ratio posterior mean -4.87, 94% HDI [-8.07,
+        -1.96], P(in ROPE) = 0.0023"`` (Bayesian; ``"log σ-ratio = +∞
+        (σ_order fixed at 0)"`` for an order-invariant method), otherwise
+        ``"estimate 0.3 [0.1, 0.5]"``.  Plain text (to be escaped).
+    """
+    analysis = str(comp.get("analysis")) if comp.get("analysis") is not None else ""
+    est = fmt_num(comp.get("estimate"))
+    ci = fmt_ci(comp.get("ci_low"), comp.get("ci_high"))
+    ci_part = f" {ci}" if ci != _DASH else ""
+    if analysis == _BAYES:
+        sign = _infinite_sign(comp, order_invariant)
+        if sign:
+            return f"log σ-ratio = {'+∞' if sign > 0 else '-∞'} (σ_order fixed at 0)"
+        level = _as_float(comp.get("ci_level"))
+        hdi = f"{fmt_num(100 * level)}% HDI" if level is not None else "HDI"
+        text = f"log σ-ratio posterior mean {est}" + (f", {hdi} {ci}" if ci != _DASH else "")
+        if _as_float(comp.get("p_rope")) is not None:
+            text += f", P(in ROPE) = {fmt_num(comp.get('p_rope'))}"
+        return text
+    if analysis == "order_alignment":
+        return f"r = {est}{ci_part}"
+    if analysis in _VARIANCE_ANALYSES:
+        return f"log variance ratio {est}{ci_part}"
+    if analysis in _DIFFERENCE_ANALYSES or analysis in AGREEMENT_METRICS or not analysis:
+        return f"Δ = {est}{ci_part}"
+    return f"estimate {est}{ci_part}"
+
+
+def _row_margin(comp: Mapping[str, Any], alignment_margin: Any = None) -> Any:
+    """The margin a row's verdict used (the study's alignment margin for order alignment)."""
+    m = comp.get("margin")
+    if _as_float(m) is None and str(comp.get("analysis")) == "order_alignment":
+        return alignment_margin
+    return m
+
+
+def banner_text(comp: Mapping[str, Any], *, alignment_margin: Any = None) -> str:
     """One-line plain-words verdict for a comparison.
 
     Parameters
     ----------
     comp : mapping
         One entry of ``results["comparisons"]``.
+    alignment_margin : float, optional
+        The study's alignment margin, quoted for ``order_alignment`` rows
+        that carry no margin of their own.
 
     Returns
     -------
     str
         E.g. ``"sentiment · N=4 · smollm2-135m — ICL vs full-batch GD in order
         sensitivity: equivalence rejected (different). Δ = 0.031 [0.02, 0.04],
-        ratio 12.3×, p_adj = 0.0004 (holm)"``.  Plain text (to be escaped).
+        ratio 12.3×, p_adj = 0.0004 (holm)"``; the estimate is worded for the
+        analysis (see :func:`effect_text`).  Plain text (to be escaped).
     """
     head = _context_label(comp.get("model"), comp.get("task"), comp.get("n_demos"))
     verdict = comp.get("verdict") or "inconclusive"
-    phrase = verdict_phrase(verdict, comp.get("margin"))
+    analysis = comp.get("analysis")
+    phrase = verdict_phrase(verdict, _row_margin(comp, alignment_margin), analysis)
     text = (
-        f"{head} — {_pair_text(comp)} in {_analysis_display(comp.get('analysis'))}: "
-        f"{phrase} ({verdict})."
+        f"{head} — {_pair_text(comp)} in {_analysis_display(analysis)}: "
+        f"{phrase} ({_verdict_word(verdict)})."
     )
-    stats = [f"Δ = {fmt_num(comp.get('estimate'))} {fmt_ci(comp.get('ci_low'), comp.get('ci_high'))}"]
-    if _as_float(comp.get("ratio")) is not None:
+    return text + " " + _stats_text(comp)
+
+
+def _stats_text(comp: Mapping[str, Any], invariant: Iterable[str] = ()) -> str:
+    """Estimate, ratio (differences only) and p-value of a row.
+
+    E.g. ``"Δ = 0.031 [0.02, 0.04], ratio 12.3×, p_adj = 0.0004 (holm)"``.
+    """
+    stats = [effect_text(comp, order_invariant=invariant)]
+    analysis = comp.get("analysis")
+    kind = str(analysis) if analysis is not None else ""
+    if _as_float(comp.get("ratio")) is not None and (kind in _DIFFERENCE_ANALYSES or not kind):
         stats.append(f"ratio {fmt_ratio(comp.get('ratio'))}")
     if "p_adjusted" in comp and comp.get("p_adjusted") is not None:
         adj = comp.get("adjust_method")
-        stats.append(f"p_adj = {fmt_p(comp.get('p_adjusted'))}" + (f" ({adj})" if adj else ""))
+        stats.append(f"p_adj{_eq(fmt_p(comp.get('p_adjusted')))}" + (f" ({adj})" if adj else ""))
     elif comp.get("p_value") is not None:
-        stats.append(f"p = {fmt_p(comp.get('p_value'))}")
-    return text + " " + ", ".join(stats)
+        stats.append(f"p{_eq(fmt_p(comp.get('p_value')))}")
+    return ", ".join(stats)
 
 
-def headline_text(comp: Mapping[str, Any]) -> str:
+def _eq(value: str) -> str:
+    """``" = 0.03"``, or ``" < 1e-4"`` for a bound (never ``"= < 1e-4"``)."""
+    return f" {value}" if value.startswith(("<", ">")) else f" = {value}"
+
+
+def headline_text(comp: Mapping[str, Any], *, alignment_margin: Any = None) -> str:
     """Short plain-words verdict for a banner (the numbers are in the table below it).
 
     Parameters
@@ -330,10 +536,8 @@ def headline_text(comp: Mapping[str, Any]) -> str:
     """
     where = _context_label(comp.get("model"), comp.get("task"), comp.get("n_demos"))
     verdict = comp.get("verdict") or "inconclusive"
-    return (
-        f"{_pair_text(comp)} · {_analysis_display(comp.get('analysis'))} · {where}: "
-        f"{verdict_phrase(verdict, comp.get('margin'))}"
-    )
+    phrase = verdict_phrase(verdict, _row_margin(comp, alignment_margin), comp.get("analysis"))
+    return f"{_pair_text(comp)} · {_analysis_display(comp.get('analysis'))} · {where}: {phrase}"
 
 
 # --------------------------------------------------------------------------- #
@@ -388,11 +592,46 @@ def _rows(results: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
     return [dict(r) for r in val if isinstance(r, Mapping)]
 
 
-def _comparison_view(i: int, comp: Mapping[str, Any], alpha: float | None) -> dict[str, Any]:
+def _analysis_rank(analysis: Any) -> int:
+    a = str(analysis) if analysis is not None else PRIMARY_ANALYSIS
+    return ANALYSIS_ORDER.index(a) if a in ANALYSIS_ORDER else len(ANALYSIS_ORDER)
+
+
+def _is_primary(comp: Mapping[str, Any]) -> bool:
+    """Rows of the primary analysis (rows without an analysis are taken as primary)."""
+    a = comp.get("analysis")
+    return a is None or str(a) == PRIMARY_ANALYSIS
+
+
+def _comparison_view(
+    i: int,
+    comp: Mapping[str, Any],
+    alpha: float | None,
+    *,
+    alignment_margin: float | None = None,
+    invariant: Iterable[str] = (),
+) -> dict[str, Any]:
     verdict = comp.get("verdict") or "inconclusive"
+    analysis = str(comp.get("analysis")) if comp.get("analysis") is not None else None
+    margin = _row_margin(comp, alignment_margin)
+    sign = _infinite_sign(comp, invariant)
+    estimate = fmt_num(comp.get("estimate"))
+    if sign:
+        estimate = "+∞" if sign > 0 else "-∞"
+    ci_level = (
+        f"{fmt_num(100 * _as_float(comp.get('ci_level')))}%"
+        if _as_float(comp.get("ci_level")) is not None
+        else _DASH
+    )
     return {
         "index": i,
         "anchor": f"comparison-{i}",
+        "banner_anchor": f"banner-{i}",
+        "key": _group_key(comp.get("model"), comp.get("task"), comp.get("n_demos")),
+        "analysis_key": analysis,
+        "primary": _is_primary(comp),
+        "method_a": None if comp.get("method_a") is None else str(comp.get("method_a")),
+        "method_b": None if comp.get("method_b") is None else str(comp.get("method_b")),
         "context": _context_label(comp.get("model"), comp.get("task"), comp.get("n_demos")),
         "model": comp.get("model") if comp.get("model") is not None else _DASH,
         "task": comp.get("task") if comp.get("task") is not None else _DASH,
@@ -400,31 +639,103 @@ def _comparison_view(i: int, comp: Mapping[str, Any], alpha: float | None) -> di
         "pair": _pair_text(comp),
         "pair_short": _pair_text(comp, short=True),
         "analysis": _analysis_display(comp.get("analysis")) if comp.get("analysis") else _DASH,
-        "estimate": fmt_num(comp.get("estimate")),
-        "ci": fmt_ci(comp.get("ci_low"), comp.get("ci_high")),
-        "ci_level": (
-            f"{fmt_num(100 * _as_float(comp.get('ci_level')))}%"
-            if _as_float(comp.get("ci_level")) is not None
-            else _DASH
-        ),
+        "stat_label": _STAT_LABELS.get(analysis or PRIMARY_ANALYSIS, ""),
+        "estimate": estimate,
+        "ci": "" if sign else fmt_ci(comp.get("ci_low"), comp.get("ci_high")),
+        "ci_level": ci_level,
+        "ci_kind": "HDI" if analysis == _BAYES else "CI",
         "ci_method": comp.get("ci_method") or _DASH,
-        "ratio": fmt_ratio(comp.get("ratio")),
+        "ratio": fmt_ratio(comp.get("ratio")) if analysis != _BAYES else _DASH,
         "p_value": fmt_p(comp.get("p_value")),
         "p_adjusted": fmt_p(comp.get("p_adjusted")),
+        "p_rope": fmt_num(comp.get("p_rope")),
         "adjust_method": comp.get("adjust_method") or _DASH,
         "test": comp.get("test") or _DASH,
         "n": fmt_num(comp.get("n")),
-        "margin": fmt_num(comp.get("margin")),
-        "margin_source": comp.get("margin_source") or "",
+        "margin": fmt_num(margin),
+        "margin_kind": (
+            "ROPE ±" if analysis == _BAYES else "r > " if analysis == "order_alignment" else ""
+        ) if _as_float(margin) is not None else "",
+        "margin_source": comp.get("margin_source")
+        or ("alignment margin (analysis.alignment_margin)" if analysis == "order_alignment"
+            and _as_float(margin) is not None else ""),
         "verdict": str(verdict),
         "verdict_word": _verdict_word(verdict),
         "verdict_class": _verdict_class(verdict),
-        "phrase": verdict_phrase(verdict, comp.get("margin")),
-        "banner": banner_text(comp),
-        "headline": headline_text(comp),
+        "phrase": verdict_phrase(verdict, margin, analysis),
+        "effect": effect_text(comp, order_invariant=invariant),
+        "stats": _stats_text(comp, invariant),
+        "banner": banner_text(comp, alignment_margin=alignment_margin),
+        "headline": headline_text(comp, alignment_margin=alignment_margin),
         "summary": comp.get("summary") or "",
+        "note": comp.get("note") or "",
+        "detail_href": None,
+        "pair_anchor": None,
+        "others": "",
         "alpha": alpha,
     }
+
+
+def _glance_groups(views: list[dict[str, Any]], methods_order: list[str]) -> list[dict[str, Any]]:
+    """Verdict-table rows grouped by compared pair (method), every analysis inside.
+
+    Groups follow the method order of the study; inside a group the rows are
+    ordered by (model, task, N), then :data:`ANALYSIS_ORDER`.
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for v in views:
+        groups.setdefault((v["method_a"] or "", v["method_b"] or ""), []).append(v)
+
+    def mkey(pair: tuple[str, str]) -> tuple:
+        b = pair[1]
+        return (methods_order.index(b) if b in methods_order else len(methods_order), b, pair[0])
+
+    out = []
+    for gi, pair in enumerate(sorted(groups, key=mkey)):
+        rows = sorted(
+            groups[pair],
+            key=lambda v: (*_sort_key(v["key"]), _analysis_rank(v["analysis_key"]), v["index"]),
+        )
+        counts: dict[str, int] = {}
+        for v in rows:
+            counts[v["verdict_word"]] = counts.get(v["verdict_word"], 0) + 1
+            v["pair_anchor"] = f"pair-{gi}"
+        out.append(
+            {
+                "anchor": f"pair-{gi}",
+                "pair": rows[0]["pair"],
+                "pair_short": rows[0]["pair_short"],
+                "method": pair[1],
+                "rows": rows,
+                "counts": _count_text(counts),
+            }
+        )
+    return out
+
+
+_VERDICT_RANK = {w.replace("_", " "): i for i, w in enumerate(VERDICT_PHRASES)}
+
+
+def _count_text(counts: Mapping[str, int]) -> str:
+    """``{"different": 3, "inconclusive": 1}`` -> ``"3 different · 1 inconclusive"`` (verdict order)."""
+    keys = sorted(counts, key=lambda k: (_VERDICT_RANK.get(k, len(_VERDICT_RANK)), k))
+    return " · ".join(f"{counts[k]} {k}" for k in keys)
+
+
+def _others_text(views: list[dict[str, Any]], v: dict[str, Any]) -> str:
+    """E.g. ``"+6 more analyses: 5 different · 1 inconclusive"`` for a banner."""
+    counts: dict[str, int] = {}
+    n = 0
+    for o in views:
+        if o is v or o["primary"] or o["key"] != v["key"]:
+            continue
+        if (o["method_a"], o["method_b"]) != (v["method_a"], v["method_b"]):
+            continue
+        n += 1
+        counts[o["verdict_word"]] = counts.get(o["verdict_word"], 0) + 1
+    if not n:
+        return ""
+    return f"+{n} more {'analysis' if n == 1 else 'analyses'}: " + _count_text(counts)
 
 
 #: Columns per_order needs for the ICL-vs-GD scatter.
@@ -595,6 +906,7 @@ def _order_sensitivity_groups(
         groups.append(
             {
                 "anchor": f"os-{gi}",
+                "label_key": key,
                 "label": label,
                 "figure": figure,
                 "table": table,
@@ -668,9 +980,33 @@ def _accuracy_table(results: Mapping[str, Any], methods_order: list[str]) -> lis
     return out
 
 
+#: Analysis -> (x label of its null distribution, alternative used for shading).
+_NULL_AXES: dict[str, tuple[str, str]] = {
+    "variance_ratio_bf": ("log variance ratio under random relabelling", "two-sided"),
+    "log_variance_ratio": ("log variance ratio under random relabelling of the pooled deviations", "two-sided"),
+    "order_alignment": ("r with order labels permuted within demo sets", "greater"),
+}
+_NULL_DEFAULT = ("sign-flipped mean paired difference", "two-sided")
+
+
+def _null_alternative(comp: Mapping[str, Any]) -> tuple[str, str]:
+    analysis = str(comp.get("analysis")) if comp.get("analysis") is not None else ""
+    x_label, alternative = _NULL_AXES.get(analysis, _NULL_DEFAULT)
+    test = str(comp.get("test") or "").replace(" ", "").lower()
+    alt = str(comp.get("alternative") or "").lower()
+    if alt in ("two-sided", "greater", "less"):
+        alternative = alt
+    elif "h0:r<=0" in test or "h0:r≤0" in test:
+        alternative = "greater"
+    elif "h0:r>=0" in test or "h0:r≥0" in test:
+        alternative = "less"
+    return x_label, alternative
+
+
 def _null_figures(
     results: Mapping[str, Any], comparisons: list[dict[str, Any]], views: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
+    """One figure per entry of ``results["null_distributions"]`` (keys: comparison index)."""
     nulls = results.get("null_distributions")
     if not isinstance(nulls, Mapping):
         return []
@@ -690,22 +1026,426 @@ def _null_figures(
         comp = comparisons[idx] if idx is not None and idx < len(comparisons) else {}
         view = views[idx] if idx is not None and idx < len(views) else None
         title = f"Null distribution — comparison {k}"
+        analysis = ""
         if view is not None:
-            title = f"#{k}: {view['context']} — {view['pair']}"
+            analysis = view["analysis"]
+            title = f"#{k} {view['pair_short']} · {analysis} · {view['context']}"
+        x_label, alternative = _null_alternative(comp)
         observed = _as_float(comp.get("estimate"))
         out.append(
             {
                 "key": str(k),
                 "anchor": f"null-{k}",
                 "title": title,
+                "analysis": analysis,
+                "comparison": f"#{k}" if view is not None else "",
+                "comparison_anchor": view["anchor"] if view is not None else None,
                 "observed": fmt_num(observed),
                 "p_value": fmt_p(comp.get("p_value")) if comp else _DASH,
+                "alternative": alternative,
                 "n_draws": int(np.isfinite(arr).sum()),
                 "figure": Markup(
                     svg.null_distribution_plot(
-                        arr, observed if observed is not None else float("nan"), title=title
+                        arr,
+                        observed if observed is not None else float("nan"),
+                        title=title,
+                        x_label=x_label,
+                        alternative=alternative,
+                        width=600,
+                        height=300,
                     )
                 ),
+            }
+        )
+    return out
+
+
+def _run_link(name: Any, run_dir: pathlib.Path | None) -> dict[str, Any] | None:
+    """A file of the run directory as a relative link (or plain text when unsafe or missing)."""
+    if name is None or not str(name).strip():
+        return None
+    s = str(name)
+    ok = _is_relative_path(s)
+    missing = bool(ok and run_dir is not None and not (run_dir / s).exists())
+    return {"name": s, "href": quote(s, safe="/") if ok and not missing else None, "missing": missing}
+
+
+def _hdi_and_mean(
+    comp: Mapping[str, Any], diag: Mapping[str, Mapping[str, Any]], method: str
+) -> tuple[float | None, float | None, float | None]:
+    lo, hi, mean = (_as_float(comp.get(k)) for k in ("ci_low", "ci_high", "estimate"))
+    d = diag.get(f"log_ratio[{method}]", {})
+    if lo is None or hi is None:
+        lo, hi = _as_float(d.get("hdi_low")), _as_float(d.get("hdi_high"))
+    if mean is None:
+        mean = _as_float(d.get("mean"))
+    finite = [x for x in (lo, hi, mean) if x is None or math.isfinite(x)]
+    if len(finite) < 3:
+        return None, None, None
+    return lo, hi, mean
+
+
+def _diagnostics_view(rows: Any) -> list[dict[str, Any]]:
+    if not isinstance(rows, Sequence) or isinstance(rows, str):
+        return []
+    out = []
+    for r in rows:
+        if not isinstance(r, Mapping):
+            continue
+        r_hat, bulk, tail = (_as_float(r.get(k)) for k in ("r_hat", "ess_bulk", "ess_tail"))
+        bad_r = r_hat is None or not math.isfinite(r_hat) or r_hat > RHAT_MAX
+        bad_b = bulk is None or not math.isfinite(bulk) or bulk < ESS_MIN
+        bad_t = tail is None or not math.isfinite(tail) or tail < ESS_MIN
+        level = _as_float(r.get("hdi_prob"))
+        out.append(
+            {
+                "parameter": _scalar(r.get("parameter")),
+                "mean": fmt_num(r.get("mean")),
+                "sd": fmt_num(r.get("sd")),
+                "hdi": fmt_ci(r.get("hdi_low"), r.get("hdi_high")),
+                "hdi_level": f"{fmt_num(100 * level)}%" if level is not None else "",
+                "r_hat": f"{r_hat:.3f}" if r_hat is not None and math.isfinite(r_hat) else fmt_num(r_hat),
+                "ess_bulk": f"{bulk:.0f}" if bulk is not None and math.isfinite(bulk) else fmt_num(bulk),
+                "ess_tail": f"{tail:.0f}" if tail is not None and math.isfinite(tail) else fmt_num(tail),
+                "bad_r_hat": bad_r,
+                "bad_ess_bulk": bad_b,
+                "bad_ess_tail": bad_t,
+                "flagged": bad_r or bad_b or bad_t,
+            }
+        )
+    return out
+
+
+def _bayes_sentence(
+    comp: Mapping[str, Any] | None,
+    *,
+    invariant: bool,
+    hdi: tuple[float | None, float | None],
+    mean: float | None,
+    hdi_level: str,
+    rope: float | None,
+    converged: bool,
+) -> str:
+    """One plain sentence per method of a Bayesian slice."""
+    verdict = (comp or {}).get("verdict") or ("did_not_converge" if not converged else None)
+    rope_txt = f" ±{fmt_num(rope)}" if rope is not None else ""
+    if invariant:
+        text = "σ_order fixed at 0: order-invariant by construction; log ratio = +∞"
+        p_rope = _as_float((comp or {}).get("p_rope"))
+        if p_rope is not None:
+            text += f"; P(in ROPE{rope_txt}) = {fmt_num(p_rope)}"
+    else:
+        bits = []
+        p_rope = _as_float((comp or {}).get("p_rope"))
+        if p_rope is not None:
+            bits.append(f"P(in ROPE{rope_txt}) = {fmt_num(p_rope)}")
+        if mean is not None:
+            bits.append(f"posterior mean {fmt_num(mean)}")
+        if hdi[0] is not None and hdi[1] is not None:
+            bits.append(f"{hdi_level} HDI {fmt_ci(*hdi)}".strip())
+        text = "; ".join(bits) if bits else "no posterior summary recorded"
+    if verdict is None:
+        return text + "."
+    phrase = verdict_phrase(verdict, rope, _BAYES)
+    if str(verdict) == "did_not_converge":
+        return f"{text} → did not converge: no decision."
+    return f"{text} → {_verdict_word(verdict)} ({phrase})."
+
+
+def _bayes_view(
+    results: Mapping[str, Any],
+    comparisons: list[dict[str, Any]],
+    methods_order: list[str],
+    colors: dict[str, str],
+    run_dir: pathlib.Path | None,
+) -> dict[str, Any]:
+    """The hierarchical-Bayes section: one entry per (model, task, N) slice."""
+    slices = _rows(results, "bayes")
+    study = results.get("study") if isinstance(results.get("study"), Mapping) else {}
+    analysis = study.get("analysis") if isinstance(study.get("analysis"), Mapping) else {}
+    rows = [c for c in comparisons if str(c.get("analysis")) == _BAYES]
+    rope_default = _as_float(analysis.get("rope"))
+    hdi_default = _as_float(analysis.get("hdi_prob"))
+    for c in rows:
+        rope_default = rope_default if rope_default is not None else _as_float(c.get("rope"))
+        hdi_default = hdi_default if hdi_default is not None else _as_float(c.get("ci_level"))
+    out = []
+    for j, sl in enumerate(sorted(slices, key=lambda r: _sort_key(
+            _group_key(r.get("model"), r.get("task"), r.get("n_demos"))))):
+        key = _group_key(sl.get("model"), sl.get("task"), sl.get("n_demos"))
+        label = _context_label(key[0] or None, key[1] or None, key[2])
+        mine = [c for c in rows if _group_key(c.get("model"), c.get("task"), c.get("n_demos")) == key]
+        invariant_raw = sl.get("order_invariant")
+        invariant = (
+            [str(m) for m in invariant_raw]
+            if isinstance(invariant_raw, Sequence) and not isinstance(invariant_raw, str)
+            else []
+        )
+        posteriors = sl.get("posteriors") if isinstance(sl.get("posteriors"), Mapping) else {}
+        diag_rows = sl.get("diagnostics") if isinstance(sl.get("diagnostics"), Sequence) else []
+        diag = {str(d.get("parameter")): d for d in diag_rows if isinstance(d, Mapping)}
+        converged = bool(sl.get("converged")) if sl.get("converged") is not None else True
+        reference = next((str(c.get("method_a")) for c in mine if c.get("method_a") is not None),
+                         str(analysis.get("reference") or "icl"))
+        methods = list(dict.fromkeys(
+            [str(c.get("method_b")) for c in mine if c.get("method_b") is not None]
+            + [str(m) for m in posteriors] + invariant
+        ))
+        methods.sort(key=lambda m: methods_order.index(m) if m in methods_order else len(methods_order))
+        by_method = {str(c.get("method_b")): c for c in mine}
+        rope = next((_as_float(c.get("rope")) for c in mine if _as_float(c.get("rope")) is not None),
+                    rope_default)
+        level = next((_as_float(c.get("ci_level")) for c in mine if _as_float(c.get("ci_level")) is not None),
+                     None)
+        if level is None:
+            level = next((_as_float(d.get("hdi_prob")) for d in diag.values()
+                          if _as_float(d.get("hdi_prob")) is not None), hdi_default)
+        hdi_level = f"{fmt_num(100 * level)}%" if level is not None else ""
+        ref_name = SHORT_METHOD_NAMES.get(reference.lower(), reference)
+        method_views = []
+        for m in methods:
+            comp = by_method.get(m)
+            is_inv = m in invariant
+            lo, hi, mean = _hdi_and_mean(comp or {}, diag, m) if not is_inv else (None, None, None)
+            name = SHORT_METHOD_NAMES.get(m.lower(), m)
+            post = posteriors.get(m) if isinstance(posteriors.get(m), Mapping) else None
+            figure = None
+            if post is not None and not is_inv:
+                figure = Markup(
+                    svg.posterior_plot(
+                        post.get("counts") or [],
+                        post.get("edges") or [],
+                        title=f"{ref_name} vs {name}",
+                        hdi=(lo, hi) if lo is not None and hi is not None else None,
+                        hdi_prob=level,
+                        rope=rope,
+                        mean=mean,
+                        color=colors.get(m, "#444444"),
+                        x_label=f"log(σ_order {ref_name} / σ_order {name})",
+                    )
+                )
+            verdict = (comp or {}).get("verdict") or ("did_not_converge" if not converged else "")
+            method_views.append(
+                {
+                    "method": m,
+                    "name": method_display(m),
+                    "color": colors.get(m, "#444444"),
+                    "invariant": is_inv,
+                    "figure": figure,
+                    "sentence": _bayes_sentence(
+                        comp, invariant=is_inv, hdi=(lo, hi),
+                        mean=mean, hdi_level=hdi_level, rope=rope, converged=converged,
+                    ),
+                    "verdict": str(verdict),
+                    "verdict_word": _verdict_word(verdict) if verdict else "",
+                    "verdict_class": _verdict_class(verdict),
+                    "note": str((comp or {}).get("note") or ""),
+                    "comparison_anchor": (
+                        f"comparison-{comparisons.index(comp)}" if comp is not None else None
+                    ),
+                }
+            )
+        wall = _as_float(sl.get("wall_time_s"))
+        dv = _diagnostics_view(diag_rows)
+        out.append(
+            {
+                "anchor": f"bayes-{j}",
+                "key": key,
+                "label": label,
+                "converged": converged,
+                "reason": str(sl.get("reason") or "").strip(),
+                "sampler": _scalar(sl.get("sampler")) if sl.get("sampler") is not None else "",
+                "wall_time": _seconds(wall) if wall is not None else "",
+                "file": _run_link(sl.get("file"), run_dir),
+                "reference": method_display(reference),
+                "ref_short": ref_name,
+                "methods": method_views,
+                "invariant_names": ", ".join(method_display(m) for m in invariant),
+                "diagnostics": dv,
+                "n_flagged": sum(d["flagged"] for d in dv),
+                "hdi_level": hdi_level,
+                "rope": fmt_num(rope) if rope is not None else "",
+            }
+        )
+    return {
+        "slices": out,
+        "rope": fmt_num(rope_default) if rope_default is not None else "",
+        "rope_is_log125": rope_default is not None and abs(rope_default - math.log(1.25)) < 1e-9,
+        "hdi_level": f"{fmt_num(100 * hdi_default)}%" if hdi_default is not None else "94%",
+        "rhat_max": fmt_num(RHAT_MAX),
+        "ess_min": fmt_num(ESS_MIN),
+        "has_rows": bool(rows),
+    }
+
+
+def _agreement_view(
+    results: Mapping[str, Any],
+    comparisons: list[dict[str, Any]],
+    methods_order: list[str],
+    colors: dict[str, str],
+    default_reference: str,
+) -> dict[str, Any]:
+    """Distribution-agreement tables per (model, task, N) and one grouped bar chart per metric.
+
+    Values come from ``results["agreement"]`` (``method == reference`` is the
+    reference-vs-reference row under another order); missing values are
+    taken from the matching comparison rows (``mean_a`` for the reference,
+    ``mean_b`` for the method).
+    """
+    study = results.get("study") if isinstance(results.get("study"), Mapping) else {}
+    analysis = study.get("analysis") if isinstance(study.get("analysis"), Mapping) else {}
+    reference = str(analysis.get("reference") or default_reference)
+    values: dict[tuple[tuple[str, str, Any], str, str], float] = {}
+    for r in _rows(results, "agreement"):
+        key = _group_key(r.get("model"), r.get("task"), r.get("n_demos"))
+        for metric in AGREEMENT_METRICS:
+            v = _as_float(r.get(metric))
+            if v is not None and r.get("method") is not None:
+                values[(key, str(r.get("method")), metric)] = v
+    comps: dict[tuple[tuple[str, str, Any], str, str], tuple[int, dict[str, Any]]] = {}
+    for i, c in enumerate(comparisons):
+        metric = str(c.get("analysis"))
+        if metric not in AGREEMENT_METRICS or c.get("method_b") is None:
+            continue
+        key = _group_key(c.get("model"), c.get("task"), c.get("n_demos"))
+        a, b = str(c.get("method_a") or reference), str(c.get("method_b"))
+        reference = a
+        comps[(key, b, metric)] = (i, c)
+        for m, col in ((a, "mean_a"), (b, "mean_b")):
+            v = _as_float(c.get(col))
+            if v is not None:
+                values.setdefault((key, m, metric), v)
+    if not values:
+        return {"groups": [], "figures": [], "metrics": []}
+    keys = sorted({k for k, _, _ in values}, key=_sort_key)
+    metrics = [m for m in AGREEMENT_METRICS if any(mm == m for _, _, mm in values)]
+    ref_name = SHORT_METHOD_NAMES.get(reference.lower(), reference)
+    k_top = analysis.get("overlap_k")
+    metric_views = []
+    for m in metrics:
+        name, higher = AGREEMENT_METRICS[m]
+        if m in ("token_overlap", "overlap_cosine") and k_top is not None:
+            name = f"{name} (top-{_scalar(k_top)})"
+        if m == "label_js":
+            name = f"{name} (nats)"
+        metric_views.append({"key": m, "name": name, "arrow": "↑" if higher else "↓",
+                             "better": "higher" if higher else "lower"})
+    groups = []
+    for gi, key in enumerate(keys):
+        present = {meth for (k, meth, _) in values if k == key}
+        order = [m for m in methods_order if m in present] + sorted(present - set(methods_order))
+        order = ([reference] if reference in present else []) + [m for m in order if m != reference]
+        rows = []
+        for meth in order:
+            is_ref = meth == reference
+            cells = []
+            for mv in metric_views:
+                v = values.get((key, meth, mv["key"]))
+                found = comps.get((key, meth, mv["key"]))
+                cell = {"value": fmt_num(v), "delta": "", "verdict_word": "", "verdict_class": "",
+                        "p_adjusted": "", "anchor": None}
+                if found is not None:
+                    i, c = found
+                    verdict = c.get("verdict") or "inconclusive"
+                    cell.update(
+                        delta=f"Δ = {fmt_num(c.get('estimate'))} {fmt_ci(c.get('ci_low'), c.get('ci_high'))}",
+                        verdict_word=_verdict_word(verdict),
+                        verdict_class=_verdict_class(verdict),
+                        p_adjusted=fmt_p(c.get("p_adjusted")) if c.get("p_adjusted") is not None else "",
+                        anchor=f"comparison-{i}",
+                    )
+                cells.append(cell)
+            label = (f"{ref_name} vs {ref_name} (another order)" if is_ref
+                     else f"{ref_name} vs {SHORT_METHOD_NAMES.get(meth.lower(), meth)} (same order)")
+            rows.append({"method": meth, "label": label, "is_ref": is_ref, "cells": cells,
+                         "color": colors.get(meth, "#444444")})
+        groups.append({"anchor": f"agreement-{gi}", "key": key,
+                       "label": _context_label(key[0] or None, key[1] or None, key[2]), "rows": rows})
+    series = [reference] + [m for m in methods_order if m != reference
+                            and any(meth == m for _, meth, _ in values)]
+    series += sorted({meth for _, meth, _ in values} - set(series))
+    labels = {m: (f"{ref_name} vs {ref_name} (another order)" if m == reference
+                  else f"{ref_name} vs {SHORT_METHOD_NAMES.get(m.lower(), m)}") for m in series}
+    figures = []
+    for mv in metric_views:
+        glabels = [_context_label(k[0] or None, k[1] or None, k[2]) for k in keys]
+        vals = {(gl, meth): values[(k, meth, mv["key"])]
+                for k, gl in zip(keys, glabels, strict=True) for meth in series
+                if (k, meth, mv["key"]) in values}
+        figures.append(
+            {
+                "metric": mv["name"],
+                "figure": Markup(
+                    svg.grouped_bar_chart(
+                        glabels, series, vals,
+                        title=f"{mv['name'][:1].upper()}{mv['name'][1:]} {mv['arrow']}",
+                        y_label=mv["name"].split(" (")[0],
+                        series_labels=labels, colors=colors, reference=reference,
+                        width=max(400, 80 + len(keys) * (len(series) * 30 + 26)),
+                    )
+                ),
+            }
+        )
+    return {"groups": groups, "figures": figures, "metrics": metric_views,
+            "reference": method_display(reference), "ref_short": ref_name}
+
+
+def _adjust_name(adjust: Any) -> str:
+    return _ADJUST_NAMES.get(str(adjust).lower(), str(adjust)) if adjust else "Holm"
+
+
+def _family_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """``results["family"]`` (or what the comparison rows say about it) in words."""
+    fam = results.get("family") if isinstance(results.get("family"), Mapping) else None
+    in_family = [c for c in comparisons if _as_float(c.get("p_value")) is not None]
+    outside = [c for c in comparisons if _as_float(c.get("p_value")) is None]
+    if fam is not None:
+        size = fam.get("size")
+        adjust = fam.get("adjust")
+        description = str(fam.get("description") or "")
+    elif in_family:
+        sizes = {c.get("family_size") for c in in_family if c.get("family_size") is not None}
+        size = sizes.pop() if len(sizes) == 1 else len(in_family)
+        adjust = next((c.get("adjust_method") for c in in_family if c.get("adjust_method")), None)
+        description = ""
+    else:
+        return None
+    n = _as_float(size)
+    size_text = fmt_num(int(n)) if n is not None and float(n).is_integer() else _scalar(size)
+    noun = "comparison" if size_text == "1" else "comparisons"
+    bayes_out = [c for c in outside if str(c.get("analysis")) == _BAYES]
+    return {
+        "size": size_text,
+        "adjust": _adjust_name(adjust),
+        "description": description,
+        "text": f"Family: {size_text} {noun}, {_adjust_name(adjust)}" + (f" — {description}" if description else ""),
+        "n_outside": len(bayes_out),
+    }
+
+
+def _margins_view(
+    results: Mapping[str, Any], comparisons: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Equivalence margins per (model, task, N): ``results["margins"]``, else the primary rows'."""
+    rows = _rows(results, "margins")
+    if not rows:
+        seen: dict[tuple[str, str, Any], dict[str, Any]] = {}
+        for c in comparisons:
+            if _is_primary(c) and _as_float(c.get("margin")) is not None:
+                key = _group_key(c.get("model"), c.get("task"), c.get("n_demos"))
+                seen.setdefault(key, {"model": c.get("model"), "task": c.get("task"),
+                                      "n_demos": c.get("n_demos"), "margin": c.get("margin"),
+                                      "source": c.get("margin_source")})
+        rows = list(seen.values())
+    out = []
+    for r in sorted(rows, key=lambda r: _sort_key(_group_key(r.get("model"), r.get("task"), r.get("n_demos")))):
+        m = _as_float(r.get("margin"))
+        out.append(
+            {
+                "context": _context_label(r.get("model"), r.get("task"), r.get("n_demos")),
+                "margin": fmt_num(m) if m is not None else "none",
+                "source": str(r.get("source") or ""),
+                "has_margin": m is not None,
             }
         )
     return out
@@ -913,11 +1653,21 @@ def render_report(
     results : dict
         The analysis results (the content of ``results.json``): keys
         ``study``, ``comparisons``, ``order_sensitivity``, ``accuracy`` and,
-        optionally, ``null_distributions``, ``provenance`` and ``data_files``.
-        Missing keys are rendered as empty sections or ``"—"``; unknown keys
-        are ignored.  Comparison rows of any analysis are shown (see
-        :data:`ANALYSIS_NAMES`); missing fields read ``"—"`` and a verdict
-        outside :data:`VERDICT_PHRASES` gets a neutral banner.
+        optionally, ``null_distributions`` (comparison index as str ->
+        draws; only these rows get a null figure), ``agreement`` (rows of
+        model, task, n_demos, method and the :data:`AGREEMENT_METRICS`;
+        the reference method's row is its agreement with itself under
+        another order), ``margins`` (model, task, n_demos, margin, source),
+        ``family`` (size, adjust, description), ``bayes`` (one entry per
+        (model, task, N): file, converged, reason, order_invariant, sampler,
+        wall_time_s, posteriors ``{method: {"counts", "edges"}}`` and
+        diagnostics), ``provenance`` and ``data_files``.  Missing keys are
+        rendered as empty sections or ``"—"``; unknown keys are ignored.
+        Comparison rows of any analysis are listed in the verdict table,
+        grouped by method; only rows of :data:`PRIMARY_ANALYSIS` get a
+        banner (every row does when there is none).  Missing fields read
+        ``"—"`` and a verdict outside :data:`VERDICT_PHRASES` gets a neutral
+        style.
     per_query : pandas.DataFrame
         Long frame with columns ``model``, ``task``, ``n_demos``, ``method``,
         ``demo_set``, ``query_id``, ``sd_gold`` and ``sd_labels``; one row per
@@ -939,7 +1689,15 @@ def render_report(
         A complete HTML document with inline CSS and inline SVG, no scripts
         and no external URLs (the SVG namespace excepted).  Every value taken
         from ``results``/``per_query``/``per_order``/``study_text`` is
-        HTML-escaped.
+        HTML-escaped.  Files of the run directory (data files, the Bayesian
+        NetCDF files) are linked by relative path only.
+
+    References
+    ----------
+    .. [1] Shen, Mishra & Khashabi (2023), Do pretrained Transformers learn
+       in-context by gradient descent? arXiv:2310.08540.
+    .. [2] Kruschke (2018), Rejecting or accepting parameter values in
+       Bayesian estimation. AMPPS 1(2), 270-280.
     """
     return _render(results, per_query, study_text=study_text, per_order=per_order, run_dir=None)
 
@@ -960,29 +1718,61 @@ def _render(
     if alpha is None and isinstance(study.get("analysis"), Mapping):
         alpha = _as_float(study["analysis"].get("alpha"))
 
+    analysis_spec = study.get("analysis") if isinstance(study.get("analysis"), Mapping) else {}
+    alignment_margin = _as_float(analysis_spec.get("alignment_margin"))
+    bayes_slices = _rows(results, "bayes")
+
     seen: list[str] = []
     for frame in (per_query, per_order):
         if isinstance(frame, pd.DataFrame) and "method" in frame.columns:
             seen.extend(str(m) for m in pd.unique(frame["method"].astype(str)))
-    for key in ("order_sensitivity", "accuracy"):
+    for key in ("order_sensitivity", "accuracy", "agreement"):
         seen.extend(str(r.get("method")) for r in _rows(results, key) if r.get("method") is not None)
     for c in comparisons:
         seen.extend(str(c[k]) for k in ("method_a", "method_b") if c.get(k) is not None)
+    for sl in bayes_slices:
+        if isinstance(sl.get("posteriors"), Mapping):
+            seen.extend(str(m) for m in sl["posteriors"])
     methods_order = _methods_order(study, seen)
     colors = svg.method_colors(m for m in methods_order if m in set(seen))
 
-    views = [_comparison_view(i, c, alpha) for i, c in enumerate(comparisons)]
+    invariant_by_key: dict[tuple[str, str, Any], list[str]] = {}
+    for sl in bayes_slices:
+        inv = sl.get("order_invariant")
+        if isinstance(inv, Sequence) and not isinstance(inv, str):
+            invariant_by_key[_group_key(sl.get("model"), sl.get("task"), sl.get("n_demos"))] = [
+                str(m) for m in inv
+            ]
+    views = [
+        _comparison_view(
+            i, c, alpha, alignment_margin=alignment_margin,
+            invariant=invariant_by_key.get(_group_key(c.get("model"), c.get("task"), c.get("n_demos")), ()),
+        )
+        for i, c in enumerate(comparisons)
+    ]
     counts: dict[str, int] = {}
     for v in views:
         counts[v["verdict_word"]] = counts.get(v["verdict_word"], 0) + 1
-    adjust_methods = sorted({str(c.get("adjust_method")) for c in comparisons if c.get("adjust_method")})
-    ci_levels = sorted({fmt_num(100 * v) for c in comparisons if (v := _as_float(c.get("ci_level")))})
+    banners = sorted(
+        [v for v in views if v["primary"]] or views,
+        key=lambda v: (
+            *_sort_key(v["key"]),
+            methods_order.index(v["method_b"]) if v["method_b"] in methods_order else len(methods_order),
+            v["index"],
+        ),
+    )
+    for v in banners:
+        v["others"] = _others_text(views, v) if v["primary"] else ""
+
+    frequentist = [c for c in comparisons if str(c.get("analysis")) != _BAYES]
+    adjust_methods = sorted({str(c.get("adjust_method")) for c in frequentist if c.get("adjust_method")})
+    ci_levels = sorted({fmt_num(100 * v) for c in frequentist if (v := _as_float(c.get("ci_level")))})
     ci_desc = "; ".join(
         sorted(
             {
                 " ".join(x for x in (v["ci_level"], v["ci_method"]) if x != _DASH)
                 for v in views
-                if v["ci_level"] != _DASH or v["ci_method"] != _DASH
+                if v["analysis_key"] != _BAYES and (v["ci_level"] != _DASH or v["ci_method"] != _DASH)
             }
         )
     )
@@ -997,6 +1787,39 @@ def _render(
         and not (v is None or (isinstance(v, str) and not v.strip()))
     ]
 
+    os_groups = _order_sensitivity_groups(results, per_query, methods_order, per_order=per_order, colors=colors)
+    nulls = _null_figures(results, comparisons, views)
+    bayes = _bayes_view(results, comparisons, methods_order, colors, run_dir)
+    reference = str(analysis_spec.get("reference") or "icl")
+    agreement = _agreement_view(results, comparisons, methods_order, colors, reference)
+
+    # where each verdict-table row's details are
+    os_anchor = {g["label_key"]: g["anchor"] for g in os_groups}
+    bayes_anchor = {sl["key"]: sl["anchor"] for sl in bayes["slices"]}
+    agreement_anchor = {g["key"]: g["anchor"] for g in agreement["groups"]}
+    null_anchor = {n["key"]: n["anchor"] for n in nulls}
+    for v in views:
+        a = v["analysis_key"]
+        if a == _BAYES and v["key"] in bayes_anchor:
+            v["detail_href"] = "#" + bayes_anchor[v["key"]]
+        elif a in AGREEMENT_METRICS and v["key"] in agreement_anchor:
+            v["detail_href"] = "#" + agreement_anchor[v["key"]]
+        elif str(v["index"]) in null_anchor:
+            v["detail_href"] = "#" + null_anchor[str(v["index"])]
+        elif v["key"] in os_anchor:
+            v["detail_href"] = "#" + os_anchor[v["key"]]
+
+    analyses_present = [a for a in ANALYSIS_ORDER if any(v["analysis_key"] == a for v in views)]
+    glance = _glance_groups(views, methods_order)
+    common_analysis = _common(v["analysis"] for v in views)
+    common_context = _common(v["context"] for v in views)
+    has_bayes_rows = any(v["analysis_key"] == _BAYES for v in views)
+    n_columns = 8 + (not common_analysis) + (not common_context) + has_bayes_rows
+    family = _family_view(results, comparisons)
+    margins = _margins_view(results, comparisons)
+    rope = next((_as_float(c.get("rope")) for c in comparisons if _as_float(c.get("rope")) is not None),
+                _as_float(analysis_spec.get("rope")))
+
     context = {
         "title": str(study.get("name") or "hyptest study"),
         "version": _version(prov),
@@ -1004,14 +1827,27 @@ def _render(
         "study_fields": other_study,
         "alpha": fmt_num(alpha) if alpha is not None else "the study's α",
         "comparisons": views,
-        "verdict_counts": [(k, n) for k, n in counts.items()],
-        "common_context": _common(v["context"] for v in views),
-        "common_analysis": _common(v["analysis"] for v in views),
-        "order_sensitivity": _order_sensitivity_groups(
-            results, per_query, methods_order, per_order=per_order, colors=colors
+        "banners": banners,
+        "glance": glance,
+        "n_columns": n_columns,
+        "has_bayes_rows": has_bayes_rows,
+        "analyses_present": analyses_present,
+        "estimate_legend": list(
+            dict.fromkeys(_ESTIMATE_LEGEND[a] for a in analyses_present if a in _ESTIMATE_LEGEND)
         ),
+        "verdict_counts": sorted(counts.items(), key=lambda kv: _VERDICT_RANK.get(kv[0], len(_VERDICT_RANK))),
+        "common_context": common_context,
+        "common_analysis": common_analysis,
+        "order_sensitivity": os_groups,
         "accuracy": _accuracy_table(results, methods_order),
-        "nulls": _null_figures(results, comparisons, views),
+        "nulls": nulls,
+        "bayes": bayes,
+        "agreement": agreement,
+        "family": family,
+        "margins": margins,
+        "common_margin_context": len(margins) == 1 and margins[0]["context"] == common_context,
+        "alignment_margin": fmt_num(alignment_margin) if alignment_margin is not None else "",
+        "rope": fmt_num(rope) if rope is not None else "",
         "provenance": pv,
         "has_provenance": bool(prov),
         "data_files": _data_files(results, run_dir),

@@ -16,6 +16,12 @@ null_distribution_plot
 order_scatter_plot
     Small multiples: the reference method's P(gold) (ICL) against each
     gradient-based method's P(gold), one point per (demo set, order, query).
+posterior_plot
+    Histogram of posterior draws (given as counts and bin edges) with the
+    HDI, the region of practical equivalence (ROPE) and a line at 0.
+grouped_bar_chart
+    Bars per group (e.g. per (model, task, N)) and series (methods), with a
+    reference series drawn as a dashed line across its group.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ __all__ = [
     "order_sensitivity_plot",
     "null_distribution_plot",
     "order_scatter_plot",
+    "posterior_plot",
+    "grouped_bar_chart",
     "subsample_index",
 ]
 
@@ -416,6 +424,7 @@ def null_distribution_plot(
     bins: int = 40,
     width: int = 640,
     height: int = 320,
+    alternative: str = "two-sided",
 ) -> str:
     """Histogram of a permutation null distribution with the observed value.
 
@@ -434,15 +443,27 @@ def null_distribution_plot(
         Number of histogram bins over the range of ``null`` (default 40).
     width, height : int, optional
         Nominal size in pixels; the SVG has a matching ``viewBox`` and scales.
+    alternative : {"two-sided", "greater", "less"}, optional
+        Which bins count as at least as extreme as the observed value: in
+        absolute value (default), at or above it, or at or below it.
 
     Returns
     -------
     str
         SVG document with one ``<rect class="bar">`` per bin and a
         ``<line class="observed">``.  Bins at least as extreme as the observed
-        value in absolute terms (the two-sided rejection region) are shaded
+        value (by ``alternative``) have ``data-extreme="1"`` and are shaded
         darker.
+
+    Raises
+    ------
+    ValueError
+        If ``alternative`` is not one of the accepted values.
     """
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(
+            f"`alternative` must be 'two-sided', 'greater' or 'less', got {alternative!r}"
+        )
     parts = _svg_open(width, height, title, "hyptest-fig null-distribution")
     arr = np.asarray(null, dtype=float).ravel()
     arr = arr[np.isfinite(arr)]
@@ -466,7 +487,7 @@ def null_distribution_plot(
     xticks = nice_ticks(xlo, xhi, 6)
     yticks = nice_ticks(0.0, float(counts.max()) if counts.max() > 0 else 1.0, 4)
 
-    left, right, top, bottom = 70.0, width - 20.0, 52.0, height - 50.0
+    left, right, top, bottom = 70.0, width - 30.0, 52.0, height - 50.0
     x0, x1 = xticks[0], xticks[-1]
     y0, y1 = yticks[0], yticks[-1]
 
@@ -499,17 +520,24 @@ def null_distribution_plot(
     )
     parts.append("</g>")
 
-    thr = abs(obs) if math.isfinite(obs) else float("inf")
+    tol = 1e-15 * max(1.0, abs(obs)) if math.isfinite(obs) else 0.0
     parts.append('<g class="bars">')
     for c, a, b in zip(counts, edges[:-1], edges[1:], strict=True):
         xa, xb = to_x(float(a)), to_x(float(b))
         yc = to_y(float(c))
         centre = (a + b) / 2
-        extreme = abs(centre) >= thr - 1e-15 * max(1.0, thr)
+        if not math.isfinite(obs):
+            extreme = False
+        elif alternative == "greater":
+            extreme = centre >= obs - tol
+        elif alternative == "less":
+            extreme = centre <= obs + tol
+        else:
+            extreme = abs(centre) >= abs(obs) - tol
         fill = "#6f819a" if extreme else "#bfcbd9"
         parts.append(
             f'<rect class="bar" x="{_num(xa)}" y="{_num(yc)}" width="{_num(max(xb - xa - 0.5, 0.5))}" '
-            f'height="{_num(bottom - yc)}" fill="{fill}"/>'
+            f'height="{_num(bottom - yc)}" fill="{fill}" data-extreme="{int(extreme)}"/>'
         )
     parts.append("</g>")
 
@@ -741,5 +769,369 @@ def order_scatter_plot(
             f"{_esc(m)} P(gold)</text>"
         )
         parts.append("</g>")
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _x_axis(
+    parts: list[str],
+    ticks: Sequence[float],
+    to_x: Callable[[float], float],
+    left: float,
+    right: float,
+    bottom: float,
+    label: str,
+    label_y: float,
+) -> None:
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    parts.append('<g class="x-axis">')
+    parts.append(
+        f'<line x1="{_num(left)}" y1="{_num(bottom)}" x2="{_num(right)}" y2="{_num(bottom)}" '
+        f'stroke="#444" stroke-width="1"/>'
+    )
+    for t in ticks:
+        x = to_x(t)
+        parts.append(
+            f'<line x1="{_num(x)}" y1="{_num(bottom)}" x2="{_num(x)}" y2="{_num(bottom + 4)}" '
+            f'stroke="#444" stroke-width="1"/>'
+        )
+        parts.append(
+            f'<text x="{_num(x)}" y="{_num(bottom + 16)}" text-anchor="middle" '
+            f'fill="#333" font-size="11">{_esc(format_tick(t, step))}</text>'
+        )
+    parts.append(
+        f'<text class="x-label" x="{_num((left + right) / 2)}" y="{_num(label_y)}" '
+        f'text-anchor="middle" fill="#222">{_esc(label)}</text>'
+    )
+    parts.append("</g>")
+
+
+def posterior_plot(
+    counts: Sequence[float],
+    edges: Sequence[float],
+    *,
+    title: str,
+    hdi: tuple[float, float] | None = None,
+    hdi_prob: float | None = None,
+    rope: float | None = None,
+    mean: float | None = None,
+    color: str = "#444444",
+    x_label: str = "log(σ_order ICL / σ_order method)",
+    width: int = 420,
+    height: int = 250,
+) -> str:
+    """Histogram of posterior draws with the HDI, the ROPE and a line at 0.
+
+    Parameters
+    ----------
+    counts : sequence of float
+        Number of draws per bin (length ``B``).
+    edges : sequence of float
+        Bin edges (length ``B + 1``, increasing).
+    title : str
+        Figure title (escaped).
+    hdi : (float, float), optional
+        Highest-density interval; drawn as a bar under the histogram, and the
+        bins inside it are drawn darker.  Non-finite ends are ignored.
+    hdi_prob : float, optional
+        Probability mass of the HDI (e.g. 0.94), used in its label.
+    rope : float, optional
+        Half-width of the region of practical equivalence ``[-rope, rope]``,
+        drawn as a grey band over the whole plot height.
+    mean : float, optional
+        Posterior mean, marked with a small triangle under the axis line.
+    color : str, optional
+        Colour of the bars and the HDI bar (the method's colour).
+    x_label : str, optional
+        X axis label.
+    width, height : int, optional
+        Nominal size in pixels; the SVG has a matching ``viewBox`` and scales.
+
+    Returns
+    -------
+    str
+        SVG document with one ``<rect class="bar">`` per bin (``data-in-hdi``
+        says whether its centre lies in the HDI), a ``<rect class="rope">``
+        when ``rope`` is given, a ``<line class="zero">`` and a
+        ``<line class="hdi">`` when ``hdi`` is given.  Counts and edges that
+        do not match (``len(edges) != len(counts) + 1``) or are not finite
+        give a figure that says no posterior is available.
+    """
+    parts = _svg_open(width, height, title, "hyptest-fig posterior")
+    try:
+        c = np.asarray(counts, dtype=float).ravel()
+        e = np.asarray(edges, dtype=float).ravel()
+    except (TypeError, ValueError):
+        c, e = np.empty(0), np.empty(0)
+    ok = (
+        c.size > 0
+        and e.size == c.size + 1
+        and bool(np.all(np.isfinite(c)))
+        and bool(np.all(np.isfinite(e)))
+        and bool(np.all(np.diff(e) > 0))
+    )
+    if not ok:
+        parts.append(
+            f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle" '
+            f'fill="#666">no posterior draws available</text>'
+        )
+        parts.append("</svg>")
+        return "\n".join(parts)
+
+    r = float(rope) if rope is not None and math.isfinite(float(rope)) and float(rope) > 0 else None
+    lo_h = hi_h = None
+    if hdi is not None:
+        a, b = (float(v) if v is not None else float("nan") for v in hdi)
+        if math.isfinite(a) and math.isfinite(b):
+            lo_h, hi_h = min(a, b), max(a, b)
+    xs = [float(e[0]), float(e[-1]), 0.0]
+    if r is not None:
+        xs += [-r, r]
+    if lo_h is not None:
+        xs += [lo_h, hi_h]
+    xticks = nice_ticks(min(xs), max(xs), 5)
+    total = float(c.sum())
+    dens = c if total <= 0 else c / total
+    ymax = float(dens.max()) if dens.max() > 0 else 1.0
+    left, right, top, bottom = 18.0, width - 18.0, 44.0, height - 64.0
+    x0, x1 = xticks[0], xticks[-1]
+
+    def to_x(v: float) -> float:
+        return left + (v - x0) / (x1 - x0) * (right - left)
+
+    def to_y(v: float) -> float:
+        return bottom - v / (ymax * 1.08) * (bottom - top)
+
+    if r is not None:
+        xa, xb = to_x(-r), to_x(r)
+        if xb - xa < 2:
+            mid = (xa + xb) / 2
+            xa, xb = mid - 1, mid + 1
+        parts.append(
+            f'<rect class="rope" x="{_num(xa)}" y="{_num(top)}" width="{_num(xb - xa)}" '
+            f'height="{_num(bottom - top)}" fill="#9e9e9e" fill-opacity="0.28"/>'
+        )
+    parts.append('<g class="bars">')
+    for cnt, d, a, b in zip(c, dens, e[:-1], e[1:], strict=True):
+        centre = (a + b) / 2
+        inside = lo_h is not None and lo_h <= centre <= hi_h
+        xa, xb = to_x(float(a)), to_x(float(b))
+        yc = to_y(float(d))
+        opacity = "0.85" if inside or lo_h is None else "0.35"
+        parts.append(
+            f'<rect class="bar" x="{_num(xa)}" y="{_num(yc)}" width="{_num(max(xb - xa - 0.4, 0.4))}" '
+            f'height="{_num(bottom - yc)}" fill="{_esc(color)}" fill-opacity="{opacity}" '
+            f'data-in-hdi="{int(inside)}" data-count="{int(round(cnt))}"/>'
+        )
+    parts.append("</g>")
+    zx = to_x(0.0)
+    parts.append(
+        f'<line class="zero" x1="{_num(zx)}" y1="{_num(top - 4)}" x2="{_num(zx)}" y2="{_num(bottom)}" '
+        f'stroke="#222" stroke-width="1.2" stroke-dasharray="4 3"/>'
+    )
+    _x_axis(parts, xticks, to_x, left, right, bottom, x_label, height - 8)
+    if lo_h is not None:
+        ya = bottom + 31
+        ha, hb = to_x(lo_h), to_x(hi_h)
+        label = f"{_fmt_pct(hdi_prob)} HDI" if hdi_prob is not None else "HDI"
+        parts.append(
+            f'<line class="hdi" x1="{_num(ha)}" y1="{_num(ya)}" x2="{_num(hb)}" y2="{_num(ya)}" '
+            f'stroke="{_esc(color)}" stroke-width="4" stroke-linecap="butt"/>'
+        )
+        for xx in (ha, hb):
+            parts.append(
+                f'<line x1="{_num(xx)}" y1="{_num(ya - 5)}" x2="{_num(xx)}" y2="{_num(ya + 5)}" '
+                f'stroke="{_esc(color)}" stroke-width="1.6"/>'
+            )
+        # label beside the bar, on the side with more room
+        if right - hb >= ha - left:
+            lx, anchor = hb + 6, "start"
+        else:
+            lx, anchor = ha - 6, "end"
+        parts.append(
+            f'<text x="{_num(lx)}" y="{_num(ya + 3.5)}" text-anchor="{anchor}" fill="#333" '
+            f'font-size="10">{_esc(label)}</text>'
+        )
+    if mean is not None and math.isfinite(float(mean)):
+        mx = to_x(float(mean))
+        parts.append(
+            f'<path class="mean" d="M {_num(mx)} {_num(bottom - 1)} L {_num(mx - 5)} {_num(bottom - 9)} '
+            f'L {_num(mx + 5)} {_num(bottom - 9)} Z" fill="#111"/>'
+        )
+    legend = []
+    if r is not None:
+        legend.append(f"grey band: ROPE ±{r:.3g}")
+    legend.append("dashed: 0")
+    if mean is not None and math.isfinite(float(mean)):
+        legend.append("▼ mean")
+    parts.append(
+        f'<text x="{_num(right)}" y="{_num(top - 8)}" text-anchor="end" fill="#555" '
+        f'font-size="10">{_esc(" · ".join(legend))}</text>'
+    )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _bar_label(v: float) -> str:
+    """Value label of a bar: three significant digits, no exponent above 1e-3."""
+    if v == 0:
+        return "0"
+    if abs(v) < 1e-3:
+        return f"{v:.1e}"
+    return f"{v:.3g}"
+
+
+def _fmt_pct(p: float | None) -> str:
+    """Format a probability as a percentage (``0.94`` -> ``"94%"``)."""
+    if p is None or not math.isfinite(float(p)):
+        return ""
+    return f"{100 * float(p):.3g}%"
+
+
+def grouped_bar_chart(
+    groups: Sequence[str],
+    series: Sequence[str],
+    values: dict[tuple[str, str], float],
+    *,
+    title: str,
+    y_label: str,
+    series_labels: dict[str, str] | None = None,
+    colors: dict[str, str] | None = None,
+    reference: str | None = None,
+    width: int | None = None,
+    height: int = 280,
+) -> str:
+    """Grouped bar chart: one cluster of bars per group, one bar per series.
+
+    Parameters
+    ----------
+    groups : sequence of str
+        Cluster labels along the x axis (escaped), in order.  A label is
+        written one line per ``" · "``-separated part, each part cut to the
+        cluster's width (the full label is the text's ``<title>``).
+    series : sequence of str
+        Series keys (e.g. method names) in bar order within a cluster.
+    values : dict of (str, str) to float
+        Bar heights keyed by ``(group, series)``; missing or non-finite
+        values leave a gap.
+    title, y_label : str
+        Figure title and y axis label (escaped).
+    series_labels : dict of str to str, optional
+        Legend label per series (default: the key).
+    colors : dict of str to str, optional
+        Colour per series (see :func:`method_colors`).
+    reference : str, optional
+        Series drawn as the reference: its bar is outlined, and a dashed
+        line at its value runs across the whole cluster, so the other bars
+        read against it.
+    width : int, optional
+        Nominal width; by default it grows with the number of bars.
+    height : int, optional
+        Nominal height in pixels (default 280), plus 12 per extra line of
+        the longest group label.
+
+    Returns
+    -------
+    str
+        SVG document with one ``<rect class="bar" data-group=... data-series=...>``
+        per finite value and one ``<line class="reference">`` per cluster
+        that has a reference value.  The y axis starts at 0.
+    """
+    groups = [str(g) for g in groups]
+    series = [str(s) for s in series]
+    labels = series_labels or {}
+    cols = {**method_colors(series), **(colors or {})}
+    n_bars = max(len(series), 1)
+    bar_w = 30.0
+    cluster_w = n_bars * bar_w + 26.0
+    left, right_pad, top = 62.0, 14.0, 40.0
+    if width is None:
+        width = int(max(360.0, left + right_pad + max(len(groups), 1) * cluster_w))
+    item_w = 24.0 + 5.8 * max((len(str(labels.get(s, s))) for s in series), default=10)
+    per_row = max(1, int((width - 20.0) // item_w))
+    legend_rows = math.ceil(len(series) / per_row) if series else 0
+    label_lines = max((len(str(g).split(" · ")) for g in groups), default=1)
+    height = int(height + 12 * (label_lines - 1))
+    bottom = height - 46.0 - 16.0 * legend_rows - 12.0 * (label_lines - 1)
+    right = width - right_pad
+    parts = _svg_open(width, height, title, "hyptest-fig grouped-bars")
+    finite = [float(v) for v in values.values() if v is not None and math.isfinite(float(v))]
+    if not groups or not series or not finite:
+        parts.append(
+            f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle" '
+            f'fill="#666">no values</text>'
+        )
+        parts.append("</svg>")
+        return "\n".join(parts)
+    yticks = nice_ticks(min(0.0, min(finite)), max(max(finite), 1e-12), 4)
+    y0, y1 = yticks[0], yticks[-1]
+
+    def to_y(v: float) -> float:
+        return bottom - (v - y0) / (y1 - y0) * (bottom - top)
+
+    _y_axis(parts, yticks, to_y, left, right, y_label, top, bottom)
+    parts.append(
+        f'<line x1="{_num(left)}" y1="{_num(bottom)}" x2="{_num(right)}" y2="{_num(bottom)}" '
+        f'stroke="#444" stroke-width="1"/>'
+    )
+    slot = (right - left) / len(groups)
+    for gi, g in enumerate(groups):
+        cx = left + (gi + 0.5) * slot
+        start = cx - n_bars * bar_w / 2
+        parts.append(f'<g class="cluster" data-group="{_esc(g)}">')
+        ref_v = values.get((g, reference)) if reference is not None else None
+        for si, s in enumerate(series):
+            v = values.get((g, s))
+            if v is None or not math.isfinite(float(v)):
+                continue
+            v = float(v)
+            xa = start + si * bar_w + 2
+            ya, yb = sorted((to_y(v), to_y(0.0)))
+            is_ref = s == reference
+            stroke = ' stroke="#111" stroke-width="1.4"' if is_ref else ""
+            parts.append(
+                f'<rect class="bar{" reference-bar" if is_ref else ""}" x="{_num(xa)}" y="{_num(ya)}" '
+                f'width="{_num(bar_w - 4)}" height="{_num(max(yb - ya, 0.5))}" fill="{cols.get(s, "#444")}" '
+                f'fill-opacity="{0.55 if is_ref else 0.9}"{stroke} data-group="{_esc(g)}" '
+                f'data-series="{_esc(s)}" data-value="{v:.6g}"><title>{_esc(labels.get(s, s))}: '
+                f"{_esc(f'{v:.3g}')}</title></rect>"
+            )
+            parts.append(
+                f'<text x="{_num(xa + (bar_w - 4) / 2)}" y="{_num(ya - 3)}" text-anchor="middle" '
+                f'fill="#333" font-size="8">{_esc(_bar_label(v))}</text>'
+            )
+        if ref_v is not None and math.isfinite(float(ref_v)):
+            yr = to_y(float(ref_v))
+            parts.append(
+                f'<line class="reference" x1="{_num(start)}" y1="{_num(yr)}" '
+                f'x2="{_num(start + n_bars * bar_w)}" y2="{_num(yr)}" stroke="#111" '
+                f'stroke-width="1.2" stroke-dasharray="4 3"/>'
+            )
+        # the group label, one line per " · " part, each cut to the slot width
+        max_chars = max(4, int(slot / 6.2))
+        lines = [ln if len(ln) <= max_chars else ln[: max_chars - 1] + "…" for ln in g.split(" · ")]
+        tspans = "".join(
+            f'<tspan x="{_num(cx)}" dy="{0 if k == 0 else 12}">{_esc(ln)}</tspan>'
+            for k, ln in enumerate(lines)
+        )
+        parts.append(
+            f'<text class="group-label" x="{_num(cx)}" y="{_num(bottom + 15)}" text-anchor="middle" '
+            f'fill="#222" font-size="11"><title>{_esc(g)}</title>{tspans}</text>'
+        )
+        parts.append("</g>")
+    # legend
+    parts.append('<g class="legend">')
+    for i, s in enumerate(series):
+        lx = 20.0 + (i % per_row) * item_w
+        ly = bottom + 32 + 12 * (label_lines - 1) + (i // per_row) * 16
+        is_ref = s == reference
+        outline = ' stroke="#111"' if is_ref else ""
+        parts.append(
+            f'<rect x="{_num(lx)}" y="{_num(ly - 9)}" width="10" height="10" fill="{cols.get(s, "#444")}" '
+            f'fill-opacity="{0.55 if is_ref else 0.9}"{outline}/>'
+            f'<text x="{_num(lx + 14)}" y="{_num(ly)}" fill="#333" font-size="10.5">'
+            f"{_esc(labels.get(s, s))}</text>"
+        )
+    parts.append("</g>")
     parts.append("</svg>")
     return "\n".join(parts)
