@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from .collect.executors import Executor
+    from .study import ExecutorSpec
 
 app = typer.Typer(
     add_completion=False,
@@ -67,12 +71,23 @@ def validate(study_file: Path = typer.Argument(..., help="Study YAML file.")) ->
 @app.command()
 def study(
     study_file: Path = typer.Argument(..., help="Study YAML file."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: reports/<study name>)."),
+    out: Optional[str] = typer.Option(
+        None, "--out", "-o",
+        help="Run directory: a path or an fsspec URL such as s3://bucket/runs/x (default: reports/<study name>)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all cores)."),
+    executor: Optional[str] = typer.Option(
+        None, "--executor",
+        help='Who collects the units: local (this process) or ray (a Ray cluster; pip install "hyptest[ray]"). '
+             "Default: the study file's executor.kind, else local."),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="Ray cluster address: auto, HEAD:6379 or ray://HEAD:10001 (with --executor ray)."),
+    ray_workers: Optional[int] = typer.Option(
+        None, "--ray-workers", min=1, help="Number of Ray workers (default: as many as the cluster holds)."),
 ) -> None:
     """Run a study: collect (resuming finished units), test, and write the report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from .collect.ray_executor import RayExecutorError
     from .pipeline import run_study
     from .study import load_study
 
@@ -80,6 +95,7 @@ def study(
         spec, text = load_study(study_file)
     except _user_errors() as error:
         _fail(_escape(str(error)))
+    runner = _make_executor(spec.executor, executor, address, ray_workers)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -103,14 +119,41 @@ def study(
             bar.update(task_id, completed=done, total=total, description=_escape(description), rate=rate)
 
         try:
-            summary = run_study(spec, text, out_dir=out, base_dir=study_file.parent, progress=report, threads=threads)
+            summary = run_study(spec, text, out_dir=out, base_dir=study_file.parent, progress=report, threads=threads,
+                                executor=runner)
         except _user_errors() as error:
             bar.stop()
             _fail(_escape(str(error)))
+        except RayExecutorError as error:
+            bar.stop()
+            _fail(_escape(str(error)), code=1)
         except KeyboardInterrupt:
             bar.stop()
             _fail("interrupted; finished units are kept — rerun the same command to resume", code=130)
     _render_summary(summary.results, summary.run_dir, summary.n_units, summary.n_reused)
+
+
+def _make_executor(chosen: ExecutorSpec, name: Optional[str], address: Optional[str],
+                   ray_workers: Optional[int]) -> Executor:
+    """The executor from --executor/--address/--ray-workers, else from the study file's ``executor`` block."""
+    from .collect.ray_executor import make_executor
+
+    kind = name or chosen.kind
+    same = chosen.kind == kind  # the study file's options apply only to the executor it names
+    options = {}
+    if kind == "ray" and same:
+        options = {"num_cpus_per_worker": chosen.num_cpus_per_worker, "num_gpus_per_worker": chosen.num_gpus_per_worker,
+                   "memory_per_worker": chosen.memory_per_worker, "max_retries": chosen.max_retries}
+    try:
+        return make_executor(
+            kind,
+            address=address if address is not None else (chosen.address if same else None),
+            num_workers=ray_workers if ray_workers is not None else (chosen.num_workers if same else None),
+            **options,
+        )
+    except (ValueError, TypeError, ImportError) as error:
+        _fail(_escape(str(error).replace("`address`", "--address").replace("`num_workers`", "--ray-workers")
+                      .replace("`executor`", "--executor")))
 
 
 _SHORT = {"icl": "ICL", "gd": "GD", "sgd": "SGD", "adam": "Adam"}
@@ -123,7 +166,7 @@ def _short(value: object) -> str:
     return f"{number:.3g}" if abs(number) < 1e4 else f"{number:.1e}"
 
 
-def _render_summary(results: dict, run_dir: Path, n_units: int, n_reused: int) -> None:
+def _render_summary(results: dict, run_dir: Path | str, n_units: int, n_reused: int) -> None:
     from rich.table import Table
 
     table = Table(title="Theorem-1 check: order sensitivity of ICL vs each GD method "
@@ -151,7 +194,7 @@ def _render_summary(results: dict, run_dir: Path, n_units: int, n_reused: int) -
     wall = results["provenance"].get("wall_time_s", {})
     _out.print(
         f"{n_units} units ({n_reused} reused) · wall time {wall.get('total', float('nan')):.1f} s · "
-        f"report: {run_dir / 'report.html'}",
+        f"report: {run_dir / 'report.html' if isinstance(run_dir, Path) else f'{run_dir}/report.html'}",
         highlight=False,
     )
 
@@ -263,7 +306,9 @@ def models() -> None:
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run directory written by `hyptest study`.")) -> None:
+def report(
+    run_dir: str = typer.Argument(..., help="A run directory (a path or an fsspec URL) written by `hyptest study`."),
+) -> None:
     """Rebuild report.html of a run directory from its stored results, without recomputing."""
     from .pipeline import rebuild_report
 

@@ -24,6 +24,7 @@ from .analysis import run_analyses
 from .metrics import accuracy_table
 from .stats.bootstrap import bootstrap_ci
 from .store import RunDir
+from .store.run_dir import is_url
 from .study import Study, check_feasible
 from .tasks import Task, task_from_spec
 
@@ -50,7 +51,7 @@ _PER_ORDER_COLUMNS = ["model", "task", "n_demos", "method", "method_kind", "demo
 class RunSummary:
     """What a study run did."""
 
-    run_dir: Path
+    run_dir: Path | str
     n_units: int
     n_reused: int
     results: dict[str, Any] = field(repr=False)
@@ -68,8 +69,10 @@ def library_versions() -> dict[str, str]:
     return {"hyptest": __version__, **{name: _version(name) for name in _LIBRARIES}}
 
 
-def default_run_dir(study: Study) -> Path:
+def default_run_dir(study: Study) -> Path | str:
     """``output_dir`` from the study file, else ``reports/<study name>``."""
+    if study.output_dir and is_url(study.output_dir):
+        return study.output_dir  # an fsspec URL: Path() would collapse its "//"
     return Path(study.output_dir) if study.output_dir else Path("reports") / study.name
 
 
@@ -142,7 +145,7 @@ def run_study(
     todo = [u for u in units if not run.has_unit(u.key)]
     n_reused = len(units) - len(todo)
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    run.path.mkdir(parents=True, exist_ok=True)
+    run.makedirs()
     manifest = {
         "hyptest_version": __version__,
         "study": study.model_dump(mode="json"),
@@ -232,8 +235,6 @@ def analyse_run(
     Writes ``per_query.parquet``, ``results.json`` and ``report.html`` and
     returns the results dictionary.
     """
-    from .report import write_report
-
     t0 = time.perf_counter()
     run = RunDir(run_dir)
     manifest = run.read_json("manifest.json")
@@ -257,7 +258,7 @@ def analyse_run(
     timings["analyse"] = time.perf_counter() - t0
     timings["total"] = timings.get("collect", 0.0) + timings["analyse"]
     previous = {}
-    if (run.path / "results.json").is_file() and not extra_provenance:
+    if run.exists("results.json") and not extra_provenance:
         previous = run.read_json("results.json").get("provenance", {})
     provenance = {
         **previous,
@@ -274,7 +275,7 @@ def analyse_run(
         "started": (extra_provenance or {}).get("started", previous.get("started", manifest.get("started"))),
         "finished": finished.isoformat(timespec="seconds"),
         "wall_time_s": {**previous.get("wall_time_s", {}), **{k: round(v, 2) for k, v in timings.items()}},
-        "run_dir": str(run.path.resolve()),
+        "run_dir": run.location,
         **(extra_provenance or {}),
     }
     provenance["warnings"] = _warnings(study, per_query, accuracy) + output.notes
@@ -303,8 +304,19 @@ def analyse_run(
     run.write_parquet("per_order.parquet", per_order)
     run.write_json("results.json", results)
     results = run.read_json("results.json")  # what readers of the file see: NaN/inf became null
-    write_report(run.path, results, per_query, manifest["study_text"])
+    _write_report(run, results, per_query, manifest["study_text"])
     return results
+
+
+def _write_report(run: RunDir, results: dict[str, Any], per_query: pd.DataFrame, study_text: str) -> Path | str:
+    """Write report.html: atomically in place on local folders, through the store on fsspec URLs."""
+    from .report import render_report, write_report
+
+    if run.is_local:
+        return write_report(run.path, results, per_query, study_text)
+    per_order = run.read_parquet("per_order.parquet") if run.exists("per_order.parquet") else None
+    return run.write_text("report.html", render_report(results, per_query, study_text=study_text,
+                                                       per_order=per_order))
 
 
 def _slice_name(key: tuple[Any, Any, int]) -> str:
@@ -321,7 +333,14 @@ def _write_bayes(run: RunDir, fits: dict[tuple[Any, Any, int], Any]) -> list[str
         if fit.idata is None:
             continue
         name = _slice_name(key)
-        to_netcdf(fit.idata, run.path / name)
+        if run.is_local:
+            to_netcdf(fit.idata, run.path / name)
+        else:  # fsspec URL: write locally, then upload through the store's atomic write
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                to_netcdf(fit.idata, Path(tmp) / name)
+                run.write_bytes(name, (Path(tmp) / name).read_bytes())
         names.append(name)
     return names
 
@@ -349,19 +368,13 @@ def _bayes_summary(fits: dict[tuple[Any, Any, int], Any]) -> list[dict[str, Any]
     return out
 
 
-def rebuild_report(run_dir: str | Path) -> Path:
+def rebuild_report(run_dir: str | Path) -> Path | str:
     """Rewrite ``report.html`` from ``results.json`` and ``per_query.parquet`` without recomputing."""
-    from .report import write_report
-    from .store import StoreError
-
     run = RunDir(run_dir)
     results = run.read_json("results.json")
     manifest = run.read_json("manifest.json")
-    try:
-        per_query = pd.read_parquet(run.path / "per_query.parquet")
-    except FileNotFoundError:
-        raise StoreError(f"{run.path / 'per_query.parquet'} is missing; run `hyptest study` again") from None
-    return write_report(run.path, results, per_query, manifest["study_text"])
+    per_query = run.read_parquet("per_query.parquet")  # StoreError "... is missing; run `hyptest study` again"
+    return _write_report(run, results, per_query, manifest["study_text"])
 
 
 _NAMES = {"icl": "ICL", "gd": "full-batch GD", "sgd": "SGD", "adam": "Adam"}

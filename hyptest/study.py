@@ -184,6 +184,31 @@ class AnalysisSpec(_Strict):
         return self
 
 
+class ExecutorSpec(_Strict):
+    """Who collects the units: this process (``local``) or a Ray cluster (``ray``, see docs/ray.md).
+
+    Where the units are computed never changes their keys or their numbers, so
+    this block can change between a run and its resumption.
+    """
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None
+    num_workers: int | None = Field(default=None, ge=1)
+    num_cpus_per_worker: float = Field(default=1, gt=0)
+    num_gpus_per_worker: float = Field(default=0, ge=0)
+    memory_per_worker: int | None = Field(default=None, ge=1)
+    max_retries: int = Field(default=2, ge=0)
+
+    @model_validator(mode="after")
+    def _ray_options_need_ray(self) -> "ExecutorSpec":
+        if self.kind == "local":
+            given = [n for n in ("address", "num_workers", "memory_per_worker") if getattr(self, n) is not None]
+            if given:
+                verb = "applies" if len(given) == 1 else "apply"
+                raise ValueError(f"{', '.join(f'`{n}`' for n in given)} only {verb} when `kind` is 'ray'")
+        return self
+
+
 class Study(_Strict):
     """A validated study."""
 
@@ -196,6 +221,7 @@ class Study(_Strict):
     demos: DemoSpec = Field(default_factory=DemoSpec)
     methods: list[Method] = Field(min_length=1)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
 
     @field_validator("tasks", mode="before")
     @classmethod
