@@ -68,3 +68,61 @@ def test_small_study_end_to_end(tmp_path):
     assert results["provenance"]["models"][0]["sha256"]
     assert "SmolLM2" in (summary.run_dir / "report.html").read_text() or "smollm2" in (
         summary.run_dir / "report.html").read_text()
+
+
+def test_score_orders_equals_naive_loop_on_every_order(smol, sentiment):
+    """The shared-prefix walk over 6 orders (sharing their first demo) equals one full forward per prompt."""
+    import itertools
+
+    from hyptest.collect.encoding import PromptEncoder
+    from hyptest.collect.scoring import score_orders
+
+    from ._naive import naive_label_logprobs, naive_topk
+
+    enc = PromptEncoder(smol.tokenizer, sentiment)
+    demos = list(sentiment.demos[:4])
+    perms = list(itertools.permutations(range(4)))[:6]
+    queries = [enc.query_ids(q) for q in sentiment.queries[:3]]
+    labels = enc.label_ids()
+    orders = [[enc.demo_ids(demos[i]) for i in p] for p in perms]
+    got = dict(score_orders(smol.model, enc.head_ids(), orders, queries, labels, top_k=5))
+    assert sorted(got) == list(range(len(perms)))
+    for i, perm in enumerate(perms):
+        prefix = enc.prefix_ids([demos[j] for j in perm])
+        ref = naive_label_logprobs(smol.model, prefix, queries, labels)
+        np.testing.assert_allclose(np.exp(got[i].label_logprobs), np.exp(ref), atol=1e-4)
+        ids, probs = naive_topk(smol.model, prefix, queries[0], 5)
+        np.testing.assert_allclose(got[i].topk_probs[0], probs, atol=1e-4)
+    # the orders really differ: ICL is order-sensitive on this model
+    spread = np.ptp(np.stack([got[i].label_logprobs for i in got]), axis=0).max()
+    assert spread > 1e-3
+
+
+def test_shared_sgd_steps_are_bitwise_the_straight_loop(smol, sentiment):
+    """Three orders sharing their first demo: shared steps give the same bits as training each order alone."""
+    import torch
+
+    from hyptest.collect.encoding import PromptEncoder
+    from hyptest.collect.gd import TrainingExample, WeightSnapshot, train_in_place, train_orders
+    from hyptest.study import SGDMethod
+
+    enc = PromptEncoder(smol.tokenizer, sentiment)
+    ex = [TrainingExample(*map(tuple, enc.training_example(d))) for d in sentiment.demos[:3]]
+    orders = [[ex[0], ex[1], ex[2]], [ex[0], ex[2], ex[1]], [ex[1], ex[0], ex[2]]]
+    method = SGDMethod(kind="sgd", learning_rate=3e-4)
+    snapshot = WeightSnapshot(smol.model)
+    probe = [p for p in smol.model.parameters()][:: 40]  # a spread of tensors, embeddings included
+    expected = {}
+    try:
+        for i, order in enumerate(orders):
+            snapshot.restore()
+            losses = train_in_place(smol.model, order, method, seed=0)
+            expected[i] = (losses, [p.detach().clone() for p in probe])
+    finally:
+        snapshot.restore()
+    seen = set()
+    for index, losses in train_orders(smol.model, orders, method, seed=0, snapshot=snapshot):
+        seen.add(index)
+        assert losses == expected[index][0]
+        assert all(torch.equal(p, q) for p, q in zip(probe, expected[index][1]))
+    assert seen == {0, 1, 2}

@@ -41,13 +41,25 @@ class PromptEncoder:
         bos = self.tokenizer.bos_token_id
         return [bos] if bos is not None and with_special and with_special[0] == bos else []
 
-    def prefix_ids(self, demos: Sequence[Example]) -> list[int]:
-        """Ids of everything before the query: BOS, instruction, demos with separators."""
+    def head_ids(self) -> list[int]:
+        """Ids shared by every prompt of the task: BOS and the instruction with its separator."""
         ids = list(self.bos)
         if self.task.instruction:
             ids += self._ids("instruction", self.task.instruction + self.task.demo_separator)
+        return ids
+
+    def demo_ids(self, demo: Example) -> list[int]:
+        """Ids of one demo with its separator: the piece a prompt appends for it."""
+        return list(self._ids("demo", self.task.format_demo(demo) + self.task.demo_separator))
+
+    def prefix_ids(self, demos: Sequence[Example]) -> list[int]:
+        """Ids of everything before the query: BOS, instruction, demos with separators.
+
+        Always ``head_ids() + demo_ids(demos[0]) + ... + demo_ids(demos[-1])``.
+        """
+        ids = self.head_ids()
         for demo in demos:
-            ids += self._ids("demo", self.task.format_demo(demo) + self.task.demo_separator)
+            ids += self.demo_ids(demo)
         return ids
 
     def query_ids(self, query: Example) -> list[int]:

@@ -62,10 +62,21 @@ class Executor(abc.ABC):
 
 
 class LocalExecutor(Executor):
-    """Run groups in this process; each model is loaded once and reused."""
+    """Run groups in this process; each model is loaded once and reused.
 
-    def __init__(self, *, batch_size: int = 32) -> None:
+    Parameters
+    ----------
+    batch_size : int, optional
+        Packed query rows per forward pass; default automatic (a per-device
+        token budget, capped by free memory, halved on out-of-memory).
+    allow_tf32 : bool, default False
+        Allow TF32 for float32 matmuls on CUDA. Off by default, and set
+        explicitly, so GPU float32 numbers match the CPU's to float32 rounding.
+    """
+
+    def __init__(self, *, batch_size: int | None = None, allow_tf32: bool = False) -> None:
         self.batch_size = batch_size
+        self.allow_tf32 = allow_tf32
         #: seconds spent loading models, for the provenance table
         self.load_seconds = 0.0
 
@@ -82,7 +93,7 @@ class LocalExecutor(Executor):
             t0 = time.perf_counter()
             lm = load_model(spec)
             self.load_seconds += time.perf_counter() - t0
-            runner = UnitRunner(lm, tasks, study, batch_size=self.batch_size)
+            runner = UnitRunner(lm, tasks, study, batch_size=self.batch_size, allow_tf32=self.allow_tf32)
             for group in mine:
                 for unit, rows in runner.run_group(group.units):
                     on_unit(unit, rows)

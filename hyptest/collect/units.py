@@ -1,8 +1,16 @@
-"""Run one unit (ICL or a GD method, one order) and turn its scores into rows."""
+"""Run units (ICL or a GD method, one order each) and turn their scores into rows.
+
+A work group (every pending order and seed of one model, task, N, demo set and
+method) runs as one walk over the orders' prefix tree: ICL shares the KV cache
+of common demo prefixes (:func:`~hyptest.collect.scoring.score_orders`), SGD
+and Adam share their common first steps
+(:func:`~hyptest.collect.gd.train_orders`). Each unit's rows are yielded as
+soon as its order is done.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -10,9 +18,9 @@ import pandas as pd
 from ..models import LoadedModel
 from ..tasks import Task
 from .encoding import PromptEncoder
-from .gd import TrainingExample, WeightSnapshot, train_in_place
+from .gd import TrainingExample, WeightSnapshot, train_orders
 from .plan import Unit
-from .scoring import QueryScores, score_queries
+from .scoring import QueryScores, reuse_freed_memory, score_orders, set_tf32
 
 __all__ = ["UnitRunner", "scores_to_frame"]
 
@@ -56,15 +64,38 @@ def scores_to_frame(unit: Unit, task: Task, scores: QueryScores, *, step: int) -
 
 
 class UnitRunner:
-    """Runs units of one model, reusing its weights snapshot across GD units."""
+    """Runs units of one model, reusing its weights snapshot across GD units.
 
-    def __init__(self, lm: LoadedModel, tasks: dict[str, Task], study: Any, *, batch_size: int = 32) -> None:
+    Parameters
+    ----------
+    lm : LoadedModel
+        The model, tokenizer and device.
+    tasks : dict
+        Loaded tasks by name.
+    study : Study
+        The validated study (methods, ``top_k``).
+    batch_size : int, optional
+        Packed query rows per forward pass; default automatic (token budget and
+        free memory; halved on out-of-memory).
+    allow_tf32 : bool, default False
+        Allow TF32 float32 matmuls on CUDA (see :func:`~hyptest.collect.scoring.set_tf32`);
+        set explicitly either way when the runner is made.
+    tune_malloc : bool, default True
+        On CPU, let glibc keep freed buffers for reuse
+        (:func:`~hyptest.collect.scoring.reuse_freed_memory`); process-wide.
+    """
+
+    def __init__(self, lm: LoadedModel, tasks: dict[str, Task], study: Any, *, batch_size: int | None = None,
+                 allow_tf32: bool = False, tune_malloc: bool = True) -> None:
         self.lm = lm
         self.tasks = tasks
         self.study = study
         self.batch_size = batch_size
         self._encoders: dict[str, PromptEncoder] = {}
         self._snapshot: WeightSnapshot | None = None
+        set_tf32(allow_tf32)
+        if tune_malloc and str(lm.device).startswith("cpu"):
+            reuse_freed_memory()
 
     def encoder(self, task: Task) -> PromptEncoder:
         """The cached prompt encoder of a task."""
@@ -72,11 +103,13 @@ class UnitRunner:
             self._encoders[task.name] = PromptEncoder(self.lm.tokenizer, task)
         return self._encoders[task.name]
 
-    def _score(self, task: Task, demo_ids: Sequence[str], query_ids: Sequence[str]) -> QueryScores:
+    def _score_orders(self, task: Task, orders: Sequence[Sequence[str]],
+                      query_ids: Sequence[str]) -> Iterator[tuple[int, QueryScores]]:
         enc = self.encoder(task)
-        return score_queries(
+        return score_orders(
             self.lm.model,
-            enc.prefix_ids([task.example(i) for i in demo_ids]),
+            enc.head_ids(),
+            [[enc.demo_ids(task.example(i)) for i in order] for order in orders],
             [enc.query_ids(task.example(q)) for q in query_ids],
             enc.label_ids(),
             top_k=self.study.analysis.top_k,
@@ -85,29 +118,45 @@ class UnitRunner:
         )
 
     def run(self, unit: Unit) -> pd.DataFrame:
-        """Collect one unit and return its rows."""
-        task = self.tasks[unit.task]
-        method = self.study.method(unit.method)
-        if method.kind == "icl":
-            return scores_to_frame(unit, task, self._score(task, unit.order, unit.query_ids), step=0)
-        if self._snapshot is None:
-            self._snapshot = WeightSnapshot(self.lm.model)
-        enc = self.encoder(task)
-        examples = [TrainingExample(*map(tuple, enc.training_example(task.example(i)))) for i in unit.order]
-        self._snapshot.restore()
-        try:
-            losses = train_in_place(self.lm.model, examples, method, seed=unit.seed, device=self.lm.device)
-            scores = self._score(task, (), unit.query_ids)
-        finally:
-            self._snapshot.restore()
-        return scores_to_frame(unit, task, scores, step=len(losses))
-
+        """Collect one unit and return its rows (the same bits as inside its work group)."""
+        ((_, rows),) = self.run_group([unit])
+        return rows
 
     def run_group(self, units: Sequence[Unit]) -> Iterator[tuple[Unit, pd.DataFrame]]:
         """Collect the units of one work group (one demo set and method, many orders).
 
         Yields each unit with its rows as soon as it is done, so the caller can
-        store it before the next one starts.
+        store it before the next one starts. Units are yielded in the order the
+        prefix-tree walk finishes them, not in the order given. Units that do not
+        share a task, method and query list are run as separate walks.
         """
+        walks: dict[tuple[Any, ...], list[Unit]] = {}
         for unit in units:
-            yield unit, self.run(unit)
+            seed = 0 if unit.method_kind == "icl" else unit.seed
+            walks.setdefault((unit.task, unit.method, unit.query_ids, seed), []).append(unit)
+        for (task_name, method_name, query_ids, seed), members in walks.items():
+            task = self.tasks[task_name]
+            method = self.study.method(method_name)
+            if method.kind == "icl":
+                for index, scores in self._score_orders(task, [u.order for u in members], query_ids):
+                    yield members[index], scores_to_frame(members[index], task, scores, step=0)
+            else:
+                yield from self._train_group(task, method, members, seed)
+
+    def _train_group(self, task: Task, method: Any, members: list[Unit], seed: int) -> Iterator[
+            tuple[Unit, pd.DataFrame]]:
+        if self._snapshot is None:
+            self._snapshot = WeightSnapshot(self.lm.model)
+        enc = self.encoder(task)
+        orders = [[TrainingExample(*map(tuple, enc.training_example(task.example(i)))) for i in u.order]
+                  for u in members]
+        query_ids = members[0].query_ids
+        self._snapshot.restore()
+        walk = train_orders(self.lm.model, orders, method, seed=seed, device=self.lm.device,
+                            snapshot=self._snapshot)
+        try:
+            for index, losses in walk:
+                ((_, scores),) = self._score_orders(task, [()], query_ids)
+                yield members[index], scores_to_frame(members[index], task, scores, step=len(losses))
+        finally:
+            walk.close()  # puts the pretrained weights back

@@ -1,0 +1,135 @@
+"""Time hyptest's shared-prefix ICL collector against the naive one-prompt loop.
+
+Both score the same work in the same process: SmolLM2-135M-Instruct (the
+embedded model, float32, CPU), the built-in sentiment task, one demo set of
+N = 4 in all 24 orders, 32 held-out queries, 2 label words, top-20. The naive
+loop runs one full forward pass per (prompt, label word) with logits over the
+whole sequence and vocabulary (as ``tests/_naive.py``); hyptest walks the
+orders' prefix tree (``hyptest.collect.scoring.score_orders``). Runs are
+interleaved and the best of each is kept. Run from the repository root:
+
+    python benchmarks/bench_icl.py            # full: 24 orders x 32 queries
+    python benchmarks/bench_icl.py --quick    # smoke test: 6 orders x 8 queries
+    python benchmarks/bench_icl.py --scaling  # also: hyptest time vs orders and queries
+
+The last line printed is machine-readable:
+
+    RESULT icl ratio=<naive_time/hyptest_time> max_abs_diff=<max |p_hyptest - p_naive|>
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+from _naive_collect import max_prob_diff, naive_scores
+
+from hyptest.collect.encoding import PromptEncoder
+from hyptest.collect.plan import sample_demo_sets, sample_orders, sample_queries
+from hyptest.collect.scoring import reuse_freed_memory, score_orders
+from hyptest.models.embedded import load_embedded
+from hyptest.tasks import load_builtin_task
+
+N_DEMOS = 4
+TOP_K = 20
+
+
+def _setup(n_orders: int, n_queries: int, *, lexicographic: bool = True):
+    task = load_builtin_task("sentiment")
+    demos = sample_demo_sets(task, N_DEMOS, 1, seed=0, balanced=True)[0]
+    queries = sample_queries(task, n_queries, seed=0)
+    if lexicographic:
+        perms = list(itertools.permutations(range(N_DEMOS)))[:n_orders]
+    else:  # as a study samples them (order 0 = as drawn, the rest at random)
+        perms = sample_orders(N_DEMOS, n_orders, rng=np.random.default_rng(0))
+    return task, [[demos[i] for i in p] for p in perms], queries
+
+
+def _ours(lm, enc, orders, queries):
+    labels = enc.label_ids()
+    out = dict(score_orders(lm.model, enc.head_ids(), [[enc.demo_ids(d) for d in o] for o in orders],
+                            [enc.query_ids(q) for q in queries], labels, top_k=TOP_K))
+    return np.stack([out[i].label_logprobs for i in range(len(orders))])
+
+
+def _naive(lm, enc, orders, queries):
+    qids, labels = [enc.query_ids(q) for q in queries], enc.label_ids()
+    return np.stack([naive_scores(lm.model, enc.prefix_ids(o), qids, labels, TOP_K)[0] for o in orders])
+
+
+def _timed(fn):
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - w, time.process_time() - c, out
+
+
+def _scaling(lm, enc, repeats: int) -> None:
+    print("\nhyptest ICL collector, wall time (s, best of %d) vs orders and queries;" % repeats)
+    print("orders drawn as a study draws them (order 0 as drawn, the rest at random); N = 4, 2 labels, top-20")
+    sizes_o, sizes_q = (2, 6, 24), (8, 32)
+    table = {}
+    for n_o in sizes_o:
+        for n_q in sizes_q:
+            _, orders, queries = _setup(n_o, n_q, lexicographic=False)
+            table[n_o, n_q] = min(_timed(lambda: _ours(lm, enc, orders, queries))[0] for _ in range(repeats))
+    print("| orders | " + " | ".join(f"{q} queries" for q in sizes_q) + " | s per (order, query) at 32 |")
+    print("| ---: | " + " | ".join("---:" for _ in sizes_q) + " | ---: |")
+    for n_o in sizes_o:
+        cells = " | ".join(f"{table[n_o, q]:.2f}" for q in sizes_q)
+        print(f"| {n_o} | {cells} | {table[n_o, 32] / (n_o * 32):.4f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="6 orders x 8 queries (smoke test)")
+    parser.add_argument("--scaling", action="store_true", help="also print hyptest time vs orders and queries")
+    parser.add_argument("--repeats", type=int, default=3, help="hyptest runs (best kept)")
+    parser.add_argument("--naive-repeats", type=int, default=1, help="naive runs (best kept)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tuned = reuse_freed_memory()  # as UnitRunner does on CPU; process-wide, so the naive loop gets it too
+
+    lm = load_embedded(device="cpu")
+    n_orders, n_queries = (6, 8) if args.quick else (24, 32)
+    task, orders, queries = _setup(n_orders, n_queries)
+    enc = PromptEncoder(lm.tokenizer, task)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} at start, "
+          f"glibc keeps freed memory: {tuned} (both loops)")
+    print(f"work: SmolLM2-135M float32 CPU, sentiment, N={N_DEMOS}, {n_orders} orders x {n_queries} queries x "
+          f"{len(enc.label_ids())} labels, top-{TOP_K}")
+    _ours(lm, enc, orders[:1], queries[:2])  # warm-up
+
+    # interleaved: ours, naive, ours, naive, ... so that load changes hit both
+    schedule = [w for i in range(max(args.repeats, args.naive_repeats))
+                for w, k in (("ours", args.repeats), ("naive", args.naive_repeats)) if i < k]
+    ours_t, naive_t = [], []
+    ours = naive = None
+    for which in schedule:
+        if which == "ours":
+            w, c, ours = _timed(lambda: _ours(lm, enc, orders, queries))
+            ours_t.append((w, c))
+        else:
+            w, c, naive = _timed(lambda: _naive(lm, enc, orders, queries))
+            naive_t.append((w, c))
+        print(f"  {which:5s} wall {w:8.2f} s  cpu {c:8.2f} s  (load {os.getloadavg()[0]:.1f})", flush=True)
+    best_o, best_n = min(ours_t), min(naive_t)
+    cpu_o, cpu_n = min(c for _, c in ours_t), min(c for _, c in naive_t)
+    diff = max_prob_diff(ours, naive)
+    print(f"hyptest score_orders: {best_o[0]:.2f} s wall (best of {len(ours_t)}), cpu {cpu_o:.2f} s")
+    print(f"naive loop:           {best_n[0]:.2f} s wall (best of {len(naive_t)}), cpu {cpu_n:.2f} s")
+    print(f"ratio (wall) {best_n[0] / best_o[0]:.2f}, ratio (process cpu time) {cpu_n / cpu_o:.2f}")
+    if args.scaling:
+        _scaling(lm, enc, repeats=2)
+    print(f"RESULT icl ratio={best_n[0] / best_o[0]:.2f} max_abs_diff={diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
