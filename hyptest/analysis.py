@@ -92,7 +92,7 @@ def resolve_margins(per_query: pd.DataFrame, study: Study) -> tuple[dict[tuple[A
                 notes.append(f"{model}/{task}/N={n_demos}: the noise floor is 0; no equivalence test")
                 continue
             source = (f"noise floor: {study.analysis.reference} order sensitivity, even vs odd demo sets "
-                      f"(|Δ| {floor.difference:.3g} + 1.96 SE {floor.standard_error:.3g}, n = {floor.n})")
+                      f"(|Δ| {abs(floor.difference):.3g} + 1.96 SE {floor.standard_error:.3g}, n = {floor.n})")
             margins[key] = (float(floor.margin), source)
     return margins, notes
 

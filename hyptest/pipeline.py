@@ -279,6 +279,8 @@ def analyse_run(
         **(extra_provenance or {}),
     }
     provenance["warnings"] = _warnings(study, per_query, accuracy) + output.notes
+    wall = provenance["wall_time_s"]
+    wall["total"] = round(wall.get("collect", 0.0) + wall.get("analyse", 0.0), 2)  # collect includes loading
     bayes_files = _write_bayes(run, output.bayes)
     results = {
         "study": {**manifest["study"], "methods": study.method_names()},
