@@ -13,10 +13,14 @@ order) from the pretrained weights, then 32 held-out queries scored zero-shot
   first steps taken once (``train_orders``), queries scored in packed batches
   with the LM head only at scored positions (``score_orders``).
 
-Runs are interleaved and the best of each is kept. Run from the repository root:
+On a shared machine the load changes by the minute, so the work is timed per
+subtree of orders sharing their first demo (independent: each starts from the
+pretrained weights), hyptest and naive back to back, best of the repeats per
+subtree, summed. Run from the repository root:
 
     python benchmarks/bench_gd.py            # 24 orders x 32 queries
     python benchmarks/bench_gd.py --quick    # smoke test: 3 orders x 8 queries
+    python benchmarks/bench_gd.py --vmap     # also: vmap over stacked parameter copies vs sequential
 
 The last line printed is machine-readable:
 
@@ -39,7 +43,7 @@ from _naive_collect import max_prob_diff, naive_scores, naive_train
 from hyptest.collect.encoding import PromptEncoder
 from hyptest.collect.gd import TrainingExample, WeightSnapshot, train_orders
 from hyptest.collect.plan import sample_demo_sets, sample_queries
-from hyptest.collect.scoring import reuse_freed_memory, score_queries
+from hyptest.collect.scoring import MIN_HEAD_ROWS, reuse_freed_memory, score_queries
 from hyptest.models.embedded import load_embedded
 from hyptest.study import SGDMethod
 from hyptest.tasks import load_builtin_task
@@ -76,6 +80,61 @@ def _naive(lm, enc, orders, queries):
     return np.stack(out)
 
 
+def _vmap_probe(lm, enc, task, repeats: int = 5) -> None:
+    """K SGD steps (K orders at the same depth) one after another vs one vmap over K stacked parameter copies.
+
+    vmap cannot trace HF's padding mask (data-dependent control flow), so every
+    example is cut to the shortest length and its last token is the target;
+    the comparison is of speed only.
+    """
+    from torch.func import functional_call, grad, vmap
+
+    from hyptest.collect.gd import label_loss
+
+    model, lr = lm.model, METHOD.learning_rate
+    raw = [enc.training_example(d) for d in task.demos[:4]]
+    length = min(len(ids) for ids, _ in raw)
+    cut = [(ids[:length], [length - 1]) for ids, _ in raw]
+    decoder = model.get_decoder()
+    prefix = "model."
+
+    def loss_fn(params, ids, tok):
+        inner = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+        hidden = functional_call(decoder, inner, (), {"input_ids": ids[None]}).last_hidden_state[0, -MIN_HEAD_ROWS:]
+        logits = hidden @ params["model.embed_tokens.weight"].T  # tied LM head, on >= MIN_HEAD_ROWS rows as ours
+        return -torch.log_softmax(logits[-1], -1).gather(0, tok[None])[0]
+
+    def sequential(k):
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        for b in range(k):
+            ids, targets = cut[b % 4]
+            opt.zero_grad(set_to_none=True)
+            label_loss(model, [TrainingExample(tuple(ids), tuple(targets))]).backward()
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def vmapped(k, stacked):
+        ids = torch.tensor([cut[b % 4][0] for b in range(k)])
+        tok = torch.tensor([cut[b % 4][0][-1] for b in range(k)])
+        grads = vmap(grad(loss_fn))(stacked, ids, tok)
+        with torch.no_grad():
+            torch._foreach_add_(list(stacked.values()), [grads[n] for n in stacked], alpha=-lr)
+
+    snapshot = WeightSnapshot(model)
+    print(f"\nseveral orders at once: K SGD steps in sequence vs one torch.func.vmap over K parameter copies "
+          f"(s, best of {repeats})")
+    for k in (2, 4):
+        stacked = {n: p.detach().unsqueeze(0).repeat(k, *[1] * p.dim()) for n, p in model.named_parameters()}
+        vmapped(k, stacked)  # warm-up
+        t_seq = t_vmap = float("inf")
+        for _ in range(repeats):  # interleaved
+            t_seq = min(t_seq, _timed(lambda: sequential(k))[0])
+            t_vmap = min(t_vmap, _timed(lambda: vmapped(k, stacked))[0])
+        print(f"  K={k}: sequential {t_seq:.3f}, vmap {t_vmap:.3f}, vmap/sequential {t_vmap / t_seq:.2f}")
+        del stacked
+    snapshot.restore()
+
+
 def _timed(fn):
     w, c = time.perf_counter(), time.process_time()
     out = fn()
@@ -88,6 +147,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="hyptest runs (best kept)")
     parser.add_argument("--naive-repeats", type=int, default=1, help="naive runs (best kept)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--vmap", action="store_true", help="also time vmap over stacked parameter copies")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tuned = reuse_freed_memory()  # as UnitRunner does on CPU; process-wide, so the naive loop gets it too
@@ -104,28 +164,42 @@ def main() -> None:
           f"{n_orders} orders, then {n_queries} queries x {len(enc.label_ids())} labels zero-shot, top-{TOP_K}")
     _ours(lm, enc, orders[:1], queries[:2], snapshot)  # warm-up
 
-    schedule = [w for i in range(max(args.repeats, args.naive_repeats))
-                for w, k in (("ours", args.repeats), ("naive", args.naive_repeats)) if i < k]
-    ours_t, naive_t = [], []
-    ours = naive = None
-    for which in schedule:
-        if which == "ours":
-            w, c, ours = _timed(lambda: _ours(lm, enc, orders, queries, snapshot))
-            ours_t.append((w, c))
-        else:
-            w, c, naive = _timed(lambda: _naive(lm, enc, orders, queries))
-            naive_t.append((w, c))
-        print(f"  {which:5s} wall {w:8.2f} s  cpu {c:8.2f} s  (load {os.getloadavg()[0]:.1f})", flush=True)
-    best_o, best_n = min(w for w, _ in ours_t), min(w for w, _ in naive_t)
-    cpu_o, cpu_n = min(c for _, c in ours_t), min(c for _, c in naive_t)
+    # Timed per subtree of orders sharing their first demo (independent: each starts from the
+    # pretrained weights), hyptest and naive back to back, best of the repeats per subtree, summed.
+    subtrees: dict[str, list[int]] = {}
+    for i, order in enumerate(orders):
+        subtrees.setdefault(order[0].id, []).append(i)
+    ours = np.zeros((len(orders), len(queries), len(enc.label_ids())))
+    naive = np.zeros_like(ours)
+    t_ours = t_naive = c_ours = c_naive = 0.0
+    for members in subtrees.values():
+        part = [orders[i] for i in members]
+        best_o = best_n = (float("inf"), float("inf"))
+        for r in range(max(args.repeats, args.naive_repeats)):
+            if r < args.repeats:
+                w, c, out = _timed(lambda: _ours(lm, enc, part, queries, snapshot))
+                best_o = min(best_o, (w, c))
+                ours[members] = out
+            if r < args.naive_repeats:
+                w, c, out = _timed(lambda: _naive(lm, enc, part, queries))
+                best_n = min(best_n, (w, c))
+                naive[members] = out
+        t_ours, c_ours = t_ours + best_o[0], c_ours + best_o[1]
+        t_naive, c_naive = t_naive + best_n[0], c_naive + best_n[1]
+        print(f"  subtree of {len(part)} orders: hyptest {best_o[0]:7.2f} s (cpu {best_o[1]:7.2f}), naive "
+              f"{best_n[0]:8.2f} s (cpu {best_n[1]:8.2f}), load {os.getloadavg()[0]:.1f}", flush=True)
     diff = max_prob_diff(ours, naive)
     moved = max_prob_diff(ours[0], score_queries(lm.model, enc.head_ids(), [enc.query_ids(q) for q in queries],
                                                  enc.label_ids(), top_k=TOP_K).label_logprobs)
-    print(f"hyptest train_orders + score_queries: {best_o:.2f} s wall (best of {len(ours_t)}), cpu {cpu_o:.2f} s")
-    print(f"naive deepcopy + loop + full logits:  {best_n:.2f} s wall (best of {len(naive_t)}), cpu {cpu_n:.2f} s")
-    print(f"ratio (wall) {best_n / best_o:.2f}, ratio (process cpu time) {cpu_n / cpu_o:.2f}")
+    print(f"hyptest train_orders + score_queries: {t_ours:.2f} s wall summed over subtrees (best of {args.repeats} "
+          f"each), cpu {c_ours:.2f} s")
+    print(f"naive deepcopy + loop + full logits:  {t_naive:.2f} s wall summed over subtrees (best of "
+          f"{args.naive_repeats} each), cpu {c_naive:.2f} s")
+    print(f"ratio (wall) {t_naive / t_ours:.2f}, ratio (process cpu time) {c_naive / c_ours:.2f}")
     print(f"training moved the probabilities by up to {moved:.2e} (so the comparison is not vacuous)")
-    print(f"RESULT gd ratio={best_n / best_o:.2f} max_abs_diff={diff:.2e}")
+    if args.vmap:
+        _vmap_probe(lm, enc, task)
+    print(f"RESULT gd ratio={t_naive / t_ours:.2f} max_abs_diff={diff:.2e}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ _LIBRARIES = ("torch", "transformers", "numpy", "scipy", "pandas", "statsmodels"
 _KEY_LIBRARIES = ("torch", "transformers")
 #: Version of hyptest's collectors (prompt encoding, scoring, training); part of every unit key.
 #: Bump it whenever a change to hyptest/collect/ can change a stored number.
-COLLECTOR_VERSION = "2"
+COLLECTOR_VERSION = "3"
 #: Null-distribution values kept in results.json per comparison (for the report's histogram).
 _NULL_KEEP = 1000
 #: Analyses whose permutation null distribution is kept for the report's histograms.

@@ -369,3 +369,15 @@ def test_cuda_scores_and_training_match_cpu(tiny_lm, sentiment, dtype):
         np.testing.assert_allclose(losses, expected[index][0], rtol=1e-4)
         for p, q in zip(gpu.parameters(), expected[index][1]):
             torch.testing.assert_close(p.cpu(), q, atol=1e-5, rtol=1e-4)
+
+
+def test_lm_head_on_few_rows_is_padded_and_exact(tiny_lm):
+    from hyptest.collect.scoring import MIN_HEAD_ROWS, lm_head_logits
+
+    hidden = torch.randn(MIN_HEAD_ROWS + 3, tiny_lm.model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = tiny_lm.model.get_output_embeddings()(hidden)
+        for rows in (1, 2, MIN_HEAD_ROWS + 3):
+            got = lm_head_logits(tiny_lm.model, hidden[:rows])
+            assert got.shape == (rows, full.shape[1])
+            torch.testing.assert_close(got, full[:rows], atol=1e-6, rtol=1e-6)

@@ -126,3 +126,39 @@ def test_shared_sgd_steps_are_bitwise_the_straight_loop(smol, sentiment):
         assert losses == expected[index][0]
         assert all(torch.equal(p, q) for p, q in zip(probe, expected[index][1]))
     assert seen == {0, 1, 2}
+
+
+def test_label_loss_gradient_is_as_accurate_as_the_full_logit_loss(smol, sentiment):
+    """The LM head on the label position only must not lose precision (small-M BLAS path; see lm_head_logits)."""
+    import copy
+
+    import torch
+
+    from hyptest.collect.encoding import PromptEncoder
+    from hyptest.collect.gd import TrainingExample, label_loss
+
+    from ._naive import example_loss
+
+    enc = PromptEncoder(smol.tokenizer, sentiment)
+    ids, targets = enc.training_example(sentiment.demos[0])
+
+    def grads(model, loss_fn):
+        model.zero_grad(set_to_none=True)
+        loss_fn(model).backward()
+        out = [p.grad.detach().double().clone() for p in model.parameters()]
+        model.zero_grad(set_to_none=True)
+        return out
+
+    ours = grads(smol.model, lambda m: label_loss(m, [TrainingExample(tuple(ids), tuple(targets))]))
+    full = grads(smol.model, lambda m: example_loss(m, ids, targets))
+    def float64_loss(m):
+        logp = torch.log_softmax(m(torch.tensor([list(ids)])).logits[0], dim=-1)  # float64 model: float64 throughout
+        return -sum(logp[t - 1, ids[t]] for t in targets)
+
+    exact = grads(copy.deepcopy(smol.model).double(), float64_loss)
+
+    def rel(g):
+        return float(sum(((a - b) ** 2).sum() for a, b in zip(g, exact)).sqrt()
+                     / sum((b ** 2).sum() for b in exact).sqrt())
+
+    assert rel(ours) < max(2 * rel(full), 1e-5)
