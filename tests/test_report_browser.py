@@ -34,6 +34,7 @@ if not CHROMIUM.is_file():
 from hyptest.report import write_report  # noqa: E402
 
 from .test_report import synthetic  # noqa: E402
+from .test_report_figures import SECTION_IDS, new_sections  # noqa: E402
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -63,6 +64,14 @@ def browser():
 def synthetic_run(tmp_path_factory) -> tuple[pathlib.Path, dict]:
     run_dir = tmp_path_factory.mktemp("synthetic")
     per_query, results, per_order, study_text = synthetic(evil_task=CANARY)
+    # every further-analysis section, with the canary as the model / group name
+    results.update(new_sections(evil=CANARY))
+    try:  # the first Bayes slice's posterior file, for its rank plot
+        from .test_report_figures import _write_idata
+
+        _write_idata(run_dir / results["bayes"][0]["file"])
+    except ImportError:
+        pass
     write_report(run_dir, results, per_query, study_text, per_order=per_order)
     return run_dir, results
 
@@ -262,3 +271,30 @@ def test_screenshot(loaded, tmp_path):
     assert data[12:16] == b"IHDR"
     width, height = struct.unpack(">II", data[16:24])
     assert width == VIEWPORT["width"] and height > VIEWPORT["height"]
+
+
+@pytest.mark.parametrize("loaded", ["synthetic"], indirect=True)
+def test_new_sections_in_the_browser(loaded):
+    """N sweep, trajectories, checkpoints, vocabulary, Dai by layer, sparsity and rank plots render and fit."""
+    page = loaded.page
+    for sid in SECTION_IDS:
+        section = page.locator(f"section#{sid}")
+        assert section.count() == 1, sid
+        assert page.locator(f"nav.toc a[href='#{sid}']").count() == 1, sid
+        figs = section.locator("figure svg")
+        assert figs.count() >= 1, sid
+        for i in range(figs.count()):
+            box = figs.nth(i).bounding_box()
+            assert box is not None and box["width"] > 300 and box["height"] > 100, (sid, i, box)
+        assert section.locator(".method-note").is_visible(), sid
+        assert section.locator("table").count() >= 1, sid
+        # the hostile model name is shown as text (escaped), never run
+        assert CANARY in section.inner_text(), sid
+    assert page.locator("svg.line-panels").count() >= 5
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    if (loaded.run_dir / loaded.results["bayes"][0]["file"]).exists():
+        rank = page.locator("#bayes figure.rank-plot svg")
+        assert rank.count() == 1
+        assert rank.locator("rect.bar").count() > 0
+    # nothing is wider than the screen
+    assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"]

@@ -59,6 +59,11 @@ __all__ = [
     "DEFAULT_METHOD_ORDER",
     "SCATTER_MAX_POINTS",
     "order_pairs",
+    "N_SWEEP_METRICS",
+    "TRAJECTORY_METRICS",
+    "CHECKPOINT_METRICS",
+    "DAI_METRICS",
+    "RANK_PLOT_VAR",
 ]
 
 #: Plain-words display names of the known methods.
@@ -1265,6 +1270,7 @@ def _bayes_view(
                 "n_flagged": sum(d["flagged"] for d in dv),
                 "hdi_level": hdi_level,
                 "rope": fmt_num(rope) if rope is not None else "",
+                "rank": _rank_view(sl, run_dir, colors, label),
             }
         )
     return {
@@ -1388,6 +1394,528 @@ def _agreement_view(
         )
     return {"groups": groups, "figures": figures, "metrics": metric_views,
             "reference": method_display(reference), "ref_short": ref_name}
+
+
+# --------------------------------------------------------------------------- #
+# Further analyses: N sweep, trajectories, checkpoints, vocabulary-level order
+# sensitivity, Dai et al. metrics by layer, weight sparsity, rank plots
+# --------------------------------------------------------------------------- #
+#: ``results["n_sweep"]`` metric -> (display name, y axis label with units).
+N_SWEEP_METRICS: dict[str, tuple[str, str]] = {
+    "accuracy": ("accuracy", "accuracy (share correct, 0–1)"),
+    "order_sd": ("order sensitivity", "mean std of P(gold) across orders"),
+    "token_overlap": ("token overlap", "share of top-k tokens shared (0–1)"),
+    "overlap_cosine": ("overlap cosine", "cosine on shared top-k (−1–1)"),
+    "label_js": ("label JS divergence", "JS divergence (nats)"),
+}
+
+#: ``results["trajectories"]`` metric -> (display name, y axis label with units).
+TRAJECTORY_METRICS: dict[str, tuple[str, str]] = {
+    "label_js_to_icl": ("label JS divergence to ICL", "JS divergence (nats)"),
+    "token_overlap_to_icl": ("token overlap with ICL", "share of top-k tokens shared (0–1)"),
+    "p_gold": ("P(gold)", "probability of the gold label (0–1)"),
+    "accuracy": ("accuracy", "accuracy (share correct, 0–1)"),
+}
+
+#: ``results["checkpoints"]`` metric -> (display name, y axis label with units).
+CHECKPOINT_METRICS: dict[str, tuple[str, str]] = {
+    "accuracy": ("accuracy", "accuracy (share correct, 0–1)"),
+    "order_sd": ("order sensitivity", "mean std of P(gold) across orders"),
+}
+
+#: Dai et al. (2023) analyses -> (display name, y axis label); Rec2FTP has no layer.
+DAI_METRICS: dict[str, tuple[str, str]] = {
+    "simaou": ("SimAOU", "cosine similarity of attention-output updates"),
+    "simam": ("SimAM", "cosine similarity of attention maps"),
+    "kendall": ("Kendall", "Kendall's τ of attention weights"),
+    "rec2ftp": ("Rec2FTP", "P(ICL right | ZS wrong, FT right)"),
+}
+
+
+def _metric_names(table: Mapping[str, tuple[str, str]], metric: str) -> tuple[str, str]:
+    """(display name, y label) of a metric; unknown metrics read as their name."""
+    if metric in table:
+        return table[metric]
+    name = metric.replace("_", " ")
+    return name, name
+
+
+def _ordered_metrics(table: Mapping[str, Any], present: Iterable[str]) -> list[str]:
+    present = list(dict.fromkeys(present))
+    return [m for m in table if m in present] + [m for m in present if m not in table]
+
+
+def _ordered_methods(present: Iterable[str], methods_order: Sequence[str], reference: str | None = None) -> list[str]:
+    """Methods in the report's order, the reference first, grid members after their family."""
+    present = list(dict.fromkeys(str(m) for m in present))
+
+    def rank(m: str) -> tuple:
+        fam = svg.method_family(m)
+        i = methods_order.index(m) if m in methods_order else (
+            methods_order.index(fam) if fam in methods_order else len(methods_order))
+        return (0 if m == reference else 1, i, fam, 0 if m == fam else 1, present.index(m))
+
+    return sorted(present, key=rank)
+
+
+def _short_method(m: str) -> str:
+    return SHORT_METHOD_NAMES.get(str(m).lower(), str(m))
+
+
+def _est_ci(r: Mapping[str, Any], est: str = "estimate") -> str:
+    """``"0.81 [0.78, 0.84]"``, or only the estimate when there is no interval."""
+    ci = fmt_ci(r.get("ci_low"), r.get("ci_high"))
+    return fmt_num(r.get(est)) + ("" if ci == _DASH else f" {ci}")
+
+
+def _point(x: Any, r: Mapping[str, Any], est: str = "estimate", *, marked: bool = False) -> svg.SeriesPoint:
+    return svg.SeriesPoint(x=x, y=_as_float(r.get(est)), lo=_as_float(r.get("ci_low")),
+                           hi=_as_float(r.get("ci_high")), marked=marked)
+
+
+def _num_sort(values: Iterable[Any]) -> list[Any]:
+    """Distinct values, numbers first in increasing order, then the rest as text."""
+    vals = list(dict.fromkeys(_n_demos_key(v) for v in values))
+    return sorted(vals, key=lambda v: (0, v) if isinstance(v, (int, float)) else (1, str(v)))
+
+
+def _n_sweep_view(
+    results: Mapping[str, Any], methods_order: list[str], colors: dict[str, str], reference: str
+) -> dict[str, Any] | None:
+    """Figures and tables of ``results["n_sweep"]``, one per (model, task); None without rows.
+
+    Reads ``model``, ``task``, ``method``, ``n_demos``, ``metric``,
+    ``estimate``, ``ci_low`` and ``ci_high`` of each row.
+    """
+    rows = [r for r in _rows(results, "n_sweep") if r.get("metric") is not None and r.get("method") is not None]
+    if not rows:
+        return None
+    ref = _short_method(reference)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((_scalar(r.get("model")), _scalar(r.get("task"))), []).append(r)
+    out = []
+    for gi, (key, grp) in enumerate(sorted(groups.items())):
+        ns = _num_sort(r.get("n_demos") for r in grp)
+        cats = [fmt_num(n) for n in ns]
+        metrics = _ordered_metrics(N_SWEEP_METRICS, (str(r["metric"]) for r in grp))
+        methods = _ordered_methods((str(r["method"]) for r in grp), methods_order, reference)
+        cols = svg.family_colors(methods, colors)
+        panels, table = [], []
+        for metric in metrics:
+            name, y_label = _metric_names(N_SWEEP_METRICS, metric)
+            mine = [r for r in grp if str(r["metric"]) == metric]
+            series: dict[str, list[svg.SeriesPoint]] = {}
+            for r in mine:
+                series.setdefault(str(r["method"]), []).append(_point(fmt_num(_n_demos_key(r.get("n_demos"))), r))
+            agreement = metric in AGREEMENT_METRICS
+            note = f"{ref}: vs {ref}, another order · others: vs {ref}, same order" if agreement else ""
+            panels.append(svg.Panel(title=name, y_label=y_label, series=series, note=note))
+            for m in methods:
+                cells = {fmt_num(_n_demos_key(r.get("n_demos"))): _est_ci(r) for r in mine if str(r["method"]) == m}
+                if not cells:
+                    continue
+                label = method_display(m)
+                if agreement:
+                    label = (f"{ref} vs {ref} (another order)" if m == reference
+                             else f"{_short_method(m)} vs {ref} (same order)")
+                table.append({"metric": name, "method": m, "label": label, "color": cols.get(m, "#444444"),
+                              "cells": [cells.get(c, _DASH) for c in cats]})
+        title = f"N sweep — {key[1]} · {key[0]}"
+        figure = svg.line_panels(
+            panels, title=title, x_label="N (demonstrations per prompt)", categories=cats,
+            interval="whiskers", series_order=methods,
+            series_labels={m: method_display(m) for m in methods}, colors=cols, panel_width=340,
+        )
+        out.append({"anchor": f"n-sweep-{gi}", "label": f"{key[1]} · {key[0]}", "figure": Markup(figure),
+                    "ns": cats, "table": table})
+    return {"groups": out, "reference": method_display(reference), "ref_short": ref}
+
+
+def _reference_value(
+    traj: list[dict[str, Any]], results: Mapping[str, Any], key: tuple[str, str, Any], metric: str, reference: str
+) -> float | None:
+    """The reference's (ICL's) value of ``metric`` for a trajectory group.
+
+    Taken from the group's rows of the reference method (the last step), else
+    from ``results["accuracy"]`` (``accuracy`` or ``mean_p_gold``).
+    """
+    own = [r for r in traj if str(r.get("method")) == reference and str(r.get("metric")) == metric
+           and _as_float(r.get("estimate")) is not None]
+    if own:
+        last = max(own, key=lambda r: _as_float(r.get("step")) or 0.0)
+        return _as_float(last.get("estimate"))
+    column = {"accuracy": "accuracy", "p_gold": "mean_p_gold"}.get(metric)
+    if column is None:
+        return None
+    for r in _rows(results, "accuracy"):
+        if (str(r.get("method")) == reference
+                and _group_key(r.get("model"), r.get("task"), r.get("n_demos")) == key):
+            return _as_float(r.get(column))
+    return None
+
+
+def _trajectories_view(
+    results: Mapping[str, Any], methods_order: list[str], colors: dict[str, str], reference: str
+) -> dict[str, Any] | None:
+    """Figures per (model, task, N) of ``results["trajectories"]`` and the ``closest_to_icl`` table.
+
+    Reads ``model``, ``task``, ``n_demos``, ``method``, ``step``, ``metric``,
+    ``estimate``, ``ci_low`` and ``ci_high`` of ``trajectories`` rows, and
+    ``model``, ``task``, ``n_demos``, ``family``, ``method``, ``step``,
+    ``label_js_to_icl``, ``ci_low`` and ``ci_high`` of ``closest_to_icl``
+    rows; None when both are missing.
+    """
+    traj = [r for r in _rows(results, "trajectories") if r.get("metric") is not None and r.get("method") is not None]
+    closest = _rows(results, "closest_to_icl")
+    if not traj and not closest:
+        return None
+    ref = _short_method(reference)
+    groups: dict[tuple[str, str, Any], list[dict[str, Any]]] = {}
+    for r in traj:
+        groups.setdefault(_group_key(r.get("model"), r.get("task"), r.get("n_demos")), []).append(r)
+    out = []
+    for gi, key in enumerate(sorted(groups, key=_sort_key)):
+        grp = groups[key]
+        label = _context_label(key[0] or None, key[1] or None, key[2])
+        metrics = _ordered_metrics(TRAJECTORY_METRICS, (str(r["metric"]) for r in grp))
+        methods = _ordered_methods((str(r["method"]) for r in grp if str(r["method"]) != reference), methods_order)
+        cols = svg.family_colors(methods, colors)
+        panels, table = [], []
+        for metric in metrics:
+            name, y_label = _metric_names(TRAJECTORY_METRICS, metric)
+            mine = [r for r in grp if str(r["metric"]) == metric and str(r["method"]) != reference]
+            series: dict[str, list[svg.SeriesPoint]] = {}
+            for r in mine:
+                if _as_float(r.get("step")) is not None:
+                    series.setdefault(str(r["method"]), []).append(_point(_as_float(r.get("step")), r))
+            hlines = []
+            if metric in ("p_gold", "accuracy"):
+                v = _reference_value(grp, results, key, metric, reference)
+                if v is not None:
+                    hlines.append((v, f"{ref} (no training)"))
+            panels.append(svg.Panel(title=name, y_label=y_label, series=series, hlines=hlines))
+            for m in methods:
+                pts = sorted((r for r in mine if str(r["method"]) == m and _as_float(r.get("step")) is not None),
+                             key=lambda r: _as_float(r.get("step")))
+                if not pts:
+                    continue
+                first, last = pts[0], pts[-1]
+                table.append({"metric": name, "method": m, "color": cols.get(m, "#444444"),
+                              "first_step": fmt_num(_n_demos_key(first.get("step"))), "first": _est_ci(first),
+                              "last_step": fmt_num(_n_demos_key(last.get("step"))), "last": _est_ci(last),
+                              "reference": fmt_num(hlines[0][0]) if hlines else ""})
+        figure = svg.line_panels(
+            panels, title=f"Training trajectories — {label}", x_label="optimisation step (0 = before training)",
+            interval="band", series_order=methods, series_labels={m: method_display(m) for m in methods},
+            colors=cols, max_columns=2, panel_width=380,
+        )
+        out.append({"anchor": f"trajectory-{gi}", "label": label, "figure": Markup(figure), "table": table})
+    closest_rows = []
+    for r in sorted(closest, key=lambda r: (*_sort_key(_group_key(r.get("model"), r.get("task"), r.get("n_demos"))),
+                                           str(r.get("family")))):
+        closest_rows.append({
+            "context": _context_label(r.get("model"), r.get("task"), r.get("n_demos")),
+            "family": _scalar(r.get("family")), "method": method_display(r.get("method")),
+            "step": fmt_num(_n_demos_key(r.get("step"))),
+            "value": _est_ci(r, "label_js_to_icl"),
+        })
+    return {"groups": out, "closest": closest_rows, "reference": method_display(reference), "ref_short": ref}
+
+
+def _checkpoints_view(
+    results: Mapping[str, Any], methods_order: list[str], colors: dict[str, str]
+) -> dict[str, Any] | None:
+    """One figure per base model (``group``) of ``results["checkpoints"]``; None without rows.
+
+    Reads ``group``, ``checkpoint``, ``model``, ``task``, ``n_demos``,
+    ``method``, ``metric``, ``estimate``, ``ci_low`` and ``ci_high``.  The
+    checkpoints keep the order in which they are listed.
+    """
+    rows = [r for r in _rows(results, "checkpoints")
+            if r.get("checkpoint") is not None and r.get("metric") is not None and r.get("method") is not None]
+    if not rows:
+        return None
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(_scalar(r.get("group")), []).append(r)
+    out = []
+    for gi, (group, grp) in enumerate(groups.items()):
+        cats = list(dict.fromkeys(_scalar(r.get("checkpoint")) for r in grp))
+        models = {c: _scalar(r.get("model")) for r in grp for c in [_scalar(r.get("checkpoint"))]}
+        methods = _ordered_methods((str(r["method"]) for r in grp), methods_order)
+        cols = svg.family_colors(methods, colors)
+        slices = list(dict.fromkeys((_scalar(r.get("task")), _n_demos_key(r.get("n_demos"))) for r in grp))
+        metrics = _ordered_metrics(CHECKPOINT_METRICS, (str(r["metric"]) for r in grp))
+        panels, table = [], []
+        for task, n in slices:
+            for metric in metrics:
+                mine = [r for r in grp if str(r["metric"]) == metric and _scalar(r.get("task")) == task
+                        and _n_demos_key(r.get("n_demos")) == n]
+                if not mine:
+                    continue
+                name, y_label = _metric_names(CHECKPOINT_METRICS, metric)
+                series: dict[str, list[svg.SeriesPoint]] = {}
+                for r in mine:
+                    series.setdefault(str(r["method"]), []).append(_point(_scalar(r.get("checkpoint")), r))
+                where = f"{task} · N={fmt_num(n)}"
+                panels.append(svg.Panel(title=f"{name} · {where}", y_label=y_label, series=series))
+                for m in methods:
+                    cells = {_scalar(r.get("checkpoint")): _est_ci(r) for r in mine if str(r["method"]) == m}
+                    if cells:
+                        table.append({"where": where, "metric": name, "method": method_display(m),
+                                      "color": cols.get(m, "#444444"), "cells": [cells.get(c, _DASH) for c in cats]})
+        figure = svg.line_panels(
+            panels, title=f"Checkpoints of {group}", x_label="checkpoint (in listed order)", categories=cats,
+            interval="whiskers", series_order=methods, series_labels={m: method_display(m) for m in methods},
+            colors=cols, max_columns=2, panel_width=max(340, 70 + 60 * len(cats)),
+        )
+        out.append({"anchor": f"checkpoints-{gi}", "group": group, "figure": Markup(figure),
+                    "checkpoints": [{"label": c, "model": models.get(c, _DASH)} for c in cats], "table": table})
+    return {"groups": out}
+
+
+def _vocab_view(results: Mapping[str, Any], methods_order: list[str], colors: dict[str, str]) -> dict[str, Any] | None:
+    """Bar chart and table of ``results["vocab_order_sensitivity"]``; None without rows.
+
+    Reads ``model``, ``task``, ``n_demos``, ``method``, ``estimate``,
+    ``ci_low``, ``ci_high`` and ``bound``.
+    """
+    rows = [r for r in _rows(results, "vocab_order_sensitivity") if r.get("method") is not None]
+    if not rows:
+        return None
+    keys = sorted({_group_key(r.get("model"), r.get("task"), r.get("n_demos")) for r in rows}, key=_sort_key)
+    methods = _ordered_methods((str(r["method"]) for r in rows), methods_order)
+    cols = svg.family_colors(methods, colors)
+    glabels = {k: _context_label(k[0] or None, k[1] or None, k[2]) for k in keys}
+    values = {}
+    for r in rows:
+        v = _as_float(r.get("estimate"))
+        if v is not None:
+            values[(glabels[_group_key(r.get("model"), r.get("task"), r.get("n_demos"))], str(r["method"]))] = v
+    figure = svg.grouped_bar_chart(
+        [glabels[k] for k in keys], methods, values,
+        title="Order sensitivity over the vocabulary",
+        y_label="Σ over tokens of std across orders",
+        series_labels={m: method_display(m) for m in methods}, colors=cols,
+        width=max(420, 80 + len(keys) * (len(methods) * 30 + 26)),
+    )
+    table = []
+    for r in sorted(rows, key=lambda r: (*_sort_key(_group_key(r.get("model"), r.get("task"), r.get("n_demos"))),
+                                        methods.index(str(r["method"])))):
+        table.append({"context": _context_label(r.get("model"), r.get("task"), r.get("n_demos")),
+                      "method": method_display(r.get("method")), "color": cols.get(str(r["method"]), "#444444"),
+                      "estimate": fmt_num(r.get("estimate")), "ci": fmt_ci(r.get("ci_low"), r.get("ci_high")),
+                      "bound": fmt_num(r.get("bound"))})
+    return {"figure": Markup(figure), "table": table}
+
+
+def _dai_metric(row: Mapping[str, Any]) -> str | None:
+    """The Dai analysis of a row: its key, or the key whose display name starts the (reworded) analysis."""
+    a = str(row.get("analysis") or "")
+    if a.lower() in DAI_METRICS:
+        return a.lower()
+    for k, (name, _) in DAI_METRICS.items():
+        if a.startswith(name + " ") or a == name:
+            return k
+    return None
+
+
+def _differs(verdict: Any) -> bool:
+    """True for a verdict that says the metric differs from its baseline."""
+    return str(verdict or "").strip().lower().startswith("differ")
+
+
+def _dai_rows(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """Dai rows in one shape, and whether they were read from a ``hyptest reanalyse`` view.
+
+    ``results["dai"]["comparisons"]`` is used as given.  Otherwise the
+    comparison rows that carry a ``layer`` key and a Dai analysis are used;
+    rows reworded by ``hyptest reanalyse`` (``estimate`` = the difference
+    from the baseline, ``difference`` kept) are turned back into the metric:
+    estimate = baseline + difference, and the interval is the difference's
+    CI shifted by the baseline.
+    """
+    dai = results.get("dai") if isinstance(results.get("dai"), Mapping) else None
+    if dai is not None and _rows(dai, "comparisons"):
+        rows = []
+        for r in _rows(dai, "comparisons"):
+            metric = _dai_metric(r)
+            if metric is not None:
+                rows.append({**r, "_metric": metric})
+        return rows, False
+    rows, shifted = [], False
+    for c in comparisons:
+        if "layer" not in c or "baseline" not in c:
+            continue
+        metric = _dai_metric(c)
+        if metric is None:
+            continue
+        r = dict(c, _metric=metric)
+        if "difference" in c and str(c.get("analysis") or "").lower() not in DAI_METRICS:
+            base = _as_float(c.get("baseline"))
+            diff = _as_float(c.get("difference"))
+            lo, hi = _as_float(c.get("difference_ci_low")), _as_float(c.get("difference_ci_high"))
+            r["estimate"] = None if base is None or diff is None else base + diff
+            r["ci_low"] = None if base is None or lo is None else base + lo
+            r["ci_high"] = None if base is None or hi is None else base + hi
+            shifted = True
+        rows.append(r)
+    return rows, shifted
+
+
+def _dai_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Dai et al. metrics by layer per (model, task), the layer-averaged table and correctness.
+
+    Reads ``model``, ``task``, ``analysis``, ``layer``, ``estimate``,
+    ``ci_low``, ``ci_high``, ``baseline``, ``baseline_name``, ``p_value``,
+    ``p_adj`` (or ``p_adjusted``) and ``verdict`` of
+    ``results["dai"]["comparisons"]`` (else of the comparison rows with a
+    ``layer``), and ``model``, ``task``, ``zs_correct``, ``ft_correct``,
+    ``icl_correct`` of ``results["dai"]["correctness"]`` (else
+    ``results["correctness"]``).  None without Dai rows.
+    """
+    rows, shifted = _dai_rows(results, comparisons)
+    dai = results.get("dai") if isinstance(results.get("dai"), Mapping) else {}
+    correctness = _rows(dai, "correctness") or _rows(results, "correctness")
+    if not rows and not correctness:
+        return None
+    color = "#0072B2"
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((_scalar(r.get("model")), _scalar(r.get("task"))), []).append(r)
+    out = []
+    for gi, (key, grp) in enumerate(sorted(groups.items())):
+        panels = []
+        counts = []
+        for metric in ("simaou", "simam", "kendall"):
+            by_layer = [r for r in grp if r["_metric"] == metric and _as_float(r.get("layer")) is not None]
+            if not by_layer:
+                continue
+            name, y_label = DAI_METRICS[metric]
+            pts = [_point(_as_float(r.get("layer")), r, marked=_differs(r.get("verdict"))) for r in by_layer]
+            baseline_name = next((str(r.get("baseline_name")) for r in by_layer if r.get("baseline_name")), "baseline")
+            base = [(_as_float(r.get("layer")), _as_float(r.get("baseline"))) for r in by_layer]
+            panels.append(svg.Panel(title=name, y_label=y_label, series={name: pts},
+                                    ref_lines=({f"baseline: {baseline_name}": base}
+                                               if any(b is not None for _, b in base) else {}),
+                                    note=f"dashed: {baseline_name}"))
+            diff_layers = sorted(int(_as_float(r.get("layer"))) for r in by_layer if _differs(r.get("verdict")))
+            counts.append({"metric": name, "n": len(by_layer), "k": len(diff_layers),
+                           "layers": ", ".join(str(x) for x in diff_layers) or "none"})
+        figure = None
+        if panels:
+            figure = Markup(svg.line_panels(
+                panels, title=f"Dai et al. metrics by layer — {key[1]} · {key[0]}", x_label="layer (0-based)",
+                interval="band", colors={p.title: color for p in panels},
+                series_labels={p.title: f"{p.title} (estimate)" for p in panels},
+                marker_label="differs from its baseline (adjusted p < α)",
+                interval_label="CI of the difference, around the estimate" if shifted else "95% CI",
+            ))
+        table = []
+        for r in sorted((r for r in grp if _as_float(r.get("layer")) is None),
+                        key=lambda r: list(DAI_METRICS).index(r["_metric"])):
+            p_adj = r.get("p_adj") if r.get("p_adj") is not None else r.get("p_adjusted")
+            verdict = r.get("verdict") or "inconclusive"
+            table.append({
+                "metric": DAI_METRICS[r["_metric"]][0],
+                "where": "examples ZS got wrong" if r["_metric"] == "rec2ftp" else "averaged over layers",
+                "estimate": _est_ci(r), "baseline": fmt_num(r.get("baseline")),
+                "baseline_name": _scalar(r.get("baseline_name")) if r.get("baseline_name") is not None else _DASH,
+                "p_value": fmt_p(r.get("p_value")), "p_adj": fmt_p(p_adj),
+                "verdict": _verdict_word(verdict), "differs": _differs(verdict),
+            })
+        out.append({"anchor": f"dai-{gi}", "label": f"{key[1]} · {key[0]}", "figure": figure,
+                    "table": table, "layer_counts": counts})
+    corr = [{"model": _scalar(r.get("model")), "task": _scalar(r.get("task")),
+             "zs": fmt_num(r.get("zs_correct")), "ft": fmt_num(r.get("ft_correct")),
+             "icl": fmt_num(r.get("icl_correct"))}
+            for r in sorted(correctness, key=lambda r: (_scalar(r.get("model")), _scalar(r.get("task"))))]
+    return {"groups": out, "correctness": corr, "shifted": shifted}
+
+
+def _sparsity_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One figure per model of ``results["sparsity"]``; None without rows.
+
+    Reads ``model``, ``layer``, ``matrix``, ``threshold``, ``relative`` and
+    ``sparsity`` (a share in [0, 1]).
+    """
+    rows = [r for r in _rows(results, "sparsity")
+            if r.get("matrix") is not None and _as_float(r.get("layer")) is not None]
+    if not rows:
+        return None
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(_scalar(r.get("model")), []).append(r)
+    out = []
+    for gi, (model, grp) in enumerate(sorted(groups.items())):
+        matrices = list(dict.fromkeys(str(r["matrix"]) for r in grp))
+        cols = svg.method_colors(matrices)
+        settings = list(dict.fromkeys((_as_float(r.get("threshold")), bool(r.get("relative"))) for r in grp))
+        panels, table, captions = [], [], []
+        for thr, rel in settings:
+            what = (f"|w| < {fmt_num(thr)} × max |w| of the matrix" if rel else f"|w| < {fmt_num(thr)}")
+            captions.append(what + (" (relative to the matrix's largest |w|)" if rel else " (absolute)"))
+            mine = [r for r in grp if _as_float(r.get("threshold")) == thr and bool(r.get("relative")) == rel]
+            series: dict[str, list[svg.SeriesPoint]] = {}
+            for r in mine:
+                series.setdefault(str(r["matrix"]), []).append(
+                    svg.SeriesPoint(x=_as_float(r.get("layer")), y=_as_float(r.get("sparsity"))))
+            panels.append(svg.Panel(title=what, y_label="share of entries below threshold", series=series,
+                                    y_min=0.0, y_max=1.0))
+            for mtx in matrices:
+                vals = [(int(_as_float(r.get("layer"))), _as_float(r.get("sparsity"))) for r in mine
+                        if str(r["matrix"]) == mtx and _as_float(r.get("sparsity")) is not None]
+                if not vals:
+                    continue
+                lo = min(vals, key=lambda t: t[1])
+                hi = max(vals, key=lambda t: t[1])
+                table.append({"setting": what, "matrix": mtx, "color": cols[mtx], "n_layers": len(vals),
+                              "mean": fmt_num(sum(v for _, v in vals) / len(vals)),
+                              "min": f"{fmt_num(lo[1])} (layer {lo[0]})", "max": f"{fmt_num(hi[1])} (layer {hi[0]})"})
+        figure = svg.line_panels(
+            panels, title=f"Weight sparsity by layer — {model}", x_label="layer (0-based)", interval="whiskers",
+            series_order=matrices, colors=cols, max_columns=2, panel_width=380,
+        )
+        out.append({"anchor": f"sparsity-{gi}", "model": model, "figure": Markup(figure), "table": table,
+                    "captions": captions})
+    return {"groups": out}
+
+
+#: Posterior variable whose rank plots the Bayes section shows.
+RANK_PLOT_VAR = "sigma_order"
+
+
+def _rank_view(sl: Mapping[str, Any], run_dir: pathlib.Path | None, colors: dict[str, str], label: str
+               ) -> dict[str, Any] | None:
+    """Rank plot of ``sigma_order`` from a slice's NetCDF file, or None.
+
+    None (silently) without a run directory, when ``sl["file"]`` is not a
+    safe relative path or does not exist, when ArviZ cannot be imported, or
+    when the file cannot be read or has no ``sigma_order``.
+    """
+    name = sl.get("file")
+    if run_dir is None or name is None or not _is_relative_path(str(name)):
+        return None
+    path = pathlib.Path(run_dir) / str(name)
+    if not path.is_file():
+        return None
+    try:
+        from hyptest.stats._arviz import from_netcdf, rank_plot_data
+
+        idata = from_netcdf(path)
+        rh = rank_plot_data(idata, RANK_PLOT_VAR)
+    except Exception:  # noqa: BLE001 - optional figure: any failure (no arviz, bad file) skips it
+        return None
+    counts = np.asarray(rh.counts)
+    if counts.ndim != 3 or counts.size == 0:
+        return None
+    methods = [lbl[len(RANK_PLOT_VAR) + 1:-1] if lbl.startswith(RANK_PLOT_VAR + "[") else lbl for lbl in rh.labels]
+    labels = [f"σ_order {_short_method(m)}" for m in methods]
+    figure = svg.rank_plot(counts, labels, float(rh.expected), title=f"Rank plots of σ_order — {label}",
+                           colors=[colors.get(m, "#0072B2") for m in methods])
+    return {"figure": Markup(figure), "n_chains": int(counts.shape[1]), "n_bins": int(counts.shape[2]),
+            "n_draws": int(round(float(rh.expected) * counts.shape[2]))}
 
 
 def _adjust_name(adjust: Any) -> str:
@@ -1661,7 +2189,15 @@ def render_report(
         ``family`` (size, adjust, description), ``bayes`` (one entry per
         (model, task, N): file, converged, reason, order_invariant, sampler,
         wall_time_s, posteriors ``{method: {"counts", "edges"}}`` and
-        diagnostics), ``provenance`` and ``data_files``.  Missing keys are
+        diagnostics), ``provenance`` and ``data_files``.  Optional
+        sections, each shown only when its key holds rows: ``n_sweep``
+        (:func:`_n_sweep_view`), ``trajectories`` and ``closest_to_icl``
+        (:func:`_trajectories_view`), ``checkpoints``
+        (:func:`_checkpoints_view`), ``vocab_order_sensitivity``
+        (:func:`_vocab_view`), ``dai`` (``{"comparisons", "correctness"}``;
+        else comparison rows carrying ``layer``, as written by
+        ``hyptest reanalyse``, and ``correctness``; :func:`_dai_view`) and
+        ``sparsity`` (:func:`_sparsity_view`).  Missing keys are
         rendered as empty sections or ``"—"``; unknown keys are ignored.
         Comparison rows of any analysis are listed in the verdict table,
         grouped by method; only rows of :data:`PRIMARY_ANALYSIS` get a
@@ -1792,6 +2328,12 @@ def _render(
     bayes = _bayes_view(results, comparisons, methods_order, colors, run_dir)
     reference = str(analysis_spec.get("reference") or "icl")
     agreement = _agreement_view(results, comparisons, methods_order, colors, reference)
+    n_sweep = _n_sweep_view(results, methods_order, colors, reference)
+    trajectories = _trajectories_view(results, methods_order, colors, reference)
+    checkpoints = _checkpoints_view(results, methods_order, colors)
+    vocab = _vocab_view(results, methods_order, colors)
+    dai = _dai_view(results, comparisons)
+    sparsity = _sparsity_view(results)
 
     # where each verdict-table row's details are
     os_anchor = {g["label_key"]: g["anchor"] for g in os_groups}
@@ -1843,6 +2385,12 @@ def _render(
         "nulls": nulls,
         "bayes": bayes,
         "agreement": agreement,
+        "n_sweep": n_sweep,
+        "trajectories": trajectories,
+        "checkpoints": checkpoints,
+        "vocab": vocab,
+        "dai": dai,
+        "sparsity": sparsity,
         "family": family,
         "margins": margins,
         "common_margin_context": len(margins) == 1 and margins[0]["context"] == common_context,
@@ -1897,6 +2445,14 @@ def write_report(
         ``per_order.parquet`` (the pipeline writes it before the report),
         that file is read instead; without either the scatter figures are
         left out.
+
+    Notes
+    -----
+    Only here (not in :func:`render_report`) the Bayes section gets its rank
+    plots: for every slice whose ``file`` exists in ``run_dir`` and can be
+    read with ArviZ, the per-chain rank histograms of ``sigma_order``
+    (:func:`hyptest.stats._arviz.rank_plot_data`); otherwise the plot is left
+    out without a message.
 
     Returns
     -------

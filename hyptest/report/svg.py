@@ -22,13 +22,21 @@ posterior_plot
 grouped_bar_chart
     Bars per group (e.g. per (model, task, N)) and series (methods), with a
     reference series drawn as a dashed line across its group.
+line_panels
+    Small multiples of lines with 95% CI whiskers or bands, one line per
+    series (method, matrix), a categorical or numeric x axis, optional
+    dashed reference lines and marked points.
+rank_plot
+    Per-chain rank histograms of MCMC draws (one panel per parameter, one
+    row of bars per chain), the convergence check of Vehtari et al. (2021).
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -46,6 +54,13 @@ __all__ = [
     "posterior_plot",
     "grouped_bar_chart",
     "subsample_index",
+    "shade",
+    "family_colors",
+    "method_family",
+    "SeriesPoint",
+    "Panel",
+    "line_panels",
+    "rank_plot",
 ]
 
 #: The SVG namespace; the only URL that appears in generated SVG.
@@ -206,6 +221,7 @@ def _y_axis(
     label: str,
     top: float,
     bottom: float,
+    label_x: float = 16.0,
 ) -> None:
     step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
     parts.append('<g class="y-axis">')
@@ -229,8 +245,8 @@ def _y_axis(
     )
     cy = (top + bottom) / 2
     parts.append(
-        f'<text x="16" y="{_num(cy)}" text-anchor="middle" fill="#222" '
-        f'transform="rotate(-90 16 {_num(cy)})">{_esc(label)}</text>'
+        f'<text class="y-label" x="{_num(label_x)}" y="{_num(cy)}" text-anchor="middle" fill="#222" '
+        f'transform="rotate(-90 {_num(label_x)} {_num(cy)})">{_esc(label)}</text>'
     )
     parts.append("</g>")
 
@@ -1133,5 +1149,603 @@ def grouped_bar_chart(
             f"{_esc(labels.get(s, s))}</text>"
         )
     parts.append("</g>")
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- #
+# Colours of method families
+# --------------------------------------------------------------------------- #
+def shade(color: str, amount: float) -> str:
+    """Lighten (``amount > 0``) or darken (``amount < 0``) a ``#RRGGBB`` colour.
+
+    Parameters
+    ----------
+    color : str
+        Colour as ``#RRGGBB``; anything else is returned unchanged.
+    amount : float
+        In ``[-1, 1]``: the share of the way towards white (positive) or
+        black (negative).
+
+    Returns
+    -------
+    str
+        The mixed colour as ``#RRGGBB`` (lower case).
+    """
+    c = str(color)
+    if len(c) != 7 or not c.startswith("#"):
+        return c
+    try:
+        rgb = [int(c[i : i + 2], 16) for i in (1, 3, 5)]
+    except ValueError:
+        return c
+    a = max(-1.0, min(1.0, float(amount)))
+    target = 255 if a > 0 else 0
+    mixed = [round(v + (target - v) * abs(a)) for v in rgb]
+    return "#" + "".join(f"{v:02x}" for v in mixed)
+
+
+def method_family(method: str) -> str:
+    """Family of a method name: the part before ``"@"`` (``"sgd@lr=0.0003"`` -> ``"sgd"``)."""
+    return str(method).split("@", 1)[0]
+
+
+def family_colors(methods: Iterable[str], base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Colour per method, where the members of one grid family share a hue.
+
+    Parameters
+    ----------
+    methods : iterable of str
+        Method names in display order.  A grid member is named
+        ``"<family>@<setting>"`` (e.g. ``"sgd@lr=0.0003"``).
+    base : mapping of str to str, optional
+        Colours already assigned (the report's :func:`method_colors`); a
+        method found here keeps its colour, and a family found here lends its
+        colour to its members.
+
+    Returns
+    -------
+    dict of str to str
+        Colour per method.  A family's colour comes from ``base``, else from
+        :func:`method_colors` over the families.  A family with one member
+        gets the family colour itself; with several, members (in display
+        order) run from darker to lighter shades of it (the bare family name,
+        when it is a member, keeps the pure colour).
+    """
+    base = dict(base or {})
+    methods = list(dict.fromkeys(str(m) for m in methods))
+    families = list(dict.fromkeys(method_family(m) for m in methods))
+    fam_cols = {**method_colors(families), **{f: base[f] for f in families if f in base}}
+    out: dict[str, str] = {}
+    for fam in families:
+        members = [m for m in methods if method_family(m) == fam and m not in base]
+        grid = [m for m in members if m != fam]
+        if fam in members:
+            out[fam] = fam_cols[fam]
+        if len(grid) == 1 and fam not in members:
+            out[grid[0]] = fam_cols[fam]
+        elif grid:
+            k = len(grid)
+            for i, m in enumerate(grid):
+                amount = -0.35 + 0.9 * i / (k - 1) if k > 1 else 0.0
+                out[m] = shade(fam_cols[fam], amount)
+    out.update({m: base[m] for m in methods if m in base})
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Small multiples of lines
+# --------------------------------------------------------------------------- #
+@dataclass
+class SeriesPoint:
+    """One point of a series in :func:`line_panels`.
+
+    Attributes
+    ----------
+    x : float or str
+        Position: a number on a numeric axis, or a category (compared as a
+        string) on a categorical axis.
+    y : float or None
+        Estimate; missing or non-finite values leave a gap.
+    lo, hi : float or None
+        Ends of the interval (whisker or band); ignored unless both finite.
+    marked : bool
+        Draw a marker (a triangle) above the point, e.g. a layer whose
+        verdict is "different".
+    """
+
+    x: float | str
+    y: float | None
+    lo: float | None = None
+    hi: float | None = None
+    marked: bool = False
+
+
+@dataclass
+class Panel:
+    """One panel of :func:`line_panels`.
+
+    Attributes
+    ----------
+    title : str
+        Panel heading (escaped).
+    y_label : str
+        Y axis label, with units (escaped).
+    series : dict of str to list of SeriesPoint
+        The lines, keyed by series name (e.g. a method).
+    hlines : list of (float, str)
+        Horizontal dashed reference lines and their labels (e.g. the ICL
+        value).
+    ref_lines : dict of str to list of (float, float)
+        Dashed polylines ``[(x, y), ...]`` keyed by a label (e.g. a baseline
+        that changes with the layer); x values follow the axis kind.
+    note : str
+        A short line under the title (escaped).
+    y_min, y_max : float or None
+        Values the y axis must include (e.g. 0 and 1 for shares).
+    """
+
+    title: str
+    y_label: str
+    series: dict[str, list[SeriesPoint]] = field(default_factory=dict)
+    hlines: list[tuple[float, str]] = field(default_factory=list)
+    ref_lines: dict[str, list[tuple[float | str, float]]] = field(default_factory=dict)
+    note: str = ""
+    y_min: float | None = None
+    y_max: float | None = None
+
+
+def _finite(v: object) -> float | None:
+    """``float(v)`` when it is a finite number, else None."""
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def line_panels(
+    panels: Sequence[Panel],
+    *,
+    title: str,
+    x_label: str,
+    categories: Sequence[str] | None = None,
+    interval: str = "whiskers",
+    series_order: Sequence[str] | None = None,
+    series_labels: Mapping[str, str] | None = None,
+    colors: Mapping[str, str] | None = None,
+    marker_label: str = "",
+    interval_label: str = "95% CI",
+    panel_width: int = 300,
+    panel_height: int = 230,
+    max_columns: int = 3,
+) -> str:
+    """Small multiples of lines with intervals, one line per series.
+
+    Parameters
+    ----------
+    panels : sequence of Panel
+        The panels, in display order (wrapped after ``max_columns``).
+    title : str
+        Figure title (escaped).
+    x_label : str
+        X axis label of every panel, with units (escaped).
+    categories : sequence of str, optional
+        When given the x axis is categorical: one evenly spaced slot per
+        category in this order (e.g. N = 1, 2, 4, 8 or checkpoint labels);
+        points whose ``str(x)`` is not a category are dropped.  Otherwise the
+        x axis is numeric with "nice" ticks.
+    interval : {"whiskers", "band"}, optional
+        Draw each point's ``[lo, hi]`` as a whisker with caps (default) or as
+        a translucent band along the line.
+    series_order : sequence of str, optional
+        Order of the series in the legend and drawing order; series not
+        listed follow in order of first appearance.
+    series_labels : mapping of str to str, optional
+        Legend label per series (default: the name).
+    colors : mapping of str to str, optional
+        Colour per series (see :func:`method_colors`, :func:`family_colors`).
+    marker_label : str, optional
+        Legend text for the markers of marked points (shown when any point
+        is marked).
+    interval_label : str, optional
+        Legend text of the intervals (default ``"95% CI"``); shown only when
+        some point has an interval.
+    panel_width, panel_height : int, optional
+        Size of one panel in pixels.
+    max_columns : int, optional
+        Panels per row before wrapping (default 3).
+
+    Returns
+    -------
+    str
+        SVG document.  Each panel is a ``<g class="panel" data-panel=...>``
+        with a ``<g class="y-axis">`` (its ``<text class="y-label">``) and a
+        ``<g class="x-axis">`` (its ``<text class="x-label">``).  Each series
+        in a panel is a ``<g class="series" data-series=...>`` holding one
+        ``<circle class="pt">`` per finite point, a ``<path class="line">``
+        when it has two or more points, and a ``<line class="ci">`` per
+        whisker or one ``<path class="band">`` per run of consecutive
+        intervals; marked points get a ``<path class="marked">``.  Each
+        horizontal reference is a ``<line class="hline">`` and each
+        reference polyline a ``<path class="ref-line">`` (both dashed).
+    """
+    if interval not in ("whiskers", "band"):
+        raise ValueError(f"`interval` must be 'whiskers' or 'band', got {interval!r}")
+    labels = dict(series_labels or {})
+    cats = [str(c) for c in categories] if categories is not None else None
+    names: list[str] = [str(s) for s in (series_order or [])]
+    for p in panels:
+        for s in p.series:
+            if str(s) not in names:
+                names.append(str(s))
+    present = [n for n in names if any(n in p.series and p.series[n] for p in panels)]
+    cols = {**method_colors(present), **dict(colors or {})}
+    ref_names = list(dict.fromkeys(k for p in panels for k in p.ref_lines))
+    hline_names = list(dict.fromkeys(lbl for p in panels for _, lbl in p.hlines))
+    any_marked = any(pt.marked for p in panels for pts in p.series.values() for pt in pts)
+    any_interval = any(_finite(pt.lo) is not None and _finite(pt.hi) is not None
+                       for p in panels for pts in p.series.values() for pt in pts)
+
+    n_panels = max(len(panels), 1)
+    ncol = min(n_panels, max(int(max_columns), 1))
+    nrow = math.ceil(n_panels / ncol)
+    width = int(ncol * panel_width + 10)
+    legend_items = (
+        [(n, "series") for n in present]
+        + [(n, "hline") for n in hline_names]
+        + [(n, "ref") for n in ref_names]
+        + ([(marker_label or "marked", "marker")] if any_marked else [])
+        + ([(interval_label, "interval")] if any_interval else [])
+    )
+    item_w = 34.0 + 6.0 * max((len(str(labels.get(n, n))) for n, _ in legend_items), default=8)
+    per_row = max(1, int((width - 20.0) // item_w))
+    legend_rows = math.ceil(len(legend_items) / per_row)
+    head = 34.0
+    height = int(head + nrow * panel_height + 12 + 16 * legend_rows)
+    parts = _svg_open(width, height, title, "hyptest-fig line-panels")
+    if not panels or not present:
+        parts.append(
+            f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle" '
+            f'fill="#666">no values</text>'
+        )
+        parts.append("</svg>")
+        return "\n".join(parts)
+
+    def key_of(x: object) -> float | str | None:
+        if cats is not None:
+            return str(x) if str(x) in cats else None
+        return _finite(x)
+
+    n_series = len(present)
+    for pi, p in enumerate(panels):
+        ox = 5.0 + (pi % ncol) * panel_width
+        oy = head + (pi // ncol) * panel_height
+        left, right = ox + 62.0, ox + panel_width - 12.0
+        top, bottom = oy + (40.0 if p.note else 28.0), oy + panel_height - 40.0
+        xs: list[float] = []
+        ys: list[float] = [v for v in (_finite(p.y_min), _finite(p.y_max)) if v is not None]
+        for pts in p.series.values():
+            for pt in pts:
+                k = key_of(pt.x)
+                if k is None:
+                    continue
+                if isinstance(k, float):
+                    xs.append(k)
+                ys.extend(v for v in (_finite(pt.y), _finite(pt.lo), _finite(pt.hi)) if v is not None)
+        for line in p.ref_lines.values():
+            for x, y in line:
+                k = key_of(x)
+                if k is not None and _finite(y) is not None:
+                    if isinstance(k, float):
+                        xs.append(k)
+                    ys.append(float(y))
+        ys.extend(float(y) for y, _ in p.hlines if _finite(y) is not None)
+        yticks = nice_ticks(min(ys) if ys else 0.0, max(ys) if ys else 1.0, 4)
+        y0, y1 = yticks[0], yticks[-1]
+
+        def to_y(v: float, y0: float = y0, y1: float = y1, top: float = top, bottom: float = bottom) -> float:
+            return bottom - (v - y0) / (y1 - y0) * (bottom - top)
+
+        if cats is not None:
+            slot = (right - left) / max(len(cats), 1)
+            dodge = min(8.0, slot * 0.5 / max(n_series, 1))
+
+            def to_x(v: float | str, si: int = 0, left: float = left, slot: float = slot,
+                     dodge: float = dodge) -> float:
+                i = cats.index(str(v))
+                return left + (i + 0.5) * slot + (si - (n_series - 1) / 2) * dodge
+        else:
+            xticks = nice_ticks(min(xs) if xs else 0.0, max(xs) if xs else 1.0, 5)
+            x0, x1 = xticks[0], xticks[-1]
+
+            def to_x(v: float | str, si: int = 0, left: float = left, right: float = right,
+                     x0: float = x0, x1: float = x1) -> float:
+                return left + (float(v) - x0) / (x1 - x0) * (right - left)
+
+        parts.append(f'<g class="panel" data-panel="{_esc(p.title)}">')
+        parts.append(
+            f'<text class="panel-title" x="{_num((left + right) / 2)}" y="{_num(oy + 14)}" '
+            f'text-anchor="middle" fill="#222" font-weight="600">{_esc(p.title)}</text>'
+        )
+        if p.note:
+            parts.append(
+                f'<text x="{_num((left + right) / 2)}" y="{_num(oy + 27)}" text-anchor="middle" '
+                f'fill="#555" font-size="10">{_esc(p.note)}</text>'
+            )
+        _y_axis(parts, yticks, to_y, left, right, p.y_label, top, bottom, label_x=ox + 14)
+        if cats is not None:
+            parts.append('<g class="x-axis">')
+            parts.append(
+                f'<line x1="{_num(left)}" y1="{_num(bottom)}" x2="{_num(right)}" y2="{_num(bottom)}" '
+                f'stroke="#444" stroke-width="1"/>'
+            )
+            max_chars = max(3, int(slot / 6.0))
+            for c in cats:
+                cx = to_x(c, (n_series - 1) / 2)
+                short = c if len(c) <= max_chars else c[: max_chars - 1] + "…"
+                parts.append(
+                    f'<line x1="{_num(cx)}" y1="{_num(bottom)}" x2="{_num(cx)}" y2="{_num(bottom + 4)}" '
+                    f'stroke="#444" stroke-width="1"/>'
+                    f'<text class="x-tick" data-category="{_esc(c)}" x="{_num(cx)}" y="{_num(bottom + 16)}" '
+                    f'text-anchor="middle" fill="#333" font-size="11"><title>{_esc(c)}</title>{_esc(short)}</text>'
+                )
+            parts.append(
+                f'<text class="x-label" x="{_num((left + right) / 2)}" y="{_num(bottom + 32)}" '
+                f'text-anchor="middle" fill="#222">{_esc(x_label)}</text>'
+            )
+            parts.append("</g>")
+        else:
+            _x_axis(parts, xticks, to_x, left, right, bottom, x_label, bottom + 32)
+        for y, lbl in p.hlines:
+            fy = _finite(y)
+            if fy is None:
+                continue
+            yy = to_y(fy)
+            parts.append(
+                f'<line class="hline" x1="{_num(left)}" y1="{_num(yy)}" x2="{_num(right)}" y2="{_num(yy)}" '
+                f'stroke="#111" stroke-width="1.3" stroke-dasharray="6 3" data-label="{_esc(lbl)}">'
+                f"<title>{_esc(lbl)}: {_esc(f'{fy:.3g}')}</title></line>"
+            )
+        for lbl, line in p.ref_lines.items():
+            pts = [(key_of(x), _finite(y)) for x, y in line]
+            pts = [(k, y) for k, y in pts if k is not None and y is not None]
+            if not pts:
+                continue
+            if cats is None:
+                pts.sort(key=lambda t: float(t[0]))
+            else:
+                pts.sort(key=lambda t: cats.index(str(t[0])))
+            coords = [(to_x(k, (n_series - 1) / 2), to_y(y)) for k, y in pts]
+            if len(coords) == 1:
+                (cx, cy), = coords
+                coords = [(cx - 6, cy), (cx + 6, cy)]
+            d = " ".join(f"{'M' if i == 0 else 'L'} {_num(a)} {_num(b)}" for i, (a, b) in enumerate(coords))
+            parts.append(
+                f'<path class="ref-line" d="{d}" fill="none" stroke="#555" stroke-width="1.4" '
+                f'stroke-dasharray="5 3" data-label="{_esc(lbl)}"/>'
+            )
+        for si, name in enumerate(present):
+            pts_raw = p.series.get(name) or []
+            pts = [(key_of(pt.x), pt) for pt in pts_raw]
+            pts = [(k, pt) for k, pt in pts if k is not None and _finite(pt.y) is not None]
+            if cats is None:
+                pts.sort(key=lambda t: float(t[0]))
+            else:
+                pts.sort(key=lambda t: cats.index(str(t[0])))
+            if not pts:
+                continue
+            color = cols.get(name, "#444444")
+            parts.append(f'<g class="series" data-series="{_esc(name)}">')
+            if interval == "band":
+                run: list[tuple[float, float, float]] = []
+                runs: list[list[tuple[float, float, float]]] = []
+                for k, pt in pts:
+                    lo, hi = _finite(pt.lo), _finite(pt.hi)
+                    if lo is None or hi is None:
+                        if run:
+                            runs.append(run)
+                        run = []
+                        continue
+                    run.append((to_x(k, si), to_y(lo), to_y(hi)))
+                if run:
+                    runs.append(run)
+                for r in runs:
+                    if len(r) == 1:
+                        x, ylo, yhi = r[0]
+                        r = [(x - 3, ylo, yhi), (x + 3, ylo, yhi)]
+                    d = " ".join(f"{'M' if i == 0 else 'L'} {_num(x)} {_num(yhi)}" for i, (x, _, yhi) in enumerate(r))
+                    d += " " + " ".join(f"L {_num(x)} {_num(ylo)}" for x, ylo, _ in reversed(r)) + " Z"
+                    parts.append(f'<path class="band" d="{d}" fill="{color}" fill-opacity="0.18" stroke="none"/>')
+            else:
+                for k, pt in pts:
+                    lo, hi = _finite(pt.lo), _finite(pt.hi)
+                    if lo is None or hi is None:
+                        continue
+                    x = to_x(k, si)
+                    ya, yb = to_y(lo), to_y(hi)
+                    parts.append(
+                        f'<line class="ci" x1="{_num(x)}" y1="{_num(ya)}" x2="{_num(x)}" y2="{_num(yb)}" '
+                        f'stroke="{color}" stroke-width="1.4"/>'
+                    )
+                    for yy in (ya, yb):
+                        parts.append(
+                            f'<line class="ci-cap" x1="{_num(x - 3)}" y1="{_num(yy)}" x2="{_num(x + 3)}" '
+                            f'y2="{_num(yy)}" stroke="{color}" stroke-width="1.4"/>'
+                        )
+            coords = [(to_x(k, si), to_y(float(pt.y))) for k, pt in pts]  # type: ignore[arg-type]
+            if len(coords) > 1:
+                d = " ".join(f"{'M' if i == 0 else 'L'} {_num(a)} {_num(b)}" for i, (a, b) in enumerate(coords))
+                parts.append(f'<path class="line" d="{d}" fill="none" stroke="{color}" stroke-width="1.8"/>')
+            for (k, pt), (cx, cy) in zip(pts, coords, strict=True):
+                lo, hi = _finite(pt.lo), _finite(pt.hi)
+                where = k if isinstance(k, str) else f"{k:g}"
+                tip = f"{labels.get(name, name)} · {where}: {float(pt.y):.3g}"  # type: ignore[arg-type]
+                if lo is not None and hi is not None:
+                    tip += f" [{lo:.3g}, {hi:.3g}]"
+                parts.append(
+                    f'<circle class="pt" cx="{_num(cx)}" cy="{_num(cy)}" r="3" fill="{color}" '
+                    f'stroke="#fff" stroke-width="0.8"><title>{_esc(tip)}</title></circle>'
+                )
+                if pt.marked:
+                    my = min(cy, to_y(hi) if hi is not None else cy) - 6
+                    parts.append(
+                        f'<path class="marked" d="M {_num(cx)} {_num(my)} L {_num(cx - 4.5)} {_num(my - 8)} '
+                        f'L {_num(cx + 4.5)} {_num(my - 8)} Z" fill="#C62828" stroke="#111" stroke-width="0.6"/>'
+                    )
+            parts.append("</g>")
+        parts.append("</g>")
+    # legend
+    parts.append('<g class="legend">')
+    ly0 = head + nrow * panel_height + 8
+    for i, (name, kind) in enumerate(legend_items):
+        lx = 20.0 + (i % per_row) * item_w
+        ly = ly0 + (i // per_row) * 16
+        if kind == "series":
+            c = cols.get(name, "#444")
+            sw = (f'<line x1="{_num(lx)}" y1="{_num(ly - 4)}" x2="{_num(lx + 20)}" y2="{_num(ly - 4)}" '
+                  f'stroke="{c}" stroke-width="2"/><circle cx="{_num(lx + 10)}" cy="{_num(ly - 4)}" r="3" fill="{c}"/>')
+        elif kind in ("hline", "ref"):
+            c = "#111" if kind == "hline" else "#555"
+            sw = (f'<line x1="{_num(lx)}" y1="{_num(ly - 4)}" x2="{_num(lx + 20)}" y2="{_num(ly - 4)}" '
+                  f'stroke="{c}" stroke-width="1.4" stroke-dasharray="5 3"/>')
+        elif kind == "marker":
+            sw = (f'<path d="M {_num(lx + 10)} {_num(ly)} L {_num(lx + 5.5)} {_num(ly - 8)} '
+                  f'L {_num(lx + 14.5)} {_num(ly - 8)} Z" fill="#C62828" stroke="#111" stroke-width="0.6"/>')
+        elif interval == "band":
+            sw = f'<rect x="{_num(lx)}" y="{_num(ly - 9)}" width="20" height="10" fill="#444" fill-opacity="0.18"/>'
+        else:
+            sw = (f'<line x1="{_num(lx + 10)}" y1="{_num(ly - 10)}" x2="{_num(lx + 10)}" y2="{_num(ly + 1)}" '
+                  f'stroke="#444" stroke-width="1.4"/>')
+        parts.append(
+            f'{sw}<text x="{_num(lx + 25)}" y="{_num(ly)}" fill="#333" font-size="10.5">'
+            f"{_esc(labels.get(name, name) if kind == 'series' else name)}</text>"
+        )
+    parts.append("</g>")
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def rank_plot(
+    counts: np.ndarray,
+    labels: Sequence[str],
+    expected: float,
+    *,
+    title: str,
+    colors: Sequence[str] | None = None,
+    panel_width: int = 280,
+    row_height: int = 30,
+    max_columns: int = 3,
+) -> str:
+    """Per-chain rank histograms: one panel per parameter, one row of bars per chain.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        Shape ``(n_parameters, n_chains, n_bins)``: draws of each chain per
+        bin of the ranks pooled over chains (from
+        :func:`hyptest.stats._arviz.rank_plot_data`).
+    labels : sequence of str
+        One label per parameter, e.g. ``"sigma_order[icl]"`` (escaped).
+    expected : float
+        Count per bin of a well-mixed chain (``n_draws / n_bins``); drawn as a
+        dashed line in every row.
+    title : str
+        Figure title (escaped).
+    colors : sequence of str, optional
+        Bar colour per parameter (e.g. its method's colour).
+    panel_width, row_height : int, optional
+        Width of a panel and height of one chain's row, in pixels.
+    max_columns : int, optional
+        Panels per row before wrapping.
+
+    Returns
+    -------
+    str
+        SVG document with one ``<g class="panel" data-parameter=...>`` per
+        parameter, one ``<rect class="bar" data-chain=...>`` per (chain, bin)
+        and one ``<line class="expected">`` per (parameter, chain).  Bars of a
+        row are scaled to ``2 × expected`` (taller bars are clipped at the
+        row top and flagged ``data-clipped="1"``).
+    """
+    arr = np.asarray(counts, dtype=float)
+    if arr.ndim != 3 or arr.size == 0 or not np.isfinite(expected) or expected <= 0:
+        parts = _svg_open(400, 120, title, "hyptest-fig rank-plot")
+        parts.append('<text x="200" y="70" text-anchor="middle" fill="#666">no rank data</text>')
+        parts.append("</svg>")
+        return "\n".join(parts)
+    n_par, n_chains, n_bins = arr.shape
+    ncol = min(n_par, max(int(max_columns), 1))
+    nrow = math.ceil(n_par / ncol)
+    pad_top, pad_bottom, pad_left = 26.0, 40.0, 56.0
+    panel_height = pad_top + n_chains * row_height + pad_bottom
+    head = 34.0
+    width = int(ncol * panel_width + 10)
+    height = int(head + nrow * panel_height + 22)
+    parts = _svg_open(width, height, title, "hyptest-fig rank-plot")
+    cmax = 2.0 * float(expected)
+    for pi in range(n_par):
+        ox = 5.0 + (pi % ncol) * panel_width
+        oy = head + (pi // ncol) * panel_height
+        left, right = ox + pad_left, ox + panel_width - 10.0
+        top = oy + pad_top
+        bottom = top + n_chains * row_height
+        color = (colors[pi] if colors is not None and pi < len(colors) else "#0072B2")
+        label = str(labels[pi]) if pi < len(labels) else f"parameter {pi}"
+        parts.append(f'<g class="panel" data-parameter="{_esc(label)}">')
+        parts.append(
+            f'<text class="panel-title" x="{_num((left + right) / 2)}" y="{_num(oy + 14)}" '
+            f'text-anchor="middle" fill="#222" font-weight="600">{_esc(label)}</text>'
+        )
+        bw = (right - left) / n_bins
+        for c in range(n_chains):
+            rb = top + (c + 1) * row_height
+            rt = rb - row_height + 3
+            parts.append(
+                f'<text x="{_num(left - 5)}" y="{_num(rb - row_height / 2 + 4)}" text-anchor="end" '
+                f'fill="#333" font-size="10">chain {c}</text>'
+            )
+            for b in range(n_bins):
+                v = float(arr[pi, c, b])
+                h = min(v, cmax) / cmax * (rb - rt)
+                parts.append(
+                    f'<rect class="bar" x="{_num(left + b * bw + 0.3)}" y="{_num(rb - h)}" '
+                    f'width="{_num(max(bw - 0.6, 0.4))}" height="{_num(h)}" fill="{_esc(color)}" '
+                    f'fill-opacity="0.75" data-chain="{c}" data-count="{int(round(v))}"'
+                    f'{" data-clipped=" + chr(34) + "1" + chr(34) if v > cmax else ""}/>'
+                )
+            ye = rb - float(expected) / cmax * (rb - rt)
+            parts.append(
+                f'<line class="expected" x1="{_num(left)}" y1="{_num(ye)}" x2="{_num(right)}" y2="{_num(ye)}" '
+                f'stroke="#111" stroke-width="1" stroke-dasharray="4 3"/>'
+            )
+            parts.append(
+                f'<line x1="{_num(left)}" y1="{_num(rb)}" x2="{_num(right)}" y2="{_num(rb)}" '
+                f'stroke="#bbb" stroke-width="0.8"/>'
+            )
+        cy = (top + bottom) / 2
+        parts.append(
+            f'<text class="y-label" x="{_num(ox + 12)}" y="{_num(cy)}" text-anchor="middle" fill="#222" '
+            f'font-size="11" transform="rotate(-90 {_num(ox + 12)} {_num(cy)})">draws per bin, by chain</text>'
+        )
+        parts.append('<g class="x-axis">')
+        parts.append(
+            f'<text x="{_num(left)}" y="{_num(bottom + 13)}" text-anchor="start" fill="#333" '
+            f'font-size="10">lowest</text>'
+            f'<text x="{_num(right)}" y="{_num(bottom + 13)}" text-anchor="end" fill="#333" '
+            f'font-size="10">highest</text>'
+        )
+        parts.append(
+            f'<text class="x-label" x="{_num((left + right) / 2)}" y="{_num(bottom + 28)}" text-anchor="middle" '
+            f'fill="#222" font-size="11">rank among all chains\' draws ({n_bins} bins)</text>'
+        )
+        parts.append("</g>")
+        parts.append("</g>")
+    parts.append(
+        f'<text x="{width - 10}" y="{height - 8}" text-anchor="end" fill="#555" font-size="10">'
+        f"dashed: {_esc(f'{expected:.3g}')} draws per bin, the height of every bar if the chains mix well</text>"
+    )
     parts.append("</svg>")
     return "\n".join(parts)
