@@ -18,6 +18,10 @@ Analyses, per (model, task, N) and per method compared with the reference:
 ``token_overlap`` / ``overlap_cosine`` / ``label_js``
     ICL's agreement with itself under another order (``mean_a``) minus its
     agreement with the method under the same order (``mean_b``).
+``order_sensitivity_vocab``
+    Shen et al.'s order sensitivity over the whole vocabulary (per-token SD
+    across orders summed over tokens, from the stored top-k; the truncation
+    bound is in ``hyptest.sweeps.vocab_order_table``), paired per (set, query).
 
 All p-values form one family, adjusted together (Holm by default).
 """
@@ -38,6 +42,7 @@ from .stats.equivalence import noise_floor_margin
 from .stats.theorem import Margin, finalise, order_sensitivity_rows, paired_row
 from .stats.variance import brown_forsythe, log_variance_ratio_permutation_test
 from .study import Study
+from .sweeps import vocab_order_per_query
 
 __all__ = ["AnalysisOutput", "resolve_margins", "run_analyses"]
 
@@ -223,12 +228,46 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                 rows.append({"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
                              "method_b": method, "analysis": metric, **numbers})
                 nulls.append(null)
+    rows_vocab, nulls_vocab = _vocab_rows(records, a, cluster=cluster, rng=rng)
+    rows += rows_vocab
+    nulls += nulls_vocab
     bayes = _bayes(records, study, rows, nulls, notes) if a.bayes else {}
     comparisons = finalise(rows, alpha=a.alpha, adjust=a.adjust, alignment_margin=a.alignment_margin)
     # pooled rows have no N: keep the others integers rather than floats
     comparisons["n_demos"] = comparisons["n_demos"].map(lambda v: None if pd.isna(v) else int(v)).astype(object)
     return AnalysisOutput(comparisons.drop(columns=["rule"]), dict(enumerate(nulls)), per_query, agreement,
                           margins, notes, bayes)
+
+
+def _vocab_rows(records: pd.DataFrame, a: Any, *, cluster: bool, rng: np.random.Generator
+                ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """Paired test of the vocabulary order sensitivity, reference vs each method (no margin)."""
+    vocab = vocab_order_per_query(records)
+    rows: list[dict[str, Any]] = []
+    nulls: list[np.ndarray] = []
+    for (model, task, n_demos), group in vocab.groupby(_GROUP, sort=True):
+        ref = group[group["method"] == a.reference].set_index(["demo_set", "query_id"])
+        if ref.empty:
+            continue
+        for method in sorted(set(group["method"]) - {a.reference}):
+            other = group[group["method"] == method].set_index(["demo_set", "query_id"])
+            joined = ref.merge(other, how="inner", left_index=True, right_index=True, suffixes=("_ref", ""))
+            if len(joined) < 2:
+                continue
+            clusters = joined.index.get_level_values("demo_set").to_numpy() if cluster else None
+            numbers, null = paired_row(
+                joined["value_ref"].to_numpy(float), joined["value"].to_numpy(float), clusters=clusters,
+                alpha=a.alpha, confidence=a.confidence, n_resamples=a.n_resamples, ci_type=a.ci_type,
+                margin=(None, None), rng=rng,
+            )
+            mean_b = float(joined["value"].mean())
+            numbers["ratio"] = float(joined["value_ref"].mean() / mean_b) if mean_b != 0 else None
+            numbers["note"] = (f"top-{int(joined['top_k'].min())} truncation moves each per-query value by at most "
+                               f"{float(max(joined['bound_ref'].max(), joined['bound'].max())):.3g}")
+            rows.append({"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
+                         "method_b": method, "analysis": "order_sensitivity_vocab", **numbers})
+            nulls.append(null)
+    return rows, nulls
 
 
 def _bayes(records: pd.DataFrame, study: Study, rows: list[dict[str, Any]], nulls: list[np.ndarray],

@@ -26,6 +26,7 @@ from .stats.bootstrap import bootstrap_ci
 from .store import RunDir
 from .store.run_dir import is_url
 from .study import Study, check_feasible
+from .sweeps import checkpoint_table, closest_to_reference, final_steps, n_sweep_table, trajectory_table, vocab_order_table
 from .tasks import Task, task_from_spec
 
 __all__ = ["RunSummary", "analyse_run", "default_run_dir", "load_tasks", "plan_study", "rebuild_report", "run_study"]
@@ -239,7 +240,8 @@ def analyse_run(
     run = RunDir(run_dir)
     manifest = run.read_json("manifest.json")
     study = Study.model_validate(manifest["study"])
-    records = run.read_units(u["key"] for u in manifest["units"])
+    all_steps = run.read_units(u["key"] for u in manifest["units"])
+    records = final_steps(all_steps)  # a unit's answer is its last step; earlier steps feed the trajectories
     output = run_analyses(records, study)
     per_query, comparisons, nulls = output.per_query, output.comparisons, output.nulls
     accuracy = accuracy_table(records)
@@ -282,6 +284,7 @@ def analyse_run(
     wall = provenance["wall_time_s"]
     wall["total"] = round(wall.get("collect", 0.0) + wall.get("analyse", 0.0), 2)  # collect includes loading
     bayes_files = _write_bayes(run, output.bayes)
+    descriptive = _descriptive_tables(run, study, records, all_steps, output)
     results = {
         "study": {**manifest["study"], "methods": study.method_names()},
         "comparisons": comparisons.to_dict("records"),
@@ -297,8 +300,10 @@ def analyse_run(
         "null_distributions": null_json,
         "provenance": provenance,
         "bayes": _bayes_summary(output.bayes),
+        **descriptive,
         "data_files": ["manifest.json", "per_query.parquet", "per_order.parquet", "agreement.parquet",
-                       "results.json", *bayes_files, "units/"],
+                       "results.json", *bayes_files, *(["sparsity.parquet"] if run.exists("sparsity.parquet")
+                                                      else []), "units/"],
     }
     per_order = records[_PER_ORDER_COLUMNS]
     run.write_parquet("per_query.parquet", per_query)
@@ -308,6 +313,35 @@ def analyse_run(
     results = run.read_json("results.json")  # what readers of the file see: NaN/inf became null
     _write_report(run, results, per_query, manifest["study_text"])
     return results
+
+
+def _records_json(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+def _descriptive_tables(run: RunDir, study: Study, records: pd.DataFrame, all_steps: pd.DataFrame,
+                        output: Any) -> dict[str, Any]:
+    """The N sweep, trajectories, closest-to-ICL, vocabulary, checkpoint and sparsity tables for results.json."""
+    a = study.analysis
+    rng = np.random.default_rng([study.seed, 13])
+    sweep = n_sweep_table(records, output.per_query, output.agreement, confidence=a.confidence, rng=rng)
+    trajectories = trajectory_table(all_steps, reference=a.reference, k=a.overlap_k, confidence=a.confidence,
+                                    rng=rng)
+    family = getattr(study, "method_family", lambda name: name)
+    closest = closest_to_reference(trajectories, sweep, family)
+    out: dict[str, Any] = {
+        "n_sweep": _records_json(sweep) if sweep["n_demos"].nunique() > 1 else [],
+        "trajectories": _records_json(trajectories),
+        "closest_to_icl": _records_json(closest) if not trajectories.empty or
+        len(set(map(family, study.method_names()))) < len(study.method_names()) else [],
+        "vocab_order_sensitivity": _records_json(vocab_order_table(records, confidence=a.confidence, rng=rng)),
+    }
+    groups = getattr(study, "checkpoint_groups", dict)()
+    checkpoints = checkpoint_table(sweep, groups) if groups else pd.DataFrame()
+    out["checkpoints"] = _records_json(checkpoints) if not checkpoints.empty else []
+    out["sparsity"] = (_records_json(run.read_parquet("sparsity.parquet")) if run.exists("sparsity.parquet")
+                       else [])
+    return out
 
 
 def _write_report(run: RunDir, results: dict[str, Any], per_query: pd.DataFrame, study_text: str) -> Path | str:

@@ -45,7 +45,7 @@ def test_results_json_has_every_comparison(tiny_run):
               "overlap_cosine", "label_js"}
     # with two labels the label-distribution analysis equals the P(gold) one and is not repeated;
     # full-batch GD is order-invariant, so order alignment is not computed for it
-    common |= {"bayes_order_variance"}
+    common |= {"bayes_order_variance", "order_sensitivity_vocab"}
     assert by_method == {"gd": common, "sgd": common | {"order_alignment"}, "adam": common | {"order_alignment"}}
     from statsmodels.stats.multitest import multipletests
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .overlap import label_js, overlap_cosine, token_overlap
 
-__all__ = ["AGREEMENT_METRICS", "agreement_table"]
+__all__ = ["AGREEMENT_METRICS", "agreement_table", "pair_metrics"]
 
 #: metric name -> whether larger means more agreement
 AGREEMENT_METRICS: dict[str, bool] = {"token_overlap": True, "overlap_cosine": True, "label_js": False}
@@ -27,7 +27,12 @@ def _stack(frame: pd.DataFrame, column: str) -> np.ndarray:
     return np.stack(frame[column].map(np.asarray).to_list())
 
 
-def _metrics(a: pd.DataFrame, b: pd.DataFrame, k: int) -> dict[str, np.ndarray]:
+def pair_metrics(a: pd.DataFrame, b: pd.DataFrame, k: int) -> dict[str, np.ndarray]:
+    """Row-wise agreement of two aligned frames of records (same length, row i with row i).
+
+    Returns the arrays of :data:`AGREEMENT_METRICS`; the token metrics are NaN
+    when either side holds fewer than ``k`` top-k tokens.
+    """
     js = np.asarray(label_js(_stack(a, "label_probs"), _stack(b, "label_probs")), dtype=float)
     width = min(min((len(v) for v in a["topk_ids"]), default=0), min((len(v) for v in b["topk_ids"]), default=0))
     if width < k:  # logs without (enough) top-k: the token metrics are not defined, JS still is
@@ -96,7 +101,7 @@ def _agreement_slice(records: pd.DataFrame, reference: str, k: int) -> pd.DataFr
     right = left.set_index([*_UNIT, "_rank"]).loc[
         pd.MultiIndex.from_frame(left[[*_UNIT, "_next"]].rename(columns={"_next": "_rank"}))
     ].reset_index()
-    values = _metrics(left, right, k)
+    values = pair_metrics(left, right, k)
     frames.append(left[_UNIT].assign(method=reference, seed=0, **values))
     for method in sorted(set(records["method"]) - {reference}):
         other = records[records["method"] == method]
@@ -106,7 +111,7 @@ def _agreement_slice(records: pd.DataFrame, reference: str, k: int) -> pd.DataFr
         a = joined[[f"{c}_a" for c in ("topk_ids", "topk_probs", "label_probs")]]
         b = joined[[f"{c}_b" for c in ("topk_ids", "topk_probs", "label_probs")]]
         a.columns = b.columns = ["topk_ids", "topk_probs", "label_probs"]
-        values = _metrics(a, b, k)
+        values = pair_metrics(a, b, k)
         frames.append(joined[_UNIT].assign(method=method, seed=joined["seed_b"].to_numpy(), **values))
     long = pd.concat(frames, ignore_index=True)
     per_seed = long.groupby([*_UNIT, "method", "seed"], sort=True)[list(AGREEMENT_METRICS)].mean()

@@ -1,0 +1,341 @@
+"""Descriptive tables across settings: the N sweep, GD trajectories, vocabulary order sensitivity.
+
+These tables describe how the measurements move with the number of demos N,
+with the optimisation step, across model checkpoints, and over the whole
+vocabulary; every value comes with a bootstrap interval over (demo set, query)
+units. The decisions (tests, verdicts) stay in :mod:`hyptest.analysis`; these
+tables feed the report's figures and ``results.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .metrics.agreement import pair_metrics
+from .metrics.overlap import vocab_order_sensitivity
+from .stats.bootstrap import bootstrap_ci
+
+__all__ = [
+    "SWEEP_METRICS",
+    "TRAJECTORY_METRICS",
+    "checkpoint_table",
+    "closest_to_reference",
+    "final_steps",
+    "n_sweep_table",
+    "trajectory_table",
+    "vocab_order_per_query",
+    "vocab_order_table",
+]
+
+#: metrics of the N sweep (and of the checkpoint table)
+SWEEP_METRICS: tuple[str, ...] = ("accuracy", "order_sd", "token_overlap", "overlap_cosine", "label_js")
+#: metrics recorded along a GD trajectory
+TRAJECTORY_METRICS: tuple[str, ...] = ("label_js_to_icl", "token_overlap_to_icl", "p_gold", "accuracy")
+_UNIT = ["model", "task", "n_demos", "demo_set", "query_id"]
+
+
+def final_steps(records: pd.DataFrame) -> pd.DataFrame:
+    """The rows of every unit at its last recorded step (a unit's answer).
+
+    Units collected with ``record_steps`` hold one row per query and step;
+    every analysis of the final model uses only the largest step of each unit.
+    """
+    if "step" not in records.columns or records.empty:
+        return records
+    last = records.groupby("unit_key", sort=False)["step"].transform("max")
+    return records[records["step"] == last]
+
+
+def _mean_ci(values: np.ndarray, clusters: np.ndarray | None, *, confidence: float,
+             rng: np.random.Generator, n_resamples: int = 2000) -> tuple[float, float, float]:
+    values = np.asarray(values, dtype=float)
+    ok = np.isfinite(values)
+    values = values[ok]
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    if len(values) < 2 or np.ptp(values) == 0:
+        mean = float(values.mean())
+        return mean, mean, mean
+    use_clusters = clusters is not None and len(np.unique(np.asarray(clusters)[ok])) >= 5
+    boot = bootstrap_ci(values, confidence=confidence, n_resamples=n_resamples, rng=rng,
+                        clusters=np.asarray(clusters)[ok] if use_clusters else None)
+    return float(values.mean()), float(boot.ci_low), float(boot.ci_high)
+
+
+def _rows_for(frame: pd.DataFrame, keys: Sequence[str], columns: Mapping[str, str], *, confidence: float,
+              rng: np.random.Generator, extra: Callable[[tuple[Any, ...]], dict[str, Any]] | None = None,
+              ) -> list[dict[str, Any]]:
+    rows = []
+    for key, group in frame.groupby(list(keys), sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        base = dict(zip(keys, key))
+        for column, metric in columns.items():
+            if column not in group.columns:
+                continue
+            est, lo, hi = _mean_ci(group[column].to_numpy(float), group["demo_set"].to_numpy(),
+                                   confidence=confidence, rng=rng)
+            if not np.isfinite(est):
+                continue
+            rows.append({**base, **(extra(key) if extra else {}), "metric": metric, "estimate": est,
+                         "ci_low": lo, "ci_high": hi, "n": int(group[column].notna().sum())})
+    return rows
+
+
+def n_sweep_table(records: pd.DataFrame, per_query: pd.DataFrame, agreement: pd.DataFrame, *,
+                  confidence: float = 0.95, rng: np.random.Generator | int = 0) -> pd.DataFrame:
+    """Accuracy, order sensitivity and agreement with ICL for every (model, task, method, N).
+
+    Parameters
+    ----------
+    records : pandas.DataFrame
+        Final-step long-format records.
+    per_query : pandas.DataFrame
+        :func:`hyptest.metrics.order_sensitivity` of the same records.
+    agreement : pandas.DataFrame
+        :func:`hyptest.metrics.agreement.agreement_table` of the same records.
+    confidence : float, default 0.95
+        Level of the bootstrap intervals (over demo sets, then queries, when
+        there are at least 5 demo sets; over (set, query) units otherwise).
+    rng : numpy.random.Generator or int, default 0
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (model, task, method, n_demos, metric) with ``metric`` in
+        :data:`SWEEP_METRICS`, ``estimate``, ``ci_low``, ``ci_high`` and ``n``
+        (the number of (set, query) units). ``accuracy`` is the mean over
+        orders and seeds per unit; ``order_sd`` the per-query SD of P(gold)
+        across orders; the agreement metrics compare each method with the
+        reference under the same order (the reference's own row: under
+        another order), as in :mod:`hyptest.metrics.agreement`.
+    """
+    rng = np.random.default_rng(rng)
+    keys = ["model", "task", "method", "n_demos"]
+    acc = records.groupby([*_UNIT, "method"], sort=True)["correct"].mean().rename("accuracy").reset_index()
+    rows = _rows_for(acc, keys, {"accuracy": "accuracy"}, confidence=confidence, rng=rng)
+    rows += _rows_for(per_query, keys, {"sd_gold": "order_sd"}, confidence=confidence, rng=rng)
+    rows += _rows_for(agreement, keys, {m: m for m in ("token_overlap", "overlap_cosine", "label_js")},
+                      confidence=confidence, rng=rng)
+    out = pd.DataFrame(rows, columns=[*keys, "metric", "estimate", "ci_low", "ci_high", "n"])
+    if not out.empty:
+        out["n_demos"] = out["n_demos"].astype(int)
+    return out
+
+
+def checkpoint_table(sweep: pd.DataFrame, groups: Mapping[str, Sequence[str]], *,
+                     metrics: Sequence[str] = ("accuracy", "order_sd")) -> pd.DataFrame:
+    """Rows of the N-sweep table for the checkpoints of each model, in their listed order.
+
+    Parameters
+    ----------
+    sweep : pandas.DataFrame
+        From :func:`n_sweep_table`.
+    groups : mapping
+        Base model name -> the names of its checkpoints' models, in order
+        (``Study.checkpoint_groups()``).
+    metrics : sequence of str
+        The metrics kept.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``group``, ``checkpoint`` (the label after ``@``), ``position``
+        (0-based in the listed order) and the sweep columns.
+    """
+    frames = []
+    for group, names in groups.items():
+        for position, name in enumerate(names):
+            part = sweep[(sweep["model"] == name) & sweep["metric"].isin(list(metrics))]
+            if part.empty:
+                continue
+            label = name.split("@", 1)[1] if "@" in name else name
+            frames.append(part.assign(group=group, checkpoint=label, position=position))
+    columns = ["group", "checkpoint", "position", *sweep.columns]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def trajectory_table(records: pd.DataFrame, *, reference: str = "icl", k: int = 10, confidence: float = 0.95,
+                     rng: np.random.Generator | int = 0) -> pd.DataFrame:
+    """How each trained method approaches the reference (ICL) step by step.
+
+    Parameters
+    ----------
+    records : pandas.DataFrame
+        Long-format records of *all* steps (units collected with
+        ``record_steps`` hold step 0 = before training, then one step per
+        optimisation step).
+    reference : str, default "icl"
+        The method compared with, under the same order.
+    k : int, default 10
+        Top-k size of Token Overlap.
+    confidence : float, default 0.95
+    rng : numpy.random.Generator or int, default 0
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (model, task, n_demos, method, step, metric) for the
+        methods with more than one recorded step, ``metric`` in
+        :data:`TRAJECTORY_METRICS`: the label-word JS divergence and the top-k
+        Token Overlap with the reference under the same order, the mean
+        P(gold) and the accuracy; ``estimate``, ``ci_low``, ``ci_high``
+        (bootstrap over (set, query) units of the mean over orders and seeds).
+        Empty when no method recorded its steps.
+    """
+    rng = np.random.default_rng(rng)
+    columns = ["model", "task", "n_demos", "method", "step", "metric", "estimate", "ci_low", "ci_high", "n"]
+    if "step" not in records.columns:
+        return pd.DataFrame(columns=columns)
+    steps = records.groupby("method")["step"].nunique()
+    traced = [m for m in steps.index if steps[m] > 1 and m != reference]
+    if not traced:
+        return pd.DataFrame(columns=columns)
+    ref = final_steps(records[records["method"] == reference])
+    keys = [*_UNIT, "order_id"]
+    rows: list[dict[str, Any]] = []
+    for method in traced:
+        other = records[records["method"] == method]
+        joined = ref.merge(other, on=keys, suffixes=("_a", "_b"))
+        if joined.empty:
+            continue
+        cols = ("topk_ids", "topk_probs", "label_probs")
+        a = joined[[f"{c}_a" for c in cols]].set_axis(list(cols), axis=1)
+        b = joined[[f"{c}_b" for c in cols]].set_axis(list(cols), axis=1)
+        values = pair_metrics(a, b, k)
+        long = joined[[*_UNIT, "order_id", "seed_b", "step_b"]].rename(columns={"seed_b": "seed", "step_b": "step"})
+        long = long.assign(label_js_to_icl=values["label_js"], token_overlap_to_icl=values["token_overlap"],
+                           p_gold=joined["p_gold_b"].to_numpy(float),
+                           accuracy=joined["correct_b"].to_numpy(float))
+        per_unit = long.groupby([*_UNIT, "step"], sort=True)[list(TRAJECTORY_METRICS)].mean().reset_index()
+        per_unit["method"] = method
+        rows += _rows_for(per_unit, ["model", "task", "n_demos", "method", "step"],
+                          {m: m for m in TRAJECTORY_METRICS}, confidence=confidence, rng=rng)
+    out = pd.DataFrame(rows, columns=columns)
+    if not out.empty:
+        out[["n_demos", "step"]] = out[["n_demos", "step"]].astype(int)
+    return out
+
+
+def closest_to_reference(trajectories: pd.DataFrame, final: pd.DataFrame, family: Callable[[str], str]
+                         ) -> pd.DataFrame:
+    """The method (grid member) and step of each family closest to ICL in label-word JS divergence.
+
+    Parameters
+    ----------
+    trajectories : pandas.DataFrame
+        From :func:`trajectory_table` (may be empty).
+    final : pandas.DataFrame
+        Final-step ``label_js`` rows of :func:`n_sweep_table`, used for the
+        methods without a recorded trajectory (their only step is the last).
+    family : callable
+        Method name -> the family it was expanded from (``Study.method_family``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (model, task, n_demos, family): ``method``, ``step``
+        (None where only the final step is known), ``label_js_to_icl``,
+        ``ci_low``, ``ci_high``, and ``n_candidates`` (members x steps looked at).
+        The choice is by point estimate; its interval does not account for the
+        selection (it is optimistic by construction, which favours GD).
+    """
+    cand = []
+    if not trajectories.empty:
+        t = trajectories[trajectories["metric"] == "label_js_to_icl"]
+        cand.append(t[["model", "task", "n_demos", "method", "step", "estimate", "ci_low", "ci_high"]])
+    if not final.empty:
+        f = final[final["metric"] == "label_js"]
+        traced = set(trajectories["method"]) if not trajectories.empty else set()
+        f = f[~f["method"].isin(traced)]
+        cand.append(f[["model", "task", "n_demos", "method", "estimate", "ci_low", "ci_high"]].assign(step=None))
+    columns = ["model", "task", "n_demos", "family", "method", "step", "label_js_to_icl", "ci_low", "ci_high",
+               "n_candidates"]
+    if not cand:
+        return pd.DataFrame(columns=columns)
+    all_rows = pd.concat(cand, ignore_index=True)
+    all_rows["family"] = all_rows["method"].map(family)
+    rows = []
+    for (model, task, n_demos, fam), group in all_rows.groupby(["model", "task", "n_demos", "family"], sort=True):
+        best = group.loc[group["estimate"].astype(float).idxmin()]
+        step = best["step"]
+        rows.append({"model": model, "task": task, "n_demos": int(n_demos), "family": fam, "method": best["method"],
+                     "step": None if step is None or pd.isna(step) else int(step),
+                     "label_js_to_icl": float(best["estimate"]), "ci_low": float(best["ci_low"]),
+                     "ci_high": float(best["ci_high"]), "n_candidates": int(len(group))})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def vocab_order_per_query(records: pd.DataFrame) -> pd.DataFrame:
+    """Order sensitivity over the whole vocabulary per (set, query) (Shen et al., Figure 4).
+
+    Per (model, task, N, method, demo set, seed, query): the per-token standard
+    deviation across orders summed over the vocabulary
+    (:func:`hyptest.metrics.overlap.vocab_order_sensitivity`, from the stored
+    top-k), and the bound on the error the top-k truncation can cause;
+    averaged over training seeds.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``model``, ``task``, ``n_demos``, ``demo_set``, ``query_id``,
+        ``method``, ``value``, ``bound``, ``top_k``. Queries not scored under
+        every order of their set are left out.
+    """
+    per: list[dict[str, Any]] = []
+    group_keys = ["model", "task", "n_demos", "method", "demo_set", "seed"]
+    for key, group in records.groupby(group_keys, sort=True):
+        if group["order_id"].nunique() < 2:
+            continue
+        k = int(group["topk_ids"].map(len).min())
+        if k == 0:
+            continue
+        group = group.sort_values(["query_id", "order_id"])
+        n_orders = group["order_id"].nunique()
+        counts = group.groupby("query_id")["order_id"].nunique()
+        group = group[group["query_id"].isin(counts[counts == n_orders].index)]
+        queries = group["query_id"].unique()
+        if len(queries) == 0:
+            continue
+        ids = np.stack([np.asarray(v[:k]) for v in group["topk_ids"]]).reshape(len(queries), n_orders, k)
+        probs = np.stack([np.asarray(v[:k], dtype=float) for v in group["topk_probs"]]).reshape(
+            len(queries), n_orders, k)
+        res = vocab_order_sensitivity(ids, probs)
+        for q, value, bound in zip(queries, np.atleast_1d(res.value), np.atleast_1d(res.error_bound)):
+            per.append({**dict(zip(group_keys, key)), "query_id": q, "value": float(value),
+                        "bound": float(bound), "top_k": k})
+    columns = [*_UNIT, "method", "value", "bound", "top_k"]
+    if not per:
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame(per).groupby([*_UNIT, "method"], sort=True).agg(
+        value=("value", "mean"), bound=("bound", "mean"), top_k=("top_k", "min")).reset_index()[columns]
+
+
+def vocab_order_table(records: pd.DataFrame, *, confidence: float = 0.95,
+                      rng: np.random.Generator | int = 0) -> pd.DataFrame:
+    """Mean vocabulary order sensitivity per method, with a bootstrap interval.
+
+    Averages :func:`vocab_order_per_query` over (set, query) units.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``model``, ``task``, ``n_demos``, ``method``, ``estimate``,
+        ``ci_low``, ``ci_high``, ``bound`` (the mean truncation bound: the
+        full-vocabulary value lies within ``estimate ± bound``), ``top_k``, ``n``.
+    """
+    rng = np.random.default_rng(rng)
+    frame = vocab_order_per_query(records)
+    columns = ["model", "task", "n_demos", "method", "estimate", "ci_low", "ci_high", "bound", "top_k", "n"]
+    rows = []
+    for (model, task, n_demos, method), group in frame.groupby(["model", "task", "n_demos", "method"], sort=True):
+        est, lo, hi = _mean_ci(group["value"].to_numpy(), group["demo_set"].to_numpy(), confidence=confidence,
+                               rng=rng)
+        rows.append({"model": model, "task": task, "n_demos": int(n_demos), "method": method, "estimate": est,
+                     "ci_low": lo, "ci_high": hi, "bound": float(group["bound"].mean()),
+                     "top_k": int(group["top_k"].min()), "n": int(len(group))})
+    return pd.DataFrame(rows, columns=columns)
