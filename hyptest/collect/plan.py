@@ -136,9 +136,24 @@ def demo_sets_for(task: Task, n_demos: int, study: Study) -> list[DemoSet]:
     return out
 
 
+#: Options added after the first stored runs: left out of a unit's key while at their
+#: default, so the keys of studies that do not use them stay what they were.
+_NEW_OPTION_DEFAULTS: dict[str, Any] = {"params": "all", "layer": None, "record_steps": False}
+
+
 def method_settings(method: Any) -> dict[str, Any]:
-    """The hyper-parameters of a method that determine its output."""
-    return method.model_dump(exclude={"name", "train_seeds"})
+    """The hyper-parameters of a method that determine its output.
+
+    Names (``name``, the grid ``family``) and ``train_seeds`` (each seed is its
+    own unit) are left out; ``params``, ``layer`` and ``record_steps`` are
+    left out while at their defaults, so keys of studies written before these
+    options existed do not change.
+    """
+    settings = method.model_dump(exclude={"name", "family", "train_seeds"})
+    for option, default in _NEW_OPTION_DEFAULTS.items():
+        if option in settings and settings[option] == default:
+            del settings[option]
+    return settings
 
 
 def make_plan(
@@ -173,7 +188,7 @@ def make_plan(
                     for order_id, order in enumerate(demo_set.orders):
                         for name in study.method_names():
                             method = study.method(name)
-                            seeds = [0] if method.kind == "icl" else list(method.train_seeds)
+                            seeds = list(getattr(method, "train_seeds", [0]))  # icl, zs: no training
                             for seed in seeds:
                                 key = stable_hash(
                                     {

@@ -1,11 +1,17 @@
-"""Run units (ICL or a GD method, one order each) and turn their scores into rows.
+"""Run units (ICL, zero-shot or a GD method, one order each) and turn their scores into rows.
 
 A work group (every pending order and seed of one model, task, N, demo set and
 method) runs as one walk over the orders' prefix tree: ICL shares the KV cache
 of common demo prefixes (:func:`~hyptest.collect.scoring.score_orders`), SGD
 and Adam share their common first steps
-(:func:`~hyptest.collect.gd.train_orders`). Each unit's rows are yielded as
-soon as its order is done.
+(:func:`~hyptest.collect.gd.train_orders`). Zero-shot (``zs``) scores the
+queries once and gives every order's unit the same rows. Each unit's rows are
+yielded as soon as its order is done.
+
+A GD method with ``record_steps`` stores its scores before training (``step``
+0) and after every optimisation step (1..K); a state shared by several orders
+(their common first steps) is scored once. The unit's answer is then the rows
+with the largest ``step`` (:func:`final_step_rows`).
 """
 
 from __future__ import annotations
@@ -18,11 +24,43 @@ import pandas as pd
 from ..models import LoadedModel
 from ..tasks import Task
 from .encoding import PromptEncoder
-from .gd import TrainingExample, WeightSnapshot, train_orders
+from .gd import TrainingExample, WeightSnapshot, train_orders, trainable_parameters
 from .plan import Unit
 from .scoring import QueryScores, reuse_freed_memory, score_orders, set_tf32
 
-__all__ = ["UnitRunner", "scores_to_frame"]
+__all__ = ["UnitRunner", "final_step_rows", "scores_to_frame"]
+
+#: Columns that identify one unit's scoring of one query, apart from ``step``.
+_UNIT_COLUMNS = ("unit_key", "model", "task", "method", "n_demos", "demo_set", "order_id", "seed")
+
+
+def final_step_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of every unit at its largest ``step``: the unit's final answer.
+
+    Units collected with ``record_steps`` hold rows for steps 0..K; every
+    analysis of a unit's *result* should use only step K. Units are told apart
+    by whichever of ``unit_key, model, task, method, n_demos, demo_set,
+    order_id, seed`` the frame has (so imported logs without ``unit_key``
+    work too).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Long-format records.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The selected rows, in their original order and with their original
+        index; ``frame`` itself when it has no ``step`` column.
+    """
+    if "step" not in frame.columns or frame.empty:
+        return frame
+    keys = [c for c in _UNIT_COLUMNS if c in frame.columns]
+    if not keys:
+        return frame[frame["step"] == frame["step"].max()]
+    last = frame.groupby(keys, dropna=False, sort=False)["step"].transform("max")
+    return frame[frame["step"] == last]
 
 
 def scores_to_frame(unit: Unit, task: Task, scores: QueryScores, *, step: int) -> pd.DataFrame:
@@ -96,6 +134,10 @@ class UnitRunner:
         set_tf32(allow_tf32)
         if tune_malloc and str(lm.device).startswith("cpu"):
             reuse_freed_memory()
+        for name in study.method_names():  # a bad `params` / `layer` fails now, not after hours
+            method = study.method(name)
+            if getattr(method, "params", "all") != "all":
+                trainable_parameters(lm.model, method)
 
     def encoder(self, task: Task) -> PromptEncoder:
         """The cached prompt encoder of a task."""
@@ -132,7 +174,7 @@ class UnitRunner:
         """
         walks: dict[tuple[Any, ...], list[Unit]] = {}
         for unit in units:
-            seed = 0 if unit.method_kind == "icl" else unit.seed
+            seed = 0 if unit.method_kind in ("icl", "zs") else unit.seed
             walks.setdefault((unit.task, unit.method, unit.query_ids, seed), []).append(unit)
         for (task_name, method_name, query_ids, seed), members in walks.items():
             task = self.tasks[task_name]
@@ -140,6 +182,10 @@ class UnitRunner:
             if method.kind == "icl":
                 for index, scores in self._score_orders(task, [u.order for u in members], query_ids):
                     yield members[index], scores_to_frame(members[index], task, scores, step=0)
+            elif method.kind == "zs":
+                ((_, scores),) = self._score_orders(task, [()], query_ids)  # no demos: once for every order
+                for unit in members:
+                    yield unit, scores_to_frame(unit, task, scores, step=0)
             else:
                 yield from self._train_group(task, method, members, seed)
 
@@ -148,15 +194,26 @@ class UnitRunner:
         if self._snapshot is None:
             self._snapshot = WeightSnapshot(self.lm.model)
         enc = self.encoder(task)
-        orders = [[TrainingExample(*map(tuple, enc.training_example(task.example(i)))) for i in u.order]
+        loss = getattr(method, "loss", "label")
+        orders = [[TrainingExample(*map(tuple, enc.training_example(task.example(i), loss=loss))) for i in u.order]
                   for u in members]
         query_ids = members[0].query_ids
+
+        def score(_step: int) -> QueryScores:
+            ((_, scores),) = self._score_orders(task, [()], query_ids)
+            return scores
+
+        record = bool(getattr(method, "record_steps", False))
         self._snapshot.restore()
         walk = train_orders(self.lm.model, orders, method, seed=seed, device=self.lm.device,
-                            snapshot=self._snapshot)
+                            snapshot=self._snapshot, observe=score if record else None)
         try:
-            for index, losses in walk:
-                ((_, scores),) = self._score_orders(task, [()], query_ids)
-                yield members[index], scores_to_frame(members[index], task, scores, step=len(losses))
+            for index, losses, *trail in walk:
+                unit = members[index]
+                if record:
+                    frames = [scores_to_frame(unit, task, s, step=k) for k, s in enumerate(trail[0])]
+                    yield unit, pd.concat(frames, ignore_index=True)
+                else:
+                    yield unit, scores_to_frame(unit, task, score(len(losses)), step=len(losses))
         finally:
             walk.close()  # puts the pretrained weights back
