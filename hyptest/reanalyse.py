@@ -82,8 +82,10 @@ COMPARISON_COLUMNS: list[str] = [
 _ADJUST: tuple[str, ...] = ("holm", "bonferroni", "bh")
 _IDENTITY = ["model", "task", "method", "n_demos", "demo_set", "order_id", "seed"]
 _DAI_BASELINES = {"simaou": "random-update SimAOU", "simam": "ICL vs ZS map (ZSL SimAM)",
-                  "kendall": "random attention weights", "rec2ftp": "P(ICL right | ZS wrong, FT wrong)"}
-_DAI_NAMES = {"rec2ftp": "Rec2FTP", "simaou": "SimAOU", "simam": "SimAM", "kendall": "Kendall"}
+                  "kendall": "random attention weights", "kendall_demo_token": "random attention weights",
+                  "kendall_demo_example": "random attention weights", "rec2ftp": "P(ICL right | ZS wrong, FT wrong)"}
+_DAI_NAMES = {"rec2ftp": "Rec2FTP", "simaou": "SimAOU", "simam": "SimAM", "kendall": "Kendall",
+              "kendall_demo_token": "Kendall (demo tokens)", "kendall_demo_example": "Kendall (demo examples)"}
 _LIST_COLUMNS = ("order", "labels", "label_logprobs", "label_probs", "topk_ids", "topk_probs")
 
 
@@ -268,6 +270,8 @@ def dai_metric_values(
     frames = []
     correctness = []
     n_read = n_skipped = 0
+    notes = [f"fine-tuning (FT) read from the '{ft_setting}' setting",
+             f"SimAOU baseline: random update directions ({simaou_baseline})"]
     for task, child in zip(tasks, opts.rng.spawn(len(tasks))):
         g_aou, g_kendall = child.spawn(2)
         reader = DaiTaskReader(task, ft_setting=ft_setting, log=log, strict=strict)
@@ -300,13 +304,33 @@ def dai_metric_values(
                 "example": np.repeat(index, n_layers), "layer": np.tile(np.arange(n_layers), n),
                 "value": value.ravel(), "baseline": base.ravel(),
             }))
+    if frames and _has_demo_attention(tasks, ft_setting):
+        from .dai_collect import kendall_demo_values  # logs written by hyptest's own Dai collector
+
+        frames.append(kendall_demo_values(path, rng=opts.rng.spawn(1)[0]))
+        notes.append("Kendall over demonstration tokens (Dai et al.'s compute_training_example_attn.py) from the "
+                     "logs' demo_attn keys: kendall_demo_token, kendall_demo_example")
     values = (pd.concat(frames, ignore_index=True) if frames else
               pd.DataFrame(columns=["model", "task", "analysis", "example", "layer", "value", "baseline"]))
     correct = pd.DataFrame(correctness, columns=["model", "task", "example", "zs_correct", "ft_correct",
                                                  "icl_correct"])
-    notes = [f"fine-tuning (FT) read from the '{ft_setting}' setting",
-             f"SimAOU baseline: random update directions ({simaou_baseline})"]
     return DaiValues(values, correct, log.problems(), n_read, n_skipped, notes)
+
+
+def _has_demo_attention(tasks: list[Any], ft_setting: str) -> bool:
+    """Whether every task's icl and FT logs carry ``demo_attn`` (hyptest's Dai collector writes it)."""
+    import json
+
+    for task in tasks:
+        for setting in ("icl", ft_setting):
+            try:
+                with open(task.path / setting / "record_info.jsonl", "rb") as fh:
+                    first = fh.readline()
+                if b'"demo_attn"' not in first or "demo_attn" not in json.loads(first):
+                    return False
+            except (OSError, ValueError):
+                return False
+    return True
 
 
 def dai_comparisons(
@@ -374,7 +398,7 @@ def dai_comparisons(
         c = values.correctness[(values.correctness["model"] == model) & (values.correctness["task"] == task)]
         rows.append({**context, **_rec2ftp_row(c, opts)})
         v = values.values[(values.values["model"] == model) & (values.values["task"] == task)]
-        for analysis in ("simaou", "simam", "kendall"):
+        for analysis in ("simaou", "simam", "kendall", "kendall_demo_token", "kendall_demo_example"):
             sub = v[v["analysis"] == analysis]
             if sub.empty:
                 continue
