@@ -179,8 +179,21 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
     """
     a = study.analysis
     rng = np.random.default_rng([study.seed, 7])
+    single = records.groupby(_GROUP)["order_id"].transform("nunique") < 2
+    single_keys = set(map(tuple, records.loc[single, _GROUP].drop_duplicates().to_numpy().tolist()))
     per_query = order_sensitivity(records)
+    # zero-shot sees no demos, so it is order-invariant by construction: a baseline for accuracy and
+    # agreement, not a candidate for ICL's order behaviour
+    baselines = set(records.loc[records["method_kind"] == "zs", "method"])
+    all_records, records = records, records[~records["method"].isin(baselines)]
+    all_per_query, per_query = per_query, per_query[~per_query["method"].isin(baselines)]
+    # one order (N = 1): no order analysis; accuracy and agreement with ICL still describe it
+    records = records[~single.loc[records.index]]
+    in_single = per_query[_GROUP].apply(tuple, axis=1).isin(single_keys) if len(per_query) else []
+    per_query = per_query[~np.asarray(in_single, dtype=bool)] if len(per_query) else per_query
     margins, notes = resolve_margins(per_query, study)
+    notes += [f"{m}/{t}/N={n}: a single order, so no order analysis (accuracy and agreement only)"
+              for m, t, n in sorted(single_keys)]
     n_sets = int(per_query["demo_set"].nunique())
     cluster = a.bootstrap == "cluster" or (a.bootstrap == "auto" and n_sets >= 5)
     rows, nulls = order_sensitivity_rows(
@@ -208,7 +221,10 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                                            rng=rng)
                 rows.append({**context, "method_b": method, **row})
                 nulls.append(null)
-    agreement = agreement_table(records, reference=a.reference, k=a.overlap_k)
+    agreement = agreement_table(all_records, reference=a.reference, k=a.overlap_k)
+    if single_keys:  # ICL vs "ICL under another order" is ICL vs itself there: no reference row
+        trivial = agreement[_GROUP].apply(tuple, axis=1).isin(single_keys) & (agreement["method"] == a.reference)
+        agreement = agreement[~trivial.to_numpy()]
     for (model, task, n_demos), group in agreement.groupby(_GROUP, sort=True):
         ref = group[group["method"] == a.reference].set_index(["demo_set", "query_id"])
         for method in sorted(set(group["method"]) - {a.reference}):
@@ -235,7 +251,7 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
     comparisons = finalise(rows, alpha=a.alpha, adjust=a.adjust, alignment_margin=a.alignment_margin)
     # pooled rows have no N: keep the others integers rather than floats
     comparisons["n_demos"] = comparisons["n_demos"].map(lambda v: None if pd.isna(v) else int(v)).astype(object)
-    return AnalysisOutput(comparisons.drop(columns=["rule"]), dict(enumerate(nulls)), per_query, agreement,
+    return AnalysisOutput(comparisons.drop(columns=["rule"]), dict(enumerate(nulls)), all_per_query, agreement,
                           margins, notes, bayes)
 
 

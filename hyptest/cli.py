@@ -156,7 +156,7 @@ def _make_executor(chosen: ExecutorSpec, name: Optional[str], address: Optional[
                       .replace("`executor`", "--executor")))
 
 
-_SHORT = {"icl": "ICL", "gd": "GD", "sgd": "SGD", "adam": "Adam"}
+_SHORT = {"icl": "ICL", "zs": "ZS", "gd": "GD", "sgd": "SGD", "adam": "Adam"}
 
 
 def _short(value: object) -> str:

@@ -26,6 +26,7 @@ from .stats.bootstrap import bootstrap_ci
 from .store import RunDir
 from .store.run_dir import is_url
 from .study import Study, check_feasible
+from .model_stages import run_model_stages
 from .sweeps import checkpoint_table, closest_to_reference, final_steps, n_sweep_table, trajectory_table, vocab_order_table
 from .tasks import Task, task_from_spec
 
@@ -172,10 +173,15 @@ def run_study(
     executor.run(group_units(todo), study=study, tasks=tasks, on_unit=store)
     load_time = float(getattr(executor, "load_seconds", 0.0))
     collect_s = time.perf_counter() - t0
+    t_stage = time.perf_counter()
+    stage_notes = run_model_stages(study, tasks, run, identities,
+                                   progress=(lambda text: progress(done, len(units), text)) if progress else None)
+    stage_s = time.perf_counter() - t_stage
     results = analyse_run(
         run.path,
-        timings={"load_models": load_time, "collect": collect_s},
+        timings={"load_models": load_time, "collect": collect_s, "model_stages": stage_s},
         extra_provenance={
+            "stage_notes": stage_notes,
             "started": started.isoformat(timespec="seconds"),
             "n_units": len(units),
             "n_units_reused": n_reused,
@@ -258,7 +264,7 @@ def analyse_run(
     finished = _dt.datetime.now(_dt.timezone.utc)
     timings = dict(timings or {})
     timings["analyse"] = time.perf_counter() - t0
-    timings["total"] = timings.get("collect", 0.0) + timings["analyse"]
+    timings["total"] = timings.get("collect", 0.0) + timings.get("model_stages", 0.0) + timings["analyse"]
     previous = {}
     if run.exists("results.json") and not extra_provenance:
         previous = run.read_json("results.json").get("provenance", {})
@@ -280,11 +286,13 @@ def analyse_run(
         "run_dir": run.location,
         **(extra_provenance or {}),
     }
-    provenance["warnings"] = _warnings(study, per_query, accuracy) + output.notes
+    provenance["warnings"] = _warnings(study, per_query, accuracy) + output.notes + list(
+        provenance.get("stage_notes", []))
     wall = provenance["wall_time_s"]
-    wall["total"] = round(wall.get("collect", 0.0) + wall.get("analyse", 0.0), 2)  # collect includes loading
+    wall["total"] = round(wall.get("collect", 0.0) + wall.get("model_stages", 0.0) + wall.get("analyse", 0.0), 2)
     bayes_files = _write_bayes(run, output.bayes)
     descriptive = _descriptive_tables(run, study, records, all_steps, output)
+    descriptive["dai"] = _dai_results(run, study)
     results = {
         "study": {**manifest["study"], "methods": study.method_names()},
         "comparisons": comparisons.to_dict("records"),
@@ -328,7 +336,10 @@ def _descriptive_tables(run: RunDir, study: Study, records: pd.DataFrame, all_st
     trajectories = trajectory_table(all_steps, reference=a.reference, k=a.overlap_k, confidence=a.confidence,
                                     rng=rng)
     family = getattr(study, "method_family", lambda name: name)
-    closest = closest_to_reference(trajectories, sweep, family)
+    # GD's best case: trained models only (step >= 1; step 0 is the pretrained model, i.e. zero-shot)
+    baselines = {a.reference, *(n for n in study.method_names() if study.method(n).kind == "zs")}
+    closest = closest_to_reference(trajectories[trajectories["step"] >= 1] if not trajectories.empty else trajectories,
+                                   sweep[~sweep["method"].isin(baselines)], family)
     out: dict[str, Any] = {
         "n_sweep": _records_json(sweep) if sweep["n_demos"].nunique() > 1 else [],
         "trajectories": _records_json(trajectories),
@@ -342,6 +353,23 @@ def _descriptive_tables(run: RunDir, study: Study, records: pd.DataFrame, all_st
     out["sparsity"] = (_records_json(run.read_parquet("sparsity.parquet")) if run.exists("sparsity.parquet")
                        else [])
     return out
+
+
+def _dai_results(run: RunDir, study: Study) -> dict[str, Any]:
+    """Dai et al.'s metrics from the run's own ``dai/`` logs, each tested against its baseline (own Holm family)."""
+    if not run.is_local or not (Path(str(run.path)) / "dai" / "ana_rlt").is_dir():
+        return {}
+    from .reanalyse import dai_comparisons, dai_metric_values
+
+    a = study.analysis
+    values = dai_metric_values(Path(str(run.path)) / "dai", rng=study.seed)
+    comparisons = dai_comparisons(values, alpha=a.alpha, confidence=a.confidence, n_resamples=a.n_resamples,
+                                  adjust=a.adjust, rng=study.seed)
+    run.write_parquet("dai_values.parquet", values.values)
+    correctness = values.correctness.groupby(["model", "task"])[["zs_correct", "ft_correct", "icl_correct"]]
+    return {"comparisons": _records_json(comparisons), "correctness": _records_json(correctness.mean().reset_index()),
+            "notes": values.notes,
+            "family": f"{len(comparisons)} Dai comparisons, {a.adjust}-adjusted among themselves"}
 
 
 def _write_report(run: RunDir, results: dict[str, Any], per_query: pd.DataFrame, study_text: str) -> Path | str:
@@ -413,7 +441,7 @@ def rebuild_report(run_dir: str | Path) -> Path | str:
     return _write_report(run, results, per_query, manifest["study_text"])
 
 
-_NAMES = {"icl": "ICL", "gd": "full-batch GD", "sgd": "SGD", "adam": "Adam"}
+_NAMES = {"icl": "ICL", "zs": "zero-shot", "gd": "full-batch GD", "sgd": "SGD", "adam": "Adam"}
 
 
 def _agreement_summary(agreement: pd.DataFrame) -> list[dict[str, Any]]:

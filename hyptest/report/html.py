@@ -72,6 +72,7 @@ METHOD_NAMES: dict[str, str] = {
     "gd": "full-batch GD",
     "sgd": "SGD (batch 1, in order)",
     "adam": "Adam (batch 1, in order)",
+    "zs": "zero-shot (no demos)",
 }
 
 #: Verdict word -> plain-words phrase (``{margin}`` is filled in when known).
@@ -97,6 +98,7 @@ ANALYSIS_NAMES: dict[str, str] = {
     "token_overlap": "token overlap",
     "overlap_cosine": "overlap cosine",
     "label_js": "label JS divergence",
+    "order_sensitivity_vocab": "order sensitivity over the vocabulary",
 }
 
 #: Display order of the analyses inside a group of the verdict table; unknown
@@ -127,6 +129,7 @@ _STAT_LABELS: dict[str, str] = {
     _BAYES: "log σ-ratio",
     "order_alignment": "r",
     **{a: "Δ" for a in AGREEMENT_METRICS},
+    "order_sensitivity_vocab": "Δ",
 }
 
 #: Verdict phrases of analyses whose decision rule is not the TOST one.
@@ -152,6 +155,11 @@ _ESTIMATE_LEGEND: dict[str, tuple[str, str]] = {
     ),
     "order_sensitivity_labels": (
         "Δ (labels)", "the same for the std of the label distribution across orders",
+    ),
+    "order_sensitivity_vocab": (
+        "Δ (vocabulary)",
+        "the same for the per-token std across orders summed over the vocabulary (Shen et al., Fig. 4), "
+        "from the stored top-k; the row's note bounds the truncation error",
     ),
     "label_order_sensitivity": (
         "Δ (labels)", "the same for the std of the label distribution across orders",
@@ -185,7 +193,7 @@ _ESTIMATE_LEGEND: dict[str, tuple[str, str]] = {
 _ADJUST_NAMES: dict[str, str] = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini–Hochberg"}
 
 #: Short method names for the verdict table (the banners use :data:`METHOD_NAMES`).
-SHORT_METHOD_NAMES: dict[str, str] = {"icl": "ICL", "gd": "GD", "sgd": "SGD", "adam": "Adam"}
+SHORT_METHOD_NAMES: dict[str, str] = {"icl": "ICL", "zs": "ZS", "gd": "GD", "sgd": "SGD", "adam": "Adam"}
 
 #: Known files of a run directory -> what they hold (shown beside the links).
 DATA_FILE_DESCRIPTIONS: dict[str, str] = {
@@ -205,7 +213,7 @@ _STAGES: dict[str, str] = {
 }
 
 #: Column order of methods in figures and tables.
-DEFAULT_METHOD_ORDER: tuple[str, ...] = ("icl", "gd", "sgd", "adam")
+DEFAULT_METHOD_ORDER: tuple[str, ...] = ("icl", "zs", "gd", "sgd", "adam")
 
 _DASH = "—"
 _P_FLOOR = 1e-4

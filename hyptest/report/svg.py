@@ -72,6 +72,7 @@ PALETTE: dict[str, str] = {
     "gd": "#0072B2",  # blue
     "sgd": "#009E73",  # bluish green
     "adam": "#CC79A7",  # reddish purple
+    "zs": "#7F7F7F",  # grey: the no-demo baseline
 }
 
 #: Colours handed out, in order, to methods not in :data:`PALETTE`.

@@ -255,6 +255,10 @@ def _task_fields(task: Task) -> dict[str, Any]:
 
 def task_from_spec(spec: Any, *, base_dir: Path | None = None) -> Task:
     """Build a :class:`Task` from a study's ``TaskSpec``."""
+    if getattr(spec, "dataset", None):
+        from .datasets import dataset_task_from_spec
+
+        return dataset_task_from_spec(spec, base_dir=base_dir)
     if spec.path is None:
         return load_builtin_task(spec.name)
     path = Path(spec.path)
