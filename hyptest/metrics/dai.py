@@ -19,6 +19,8 @@ from numbers import Integral
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._validation import validate_rng
+
 __all__ = [
     "Rec2FTPResult",
     "SimAMResult",
@@ -66,15 +68,7 @@ def _validate_same_shape(arrays: dict[str, np.ndarray]) -> None:
 
 
 def _validate_rng(rng: object) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, Integral):
-        raise TypeError(
-            f"`rng` must be a numpy.random.Generator or a non-negative integer seed, got {rng!r}"
-        )
-    if int(rng) < 0:
-        raise ValueError(f"`rng` seed must be a non-negative integer, got {int(rng)}")
-    return np.random.default_rng(int(rng))
+    return validate_rng(rng, allow_none=False)
 
 
 def _validate_flags(x: ArrayLike, name: str) -> np.ndarray:

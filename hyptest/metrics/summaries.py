@@ -16,19 +16,13 @@ from numpy.typing import ArrayLike
 from hyptest.stats.bootstrap import bootstrap_ci
 from hyptest.stats.permutation import paired_permutation_test
 
+from .._validation import validate_rng
+
 __all__ = ["metric_vs_baseline", "metric_with_ci"]
 
 
 def _validate_rng(rng: object) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, Integral):
-        raise TypeError(
-            f"`rng` must be a numpy.random.Generator or a non-negative integer seed, got {rng!r}"
-        )
-    if int(rng) < 0:
-        raise ValueError(f"`rng` seed must be a non-negative integer, got {int(rng)}")
-    return np.random.default_rng(int(rng))
+    return validate_rng(rng, allow_none=False)
 
 
 def _validate_vector(x: ArrayLike, name: str) -> np.ndarray:

@@ -14,6 +14,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import ndtr, ndtri
 
+from .._validation import validate_rng
+
 __all__ = [
     "BootstrapResult",
     "bootstrap_ci",
@@ -117,16 +119,7 @@ def _validate_positive_int(value: object, name: str) -> int:
 
 
 def _validate_rng(rng: object) -> np.random.Generator:
-    if rng is None or isinstance(rng, np.random.Generator):
-        return np.random.default_rng(rng)
-    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, Integral):
-        raise TypeError(
-            "`rng` must be None, a non-negative integer seed or a "
-            f"numpy.random.Generator, got {rng!r}"
-        )
-    if int(rng) < 0:
-        raise ValueError(f"`rng` seed must be a non-negative integer, got {int(rng)}")
-    return np.random.default_rng(int(rng))
+    return validate_rng(rng)
 
 
 def _validate_clusters(clusters: ArrayLike, n: int) -> np.ndarray:

@@ -17,6 +17,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._validation import validate_rng
+
 __all__ = [
     "PermutationResult",
     "paired_permutation_test",
@@ -142,16 +144,7 @@ def _validate_alternative(alternative: object) -> str:
 
 
 def _validate_rng(rng: object) -> np.random.Generator:
-    if rng is None or isinstance(rng, np.random.Generator):
-        return np.random.default_rng(rng)
-    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, Integral):
-        raise TypeError(
-            "`rng` must be None, a non-negative integer seed or a "
-            f"numpy.random.Generator, got {rng!r}"
-        )
-    if int(rng) < 0:
-        raise ValueError(f"`rng` seed must be a non-negative integer, got {int(rng)}")
-    return np.random.default_rng(int(rng))
+    return validate_rng(rng)
 
 
 def _validate_batch(batch: object) -> int | None:
