@@ -1436,6 +1436,8 @@ DAI_METRICS: dict[str, tuple[str, str]] = {
     "simaou": ("SimAOU", "cosine similarity of attention-output updates"),
     "simam": ("SimAM", "cosine similarity of attention maps"),
     "kendall": ("Kendall", "Kendall's τ of attention weights"),
+    "kendall_demo_token": ("Kendall (demo tokens)", "Kendall's τ of attention to demo tokens"),
+    "kendall_demo_example": ("Kendall (demo examples)", "Kendall's τ of attention to demos"),
     "rec2ftp": ("Rec2FTP", "P(ICL right | ZS wrong, FT right)"),
 }
 
@@ -1723,7 +1725,7 @@ def _dai_metric(row: Mapping[str, Any]) -> str | None:
     a = str(row.get("analysis") or "")
     if a.lower() in DAI_METRICS:
         return a.lower()
-    for k, (name, _) in DAI_METRICS.items():
+    for k, (name, _) in sorted(DAI_METRICS.items(), key=lambda item: -len(item[1][0])):  # longest name first
         if a.startswith(name + " ") or a == name:
             return k
     return None
@@ -1796,7 +1798,7 @@ def _dai_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> 
     for gi, (key, grp) in enumerate(sorted(groups.items())):
         panels = []
         counts = []
-        for metric in ("simaou", "simam", "kendall"):
+        for metric in (m for m in DAI_METRICS if m != "rec2ftp"):
             by_layer = [r for r in grp if r["_metric"] == metric and _as_float(r.get("layer")) is not None]
             if not by_layer:
                 continue
