@@ -28,6 +28,7 @@ All p-values form one family, adjusted together (Holm by default).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -302,11 +303,22 @@ def _bayes(records: pd.DataFrame, study: Study, rows: list[dict[str, Any]], null
         per_order.insert(0, "n_demos", int(n_demos))
         per_order.insert(0, "task", task)
         per_order.insert(0, "model", model)
-        try:
-            fit = fit_order_variance(per_order, reference=a.reference, rope=a.rope, hdi_prob=a.hdi_prob,
-                                     draws=a.bayes_draws, tune=a.bayes_draws, seed=study.seed)
-        except ValueError as error:
-            notes.append(f"{model}/{task}/N={n_demos}: hierarchical Bayes not fitted: {error}")
+        fit = None
+        while fit is None:
+            try:
+                fit = fit_order_variance(per_order, reference=a.reference, rope=a.rope, hdi_prob=a.hdi_prob,
+                                         draws=a.bayes_draws, tune=a.bayes_draws, seed=study.seed)
+            except ValueError as error:
+                # a method whose order effect is the same shift for every query (no order x query
+                # interaction) cannot be modelled; fit the others rather than none
+                match = re.search(r"method '([^']+)' changes with the order but has no order x query", str(error))
+                if match is None or match.group(1) == a.reference:
+                    notes.append(f"{model}/{task}/N={n_demos}: hierarchical Bayes not fitted: {error}")
+                    break
+                per_order = per_order[per_order["method"] != match.group(1)]
+                notes.append(f"{model}/{task}/N={n_demos}: hierarchical Bayes fitted without {match.group(1)}: "
+                             f"{error}")
+        if fit is None:
             continue
         fits[(model, task, int(n_demos))] = fit
         if not fit.converged:

@@ -56,3 +56,30 @@ def test_alignment_rule(low, high, expected):
     row = {"p_value": 0.01, "ci_low": low, "ci_high": high, "margin": None, "_eq_low": np.nan,
            "_eq_high": np.nan, "rule": "alignment"}
     assert finalise([row], alignment_margin=0.5)["verdict"].iloc[0] == expected
+
+
+def test_bayes_drops_a_method_with_a_pure_order_shift_and_fits_the_rest():
+    pytest.importorskip("pymc")
+    from hyptest.analysis import _bayes
+
+    rng = np.random.default_rng(3)
+    rows = []
+    shift = rng.normal(0, 0.3, size=4)  # one shift per order, the same for every query: no interaction
+    for method in ("icl", "sgd", "flat"):
+        for s in range(2):
+            base = rng.normal(0, 1, size=6)
+            for o in range(4):
+                for q in range(6):
+                    if method == "flat":
+                        y = base[q] + shift[o]
+                    else:
+                        y = base[q] + rng.normal(0, 0.5 if method == "icl" else 0.2)
+                    rows.append({"model": "m", "task": "t", "n_demos": 3, "method": method, "demo_set": s,
+                                 "order_id": o, "query_id": f"q{q}", "seed": 0, "p_gold": 1 / (1 + np.exp(-y))})
+    data = yaml.safe_load(TINY_STUDY)
+    data["analysis"].update({"bayes": True, "bayes_draws": 200})
+    out_rows, nulls, notes = [], [], []
+    fits = _bayes(pd.DataFrame(rows), parse_study(data), out_rows, nulls, notes)
+    assert ("m", "t", 3) in fits
+    assert any("fitted without flat" in n for n in notes)
+    assert {r["method_b"] for r in out_rows} == {"sgd"}
