@@ -15,7 +15,7 @@ Analyses, per (model, task, N) and per method compared with the reference:
 ``order_alignment``
     Mantel-style permutation test of the correlation of per-order effects
     (methods whose outputs depend on the order), with a bootstrap CI of r.
-``token_overlap`` / ``overlap_cosine`` / ``label_js``
+``token_overlap`` / ``overlap_cosine`` / ``label_js`` / ``label_kl``
     ICL's agreement with itself under another order (``mean_a``) minus its
     agreement with the method under the same order (``mean_b``).
 ``order_sensitivity_vocab``

@@ -445,7 +445,7 @@ _NAMES = {"icl": "ICL", "zs": "zero-shot", "gd": "full-batch GD", "sgd": "SGD", 
 
 
 def _agreement_summary(agreement: pd.DataFrame) -> list[dict[str, Any]]:
-    metrics = ["token_overlap", "overlap_cosine", "label_js"]
+    metrics = [m for m in ("token_overlap", "overlap_cosine", "label_js", "label_kl") if m in agreement.columns]
     grouped = agreement.groupby(["model", "task", "n_demos", "method"])[metrics].mean().reset_index()
     return grouped.to_dict("records")
 
@@ -468,7 +468,8 @@ def _summary_text(row: dict[str, Any]) -> str:
     if analysis == "order_alignment":
         return (f"Correlation of per-order effects of {a} and {b} under the same orders: r = {row['estimate']:.3g} "
                 f"[{row['ci_low']:.3g}, {row['ci_high']:.3g}]; equivalence predicts r = 1.")
-    label = {"token_overlap": "Token overlap", "overlap_cosine": "Overlap cosine", "label_js": "JS divergence"}
+    label = {"token_overlap": "Token overlap", "overlap_cosine": "Overlap cosine", "label_js": "JS divergence",
+             "label_kl": "KL divergence (ICL || method)"}
     return (f"{label.get(analysis, analysis)} with {a} under another order {row['mean_a']:.3g} vs with {b} "
             f"under the same order {row['mean_b']:.3g} {n}.")
 

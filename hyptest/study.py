@@ -364,7 +364,7 @@ class AnalysisSpec(_Strict):
     bootstrap: Literal["auto", "pairs", "cluster"] = "auto"
     ci_type: Literal["percentile", "bca"] = "percentile"
     reference: str = "icl"
-    top_k: int = Field(default=20, ge=1)
+    top_k: int = Field(default=100, ge=1)
     overlap_k: int = Field(default=10, ge=1)
     bayes: bool = True
     rope: float = Field(default=0.22314355131420976, gt=0)  # log(1.25)

@@ -35,6 +35,10 @@ def test_pairs_by_hand():
 
     expected = (0.0 + jensenshannon([0.4, 0.6], [0.5, 0.5]) ** 2) / 2
     assert out.loc["gd", "label_js"] == pytest.approx(expected, rel=1e-9)
+    # KL(ICL || GD) by scipy's entropy (base e): order 0 identical (0), order 1 [0.4, 0.6] vs [0.5, 0.5]
+    from scipy.stats import entropy
+
+    assert out.loc["gd", "label_kl"] == pytest.approx((0.0 + entropy([0.4, 0.6], [0.5, 0.5])) / 2, rel=1e-9)
 
 
 def test_unknown_reference():

@@ -42,7 +42,7 @@ def test_results_json_has_every_comparison(tiny_run):
     for row in comps:
         by_method.setdefault(row["method_b"], set()).add(row["analysis"])
     common = {"order_sensitivity", "variance_ratio_bf", "log_variance_ratio", "token_overlap",
-              "overlap_cosine", "label_js"}
+              "overlap_cosine", "label_js", "label_kl"}
     # with two labels the label-distribution analysis equals the P(gold) one and is not repeated;
     # full-batch GD is order-invariant, so order alignment is not computed for it
     common |= {"bayes_order_variance", "order_sensitivity_vocab"}

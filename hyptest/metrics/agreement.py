@@ -13,12 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .overlap import label_js, overlap_cosine, token_overlap
+from .overlap import label_js, label_kl, overlap_cosine, token_overlap
 
 __all__ = ["AGREEMENT_METRICS", "agreement_table", "pair_metrics"]
 
 #: metric name -> whether larger means more agreement
-AGREEMENT_METRICS: dict[str, bool] = {"token_overlap": True, "overlap_cosine": True, "label_js": False}
+AGREEMENT_METRICS: dict[str, bool] = {"token_overlap": True, "overlap_cosine": True, "label_js": False,
+                                      "label_kl": False}
 
 _UNIT = ["model", "task", "n_demos", "demo_set", "query_id"]
 
@@ -33,11 +34,13 @@ def pair_metrics(a: pd.DataFrame, b: pd.DataFrame, k: int) -> dict[str, np.ndarr
     Returns the arrays of :data:`AGREEMENT_METRICS`; the token metrics are NaN
     when either side holds fewer than ``k`` top-k tokens.
     """
-    js = np.asarray(label_js(_stack(a, "label_probs"), _stack(b, "label_probs")), dtype=float)
+    pa, pb = _stack(a, "label_probs"), _stack(b, "label_probs")
+    js = np.asarray(label_js(pa, pb), dtype=float)
+    kl = np.asarray(label_kl(pa, pb), dtype=float)  # KL(a || b): a is the reference (ICL)
     width = min(min((len(v) for v in a["topk_ids"]), default=0), min((len(v) for v in b["topk_ids"]), default=0))
     if width < k:  # logs without (enough) top-k: the token metrics are not defined, JS still is
         missing = np.full(len(a), np.nan)
-        return {"token_overlap": missing, "overlap_cosine": missing.copy(), "label_js": js}
+        return {"token_overlap": missing, "overlap_cosine": missing.copy(), "label_js": js, "label_kl": kl}
     ids_a, ids_b = _stack(a, "topk_ids"), _stack(b, "topk_ids")
     return {
         "token_overlap": np.asarray(token_overlap(ids_a, ids_b, k=k), dtype=float),
@@ -45,6 +48,7 @@ def pair_metrics(a: pd.DataFrame, b: pd.DataFrame, k: int) -> dict[str, np.ndarr
             overlap_cosine(ids_a, _stack(a, "topk_probs"), ids_b, _stack(b, "topk_probs"), k=k), dtype=float
         ),
         "label_js": js,
+        "label_kl": kl,
     }
 
 

@@ -98,6 +98,7 @@ ANALYSIS_NAMES: dict[str, str] = {
     "token_overlap": "token overlap",
     "overlap_cosine": "overlap cosine",
     "label_js": "label JS divergence",
+    "label_kl": "label KL divergence",
     "order_sensitivity_vocab": "order sensitivity over the vocabulary",
 }
 
@@ -114,6 +115,7 @@ AGREEMENT_METRICS: dict[str, tuple[str, bool]] = {
     "token_overlap": ("token overlap", True),
     "overlap_cosine": ("overlap cosine", True),
     "label_js": ("label JS divergence", False),
+    "label_kl": ("label KL divergence, reference ‖ method", False),
 }
 
 _BAYES = "bayes_order_variance"
@@ -1340,7 +1342,7 @@ def _agreement_view(
         name, higher = AGREEMENT_METRICS[m]
         if m in ("token_overlap", "overlap_cosine") and k_top is not None:
             name = f"{name} (top-{_scalar(k_top)})"
-        if m == "label_js":
+        if m in ("label_js", "label_kl"):
             name = f"{name} (nats)"
         metric_views.append({"key": m, "name": name, "arrow": "↑" if higher else "↓",
                              "better": "higher" if higher else "lower"})
@@ -1415,6 +1417,7 @@ N_SWEEP_METRICS: dict[str, tuple[str, str]] = {
     "token_overlap": ("token overlap", "share of top-k tokens shared (0–1)"),
     "overlap_cosine": ("overlap cosine", "cosine on shared top-k (−1–1)"),
     "label_js": ("label JS divergence", "JS divergence (nats)"),
+    "label_kl": ("label KL divergence", "KL(ICL ‖ method) (nats)"),
 }
 
 #: ``results["trajectories"]`` metric -> (display name, y axis label with units).
