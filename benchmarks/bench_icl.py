@@ -30,6 +30,7 @@ import time
 import numpy as np
 import torch
 
+from _subtrees import time_by_subtree, timed as _timed
 from _naive_collect import max_prob_diff, naive_scores
 
 from hyptest.collect.encoding import PromptEncoder
@@ -63,12 +64,6 @@ def _ours(lm, enc, orders, queries):
 def _naive(lm, enc, orders, queries):
     qids, labels = [enc.query_ids(q) for q in queries], enc.label_ids()
     return np.stack([naive_scores(lm.model, enc.prefix_ids(o), qids, labels, TOP_K)[0] for o in orders])
-
-
-def _timed(fn):
-    w, c = time.perf_counter(), time.process_time()
-    out = fn()
-    return time.perf_counter() - w, time.process_time() - c, out
 
 
 def _scaling(lm, enc, repeats: int) -> None:
@@ -116,30 +111,12 @@ def main() -> None:
     # for N = 4). hyptest shares nothing across subtrees (the head is empty), so the sum over subtrees is
     # the full job. Each subtree runs hyptest and naive back to back, so load changes on a shared
     # machine hit both alike; the best of the repeats is kept per subtree.
-    subtrees: dict[str, list[int]] = {}
-    for i, order in enumerate(orders):
-        subtrees.setdefault(order[0].id, []).append(i)
-    ours = np.zeros((len(orders), len(queries), len(enc.label_ids())))
-    naive = np.zeros_like(ours)
-    t_ours = t_naive = c_ours = c_naive = 0.0
-    chosen = list(subtrees.values())[: args.subtrees]
-    timed = sorted(i for members in chosen for i in members)
-    for members in chosen:
-        part = [orders[i] for i in members]
-        best_o = best_n = (float("inf"), float("inf"))
-        for r in range(max(args.repeats, args.naive_repeats)):
-            if r < args.repeats:
-                w, c, out = _timed(lambda: _ours(lm, enc, part, queries))
-                best_o = min(best_o, (w, c))
-                ours[members] = out
-            if r < args.naive_repeats:
-                w, c, out = _timed(lambda: _naive(lm, enc, part, queries))
-                best_n = min(best_n, (w, c))
-                naive[members] = out
-        t_ours, c_ours = t_ours + best_o[0], c_ours + best_o[1]
-        t_naive, c_naive = t_naive + best_n[0], c_naive + best_n[1]
-        print(f"  subtree of {len(part)} orders: hyptest {best_o[0]:7.2f} s (cpu {best_o[1]:7.2f}), naive "
-              f"{best_n[0]:8.2f} s (cpu {best_n[1]:8.2f}), load {os.getloadavg()[0]:.1f}", flush=True)
+    res = time_by_subtree(orders, (len(queries), len(enc.label_ids())),
+                          lambda part: _ours(lm, enc, part, queries), lambda part: _naive(lm, enc, part, queries),
+                          repeats=args.repeats, naive_repeats=args.naive_repeats, subtrees=args.subtrees)
+    ours, naive, timed = res.ours, res.naive, res.timed
+    t_ours, t_naive, c_ours, c_naive = res.wall_ours, res.wall_naive, res.cpu_ours, res.cpu_naive
+    chosen, subtrees = range(res.n_chosen), range(res.n_subtrees)
     one_call = min(_timed(lambda: _ours(lm, enc, orders, queries))[0] for _ in range(args.repeats))
     print(f"timed {len(timed)} of {len(orders)} orders ({len(chosen)} of {len(subtrees)} subtrees)")
     diff = max_prob_diff(ours[timed], naive[timed])
