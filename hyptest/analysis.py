@@ -28,7 +28,6 @@ All p-values form one family, adjusted together (Holm by default).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,7 +180,7 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
     a = study.analysis
     rng = np.random.default_rng([study.seed, 7])
     single = records.groupby(_GROUP)["order_id"].transform("nunique") < 2
-    single_keys = set(map(tuple, records.loc[single, _GROUP].drop_duplicates().to_numpy().tolist()))
+    single_keys = pd.MultiIndex.from_frame(records.loc[single, _GROUP].drop_duplicates())
     per_query = order_sensitivity(records)
     # zero-shot sees no demos, so it is order-invariant by construction: a baseline for accuracy and
     # agreement, not a candidate for ICL's order behaviour
@@ -190,8 +189,7 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
     all_per_query, per_query = per_query, per_query[~per_query["method"].isin(baselines)]
     # one order (N = 1): no order analysis; accuracy and agreement with ICL still describe it
     records = records[~single.loc[records.index]]
-    in_single = per_query[_GROUP].apply(tuple, axis=1).isin(single_keys) if len(per_query) else []
-    per_query = per_query[~np.asarray(in_single, dtype=bool)] if len(per_query) else per_query
+    per_query = per_query[per_query["n_orders"] >= 2]
     margins, notes = resolve_margins(per_query, study)
     notes += [f"{m}/{t}/N={n}: a single order, so no order analysis (accuracy and agreement only)"
               for m, t, n in sorted(single_keys)]
@@ -223,9 +221,9 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                 rows.append({**context, "method_b": method, **row})
                 nulls.append(null)
     agreement = agreement_table(all_records, reference=a.reference, k=a.overlap_k)
-    if single_keys:  # ICL vs "ICL under another order" is ICL vs itself there: no reference row
-        trivial = agreement[_GROUP].apply(tuple, axis=1).isin(single_keys) & (agreement["method"] == a.reference)
-        agreement = agreement[~trivial.to_numpy()]
+    if len(single_keys):  # ICL vs "ICL under another order" is ICL vs itself there: no reference row
+        trivial = agreement.set_index(_GROUP).index.isin(single_keys) & (agreement["method"] == a.reference)
+        agreement = agreement[~trivial]
     for (model, task, n_demos), group in agreement.groupby(_GROUP, sort=True):
         ref = group[group["method"] == a.reference].set_index(["demo_set", "query_id"])
         for method in sorted(set(group["method"]) - {a.reference}):
@@ -291,7 +289,7 @@ def _bayes(records: pd.DataFrame, study: Study, rows: list[dict[str, Any]], null
            notes: list[str]) -> dict[tuple[Any, Any, int], Any]:
     """Fit the hierarchical model per (model, task, N); append its rows (outside the p-value family)."""
     try:
-        from .stats.bayes import fit_order_variance
+        from .stats.bayes import NoOrderInteractionError, fit_order_variance
     except ImportError as error:  # pragma: no cover - pymc is an optional extra
         notes.append(f"hierarchical Bayes skipped: {error}; install it with pip install \"hyptest[bayes]\"")
         return {}
@@ -308,16 +306,18 @@ def _bayes(records: pd.DataFrame, study: Study, rows: list[dict[str, Any]], null
             try:
                 fit = fit_order_variance(per_order, reference=a.reference, rope=a.rope, hdi_prob=a.hdi_prob,
                                          draws=a.bayes_draws, tune=a.bayes_draws, seed=study.seed)
-            except ValueError as error:
-                # a method whose order effect is the same shift for every query (no order x query
-                # interaction) cannot be modelled; fit the others rather than none
-                match = re.search(r"method '([^']+)' changes with the order but has no order x query", str(error))
-                if match is None or match.group(1) == a.reference:
+            except NoOrderInteractionError as error:
+                # a method whose order effect is the same shift for every query cannot be modelled;
+                # fit the others rather than none
+                if error.method == a.reference:
                     notes.append(f"{model}/{task}/N={n_demos}: hierarchical Bayes not fitted: {error}")
                     break
-                per_order = per_order[per_order["method"] != match.group(1)]
-                notes.append(f"{model}/{task}/N={n_demos}: hierarchical Bayes fitted without {match.group(1)}: "
+                per_order = per_order[per_order["method"] != error.method]
+                notes.append(f"{model}/{task}/N={n_demos}: hierarchical Bayes fitted without {error.method}: "
                              f"{error}")
+            except ValueError as error:
+                notes.append(f"{model}/{task}/N={n_demos}: hierarchical Bayes not fitted: {error}")
+                break
         if fit is None:
             continue
         fits[(model, task, int(n_demos))] = fit

@@ -43,6 +43,7 @@ from . import _arviz
 __all__ = [
     "BAYES_VERDICTS",
     "BayesResult",
+    "NoOrderInteractionError",
     "PooledResult",
     "fit_order_variance",
     "fit_pooled",
@@ -90,6 +91,20 @@ _SLICE = ["model", "task", "n_demos"]
 #: A pure performance cache: the data are swapped in with ``with_data``, so a
 #: study whose slices share a design compiles once per process.
 _NUTPIE_CACHE: dict[tuple[str, int], Any] = {}
+
+
+class NoOrderInteractionError(ValueError):
+    """A method changes with the order by the same shift for every query, which the model cannot fit.
+
+    Attributes
+    ----------
+    method : str
+        The method; the other methods can still be fitted without it.
+    """
+
+    def __init__(self, method: str, message: str) -> None:
+        super().__init__(message)
+        self.method = method
 
 
 # ---------------------------------------------------------------------------
@@ -849,9 +864,10 @@ def fit_order_variance(
         sel = stats["method_idx"] == i
         resid_ms = stats["ss_int"][sel].sum() / stats["df_int"][sel].sum()
         if not resid_ms > float(zero_spread_tol) ** 2:
-            raise ValueError(
+            raise NoOrderInteractionError(
+                method,
                 f"`per_order`: method {method!r} changes with the order but has no order x query "
-                f"interaction (residual mean square {resid_ms:.3g}); the model needs residual noise"
+                f"interaction (residual mean square {resid_ms:.3g}); the model needs residual noise",
             )
 
     sigma_order_mean = {m: 0.0 for m in invariant}
