@@ -51,7 +51,7 @@ def dai_ft_method(dai: Any) -> Any:
 
 def dai_jobs(study: Study, tasks: dict[str, Task], identities: dict[str, Any]) -> list[dict[str, Any]]:
     """Every (model, task, demo set) the study's ``dai`` block asks for, with its content key."""
-    dai = getattr(study, "dai", None)
+    dai = study.dai
     if dai is None:
         return []
     jobs = []

@@ -27,7 +27,8 @@ from .store import RunDir
 from .store.run_dir import is_url
 from .study import Study, check_feasible
 from .model_stages import run_model_stages
-from .sweeps import checkpoint_table, closest_to_reference, final_steps, n_sweep_table, trajectory_table, vocab_order_table
+from .collect.units import final_step_rows
+from .sweeps import checkpoint_table, closest_to_reference, n_sweep_table, trajectory_table, vocab_order_table
 from .tasks import Task, task_from_spec
 
 __all__ = ["RunSummary", "analyse_run", "default_run_dir", "load_tasks", "plan_study", "rebuild_report", "run_study"]
@@ -247,7 +248,7 @@ def analyse_run(
     manifest = run.read_json("manifest.json")
     study = Study.model_validate(manifest["study"])
     all_steps = run.read_units(u["key"] for u in manifest["units"])
-    records = final_steps(all_steps)  # a unit's answer is its last step; earlier steps feed the trajectories
+    records = final_step_rows(all_steps)  # a unit's answer is its last step; earlier steps feed the trajectories
     output = run_analyses(records, study)
     per_query, comparisons, nulls = output.per_query, output.comparisons, output.nulls
     accuracy = accuracy_table(records)
@@ -335,7 +336,7 @@ def _descriptive_tables(run: RunDir, study: Study, records: pd.DataFrame, all_st
     sweep = n_sweep_table(records, output.per_query, output.agreement, confidence=a.confidence, rng=rng)
     trajectories = trajectory_table(all_steps, reference=a.reference, k=a.overlap_k, confidence=a.confidence,
                                     rng=rng)
-    family = getattr(study, "method_family", lambda name: name)
+    family = study.method_family
     # GD's best case: trained models only (step >= 1; step 0 is the pretrained model, i.e. zero-shot)
     baselines = {a.reference, *(n for n in study.method_names() if study.method(n).kind == "zs")}
     closest = closest_to_reference(trajectories[trajectories["step"] >= 1] if not trajectories.empty else trajectories,
@@ -347,7 +348,7 @@ def _descriptive_tables(run: RunDir, study: Study, records: pd.DataFrame, all_st
         len(set(map(family, study.method_names()))) < len(study.method_names()) else [],
         "vocab_order_sensitivity": _records_json(vocab_order_table(records, confidence=a.confidence, rng=rng)),
     }
-    groups = getattr(study, "checkpoint_groups", dict)()
+    groups = study.checkpoint_groups()
     checkpoints = checkpoint_table(sweep, groups) if groups else pd.DataFrame()
     out["checkpoints"] = _records_json(checkpoints) if not checkpoints.empty else []
     out["sparsity"] = (_records_json(run.read_parquet("sparsity.parquet")) if run.exists("sparsity.parquet")
@@ -357,17 +358,17 @@ def _descriptive_tables(run: RunDir, study: Study, records: pd.DataFrame, all_st
 
 def _dai_results(run: RunDir, study: Study) -> dict[str, Any]:
     """Dai et al.'s metrics from the run's own ``dai/`` logs, each tested against its baseline (own Holm family)."""
-    if not run.is_local or not (Path(str(run.path)) / "dai" / "ana_rlt").is_dir():
+    logs = Path(str(run.path)) / "dai"
+    if not run.is_local or not (logs / "ana_rlt").is_dir():
         return {}
     from .reanalyse import dai_comparisons, dai_metric_values
 
     a = study.analysis
-    values = dai_metric_values(Path(str(run.path)) / "dai", rng=study.seed)
+    values = dai_metric_values(logs, rng=study.seed)
     comparisons = dai_comparisons(values, alpha=a.alpha, confidence=a.confidence, n_resamples=a.n_resamples,
                                   adjust=a.adjust, rng=study.seed)
     run.write_parquet("dai_values.parquet", values.values)
-    correctness = values.correctness.groupby(["model", "task"])[["zs_correct", "ft_correct", "icl_correct"]]
-    return {"comparisons": _records_json(comparisons), "correctness": _records_json(correctness.mean().reset_index()),
+    return {"comparisons": _records_json(comparisons), "correctness": _records_json(values.correctness_rates()),
             "notes": values.notes,
             "family": f"{len(comparisons)} Dai comparisons, {a.adjust}-adjusted among themselves"}
 

@@ -204,6 +204,11 @@ class DaiValues:
     n_examples_skipped: int
     notes: list[str] = field(default_factory=list)
 
+    def correctness_rates(self) -> pd.DataFrame:
+        """Share of examples each setting gets right, per (model, task)."""
+        columns = ["zs_correct", "ft_correct", "icl_correct"]
+        return self.correctness.groupby(["model", "task"])[columns].mean().reset_index()
+
 
 def dai_metric_values(
     path: str | Path,
@@ -915,8 +920,7 @@ def _dai_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     _write_table_run(path, out, "dai", comparisons, values.values, "dai_values.parquet", settings, started,
                      time.perf_counter() - t0, warnings, info,
                      {"layers_different": layers_different(comparisons),
-                      "correctness": values.correctness.groupby(["model", "task"])[
-                          ["zs_correct", "ft_correct", "icl_correct"]].mean().reset_index().to_dict("records")},
+                      "correctness": values.correctness_rates().to_dict("records")},
                      overrides.get("name", f"reanalyse_{path.name}"),
                      overrides.get("description", f"Dai et al. metrics reanalysed from {path}"))
 

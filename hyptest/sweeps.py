@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .collect.units import final_step_rows
 from .metrics.agreement import pair_metrics
 from .metrics.overlap import vocab_order_sensitivity
 from .stats.bootstrap import bootstrap_ci
@@ -23,7 +24,6 @@ __all__ = [
     "TRAJECTORY_METRICS",
     "checkpoint_table",
     "closest_to_reference",
-    "final_steps",
     "n_sweep_table",
     "trajectory_table",
     "vocab_order_per_query",
@@ -35,18 +35,6 @@ SWEEP_METRICS: tuple[str, ...] = ("accuracy", "order_sd", "token_overlap", "over
 #: metrics recorded along a GD trajectory
 TRAJECTORY_METRICS: tuple[str, ...] = ("label_js_to_icl", "token_overlap_to_icl", "p_gold", "accuracy")
 _UNIT = ["model", "task", "n_demos", "demo_set", "query_id"]
-
-
-def final_steps(records: pd.DataFrame) -> pd.DataFrame:
-    """The rows of every unit at its last recorded step (a unit's answer).
-
-    Units collected with ``record_steps`` hold one row per query and step;
-    every analysis of the final model uses only the largest step of each unit.
-    """
-    if "step" not in records.columns or records.empty:
-        return records
-    last = records.groupby("unit_key", sort=False)["step"].transform("max")
-    return records[records["step"] == last]
 
 
 def _mean_ci(values: np.ndarray, clusters: np.ndarray | None, *, confidence: float,
@@ -195,7 +183,7 @@ def trajectory_table(records: pd.DataFrame, *, reference: str = "icl", k: int = 
     traced = [m for m in steps.index if steps[m] > 1 and m != reference]
     if not traced:
         return pd.DataFrame(columns=columns)
-    ref = final_steps(records[records["method"] == reference])
+    ref = final_step_rows(records[records["method"] == reference])
     keys = [*_UNIT, "order_id"]
     rows: list[dict[str, Any]] = []
     for method in traced:

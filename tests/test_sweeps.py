@@ -11,10 +11,10 @@ from scipy.spatial.distance import jensenshannon
 
 from hyptest.metrics import order_sensitivity
 from hyptest.metrics.agreement import agreement_table
+from hyptest.collect.units import final_step_rows as final_steps
 from hyptest.sweeps import (
     checkpoint_table,
     closest_to_reference,
-    final_steps,
     n_sweep_table,
     trajectory_table,
     vocab_order_table,
