@@ -34,30 +34,40 @@ def example_loss(model, ids, targets):
     return -sum(logp[t - 1, ids[t]] for t in targets)
 
 
-def manual_sgd(model, examples, lr, epochs=1):
-    params = [p for p in model.parameters()]
+def _params(model, names):
+    """The parameters called ``names`` (all of them when None), in that order."""
+    if names is None:
+        return list(model.parameters())
+    named = dict(model.named_parameters())
+    return [named[n] for n in names]
+
+
+def manual_sgd(model, examples, lr, epochs=1, *, names=None, loss_fn=example_loss):
+    """Plain SGD, batch 1, in order; only the parameters called ``names`` move (all when None)."""
+    params = _params(model, names)
     for _ in range(epochs):
         for ids, targets in examples:
-            loss = example_loss(model, ids, targets)
+            loss = loss_fn(model, ids, targets)
             grads = torch.autograd.grad(loss, params)
             with torch.no_grad():
                 for p, g in zip(params, grads):
                     p -= lr * g
 
 
-def manual_full_batch_gd(model, examples, lr, steps):
-    params = [p for p in model.parameters()]
+def manual_full_batch_gd(model, examples, lr, steps, *, names=None, loss_fn=example_loss):
+    """Full-batch GD on the mean of the per-example losses; only ``names`` move (all when None)."""
+    params = _params(model, names)
     for _ in range(steps):
-        loss = sum(example_loss(model, ids, t) for ids, t in examples) / len(examples)
+        loss = sum(loss_fn(model, ids, t) for ids, t in examples) / len(examples)
         grads = torch.autograd.grad(loss, params)
         with torch.no_grad():
             for p, g in zip(params, grads):
                 p -= lr * g
 
 
-def manual_adam(model, examples, lr, betas=(0.9, 0.999), eps=1e-8, epochs=1):
-    """Adam written out from Kingma & Ba (2015), Algorithm 1."""
-    params = [p for p in model.parameters()]
+def manual_adam(model, examples, lr, betas=(0.9, 0.999), eps=1e-8, epochs=1, *, names=None):
+    """Adam written out from Kingma & Ba (2015), Algorithm 1; only ``names`` move (all when None)."""
+    params = _params(model, names)
     m = [torch.zeros_like(p) for p in params]
     v = [torch.zeros_like(p) for p in params]
     b1, b2 = betas

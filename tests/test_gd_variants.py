@@ -27,7 +27,7 @@ from hyptest.collect.plan import method_settings
 from hyptest.collect.units import final_step_rows
 from hyptest.study import AdamMethod, GDMethod, SGDMethod, parse_study
 
-from ._naive import example_loss, naive_label_logprobs
+from ._naive import example_loss, manual_adam, manual_full_batch_gd, manual_sgd, naive_label_logprobs
 
 # --------------------------------------------------------------------------- explicit reference loops
 
@@ -36,44 +36,6 @@ def _mean_token_loss(model, ids, targets):
     """Dai et al.'s loss written out: mean NLL of the target tokens, from the model's own logits."""
     logp = torch.log_softmax(model(torch.tensor([list(ids)])).logits[0].float(), dim=-1)
     return -sum(logp[t - 1, ids[t]] for t in targets) / len(targets)
-
-
-def _sgd_on(model, names, examples, lr, loss_fn=example_loss):
-    """Plain SGD, batch 1, updating only the parameters called ``names``."""
-    named = dict(model.named_parameters())
-    params = [named[n] for n in names]
-    for ids, targets in examples:
-        grads = torch.autograd.grad(loss_fn(model, ids, targets), params)
-        with torch.no_grad():
-            for p, g in zip(params, grads):
-                p -= lr * g
-
-
-def _gd_on(model, names, examples, lr, steps, loss_fn):
-    """Full-batch GD on the mean of the per-example losses, updating only ``names``."""
-    named = dict(model.named_parameters())
-    params = [named[n] for n in names]
-    for _ in range(steps):
-        loss = sum(loss_fn(model, ids, t) for ids, t in examples) / len(examples)
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            for p, g in zip(params, grads):
-                p -= lr * g
-
-
-def _adam_on(model, names, examples, lr, betas=(0.9, 0.999), eps=1e-8):
-    """Adam (Kingma & Ba, Algorithm 1), batch 1, updating only ``names``."""
-    named = dict(model.named_parameters())
-    params = [named[n] for n in names]
-    m = [torch.zeros_like(p) for p in params]
-    v = [torch.zeros_like(p) for p in params]
-    for t, (ids, targets) in enumerate(examples, start=1):
-        grads = torch.autograd.grad(example_loss(model, ids, targets), params)
-        with torch.no_grad():
-            for p, g, mi, vi in zip(params, grads, m, v):
-                mi.mul_(betas[0]).add_((1 - betas[0]) * g)
-                vi.mul_(betas[1]).add_((1 - betas[1]) * g * g)
-                p -= lr * (mi / (1 - betas[0] ** t)) / ((vi / (1 - betas[1] ** t)).sqrt() + eps)
 
 
 def _examples(tiny_lm, task, n, loss="label"):
@@ -142,7 +104,7 @@ def test_value_proj_sgd_equals_an_explicit_loop_and_touches_nothing_else(tiny_lm
     _, raw, examples = _examples(tiny_lm, sentiment, 3)
     method = SGDMethod(kind="sgd", learning_rate=0.5, params="value_proj", layer=0)
     reference = copy.deepcopy(model)
-    _sgd_on(reference, ["model.layers.0.self_attn.v_proj.weight"], raw, 0.5)
+    manual_sgd(reference, raw, 0.5, names=["model.layers.0.self_attn.v_proj.weight"])
     before = _params(model)
     snapshot = WeightSnapshot(model)
     try:
@@ -215,7 +177,7 @@ def test_kv_adam_walk_is_bitwise_the_straight_loop_and_equals_explicit_adam(tiny
         assert all(torch.equal(p, q) for p, q in zip(model.parameters(), straight[index]))
         if index in (0, 5):
             reference = copy.deepcopy(pretrained)
-            _adam_on(reference, kv, [raw[i] for i in perms[index]], 1e-3)
+            manual_adam(reference, [raw[i] for i in perms[index]], 1e-3, names=kv)
             for p, q in zip(model.parameters(), reference.parameters()):
                 torch.testing.assert_close(p, q, atol=2e-6, rtol=1e-4)
     kv_numel = sum(p.numel() for _, p in trainable_parameters(model, method))
@@ -270,7 +232,7 @@ def test_full_batch_gd_on_all_tokens_equals_an_explicit_loop(tiny_lm, sentiment)
     method = GDMethod(kind="gd", learning_rate=0.5, steps=2, loss="all_tokens", params="attention_kv")
     names = [n for n, _ in trainable_parameters(model, method)]
     reference = copy.deepcopy(model)
-    _gd_on(reference, names, raw, 0.5, 2, _mean_token_loss)
+    manual_full_batch_gd(reference, raw, 0.5, 2, names=names, loss_fn=_mean_token_loss)
     before = _params(model)
     snapshot = WeightSnapshot(model)
     try:
@@ -310,7 +272,7 @@ def test_observe_scores_each_shared_state_once_and_matches_explicit_prefix_train
         assert len(got[index]) == 4
         for k in range(4):  # step k: that order trained alone for k steps, then scored
             reference = copy.deepcopy(pretrained)
-            _sgd_on(reference, [n for n, _ in reference.named_parameters()], [raw[i] for i in perms[index][:k]], 0.5)
+            manual_sgd(reference, [raw[i] for i in perms[index][:k]], 0.5)
             expected = naive_label_logprobs(reference, enc.head_ids(), queries, labels)
             np.testing.assert_allclose(np.exp(got[index][k]), np.exp(expected), atol=1e-5)
     assert np.abs(got[0][3] - got[0][0]).max() > 1e-3  # training moved the scores
@@ -387,7 +349,7 @@ def test_units_record_every_step_and_zero_shot_scores_once(tiny_lm, sentiment, m
         assert sorted(set(rows["step"])) == [0, 1, 2]
         for k in range(3):
             reference = copy.deepcopy(pretrained)
-            _sgd_on(reference, [n for n, _ in reference.named_parameters()], [raw[d] for d in unit.order[:k]], 0.5)
+            manual_sgd(reference, [raw[d] for d in unit.order[:k]], 0.5)
             expected = naive_label_logprobs(reference, enc.head_ids(), queries, labels)
             at_k = rows[rows["step"] == k]
             np.testing.assert_allclose(np.exp(np.stack(at_k["label_logprobs"])), np.exp(expected), atol=1e-5)
