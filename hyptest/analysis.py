@@ -1,34 +1,47 @@
-"""Every analysis of a study, from stored records to one family of comparisons.
+"""Every analysis of a study, from stored records to comparisons with verdicts.
 
 Reads only the long-format records (the store's schema) and the validated
-study; returns tables. The pipeline writes them; the report renders them.
+study; builds one :class:`hyptest.results.Comparison` per (model, task, N,
+method vs reference, analysis) and lets :func:`hyptest.results.decide` give
+the verdicts, family by family. The pipeline writes the tables; the report
+renders them.
 
-Analyses, per (model, task, N) and per method compared with the reference:
+Analyses (per (model, task, N), each method compared with the reference):
 
-``order_sensitivity`` / ``order_sensitivity_labels``
-    Theorem-1 check on per-(demo set, query) order SDs: permutation test,
-    bootstrap CI, TOST against the margin.
-``variance_ratio_bf`` / ``log_variance_ratio``
-    Order effects as variances: Brown-Forsythe test and a permutation test of
-    the log variance ratio, on deviations of P(gold) from each unit's mean
-    over orders.
+``order_sensitivity`` (confirmatory by default)
+    Theorem 1's quantity: the log ratio of the mean per-query SD of P(gold)
+    across orders, reference / method. Equivalence: ratio within the declared
+    margin (default [1/1.25, 1.25]). Resampling follows the design: orders
+    within demo sets (unless all N! were run) and queries within demo sets,
+    the same for both methods; or, with demo sets as clusters, an exact
+    sign-flip test over the per-set log ratios.
+``order_sensitivity_labels``
+    The same on the mean over labels of the per-label SD (tasks with > 2 labels).
+``log_variance_ratio``
+    Mean over (demo set, query) of the per-unit log variance ratio (margin: the
+    same SD ratio, squared), resampled as above.
 ``order_alignment``
-    Mantel-style permutation test of the correlation of per-order effects
-    (methods whose outputs depend on the order), with a bootstrap CI of r.
+    Correlation of per-order effects of the reference and the method under the
+    same orders (methods whose outputs depend on the order); equivalence
+    predicts r = 1 (or the seed-reliability ceiling): "different" when the
+    upper bound lies below ``alignment_rho0``, "equivalent" when the lower
+    bound lies above it; bounds resample orders within sets.
 ``token_overlap`` / ``overlap_cosine`` / ``label_js`` / ``label_kl``
-    ICL's agreement with itself under another order (``mean_a``) minus its
-    agreement with the method under the same order (``mean_b``).
+    ICL's agreement with itself under another order minus its agreement with
+    the method under the same order, paired by (demo set, query).
 ``order_sensitivity_vocab``
-    Shen et al.'s order sensitivity over the whole vocabulary (per-token SD
-    across orders summed over tokens, from the stored top-k; the truncation
-    bound is in ``hyptest.sweeps.vocab_order_table``), paired per (set, query).
+    Shen et al.'s order sensitivity over the whole vocabulary; differences
+    within the top-k truncation bound are never called "different".
 
-All p-values form one family, adjusted together (Holm by default).
+The analyses in ``analysis.confirmatory`` form the confirmatory family; every
+other analysis is a secondary (exploratory) family of its own.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,17 +49,30 @@ import pandas as pd
 
 from .metrics import order_sensitivity
 from .metrics.agreement import AGREEMENT_METRICS, agreement_table
-from .stats.alignment import order_alignment_ci, order_alignment_test
-from .stats.bootstrap import bootstrap_ci
-from .stats.equivalence import noise_floor_margin
-from .stats.theorem import Margin, finalise, order_sensitivity_rows, paired_row
-from .stats.variance import brown_forsythe, log_variance_ratio_permutation_test
-from .study import Study
+from .results import CONFIRMATORY, Comparison, decide
+from .stats.alignment import order_alignment_test
+from .stats.order_resampling import (
+    BootstrapDistribution,
+    SignFlipDistribution,
+    alignment_draws,
+    alignment_statistic,
+    order_sd_draws,
+    order_sd_statistic,
+    per_set_statistics,
+)
+from .study import AnalysisSpec, MarginSpec, Study
 from .sweeps import vocab_order_per_query
 
-__all__ = ["AnalysisOutput", "resolve_margins", "run_analyses"]
+__all__ = ["AnalysisOutput", "margin_table", "order_comparison", "order_cube", "run_analyses"]
 
 _GROUP = ["model", "task", "n_demos"]
+
+#: what each order statistic measures, for the rows
+_SCALES = {
+    "log_mean_sd_ratio": "log ratio of mean per-query order SD ({a} / {b})",
+    "mean_log_var_ratio": "mean per-(set, query) log variance ratio ({a} / {b})",
+    "mean_sd_difference": "difference of mean per-query order SD ({a} − {b})",
+}
 
 
 @dataclass
@@ -57,110 +83,265 @@ class AnalysisOutput:
     nulls: dict[int, np.ndarray]
     per_query: pd.DataFrame
     agreement: pd.DataFrame
-    margins: dict[tuple[Any, Any, int], Margin] = field(default_factory=dict)
+    margins: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     #: (model, task, N) -> BayesResult of the hierarchical model, when it ran
     bayes: dict[tuple[Any, Any, int], Any] = field(default_factory=dict)
 
 
-def resolve_margins(per_query: pd.DataFrame, study: Study) -> tuple[dict[tuple[Any, Any, int], Margin], list[str]]:
-    """The equivalence margin of each (model, task, N) and where it came from.
+def margin_table(spec: AnalysisSpec) -> list[dict[str, Any]]:
+    """The declared margins, one row per analysis, for results.json and the report."""
+    rows = []
+    for name, m in sorted(spec.margins.items()):
+        if m is None:
+            rows.append({"analysis": name, "kind": None, "value": None, "margin": None,
+                         "source": "study file: no equivalence test"})
+            continue
+        margin, _ = _margin_on_scale(name, m)
+        kind = "ratio" if m.ratio is not None else "absolute"
+        rows.append({"analysis": name, "kind": kind, "value": m.ratio if m.ratio is not None else m.absolute,
+                     "margin": margin, "source": f"declared: analysis.margins.{name}"})
+    rows.append({"analysis": "order_alignment", "kind": "rho0", "value": spec.alignment_rho0,
+                 "margin": spec.alignment_rho0, "source": "declared: analysis.alignment_rho0"})
+    rows.append({"analysis": "bayes_order_variance", "kind": "rope", "value": math.exp(spec.rope),
+                 "margin": spec.rope, "source": "declared: analysis.rope (log scale)"})
+    return rows
 
-    ``analysis.margin`` may be a number (used everywhere), ``null`` (no
-    equivalence test) or ``auto``: the noise floor of the reference method
-    itself, i.e. how much its mean order sensitivity differs between two
-    halves of the demo sets (even vs odd set index), paired by query, plus
-    1.96 standard errors. Two exchangeable halves of one method are what
-    "equivalent" looks like in this study; the comparison being judged is
-    never used to set its own margin.
+
+def _margin_on_scale(analysis: str, spec: MarginSpec | None) -> tuple[float | None, str]:
+    """(half-width on the statistic's scale, statistic) for an order analysis."""
+    if spec is None:
+        return None, "log_mean_sd_ratio"
+    if spec.ratio is not None:
+        factor = 2.0 if analysis == "log_variance_ratio" else 1.0
+        return factor * math.log(spec.ratio), ("mean_log_var_ratio" if analysis == "log_variance_ratio"
+                                               else "log_mean_sd_ratio")
+    return float(spec.absolute), "mean_sd_difference"  # type: ignore[arg-type]
+
+
+def order_cube(records: pd.DataFrame, method: str, column: str = "p_gold"
+               ) -> tuple[np.ndarray, np.ndarray, list[Any], list[Any]]:
+    """Outputs of one method as a (demo set, order, query[, label]) cube, seeds averaged.
+
+    Queries are aligned by position within each demo set, so demo sets may have
+    different queries (and different numbers of them): ``mask`` (sets,
+    queries) says which slots hold data.
+
+    Returns
+    -------
+    cube, mask, sets, orders
     """
-    spec = study.analysis.margin
-    notes: list[str] = []
-    margins: dict[tuple[Any, Any, int], Margin] = {}
-    for (model, task, n_demos), group in per_query.groupby(_GROUP, sort=True):
-        key = (model, task, int(n_demos))
-        if spec is None:
-            margins[key] = (None, None)
-        elif spec != "auto":
-            margins[key] = (float(spec), "study file (analysis.margin)")
-        else:
-            ref = group[group["method"] == study.analysis.reference]
-            halves = ref.assign(half=ref["demo_set"] % 2).groupby(["half", "query_id"])["sd_gold"].mean()
-            if ref["demo_set"].nunique() < 2 or halves.index.get_level_values("half").nunique() < 2:
-                margins[key] = (None, None)
-                notes.append(f"{model}/{task}/N={n_demos}: margin 'auto' needs >= 2 demo sets; no equivalence test")
-                continue
-            wide = halves.unstack("half").dropna()
-            floor = noise_floor_margin(wide[0].to_numpy(), wide[1].to_numpy())
-            if not floor.margin > 0:
-                margins[key] = (None, None)
-                notes.append(f"{model}/{task}/N={n_demos}: the noise floor is 0; no equivalence test")
-                continue
-            source = (f"noise floor: {study.analysis.reference} order sensitivity, even vs odd demo sets "
-                      f"(|Δ| {abs(floor.difference):.3g} + 1.96 SE {floor.standard_error:.3g}, n = {floor.n})")
-            margins[key] = (float(floor.margin), source)
-    return margins, notes
-
-
-def _per_order_cube(records: pd.DataFrame, method: str) -> tuple[np.ndarray, list[Any], list[Any], list[Any]]:
-    """P(gold) of one method as (demo_set, order_id, query) — seeds averaged."""
     rows = records[records["method"] == method]
-    table = rows.groupby(["demo_set", "order_id", "query_id"])["p_gold"].mean()
+    if column == "label_probs":
+        values = rows.assign(_v=rows["label_probs"].map(lambda v: np.asarray(v, dtype=float)))
+        table = values.groupby(["demo_set", "order_id", "query_id"])["_v"].apply(lambda s: np.mean(np.stack(s.to_list()), axis=0))
+    else:
+        table = rows.groupby(["demo_set", "order_id", "query_id"])[column].mean()
     sets = sorted(table.index.get_level_values(0).unique())
     orders = sorted(table.index.get_level_values(1).unique())
-    queries = sorted(table.index.get_level_values(2).unique())
-    full = pd.MultiIndex.from_product([sets, orders, queries])
-    cube = table.reindex(full).to_numpy().reshape(len(sets), len(orders), len(queries))
-    return cube, sets, orders, queries
+    per_set = {s: sorted(table.loc[s].index.get_level_values(1).unique()) for s in sets}
+    width = max(len(q) for q in per_set.values())
+    n_labels = len(np.atleast_1d(table.iloc[0]))
+    cube = np.full((len(sets), len(orders), width, n_labels), np.nan)
+    mask = np.zeros((len(sets), width), dtype=bool)
+    for i, s in enumerate(sets):
+        sub = table.loc[s]
+        for j, q in enumerate(per_set[s]):
+            mask[i, j] = True
+            for k, o in enumerate(orders):
+                if (o, q) in sub.index:
+                    cube[i, k, j] = np.atleast_1d(sub.loc[(o, q)])
+    cube[~np.broadcast_to(mask[:, None, :, None], cube.shape)] = 0.0
+    return cube, mask, sets, orders
 
 
-def _variance_rows(cube_a: np.ndarray, cube_b: np.ndarray, *, n_resamples: int, confidence: float,
-                   rng: np.random.Generator) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
-    dev_a = (cube_a - cube_a.mean(axis=1, keepdims=True)).ravel()
-    dev_b = (cube_b - cube_b.mean(axis=1, keepdims=True)).ravel()
-    # bootstrap CI of log(var_a / var_b) over (demo set, query) units, reweighting per-unit sums of squares
-    ss_a = ((cube_a - cube_a.mean(axis=1, keepdims=True)) ** 2).sum(axis=1).ravel()
-    ss_b = ((cube_b - cube_b.mean(axis=1, keepdims=True)) ** 2).sum(axis=1).ravel()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        estimate = float(np.log(ss_a.sum() / ss_b.sum()))
-        w = rng.multinomial(len(ss_a), np.full(len(ss_a), 1 / len(ss_a)), size=min(n_resamples, 4999))
-        boot = np.log((w @ ss_a) / (w @ ss_b))
-    tail = (1 - confidence) / 2
-    ci = np.quantile(boot, [tail, 1 - tail]) if np.isfinite(boot).all() else (estimate, estimate)
-    base = {"estimate": estimate, "statistic": estimate, "ci_low": float(ci[0]), "ci_high": float(ci[1]),
-            "ci_level": confidence, "ci_method": "bootstrap (percentile, demo set x query units)",
-            "mean_a": float(dev_a.var(ddof=1)), "mean_b": float(dev_b.var(ddof=1)),
-            "ratio": float(np.exp(estimate)) if np.isfinite(estimate) else float("inf"),
-            "n": int(len(ss_a)), "margin": None, "margin_source": None, "p_equivalence": None,
-            "min_equivalence_margin": None, "_eq_low": float("nan"), "_eq_high": float("nan"),
-            "rule": "difference"}
-    bf = brown_forsythe(dev_a, dev_b)
-    rows = [{**base, "analysis": "variance_ratio_bf", "p_value": float(bf.pvalue),
-             "test": "Brown-Forsythe (Levene, median-centred) on deviations across orders"}]
-    nulls = [np.array([])]
-    if dev_a.var() > 0 and dev_b.var() > 0:
-        perm = log_variance_ratio_permutation_test(dev_a, dev_b, n_resamples=n_resamples, rng=rng)
-        kind = "exact" if perm.exact else f"{perm.n_resamples} resamples"
-        rows.append({**base, "analysis": "log_variance_ratio", "p_value": float(perm.pvalue),
-                     "test": f"permutation test of log variance ratio, median-centred ({kind})"})
-        nulls.append(np.asarray(perm.null_distribution))
-    return rows, nulls
+def _sampler_order(cube_a: np.ndarray, cube_b: np.ndarray, mask: np.ndarray, statistic: str, cluster: bool,
+                   resample_orders: bool):
+    if cluster:
+        values = per_set_statistics(cube_a, cube_b, statistic, mask=mask)  # type: ignore[arg-type]
+        return lambda n, rng: SignFlipDistribution(values)
+
+    def sample(n: int, rng: np.random.Generator) -> BootstrapDistribution:
+        return BootstrapDistribution(order_sd_draws(cube_a, cube_b, statistic=statistic,  # type: ignore[arg-type]
+                                                    resample_orders=resample_orders, n_resamples=n, rng=rng,
+                                                    mask=mask))
+    return sample
 
 
-def _alignment_row(cube_a: np.ndarray, cube_b: np.ndarray, *, n_resamples: int, confidence: float,
-                   rng: np.random.Generator) -> tuple[dict[str, Any], np.ndarray]:
-    test = order_alignment_test(cube_a, cube_b, n_resamples=n_resamples, rng=rng)
-    ci = order_alignment_ci(cube_a, cube_b, confidence=confidence, n_resamples=min(n_resamples, 4999), rng=rng)
-    kind = "exact" if test.exact else f"{test.n_resamples} resamples"
-    row = {"analysis": "order_alignment", "estimate": float(test.statistic), "statistic": float(test.statistic),
-           "ci_low": ci.ci_low, "ci_high": ci.ci_high, "ci_level": confidence,
-           "ci_method": "bootstrap (percentile, demo set x query units)", "mean_a": None, "mean_b": None,
-           "ratio": None, "p_value": float(test.pvalue),
-           "test": f"Mantel-style permutation of order labels within demo sets ({kind}), H0: r <= 0",
-           "n": int(cube_a.shape[0] * cube_a.shape[2]), "margin": None, "margin_source": None,
-           "p_equivalence": None, "min_equivalence_margin": None, "_eq_low": float("nan"),
-           "_eq_high": float("nan"), "rule": "alignment"}
-    return row, np.asarray(test.null_distribution)
+def order_comparison(
+    cube_a: np.ndarray,
+    cube_b: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    keys: dict[str, Any],
+    analysis: str = "order_sensitivity",
+    family: str = CONFIRMATORY,
+    margin: MarginSpec | None = None,
+    cluster: bool = False,
+    resample_orders: bool = True,
+) -> Comparison:
+    """The comparison of two methods' order sensitivity, resampled as the design was sampled.
+
+    Parameters
+    ----------
+    cube_a, cube_b : numpy.ndarray
+        (sets, orders, queries[, labels]) outputs of the reference (A) and the
+        method (B) under the same orders.
+    mask : numpy.ndarray of bool, optional
+        (sets, queries) slots that hold data.
+    keys : dict
+        ``model``, ``task``, ``n_demos``, ``method_a``, ``method_b``.
+    analysis, family : str
+        Row labels; ``family`` decides which adjustment the row joins.
+    margin : MarginSpec, optional
+        Declared equivalence margin (``ratio`` -> log scale; ``absolute`` -> the
+        statistic becomes the difference of mean SDs).
+    cluster : bool
+        Demo sets as clusters: exact sign-flip test over per-set statistics.
+    resample_orders : bool
+        Orders are a sample of the N! (resample them within sets); False when
+        all N! orders were run (they are the population).
+
+    Returns
+    -------
+    Comparison
+    """
+    mask = np.ones((cube_a.shape[0], cube_a.shape[2]), dtype=bool) if mask is None else mask
+    margin_value, statistic = _margin_on_scale(analysis, margin)
+    if analysis == "log_variance_ratio" and margin is None:
+        statistic = "mean_log_var_ratio"
+    a_name, b_name = keys["method_a"], keys["method_b"]
+    sd_a = order_sd_statistic(cube_a, np.ones_like(cube_a), "mean_sd_difference", mask=mask)
+    sd_b = order_sd_statistic(cube_b, np.ones_like(cube_b), "mean_sd_difference", mask=mask)
+    n_sets = int(cube_a.shape[0])
+    if cluster:
+        values = per_set_statistics(cube_a, cube_b, statistic, mask=mask)  # type: ignore[arg-type]
+        estimate = float(np.mean(values))
+        resampling = (f"demo sets as clusters: exact sign-flip test over the {n_sets} per-set statistics "
+                      "(each set's own orders and queries inside it)")
+    else:
+        estimate = order_sd_statistic(cube_a, cube_b, statistic, mask=mask)  # type: ignore[arg-type]
+        orders_text = ("orders resampled within demo sets (a sample of the N! orders)" if resample_orders
+                       else "all N! orders run: orders are the population, not resampled")
+        resampling = (f"bootstrap: {orders_text}, the same for both methods; queries resampled within demo sets; "
+                      f"the {n_sets} demo set(s) fixed (inference conditional on the sampled demo sets)")
+    ratio = math.exp(estimate) if statistic != "mean_sd_difference" and math.isfinite(estimate) else None
+    if statistic == "mean_log_var_ratio" and ratio is not None:
+        ratio = math.exp(estimate / 2)  # as an SD ratio
+    source = None
+    if margin is not None:
+        source = (f"declared: analysis.margins.{analysis} = "
+                  + (f"ratio {margin.ratio:g}" if margin.ratio is not None else f"absolute {margin.absolute:g}"))
+    return Comparison(
+        **keys, analysis=analysis, family=family, estimate=estimate,
+        scale=_SCALES[statistic].format(a=a_name, b=b_name), rule="two_sided",
+        sampler=_sampler_order(cube_a, cube_b, mask, statistic, cluster, resample_orders),
+        margin=margin_value, margin_source=source, margin_ratio=margin.ratio if margin is not None else None,
+        resampling=resampling, mean_a=sd_a, mean_b=sd_b,
+        ratio=ratio if ratio is not None else (sd_a / sd_b if sd_b > 0 else None),
+        n=int(mask.sum()),
+        test=("exact sign-flip test over demo sets" if cluster else "two-stage bootstrap (orders, queries)")
+        + (" + TOST" if margin_value is not None else ""),
+        extra={"n_sets": n_sets, "n_orders": int(cube_a.shape[1]), "orders_resampled": bool(resample_orders and not cluster)},
+    )
+
+
+def _alignment_comparison(records: pd.DataFrame, cube_a: np.ndarray, cube_b: np.ndarray, mask: np.ndarray, *,
+                          keys: dict[str, Any], spec: AnalysisSpec, resample_orders: bool) -> Comparison:
+    """Order-effect correlation against the pre-declared rho0 (equivalence predicts 1 or the ceiling)."""
+    n_sets, n_orders = cube_a.shape[:2]
+    ceiling, ceiling_note = _seed_ceiling(records, keys["method_b"])
+    estimate = alignment_statistic(cube_a, cube_b, mask=mask) / ceiling
+    test = order_alignment_test(np.where(mask[:, None, :], cube_a[..., 0], 0.0),
+                                np.where(mask[:, None, :], cube_b[..., 0], 0.0),
+                                n_resamples=min(spec.n_resamples, 2000), rng=np.random.default_rng(0))
+    not_estimable = None
+    if n_sets * (n_orders - 1) < 10:
+        not_estimable = (f"{n_sets} demo set(s) × ({n_orders} − 1) orders = {n_sets * (n_orders - 1)} < 10 "
+                         "independent order contrasts: the correlation cannot be estimated")
+
+    def sample(n: int, rng: np.random.Generator) -> BootstrapDistribution:
+        return BootstrapDistribution(alignment_draws(cube_a, cube_b, resample_orders=resample_orders, n_resamples=n,
+                                                     rng=rng, mask=mask) / ceiling)
+
+    note = f"descriptive: r > 0 by permutation of order labels, p = {test.pvalue:.3g}"
+    if ceiling_note:
+        note += f"; {ceiling_note}"
+    return Comparison(
+        **keys, analysis="order_alignment", family="order_alignment", estimate=float(estimate),
+        scale=f"correlation of per-order effects ({keys['method_a']}, {keys['method_b']})"
+        + (" / seed-reliability ceiling" if ceiling < 1 else ""),
+        rule="threshold", sampler=sample, null_value=spec.alignment_rho0,
+        margin_source="declared: analysis.alignment_rho0 (equivalence predicts r = 1)",
+        resampling=("bootstrap: orders resampled within demo sets" if resample_orders else "bootstrap: all N! orders")
+        + ", queries within demo sets; demo sets fixed",
+        test="bootstrap bounds against rho0", n=int(mask.sum()), note=note, not_estimable=not_estimable,
+        extra={"p_r_positive": float(test.pvalue), "ceiling": ceiling},
+    )
+
+
+def _seed_ceiling(records: pd.DataFrame, method: str) -> tuple[float, str | None]:
+    """sqrt(reliability) of a method's seed-averaged order effects (1 for a deterministic method)."""
+    rows = records[records["method"] == method]
+    seeds = sorted(rows["seed"].unique())
+    if len(seeds) < 2:
+        return 1.0, None
+    halves = [rows[rows["seed"].isin(seeds[0::2])], rows[rows["seed"].isin(seeds[1::2])]]
+    cubes = [order_cube(h, method)[0] for h in halves]
+    r = alignment_statistic(cubes[0], cubes[1])
+    reliability = max(2 * r / (1 + r), 1e-6) if r > 0 else 1e-6
+    ceiling = min(1.0, math.sqrt(reliability))
+    return ceiling, f"{len(seeds)} training seeds: split-half reliability {reliability:.3g}, ceiling {ceiling:.3g}"
+
+
+def _unit_sampler(d: np.ndarray, sets: np.ndarray, cluster: bool):
+    """Paired per-(set, query) differences: queries resampled within sets, or sign flips over set means."""
+    codes = np.unique(sets, return_inverse=True)[1]
+    if cluster:
+        means = np.bincount(codes, weights=d) / np.bincount(codes)
+        return lambda n, rng: SignFlipDistribution(means)
+
+    def sample(n: int, rng: np.random.Generator) -> BootstrapDistribution:
+        weights = np.zeros((n, len(d)))
+        for c in np.unique(codes):
+            idx = np.flatnonzero(codes == c)
+            weights[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1 / len(idx)), size=n)
+        return BootstrapDistribution(weights @ d / weights.sum(axis=1))
+    return sample
+
+
+def _paired_comparison(x: np.ndarray, y: np.ndarray, sets: np.ndarray, *, keys: dict[str, Any], analysis: str,
+                       spec: AnalysisSpec, cluster: bool, resolution: float | None = None,
+                       note: str | None = None) -> Comparison:
+    d = x - y
+    margin = spec.margins.get(analysis)
+    n_sets = len(np.unique(sets))
+    estimate = float(np.mean(np.bincount(np.unique(sets, return_inverse=True)[1], weights=d)
+                             / np.bincount(np.unique(sets, return_inverse=True)[1]))) if cluster else float(d.mean())
+    return Comparison(
+        **keys, analysis=analysis, family=analysis, estimate=estimate,
+        scale=f"difference of means ({keys['method_a']} vs itself − {keys['method_a']} vs {keys['method_b']})"
+        if analysis in AGREEMENT_METRICS else f"difference of means ({keys['method_a']} − {keys['method_b']})",
+        sampler=_unit_sampler(d, sets, cluster),
+        margin=float(margin.absolute) if margin is not None and margin.absolute is not None else None,
+        margin_source=f"declared: analysis.margins.{analysis}" if margin is not None else None,
+        resolution=resolution,
+        resampling=(f"demo sets as clusters: exact sign-flip test over {n_sets} set means" if cluster else
+                    "bootstrap: queries within demo sets; orders fixed (each value averages the sampled orders), "
+                    f"{n_sets} demo set(s) fixed"),
+        test="paired " + ("sign-flip test over demo sets" if cluster else "bootstrap"),
+        mean_a=float(x.mean()), mean_b=float(y.mean()),
+        ratio=float(x.mean() / y.mean()) if y.mean() != 0 else None, n=int(len(d)), note=note,
+    )
+
+
+def _family(analysis: str, spec: AnalysisSpec) -> str:
+    return CONFIRMATORY if analysis in spec.confirmatory else analysis
+
+
+def _confirmatory_size(records: pd.DataFrame, reference: str) -> int:
+    methods = records.groupby(_GROUP)["method"].nunique()
+    return max(int((methods - 1).clip(lower=0).sum()), 1)
 
 
 def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
@@ -178,7 +359,6 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
     AnalysisOutput
     """
     a = study.analysis
-    rng = np.random.default_rng([study.seed, 7])
     single = records.groupby(_GROUP)["order_id"].transform("nunique") < 2
     single_keys = pd.MultiIndex.from_frame(records.loc[single, _GROUP].drop_duplicates())
     per_query = order_sensitivity(records)
@@ -186,40 +366,60 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
     # agreement, not a candidate for ICL's order behaviour
     baselines = set(records.loc[records["method_kind"] == "zs", "method"])
     all_records, records = records, records[~records["method"].isin(baselines)]
-    all_per_query, per_query = per_query, per_query[~per_query["method"].isin(baselines)]
+    all_per_query = per_query
     # one order (N = 1): no order analysis; accuracy and agreement with ICL still describe it
     records = records[~single.loc[records.index]]
-    per_query = per_query[per_query["n_orders"] >= 2]
-    margins, notes = resolve_margins(per_query, study)
-    notes += [f"{m}/{t}/N={n}: a single order, so no order analysis (accuracy and agreement only)"
-              for m, t, n in sorted(single_keys)]
-    n_sets = int(per_query["demo_set"].nunique())
-    cluster = a.bootstrap == "cluster" or (a.bootstrap == "auto" and n_sets >= 5)
-    rows, nulls = order_sensitivity_rows(
-        per_query, reference=a.reference, alpha=a.alpha, confidence=a.confidence, n_resamples=a.n_resamples,
-        margins=margins, ci_type=a.ci_type, cluster=cluster, rng=rng,
-    )
+    notes = [f"{m}/{t}/N={n}: a single order, so no order analysis (accuracy and agreement only)"
+             for m, t, n in sorted(single_keys)]
+    n_sets = int(records["demo_set"].nunique()) if len(records) else 0
+    m_conf = _confirmatory_size(records, a.reference)
+    reachable = n_sets >= 2 and 2.0 ** (1 - n_sets) <= a.alpha / m_conf
+    cluster = a.bootstrap == "cluster" or (a.bootstrap == "auto" and reachable)
+    if a.bootstrap == "cluster" and not reachable:
+        needed = 1 + math.ceil(math.log2(m_conf / a.alpha))
+        notes.append(f"demo sets as clusters: with {n_sets} demo sets the exact sign-flip test cannot reach "
+                     f"α/{m_conf} = {a.alpha / m_conf:.3g} (smallest two-sided p {2.0 ** (1 - n_sets):.3g}); "
+                     f"{needed} demo sets would. 'different' is unreachable in this design")
+    comparisons: list[Comparison] = []
     for (model, task, n_demos), group in records.groupby(_GROUP, sort=True):
-        context = {"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference}
-        cube_ref, sets, orders, queries = _per_order_cube(group, a.reference)
+        if a.reference not in set(group["method"]):
+            notes.append(f"{model}/{task}/N={n_demos}: no {a.reference} rows; no comparisons")
+            continue
+        n_orders_run = int(group["order_id"].nunique())
+        population = n_orders_run >= math.factorial(int(n_demos))
+        cube_ref, mask, sets, orders = order_cube(group, a.reference)
+        labels_ref = order_cube(group, a.reference, "label_probs")[0]
+        binary = int(labels_ref.shape[-1]) == 2
         for method in sorted(set(group["method"]) - {a.reference}):
-            cube, *_ = _per_order_cube(group, method)
-            if cube.shape != cube_ref.shape or np.isnan(cube).any() or np.isnan(cube_ref).any():
-                notes.append(f"{model}/{task}/N={n_demos}: {method} lacks some (set, order, query) cells; "
-                             "variance and alignment analyses skipped")
+            keys = {"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
+                    "method_b": method}
+            cube, mask_b, sets_b, orders_b = order_cube(group, method)
+            if (cube.shape != cube_ref.shape or sets_b != sets or orders_b != orders or (mask_b != mask).any()
+                    or np.isnan(cube).any() or np.isnan(cube_ref).any()):
+                notes.append(f"{model}/{task}/N={n_demos}: {method} lacks some (set, order, query) cells of "
+                             f"{a.reference}; its order analyses are skipped")
                 continue
-            new_rows, new_nulls = _variance_rows(cube_ref, cube, n_resamples=a.n_resamples,
-                                                 confidence=a.confidence, rng=rng)
-            rows += [{**context, "method_b": method, **r} for r in new_rows]
-            nulls += new_nulls
+            common = {"mask": mask, "keys": keys, "cluster": cluster and len(sets) >= 2,
+                      "resample_orders": not population}
+            comparisons.append(order_comparison(cube_ref, cube, analysis="order_sensitivity",
+                                                family=_family("order_sensitivity", a),
+                                                margin=a.margins.get("order_sensitivity"), **common))
+            if not binary:  # with two labels the label SD equals the P(gold) SD: not a separate test
+                comparisons.append(order_comparison(labels_ref, order_cube(group, method, "label_probs")[0],
+                                                    analysis="order_sensitivity_labels",
+                                                    family=_family("order_sensitivity_labels", a),
+                                                    margin=a.margins.get("order_sensitivity_labels"), **common))
+            comparisons.append(order_comparison(cube_ref, cube, analysis="log_variance_ratio",
+                                                family=_family("log_variance_ratio", a),
+                                                margin=a.margins.get("log_variance_ratio"), **common))
             kind = group.loc[group["method"] == method, "method_kind"].iloc[0]
             if kind != "gd" and np.ptp(cube, axis=1).max() > 0 and np.ptp(cube_ref, axis=1).max() > 0:
                 # full-batch GD is order-invariant by construction: its per-order "effects" are
                 # float rounding, and correlating them with ICL's would test nothing
-                row, null = _alignment_row(cube_ref, cube, n_resamples=a.n_resamples, confidence=a.confidence,
-                                           rng=rng)
-                rows.append({**context, "method_b": method, **row})
-                nulls.append(null)
+                c = _alignment_comparison(group, cube_ref, cube, mask, keys=keys, spec=a,
+                                          resample_orders=not population)
+                c.family = _family("order_alignment", a)
+                comparisons.append(c)
     agreement = agreement_table(all_records, reference=a.reference, k=a.overlap_k)
     if len(single_keys):  # ICL vs "ICL under another order" is ICL vs itself there: no reference row
         trivial = agreement.set_index(_GROUP).index.isin(single_keys) & (agreement["method"] == a.reference)
@@ -235,31 +435,26 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                 ok = np.isfinite(x) & np.isfinite(y)
                 if ok.sum() < 2:
                     continue
-                numbers, null = paired_row(
-                    x[ok], y[ok], clusters=None, alpha=a.alpha, confidence=a.confidence,
-                    n_resamples=a.n_resamples, ci_type=a.ci_type, margin=(None, None), rng=rng,
-                )
-                numbers["ratio"] = float(x[ok].mean() / y[ok].mean()) if y[ok].mean() != 0 else None
-                rows.append({"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
-                             "method_b": method, "analysis": metric, **numbers})
-                nulls.append(null)
-    rows_vocab, nulls_vocab = _vocab_rows(records, a, cluster=cluster, rng=rng)
-    rows += rows_vocab
-    nulls += nulls_vocab
-    bayes = _bayes(records, study, rows, nulls, notes) if a.bayes else {}
-    comparisons = finalise(rows, alpha=a.alpha, adjust=a.adjust, alignment_margin=a.alignment_margin)
-    # pooled rows have no N: keep the others integers rather than floats
-    comparisons["n_demos"] = comparisons["n_demos"].map(lambda v: None if pd.isna(v) else int(v)).astype(object)
-    return AnalysisOutput(comparisons.drop(columns=["rule"]), dict(enumerate(nulls)), all_per_query, agreement,
-                          margins, notes, bayes)
+                sets = joined.index.get_level_values("demo_set").to_numpy()[ok]
+                keys = {"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
+                        "method_b": method}
+                c = _paired_comparison(x[ok], y[ok], sets, keys=keys, analysis=metric, spec=a,
+                                       cluster=cluster and len(np.unique(sets)) >= 2)
+                c.family = _family(metric, a)
+                comparisons.append(c)
+    comparisons += _vocab_comparisons(records, a, cluster=cluster)
+    bayes = _bayes(records, study, comparisons, notes) if a.bayes else {}
+    table, draws = decide(comparisons, alpha=a.alpha, adjust=a.adjust, n_resamples=a.n_resamples, seed=study.seed)
+    if not table.empty:
+        # pooled rows have no N: keep the others integers rather than floats
+        table["n_demos"] = table["n_demos"].map(lambda v: None if pd.isna(v) else int(v)).astype(object)
+    return AnalysisOutput(table, draws, all_per_query, agreement, margin_table(a), notes, bayes)
 
 
-def _vocab_rows(records: pd.DataFrame, a: Any, *, cluster: bool, rng: np.random.Generator
-                ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
-    """Paired test of the vocabulary order sensitivity, reference vs each method (no margin)."""
+def _vocab_comparisons(records: pd.DataFrame, a: AnalysisSpec, *, cluster: bool) -> list[Comparison]:
+    """Vocabulary order sensitivity, reference vs each method; never "different" within the truncation bound."""
     vocab = vocab_order_per_query(records)
-    rows: list[dict[str, Any]] = []
-    nulls: list[np.ndarray] = []
+    out: list[Comparison] = []
     for (model, task, n_demos), group in vocab.groupby(_GROUP, sort=True):
         ref = group[group["method"] == a.reference].set_index(["demo_set", "query_id"])
         if ref.empty:
@@ -269,25 +464,24 @@ def _vocab_rows(records: pd.DataFrame, a: Any, *, cluster: bool, rng: np.random.
             joined = ref.merge(other, how="inner", left_index=True, right_index=True, suffixes=("_ref", ""))
             if len(joined) < 2:
                 continue
-            clusters = joined.index.get_level_values("demo_set").to_numpy() if cluster else None
-            numbers, null = paired_row(
-                joined["value_ref"].to_numpy(float), joined["value"].to_numpy(float), clusters=clusters,
-                alpha=a.alpha, confidence=a.confidence, n_resamples=a.n_resamples, ci_type=a.ci_type,
-                margin=(None, None), rng=rng,
-            )
-            mean_b = float(joined["value"].mean())
-            numbers["ratio"] = float(joined["value_ref"].mean() / mean_b) if mean_b != 0 else None
-            numbers["note"] = (f"top-{int(joined['top_k'].min())} truncation moves each per-query value by at most "
-                               f"{float(max(joined['bound_ref'].max(), joined['bound'].max())):.3g}")
-            rows.append({"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
-                         "method_b": method, "analysis": "order_sensitivity_vocab", **numbers})
-            nulls.append(null)
-    return rows, nulls
+            # each per-query value moves by at most its bound, so a difference of means by at most the sum
+            bound = float(joined["bound_ref"].max() + joined["bound"].max())
+            sets = joined.index.get_level_values("demo_set").to_numpy()
+            keys = {"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
+                    "method_b": method}
+            c = _paired_comparison(
+                joined["value_ref"].to_numpy(float), joined["value"].to_numpy(float), sets, keys=keys,
+                analysis="order_sensitivity_vocab", spec=a, cluster=cluster and len(np.unique(sets)) >= 2,
+                resolution=bound,
+                note=f"top-{int(joined['top_k'].min())} truncation can move the difference by up to {bound:.3g}")
+            c.family = _family("order_sensitivity_vocab", a)
+            out.append(c)
+    return out
 
 
-def _bayes(records: pd.DataFrame, study: Study, rows: list[dict[str, Any]], nulls: list[np.ndarray],
+def _bayes(records: pd.DataFrame, study: Study, comparisons: list[Comparison],
            notes: list[str]) -> dict[tuple[Any, Any, int], Any]:
-    """Fit the hierarchical model per (model, task, N); append its rows (outside the p-value family)."""
+    """Fit the hierarchical model per (model, task, N); append its rows (outside the p-value families)."""
     try:
         from .stats.bayes import NoOrderInteractionError, fit_order_variance
     except ImportError as error:  # pragma: no cover - pymc is an optional extra
@@ -325,29 +519,33 @@ def _bayes(records: pd.DataFrame, study: Study, rows: list[dict[str, Any]], null
             notes.append(f"{model}/{task}/N={n_demos}: the hierarchical model did not converge ({fit.reason}); "
                          "its rows say so instead of deciding")
         for row in fit.table.to_dict("records"):
-            rows.append({
-                "model": model, "task": task, "n_demos": int(n_demos), "method_a": row["method_a"],
-                "method_b": row["method_b"], "analysis": "bayes_order_variance",
-                "estimate": row["estimate"], "statistic": row["estimate"], "ci_low": row["ci_low"],
-                "ci_high": row["ci_high"], "ci_level": row["ci_level"],
-                "ci_method": f"{row['ci_level']:.0%} HDI of log(σ_order,{row['method_a']} / σ_order,{row['method_b']})",
-                "mean_a": row.get("sigma_order_a"), "mean_b": row.get("sigma_order_b"),
-                "ratio": float(np.exp(row["estimate"])) if np.isfinite(row["estimate"]) else None,
-                "p_value": float("nan"), "p_rope": row["p_rope"], "rope": row["rope"],
-                "test": f"hierarchical Bayes (PyMC, {row['sampler']}): HDI + ROPE ±{row['rope']:.3g}",
-                "n": int(row["n_sets"] * row["n_orders"] * row["n_queries"]), "margin": row["rope"],
-                "margin_source": "ROPE on the log σ ratio (analysis.rope)", "p_equivalence": None,
-                "min_equivalence_margin": None, "_eq_low": float("nan"), "_eq_high": float("nan"),
-                "rule": "bayes", "_verdict": row["verdict"], "note": row.get("note"),
-            })
-            nulls.append(np.array([]))
-    _pooled(fits, study, rows, nulls, notes)
+            comparisons.append(_bayes_comparison(row, (model, task, int(n_demos)), "bayes_order_variance", n=int(
+                row["n_sets"] * row["n_orders"] * row["n_queries"])))
+    _pooled(fits, study, comparisons, notes)
     return fits
 
 
-def _pooled(fits: dict[tuple[Any, Any, int], Any], study: Study, rows: list[dict[str, Any]],
-            nulls: list[np.ndarray], notes: list[str]) -> None:
-    """Second level across (model, task, N) slices: Student-t shrinkage to a common log σ ratio."""
+def _bayes_comparison(row: dict[str, Any], key: tuple[Any, Any, int | None], analysis: str, *, n: int,
+                      test: str | None = None) -> Comparison:
+    est = float(row["estimate"])
+    quantity = row.get("quantity") or "per-query SD of logit P(gold) across orders"
+    return Comparison(
+        model=key[0], task=key[1], n_demos=key[2], method_a=row["method_a"], method_b=row["method_b"],
+        analysis=analysis, family=analysis, estimate=est, scale=f"log ratio of the {quantity} (posterior mean)",
+        rule="given", given_verdict=row["verdict"], given_interval=(row["ci_low"], row["ci_high"], row["ci_level"]),
+        margin=row["rope"], margin_source="ROPE on the log SD ratio (analysis.rope)",
+        mean_a=row.get("sd_query_a", row.get("sigma_order_a")), mean_b=row.get("sd_query_b", row.get("sigma_order_b")),
+        ratio=float(np.exp(est)) if np.isfinite(est) else None, n=n, note=row.get("note"),
+        resampling="posterior (hierarchical model: queries, demo sets and orders as random effects)",
+        test=test or f"hierarchical Bayes (PyMC, {row.get('sampler')}): HDI + ROPE ±{row['rope']:.3g}",
+        extra={"p_rope": row["p_rope"], "rope": row["rope"],
+               "ci_method": f"{row['ci_level']:.0%} HDI of the log ratio of {quantity}"},
+    )
+
+
+def _pooled(fits: dict[tuple[Any, Any, int], Any], study: Study, comparisons: list[Comparison],
+            notes: list[str]) -> None:
+    """Second level across (model, task, N) slices: Student-t shrinkage to a common log SD ratio."""
     if len(fits) < 2:
         return
     from .stats.bayes import fit_pooled
@@ -365,18 +563,7 @@ def _pooled(fits: dict[tuple[Any, Any, int], Any], study: Study, rows: list[dict
         except ValueError as error:
             notes.append(f"pooled Bayes {method_a} vs {method_b} not fitted: {error}")
             continue
-        row = pooled.table.iloc[0].to_dict()
-        est = row["estimate"]
-        rows.append({
-            "model": "(pooled)", "task": "(pooled)", "n_demos": None, "method_a": method_a, "method_b": method_b,
-            "analysis": "bayes_order_variance_pooled", "estimate": est, "statistic": est,
-            "ci_low": row["ci_low"], "ci_high": row["ci_high"], "ci_level": row["ci_level"],
-            "ci_method": f"{row['ci_level']:.0%} HDI of the common log σ ratio (Student-t hierarchy)",
-            "mean_a": None, "mean_b": None, "ratio": float(np.exp(est)) if np.isfinite(est) else None,
-            "p_value": float("nan"), "p_rope": row["p_rope"], "rope": row["rope"],
-            "test": f"hierarchical Bayes across {len(effects)} slices (Corani et al. 2017)",
-            "n": int(len(effects)), "margin": row["rope"], "margin_source": "ROPE (analysis.rope)",
-            "p_equivalence": None, "min_equivalence_margin": None, "_eq_low": float("nan"),
-            "_eq_high": float("nan"), "rule": "bayes", "_verdict": row["verdict"], "note": row.get("note"),
-        })
-        nulls.append(np.array([]))
+        row = {**pooled.table.iloc[0].to_dict(), "method_a": method_a, "method_b": method_b}
+        comparisons.append(_bayes_comparison(
+            row, ("(pooled)", "(pooled)", None), "bayes_order_variance_pooled", n=int(len(effects)),
+            test=f"hierarchical Bayes across {len(effects)} slices (Corani et al. 2017)"))

@@ -300,12 +300,8 @@ def analyse_run(
         "order_sensitivity": _summary_rows(per_query, confidence=a.confidence, rng=rng),
         "accuracy": accuracy.to_dict("records"),
         "agreement": _agreement_summary(output.agreement),
-        "margins": [
-            {"model": k[0], "task": k[1], "n_demos": k[2], "margin": v[0], "source": v[1]}
-            for k, v in output.margins.items()
-        ],
-        "family": {"size": int(comparisons["p_value"].notna().sum()), "adjust": a.adjust,
-                   "description": "every comparison of the study (models x tasks x N x method pairs x analyses)"},
+        "margins": output.margins,
+        "families": _family_summary(comparisons, a),
         "null_distributions": null_json,
         "provenance": provenance,
         "bayes": _bayes_summary(output.bayes),
@@ -442,6 +438,23 @@ def rebuild_report(run_dir: str | Path) -> Path | str:
     return _write_report(run, results, per_query, manifest["study_text"])
 
 
+def _family_summary(comparisons: pd.DataFrame, a: Any) -> list[dict[str, Any]]:
+    """One entry per family: its role, size, adjustment and Monte-Carlo budget."""
+    out = []
+    if comparisons.empty:
+        return out
+    for family, rows in comparisons.groupby("family", sort=False):
+        testable = rows[rows["p_value"].notna()]
+        out.append({
+            "family": family, "role": str(rows["role"].iloc[0]), "size": int(len(testable)),
+            "adjust": a.adjust if len(testable) else None, "alpha": a.alpha,
+            "analyses": sorted(rows["analysis"].unique()),
+            "n_resamples": (int(testable["n_resamples"].max()) if testable["n_resamples"].notna().any() else None),
+        })
+    order = {"confirmatory": 0, "exploratory": 1, "bayesian": 2}
+    return sorted(out, key=lambda f: (order.get(f["role"], 3), f["family"]))
+
+
 _NAMES = {"icl": "ICL", "zs": "zero-shot", "gd": "full-batch GD", "sgd": "SGD", "adam": "Adam"}
 
 
@@ -458,17 +471,20 @@ def _summary_text(row: dict[str, Any]) -> str:
     analysis = row["analysis"]
     if analysis in {"order_sensitivity", "order_sensitivity_labels"}:
         what = "P(gold)" if analysis == "order_sensitivity" else "the label distribution"
-        return f"Mean std across orders of {what}: {a} {row['mean_a']:.3g} vs {b} {row['mean_b']:.3g} {n}."
-    if analysis in {"variance_ratio_bf", "log_variance_ratio"}:
-        return (f"Variance of P(gold) across orders: {a} {row['mean_a']:.3g} vs {b} {row['mean_b']:.3g}; "
-                f"log ratio {row['estimate']:.3g} {n}.")
+        ratio = f"; ratio {row['ratio']:.3g}" if row.get("ratio") is not None and np.isfinite(row["ratio"]) else ""
+        return f"Mean std across orders of {what}: {a} {row['mean_a']:.3g} vs {b} {row['mean_b']:.3g}{ratio} {n}."
+    if analysis == "log_variance_ratio":
+        return (f"Per-(demo set, query) log variance ratio of P(gold) across orders, {a} / {b}: mean "
+                f"{row['estimate']:.3g} {n}.")
     if analysis.startswith("bayes_order_variance"):
         where = "pooled over slices" if analysis.endswith("pooled") else n
-        return (f"Posterior of log(σ_order {a} / σ_order {b}) {where}: mean {row['estimate']}, "
-                f"HDI [{row['ci_low']}, {row['ci_high']}], P(in ROPE) {row.get('p_rope')}.")
+        return (f"Posterior of the log ratio of per-query SDs across orders, {a} / {b}, {where}: mean "
+                f"{row['estimate']:.3g}, HDI [{row['ci_low']:.3g}, {row['ci_high']:.3g}], P(in ROPE) "
+                f"{row.get('p_rope')}.")
     if analysis == "order_alignment":
         return (f"Correlation of per-order effects of {a} and {b} under the same orders: r = {row['estimate']:.3g} "
-                f"[{row['ci_low']:.3g}, {row['ci_high']:.3g}]; equivalence predicts r = 1.")
+                f"(bounds {row['ci_low']:.3g}, {row['ci_high']:.3g}); equivalence predicts r = 1, declared "
+                f"threshold ρ₀ = {row['null_value']:.3g}.")
     label = {"token_overlap": "Token overlap", "overlap_cosine": "Overlap cosine", "label_js": "JS divergence",
              "label_kl": "KL divergence (ICL || method)"}
     return (f"{label.get(analysis, analysis)} with {a} under another order {row['mean_a']:.3g} vs with {b} "

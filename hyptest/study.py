@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "AdamMethod",
+    "ANALYSES",
     "AnalysisSpec",
+    "MarginSpec",
     "DaiSpec",
     "DemoSpec",
     "GDMethod",
@@ -352,14 +354,66 @@ def _expand_grid(method: Any) -> list[Any]:
     return out
 
 
+#: Analyses a study can name in ``analysis.margins`` and ``analysis.confirmatory``.
+ANALYSES: tuple[str, ...] = (
+    "order_sensitivity", "order_sensitivity_labels", "log_variance_ratio", "order_alignment",
+    "token_overlap", "overlap_cosine", "label_js", "label_kl", "order_sensitivity_vocab",
+)
+#: Analyses whose statistic is a ratio of order spreads (a ``ratio`` margin applies).
+RATIO_ANALYSES: tuple[str, ...] = ("order_sensitivity", "order_sensitivity_labels", "log_variance_ratio")
+
+
+class MarginSpec(_Strict):
+    """A pre-declared equivalence margin: ``ratio`` (relative, > 1) or ``absolute`` (> 0), not both.
+
+    ``{ratio: 1.25}``: equivalence means the ratio of the two methods' order
+    SDs lies within [1/1.25, 1.25] (TOST on the log ratio, the same ±log 1.25
+    as the Bayes ROPE). ``{absolute: 0.02}``: the difference of the means lies
+    within ±0.02 on the analysis' own scale.
+    """
+
+    ratio: float | None = Field(default=None, gt=1)
+    absolute: float | None = Field(default=None, gt=0)
+
+    @field_validator("ratio", "absolute", mode="before")
+    @classmethod
+    def _real_number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float))):
+            raise ValueError(f"must be a number, got {value!r}")
+        if value is not None and not math.isfinite(float(value)):
+            raise ValueError(f"must be finite, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "MarginSpec":
+        if (self.ratio is None) == (self.absolute is None):
+            raise ValueError("give exactly one of `ratio` (> 1, e.g. 1.25) or `absolute` (> 0)")
+        return self
+
+
+def _default_margins() -> dict[str, MarginSpec | None]:
+    return {name: MarginSpec(ratio=1.25) for name in RATIO_ANALYSES}
+
+
 class AnalysisSpec(_Strict):
-    """Settings of the statistical analysis."""
+    """Settings of the statistical analysis.
+
+    Margins and families are declared here, before the data: ``margins`` maps
+    an analysis to its equivalence margin (default: ratio 1.25 for the order
+    analyses; other analyses have none, so they can be "different" but never
+    "equivalent" unless a margin is stated); ``confirmatory`` lists the
+    analyses whose comparisons form the confirmatory family (adjusted on its
+    own); every other analysis is secondary (exploratory), adjusted within its
+    own family. ``alignment_rho0`` is the order-effect correlation that
+    equivalence must exceed (it predicts 1).
+    """
 
     alpha: float = Field(default=0.05, gt=0, lt=1)
     confidence: float = Field(default=0.95, gt=0, lt=1)
-    n_resamples: int = Field(default=10000, ge=1000)
-    margin: float | Literal["auto"] | None = "auto"
-    alignment_margin: float = Field(default=0.5, gt=0, lt=1)
+    n_resamples: int = Field(default=10000, ge=1000, le=10_000_000)
+    margins: dict[str, MarginSpec | None] = Field(default_factory=_default_margins)
+    confirmatory: list[str] = Field(default_factory=lambda: ["order_sensitivity"], min_length=1)
+    alignment_rho0: float = Field(default=0.9, gt=0, le=1)
     adjust: Literal["holm", "bonferroni", "bh"] = "holm"
     bootstrap: Literal["auto", "pairs", "cluster"] = "auto"
     ci_type: Literal["percentile", "bca"] = "percentile"
@@ -373,11 +427,51 @@ class AnalysisSpec(_Strict):
     sparsity_threshold: float = Field(default=1e-3, ge=0)
     sparsity_relative: bool = False
 
-    @field_validator("margin")
+    @model_validator(mode="before")
     @classmethod
-    def _margin_positive(cls, value: float | str | None) -> float | str | None:
-        if isinstance(value, float) and not value > 0:
-            raise ValueError(f"must be positive, 'auto' or null, got {value}")
+    def _retired_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if "margin" in data:
+                raise ValueError(
+                    "`analysis.margin` was replaced by `analysis.margins`, declared per analysis before the data "
+                    "(e.g. `margins: {order_sensitivity: {ratio: 1.25}}`); the data-derived `auto` margin is "
+                    "no longer offered")
+            if "alignment_margin" in data:
+                raise ValueError("`analysis.alignment_margin` was replaced by `analysis.alignment_rho0` "
+                                 "(default 0.9; equivalence predicts an order-effect correlation of 1)")
+        return data
+
+    @field_validator("margins", mode="before")
+    @classmethod
+    def _merge_default_margins(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        unknown = sorted(set(map(str, value)) - set(ANALYSES))
+        if unknown:
+            raise ValueError(f"unknown analysis {unknown[0]!r}; known: {', '.join(ANALYSES)}")
+        return {**{k: {"ratio": 1.25} for k in RATIO_ANALYSES}, **value}
+
+    @field_validator("margins")
+    @classmethod
+    def _ratio_only_for_spreads(cls, value: dict[str, MarginSpec | None]) -> dict[str, MarginSpec | None]:
+        for name, spec in value.items():
+            if spec is not None and spec.ratio is not None and name not in RATIO_ANALYSES:
+                raise ValueError(f"{name}: a `ratio` margin applies to {', '.join(RATIO_ANALYSES)} only; "
+                                 "give `absolute`")
+            if name == "log_variance_ratio" and spec is not None and spec.absolute is not None:
+                raise ValueError("log_variance_ratio: give a `ratio` margin (on the SD ratio)")
+            if name == "order_alignment" and spec is not None:
+                raise ValueError("order_alignment: its threshold is `analysis.alignment_rho0`, not a margin")
+        return value
+
+    @field_validator("confirmatory")
+    @classmethod
+    def _known_analyses(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in ANALYSES]
+        if unknown:
+            raise ValueError(f"unknown analysis {unknown[0]!r}; known: {', '.join(ANALYSES)}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists an analysis twice")
         return value
 
     @model_validator(mode="after")
