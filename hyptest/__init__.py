@@ -38,12 +38,14 @@ _EXPORTS: dict[str, str] = {
     # metrics and statistics (pure functions)
     "order_sensitivity": "hyptest.metrics:order_sensitivity",
     "accuracy_table": "hyptest.metrics:accuracy_table",
-    "theorem1_check": "hyptest.stats.theorem:theorem1_check",
+    "order_comparison": "hyptest.analysis:order_comparison",
+    "run_analyses": "hyptest.analysis:run_analyses",
+    "Comparison": "hyptest.results:Comparison",
     "paired_permutation_test": "hyptest.stats.permutation:paired_permutation_test",
     "two_sample_permutation_test": "hyptest.stats.permutation:two_sample_permutation_test",
     "bootstrap_ci": "hyptest.stats.bootstrap:bootstrap_ci",
     "adjust_pvalues": "hyptest.stats.multiplicity:adjust_pvalues",
-    "decide": "hyptest.stats.verdict:decide",
+    "decide": "hyptest.results:decide",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

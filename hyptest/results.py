@@ -203,7 +203,7 @@ def _floor_note(dist: Distribution, level: float) -> str | None:
     needed = int(math.ceil(math.log2(1 / level)))
     return (f"with {n_sets} demo sets the exact sign-flip test cannot give a one-sided p-value below "
             f"{dist.smallest_pvalue:.3g} (two-sided {min(1, 2 * dist.smallest_pvalue):.3g}), so it cannot reach "
-            f"the level {level:.3g} this family needs; {needed + 1} demo sets would")
+            f"the level {level:.3g} this family needs; {needed} demo sets would")
 
 
 def decide(

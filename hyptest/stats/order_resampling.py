@@ -66,7 +66,9 @@ def _as_cube(cube: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"`{name}` contains missing or non-finite cells")
     if arr.shape[1] < 2:
         raise ValueError(f"`{name}` needs at least 2 orders per demo set, got {arr.shape[1]}")
-    return arr
+    # centre each (set, query, label) across orders: variances and correlations do not change, and the
+    # one-pass sums below then cannot cancel catastrophically (an order-invariant method stays exactly 0)
+    return arr - arr.mean(axis=1, keepdims=True)
 
 
 def _query_weights(mask: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
