@@ -31,6 +31,12 @@ def test_validate_ok(tiny_study_file):
         ("name: x\nmodels: [tiny\n", "malformed YAML"),
         ("name: x\nmodels: [tiny]\ntasks: [sentiment]\nmethods: [{kind: sgd, learning_rate: fast}]\n",
          "methods[0].learning_rate"),
+        ("name: x\nmodels: [tiny]\ntasks: [sentiment]\nmethods: [{kind: icl}]\n"
+         "analysis: {margins: {order_sensitivity: {ratio: 0.9}}}\n", "analysis.margins.order_sensitivity.ratio"),
+        ("name: x\nmodels: [tiny]\ntasks: [sentiment]\nmethods: [{kind: icl}]\n"
+         "analysis: {alignment_rho0: 1.5}\n", "analysis.alignment_rho0"),
+        ("name: x\nmodels: [tiny]\ntasks: [sentiment]\nmethods: [{kind: icl}]\n"
+         "analysis: {confirmatory: [order_sensitivity, vibes]}\n", "unknown analysis 'vibes'"),
     ],
 )
 def test_validate_bad_files_exit_2(tmp_path, content, fragment):
