@@ -169,20 +169,21 @@ def _short(value: object) -> str:
 def _render_summary(results: dict, run_dir: Path | str, n_units: int, n_reused: int) -> None:
     from rich.table import Table
 
-    table = Table(title="Theorem-1 check: order sensitivity of ICL vs each GD method "
-                        "(Bayes rows: log σ_order ratio, HDI; all analyses in the report)", title_justify="left")
-    for column in ("task · N", "vs", "Δ sd / log ratio [CI]", "ratio", "p_adj", "verdict"):
+    table = Table(title="Theorem-1 check, confirmatory family: order sensitivity of ICL vs each method "
+                        "(log ratio of mean order SDs, interval at the level the verdict used; Bayes rows: "
+                        "per-query SD ratio, HDI; exploratory analyses in the report)", title_justify="left")
+    for column in ("task · N", "vs", "log ratio [CI]", "ratio", "p_adj", "verdict"):
         table.add_column(column, overflow="fold")
     colours = {"different": "red", "equivalent": "green", "negligible": "yellow", "inconclusive": "white"}
-    shown = {"order_sensitivity": "", "order_sensitivity_labels": " (labels)", "bayes_order_variance": " (Bayes)",
-             "bayes_order_variance_pooled": " (Bayes, pooled)"}
+    shown = {"bayes_order_variance": " (Bayes)", "bayes_order_variance_pooled": " (Bayes, pooled)"}
     for row in results["comparisons"]:
-        if row["analysis"] not in shown:
+        if row.get("family") != "confirmatory" and row["analysis"] not in shown:
             continue
         p_adj = row.get("p_adjusted")
+        suffix = shown.get(row["analysis"], "" if row["analysis"] == "order_sensitivity" else f" ({row['analysis']})")
         table.add_row(
             _escape(f"{row['task']} · {row['n_demos'] if row['n_demos'] is not None else 'all'}"),
-            _escape(_SHORT.get(row["method_b"], row["method_b"]) + shown[row["analysis"]]),
+            _escape(_SHORT.get(row["method_b"], row["method_b"]) + suffix),
             f"{_short(row['estimate'])} [{_short(row['ci_low'])}, {_short(row['ci_high'])}]",
             _short(row.get("ratio")),
             "—" if p_adj is None else f"{p_adj:.2g}",
@@ -201,14 +202,17 @@ def _render_summary(results: dict, run_dir: Path | str, n_units: int, n_reused: 
 
 @app.command()
 def power(
-    study_file: Path = typer.Argument(..., help="Study YAML file (its design is evaluated)."),
+    study_file: Path = typer.Argument(..., help="Study YAML file (its design and decision settings are simulated)."),
     pilot: Optional[Path] = typer.Option(None, help="A pilot run directory (uses its per_order.parquet)."),
-    sd_icl: Optional[float] = typer.Option(None, help="ICL order SD on the logit scale."),
-    sd_gd: Optional[float] = typer.Option(None, help="GD-method order SD on the logit scale (all methods)."),
-    between_query_sd: Optional[float] = typer.Option(None, help="Between-query SD on the logit scale."),
-    simulations: int = typer.Option(300, help="Simulated studies per estimate."),
+    sd_icl: Optional[float] = typer.Option(None, help="Reference (ICL) order SD on the logit scale of P(gold)."),
+    sd_gd: Optional[float] = typer.Option(None, help="Order SD of every compared method, logit scale."),
+    between_query_sd: Optional[float] = typer.Option(None, help="Between-query SD, logit scale (default: pilot, else 1)."),
+    simulations: int = typer.Option(200, help="Simulated studies per scenario (the ratio search uses half)."),
+    n_resamples: Optional[int] = typer.Option(None, "--n-resamples",
+                                              help="Resamples per simulated decision (default max(1000, 20 m/alpha))."),
+    seed: int = typer.Option(0, help="Root seed of the simulations."),
 ) -> None:
-    """Simulated power and minimum detectable effect of a study design, before running it."""
+    """Simulate the study's confirmatory decision: power, P(equivalent) at ratio 1, minimum detectable ratio."""
     from rich.table import Table
 
     from .power_plan import power_table
@@ -216,21 +220,42 @@ def power(
 
     try:
         spec, _ = load_study(study_file)
-        table = power_table(spec, pilot_dir=pilot, sd_icl=sd_icl, sd_gd=sd_gd,
-                            between_query_sd=between_query_sd, n_simulations=simulations)
+        report = power_table(spec, pilot_dir=pilot, sd_icl=sd_icl, sd_gd=sd_gd, between_query_sd=between_query_sd,
+                             n_simulations=simulations, n_resamples=n_resamples, seed=seed)
     except (ValueError, FileNotFoundError, *_user_errors()) as error:
         _fail(_escape(str(error)))
-    out = Table(title=f"Power of the Theorem-1 check ({spec.demos.n_sets} sets x {table['n_orders'].iloc[0]} "
-                      f"orders x {table['n_queries'].iloc[0]} queries)", title_justify="left")
-    for column in ("vs", "σ_order ICL", "σ_order method", "power", "power (Bonferroni)", "MDE ratio"):
+    d = report.design
+    orders = "/".join(str(s.n_orders) for s in d.slices)
+    out = Table(title=f"Power of the Theorem-1 check ({d.n_sets} sets x {orders} orders x {d.n_queries} queries; "
+                      f"family m = {d.family_size}, {d.adjust}, alpha {d.alpha:g}; {d.test})", title_justify="left")
+    for column in ("vs", "σ_order ICL", "σ_order method", "ratio (logit)", "ratio (P(gold))", "P(different)",
+                   "P(equivalent)"):
         out.add_column(column)
-    for row in table.itertuples():
+
+    def _ci(p: float, low: float, high: float) -> str:
+        return f"{p:.2f} [{low:.2f}, {high:.2f}]"
+
+    for row in report.table.itertuples():
         out.add_row(_escape(row.method), f"{row.sd_icl_logit:.3g}", f"{row.sd_method_logit:.3g}",
-                    f"{row.power:.2f} [{row.power_ci_low:.2f}, {row.power_ci_high:.2f}]",
-                    f"{row.power_bonferroni:.2f}", "—" if row.mde_ratio is None else f"{row.mde_ratio:.3g}")
+                    f"{row.ratio_logit:.3g}", f"{row.ratio_p_gold:.3g}",
+                    _ci(row.p_different, row.p_different_low, row.p_different_high),
+                    _ci(row.p_equivalent, row.p_equivalent_low, row.p_equivalent_high))
     _out.print(out)
-    _out.print("σ on the logit scale of P(gold); MDE = smallest σ_ICL/σ_method ratio with 80% power.",
-               highlight=False)
+    n0 = report.null
+    mdr = report.mdr
+    _out.print(f"True ratio 1 (every method at σ_ICL): P(equivalent) "
+               f"{_ci(n0['p_equivalent'], n0['p_equivalent_low'], n0['p_equivalent_high'])}, false P(different) "
+               f"{_ci(n0['p_different'], n0['p_different_low'], n0['p_different_high'])} per comparison, "
+               f"{n0['familywise_different']:.3f} family-wise.", highlight=False)
+    _out.print(f"Minimum detectable ratio σ_ICL/σ_method (logit) at {mdr['target_power']:.0%} power: "
+               f"{mdr['ratio']:.3g} [{mdr['low']:.3g}, {mdr['high']:.3g}] (Monte-Carlo interval at the grid's "
+               "resolution).", highlight=False)
+    n_search = int(report.curve["n_simulations"].iloc[-1])
+    _out.print(f"{simulations} simulated studies per scenario, {n_search} per ratio searched; "
+               f"{d.n_resamples} resamples per decision (the study uses {spec.analysis.n_resamples}); intervals: "
+               "Wilson 95 %. σ on the logit scale of P(gold).", highlight=False)
+    for note in d.notes:
+        _out.print(_escape(note), highlight=False)
 
 
 @app.command()
