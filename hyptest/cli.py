@@ -206,7 +206,8 @@ def power(
     pilot: Optional[Path] = typer.Option(None, help="A pilot run directory (uses its per_order.parquet)."),
     sd_icl: Optional[float] = typer.Option(None, help="Reference (ICL) order SD on the logit scale of P(gold)."),
     sd_gd: Optional[float] = typer.Option(None, help="Order SD of every compared method, logit scale."),
-    between_query_sd: Optional[float] = typer.Option(None, help="Between-query SD, logit scale (default: pilot, else 1)."),
+    between_query_sd: Optional[float] = typer.Option(None, help="Between-query SD, logit scale (default: pilot, "
+                                                               "else 1)."),
     simulations: int = typer.Option(200, help="Simulated studies per scenario (the ratio search uses half)."),
     n_resamples: Optional[int] = typer.Option(None, "--n-resamples",
                                               help="Resamples per simulated decision (default max(1000, 20 m/alpha))."),
