@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html as html_lib
+import math
 import pathlib
 import re
 import xml.etree.ElementTree as ET
@@ -111,31 +112,46 @@ def _expected_pairs(po: pd.DataFrame, model, task, n, method) -> int:
     return len(keys("icl") & keys(method))
 
 
+LOG125 = math.log(1.25)
+RESAMPLING = ("bootstrap: orders resampled within demo sets (a sample of the N! orders), the same for both methods; "
+              "queries resampled within demo sets; the 3 demo set(s) fixed (inference conditional on the sampled "
+              "demo sets)")
+
+
 def _comparison(model, task, n, b, verdict, **kw):
+    """A row of the results.json contract (hyptest.results.decide): a confirmatory order-sensitivity row."""
     base = {
-        "model": model,
-        "task": task,
-        "n_demos": n,
-        "method_a": "icl",
-        "method_b": b,
-        "analysis": "order_sensitivity",
-        "estimate": 0.031,
-        "ci_low": 0.02,
-        "ci_high": 0.04,
-        "ci_level": 0.95,
-        "ci_method": "bootstrap (percentile)",
-        "ratio": 12.3,
-        "p_value": 0.0001,
-        "p_adjusted": 0.0004,
-        "adjust_method": "holm",
-        "test": "paired sign-flip permutation test (10000 resamples)",
-        "n": 15,
-        "margin": None,
-        "margin_source": None,
-        "verdict": verdict,
+        "model": model, "task": task, "n_demos": n, "method_a": "icl", "method_b": b,
+        "analysis": "order_sensitivity", "family": "confirmatory", "role": "confirmatory", "rule": "two_sided",
+        "estimate": 2.5, "statistic": 2.5, "scale": f"log ratio of mean per-query order SD (icl / {b})",
+        "null_value": 0.0, "mean_a": 0.031, "mean_b": 0.00254, "ratio": 12.2, "n": 15,
+        "margin": LOG125, "margin_ratio": 1.25,
+        "margin_source": "declared: analysis.margins.order_sensitivity = ratio 1.25",
+        "resolution": None, "resampling": RESAMPLING, "test": "two-stage bootstrap (orders, queries) + TOST",
+        "ci_low": 2.2, "ci_high": 2.8, "ci_level": 1 - 0.05 / 3,
+        "ci_method": "percentile bootstrap at the level the verdict used",
+        "eq_low": 2.25, "eq_high": 2.75, "eq_level": 0.9,
+        "p_value": 0.0001, "p_adjusted": 0.0004, "p_equivalence": 1.0, "p_equivalence_adjusted": 1.0,
+        "level_difference": 0.05 / 3, "level_equivalence": 0.05, "family_size": 4, "n_resamples": 10000,
+        "min_equivalence_margin": 2.75, "min_equivalence_ratio": math.exp(2.75),
+        "verdict": verdict, "note": None, "adjust_method": "holm",
     }
     base.update(kw)
     return base
+
+
+def _agreement(b, verdict, metric, estimate, lo, hi, mean_a, mean_b, **kw):
+    """An exploratory agreement row: a difference of means, no margin."""
+    return _comparison("smollm2-135m", "sentiment", 4, b, verdict, analysis=metric, family=metric,
+                       role="exploratory", estimate=estimate, statistic=estimate,
+                       scale="difference of means (icl vs itself − icl vs " + b + ")",
+                       ci_low=lo, ci_high=hi, eq_low=lo + 0.1 * (hi - lo), eq_high=hi - 0.1 * (hi - lo),
+                       margin=None, margin_ratio=None, margin_source=None, mean_a=mean_a, mean_b=mean_b,
+                       ratio=mean_a / mean_b, family_size=3, test="paired bootstrap",
+                       p_equivalence=None, p_equivalence_adjusted=None,
+                       min_equivalence_margin=max(abs(lo), abs(hi)), min_equivalence_ratio=None,
+                       resampling="bootstrap: queries within demo sets; orders fixed (each value averages the "
+                                  "sampled orders), 3 demo set(s) fixed", **kw)
 
 
 ROPE = 0.223
@@ -145,10 +161,15 @@ EDGES = np.linspace(-2.0, 2.0, 41)
 
 def _bayes_row(model, task, n, b, verdict, est, lo, hi, p_rope, note=""):
     return {"model": model, "task": task, "n_demos": n, "method_a": "icl", "method_b": b,
-            "analysis": "bayes_order_variance", "estimate": est, "ci_low": lo, "ci_high": hi,
-            "ci_level": 0.94, "ci_method": f"94% HDI of log(σ_order,icl / σ_order,{b})",
+            "analysis": "bayes_order_variance", "family": "bayes_order_variance", "role": "bayesian",
+            "rule": "given", "estimate": est, "statistic": est,
+            "scale": "log ratio of the per-query SD across orders (sqrt(sigma_order^2 + sigma_resid^2)) "
+                     "(posterior mean)",
+            "null_value": 0.0, "ci_low": lo, "ci_high": hi,
+            "ci_level": 0.94, "ci_method": "94% HDI of the log ratio of per-query SD across orders",
             "p_value": None, "p_adjusted": None, "adjust_method": "holm", "p_rope": p_rope,
-            "rope": ROPE, "margin": ROPE, "margin_source": "ROPE on the log σ ratio (analysis.rope)",
+            "rope": ROPE, "margin": ROPE, "margin_source": "ROPE on the log SD ratio (analysis.rope)",
+            "resampling": "posterior (hierarchical model: queries, demo sets and orders as random effects)",
             "n": 96, "verdict": verdict, "note": note,
             "test": "hierarchical Bayes (PyMC, nutpie): HDI + ROPE ±0.223"}
 
@@ -197,30 +218,43 @@ def AGREEMENT_ROWS(evil_task: str = EVIL_TASK) -> list[dict]:  # noqa: N802
 
 def _results(per_query: pd.DataFrame, evil_task: str = EVIL_TASK) -> dict:
     comps = [
+        # 0-3: the confirmatory family (order sensitivity vs ICL)
         _comparison("smollm2-135m", "sentiment", 4, "gd", "different",
                     summary="ICL is far more order-sensitive than full-batch GD."),
         _comparison("smollm2-135m", "sentiment", 4, "sgd", "equivalent",
-                    estimate=0.001, ci_low=-0.004, ci_high=0.006, ratio=1.1, p_value=0.6,
-                    p_adjusted=1.0, margin=0.01, margin_source="study file"),
+                    estimate=0.02, ci_low=-0.15, ci_high=0.19, ci_level=0.95, eq_low=-0.1, eq_high=0.14,
+                    ratio=1.02, p_value=0.6, p_adjusted=1.0, p_equivalence=0.003, p_equivalence_adjusted=0.009,
+                    level_difference=0.05, level_equivalence=0.05 / 3, eq_level=1 - 0.1 / 3,
+                    min_equivalence_margin=0.14, min_equivalence_ratio=math.exp(0.14)),
         _comparison("smollm2-135m", "sentiment", 4, "adam", "negligible",
-                    estimate=0.004, ci_low=0.002, ci_high=0.006, p_value=1.23e-05,
-                    p_adjusted=1.23e-05, margin=0.01),
+                    estimate=0.1, ci_low=0.03, ci_high=0.17, eq_low=0.05, eq_high=0.15, ratio=1.1,
+                    p_value=1.23e-05, p_adjusted=1.23e-05, p_equivalence=0.01, p_equivalence_adjusted=0.02,
+                    min_equivalence_margin=0.15, min_equivalence_ratio=math.exp(0.15)),
         _comparison(EVIL_MODEL, evil_task, 8, "gd", "inconclusive",
-                    estimate=0.002, ci_low=-0.001, ci_high=0.005, ratio=float("inf"),
-                    p_value=0.2, p_adjusted=None),
-        # extra analyses, with fields the report does not know about
-        _comparison("smollm2-135m", "sentiment", 4, "sgd", "equivalent",
-                    analysis="tost_order_sensitivity", margin=0.01, p_value=0.003,
-                    p_adjusted=0.009, p_lower=0.003, p_upper=0.001),
+                    estimate=0.3, ci_low=-0.1, ci_high=0.7, ci_level=0.95, eq_low=-0.05, eq_high=0.65,
+                    ratio=1.35, p_value=0.2, p_adjusted=0.4, p_equivalence=0.8, p_equivalence_adjusted=0.8,
+                    level_difference=0.05, min_equivalence_margin=0.65, min_equivalence_ratio=math.exp(0.65)),
+        # 4: a secondary order analysis, with fields the report does not know about
+        _comparison("smollm2-135m", "sentiment", 4, "sgd", "equivalent", analysis="order_sensitivity_labels",
+                    family="order_sensitivity_labels", role="exploratory", family_size=3,
+                    estimate=0.01, ci_low=-0.2, ci_high=0.22, ci_level=0.95, eq_low=-0.12, eq_high=0.15,
+                    p_value=0.8, p_adjusted=1.0, p_equivalence=0.004, p_equivalence_adjusted=0.012,
+                    min_equivalence_margin=0.15, p_lower=0.003, p_upper=0.001),
         {"model": "smollm2-135m", "task": "sentiment", "n_demos": 4, "method_a": "icl",
-         "method_b": "adam", "analysis": "bayes_order_variance", "verdict": "did_not_converge",
-         "estimate": None, "ci_low": None, "ci_high": None, "rhat": 1.31, "ess_bulk": 12.0,
-         "summary": "R-hat 1.31 > 1.01: the sampler did not converge."},
-        {"model": "smollm2-135m", "task": "sentiment", "n_demos": 4, "method_a": "icl",
-         "method_b": "sgd", "analysis": "order_alignment", "verdict": "different",
-         "estimate": 0.42, "ci_low": 0.3, "ci_high": 0.48, "p_value": 0.002,
-         "p_adjusted": 0.004, "statistic": {"kendall_tau": 0.42},
-         "test": "Mantel-style permutation of order labels within demo sets (2000 resamples), H0: r <= 0"},
+         "method_b": "adam", "analysis": "bayes_order_variance", "role": "bayesian", "rule": "given",
+         "verdict": "did_not_converge", "estimate": None, "ci_low": None, "ci_high": None, "rhat": 1.31,
+         "ess_bulk": 12.0, "summary": "R-hat 1.31 > 1.01: the sampler did not converge."},
+        # 6: order alignment against rho0 (one-sided bounds)
+        _comparison("smollm2-135m", "sentiment", 4, "sgd", "different", analysis="order_alignment",
+                    family="order_alignment", role="exploratory", rule="threshold", null_value=0.9,
+                    estimate=0.42, statistic=0.42, scale="correlation of per-order effects (icl, sgd)",
+                    ci_low=0.3, ci_high=0.48, ci_level=None, eq_low=0.3, eq_high=None, eq_level=0.95,
+                    level_difference=0.025, level_equivalence=0.05, margin=None, margin_ratio=None,
+                    margin_source="declared: analysis.alignment_rho0 (equivalence predicts r = 1)",
+                    p_value=0.001, p_adjusted=0.002, p_equivalence=1.0, p_equivalence_adjusted=1.0,
+                    ratio=None, family_size=2, min_equivalence_margin=None, min_equivalence_ratio=None,
+                    note="descriptive: r > 0 by permutation of order labels, p = 0.002",
+                    test="bootstrap bounds against rho0"),
         # 7-11: Bayesian rows; the smollm2 slice did not converge, the other one did
         _bayes_row("smollm2-135m", "sentiment", 4, "sgd", "did_not_converge", -0.4, -0.9, 0.1, 0.3),
         _bayes_row("smollm2-135m", "sentiment", 4, "gd", "did_not_converge", None, None, None, 0.0,
@@ -229,22 +263,30 @@ def _results(per_query: pd.DataFrame, evil_task: str = EVIL_TASK) -> dict:
                    note="'gd' is order-invariant: sigma_order fixed at 0, log ratio = inf"),
         _bayes_row(EVIL_MODEL, evil_task, 8, "sgd", "equivalent", 0.05, -0.15, 0.2, 0.97),
         _bayes_row(EVIL_MODEL, evil_task, 8, "adam", "inconclusive", 0.3, -0.1, 0.7, 0.4),
-        # 12: variance analysis; 13-16: distribution agreement
+        # 12: variance analysis (log variances: the SD-ratio margin doubled); 13-16: distribution agreement
         _comparison("smollm2-135m", "sentiment", 4, "sgd", "different", analysis="log_variance_ratio",
-                    estimate=3.9, ci_low=3.7, ci_high=4.2, ratio=49.4, p_value=0.0005, p_adjusted=0.003,
-                    test="permutation test of log variance ratio, median-centred (2000 resamples)"),
-        _comparison("smollm2-135m", "sentiment", 4, "gd", "different", analysis="token_overlap",
-                    estimate=0.3, ci_low=0.25, ci_high=0.35, ratio=1.5, mean_a=0.9, mean_b=0.6,
-                    p_value=0.0005, p_adjusted=0.003),
-        _comparison("smollm2-135m", "sentiment", 4, "gd", "inconclusive", analysis="overlap_cosine",
-                    estimate=0.01, ci_low=-0.01, ci_high=0.03, ratio=1.01, mean_a=0.99, mean_b=0.98,
-                    p_value=0.3, p_adjusted=0.6),
-        _comparison("smollm2-135m", "sentiment", 4, "gd", "different", analysis="label_js",
-                    estimate=-0.11, ci_low=-0.12, ci_high=-0.1, ratio=0.08, mean_a=0.01, mean_b=0.12,
-                    p_value=0.0005, p_adjusted=0.003),
-        _comparison("smollm2-135m", "sentiment", 4, "sgd", "different", analysis="token_overlap",
-                    estimate=0.2, ci_low=0.15, ci_high=0.25, ratio=1.3, mean_a=0.9, mean_b=0.7,
-                    p_value=0.0005, p_adjusted=0.003),
+                    family="log_variance_ratio", role="exploratory", family_size=3,
+                    scale="mean per-(set, query) log variance ratio (icl / sgd)", margin=2 * LOG125,
+                    estimate=3.9, ci_low=3.7, ci_high=4.2, eq_low=3.75, eq_high=4.1, ratio=7.03,
+                    p_value=0.0005, p_adjusted=0.003, min_equivalence_margin=4.1),
+        _agreement("gd", "different", "token_overlap", 0.3, 0.25, 0.35, 0.9, 0.6,
+                   p_value=0.0005, p_adjusted=0.003),
+        _agreement("gd", "inconclusive", "overlap_cosine", 0.01, -0.01, 0.03, 0.99, 0.98,
+                   p_value=0.3, p_adjusted=0.6),
+        _agreement("gd", "different", "label_js", -0.11, -0.12, -0.1, 0.01, 0.12,
+                   p_value=0.0005, p_adjusted=0.003),
+        _agreement("sgd", "different", "token_overlap", 0.2, 0.15, 0.25, 0.9, 0.7,
+                   p_value=0.0005, p_adjusted=0.003),
+        # 17: an alignment the design cannot estimate
+        _comparison(EVIL_MODEL, evil_task, 8, "sgd", "not_estimable", analysis="order_alignment",
+                    family="order_alignment", role="exploratory", rule="threshold", null_value=0.9,
+                    estimate=0.1, statistic=0.1, scale="correlation of per-order effects (icl, sgd)",
+                    ci_low=None, ci_high=None, ci_level=None, eq_low=None, eq_high=None, eq_level=None,
+                    level_difference=None, level_equivalence=None, margin=None, margin_ratio=None,
+                    p_value=None, p_adjusted=None, p_equivalence=None, p_equivalence_adjusted=None,
+                    ratio=None, family_size=2, min_equivalence_margin=None, min_equivalence_ratio=None,
+                    note="1 demo set(s) × (2 − 1) orders = 1 < 10 independent order contrasts: the correlation "
+                         "cannot be estimated"),
     ]
     os_rows, acc_rows = [], []
     for (model, task, n), sub in per_query.groupby(["model", "task", "n_demos"], sort=False):
@@ -268,23 +310,34 @@ def _results(per_query: pd.DataFrame, evil_task: str = EVIL_TASK) -> dict:
     return {
         "study": {"name": "order_sensitivity", "alpha": 0.05, "methods": METHODS,
                   "description": "", "output_dir": None,
-                  "analysis": {"alignment_margin": 0.5, "rope": ROPE, "hdi_prob": 0.94,
+                  "analysis": {"alignment_rho0": 0.9, "rope": ROPE, "hdi_prob": 0.94,
                                "overlap_k": 10, "reference": "icl", "adjust": "holm"}},
         "comparisons": comps,
         "order_sensitivity": os_rows,
         "accuracy": acc_rows,
         "agreement": AGREEMENT_ROWS(evil_task),
         "margins": [
-            {"model": "smollm2-135m", "task": "sentiment", "n_demos": 4, "margin": 0.01,
-             "source": "study file (analysis.margin)"},
-            {"model": EVIL_MODEL, "task": evil_task, "n_demos": 8, "margin": 0.031,
-             "source": "noise floor <b>bold</b>"},
+            {"analysis": "log_variance_ratio", "kind": "ratio", "value": 1.25, "margin": 2 * LOG125,
+             "source": "declared: analysis.margins.log_variance_ratio"},
+            {"analysis": "order_sensitivity", "kind": "ratio", "value": 1.25, "margin": LOG125,
+             "source": "declared: analysis.margins.order_sensitivity <b>bold</b>"},
+            {"analysis": "order_alignment", "kind": "rho0", "value": 0.9, "margin": 0.9,
+             "source": "declared: analysis.alignment_rho0"},
+            {"analysis": "bayes_order_variance", "kind": "rope", "value": 1.25, "margin": LOG125,
+             "source": "declared: analysis.rope (log scale)"},
         ],
-        "family": {"size": 12, "adjust": "holm", "description": "every comparison with a p-value"},
+        "families": [
+            {"family": "confirmatory", "role": "confirmatory", "size": 4, "adjust": "holm", "alpha": 0.05,
+             "analyses": ["order_sensitivity"], "n_resamples": 10000},
+            {"family": "log_variance_ratio", "role": "exploratory", "size": 1, "adjust": "holm", "alpha": 0.05,
+             "analyses": ["log_variance_ratio"], "n_resamples": 2000},
+            {"family": "order_alignment", "role": "exploratory", "size": 1, "adjust": "holm", "alpha": 0.05,
+             "analyses": ["order_alignment"], "n_resamples": 2000},
+        ],
         "bayes": _bayes_slices(evil_task),
-        "null_distributions": {"0": rng.normal(0, 0.005, 2000).tolist(),
-                               "3": rng.normal(0, 0.003, 500).tolist(),
-                               "6": rng.normal(0, 0.2, 1000).tolist()},
+        "null_distributions": {"0": rng.normal(2.5, 0.15, 2000).tolist(),
+                               "3": rng.normal(0.3, 0.2, 500).tolist(),
+                               "6": rng.normal(0.42, 0.05, 1000).tolist()},
         "provenance": {
             "hyptest_version": "0.1.0", "python": "3.11.7", "platform": "Linux-x86_64",
             "machine": "x86_64", "cpu_count": 2, "device": "cpu", "torch_threads": 2,
@@ -410,7 +463,7 @@ def test_escaping(data):
     assert re.search(r'<pre class="study">[^<]*&lt;script&gt;', out)
     # the new sections escape too: Bayes reason, margin source, file names, agreement labels
     assert "<i>" not in out and "400 &lt;i&gt;" in out
-    assert "noise floor &lt;b&gt;bold&lt;/b&gt;" in out
+    assert "order_sensitivity &lt;b&gt;bold&lt;/b&gt;" in out
     assert "<code>bayes_&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;.nc</code>" in out
     for sec in ("agreement", "bayes"):
         part = out[out.index(f'<section id="{sec}">'):]
@@ -424,23 +477,22 @@ def _banners(out: str) -> list[tuple[str, str]]:
     return re.findall(r'<div class="banner verdict-([a-z_]+)"[^>]*>(.*?)</div>', out, re.S)
 
 
-#: Banners: order-sensitivity rows only, by (model, task, N) then method order;
+#: Banners: the confirmatory rows only, by (model, task, N) then method order;
 #: the hostile model name sorts before "smollm2-135m".
 BANNER_ORDER = [3, 0, 1, 2]
-#: Verdict-table rows per method group (gd, sgd, adam): by (model, task, N), then analysis order.
+#: Rows of each verdict table per method group (gd, sgd, adam): by (model, task, N), then analysis order.
 GLANCE_ORDER = {
-    "gd": [3, 9, 0, 8, 13, 14, 15],
-    "sgd": [10, 1, 4, 12, 7, 6, 16],
-    "adam": [11, 2, 5],
+    "confirmatory": {"gd": [3, 0], "sgd": [1], "adam": [2]},
+    "exploratory": {"gd": [13, 14, 15], "sgd": [17, 4, 12, 6, 16]},
+    "bayesian": {"gd": [9, 8], "sgd": [10, 7], "adam": [11, 5]},
 }
 
 
-def test_banners_only_for_the_primary_analysis(data):
+def test_banners_come_from_the_confirmatory_family(data):
     _, res, out, _ = data
     banners = _banners(out)
     comps = res["comparisons"]
-    assert [comps[i]["analysis"] for i in BANNER_ORDER] == ["order_sensitivity"] * 4
-    assert len(banners) == len(BANNER_ORDER)
+    assert [comps[i]["role"] for i in BANNER_ORDER] == ["confirmatory"] * 4
     ids = re.findall(r'<div class="banner [^"]*" id="banner-(\d+)"', out)
     assert [int(i) for i in ids] == BANNER_ORDER
     for (cls, body), i in zip(banners, BANNER_ORDER, strict=True):
@@ -452,166 +504,158 @@ def test_banners_only_for_the_primary_analysis(data):
     first = _text(banners[1][1])
     assert first == (
         "differentICL vs full-batch GD · order sensitivity · sentiment · N=4 · smollm2-135m: "
-        "equivalence rejected · Δ = 0.031 [0.02, 0.04], ratio 12.3×, p_adj = 0.0004 (holm) "
+        "different: the interval excludes the null value, equivalence not shown · "
+        "ratio 12.2 [9.03, 16.4] (log 2.5 [2.2, 2.8], 98.3% CI); p_adj = 0.0004 (holm, family of 4); "
+        "90% equivalence interval as ratios [9.49, 15.6] vs margin [1/1.25, 1.25]; "
+        "equivalence would be declared at a margin of [1/15.6, 15.6] "
         "— ICL is far more order-sensitive than full-batch GD."
-        "+4 more analyses: 2 different · 1 inconclusive · 1 did not converge (verdict table)"
+        "+4 exploratory and bayesian rows: 2 different · 1 inconclusive · 1 did not converge (verdict table)"
     )
     second = _text(banners[2][1])
     assert "ICL vs SGD (batch 1, in order)" in second
-    assert "equivalent within margin ±0.01" in second
-    # rows 4, 6, 7, 12, 16 are the other analyses of (smollm2, sgd)
-    assert "+5 more analyses: 3 different · 1 equivalent · 1 did not converge" in second
+    assert "equivalent within the margin [1/1.25, 1.25]" in second
+    assert "96.7% equivalence interval as ratios [0.905, 1.15] vs margin [1/1.25, 1.25]" in second
+    assert "would be declared" not in second  # it was declared
     third = _text(banners[3][1])
-    assert "Adam (batch 1, in order)" in third
-    assert "different but negligible (inside margin)" in third
-    assert "+1 more analysis: 1 did not converge" in third
+    assert "different but negligible (inside the margin)" in third
+    assert "+1 bayesian row: 1 did not converge" in third
     fourth = banners[0][1]
-    assert "inconclusive: equivalence not rejected, not shown" in _text(fourth)
+    assert "inconclusive: neither a difference nor equivalence shown" in _text(fourth)
+    assert "equivalence would be declared at a margin of [1/1.92, 1.92]" in _text(fourth)
     assert "&lt;script&gt;" in fourth
-    # no banner for the other analyses, and no "Δ" for r
-    for word in ("order alignment", "order variance, Bayesian", "token overlap", "TOST"):
+    # no banner for the secondary or Bayesian analyses
+    for word in ("order alignment", "order variance, Bayesian", "token overlap", "log variance ratio"):
         assert word not in _text("".join(b for _, b in banners))
-    # the "more analyses" link goes to the method's group of the verdict table
-    assert re.search(r'<span class="others"><a href="#pair-0">', banners[1][1])
-    assert '<tbody class="pair-group" id="pair-0" data-method="gd">' in out
+    assert re.search(r'<span class="others"><a href="#pair-confirmatory-0">', banners[1][1])
 
 
 def test_banner_text_function():
     comp = _comparison("smollm2-135m", "sentiment", 4, "gd", "different")
-    assert banner_text(comp) == (
+    assert banner_text(comp).startswith(
         "sentiment · N=4 · smollm2-135m — ICL vs full-batch GD in order sensitivity: "
-        "equivalence rejected (different). Δ = 0.031 [0.02, 0.04], ratio 12.3×, "
-        "p_adj = 0.0004 (holm)"
+        "different: the interval excludes the null value, equivalence not shown (different). "
+        "ratio 12.2 [9.03, 16.4] (log 2.5 [2.2, 2.8], 98.3% CI); p_adj = 0.0004 (holm, family of 4)"
     )
     comp = _comparison("m", "t", 2, "adam", "negligible", p_adjusted=1.23e-05)
-    assert "p_adj < 1e-4 (holm)" in banner_text(comp)
-    comp = _comparison("m", "t", 2, "gd", "inconclusive", ratio=float("inf"), p_adjusted=None)
-    assert "ratio ∞" in banner_text(comp) and "p = 0.0001" in banner_text(comp)
+    assert "p_adj < 1e-4 (holm, family of 4)" in banner_text(comp)
+    # an absolute margin: a difference of mean SDs, shown as ±margin
+    comp = _comparison("m", "t", 2, "gd", "equivalent", scale="difference of mean per-query order SD (icl − gd)",
+                       margin=0.02, margin_ratio=None, estimate=0.001, ci_low=-0.01, ci_high=0.012,
+                       eq_low=-0.008, eq_high=0.01)
+    text = banner_text(comp)
+    assert "equivalent within the margin ±0.02" in text
+    assert "Δ = 0.001 [-0.01, 0.012] (98.3% CI)" in text and "ratio 12.2" not in text
+    assert "90% equivalence interval [-0.008, 0.01] vs margin ±0.02" in text
+    # no margin: can be different, never equivalent
+    comp = _agreement("gd", "different", "token_overlap", 0.3, 0.25, 0.35, 0.9, 0.6)
+    assert "no margin declared; equivalence would be declared at a margin of ±0.35" in banner_text(comp)
+    # an older results file (no rule, no scale): the difference and the ratio of means, no crash
+    old = {"model": "m", "task": "t", "n_demos": 2, "method_a": "icl", "method_b": "gd",
+           "analysis": "order_sensitivity", "estimate": 0.031, "ci_low": 0.02, "ci_high": 0.04, "ratio": 12.3,
+           "p_value": 0.0001, "verdict": "inconclusive"}
+    assert banner_text(old).endswith("Δ = 0.031 [0.02, 0.04]; ratio 12.3×; p = 0.0001")
 
 
-def test_effect_text_per_analysis():
-    align = {"analysis": "order_alignment", "estimate": 0.45, "ci_low": 0.39, "ci_high": 0.51,
-             "verdict": "inconclusive", "method_a": "icl", "method_b": "sgd", "p_adjusted": 0.01}
-    assert effect_text(align) == "r = 0.45 [0.39, 0.51]"
-    text = banner_text(align, alignment_margin=0.5)
-    assert "Δ" not in text and "r = 0.45 [0.39, 0.51]" in text
-    assert "CI of r contains the alignment margin 0.5 (inconclusive)" in text
-    assert verdict_phrase("different", 0.5, "order_alignment") == "CI of r below the alignment margin 0.5"
-    assert verdict_phrase("equivalent", None, "order_alignment") == "CI of r above the alignment margin"
-    for analysis in ("log_variance_ratio", "variance_ratio_bf"):
-        var = {"analysis": analysis, "estimate": 3.912, "ci_low": 3.71, "ci_high": 4.24, "ratio": 50.0}
-        assert effect_text(var) == "log variance ratio 3.91 [3.71, 4.24]"
-        assert "ratio 50×" not in banner_text(var)  # the ratio is the same number, not repeated
-    bayes = {"analysis": "bayes_order_variance", "estimate": -4.872, "ci_low": -8.07, "ci_high": -1.96,
-             "ci_level": 0.94, "p_rope": 0.00225, "method_a": "icl", "method_b": "adam"}
-    assert effect_text(bayes) == (
-        "log σ-ratio posterior mean -4.87, 94% HDI [-8.07, -1.96], P(in ROPE) = 0.00225"
+def test_effect_text_per_analysis(data):
+    _, res, _, _ = data
+    comps = res["comparisons"]
+    assert effect_text(comps[6]) == "r = 0.42, bounds [0.3, 0.48] (one-sided 95% / 97.5%)"
+    text = banner_text(comps[6])
+    assert "Δ" not in text and "upper bound of r below ρ₀ = 0.9 (different)" in text
+    assert verdict_phrase("equivalent", 0.9, "order_alignment") == "lower bound of r above ρ₀ = 0.9"
+    assert verdict_phrase("inconclusive", None, "order_alignment") == "bounds of r straddle ρ₀"
+    # log variances: the ratio is the SD ratio, exp(estimate / 2), against the same [1/1.25, 1.25]
+    assert effect_text(comps[12]) == "ratio 7.03 [6.36, 8.17] (log 3.9 [3.7, 4.2], 98.3% CI)"
+    assert "90% equivalence interval as ratios [6.52, 7.77] vs margin [1/1.25, 1.25]" in banner_text(comps[12])
+    assert effect_text(comps[10]) == "log SD ratio posterior mean 0.05, 94% HDI [-0.15, 0.2], P(in ROPE) = 0.97"
+    inf = {**comps[10], "estimate": None, "ci_low": None, "ci_high": None, "method_b": "gd"}
+    assert effect_text(inf, order_invariant=["gd"]) == "log SD ratio = +∞ (order SD fixed at 0)"
+    assert effect_text({**inf, "note": "sigma_order fixed at 0, log ratio = inf"}).endswith("+∞ (order SD fixed at 0)")
+    assert effect_text({**inf, "note": "reference invariant: log ratio = -inf"}).startswith("log SD ratio = -∞")
+    assert verdict_phrase("different", ROPE, "bayes_order_variance") == "HDI outside the ROPE: the order SDs differ"
+    assert verdict_phrase("equivalent", "[1/1.25, 1.25]", "bayes_order_variance_pooled") == (
+        "HDI inside the ROPE [1/1.25, 1.25]: practically equivalent"
     )
-    inf = {**bayes, "estimate": None, "ci_low": None, "ci_high": None, "method_b": "gd"}
-    assert effect_text(inf, order_invariant=["gd"]) == "log σ-ratio = +∞ (σ_order fixed at 0)"
-    assert effect_text({**inf, "note": "sigma_order fixed at 0, log ratio = inf"}) == (
-        "log σ-ratio = +∞ (σ_order fixed at 0)"
-    )
-    assert effect_text({**inf, "note": "reference invariant: log ratio = -inf"}).startswith("log σ-ratio = -∞")
-    assert effect_text({**inf, "p_rope": None}) == "log σ-ratio posterior mean —"  # no sign known: no ∞
-    assert verdict_phrase("different", ROPE, "bayes_order_variance") == "HDI outside the ROPE: σ_order differs"
-    assert verdict_phrase("equivalent", ROPE, "bayes_order_variance") == (
-        "HDI inside the ROPE ±0.223: practically equivalent"
-    )
-    assert effect_text({"analysis": "token_overlap", "estimate": 0.3, "ci_low": 0.25, "ci_high": 0.35}) == (
-        "Δ = 0.3 [0.25, 0.35]"
-    )
+    assert effect_text(comps[13]) == "Δ = 0.3 [0.25, 0.35] (98.3% CI)"
     assert effect_text({"analysis": "brand_new", "estimate": 1.5}) == "estimate 1.5"
+    assert verdict_phrase("not_estimable") == "not estimable in this design: no decision"
+    assert "not estimable in this design" in banner_text(comps[17])
+
+
+def _tables(out: str) -> dict[str, str]:
+    return dict(re.findall(r'<table class="comparisons" data-role="([a-z]+)">(.*?)</table>', out, re.S))
 
 
 def _glance_rows(out: str) -> list[tuple[str, str, str]]:
-    """(verdict class, comparison index, row html) of every data row of the verdict table."""
-    table = re.search(r'<table class="comparisons">(.*?)</table>', out, re.S).group(1)
-    return re.findall(r'<tr class="verdict-([a-z_]+)" id="comparison-(\d+)"[^>]*>(.*?)</tr>', table, re.S)
+    """(verdict class, comparison index, row html) of every data row of the verdict tables."""
+    return [r for table in _tables(out).values()
+            for r in re.findall(r'<tr class="verdict-([a-z_]+)" id="comparison-(\d+)"[^>]*>(.*?)</tr>', table, re.S)]
 
 
 def _cells(row_html: str) -> list[str]:
     return [_text(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row_html, re.S)]
 
 
-def test_did_not_converge(data):
+def test_did_not_converge_and_not_estimable(data):
     _, res, out, _ = data
     rows = {int(i): (cls, body) for cls, i, body in _glance_rows(out)}
     cls, body = rows[5]
     assert cls == "did_not_converge"
     cells = _cells(body)
-    assert cells[1] == "order variance, Bayesian"
-    assert cells[3] == "did not converge"
-    assert cells[4] == "log σ-ratio — —"  # estimate and HDI
-    assert cells[6] == "—" and cells[7] == "—"  # p and p_adj
+    assert cells[2] == "did not converge"
+    assert cells[3] == "— —"  # estimate and HDI
     assert 'title="did not converge: no decision"' in body
-    # neutral styling exists for the class (grey, not one of the decision colours)
     rule = re.search(r"\.banner\.verdict-did_not_converge \{([^}]*)\}", out).group(1)
     assert "--dnc-bg" in rule and "--diff" not in rule and "--eq" not in rule
-    assert verdict_phrase("did_not_converge") == "did not converge: no decision"
     assert verdict_phrase("did_not_converge", ROPE, "bayes_order_variance") == "did not converge: no decision"
+    cls, body = rows[17]
+    assert cls == "not_estimable"
+    cells = _cells(body)
+    assert cells[3] == "not estimable †" and cells[9] == "—"  # no p-value
+    assert ".banner.verdict-not_estimable" in out
+    notes = re.search(r'<li id="note-17">(.*?)</li>', out, re.S).group(1)
+    assert "independent order contrasts: the correlation cannot be estimated" in _text(notes)
 
 
 def test_verdicts_at_a_glance(data):
     _, res, out, _ = data
     comps = res["comparisons"]
-    m = re.search(r'<table class="comparisons">(.*?)</table>', out, re.S)
-    assert m
-    # right below the banners, above every other section, in a scrolling box
-    assert out.index('<div class="banner') < m.start() < out.index('id="order-sensitivity"')
-    assert '<div class="table-wrap glance-wrap">' in out[: m.start()]
-    assert ">Verdicts at a glance</h2>" in out[: m.start()]
-    last_banner = max(mm.end() for mm in re.finditer(r'<div class="banner ', out))
-    between = out[last_banner : m.start()]
-    assert "<figure" not in between and "<h3" not in between
-    # one group per compared method, every analysis inside
-    groups = re.findall(r'<tbody class="pair-group" id="pair-\d+" data-method="([a-z]+)">(.*?)</tbody>',
-                        m.group(1), re.S)
-    assert [g for g, _ in groups] == ["gd", "sgd", "adam"]
-    heads = [_text(re.search(r'<tr class="group-head">(.*?)</tr>', body, re.S).group(1)) for _, body in groups]
-    assert heads[0] == "ICL vs full-batch GD7 rows: 4 different · 2 inconclusive · 1 did not converge"
-    assert heads[2] == "ICL vs Adam (batch 1, in order)3 rows: 1 negligible · 1 inconclusive · 1 did not converge"
-    for (method, body) in groups:
-        ids = [int(i) for i in re.findall(r'id="comparison-(\d+)"', body)]
-        assert ids == GLANCE_ORDER[method], method
+    tables = _tables(out)
+    assert list(tables) == ["confirmatory", "exploratory", "bayesian"]
+    heads = [_text(h) for h in re.findall(r'<h3 class="glance" id="verdicts-[a-z]+">(.*?)</h3>', out)]
+    assert heads == ["Confirmatory family", "Exploratory (secondary families, adjusted within each family)",
+                     "Bayesian (HDI + ROPE, outside the p-value families)"]
+    first = re.search(r'<table class="comparisons"', out).start()
+    assert out.index('<div class="banner') < first < out.index('id="order-sensitivity"')
+    for role, table in tables.items():
+        groups = re.findall(r'<tbody class="pair-group" id="pair-[a-z]+-\d+" data-method="([a-z]+)">(.*?)</tbody>',
+                            table, re.S)
+        got = {m: [int(i) for i in re.findall(r'id="comparison-(\d+)"', body)] for m, body in groups}
+        assert got == GLANCE_ORDER[role], role
     rows = _glance_rows(out)
     assert sorted(int(i) for _, i, _ in rows) == list(range(len(comps)))
     assert all(cls == comps[int(i)]["verdict"] for cls, i, _ in rows)
     by_index = {int(i): _cells(body) for _, i, body in rows}
-    assert by_index[0] == ["0", "order sensitivity", "sentiment · N=4 · smollm2-135m", "different",
-                           "Δ 0.031 [0.02, 0.04]", "12.3×", "0.0001", "0.0004", "—", "15", "—"]
-    # each analysis reads in its own terms
-    assert by_index[6][4] == "r 0.42 [0.3, 0.48]" and by_index[6][-1] == "r > 0.5"
-    assert by_index[12][4] == "log VR 3.9 [3.7, 4.2]"
-    assert by_index[10][4] == "log σ-ratio 0.05 [-0.15, 0.2]"
-    assert by_index[10][8] == "0.97"  # P(ROPE)
-    assert by_index[10][-1] == "ROPE ±0.223"
-    assert by_index[9][4] == "log σ-ratio +∞"  # order-invariant GD
-    assert by_index[9][5] == "—"  # no ratio for the Bayesian rows
-    # the # links to the row's details
+    # confirmatory: one analysis, so no analysis column; the interval with the level it used, ratios beside
+    assert by_index[0] == ["0", "sentiment · N=4 · smollm2-135m", "different", "2.5 [2.2, 2.8] 98.3%",
+                           "12.2 [9.03, 16.4]", "[2.25, 2.75] 90%", "[1/1.25, 1.25]", "0.0004", "1", "15"]
+    assert by_index[1][3:7] == ["0.02 [-0.15, 0.19] 95%", "1.02 [0.861, 1.21]", "[-0.1, 0.14] 96.7%",
+                                "[1/1.25, 1.25]"]
+    assert by_index[6][4:8] == ["0.42 [0.3, 0.48] one-sided 95% / 97.5%", "—", "—", "ρ₀ = 0.9"]
+    assert by_index[12][4:8] == ["3.9 [3.7, 4.2] 98.3%", "7.03 [6.36, 8.17]", "[3.75, 4.1] 90%", "[1/1.25, 1.25]"]
+    assert by_index[13][4:10] == ["0.3 [0.25, 0.35] 98.3%", "1.5×", "—", "—", "0.003", "—"]
+    assert by_index[10][2:] == ["equivalent", "0.05 [-0.15, 0.2] 94%", "1.05 [0.861, 1.22]", "0.97", "96",
+                                "[1/1.25, 1.25]"]
+    assert by_index[9][3] == "+∞" and by_index[9][4] == "—"  # order-invariant GD
     links = dict(re.findall(r'<tr class="verdict-[a-z_]+" id="comparison-(\d+)"[^>]*>\s*<td class="num">'
-                            r'<a href="#([^"]+)"', m.group(1)))
-    assert links["0"] == "null-0" and links["6"] == "null-6"
+                            r'<a href="#([^"]+)"', out))
+    assert links["0"] == "resampling-0" and links["6"] == "resampling-6"
     assert links["9"] == "bayes-0" and links["7"] == "bayes-1"  # hostile slice sorts first
     assert links["13"] == "agreement-1"
     assert links["1"] == "os-1"
-    heads = [_text(h) for h in re.findall(r"<th(?: [^>]*)?>(.*?)</th>", m.group(1).split("</thead>")[0], re.S)]
-    assert heads == ["#", "analysis", "task · N · model", "verdict", "estimate [CI]", "ratio A/B", "p",
-                     "padj", "P(ROPE)", "n", "margin"]
-    counts = re.search(r'<p class="counts">(.*?)</p>', out, re.S).group(1)
-    assert _text(counts) == (
-        "17 comparisons: 7 different · 3 equivalent · 1 negligible · 3 inconclusive · 3 did not converge."
-    )
-    # columns that would repeat one value on every row are stated once instead
-    few = render_report({**res, "comparisons": comps[:3]}, pd.DataFrame(), study_text="")
-    table = re.search(r'<table class="comparisons">(.*?)</table>', few, re.S).group(1)
-    heads = [_text(h) for h in re.findall(r"<th(?: [^>]*)?>(.*?)</th>", table.split("</thead>")[0], re.S)]
-    assert heads == ["#", "verdict", "estimate [CI]", "ratio A/B", "p", "padj", "n", "margin"]
-    assert 'colspan="8"' in table
-    counts = _text(re.search(r'<p class="counts">(.*?)</p>', few, re.S).group(1))
-    assert counts == ("3 comparisons: 1 different · 1 equivalent · 1 negligible. "
-                      "All: order sensitivity · sentiment · N=4 · smollm2-135m.")
-    # warnings are surfaced right under the table too
+    counts = _text(re.search(r'<p class="counts">(.*?)</p>', out, re.S).group(1))
+    assert counts.startswith("18 comparisons: 7 different · 3 equivalent · 1 negligible · 3 inconclusive · "
+                             "1 not estimable · 3 did not converge.")
     callout = re.search(r'<div class="warn-callout"[^>]*>(.*?)</div>', out, re.S).group(1)
     assert "1 warning" in _text(callout) and "has few queries" in _text(callout)
 
@@ -621,27 +665,36 @@ def test_family_and_margins_are_stated(data):
     glance = out[out.index('id="comparisons"'): out.index('id="order-sensitivity"')]
     method = out[out.index('<section id="method">'): out.index("<h3>References</h3>")]
     for part in (glance, method):
-        family = _text(re.search(r'<p class="decision family">(.*?)</p>', part, re.S).group(1))
+        family = " ".join(_text(re.search(r'<p class="decision family">(.*?)</p>', part, re.S).group(1)).split())
         assert family == (
-            "Family: 12 comparisons, Holm — every comparison with a p-value; "
-            "the 6 Bayesian rows are decided by HDI + ROPE and not part of it."
+            "Families, each adjusted on its own at α = 0.05 (difference and equivalence p-values alike): "
+            "confirmatory — order sensitivity: 4 comparisons, Holm, 10000 resamples; exploratory — log variance "
+            "ratio: 1 comparison, Holm, 2000 resamples; exploratory — order alignment: 1 comparison, Holm, "
+            "2000 resamples. The Bayesian rows are decided by HDI + ROPE and are in no family."
         )
-        margins = _text(re.search(r'<p class="decision margins">(.*?)</p>', part, re.S).group(1))
-        assert margins.startswith(
-            f"Margins: {EVIL_TASK} · N=8 · {EVIL_MODEL}: 0.031 (noise floor <b>bold</b>); "
-            "sentiment · N=4 · smollm2-135m: 0.01 (study file (analysis.margin))"
-        )
-        assert "Alignment margin: r = 0.5" in margins and "ROPE: ±0.223 on the log σ-ratio" in margins
-    assert "noise floor &lt;b&gt;bold&lt;/b&gt;" in glance
-    # one group: "Margin: x (source)"
-    one = {**res, "margins": res["margins"][:1], "comparisons": res["comparisons"][:3]}
-    text = _text(render_report(one, pd.DataFrame(), study_text=""))
-    assert "Margin: 0.01 (study file (analysis.margin))" in text
-    # without the keys, the rows tell: family from the p-values, margins from the primary rows
-    bare = {k: v for k, v in res.items() if k not in ("margins", "family")}
-    text = _text(render_report(bare, pd.DataFrame(), study_text=""))
-    assert "Family: 11 comparisons, Holm" in text  # the rows with a p-value
-    assert "sentiment · N=4 · smollm2-135m: 0.01 (study file)" in text
+        margins = " ".join(_text(re.search(r'<p class="decision margins">(.*?)</p>', part, re.S).group(1)).split())
+        assert margins.startswith("Margins, declared in the study file before the data: log variance ratio: SD "
+                                  "ratio within [1/1.25, 1.25] (±0.446 on the estimate's log scale)")
+        assert "order alignment: ρ₀ = 0.9" in margins
+        assert "ROPE ±0.223 on the log SD ratio, i.e. ratio within [1/1.25, 1.25]" in margins
+        assert "The Bayesian ROPE is the same ratio as the SD-ratio margin." in margins
+        assert "No margin for token overlap, overlap cosine, label JS divergence" in margins
+    text = " ".join(_text(method).split())
+    assert "Both are adjusted alike, Holm, within the comparison's family" in text
+    assert "the interval printed beside a verdict is at the level that verdict used" in text
+    assert (f"order sensitivity, order sensitivity of the label distribution, order alignment, log variance ratio: "
+            f"{RESAMPLING}.") in text
+    assert "declared ρ₀ = 0.9" in text
+    assert "log ratio of the per-query SD across orders" in text
+    for gone in ("noise floor", "auto", "alignment margin", "Brown", "permutation test"):
+        assert gone not in text, gone
+    # without the keys (older results files), the rows tell: one family of the rows with a p-value
+    bare = {k: v for k, v in res.items() if k not in ("margins", "families")}
+    bare["comparisons"] = [{k: v for k, v in c.items() if k not in ("family", "role", "rule", "scale")}
+                           for c in res["comparisons"]]
+    text = " ".join(_text(render_report(bare, pd.DataFrame(), study_text="")).split())
+    assert "Families, each adjusted on its own (difference and equivalence p-values alike): order sensitivity, " in text
+    assert "label JS divergence: 11 comparisons, Holm." in text
 
 
 def test_bayes_section(data):
@@ -651,7 +704,8 @@ def test_bayes_section(data):
     note = " ".join(_text(re.search(r'<div class="note method-note">(.*?)</div>', sec, re.S).group(1)).split())
     for phrase in ("logit P(gold) = μm + set + query-within-set + order-within-set + residual",
                    "weakly informative", "HDI + ROPE (Kruschke, 2018)", "R-hat ≤ 1.01",
-                   "bulk and tail ESS ≥ 400", "no divergent transitions", "σorder fixed at 0"):
+                   "bulk and tail ESS ≥ 400", "no divergent transitions", "order SD fixed at 0",
+                   "not part of any p-value family"):
         assert phrase in note, phrase
     assert "Kruschke, J. K. (2018)" in out
     slices = re.split(r'<h3 id="bayes-(\d)">', sec)[1:]
@@ -670,14 +724,14 @@ def test_bayes_section(data):
         assert len(root.findall(f".//{{{SVG_NS}}}line[@class='zero']")) == 1
         assert len(root.findall(f".//{{{SVG_NS}}}line[@class='hdi']")) == 1
         texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
-        assert f"log(σ_order ICL / σ_order {method})" in texts
+        assert f"log(SD ICL / SD {method}), per-query SD across orders" in texts
         assert "94% HDI" in texts
         assert f'fill="{colour}"' in fig
     items = {m: _text(li) for m, li in re.findall(
         r'<li class="verdict-[a-z_]+" data-method="([a-z]+)">(.*?)</li>', evil, re.S)}
     assert list(items) == ["gd", "sgd", "adam"]
-    assert ("σ_order fixed at 0: order-invariant by construction; log ratio = +∞; "
-            "P(in ROPE ±0.223) = 0 → different (HDI outside the ROPE: σ_order differs).") in items["gd"]
+    assert ("order SD fixed at 0: order-invariant by construction; log ratio = +∞; "
+            "P(in ROPE ±0.223) = 0 → different (HDI outside the ROPE: the order SDs differ).") in items["gd"]
     assert ("P(in ROPE ±0.223) = 0.97; posterior mean 0.05; 94% HDI [-0.15, 0.2] → equivalent "
             "(HDI inside the ROPE ±0.223: practically equivalent).") in items["sgd"]
     assert "→ inconclusive (HDI overlaps the ROPE: no decision)." in items["adam"]
@@ -939,45 +993,50 @@ def test_svg_plot_direct():
     ET.fromstring(svg.order_scatter_plot(pd.DataFrame(), methods=[], title="x"))
 
 
-def test_null_plot():
-    null = np.random.default_rng(0).normal(size=1000)
-    s = svg.null_distribution_plot(null, 2.5, title="null <x>")
+def test_resampling_plot():
+    draws = np.random.default_rng(0).normal(0.1, 0.05, size=1000)
+    s = svg.resampling_distribution_plot(draws, 0.1, title="boot <x>", null_value=0.0, margin=LOG125,
+                                         interval=(0.02, 0.18))
     root = ET.fromstring(s)
     assert len(root.findall(f".//{{{SVG_NS}}}rect[@class='bar']")) == 40
-    assert len(root.findall(f".//{{{SVG_NS}}}line[@class='observed']")) == 1
+    for cls, n in (("estimate", 1), ("null", 1), ("margin", 2), ("interval", 1)):
+        assert len(root.findall(f".//{{{SVG_NS}}}line[@class='{cls}']")) == n, cls
+    # the margin lines sit symmetrically around the null line
+    x = lambda el: float(el.get("x1"))  # noqa: E731
+    lo, hi = (x(el) for el in root.findall(f".//{{{SVG_NS}}}line[@class='margin']"))
+    np.testing.assert_allclose((lo + hi) / 2, x(root.find(f".//{{{SVG_NS}}}line[@class='null']")), atol=0.02)
     texts = " ".join(t.text or "" for t in root.iter(f"{{{SVG_NS}}}text"))
-    assert "count" in texts and "observed" in texts
-    ET.fromstring(svg.null_distribution_plot(np.zeros(10), 0.0, title="degenerate"))
-    ET.fromstring(svg.null_distribution_plot(np.array([]), 1.0, title="empty"))
+    assert "count" in texts and "estimate = 0.1" in texts and "resampling draws" in texts
+    assert "boot &lt;x&gt;" in s
+    ET.fromstring(svg.resampling_distribution_plot(np.zeros(10), 0.0, title="degenerate"))
+    assert "no resampling draws" in svg.resampling_distribution_plot(np.array([]), 1.0, title="empty")
+    # a one-sided bound (infinite end) is clipped to the axis, not an error
+    ET.fromstring(svg.resampling_distribution_plot(draws, 0.1, title="x", interval=(0.0, float("inf"))))
 
 
-def test_null_section(data):
+def test_resampling_section(data):
     _, res, out, _ = data
-    assert 'id="null-distributions"' in out
-    # only the rows whose null is stored, each labelled with its analysis
-    figs = re.findall(r'<figure id="null-(\d+)" data-analysis="([^"]*)">(.*?)</figure>', out, re.S)
+    assert 'id="resampling-distributions"' in out and "null-distribution" not in out
+    sec = out[out.index('<section id="resampling-distributions">'):]
+    assert "not a permutation null" in _text(sec[: sec.index("</section>")])
+    figs = re.findall(r'<figure id="resampling-(\d+)" data-analysis="([^"]*)">(.*?)</figure>', out, re.S)
     assert [(k, a) for k, a, _ in figs] == [("0", "order sensitivity"), ("3", "order sensitivity"),
                                            ("6", "order alignment")]
-    assert len(_figs(out, "null-distribution")) == 3
+    assert len(_figs(out, "resampling-distribution")) == 3
+    first = " ".join(_text(figs[0][2]).split())
+    assert ("#0 order sensitivity — estimate 2.5, null value 0, margin [1/1.25, 1.25] (±0.223 on this scale), "
+            "interval [2.2, 2.8] (98.3%): different; 2000 draws.") in first
+    root = ET.fromstring(_svgs(figs[0][2])[0])
+    texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
+    assert "log ratio of mean per-query order SD (icl / gd)" in texts
+    assert len(root.findall(f".//{{{SVG_NS}}}line[@class='margin']")) == 2
     align = figs[2][2]
     root = ET.fromstring(_svgs(align)[0])
-    title = root.find(f"{{{SVG_NS}}}title").text
-    assert title == "#6 ICL vs SGD · order alignment · sentiment · N=4 · smollm2-135m"
-    texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
-    assert "r with order labels permuted within demo sets" in texts
-    # one-sided test (H0: r <= 0): only bins at or above the observed r are dark
-    bars = root.findall(f".//{{{SVG_NS}}}rect[@class='bar']")
-    xs = [float(b.get("x")) for b in bars]
-    obs = float(root.find(f".//{{{SVG_NS}}}line[@class='observed']").get("x1"))
-    assert all((b.get("data-extreme") == "1") == (x + float(b.get("width")) / 2 >= obs - 3)
-               for b, x in zip(bars, xs, strict=True) if abs(x - obs) > 8)
-    assert "(greater)" in _text(align)
-    assert '<a href="#comparison-6">#6</a> order alignment' in align
-    first = figs[0][2]
-    assert "sign-flipped mean paired difference" in first and "(two-sided)" in _text(first)
-    # keys without a comparison row still get a figure, with a generic title
+    assert root.find(f"{{{SVG_NS}}}title").text == "#6 ICL vs SGD · order alignment · sentiment · N=4 · smollm2-135m"
+    assert not root.findall(f".//{{{SVG_NS}}}line[@class='margin']")  # a threshold, no margin
+    assert "ρ₀ 0.9, bounds [0.3, 0.48] (one-sided 95% / 97.5%)" in _text(align)
     extra = render_report({**res, "null_distributions": {"99": [0.0, 1.0, 2.0]}}, pd.DataFrame(), study_text="")
-    assert "Null distribution — comparison 99" in extra
+    assert "Resampling distribution — comparison 99" in extra
 
 
 def test_number_formatting(data):
@@ -996,9 +1055,9 @@ def test_number_formatting(data):
     assert fmt_ratio(12.3) == "12.3×"
     assert fmt_ratio(float("inf")) == "∞"
     assert fmt_ratio(None) == "—"
-    assert verdict_phrase("equivalent", 0.01) == "equivalent within margin ±0.01"
+    assert verdict_phrase("equivalent", 0.01) == "equivalent within the margin ±0.01"
     # in the rendered table
-    table = re.search(r'<table class="comparisons">.*?</table>', out, re.S).group(0)
+    table = "".join(_tables(out).values())
     assert "&lt; 1e-4" in table
     assert "1.23e-05" not in out
     assert "—" in table  # None margin / p_adjusted
@@ -1007,7 +1066,7 @@ def test_number_formatting(data):
 def test_sections_and_provenance(data):
     _, _, out, _ = data
     for sec in ("Verdicts at a glance", "Order sensitivity", "Distribution agreement",
-                "Hierarchical Bayes: order variance", "Accuracy", "Method", "Null distributions",
+                "Hierarchical Bayes: order variance", "Accuracy", "Method", "Resampling distributions",
                 "Provenance", "Study file"):
         assert f">{sec}</h2>" in out
     assert "hyptest 0.1.0 · generated 2025-01-01T00:02:05Z" in out
@@ -1063,7 +1122,7 @@ def test_missing_optional_keys():
     assert 'id="banner-1"' in out3
     rows = _glance_rows(out3)
     assert [(cls, i) for cls, i, _ in rows] == [("inconclusive", "1"), ("unknown", "0")]
-    assert "weird&lt;x&gt;" in rows[1][2] and "new thing" in rows[1][2]
+    assert "weird&lt;x&gt;" in rows[1][2] and "All: new thing" in _text(out3)
     # with no primary row at all, every row gets a banner
     out4 = render_report({"comparisons": [{"verdict": "weird<x>", "analysis": "new_thing"}]},
                          pd.DataFrame(), study_text="")

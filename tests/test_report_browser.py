@@ -192,7 +192,7 @@ def test_every_figure_has_a_size(loaded):
     for i in range(svgs.count()):
         box = svgs.nth(i).bounding_box()
         assert box is not None and box["width"] > 0 and box["height"] > 0, i
-    classes = ["order-sensitivity", "order-scatter", "null-distribution", "grouped-bars"]
+    classes = ["order-sensitivity", "order-scatter", "resampling-distribution", "grouped-bars"]
     if loaded.results.get("bayes"):
         classes.append("posterior")
     for cls in classes:

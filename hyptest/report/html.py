@@ -77,10 +77,11 @@ METHOD_NAMES: dict[str, str] = {
 
 #: Verdict word -> plain-words phrase (``{margin}`` is filled in when known).
 VERDICT_PHRASES: dict[str, str] = {
-    "different": "equivalence rejected",
-    "equivalent": "equivalent within margin ±{margin}",
-    "negligible": "different but negligible (inside margin)",
-    "inconclusive": "inconclusive: equivalence not rejected, not shown",
+    "different": "different: the interval excludes the null value, equivalence not shown",
+    "equivalent": "equivalent within the margin {margin}",
+    "negligible": "different but negligible (inside the margin)",
+    "inconclusive": "inconclusive: neither a difference nor equivalence shown",
+    "not_estimable": "not estimable in this design: no decision",
     "did_not_converge": "did not converge: no decision",
 }
 
@@ -89,25 +90,22 @@ VERDICT_PHRASES: dict[str, str] = {
 ANALYSIS_NAMES: dict[str, str] = {
     "order_sensitivity": "order sensitivity",
     "order_sensitivity_labels": "order sensitivity of the label distribution",
-    "label_order_sensitivity": "order sensitivity of the label distribution",
-    "tost_order_sensitivity": "order sensitivity, TOST",
-    "variance_ratio_bf": "variance ratio, Brown–Forsythe",
-    "log_variance_ratio": "log variance ratio, permutation",
-    "bayes_order_variance": "order variance, Bayesian",
+    "log_variance_ratio": "log variance ratio",
     "order_alignment": "order alignment",
     "token_overlap": "token overlap",
     "overlap_cosine": "overlap cosine",
     "label_js": "label JS divergence",
     "label_kl": "label KL divergence",
     "order_sensitivity_vocab": "order sensitivity over the vocabulary",
+    "bayes_order_variance": "order variance, Bayesian",
+    "bayes_order_variance_pooled": "order variance, Bayesian, pooled over slices",
 }
 
 #: Display order of the analyses inside a group of the verdict table; unknown
 #: analyses come after these, in order of appearance.
 ANALYSIS_ORDER: tuple[str, ...] = tuple(ANALYSIS_NAMES)
 
-#: The analysis that gets a banner at the top of the report (one per model,
-#: task, N and method); every analysis is listed in the verdict table.
+#: The analysis taken as confirmatory in results files whose rows carry no ``role``.
 PRIMARY_ANALYSIS = "order_sensitivity"
 
 #: Distribution-agreement metrics -> (display name, whether higher means more agreement).
@@ -119,76 +117,65 @@ AGREEMENT_METRICS: dict[str, tuple[str, bool]] = {
 }
 
 _BAYES = "bayes_order_variance"
-_DIFFERENCE_ANALYSES = frozenset(
-    {"order_sensitivity", "order_sensitivity_labels", "label_order_sensitivity", "tost_order_sensitivity"}
-)
-_VARIANCE_ANALYSES = frozenset({"variance_ratio_bf", "log_variance_ratio"})
 
-#: Analysis -> short name of its estimate (the verdict table's estimate column).
-_STAT_LABELS: dict[str, str] = {
-    **{a: "Δ" for a in _DIFFERENCE_ANALYSES},
-    **{a: "log VR" for a in _VARIANCE_ANALYSES},
-    _BAYES: "log σ-ratio",
-    "order_alignment": "r",
-    **{a: "Δ" for a in AGREEMENT_METRICS},
-    "order_sensitivity_vocab": "Δ",
+#: Roles of the comparison rows, in the order the report shows them, with their headings.
+ROLES: dict[str, str] = {
+    "confirmatory": "Confirmatory family",
+    "exploratory": "Exploratory (secondary families, adjusted within each family)",
+    "bayesian": "Bayesian (HDI + ROPE, outside the p-value families)",
 }
 
-#: Verdict phrases of analyses whose decision rule is not the TOST one.
+#: Verdict phrases of analyses whose decision rule is not the two-sided one.
 _ANALYSIS_PHRASES: dict[str, dict[str, str]] = {
     _BAYES: {
-        "different": "HDI outside the ROPE: σ_order differs",
-        "equivalent": "HDI inside the ROPE ±{margin}: practically equivalent",
+        "different": "HDI outside the ROPE: the order SDs differ",
+        "equivalent": "HDI inside the ROPE {margin}: practically equivalent",
         "inconclusive": "HDI overlaps the ROPE: no decision",
     },
     "order_alignment": {
-        "different": "CI of r below the alignment margin {margin}",
-        "equivalent": "CI of r above the alignment margin {margin}",
-        "inconclusive": "CI of r contains the alignment margin {margin}",
+        "different": "upper bound of r below ρ₀ = {margin}",
+        "equivalent": "lower bound of r above ρ₀ = {margin}",
+        "inconclusive": "bounds of r straddle ρ₀ = {margin}",
     },
 }
 
-#: Analysis -> (estimate label, what the estimate is), for the legend under the verdict table.
+#: Analysis -> (estimate label, what the estimate is), for the legend under the verdict tables.
 _ESTIMATE_LEGEND: dict[str, tuple[str, str]] = {
     "order_sensitivity": (
-        "Δ (order sensitivity)",
-        "mean over paired (demo set, query) units of the difference in the std of P(gold) across orders, "
-        "A − B; ratio = mean(A)/mean(B)",
+        "order sensitivity",
+        "log of the ratio of the mean per-query SD of P(gold) across orders, A / B (0: equally order-sensitive); "
+        "the ratio column is its exponential",
     ),
     "order_sensitivity_labels": (
-        "Δ (labels)", "the same for the std of the label distribution across orders",
-    ),
-    "order_sensitivity_vocab": (
-        "Δ (vocabulary)",
-        "the same for the per-token std across orders summed over the vocabulary (Shen et al., Fig. 4), "
-        "from the stored top-k; the row's note bounds the truncation error",
-    ),
-    "label_order_sensitivity": (
-        "Δ (labels)", "the same for the std of the label distribution across orders",
-    ),
-    "variance_ratio_bf": (
-        "log VR",
-        "log of the ratio of the variances of P(gold) across orders, A/B (the ratio column is the variance ratio)",
+        "labels", "the same for the SD of the label distribution across orders",
     ),
     "log_variance_ratio": (
-        "log VR",
-        "log of the ratio of the variances of P(gold) across orders, A/B (the ratio column is the variance ratio)",
+        "log variance ratio",
+        "mean over (demo set, query) of the log ratio of the variances of P(gold) across orders, A / B; "
+        "the ratio column is the matching SD ratio, exp(estimate / 2)",
     ),
     "order_alignment": (
         "r",
-        "correlation of the per-order effects of A and B under the same orders (equivalence predicts r = 1)",
+        "correlation of the per-order effects of A and B under the same orders (equivalence predicts r = 1); "
+        "bounds are one-sided, compared with the declared ρ₀",
     ),
-    _BAYES: (
-        "log σ-ratio",
-        "posterior mean of log(σ_order A / σ_order B) and its HDI; P(ROPE) is the posterior mass inside the ROPE",
+    "order_sensitivity_vocab": (
+        "vocabulary",
+        "difference A − B of the per-token SD across orders summed over the vocabulary (Shen et al., Fig. 4), "
+        "from the stored top-k; the row's note bounds the truncation error",
     ),
     **{
         m: (
-            "Δ (agreement)",
+            "agreement",
             "agreement of A with itself under another order minus its agreement with B under the same order",
         )
         for m in AGREEMENT_METRICS
     },
+    _BAYES: (
+        "Bayesian",
+        "posterior mean of the log ratio of the per-query SD across orders, A / B, and its HDI; "
+        "P(ROPE) is the posterior mass inside the ROPE",
+    ),
 }
 
 #: Names of the multiplicity adjustments.
@@ -319,37 +306,39 @@ def verdict_phrase(verdict: Any, margin: Any = None, analysis: Any = None) -> st
     ----------
     verdict : str
         One of ``different``, ``equivalent``, ``negligible``,
-        ``inconclusive``, ``did_not_converge``; anything else is returned as
-        given.
-    margin : float, optional
-        Equivalence margin (the ROPE half-width for the Bayesian analysis,
-        the alignment margin for ``order_alignment``), shown in the phrase.
+        ``inconclusive``, ``not_estimable``, ``did_not_converge``; anything
+        else is returned as given.
+    margin : float or str, optional
+        The margin the verdict used: a number (shown as ``±x``; for
+        ``order_alignment`` the threshold ρ₀, shown as is) or a ready text
+        such as ``"[1/1.25, 1.25]"``.
     analysis : str, optional
-        Analysis of the row.  ``bayes_order_variance`` (HDI + ROPE) and
-        ``order_alignment`` (CI of r against the alignment margin) have their
-        own phrases; other analyses use :data:`VERDICT_PHRASES`.
+        Analysis of the row.  The Bayesian rows (HDI + ROPE) and
+        ``order_alignment`` (one-sided bounds of r against ρ₀) have their own
+        phrases; other analyses use :data:`VERDICT_PHRASES`.
 
     Returns
     -------
     str
-        E.g. ``"equivalence rejected"``, ``"equivalent within margin ±0.01"``
-        or ``"CI of r below the alignment margin 0.5"``.
+        E.g. ``"equivalent within the margin [1/1.25, 1.25]"`` or
+        ``"upper bound of r below ρ₀ = 0.9"``.
     """
     word = str(verdict).lower() if verdict is not None else "inconclusive"
-    special = _ANALYSIS_PHRASES.get(str(analysis), {}) if analysis is not None else {}
+    key = _BAYES if str(analysis).startswith(_BAYES) else str(analysis)
+    special = _ANALYSIS_PHRASES.get(key, {}) if analysis is not None else {}
     phrase = special.get(word) or VERDICT_PHRASES.get(word)
     if phrase is None:
         return str(verdict)
-    if "{margin}" in phrase:
+    if "{margin}" not in phrase:
+        return phrase
+    if isinstance(margin, str) and margin:
+        text = margin
+    else:
         m = _as_float(margin)
-        if m is None:
-            return (
-                phrase.replace(" ±{margin}", "").replace(" {margin}", "")
-                if word in special
-                else "equivalent within margin"
-            )
-        return phrase.format(margin=fmt_num(abs(m)))
-    return phrase
+        text = None if m is None else fmt_num(m) if key == "order_alignment" else f"±{fmt_num(abs(m))}"
+    if text is None:
+        return phrase.replace(" = {margin}", "").replace(" {margin}", "")
+    return phrase.format(margin=text)
 
 
 def _verdict_class(verdict: Any) -> str:
@@ -363,7 +352,7 @@ def _verdict_word(verdict: Any) -> str:
 
 
 def analysis_display(analysis: Any) -> str:
-    """Plain-words name of an analysis (``"tost_order_sensitivity"`` -> ``"order sensitivity, TOST"``).
+    """Plain-words name of an analysis (``"log_variance_ratio"`` -> ``"log variance ratio"``).
 
     Parameters
     ----------
@@ -382,6 +371,86 @@ def analysis_display(analysis: Any) -> str:
 
 
 _analysis_display = analysis_display
+
+
+def _role(comp: Mapping[str, Any]) -> str:
+    """``confirmatory`` / ``exploratory`` / ``bayesian``: the row's own, else from its analysis (old files)."""
+    role = comp.get("role")
+    if role in ROLES:
+        return str(role)
+    analysis = str(comp.get("analysis") or PRIMARY_ANALYSIS)
+    if analysis.startswith(_BAYES):
+        return "bayesian"
+    return "confirmatory" if analysis == PRIMARY_ANALYSIS else "exploratory"
+
+
+def _log_factor(comp: Mapping[str, Any]) -> float | None:
+    """For rows on a log-ratio scale, ``f`` with SD ratio = exp(estimate / f) (2 for variances); else None."""
+    scale = str(comp.get("scale") or "")
+    if "log" not in scale or "ratio" not in scale:
+        return None
+    return 2.0 if "variance" in scale else 1.0
+
+
+def _exp(x: Any, f: float) -> float | None:
+    v = _as_float(x)
+    if v is None:
+        return None
+    return math.inf if v / f > 700 else math.exp(v / f)
+
+
+def _pct(level: Any) -> str:
+    """0.9833 -> ``"98.3%"``; ``""`` when missing."""
+    v = _as_float(level)
+    return f"{fmt_num(100 * v)}%" if v is not None else ""
+
+
+def _is_threshold(comp: Mapping[str, Any]) -> bool:
+    return comp.get("rule") == "threshold"
+
+
+def _ci_level_text(comp: Mapping[str, Any]) -> str:
+    """The level of the printed interval, as used by the verdict (``"98.3%"``, or the one-sided pair)."""
+    if _is_threshold(comp):
+        low, high = _pct(comp.get("eq_level")), _pct(1 - (_as_float(comp.get("level_difference")) or math.nan))
+        return f"one-sided {low} / {high}" if low and high else ""
+    return _pct(comp.get("ci_level"))
+
+
+def _ratio_ci(comp: Mapping[str, Any], low: str = "ci_low", high: str = "ci_high") -> str:
+    """A log-scale interval of a ratio row as ratios (``"[0.8, 1.1]"``); ``""`` for other rows."""
+    f = _log_factor(comp)
+    if f is None or (_as_float(comp.get(low)) is None and _as_float(comp.get(high)) is None):
+        return ""
+    return fmt_ci(_exp(comp.get(low), f), _exp(comp.get(high), f))
+
+
+def _margin_text(comp: Mapping[str, Any]) -> str | None:
+    """The margin a row's verdict used, in words: ``"[1/1.25, 1.25]"``, ``"±0.02"``, ρ₀ as a number; None if none."""
+    if _is_threshold(comp):
+        return fmt_num(comp.get("null_value")) if _as_float(comp.get("null_value")) is not None else None
+    m = _as_float(comp.get("margin"))
+    f = _log_factor(comp)
+    ratio = _as_float(comp.get("margin_ratio"))
+    if ratio is None and f is not None and m is not None:
+        ratio = math.exp(m / f)
+    if ratio is not None and f is not None:
+        return f"[1/{fmt_num(ratio)}, {fmt_num(ratio)}]"
+    return f"±{fmt_num(abs(m))}" if m is not None else None
+
+
+def _min_margin_text(comp: Mapping[str, Any]) -> str:
+    """``"equivalence would be declared at a margin of [1/219, 219]"`` for rows not declared equivalent."""
+    m = _as_float(comp.get("min_equivalence_margin"))
+    if m is None or not math.isfinite(m) or comp.get("verdict") in ("equivalent", "negligible"):
+        return ""
+    f = _log_factor(comp)
+    if f is not None:
+        r = _exp(m, f)
+        what = f"[1/{fmt_num(r)}, {fmt_num(r)}]"
+    else:
+        what = f"±{fmt_num(m)}"
+    return f"equivalence would be declared at a margin of {what}"
 
 
 def _pair_text(comp: Mapping[str, Any], *, short: bool = False) -> str:
@@ -413,7 +482,7 @@ def _infinite_sign(comp: Mapping[str, Any], invariant: Iterable[str] = ()) -> in
     v = comp.get("estimate")
     if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isinf(float(v)):
         return 1 if v > 0 else -1
-    if str(comp.get("analysis")) != _BAYES or _as_float(v) is not None:
+    if not str(comp.get("analysis")).startswith(_BAYES) or _as_float(v) is not None:
         return 0
     inv = {str(m) for m in invariant}
     b_inv, a_inv = str(comp.get("method_b")) in inv, str(comp.get("method_a")) in inv
@@ -429,82 +498,104 @@ def _infinite_sign(comp: Mapping[str, Any], invariant: Iterable[str] = ()) -> in
     return 0
 
 
+_DELTA_ANALYSES = frozenset({"order_sensitivity", "order_sensitivity_labels", "order_sensitivity_vocab",
+                             *AGREEMENT_METRICS})
+
+
 def effect_text(comp: Mapping[str, Any], *, order_invariant: Iterable[str] = ()) -> str:
-    """Plain-words estimate and interval of a comparison, worded for its analysis.
+    """Plain-words estimate and interval of a comparison, worded for its scale.
 
     Parameters
     ----------
     comp : mapping
         One entry of ``results["comparisons"]``.
     order_invariant : iterable of str, optional
-        Methods whose ``σ_order`` the Bayesian model fixed at 0 (the slice's
+        Methods whose order SD the Bayesian model fixed at 0 (the slice's
         ``order_invariant`` list), so that a ``null`` estimate reads ``+∞``.
 
     Returns
     -------
     str
-        ``"Δ = 0.031 [0.02, 0.04]"`` (order sensitivity and the agreement
-        metrics: difference A − B), ``"r = 0.45 [0.39, 0.51]"`` (order
-        alignment), ``"log variance ratio 3.9 [3.7, 4.2]"`` (variance
-        analyses), ``"log σ-ratio posterior mean -4.87, 94% HDI [-8.07,
-        -1.96], P(in ROPE) = 0.0023"`` (Bayesian; ``"log σ-ratio = +∞
-        (σ_order fixed at 0)"`` for an order-invariant method), otherwise
-        ``"estimate 0.3 [0.1, 0.5]"``.  Plain text (to be escaped).
+        Rows on a log-ratio scale: ``"ratio 0.8 [0.7, 0.95] (log -0.22
+        [-0.36, -0.05], 98.3% CI)"`` (the interval at the level the verdict
+        used, as ratios beside the log values); differences: ``"Δ = 0.031
+        [0.02, 0.04] (98.3% CI)"``; order alignment: ``"r = 0.45, bounds
+        [0.39, 0.51] (one-sided 95% / 97.5%)"``; Bayesian rows: ``"log SD
+        ratio posterior mean -0.4, 94% HDI [-0.9, 0.1], P(in ROPE) = 0.3"``
+        (``"log SD ratio = +∞ (order SD fixed at 0)"`` for an
+        order-invariant method).  Plain text (to be escaped).
     """
     analysis = str(comp.get("analysis")) if comp.get("analysis") is not None else ""
     est = fmt_num(comp.get("estimate"))
     ci = fmt_ci(comp.get("ci_low"), comp.get("ci_high"))
-    ci_part = f" {ci}" if ci != _DASH else ""
-    if analysis == _BAYES:
+    level = _ci_level_text(comp)
+    if analysis.startswith(_BAYES):
         sign = _infinite_sign(comp, order_invariant)
         if sign:
-            return f"log σ-ratio = {'+∞' if sign > 0 else '-∞'} (σ_order fixed at 0)"
-        level = _as_float(comp.get("ci_level"))
-        hdi = f"{fmt_num(100 * level)}% HDI" if level is not None else "HDI"
-        text = f"log σ-ratio posterior mean {est}" + (f", {hdi} {ci}" if ci != _DASH else "")
+            return f"log SD ratio = {'+∞' if sign > 0 else '-∞'} (order SD fixed at 0)"
+        hdi = f"{level} HDI" if level else "HDI"
+        text = f"log SD ratio posterior mean {est}" + (f", {hdi} {ci}" if ci != _DASH else "")
         if _as_float(comp.get("p_rope")) is not None:
             text += f", P(in ROPE) = {fmt_num(comp.get('p_rope'))}"
         return text
-    if analysis == "order_alignment":
-        return f"r = {est}{ci_part}"
-    if analysis in _VARIANCE_ANALYSES:
-        return f"log variance ratio {est}{ci_part}"
-    if analysis in _DIFFERENCE_ANALYSES or analysis in AGREEMENT_METRICS or not analysis:
-        return f"Δ = {est}{ci_part}"
-    return f"estimate {est}{ci_part}"
+    if _is_threshold(comp) or analysis == "order_alignment":
+        return f"r = {est}" + (f", bounds {ci}" if ci != _DASH else "") + (f" ({level})" if level else "")
+    f = _log_factor(comp)
+    level_part = f", {level} CI" if level else ""
+    if f is not None:
+        ratio = _exp(comp.get("estimate"), f)
+        rci = _ratio_ci(comp)
+        return (f"ratio {fmt_num(ratio)}" + (f" {rci}" if rci != _DASH else "")
+                + f" (log {est}" + (f" {ci}" if ci != _DASH else "") + f"{level_part})")
+    if analysis == "log_variance_ratio":
+        label = "log variance ratio "
+    elif comp.get("rule") == "two_sided" or analysis in _DELTA_ANALYSES or not analysis:
+        label = "Δ = "
+    else:
+        label = "estimate "
+    return f"{label}{est}" + (f" {ci}" if ci != _DASH else "") + (f" ({level} CI)" if level else "")
 
 
-def _row_margin(comp: Mapping[str, Any], alignment_margin: Any = None) -> Any:
-    """The margin a row's verdict used (the study's alignment margin for order alignment)."""
-    m = comp.get("margin")
-    if _as_float(m) is None and str(comp.get("analysis")) == "order_alignment":
-        return alignment_margin
-    return m
+def _equivalence_text(comp: Mapping[str, Any]) -> str:
+    """The TOST interval against the margin, or the margin at which equivalence would be declared."""
+    if comp.get("rule") != "two_sided":
+        return ""
+    margin = _margin_text(comp)
+    eq = _ratio_ci(comp, "eq_low", "eq_high") or fmt_ci(comp.get("eq_low"), comp.get("eq_high"))
+    bits = []
+    if margin is not None and eq != _DASH:
+        what = "as ratios " if _log_factor(comp) is not None else ""
+        bits.append(f"{_pct(comp.get('eq_level'))} equivalence interval {what}{eq} vs margin {margin}".strip())
+    elif margin is None:
+        bits.append("no margin declared")
+    least = _min_margin_text(comp)
+    if least:
+        bits.append(least)
+    return "; ".join(bits)
 
 
-def banner_text(comp: Mapping[str, Any], *, alignment_margin: Any = None) -> str:
+def banner_text(comp: Mapping[str, Any]) -> str:
     """One-line plain-words verdict for a comparison.
 
     Parameters
     ----------
     comp : mapping
         One entry of ``results["comparisons"]``.
-    alignment_margin : float, optional
-        The study's alignment margin, quoted for ``order_alignment`` rows
-        that carry no margin of their own.
 
     Returns
     -------
     str
-        E.g. ``"sentiment · N=4 · smollm2-135m — ICL vs full-batch GD in order
-        sensitivity: equivalence rejected (different). Δ = 0.031 [0.02, 0.04],
-        ratio 12.3×, p_adj = 0.0004 (holm)"``; the estimate is worded for the
-        analysis (see :func:`effect_text`).  Plain text (to be escaped).
+        E.g. ``"sentiment · N=4 · smollm2-135m — ICL vs SGD in order
+        sensitivity: different: … (different). ratio 0.5 [0.4, 0.6] (log
+        -0.69 [-0.9, -0.5], 98.3% CI); p_adj = 0.003 (holm, family of 3);
+        90% equivalence interval as ratios [0.42, 0.58] vs margin [1/1.25,
+        1.25]; equivalence would be declared at a margin of [1/2.4, 2.4]"``.
+        Plain text (to be escaped).
     """
     head = _context_label(comp.get("model"), comp.get("task"), comp.get("n_demos"))
     verdict = comp.get("verdict") or "inconclusive"
     analysis = comp.get("analysis")
-    phrase = verdict_phrase(verdict, _row_margin(comp, alignment_margin), analysis)
+    phrase = verdict_phrase(verdict, _margin_text(comp), analysis)
     text = (
         f"{head} — {_pair_text(comp)} in {_analysis_display(analysis)}: "
         f"{phrase} ({_verdict_word(verdict)})."
@@ -512,22 +603,24 @@ def banner_text(comp: Mapping[str, Any], *, alignment_margin: Any = None) -> str
     return text + " " + _stats_text(comp)
 
 
-def _stats_text(comp: Mapping[str, Any], invariant: Iterable[str] = ()) -> str:
-    """Estimate, ratio (differences only) and p-value of a row.
-
-    E.g. ``"Δ = 0.031 [0.02, 0.04], ratio 12.3×, p_adj = 0.0004 (holm)"``.
-    """
-    stats = [effect_text(comp, order_invariant=invariant)]
-    analysis = comp.get("analysis")
-    kind = str(analysis) if analysis is not None else ""
-    if _as_float(comp.get("ratio")) is not None and (kind in _DIFFERENCE_ANALYSES or not kind):
-        stats.append(f"ratio {fmt_ratio(comp.get('ratio'))}")
-    if "p_adjusted" in comp and comp.get("p_adjusted") is not None:
+def _p_text(comp: Mapping[str, Any]) -> str:
+    if comp.get("p_adjusted") is not None and _as_float(comp.get("p_adjusted")) is not None:
         adj = comp.get("adjust_method")
-        stats.append(f"p_adj{_eq(fmt_p(comp.get('p_adjusted')))}" + (f" ({adj})" if adj else ""))
-    elif comp.get("p_value") is not None:
-        stats.append(f"p{_eq(fmt_p(comp.get('p_value')))}")
-    return ", ".join(stats)
+        size = _as_float(comp.get("family_size"))
+        how = ", ".join(x for x in (str(adj) if adj else "", f"family of {int(size)}" if size else "") if x)
+        return f"p_adj{_eq(fmt_p(comp.get('p_adjusted')))}" + (f" ({how})" if how else "")
+    if _as_float(comp.get("p_value")) is not None:
+        return f"p{_eq(fmt_p(comp.get('p_value')))}"
+    return ""
+
+
+def _stats_text(comp: Mapping[str, Any], invariant: Iterable[str] = ()) -> str:
+    """Estimate with its interval, p-value and the equivalence statement of a row, ``"; "``-separated."""
+    stats = [effect_text(comp, order_invariant=invariant), _p_text(comp), _equivalence_text(comp)]
+    if comp.get("rule") is None and _log_factor(comp) is None and _as_float(comp.get("ratio")) is not None \
+            and str(comp.get("analysis") or PRIMARY_ANALYSIS) in _DELTA_ANALYSES:
+        stats.insert(1, f"ratio {fmt_ratio(comp.get('ratio'))}")  # old files: the ratio of the means
+    return "; ".join(s for s in stats if s)
 
 
 def _eq(value: str) -> str:
@@ -535,8 +628,8 @@ def _eq(value: str) -> str:
     return f" {value}" if value.startswith(("<", ">")) else f" = {value}"
 
 
-def headline_text(comp: Mapping[str, Any], *, alignment_margin: Any = None) -> str:
-    """Short plain-words verdict for a banner (the numbers are in the table below it).
+def headline_text(comp: Mapping[str, Any]) -> str:
+    """Short plain-words verdict for a banner (the numbers follow it).
 
     Parameters
     ----------
@@ -547,12 +640,14 @@ def headline_text(comp: Mapping[str, Any], *, alignment_margin: Any = None) -> s
     -------
     str
         E.g. ``"ICL vs full-batch GD · order sensitivity · sentiment · N=4 ·
-        smollm2-135m: equivalence rejected"``.  Plain text (to be escaped).
+        smollm2-135m: different: the interval excludes the null value,
+        equivalence not shown"``.  Plain text (to be escaped).
     """
     where = _context_label(comp.get("model"), comp.get("task"), comp.get("n_demos"))
     verdict = comp.get("verdict") or "inconclusive"
-    phrase = verdict_phrase(verdict, _row_margin(comp, alignment_margin), comp.get("analysis"))
+    phrase = verdict_phrase(verdict, _margin_text(comp), comp.get("analysis"))
     return f"{_pair_text(comp)} · {_analysis_display(comp.get('analysis'))} · {where}: {phrase}"
+
 
 
 # --------------------------------------------------------------------------- #
@@ -612,86 +707,79 @@ def _analysis_rank(analysis: Any) -> int:
     return ANALYSIS_ORDER.index(a) if a in ANALYSIS_ORDER else len(ANALYSIS_ORDER)
 
 
-def _is_primary(comp: Mapping[str, Any]) -> bool:
-    """Rows of the primary analysis (rows without an analysis are taken as primary)."""
-    a = comp.get("analysis")
-    return a is None or str(a) == PRIMARY_ANALYSIS
-
-
-def _comparison_view(
-    i: int,
-    comp: Mapping[str, Any],
-    alpha: float | None,
-    *,
-    alignment_margin: float | None = None,
-    invariant: Iterable[str] = (),
-) -> dict[str, Any]:
+def _comparison_view(i: int, comp: Mapping[str, Any], *, invariant: Iterable[str] = ()) -> dict[str, Any]:
     verdict = comp.get("verdict") or "inconclusive"
     analysis = str(comp.get("analysis")) if comp.get("analysis") is not None else None
-    margin = _row_margin(comp, alignment_margin)
+    role = _role(comp)
+    margin = _margin_text(comp)
     sign = _infinite_sign(comp, invariant)
     estimate = fmt_num(comp.get("estimate"))
     if sign:
         estimate = "+∞" if sign > 0 else "-∞"
-    ci_level = (
-        f"{fmt_num(100 * _as_float(comp.get('ci_level')))}%"
-        if _as_float(comp.get("ci_level")) is not None
-        else _DASH
-    )
+    f = _log_factor(comp)
+    if f is not None and not sign:
+        ratio = fmt_num(_exp(comp.get("estimate"), f)) + (f" {_ratio_ci(comp)}" if _ratio_ci(comp) != _DASH else "")
+    elif role == "bayesian" or _is_threshold(comp):
+        ratio = _DASH
+    else:
+        ratio = fmt_ratio(comp.get("ratio"))  # ratio of the two means
+    two_sided = comp.get("rule") == "two_sided"
+    p_adj = comp.get("p_adjusted")
     return {
         "index": i,
         "anchor": f"comparison-{i}",
         "banner_anchor": f"banner-{i}",
         "key": _group_key(comp.get("model"), comp.get("task"), comp.get("n_demos")),
         "analysis_key": analysis,
-        "primary": _is_primary(comp),
+        "role": role,
+        "primary": role == "confirmatory",
         "method_a": None if comp.get("method_a") is None else str(comp.get("method_a")),
         "method_b": None if comp.get("method_b") is None else str(comp.get("method_b")),
         "context": _context_label(comp.get("model"), comp.get("task"), comp.get("n_demos")),
-        "model": comp.get("model") if comp.get("model") is not None else _DASH,
-        "task": comp.get("task") if comp.get("task") is not None else _DASH,
-        "n_demos": fmt_num(comp.get("n_demos")),
         "pair": _pair_text(comp),
         "pair_short": _pair_text(comp, short=True),
         "analysis": _analysis_display(comp.get("analysis")) if comp.get("analysis") else _DASH,
-        "stat_label": _STAT_LABELS.get(analysis or PRIMARY_ANALYSIS, ""),
+        "scale": str(comp.get("scale") or ""),
         "estimate": estimate,
         "ci": "" if sign else fmt_ci(comp.get("ci_low"), comp.get("ci_high")),
-        "ci_level": ci_level,
-        "ci_kind": "HDI" if analysis == _BAYES else "CI",
+        "ci_level": "" if sign or fmt_ci(comp.get("ci_low"), comp.get("ci_high")) == _DASH else _ci_level_text(comp),
+        "ci_kind": "HDI" if role == "bayesian" else "bounds" if _is_threshold(comp) else "CI",
         "ci_method": comp.get("ci_method") or _DASH,
-        "ratio": fmt_ratio(comp.get("ratio")) if analysis != _BAYES else _DASH,
+        "ratio": ratio,
+        "eq": fmt_ci(comp.get("eq_low"), comp.get("eq_high")) if two_sided and margin is not None else _DASH,
+        "eq_level": _pct(comp.get("eq_level")) if two_sided and margin is not None else "",
+        "least_margin": _min_margin_text(comp),
         "p_value": fmt_p(comp.get("p_value")),
-        "p_adjusted": fmt_p(comp.get("p_adjusted")),
+        "p_adjusted": fmt_p(p_adj) if p_adj is not None else fmt_p(comp.get("p_value")),
+        "p_adjusted_is_raw": p_adj is None and _as_float(comp.get("p_value")) is not None,
+        "p_equivalence": fmt_p(comp.get("p_equivalence_adjusted")),
         "p_rope": fmt_num(comp.get("p_rope")),
         "adjust_method": comp.get("adjust_method") or _DASH,
+        "family": str(comp.get("family") or ""),
+        "family_size": fmt_num(comp.get("family_size")),
         "test": comp.get("test") or _DASH,
         "n": fmt_num(comp.get("n")),
-        "margin": fmt_num(margin),
-        "margin_kind": (
-            "ROPE ±" if analysis == _BAYES else "r > " if analysis == "order_alignment" else ""
-        ) if _as_float(margin) is not None else "",
-        "margin_source": comp.get("margin_source")
-        or ("alignment margin (analysis.alignment_margin)" if analysis == "order_alignment"
-            and _as_float(margin) is not None else ""),
+        "margin": margin or _DASH,
+        "margin_kind": ("ROPE " if role == "bayesian" else "ρ₀ = " if _is_threshold(comp) else "") if margin else "",
+        "margin_source": comp.get("margin_source") or "",
         "verdict": str(verdict),
         "verdict_word": _verdict_word(verdict),
         "verdict_class": _verdict_class(verdict),
         "phrase": verdict_phrase(verdict, margin, analysis),
         "effect": effect_text(comp, order_invariant=invariant),
         "stats": _stats_text(comp, invariant),
-        "banner": banner_text(comp, alignment_margin=alignment_margin),
-        "headline": headline_text(comp, alignment_margin=alignment_margin),
+        "banner": banner_text(comp),
+        "headline": headline_text(comp),
         "summary": comp.get("summary") or "",
         "note": comp.get("note") or "",
         "detail_href": None,
         "pair_anchor": None,
         "others": "",
-        "alpha": alpha,
     }
 
 
-def _glance_groups(views: list[dict[str, Any]], methods_order: list[str]) -> list[dict[str, Any]]:
+def _glance_groups(views: list[dict[str, Any]], methods_order: list[str], prefix: str = "pair"
+                   ) -> list[dict[str, Any]]:
     """Verdict-table rows grouped by compared pair (method), every analysis inside.
 
     Groups follow the method order of the study; inside a group the rows are
@@ -714,10 +802,10 @@ def _glance_groups(views: list[dict[str, Any]], methods_order: list[str]) -> lis
         counts: dict[str, int] = {}
         for v in rows:
             counts[v["verdict_word"]] = counts.get(v["verdict_word"], 0) + 1
-            v["pair_anchor"] = f"pair-{gi}"
+            v["pair_anchor"] = f"{prefix}-{gi}"
         out.append(
             {
-                "anchor": f"pair-{gi}",
+                "anchor": f"{prefix}-{gi}",
                 "pair": rows[0]["pair"],
                 "pair_short": rows[0]["pair_short"],
                 "method": pair[1],
@@ -738,19 +826,51 @@ def _count_text(counts: Mapping[str, int]) -> str:
 
 
 def _others_text(views: list[dict[str, Any]], v: dict[str, Any]) -> str:
-    """E.g. ``"+6 more analyses: 5 different · 1 inconclusive"`` for a banner."""
+    """E.g. ``"+6 exploratory and Bayesian rows: 5 different · 1 inconclusive"`` for a banner."""
     counts: dict[str, int] = {}
-    n = 0
+    roles: dict[str, None] = {}
     for o in views:
         if o is v or o["primary"] or o["key"] != v["key"]:
             continue
         if (o["method_a"], o["method_b"]) != (v["method_a"], v["method_b"]):
             continue
-        n += 1
+        roles.setdefault(o["role"], None)
         counts[o["verdict_word"]] = counts.get(o["verdict_word"], 0) + 1
+    n = sum(counts.values())
     if not n:
         return ""
-    return f"+{n} more {'analysis' if n == 1 else 'analyses'}: " + _count_text(counts)
+    kinds = " and ".join(r for r in ROLES if r in roles)
+    return f"+{n} {kinds} {'row' if n == 1 else 'rows'}: " + _count_text(counts)
+
+
+def _verdict_tables(views: list[dict[str, Any]], methods_order: list[str]) -> list[dict[str, Any]]:
+    """One verdict table per role (confirmatory, exploratory, Bayesian), each grouped by pair."""
+    out = []
+    for role, heading in ROLES.items():
+        rows = [v for v in views if v["role"] == role]
+        if not rows:
+            continue
+        counts: dict[str, int] = {}
+        for v in rows:
+            counts[v["verdict_word"]] = counts.get(v["verdict_word"], 0) + 1
+        common_analysis = _common(v["analysis"] for v in rows)
+        common_context = _common(v["context"] for v in rows)
+        bayes = role == "bayesian"
+        out.append({
+            "role": role,
+            "id": f"verdicts-{role}",
+            "heading": heading,
+            "groups": _glance_groups(rows, methods_order, prefix=f"pair-{role}"),
+            "n": len(rows),
+            "counts": _count_text(counts),
+            "common_analysis": common_analysis,
+            "common_context": common_context,
+            "bayes": bayes,
+            "n_columns": (7 if bayes else 9) + (not common_analysis) + (not common_context),
+            "notes": [(v["index"], v["anchor"], v["note"]) for v in sorted(rows, key=lambda v: v["index"])
+                      if v["note"]],
+        })
+    return out
 
 
 #: Columns per_order needs for the ICL-vs-GD scatter.
@@ -995,35 +1115,17 @@ def _accuracy_table(results: Mapping[str, Any], methods_order: list[str]) -> lis
     return out
 
 
-#: Analysis -> (x label of its null distribution, alternative used for shading).
-_NULL_AXES: dict[str, tuple[str, str]] = {
-    "variance_ratio_bf": ("log variance ratio under random relabelling", "two-sided"),
-    "log_variance_ratio": ("log variance ratio under random relabelling of the pooled deviations", "two-sided"),
-    "order_alignment": ("r with order labels permuted within demo sets", "greater"),
-}
-_NULL_DEFAULT = ("sign-flipped mean paired difference", "two-sided")
-
-
-def _null_alternative(comp: Mapping[str, Any]) -> tuple[str, str]:
-    analysis = str(comp.get("analysis")) if comp.get("analysis") is not None else ""
-    x_label, alternative = _NULL_AXES.get(analysis, _NULL_DEFAULT)
-    test = str(comp.get("test") or "").replace(" ", "").lower()
-    alt = str(comp.get("alternative") or "").lower()
-    if alt in ("two-sided", "greater", "less"):
-        alternative = alt
-    elif "h0:r<=0" in test or "h0:r≤0" in test:
-        alternative = "greater"
-    elif "h0:r>=0" in test or "h0:r≥0" in test:
-        alternative = "less"
-    return x_label, alternative
-
-
-def _null_figures(
+def _resampling_figures(
     results: Mapping[str, Any], comparisons: list[dict[str, Any]], views: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """One figure per entry of ``results["null_distributions"]`` (keys: comparison index)."""
-    nulls = results.get("null_distributions")
-    if not isinstance(nulls, Mapping):
+    """One figure per entry of ``results["null_distributions"]`` (keys: comparison index).
+
+    The entries are the bootstrap draws of each row's statistic; the figure
+    marks the estimate, the null value (ρ₀ for order alignment), the
+    equivalence margin around it and the interval the verdict used.
+    """
+    draws = results.get("null_distributions")
+    if not isinstance(draws, Mapping):
         return []
     out = []
 
@@ -1031,41 +1133,50 @@ def _null_figures(
         s = str(k)
         return (0, int(s)) if s.isdigit() else (1, s)
 
-    for k in sorted(nulls, key=order):
-        values = nulls[k]
+    for k in sorted(draws, key=order):
         try:
-            arr = np.asarray(values, dtype=float).ravel()
+            arr = np.asarray(draws[k], dtype=float).ravel()
         except (TypeError, ValueError):
             continue
         idx = int(str(k)) if str(k).isdigit() else None
         comp = comparisons[idx] if idx is not None and idx < len(comparisons) else {}
         view = views[idx] if idx is not None and idx < len(views) else None
-        title = f"Null distribution — comparison {k}"
-        analysis = ""
+        title = f"Resampling distribution — comparison {k}"
         if view is not None:
-            analysis = view["analysis"]
-            title = f"#{k} {view['pair_short']} · {analysis} · {view['context']}"
-        x_label, alternative = _null_alternative(comp)
-        observed = _as_float(comp.get("estimate"))
+            title = f"#{k} {view['pair_short']} · {view['analysis']} · {view['context']}"
+        estimate = _as_float(comp.get("estimate"))
+        null = _as_float(comp.get("null_value"))
+        margin = _as_float(comp.get("margin")) if comp.get("rule") == "two_sided" else None
+        interval = None
+        if _as_float(comp.get("ci_low")) is not None or _as_float(comp.get("ci_high")) is not None:
+            interval = (_as_float(comp.get("ci_low")), _as_float(comp.get("ci_high")))
+        level = _ci_level_text(comp)
         out.append(
             {
                 "key": str(k),
-                "anchor": f"null-{k}",
+                "anchor": f"resampling-{k}",
                 "title": title,
-                "analysis": analysis,
+                "analysis": view["analysis"] if view is not None else "",
                 "comparison": f"#{k}" if view is not None else "",
                 "comparison_anchor": view["anchor"] if view is not None else None,
-                "observed": fmt_num(observed),
-                "p_value": fmt_p(comp.get("p_value")) if comp else _DASH,
-                "alternative": alternative,
+                "estimate": fmt_num(estimate),
+                "null_value": fmt_num(null) if null is not None else "",
+                "threshold": _is_threshold(comp),
+                "margin": "" if margin is None else str(_margin_text(comp)) + (
+                    f" (±{fmt_num(margin)} on this scale)" if _log_factor(comp) is not None else ""),
+                "interval": fmt_ci(*interval) if interval else "",
+                "level": level,
+                "verdict": _verdict_word(comp.get("verdict")) if comp.get("verdict") else "",
                 "n_draws": int(np.isfinite(arr).sum()),
                 "figure": Markup(
-                    svg.null_distribution_plot(
+                    svg.resampling_distribution_plot(
                         arr,
-                        observed if observed is not None else float("nan"),
+                        estimate if estimate is not None else float("nan"),
                         title=title,
-                        x_label=x_label,
-                        alternative=alternative,
+                        x_label=str(comp.get("scale") or "statistic"),
+                        null_value=null,
+                        margin=margin,
+                        interval=interval,
                         width=600,
                         height=300,
                     )
@@ -1145,7 +1256,7 @@ def _bayes_sentence(
     verdict = (comp or {}).get("verdict") or ("did_not_converge" if not converged else None)
     rope_txt = f" ±{fmt_num(rope)}" if rope is not None else ""
     if invariant:
-        text = "σ_order fixed at 0: order-invariant by construction; log ratio = +∞"
+        text = "order SD fixed at 0: order-invariant by construction; log ratio = +∞"
         p_rope = _as_float((comp or {}).get("p_rope"))
         if p_rope is not None:
             text += f"; P(in ROPE{rope_txt}) = {fmt_num(p_rope)}"
@@ -1236,7 +1347,7 @@ def _bayes_view(
                         rope=rope,
                         mean=mean,
                         color=colors.get(m, "#444444"),
-                        x_label=f"log(σ_order {ref_name} / σ_order {name})",
+                        x_label=f"log(SD {ref_name} / SD {name}), per-query SD across orders",
                     )
                 )
             verdict = (comp or {}).get("verdict") or ("did_not_converge" if not converged else "")
@@ -1935,61 +2046,84 @@ def _adjust_name(adjust: Any) -> str:
     return _ADJUST_NAMES.get(str(adjust).lower(), str(adjust)) if adjust else "Holm"
 
 
-def _family_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """``results["family"]`` (or what the comparison rows say about it) in words."""
-    fam = results.get("family") if isinstance(results.get("family"), Mapping) else None
-    in_family = [c for c in comparisons if _as_float(c.get("p_value")) is not None]
-    outside = [c for c in comparisons if _as_float(c.get("p_value")) is None]
-    if fam is not None:
-        size = fam.get("size")
-        adjust = fam.get("adjust")
-        description = str(fam.get("description") or "")
-    elif in_family:
-        sizes = {c.get("family_size") for c in in_family if c.get("family_size") is not None}
-        size = sizes.pop() if len(sizes) == 1 else len(in_family)
-        adjust = next((c.get("adjust_method") for c in in_family if c.get("adjust_method")), None)
-        description = ""
-    else:
-        return None
-    n = _as_float(size)
-    size_text = fmt_num(int(n)) if n is not None and float(n).is_integer() else _scalar(size)
-    noun = "comparison" if size_text == "1" else "comparisons"
-    bayes_out = [c for c in outside if str(c.get("analysis")) == _BAYES]
-    return {
-        "size": size_text,
-        "adjust": _adjust_name(adjust),
-        "description": description,
-        "text": f"Family: {size_text} {noun}, {_adjust_name(adjust)}" + (f" — {description}" if description else ""),
-        "n_outside": len(bayes_out),
-    }
-
-
-def _margins_view(
-    results: Mapping[str, Any], comparisons: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Equivalence margins per (model, task, N): ``results["margins"]``, else the primary rows'."""
-    rows = _rows(results, "margins")
-    if not rows:
-        seen: dict[tuple[str, str, Any], dict[str, Any]] = {}
+def _families_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``results["families"]`` in words; from the rows when the key is missing (older results files)."""
+    fams = _rows(results, "families")
+    if not fams:
+        derived: dict[str, dict[str, Any]] = {}
         for c in comparisons:
-            if _is_primary(c) and _as_float(c.get("margin")) is not None:
-                key = _group_key(c.get("model"), c.get("task"), c.get("n_demos"))
-                seen.setdefault(key, {"model": c.get("model"), "task": c.get("task"),
-                                      "n_demos": c.get("n_demos"), "margin": c.get("margin"),
-                                      "source": c.get("margin_source")})
-        rows = list(seen.values())
+            if _as_float(c.get("p_value")) is None:
+                continue
+            named = isinstance(c.get("family"), str)
+            name = str(c.get("family")) if named else "all comparisons with a p-value"
+            f = derived.setdefault(name, {"family": name, "role": _role(c) if named else "", "size": 0,
+                                          "adjust": c.get("adjust_method"), "analyses": []})
+            f["size"] += 1
+            if c.get("analysis") is not None and c.get("analysis") not in f["analyses"]:
+                f["analyses"].append(c.get("analysis"))
+        fams = list(derived.values())
     out = []
-    for r in sorted(rows, key=lambda r: _sort_key(_group_key(r.get("model"), r.get("task"), r.get("n_demos")))):
-        m = _as_float(r.get("margin"))
-        out.append(
-            {
-                "context": _context_label(r.get("model"), r.get("task"), r.get("n_demos")),
-                "margin": fmt_num(m) if m is not None else "none",
-                "source": str(r.get("source") or ""),
-                "has_margin": m is not None,
-            }
-        )
+    for f in fams:
+        size = _as_float(f.get("size"))
+        n = int(size) if size is not None else None
+        analyses = f.get("analyses") if isinstance(f.get("analyses"), Sequence) else []
+        out.append({
+            "name": str(f.get("family") or ""),
+            "role": str(f.get("role") or ""),
+            "size": f"{n} comparison{'' if n == 1 else 's'}" if n is not None else "",
+            "adjust": _adjust_name(f.get("adjust")) if f.get("adjust") else "",
+            "alpha": fmt_num(f.get("alpha")) if _as_float(f.get("alpha")) is not None else "",
+            "label": ", ".join(analysis_display(a) for a in analyses if not isinstance(a, Mapping))
+            or analysis_display(f.get("family")),
+            "n_resamples": fmt_num(f.get("n_resamples")) if _as_float(f.get("n_resamples")) is not None else "",
+        })
     return out
+
+
+def _margins_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> dict[str, Any]:
+    """The declared margins (``results["margins"]``), in words, and the analyses that have none."""
+    items = []
+    ratios, rope = set(), None
+    for r in _rows(results, "margins"):
+        kind, v, m = r.get("kind"), _as_float(r.get("value")), _as_float(r.get("margin"))
+        if r.get("analysis") is not None:
+            name = analysis_display(r.get("analysis"))
+        else:  # older files: one margin per (model, task, N)
+            name = _context_label(r.get("model"), r.get("task"), r.get("n_demos"))
+        if kind == "ratio" and v is not None:
+            ratios.add(round(v, 9))
+            text = f"SD ratio within [1/{fmt_num(v)}, {fmt_num(v)}]" + (
+                f" (±{fmt_num(m)} on the estimate's log scale)" if m is not None else "")
+        elif kind == "rho0" and v is not None:
+            text = f"ρ₀ = {fmt_num(v)}: different if r lies below it, equivalent if above it (equivalence predicts r = 1)"
+        elif kind == "rope" and m is not None:
+            rope = v
+            text = f"ROPE ±{fmt_num(m)} on the log SD ratio" + (
+                f", i.e. ratio within [1/{fmt_num(v)}, {fmt_num(v)}]" if v is not None else "")
+        elif m is not None:
+            text = f"±{fmt_num(m)}"
+        else:
+            text = "no equivalence test: can be different, never equivalent"
+        items.append({"name": name, "text": text, "source": str(r.get("source") or "")})
+    none = list(dict.fromkeys(
+        analysis_display(c.get("analysis")) for c in comparisons
+        if c.get("rule") == "two_sided" and _as_float(c.get("margin")) is None
+    ))
+    return {"items": items, "none": ", ".join(none),
+            "rope_is_ratio": rope is not None and round(rope, 9) in ratios}
+
+
+def _resampling_view(comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each distinct resampling scheme of the rows (plain words) with the analyses that used it."""
+    by_text: dict[str, list[str]] = {}
+    for c in comparisons:
+        text = c.get("resampling")
+        if text and _role(c) != "bayesian":
+            names = by_text.setdefault(str(text), [])
+            name = analysis_display(c.get("analysis"))
+            if name not in names:
+                names.append(name)
+    return [{"text": t, "analyses": ", ".join(a)} for t, a in by_text.items()]
 
 
 def _scalar(v: Any) -> str:
@@ -2195,11 +2329,13 @@ def render_report(
         The analysis results (the content of ``results.json``): keys
         ``study``, ``comparisons``, ``order_sensitivity``, ``accuracy`` and,
         optionally, ``null_distributions`` (comparison index as str ->
-        draws; only these rows get a null figure), ``agreement`` (rows of
+        bootstrap draws of the row's statistic, drawn as resampling
+        distributions), ``agreement`` (rows of
         model, task, n_demos, method and the :data:`AGREEMENT_METRICS`;
         the reference method's row is its agreement with itself under
-        another order), ``margins`` (model, task, n_demos, margin, source),
-        ``family`` (size, adjust, description), ``bayes`` (one entry per
+        another order), ``margins`` (analysis, kind, value, margin, source),
+        ``families`` (family, role, size, adjust, alpha, analyses,
+        n_resamples), ``bayes`` (one entry per
         (model, task, N): file, converged, reason, order_invariant, sampler,
         wall_time_s, posteriors ``{method: {"counts", "edges"}}`` and
         diagnostics), ``provenance`` and ``data_files``.  Optional
@@ -2213,8 +2349,9 @@ def render_report(
         ``sparsity`` (:func:`_sparsity_view`).  Missing keys are
         rendered as empty sections or ``"—"``; unknown keys are ignored.
         Comparison rows of any analysis are listed in the verdict table,
-        grouped by method; only rows of :data:`PRIMARY_ANALYSIS` get a
-        banner (every row does when there is none).  Missing fields read
+        one table per role (confirmatory, exploratory, Bayesian), grouped by
+        method; only confirmatory rows get a banner (every row does when
+        there is none).  Missing fields read
         ``"—"`` and a verdict outside :data:`VERDICT_PHRASES` gets a neutral
         style.
     per_query : pandas.DataFrame
@@ -2268,7 +2405,6 @@ def _render(
         alpha = _as_float(study["analysis"].get("alpha"))
 
     analysis_spec = study.get("analysis") if isinstance(study.get("analysis"), Mapping) else {}
-    alignment_margin = _as_float(analysis_spec.get("alignment_margin"))
     bayes_slices = _rows(results, "bayes")
 
     seen: list[str] = []
@@ -2294,14 +2430,14 @@ def _render(
             ]
     views = [
         _comparison_view(
-            i, c, alpha, alignment_margin=alignment_margin,
-            invariant=invariant_by_key.get(_group_key(c.get("model"), c.get("task"), c.get("n_demos")), ()),
+            i, c, invariant=invariant_by_key.get(_group_key(c.get("model"), c.get("task"), c.get("n_demos")), ()),
         )
         for i, c in enumerate(comparisons)
     ]
     counts: dict[str, int] = {}
     for v in views:
         counts[v["verdict_word"]] = counts.get(v["verdict_word"], 0) + 1
+    # headline verdicts: the confirmatory family (every row when a file has none)
     banners = sorted(
         [v for v in views if v["primary"]] or views,
         key=lambda v: (
@@ -2313,18 +2449,6 @@ def _render(
     for v in banners:
         v["others"] = _others_text(views, v) if v["primary"] else ""
 
-    frequentist = [c for c in comparisons if str(c.get("analysis")) != _BAYES]
-    adjust_methods = sorted({str(c.get("adjust_method")) for c in frequentist if c.get("adjust_method")})
-    ci_levels = sorted({fmt_num(100 * v) for c in frequentist if (v := _as_float(c.get("ci_level")))})
-    ci_desc = "; ".join(
-        sorted(
-            {
-                " ".join(x for x in (v["ci_level"], v["ci_method"]) if x != _DASH)
-                for v in views
-                if v["analysis_key"] != _BAYES and (v["ci_level"] != _DASH or v["ci_method"] != _DASH)
-            }
-        )
-    )
     tests = sorted({str(c.get("test")) for c in comparisons if c.get("test")})
     finished = prov.get("finished") or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     pv = _provenance_view(prov)
@@ -2337,7 +2461,7 @@ def _render(
     ]
 
     os_groups = _order_sensitivity_groups(results, per_query, methods_order, per_order=per_order, colors=colors)
-    nulls = _null_figures(results, comparisons, views)
+    resampling_figures = _resampling_figures(results, comparisons, views)
     bayes = _bayes_view(results, comparisons, methods_order, colors, run_dir)
     reference = str(analysis_spec.get("reference") or "icl")
     agreement = _agreement_view(results, comparisons, methods_order, colors, reference)
@@ -2352,28 +2476,29 @@ def _render(
     os_anchor = {g["label_key"]: g["anchor"] for g in os_groups}
     bayes_anchor = {sl["key"]: sl["anchor"] for sl in bayes["slices"]}
     agreement_anchor = {g["key"]: g["anchor"] for g in agreement["groups"]}
-    null_anchor = {n["key"]: n["anchor"] for n in nulls}
+    figure_anchor = {n["key"]: n["anchor"] for n in resampling_figures}
     for v in views:
         a = v["analysis_key"]
-        if a == _BAYES and v["key"] in bayes_anchor:
+        if v["role"] == "bayesian" and v["key"] in bayes_anchor:
             v["detail_href"] = "#" + bayes_anchor[v["key"]]
+        elif str(v["index"]) in figure_anchor:
+            v["detail_href"] = "#" + figure_anchor[str(v["index"])]
         elif a in AGREEMENT_METRICS and v["key"] in agreement_anchor:
             v["detail_href"] = "#" + agreement_anchor[v["key"]]
-        elif str(v["index"]) in null_anchor:
-            v["detail_href"] = "#" + null_anchor[str(v["index"])]
         elif v["key"] in os_anchor:
             v["detail_href"] = "#" + os_anchor[v["key"]]
 
     analyses_present = [a for a in ANALYSIS_ORDER if any(v["analysis_key"] == a for v in views)]
-    glance = _glance_groups(views, methods_order)
-    common_analysis = _common(v["analysis"] for v in views)
-    common_context = _common(v["context"] for v in views)
-    has_bayes_rows = any(v["analysis_key"] == _BAYES for v in views)
-    n_columns = 8 + (not common_analysis) + (not common_context) + has_bayes_rows
-    family = _family_view(results, comparisons)
+    verdict_tables = _verdict_tables(views, methods_order)
+    families = _families_view(results, comparisons)
     margins = _margins_view(results, comparisons)
-    rope = next((_as_float(c.get("rope")) for c in comparisons if _as_float(c.get("rope")) is not None),
+    bayes_rows = [c for c in comparisons if _role(c) == "bayesian"]
+    rope = next((_as_float(c.get("rope")) for c in bayes_rows if _as_float(c.get("rope")) is not None),
                 _as_float(analysis_spec.get("rope")))
+    rho0 = next((_as_float(c.get("null_value")) for c in comparisons if _is_threshold(c)),
+                _as_float(analysis_spec.get("alignment_rho0")))
+    bayes_scale = next((str(c.get("scale")) for c in bayes_rows if c.get("scale")), "")
+    adjusts = sorted({_adjust_name(c.get("adjust_method")) for c in comparisons if c.get("adjust_method")})
 
     context = {
         "title": str(study.get("name") or "hyptest study"),
@@ -2383,19 +2508,16 @@ def _render(
         "alpha": fmt_num(alpha) if alpha is not None else "the study's α",
         "comparisons": views,
         "banners": banners,
-        "glance": glance,
-        "n_columns": n_columns,
-        "has_bayes_rows": has_bayes_rows,
+        "verdict_tables": verdict_tables,
+        "has_bayes_rows": bool(bayes_rows),
         "analyses_present": analyses_present,
         "estimate_legend": list(
             dict.fromkeys(_ESTIMATE_LEGEND[a] for a in analyses_present if a in _ESTIMATE_LEGEND)
         ),
         "verdict_counts": sorted(counts.items(), key=lambda kv: _VERDICT_RANK.get(kv[0], len(_VERDICT_RANK))),
-        "common_context": common_context,
-        "common_analysis": common_analysis,
         "order_sensitivity": os_groups,
         "accuracy": _accuracy_table(results, methods_order),
-        "nulls": nulls,
+        "resampling_figures": resampling_figures,
         "bayes": bayes,
         "agreement": agreement,
         "n_sweep": n_sweep,
@@ -2404,19 +2526,18 @@ def _render(
         "vocab": vocab,
         "dai": dai,
         "sparsity": sparsity,
-        "family": family,
+        "families": families,
         "margins": margins,
-        "common_margin_context": len(margins) == 1 and margins[0]["context"] == common_context,
-        "alignment_margin": fmt_num(alignment_margin) if alignment_margin is not None else "",
+        "resampling": _resampling_view(comparisons),
         "rope": fmt_num(rope) if rope is not None else "",
+        "rho0": fmt_num(rho0) if rho0 is not None and "order_alignment" in analyses_present else "",
+        "bayes_scale": bayes_scale,
+        "adjust": " / ".join(adjusts) if adjusts else "Holm",
         "provenance": pv,
         "has_provenance": bool(prov),
         "data_files": _data_files(results, run_dir),
         "study_text": "" if study_text is None else str(study_text),
-        "adjust_methods": ", ".join(adjust_methods) if adjust_methods else "holm",
-        "ci_level": (ci_levels[0] if len(ci_levels) == 1 else "95"),
         "tests": tests,
-        "ci_desc": ci_desc,
         "study_json": json.dumps(study, indent=2, sort_keys=True, default=str) if study else "",
     }
     return _environment().get_template("report.html.j2").render(**context)

@@ -11,8 +11,9 @@ Figures
 order_sensitivity_plot
     Per-query order sensitivity (std of P(gold) across demonstration orders),
     one column per method, jittered points plus mean and 95% CI.
-null_distribution_plot
-    Histogram of a permutation null distribution with the observed statistic.
+resampling_distribution_plot
+    Histogram of the bootstrap distribution of a statistic with the estimate,
+    the null value, the equivalence margin and the interval the verdict used.
 order_scatter_plot
     Small multiples: the reference method's P(gold) (ICL) against each
     gradient-based method's P(gold), one point per (demo set, order, query).
@@ -37,6 +38,7 @@ import html
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,7 +51,7 @@ __all__ = [
     "nice_ticks",
     "format_tick",
     "order_sensitivity_plot",
-    "null_distribution_plot",
+    "resampling_distribution_plot",
     "order_scatter_plot",
     "posterior_plot",
     "grouped_bar_chart",
@@ -432,84 +434,84 @@ def order_sensitivity_plot(
     return "\n".join(parts)
 
 
-def null_distribution_plot(
-    null: np.ndarray,
-    observed: float,
+def resampling_distribution_plot(
+    draws: np.ndarray,
+    estimate: float,
     *,
     title: str,
-    x_label: str = "test statistic under the null (sign-flipped mean difference)",
+    x_label: str = "statistic",
+    null_value: float | None = None,
+    margin: float | None = None,
+    interval: tuple[float, float] | None = None,
     bins: int = 40,
     width: int = 640,
     height: int = 320,
-    alternative: str = "two-sided",
 ) -> str:
-    """Histogram of a permutation null distribution with the observed value.
+    """Histogram of the resampling (bootstrap) distribution of a statistic.
 
     Parameters
     ----------
-    null : numpy.ndarray
-        Resampled (or exactly enumerated) statistics under the null.
-        Non-finite values are ignored.
-    observed : float
-        Observed statistic; drawn as a vertical dashed line.
-    title : str
-        Figure title (escaped).
-    x_label : str, optional
-        X axis label.
+    draws : numpy.ndarray
+        Resampled statistics (non-finite values are ignored).
+    estimate : float
+        Observed statistic: a dashed line (``line.estimate``).
+    title, x_label : str
+        Figure title and x axis label (escaped).
+    null_value : float, optional
+        The value of no difference (or the threshold ρ₀): a solid line (``line.null``).
+    margin : float, optional
+        Half-width of the equivalence region around ``null_value``: two dotted
+        lines (``line.margin``) at ``null_value ± margin``.
+    interval : (float, float), optional
+        The interval the verdict used: a bar under the axis (``line.interval``);
+        infinite ends are clipped to the axis.
     bins : int, optional
-        Number of histogram bins over the range of ``null`` (default 40).
+        Number of histogram bins over the range of ``draws`` (default 40).
     width, height : int, optional
         Nominal size in pixels; the SVG has a matching ``viewBox`` and scales.
-    alternative : {"two-sided", "greater", "less"}, optional
-        Which bins count as at least as extreme as the observed value: in
-        absolute value (default), at or above it, or at or below it.
 
     Returns
     -------
     str
-        SVG document with one ``<rect class="bar">`` per bin and a
-        ``<line class="observed">``.  Bins at least as extreme as the observed
-        value (by ``alternative``) have ``data-extreme="1"`` and are shaded
-        darker.
-
-    Raises
-    ------
-    ValueError
-        If ``alternative`` is not one of the accepted values.
+        SVG document with one ``<rect class="bar">`` per bin.
     """
-    if alternative not in ("two-sided", "greater", "less"):
-        raise ValueError(
-            f"`alternative` must be 'two-sided', 'greater' or 'less', got {alternative!r}"
-        )
-    parts = _svg_open(width, height, title, "hyptest-fig null-distribution")
-    arr = np.asarray(null, dtype=float).ravel()
+    parts = _svg_open(width, height, title, "hyptest-fig resampling-distribution")
+    arr = np.asarray(draws, dtype=float).ravel()
     arr = arr[np.isfinite(arr)]
-    obs = float(observed) if observed is not None else float("nan")
     if arr.size == 0:
         parts.append(
             f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle" '
-            f'fill="#666">no null distribution available</text>'
+            f'fill="#666">no resampling draws available</text>'
         )
         parts.append("</svg>")
         return "\n".join(parts)
 
+    def finite(v: Any) -> float | None:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return None
+        return f if math.isfinite(f) else None
+
+    est, null, half = finite(estimate), finite(null_value), finite(margin)
     lo, hi = float(arr.min()), float(arr.max())
     if hi <= lo:
         pad = abs(lo) * 0.05 if lo != 0 else 0.5
         lo, hi = lo - pad, hi + pad
     counts, edges = np.histogram(arr, bins=bins, range=(lo, hi))
-    xlo, xhi = lo, hi
-    if math.isfinite(obs):
-        xlo, xhi = min(xlo, obs), max(xhi, obs)
+    marks = [v for v in (est, null) if v is not None]
+    if null is not None and half is not None:
+        marks += [null - half, null + half]
+    xlo, xhi = min([lo, *marks]), max([hi, *marks])
     xticks = nice_ticks(xlo, xhi, 6)
     yticks = nice_ticks(0.0, float(counts.max()) if counts.max() > 0 else 1.0, 4)
 
-    left, right, top, bottom = 70.0, width - 30.0, 52.0, height - 50.0
+    left, right, top, bottom = 70.0, width - 30.0, 52.0, height - 58.0
     x0, x1 = xticks[0], xticks[-1]
     y0, y1 = yticks[0], yticks[-1]
 
     def to_x(v: float) -> float:
-        return left + (v - x0) / (x1 - x0) * (right - left)
+        return left + (min(max(v, x0), x1) - x0) / (x1 - x0) * (right - left)
 
     def to_y(v: float) -> float:
         return bottom - (v - y0) / (y1 - y0) * (bottom - top)
@@ -532,47 +534,58 @@ def null_distribution_plot(
             f'fill="#333">{_esc(format_tick(t, xstep))}</text>'
         )
     parts.append(
-        f'<text x="{_num((left + right) / 2)}" y="{height - 10}" text-anchor="middle" '
+        f'<text x="{_num((left + right) / 2)}" y="{height - 8}" text-anchor="middle" '
         f'fill="#222">{_esc(x_label)}</text>'
     )
     parts.append("</g>")
 
-    tol = 1e-15 * max(1.0, abs(obs)) if math.isfinite(obs) else 0.0
     parts.append('<g class="bars">')
     for c, a, b in zip(counts, edges[:-1], edges[1:], strict=True):
         xa, xb = to_x(float(a)), to_x(float(b))
         yc = to_y(float(c))
-        centre = (a + b) / 2
-        if not math.isfinite(obs):
-            extreme = False
-        elif alternative == "greater":
-            extreme = centre >= obs - tol
-        elif alternative == "less":
-            extreme = centre <= obs + tol
-        else:
-            extreme = abs(centre) >= abs(obs) - tol
-        fill = "#6f819a" if extreme else "#bfcbd9"
         parts.append(
             f'<rect class="bar" x="{_num(xa)}" y="{_num(yc)}" width="{_num(max(xb - xa - 0.5, 0.5))}" '
-            f'height="{_num(bottom - yc)}" fill="{fill}" data-extreme="{int(extreme)}"/>'
+            f'height="{_num(bottom - yc)}" fill="#bfcbd9"/>'
         )
     parts.append("</g>")
 
-    if math.isfinite(obs):
-        ox = to_x(obs)
+    if interval is not None:
+        a, b = (float(v) if v is not None else math.nan for v in interval)
+        if not (math.isnan(a) and math.isnan(b)):
+            xa = to_x(a) if not math.isnan(a) else left
+            xb = to_x(b) if not math.isnan(b) else right
+            parts.append(
+                f'<line class="interval" x1="{_num(xa)}" y1="{_num(bottom + 28)}" x2="{_num(xb)}" '
+                f'y2="{_num(bottom + 28)}" stroke="#1d1d1f" stroke-width="4"/>'
+            )
+    if null is not None and half is not None:
+        for v in (null - half, null + half):
+            x = to_x(v)
+            parts.append(
+                f'<line class="margin" x1="{_num(x)}" y1="{_num(top)}" x2="{_num(x)}" y2="{_num(bottom)}" '
+                f'stroke="#2e7d32" stroke-width="1.5" stroke-dasharray="2 3"/>'
+            )
+    if null is not None:
+        x = to_x(null)
+        parts.append(
+            f'<line class="null" x1="{_num(x)}" y1="{_num(top)}" x2="{_num(x)}" y2="{_num(bottom)}" '
+            f'stroke="#444" stroke-width="1.5"/>'
+        )
+    if est is not None:
+        ox = to_x(est)
         anchor = "end" if ox > (left + right) / 2 else "start"
         dx = -5 if anchor == "end" else 5
         parts.append(
-            f'<line class="observed" x1="{_num(ox)}" y1="{_num(top)}" x2="{_num(ox)}" '
+            f'<line class="estimate" x1="{_num(ox)}" y1="{_num(top)}" x2="{_num(ox)}" '
             f'y2="{_num(bottom)}" stroke="#C62828" stroke-width="2" stroke-dasharray="5 3"/>'
         )
         parts.append(
             f'<text x="{_num(ox + dx)}" y="{_num(top + 12)}" text-anchor="{anchor}" '
-            f'fill="#C62828" font-weight="600">observed = {_esc(f"{obs:.3g}")}</text>'
+            f'fill="#C62828" font-weight="600">estimate = {_esc(f"{est:.3g}")}</text>'
         )
     parts.append(
         f'<text x="{_num(right)}" y="{_num(top - 10)}" text-anchor="end" fill="#555" '
-        f'font-size="11">{arr.size} null draws, {bins} bins</text>'
+        f'font-size="11">{arr.size} resampling draws, {bins} bins</text>'
     )
     parts.append("</svg>")
     return "\n".join(parts)
