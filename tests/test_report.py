@@ -16,6 +16,7 @@ import pytest
 from hyptest.report import render_report, write_report
 from hyptest.report import svg
 from hyptest.report.html import (
+    _pct,
     banner_text,
     effect_text,
     fmt_num,
@@ -1166,3 +1167,64 @@ def test_write_report_failure_leaves_no_temp(tmp_path: pathlib.Path, monkeypatch
     with pytest.raises(OSError):
         write_report(tmp_path, {}, pd.DataFrame(), "")
     assert list(tmp_path.iterdir()) == []
+
+
+def _shown_interval(text: str) -> tuple[float, float]:
+    """The first ``[lo, hi]`` the report printed, as floats (``∞`` read as infinity)."""
+    lo, hi = re.search(r"\[([^,\]]+), ([^\]]+)\]", text).groups()
+    return tuple(float(v.replace("−", "-").replace("∞", "inf")) for v in (lo, hi))
+
+
+def test_no_printed_row_contradicts_its_own_interval():
+    """Rows decided by hyptest.results.decide: a "different" row's printed CI excludes its null value, an
+    "equivalent" row's printed equivalence interval lies inside ±margin, at the levels the verdicts used."""
+    from hyptest.results import Comparison, decide
+    from hyptest.stats.order_resampling import BootstrapDistribution
+
+    def sampler(mu, sd):
+        return lambda n, rng: BootstrapDistribution(rng.normal(mu, sd, n))
+
+    keys = {"model": "m", "task": "t", "n_demos": 4, "method_a": "icl"}
+    ratio = {"scale": "log ratio of mean per-query order SD (icl / b)", "margin": LOG125, "margin_ratio": 1.25}
+    comps = [  # the confirmatory family: different, equivalent, negligible, inconclusive, near the edges
+        Comparison(**keys, method_b=b, analysis="order_sensitivity", family="confirmatory", estimate=mu,
+                   sampler=sampler(mu, sd), **ratio)
+        for b, mu, sd in (("gd", 1.0, 0.2), ("sgd", 0.0, 0.05), ("adam", 0.1, 0.02), ("x", 0.1, 0.3),
+                          ("y", 0.15, 0.045), ("z", -0.2, 0.08))
+    ] + [
+        Comparison(**keys, method_b="gd", analysis="token_overlap", family="token_overlap", estimate=0.05,
+                   scale="difference of means", sampler=sampler(0.05, 0.01)),
+        Comparison(**keys, method_b="sgd", analysis="token_overlap", family="token_overlap", estimate=0.0,
+                   scale="difference of means", margin=0.02, sampler=sampler(0.0, 0.005)),
+        Comparison(**keys, method_b="sgd", analysis="order_alignment", family="order_alignment", estimate=0.5,
+                   scale="correlation of per-order effects", rule="threshold", null_value=0.9,
+                   sampler=sampler(0.5, 0.05)),
+    ]
+    table, draws = decide(comps, alpha=0.05, n_resamples=4000, seed=1)
+    rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in table.to_dict("records")]
+    verdicts = {r["verdict"] for r in rows}
+    assert {"different", "equivalent", "negligible", "inconclusive"} <= verdicts
+    out = render_report({"comparisons": rows, "null_distributions": {str(k): v.tolist() for k, v in draws.items()}},
+                        pd.DataFrame(), study_text="")
+    checked = {"different": 0, "equivalent": 0}
+    for _, i, body in _glance_rows(out):
+        r = rows[int(i)]
+        if r["rule"] != "two_sided" or r["verdict"] not in checked:
+            continue
+        ci_cell = re.search(r'<td class="num estimate"[^>]*>(.*?)</td>', body, re.S).group(1)
+        eq_cell = re.search(r'<td class="num eq"[^>]*>(.*?)</td>', body, re.S).group(1)
+        if r["verdict"] == "different":
+            lo, hi = _shown_interval(_text(ci_cell))
+            assert lo > r["null_value"] or hi < r["null_value"], (i, _text(ci_cell))
+            assert _pct(r["ci_level"]) in _text(ci_cell)
+        else:
+            lo, hi = _shown_interval(_text(eq_cell))
+            assert r["null_value"] - r["margin"] <= lo and hi <= r["null_value"] + r["margin"], (i, _text(eq_cell))
+            assert _pct(r["eq_level"]) in _text(eq_cell)
+            # the banner (confirmatory) or the stats text says the same with ratios
+            if r["scale"].startswith("log ratio"):
+                rlo, rhi = _shown_interval(banner_text(r).split("equivalence interval as ratios")[1])
+                assert 1 / 1.25 <= rlo and rhi <= 1.25
+        checked[r["verdict"]] += 1
+    assert checked["different"] >= 2 and checked["equivalent"] >= 2
