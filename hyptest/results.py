@@ -307,7 +307,9 @@ def decide(
                 "level_difference": a_d, "level_equivalence": a_e,
                 "family_size": m, "n_resamples": None if dist.exact else dist.n,
                 "min_equivalence_margin": min_margin,
-                "min_equivalence_ratio": (math.exp(min_margin) if min_margin is not None and c.margin_ratio
+                # on the ratio the margin was declared in (for log variance ratios: the SD ratio)
+                "min_equivalence_ratio": (math.exp(min_margin * math.log(c.margin_ratio) / c.margin)
+                                          if min_margin is not None and c.margin_ratio and c.margin
                                           and math.isfinite(min_margin) else None),
                 "verdict": verdict, "note": "; ".join(notes) or None,
             }
