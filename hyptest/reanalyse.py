@@ -11,8 +11,13 @@
     Dai et al.'s logs -> Rec2FTP, SimAOU, SimAM and Kendall per layer and
     averaged over layers, each against its baseline (:func:`dai_comparisons`).
 ``summaries``
-    Per-run, per-layer metric values and baselines -> paired tests per layer
-    and pooled over layers, clustered (:func:`test_summaries`).
+    Per-run, per-layer metric values and baselines -> paired comparisons per
+    layer and pooled over layers, clustered (:func:`test_summaries`).
+
+Dai and summaries rows are :class:`hyptest.results.Comparison` objects,
+decided by :func:`hyptest.results.decide` like a study's: one family per
+metric (no confirmatory family: these formats carry no order-sensitivity
+quantity), margins only where declared.
 
 ``export_run(run_dir, dest)`` writes a run's records as tidy CSV, JSONL or
 Parquet (the long format; :func:`hyptest.importers.read_long` reads it back).
@@ -41,6 +46,7 @@ import yaml
 
 from . import __version__
 from ._util import atomic_write_bytes, atomic_write_text
+from .analysis import _unit_sampler  # paired per-unit differences: bootstrap within strata, or sign flips
 from .importers import (
     ColumnMapping,
     ImportProblems,
@@ -55,15 +61,15 @@ from .importers import (
 from .importers._problems import ProblemLog
 from .importers.dai import DaiTaskReader, _not_found
 from .metrics.dai import kendall_attention, kendall_random_baseline, simam, simaou, simaou_random_baseline
-from .metrics.summaries import metric_vs_baseline, metric_with_ci
-from .stats.multiplicity import adjust_pvalues
-from .stats.permutation import two_sample_permutation_test
+from .results import CONFIRMATORY, Comparison, decide
+from .stats.order_resampling import BootstrapDistribution
 from .store import RECORD_COLUMNS, RunDir
-from .study import Study, parse_study
+from .study import MarginSpec, Study, parse_study
 
 __all__ = [
     "COMPARISON_COLUMNS",
     "DaiValues",
+    "NO_CONFIRMATORY",
     "dai_comparisons",
     "dai_metric_values",
     "export_run",
@@ -73,11 +79,15 @@ __all__ = [
     "test_summaries",
 ]
 
-#: Columns of the comparisons tables of :func:`dai_comparisons` and :func:`test_summaries`.
+#: Columns of the comparisons tables of :func:`dai_comparisons` and :func:`test_summaries`: the columns of
+#: :func:`hyptest.results.decide` with ``layer``, ``baseline_name`` and ``baseline`` after ``analysis``.
 COMPARISON_COLUMNS: list[str] = [
-    "model", "task", "n_demos", "method_a", "method_b", "analysis", "layer", "estimate", "ci_low", "ci_high",
-    "ci_level", "ci_method", "baseline_name", "baseline", "difference", "difference_ci_low",
-    "difference_ci_high", "p_value", "p_adjusted", "adjust_method", "family_size", "verdict", "test", "n",
+    "model", "task", "n_demos", "method_a", "method_b", "analysis", "layer", "baseline_name", "baseline", "family",
+    "role", "rule", "estimate", "statistic", "scale", "null_value", "mean_a", "mean_b", "ratio", "n", "margin",
+    "margin_ratio", "margin_source", "resolution", "resampling", "test", "ci_low", "ci_high", "ci_level",
+    "ci_method", "eq_low", "eq_high", "eq_level", "p_value", "p_adjusted", "p_equivalence",
+    "p_equivalence_adjusted", "level_difference", "level_equivalence", "family_size", "n_resamples",
+    "min_equivalence_margin", "min_equivalence_ratio", "verdict", "note", "adjust_method",
 ]
 _ADJUST: tuple[str, ...] = ("holm", "bonferroni", "bh")
 _IDENTITY = ["model", "task", "method", "n_demos", "demo_set", "order_id", "seed"]
@@ -87,6 +97,13 @@ _DAI_BASELINES = {"simaou": "random-update SimAOU", "simam": "ICL vs ZS map (ZSL
 _DAI_NAMES = {"rec2ftp": "Rec2FTP", "simaou": "SimAOU", "simam": "SimAM", "kendall": "Kendall",
               "kendall_demo_token": "Kendall (demo tokens)", "kendall_demo_example": "Kendall (demo examples)"}
 _LIST_COLUMNS = ("order", "labels", "label_logprobs", "label_probs", "topk_ids", "topk_probs")
+#: The exact sign-flip test enumerates 2**n sign patterns: used when 2**n <= n_resamples and n <= this.
+_EXACT_MAX_UNITS = 16
+#: Rec2FTP's two-sample bootstrap needs at least this many examples in each group for a verdict.
+_REC2FTP_MIN_GROUP = 10
+#: Why these formats have no confirmatory family (results.json and docs).
+NO_CONFIRMATORY = ("no confirmatory family: these formats carry no order-sensitivity quantity (Theorem 1's), so every "
+                   "metric-vs-baseline comparison is secondary (exploratory), adjusted within its metric's family")
 
 
 # ---------------------------------------------------------------------------
@@ -97,14 +114,22 @@ _LIST_COLUMNS = ("order", "labels", "label_logprobs", "label_probs", "topk_ids",
 @dataclass(frozen=True, slots=True)
 class _TestOptions:
     alpha: float
-    confidence: float
     n_resamples: int
     adjust: str
-    rng: np.random.Generator
+    seed: int
+    margins: dict[str, MarginSpec]
 
 
-def _validate_options(alpha: object, confidence: object, n_resamples: object, adjust: object,
-                      rng: object) -> _TestOptions:
+def _generator(rng: object) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, Integral) and not isinstance(rng, bool) and int(rng) >= 0:
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"`rng` must be a numpy.random.Generator or a non-negative integer seed, got {rng!r}")
+
+
+def _validate_options(alpha: object, confidence: object, n_resamples: object, adjust: object, rng: object,
+                      margins: object = None) -> _TestOptions:
     for name, value in (("alpha", alpha), ("confidence", confidence)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < 1:
             raise ValueError(f"`{name}` must be a number in (0, 1), got {value!r}")
@@ -112,13 +137,28 @@ def _validate_options(alpha: object, confidence: object, n_resamples: object, ad
         raise ValueError(f"`n_resamples` must be a positive integer, got {n_resamples!r}")
     if adjust not in _ADJUST:
         raise ValueError(f"`adjust` must be one of {', '.join(_ADJUST)}, got {adjust!r}")
-    if isinstance(rng, np.random.Generator):
-        gen = rng
-    elif isinstance(rng, Integral) and not isinstance(rng, bool) and int(rng) >= 0:
-        gen = np.random.default_rng(int(rng))
-    else:
-        raise TypeError(f"`rng` must be a numpy.random.Generator or a non-negative integer seed, got {rng!r}")
-    return _TestOptions(float(alpha), float(confidence), int(n_resamples), str(adjust), gen)
+    gen = _generator(rng)
+    # decide() derives every row's stream from one integer seed and the row's key
+    seed = int(rng) if isinstance(rng, Integral) else int(gen.integers(2**63))
+    return _TestOptions(float(alpha), int(n_resamples), str(adjust), seed, _margins(margins))
+
+
+def _margins(margins: object) -> dict[str, MarginSpec]:
+    """Declared absolute margins per metric (``{metric: {absolute: x}}``); ratio margins do not apply."""
+    if margins is None:
+        return {}
+    if not isinstance(margins, Mapping):
+        raise TypeError(f"`margins` must map a metric to {{absolute: x}}, got {margins!r}")
+    out: dict[str, MarginSpec] = {}
+    for name, spec in margins.items():
+        if spec is None:
+            continue
+        m = spec if isinstance(spec, MarginSpec) else MarginSpec.model_validate(spec)
+        if m.absolute is None:
+            raise ValueError(f"margins.{name}: give an `absolute` margin (on the metric's own scale, metric − "
+                             "baseline); a `ratio` margin applies to the order-SD analyses of a study only")
+        out[str(name)] = m
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -126,52 +166,66 @@ def _validate_options(alpha: object, confidence: object, n_resamples: object, ad
 # ---------------------------------------------------------------------------
 
 
-def _vs_baseline_row(values: np.ndarray, baseline: np.ndarray, *, opts: _TestOptions, unit: str,
-                     what: str) -> dict[str, Any]:
-    """Mean with CI, and the paired test against the baseline, over finite pairs."""
+def _paired_sampler(d: np.ndarray, n_resamples: int):
+    """(sampler, exact): exact sign flips over the units when 2**n <= n_resamples, else a paired bootstrap."""
+    n = len(d)
+    if n <= _EXACT_MAX_UNITS and 2 ** n <= n_resamples:
+        return _unit_sampler(d, np.arange(n), True), True  # each unit its own cluster: flips its difference
+    return _unit_sampler(d, np.zeros(n, dtype=int), False), False  # one stratum: resample units
+
+
+def _vs_baseline(values: np.ndarray, baseline: np.ndarray, *, context: dict[str, Any], analysis: str,
+                 layer: int | None, baseline_name: str, family: str, opts: _TestOptions, unit: str, name: str,
+                 what: str, extra: dict[str, Any] | None = None) -> Comparison:
+    """Metric − baseline over the independent units (finite pairs), as a two-sided Comparison."""
     values = np.asarray(values, dtype=float)
     baseline = np.asarray(baseline, dtype=float)
     ok = np.isfinite(values) & np.isfinite(baseline)
     m, b = values[ok], baseline[ok]
-    row: dict[str, Any] = {"estimate": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-                           "ci_level": opts.confidence, "ci_method": f"bootstrap (percentile, {unit})",
-                           "baseline": float(b.mean()) if len(b) else float("nan"),
-                           "difference": float("nan"), "difference_ci_low": float("nan"),
-                           "difference_ci_high": float("nan"), "p_value": float("nan"), "n": int(ok.sum())}
-    ci_rng, test_rng = opts.rng.spawn(2)
+    d = m - b
+    margin = opts.margins.get(analysis)
+    common: dict[str, Any] = {
+        **context, "analysis": analysis, "family": family, "rule": "two_sided",
+        "scale": f"difference of means ({name} − {baseline_name}){what}", "null_value": 0.0,
+        "estimate": float(d.mean()) if len(d) else float("nan"),
+        "mean_a": float(m.mean()) if len(m) else None, "mean_b": float(b.mean()) if len(b) else None,
+        "n": int(ok.sum()),
+        "margin": float(margin.absolute) if margin is not None else None,
+        "margin_source": (f"declared: analysis.margins.{analysis} = absolute {margin.absolute:g}"
+                          if margin is not None else None),
+        "extra": {"layer": layer, "baseline_name": baseline_name,
+                  "baseline": float(b.mean()) if len(b) else float("nan"), **(extra or {})},
+    }
     if ok.sum() < 2:
-        row["estimate"] = float(m.mean()) if len(m) else float("nan")
-        row["test"] = f"not testable: fewer than 2 {unit} with a defined value"
-        return row
-    ci = metric_with_ci(m, confidence=opts.confidence, n_resamples=opts.n_resamples, rng=ci_rng)
-    vs = metric_vs_baseline(m, b, confidence=opts.confidence, n_resamples=opts.n_resamples, rng=test_rng)
-    exact = bool(vs["exact"].iloc[0])
-    kind = "exact" if exact else f"{opts.n_resamples} resamples"
-    row.update({
-        "estimate": float(ci["statistic"].iloc[0]), "ci_low": float(ci["ci_low"].iloc[0]),
-        "ci_high": float(ci["ci_high"].iloc[0]), "difference": float(vs["statistic"].iloc[0]),
-        "difference_ci_low": float(vs["ci_low"].iloc[0]), "difference_ci_high": float(vs["ci_high"].iloc[0]),
-        "p_value": float(vs["pvalue"].iloc[0]),
-        "test": f"paired sign-flip permutation test of {what} over {unit} ({kind})",
-    })
-    return row
+        return Comparison(**common, not_estimable=f"fewer than 2 {unit} with a defined value",
+                          test="not testable", resampling="none")
+    sampler, exact = _paired_sampler(d, opts.n_resamples)
+    tost = " + TOST" if margin is not None else ""
+    if exact:
+        resampling = f"exact sign-flip test over the {len(d)} {unit} (each unit's difference flipped)"
+        test = f"paired exact sign-flip test of {name} − baseline over {unit}{tost}"
+    else:
+        resampling = f"paired bootstrap: the {len(d)} {unit} resampled, metric and baseline together"
+        test = f"paired bootstrap of {name} − baseline over {unit}{tost}"
+    return Comparison(**common, sampler=sampler, resampling=resampling, test=test)
 
 
-def _finalise(rows: list[dict[str, Any]], opts: _TestOptions) -> pd.DataFrame:
-    table = pd.DataFrame(rows)
-    for column in COMPARISON_COLUMNS:
-        if column not in table.columns:
-            table[column] = None
-    p = table["p_value"].to_numpy(float)
-    table["p_adjusted"] = adjust_pvalues(p, method=opts.adjust) if len(p) else p
-    table["adjust_method"] = opts.adjust
-    table["family_size"] = int(np.isfinite(p).sum())
-    table["verdict"] = np.where(table["p_adjusted"].to_numpy(float) < opts.alpha, "different", "inconclusive")
-    extra = [c for c in table.columns if c not in COMPARISON_COLUMNS]
-    table = table[COMPARISON_COLUMNS + extra]
-    table["layer"] = pd.Series([None if pd.isna(x) else int(x) for x in table["layer"]], index=table.index,
-                               dtype=object)
-    return table
+def _decide(comparisons: list[Comparison], opts: _TestOptions, front: list[str] | None = None) -> pd.DataFrame:
+    """The shared decision layer on these comparisons; columns in :data:`COMPARISON_COLUMNS` order."""
+    if not comparisons:
+        return pd.DataFrame(columns=[*(front or []), *COMPARISON_COLUMNS])
+    table, _ = decide(comparisons, alpha=opts.alpha, adjust=opts.adjust, n_resamples=opts.n_resamples,
+                      seed=opts.seed)
+    table["layer"] = pd.Series([None if x is None or pd.isna(x) else int(x) for x in table["layer"]],
+                               index=table.index, dtype=object)
+    front = [c for c in (front or []) if c not in COMPARISON_COLUMNS]
+    rest = [c for c in table.columns if c not in COMPARISON_COLUMNS and c not in front]
+    return table[front + [c for c in COMPARISON_COLUMNS if c in table.columns] + rest]
+
+
+def _family_name(metric: str) -> str:
+    """A metric's family; a metric that happens to be called "confirmatory" does not join that family."""
+    return f"metric {metric}" if metric == CONFIRMATORY else str(metric)
 
 
 # ---------------------------------------------------------------------------
@@ -267,7 +321,7 @@ def dai_metric_values(
     """
     if simaou_baseline not in ("normal", "uniform"):
         raise ValueError(f"`simaou_baseline` must be 'normal' or 'uniform', got {simaou_baseline!r}")
-    opts = _validate_options(0.05, 0.95, 1, "holm", rng)
+    gen = _generator(rng)
     tasks = find_dai_tasks(path, ft_setting=ft_setting)
     if not tasks:
         raise ValueError(_not_found(path, ft_setting))
@@ -277,7 +331,7 @@ def dai_metric_values(
     n_read = n_skipped = 0
     notes = [f"fine-tuning (FT) read from the '{ft_setting}' setting",
              f"SimAOU baseline: random update directions ({simaou_baseline})"]
-    for task, child in zip(tasks, opts.rng.spawn(len(tasks))):
+    for task, child in zip(tasks, gen.spawn(len(tasks))):
         g_aou, g_kendall = child.spawn(2)
         reader = DaiTaskReader(task, ft_setting=ft_setting, log=log, strict=strict)
         per: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"simaou": [], "simam": [], "kendall": []}
@@ -312,7 +366,7 @@ def dai_metric_values(
     if frames and _has_demo_attention(tasks, ft_setting):
         from .dai_collect import kendall_demo_values  # logs written by hyptest's own Dai collector
 
-        frames.append(kendall_demo_values(path, rng=opts.rng.spawn(1)[0]))
+        frames.append(kendall_demo_values(path, rng=gen.spawn(1)[0]))
         notes.append("Kendall over demonstration tokens (Dai et al.'s compute_training_example_attn.py) from the "
                      "logs' demo_attn keys: kendall_demo_token, kendall_demo_example")
     values = (pd.concat(frames, ignore_index=True) if frames else
@@ -343,46 +397,55 @@ def dai_comparisons(
     *,
     alpha: float = 0.05,
     confidence: float = 0.95,
-    n_resamples: int = 9999,
+    n_resamples: int = 10000,
     adjust: str = "holm",
     rng: np.random.Generator | int = 0,
+    margins: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Test every Dai metric against its baseline, per layer and averaged over layers.
+
+    Every row is a :class:`hyptest.results.Comparison` and the verdicts come
+    from :func:`hyptest.results.decide`, the decision layer of a study.
 
     Parameters
     ----------
     values : DaiValues
         From :func:`dai_metric_values`.
     alpha : float, default 0.05
-        Level of the verdicts (on Holm-adjusted p-values).
+        Family-wise level of each family (FDR with ``adjust="bh"``).
     confidence : float, default 0.95
-        Level of the bootstrap intervals.
-    n_resamples : int, default 9999
-        Bootstrap and permutation resamples (the sign-flip test is exact when
-        ``2**n <= n_resamples``).
+        Validated but not used: each interval is at the level its verdict
+        used (see :func:`hyptest.results.decide`).
+    n_resamples : int, default 10000
+        Minimum Monte-Carlo resamples (a family of ``m`` gets at least
+        ``ceil(20 m / alpha)``); also decides the test: the exact sign-flip
+        test over examples when ``2**n <= n_resamples`` (and ``n <= 16``),
+        else the paired bootstrap over examples.
     adjust : {"holm", "bonferroni", "bh"}, default "holm"
-        Adjustment across the whole table: every (model, task) x metric x
-        layer, the layer-averaged rows and Rec2FTP included.
+        Adjustment within each family: one family per metric (its rows over
+        every (model, task) and layer, the layer means included); Rec2FTP is
+        a family of its own.  There is no confirmatory family
+        (:data:`NO_CONFIRMATORY`).
     rng : numpy.random.Generator or int, default 0
-        Source of the resamples; each row draws from its own spawned stream,
-        in table order.
+        The root seed of :func:`~hyptest.results.decide` (a Generator gives
+        one integer seed); each row's stream derives from it and the row's key.
+    margins : mapping, optional
+        Declared equivalence margins, ``{metric: {"absolute": x}}`` on the
+        scale metric − baseline (e.g. ``{"simaou": {"absolute": 0.05}}``);
+        without one a row can be "different" but never "equivalent".
 
     Returns
     -------
     pandas.DataFrame
-        :data:`COMPARISON_COLUMNS`: ``model``, ``task``, ``n_demos`` (None),
-        ``method_a`` ("icl"), ``method_b`` ("ft"), ``analysis`` (rec2ftp,
-        simaou, simam, kendall), ``layer`` (0-based; None for Rec2FTP and
-        for the mean over layers), ``estimate`` (mean over examples, for
-        Rec2FTP the ratio) with ``ci_low``/``ci_high`` (percentile bootstrap
-        over examples, :func:`~hyptest.metrics.summaries.metric_with_ci`),
-        ``baseline_name`` and ``baseline`` (its mean), ``difference`` =
-        estimate − baseline with its bootstrap CI, ``p_value`` (paired
-        sign-flip test, :func:`~hyptest.metrics.summaries.metric_vs_baseline`;
-        for Rec2FTP a two-sample permutation test), ``p_adjusted``,
-        ``adjust_method``, ``family_size``, ``verdict`` ("different" when
-        ``p_adjusted < alpha``, else "inconclusive"), ``test`` and ``n``
-        (examples; for Rec2FTP the denominator).
+        :data:`COMPARISON_COLUMNS`: the columns of
+        :func:`~hyptest.results.decide` (``estimate`` = mean over examples of
+        metric − baseline, with ``ci_low``/``ci_high`` at ``ci_level``, the
+        level its verdict used; ``mean_a`` = the metric's mean, ``mean_b`` =
+        the baseline's; ``family``, ``role`` "exploratory", ``p_value``,
+        ``p_adjusted``, ``verdict`` ...) plus ``layer`` (0-based; None for
+        Rec2FTP and for the mean over layers), ``baseline_name`` and
+        ``baseline`` (= ``mean_b``).  ``method_a`` is "icl", ``method_b``
+        "ft", ``n`` the examples (for Rec2FTP the ZS-wrong, FT-right ones).
 
     Notes
     -----
@@ -391,17 +454,17 @@ def dai_comparisons(
     undefined value at any layer is left out of it).  Rec2FTP = P(ICL right
     | ZS wrong, FT right); its baseline is P(ICL right | ZS wrong, FT
     wrong): if ICL's fixes had nothing to do with FT's, the two would be
-    equal, so the two-sample permutation test of ICL correctness between
-    those two groups of examples tests the overlap.  Its difference CI is
-    not computed (NaN).
+    equal.  It is compared by a two-sample bootstrap that resamples examples
+    within each of the two groups; with fewer than 10 examples in a group
+    the row is "not_estimable".
     """
-    opts = _validate_options(alpha, confidence, n_resamples, adjust, rng)
-    rows: list[dict[str, Any]] = []
+    opts = _validate_options(alpha, confidence, n_resamples, adjust, rng, margins)
+    comparisons: list[Comparison] = []
     keys = sorted(set(zip(values.correctness["model"], values.correctness["task"])))
     for model, task in keys:
         context = {"model": model, "task": task, "n_demos": None, "method_a": "icl", "method_b": "ft"}
         c = values.correctness[(values.correctness["model"] == model) & (values.correctness["task"] == task)]
-        rows.append({**context, **_rec2ftp_row(c, opts)})
+        comparisons.append(_rec2ftp_comparison(c, context, opts))
         v = values.values[(values.values["model"] == model) & (values.values["task"] == task)]
         for analysis in ("simaou", "simam", "kendall", "kendall_demo_token", "kendall_demo_example"):
             sub = v[v["analysis"] == analysis]
@@ -409,48 +472,52 @@ def dai_comparisons(
                 continue
             value = sub.pivot(index="example", columns="layer", values="value").sort_index()
             base = sub.pivot(index="example", columns="layer", values="baseline").sort_index()
-            what = f"{_DAI_NAMES[analysis]} - baseline"
+            common = {"context": context, "analysis": analysis, "baseline_name": _DAI_BASELINES[analysis],
+                      "family": _family_name(analysis), "opts": opts, "unit": "examples",
+                      "name": _DAI_NAMES[analysis]}
             for layer in value.columns:
-                row = _vs_baseline_row(value[layer].to_numpy(), base[layer].to_numpy(), opts=opts,
-                                       unit="examples", what=what)
-                rows.append({**context, "analysis": analysis, "layer": int(layer),
-                             "baseline_name": _DAI_BASELINES[analysis], **row})
-            row = _vs_baseline_row(value.to_numpy().mean(axis=1), base.to_numpy().mean(axis=1), opts=opts,
-                                   unit="examples", what=f"{what}, averaged over layers per example")
-            rows.append({**context, "analysis": analysis, "layer": None,
-                         "baseline_name": _DAI_BASELINES[analysis], **row})
-    if not rows:
-        return pd.DataFrame(columns=COMPARISON_COLUMNS)
-    return _finalise(rows, opts)
+                comparisons.append(_vs_baseline(value[layer].to_numpy(), base[layer].to_numpy(), layer=int(layer),
+                                                what=f", layer {int(layer)}", **common))
+            comparisons.append(_vs_baseline(value.to_numpy().mean(axis=1), base.to_numpy().mean(axis=1), layer=None,
+                                            what=", averaged over layers per example", **common))
+    return _decide(comparisons, opts)
 
 
-def _rec2ftp_row(c: pd.DataFrame, opts: _TestOptions) -> dict[str, Any]:
+def _rec2ftp_comparison(c: pd.DataFrame, context: dict[str, Any], opts: _TestOptions) -> Comparison:
+    """P(ICL right | ZS wrong, FT right) − P(ICL right | ZS wrong, FT wrong), two independent groups."""
     zs, ft, icl = (c[k].to_numpy(bool) for k in ("zs_correct", "ft_correct", "icl_correct"))
     fixed, other = ~zs & ft, ~zs & ~ft
     x, y = icl[fixed].astype(float), icl[other].astype(float)
-    ci_rng, test_rng = opts.rng.spawn(2)
-    row: dict[str, Any] = {
-        "analysis": "rec2ftp", "layer": None, "estimate": float(x.mean()) if len(x) else float("nan"),
-        "ci_low": float("nan"), "ci_high": float("nan"), "ci_level": opts.confidence,
-        "ci_method": "bootstrap (percentile, examples ZS wrong and FT right)",
-        "baseline_name": _DAI_BASELINES["rec2ftp"], "baseline": float(y.mean()) if len(y) else float("nan"),
-        "difference_ci_low": float("nan"), "difference_ci_high": float("nan"), "p_value": float("nan"),
-        "n": int(fixed.sum()),
-    }
-    row["difference"] = row["estimate"] - row["baseline"]
-    if len(x) >= 2:
-        ci = metric_with_ci(x, confidence=opts.confidence, n_resamples=opts.n_resamples, rng=ci_rng)
-        row["ci_low"], row["ci_high"] = float(ci["ci_low"].iloc[0]), float(ci["ci_high"].iloc[0])
     counts = f"{int(x.sum())}/{len(x)} vs {int(y.sum())}/{len(y)}"
-    if len(x) and len(y):
-        test = two_sample_permutation_test(x, y, n_resamples=opts.n_resamples, rng=test_rng)
-        kind = "exact" if test.exact else f"{opts.n_resamples} resamples"
-        row["p_value"] = float(test.pvalue)
-        row["test"] = (f"two-sample permutation test of ICL correctness, ZS-wrong examples FT fixed vs not "
-                       f"fixed ({counts}; {kind})")
-    else:
-        row["test"] = f"not testable: a group of ZS-wrong examples is empty ({counts})"
-    return row
+    margin = opts.margins.get("rec2ftp")
+    common: dict[str, Any] = {
+        **context, "analysis": "rec2ftp", "family": _family_name("rec2ftp"), "rule": "two_sided",
+        "scale": "difference of proportions: P(ICL right | ZS wrong, FT right) − P(ICL right | ZS wrong, FT wrong)",
+        "estimate": float(x.mean() - y.mean()) if len(x) and len(y) else float("nan"),
+        "mean_a": float(x.mean()) if len(x) else None, "mean_b": float(y.mean()) if len(y) else None,
+        "n": int(fixed.sum()),
+        "margin": float(margin.absolute) if margin is not None else None,
+        "margin_source": (f"declared: analysis.margins.rec2ftp = absolute {margin.absolute:g}"
+                          if margin is not None else None),
+        "extra": {"layer": None, "baseline_name": _DAI_BASELINES["rec2ftp"],
+                  "baseline": float(y.mean()) if len(y) else float("nan"), "n_baseline": int(other.sum())},
+    }
+    if min(len(x), len(y)) < _REC2FTP_MIN_GROUP:
+        return Comparison(**common, test="not testable", resampling="none",
+                          not_estimable=(f"ICL right in {counts} ZS-wrong examples (FT right vs FT wrong): the "
+                                         f"two-sample bootstrap needs at least {_REC2FTP_MIN_GROUP} examples in "
+                                         "each group"))
+
+    def sample(n: int, rng: np.random.Generator) -> BootstrapDistribution:
+        wx = rng.multinomial(len(x), np.full(len(x), 1 / len(x)), size=n)
+        wy = rng.multinomial(len(y), np.full(len(y), 1 / len(y)), size=n)
+        return BootstrapDistribution(wx @ x / len(x) - wy @ y / len(y))
+
+    tost = " + TOST" if margin is not None else ""
+    return Comparison(**common, sampler=sample,
+                      resampling=f"two-sample bootstrap: examples resampled within each group ({counts})",
+                      test=("two-sample bootstrap of ICL correctness, FT right vs FT wrong among ZS-wrong "
+                            f"examples{tost}"))
 
 
 # ---------------------------------------------------------------------------
@@ -465,11 +532,15 @@ def test_summaries(
     group_by: Iterable[str] | None = None,
     alpha: float = 0.05,
     confidence: float = 0.95,
-    n_resamples: int = 9999,
+    n_resamples: int = 10000,
     adjust: str = "holm",
     rng: np.random.Generator | int = 0,
+    margins: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Test run-level metrics against their baselines, per layer and pooled over layers.
+
+    Every row is a :class:`hyptest.results.Comparison` and the verdicts come
+    from :func:`hyptest.results.decide`, the decision layer of a study.
 
     Parameters
     ----------
@@ -482,34 +553,35 @@ def test_summaries(
         run a cluster.
     group_by : iterable of str, optional
         Settings tested separately (e.g. ``["model"]``); default none.
-    alpha, confidence, n_resamples, adjust, rng
-        As in :func:`dai_comparisons`.
+    alpha, confidence, n_resamples, adjust, rng, margins
+        As in :func:`dai_comparisons` (``margins`` keyed by the metric's name).
 
     Returns
     -------
     pandas.DataFrame
-        :data:`COMPARISON_COLUMNS` plus the `group_by` columns and
-        ``n_runs``.  ``analysis`` is the metric's key, ``baseline_name`` its
-        baseline's key, ``layer`` the 0-based layer or None for the pooled
-        row; ``n`` counts clusters; ``method_a``/``method_b`` are None and
-        ``model``/``task`` are the group's (or the only value in the data,
-        else None).
+        The `group_by` columns, :data:`COMPARISON_COLUMNS` and ``n_runs``.
+        ``analysis`` is the metric's key, ``baseline_name`` its baseline's
+        key, ``layer`` the 0-based layer or None for the pooled row;
+        ``estimate`` the mean over clusters of metric − baseline, ``mean_a``
+        / ``mean_b`` the metric's / baseline's; ``n`` counts clusters;
+        ``method_a``/``method_b`` are None and ``model``/``task`` are the
+        group's (or the only value in the data, else None).
 
     Notes
     -----
     Runs that share a cluster (e.g. several orders or learning rates of one
     (task, seed)) are not independent, so each cluster is first averaged:
     per layer, the mean over its runs of the metric and of the baseline.
-    The paired sign-flip test (:func:`~hyptest.metrics.summaries.metric_vs_baseline`)
-    and the bootstrap CIs then treat clusters as the units: valid when
-    clusters are exchangeable, at the price of power when there are few of
-    them (with ``k`` clusters the smallest two-sided exact p-value is
-    ``2 / 2**k``).  The pooled row averages each run over its layers first,
-    then clusters.  All rows (metrics x layers x groups, pooled rows
-    included) form one family for `adjust`; ``verdict`` "different" marks
-    the layers whose metric differs from the baseline.
+    Clusters are then the units: the exact sign-flip test over clusters when
+    ``2**k <= n_resamples`` (and ``k <= 16``), else the paired bootstrap over
+    clusters.  With ``k`` clusters the smallest two-sided exact p-value is
+    ``2 / 2**k``; the row's note says when that cannot reach the level its
+    family needs.  The pooled row averages each run over its layers first,
+    then clusters.  Each metric is a family (its layers x groups, pooled
+    rows included), adjusted on its own; there is no confirmatory family
+    (:data:`NO_CONFIRMATORY`).
     """
-    opts = _validate_options(alpha, confidence, n_resamples, adjust, rng)
+    opts = _validate_options(alpha, confidence, n_resamples, adjust, rng, margins)
     table = summaries.table if isinstance(summaries, SummariesImport) else summaries
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"`summaries` must be a SummariesImport or a DataFrame, got {type(summaries).__name__}")
@@ -529,7 +601,7 @@ def test_summaries(
             if name not in table.columns:
                 raise ValueError(f"`cluster_by`: {name!r} is not a setting of the runs ({_settings(table)})")
     unit = "clusters (" + ", ".join(clusters) + ")"
-    rows = []
+    comparisons: list[Comparison] = []
     grouped = table.groupby(groups, sort=True, dropna=False) if groups else [((), table)]
     for key, group in grouped:
         key = key if isinstance(key, tuple) else (key,)
@@ -539,30 +611,32 @@ def test_summaries(
                 values = group[name].dropna().unique() if name in group.columns else []
                 context[name] = values[0] if len(values) == 1 else None
         context.update({"n_demos": None, "method_a": None, "method_b": None})
+        row_context = {k: context[k] for k in ("model", "task", "n_demos", "method_a", "method_b")}
+        group_columns = {k: v for k, v in context.items() if k not in row_context}
         for metric in pd.unique(group["metric"]):
             sub = group[group["metric"] == metric]
             base_name = " / ".join(map(str, pd.unique(sub["baseline_name"])))
             per_layer = sub.groupby([*clusters, "layer"], sort=True, dropna=False)[["value", "baseline"]].mean()
             per_layer = per_layer.reset_index()
-            what = f"{metric} - {base_name}"
+            common = {"context": row_context, "analysis": str(metric), "baseline_name": base_name,
+                      "family": _family_name(str(metric)), "opts": opts, "unit": unit, "name": str(metric)}
             for layer in sorted(per_layer["layer"].unique()):
                 at = per_layer[per_layer["layer"] == layer]
-                row = _vs_baseline_row(at["value"].to_numpy(), at["baseline"].to_numpy(), opts=opts, unit=unit,
-                                       what=f"{what} (cluster means)")
-                rows.append({**context, "analysis": metric, "layer": int(layer), "baseline_name": base_name,
-                             **row, "n_runs": int(sub.loc[sub["layer"] == layer, "run"].nunique())})
+                comparisons.append(_vs_baseline(
+                    at["value"].to_numpy(), at["baseline"].to_numpy(), layer=int(layer),
+                    what=f", layer {int(layer)}, cluster means", **common,
+                    extra={**group_columns, "n_runs": int(sub.loc[sub["layer"] == layer, "run"].nunique())}))
             run_keys = ["run", *[c for c in clusters if c != "run"]]
             per_run = sub.groupby(run_keys, sort=True, dropna=False)[["value", "baseline"]].mean()
             pooled = per_run.reset_index().groupby(clusters, sort=True, dropna=False)[["value", "baseline"]].mean()
-            row = _vs_baseline_row(pooled["value"].to_numpy(), pooled["baseline"].to_numpy(), opts=opts,
-                                   unit=unit, what=f"{what} (run means over layers, then cluster means)")
-            rows.append({**context, "analysis": metric, "layer": None, "baseline_name": base_name, **row,
-                         "n_runs": int(sub["run"].nunique())})
-    if not rows:
-        return pd.DataFrame(columns=COMPARISON_COLUMNS)
-    out = _finalise(rows, opts)
-    front = [c for c in groups if c not in COMPARISON_COLUMNS]
-    return out[front + [c for c in out.columns if c not in front]]
+            comparisons.append(_vs_baseline(
+                pooled["value"].to_numpy(), pooled["baseline"].to_numpy(), layer=None,
+                what=", run means over layers, then cluster means", **common,
+                extra={**group_columns, "n_runs": int(sub["run"].nunique())}))
+    out = _decide(comparisons, opts, front=groups)
+    if "n_runs" not in out.columns:
+        out["n_runs"] = pd.Series(dtype=object)
+    return out
 
 
 test_summaries.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name
@@ -813,12 +887,18 @@ def _test_settings(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     overrides = dict(overrides or {})
     analysis = dict(overrides.get("analysis") or {})
     unknown = sorted(set(overrides) - {"seed", "analysis", "name", "description"})
-    unknown += sorted(f"analysis.{k}" for k in set(analysis) - {"alpha", "confidence", "n_resamples", "adjust"})
+    unknown += sorted(f"analysis.{k}" for k in set(analysis) - {"alpha", "n_resamples", "adjust", "margins"})
     if unknown:
+        hint = ""
+        if {"analysis.margin", "analysis.alignment_margin"} & set(unknown):
+            hint = ("; margins are declared per metric before the data, never derived from it: "
+                    "analysis.margins: {<metric>: {absolute: x}}")
+        elif "analysis.confidence" in unknown:
+            hint = "; intervals are at the level each verdict used, so there is no separate confidence level"
         raise ValueError(f"`study_overrides`: {unknown} do not apply to this format; accepted: seed, name, "
-                         "description, analysis.{alpha, confidence, n_resamples, adjust}")
-    return {"alpha": analysis.get("alpha", 0.05), "confidence": analysis.get("confidence", 0.95),
-            "n_resamples": analysis.get("n_resamples", 9999), "adjust": analysis.get("adjust", "holm"),
+                         "description, analysis.{alpha, n_resamples, adjust, margins}" + hint)
+    return {"alpha": analysis.get("alpha", 0.05), "n_resamples": analysis.get("n_resamples", 10000),
+            "adjust": analysis.get("adjust", "holm"), "margins": analysis.get("margins"),
             "rng": overrides.get("seed", 0)}
 
 
@@ -842,6 +922,15 @@ def _provenance(path: Path, started: _dt.datetime, seconds: float, warnings: lis
     }
 
 
+_VIEW_VERDICTS = {
+    "different": "differs from its baseline",
+    "equivalent": "within the declared margin of its baseline",
+    "negligible": "negligible: differs from its baseline by less than the declared margin",
+    "inconclusive": "not distinguished from its baseline",
+    "not_estimable": "not estimable",
+}
+
+
 def _report_view(comparisons: list[dict[str, Any]], fmt: str) -> list[dict[str, Any]]:
     """Comparison rows as the report shows them: the difference from the baseline, in words."""
     out = []
@@ -852,16 +941,22 @@ def _report_view(comparisons: list[dict[str, Any]], fmt: str) -> list[dict[str, 
         if row["analysis"] == "rec2ftp":
             where = "examples ZS got wrong"
         view["analysis"] = f"{name} minus its baseline ({row['baseline_name']}), {where}"
-        view["estimate"] = row.get("difference")
-        view["ci_low"], view["ci_high"] = row.get("difference_ci_low"), row.get("difference_ci_high")
+        # estimate is already metric − baseline (what the verdict is about); the report's Dai figure
+        # shifts it back by the baseline, reading these keys
+        view["difference"] = row.get("estimate")
+        view["difference_ci_low"], view["difference_ci_high"] = row.get("ci_low"), row.get("ci_high")
         if fmt == "summaries":
             view["method_a"], view["method_b"] = row["analysis"], row["baseline_name"]
-        view["verdict"] = ("differs from its baseline" if row["verdict"] == "different"
-                           else "not distinguished from its baseline")
-        est, base = row.get("estimate"), row.get("baseline")
-        view["summary"] = (f"{name} {_fmt(est)} [{_fmt(row.get('ci_low'))}, {_fmt(row.get('ci_high'))}] vs "
-                           f"{row['baseline_name']} {_fmt(base)}, over n = {row.get('n')}; "
-                           f"p_adj = {_fmt(row.get('p_adjusted'))}. {row.get('test') or ''}")
+        view["verdict"] = _VIEW_VERDICTS.get(row["verdict"], str(row["verdict"]))
+        level = row.get("ci_level")
+        view["summary"] = (f"{name} {_fmt(row.get('mean_a'))} vs {row['baseline_name']} {_fmt(row.get('mean_b'))}, "
+                           f"difference {_fmt(row.get('estimate'))} [{_fmt(row.get('ci_low'))}, "
+                           f"{_fmt(row.get('ci_high'))}]"
+                           + (f" ({float(level):.4g} interval, the level the verdict used)" if level is not None
+                              and not (isinstance(level, float) and math.isnan(level)) else "")
+                           + f", over n = {row.get('n')}; p_adj = {_fmt(row.get('p_adjusted'))} "
+                           f"({row.get('family_size')} in family {row.get('family')}). {row.get('test') or ''}"
+                           + (f". {row['note']}" if row.get("note") else ""))
         out.append(view)
     return out
 
@@ -888,9 +983,7 @@ def _write_table_run(path: Path, out: RunDir, fmt: str, comparisons: pd.DataFram
         "study": study,
         "comparisons": rows,
         **extra,
-        "family": {"size": int(comparisons["p_value"].notna().sum()), "adjust": settings["adjust"],
-                   "description": ("every (model, task) x metric x layer, layer means included"
-                                   if fmt == "dai" else "every group x metric x layer, pooled rows included")},
+        "families": _families(comparisons, settings, fmt),
         "provenance": _provenance(path, started, seconds, warnings, info),
         "data_files": ["results.json", values_name, "import_problems.json"],
     }
@@ -899,6 +992,25 @@ def _write_table_run(path: Path, out: RunDir, fmt: str, comparisons: pd.DataFram
     view = {**results, "comparisons": _report_view(results["comparisons"], fmt)}
     text = (f"# hyptest reanalyse ({fmt}) of {path}\n" + yaml.safe_dump(study, sort_keys=False))
     write_report(out.path, view, pd.DataFrame(), text)
+
+
+def _families(comparisons: pd.DataFrame, settings: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
+    """One entry per family (a metric), as a study's results.json lists them."""
+    out = []
+    if comparisons.empty:
+        return out
+    members = ("every (model, task) x layer, the layer mean included" if fmt == "dai"
+               else "every group x layer, the pooled row included")
+    for family, rows in comparisons.groupby("family", sort=False):
+        testable = rows[rows["p_value"].notna()]
+        out.append({
+            "family": family, "role": str(rows["role"].iloc[0]), "size": int(len(testable)),
+            "adjust": settings["adjust"] if len(testable) else None, "alpha": settings["alpha"],
+            "analyses": sorted(map(str, rows["analysis"].unique())),
+            "n_resamples": (int(testable["n_resamples"].max()) if testable["n_resamples"].notna().any() else None),
+            "description": f"{family} vs its baseline: {members}; {NO_CONFIRMATORY}",
+        })
+    return out
 
 
 def _dai_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
@@ -987,7 +1099,8 @@ def reanalyse(
     study_overrides : mapping, optional
         ``long``: merged into the synthetic study (e.g. ``{"seed": 3,
         "analysis": {"n_resamples": 2000}}``); ``dai`` / ``summaries``:
-        ``seed`` and ``analysis.{alpha, confidence, n_resamples, adjust}``.
+        ``seed`` and ``analysis.{alpha, n_resamples, adjust, margins}``
+        (margins declared per metric as ``{metric: {"absolute": x}}``).
 
     Returns
     -------

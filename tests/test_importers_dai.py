@@ -26,6 +26,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.stats
 
@@ -35,7 +36,7 @@ from hyptest.importers import (
     find_dai_tasks,
     read_dai,
 )
-from hyptest.reanalyse import dai_comparisons, dai_metric_values
+from hyptest.reanalyse import DaiValues, dai_comparisons, dai_metric_values
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dai"
 TASK = FIXTURE / "ana_rlt" / "en_dense_lm_tiny" / "sst2"
@@ -132,23 +133,49 @@ def test_kendall_by_hand_and_against_scipy(values):
             np.testing.assert_allclose(got[ex, layer], ref, rtol=1e-12)
 
 
+def _exact_p(diff):
+    """Two-sided exact sign-flip p-value of the mean, by enumerating the 2**n sign vectors."""
+    signs = np.array(list(itertools.product([1, -1], repeat=len(diff))))
+    return float(np.mean(np.abs(signs @ diff / len(diff)) >= abs(diff.mean()) - 1e-12))
+
+
 def test_rec2ftp_by_hand(values, table):
     # ZS wrong and FT right: examples 1, 2, 4 (denominator 3); ICL right on 1 and 4 -> 2/3.
     # Baseline: ZS wrong and FT wrong: example 3, ICL wrong -> 0/1 = 0.
     row = table[table["analysis"] == "rec2ftp"].iloc[0]
-    assert row["estimate"] == pytest.approx(2 / 3) and row["baseline"] == 0 and row["n"] == 3
-    assert row["difference"] == pytest.approx(2 / 3)
-    # exact two-sample test: pooled (1, 0, 1 | 0); each of the C(4,3) = 4 splits has |mean x - mean y| = 2/3
-    pooled = np.array([1.0, 0.0, 1.0, 0.0])
-    stats = [abs(pooled[list(s)].mean() - np.delete(pooled, list(s)).mean())
-             for s in itertools.combinations(range(4), 3)]
-    assert row["p_value"] == pytest.approx(np.mean(np.array(stats) >= 2 / 3 - 1e-12))  # = 1.0
+    assert row["mean_a"] == pytest.approx(2 / 3) and row["mean_b"] == 0 and row["baseline"] == 0 and row["n"] == 3
+    assert row["estimate"] == pytest.approx(2 / 3)  # the difference of the two proportions
+    # 3 and 1 examples: too few for the two-sample bootstrap, so no verdict rather than a fragile one
+    assert row["verdict"] == "not_estimable" and "2/3 vs 0/1" in row["note"] and np.isnan(row["p_value"])
     assert row["layer"] is None and row["method_a"] == "icl" and row["method_b"] == "ft"
+    assert row["family"] == "rec2ftp" and row["role"] == "exploratory"
+
+
+def test_rec2ftp_two_sample_bootstrap_against_the_normal_approximation():
+    # 400 ZS-wrong examples: FT right on 200 (ICL right on 160), FT wrong on 200 (ICL right on 100)
+    n = 200
+    correctness = pd.DataFrame({
+        "model": "m", "task": "t", "example": np.arange(2 * n), "zs_correct": False,
+        "ft_correct": np.r_[np.ones(n, bool), np.zeros(n, bool)],
+        "icl_correct": np.r_[np.arange(n) < 160, np.arange(n) < 100],
+    })
+    empty = pd.DataFrame(columns=["model", "task", "analysis", "example", "layer", "value", "baseline"])
+    table = dai_comparisons(DaiValues(empty, correctness, [], 2 * n, 0), n_resamples=20000, rng=1)
+    (row,) = table.to_dict("records")
+    assert row["estimate"] == pytest.approx(0.3) and row["n"] == n and row["verdict"] == "different"
+    # one comparison in its family: the interval is at 1 - alpha; the bootstrap SE of a difference of
+    # independent proportions is sqrt(p1 q1 / n1 + p2 q2 / n2)
+    assert row["family_size"] == 1 and row["ci_level"] == pytest.approx(0.95)
+    se = np.sqrt(0.8 * 0.2 / n + 0.5 * 0.5 / n)
+    z = scipy.stats.norm.ppf(0.975)
+    assert row["ci_low"] == pytest.approx(0.3 - z * se, abs=0.01)
+    assert row["ci_high"] == pytest.approx(0.3 + z * se, abs=0.01)
+    assert row["p_value"] == pytest.approx(1 / 20001 * 2, rel=1e-9)  # no draw at or below 0: the floor
 
 
 def test_layer_means_and_averaged_rows(table):
     layer = table["layer"].map(lambda x: "mean" if x is None else str(x))
-    est = table.set_index(["analysis", layer])["estimate"]
+    est = table.set_index(["analysis", layer])["mean_a"]  # the metric's mean; estimate is metric - baseline
     # SimAOU layer 0: (1 + .5 + 0 + 1/sqrt2 + .5 + 1) / 6; layer 1: (1 + .5 + .5 + 1/sqrt2 + 1 + .5) / 6
     np.testing.assert_allclose(est[("simaou", "0")], (3 + S) / 6, rtol=1e-12)
     np.testing.assert_allclose(est[("simaou", "1")], (3.5 + S) / 6, rtol=1e-12)
@@ -160,44 +187,63 @@ def test_layer_means_and_averaged_rows(table):
     # Kendall: layer 0 = 5/7; layer 1 = (4/sqrt28 + 2/sqrt24) / 2
     np.testing.assert_allclose(est[("kendall", "0")], 5 / 7, rtol=1e-12)
     np.testing.assert_allclose(est[("kendall", "1")], (4 / np.sqrt(28) + 2 / np.sqrt(24)) / 2, rtol=1e-12)
-    # a constant column has a zero-width bootstrap interval
-    row = table[(table["analysis"] == "kendall") & (table["layer"] == 0)].iloc[0]
-    assert row["ci_low"] == pytest.approx(5 / 7) and row["ci_high"] == pytest.approx(5 / 7)
-    for row in table.itertuples():
-        if np.isfinite(row.ci_low):
-            assert row.ci_low - 1e-12 <= row.estimate <= row.ci_high + 1e-12
+    tested = table[table["analysis"] != "rec2ftp"]
+    np.testing.assert_allclose(tested["estimate"], tested["mean_a"] - tested["mean_b"], atol=1e-12)
+    np.testing.assert_allclose(tested["baseline"], tested["mean_b"], rtol=0)
+    for row in tested.itertuples():
+        assert row.ci_low - 1e-12 <= row.estimate <= row.ci_high + 1e-12
 
 
-def test_pvalues_are_exact_sign_flips_and_holm(values, table):
-    signs = np.array(list(itertools.product([1, -1], repeat=6)))  # all 64 sign vectors
-
-    def exact_p(diff):
-        stats = np.abs(signs @ diff / len(diff))
-        return np.mean(stats >= abs(diff.mean()) - 1e-12)
+def test_pvalues_are_exact_sign_flips_and_holm_per_metric(values, table):
+    from statsmodels.stats.multitest import multipletests
 
     for analysis in ("simaou", "simam", "kendall"):
         diff = _wide(values, analysis) - _wide(values, analysis, "baseline")
+        rows = table[table["analysis"] == analysis]
         for layer in (0, 1):
-            row = table[(table["analysis"] == analysis) & (table["layer"] == layer)].iloc[0]
-            assert row["p_value"] == pytest.approx(exact_p(diff[:, layer]), abs=1e-12)
-            assert row["difference"] == pytest.approx(diff[:, layer].mean(), abs=1e-12)
-        row = table[(table["analysis"] == analysis) & table["layer"].isna()].iloc[0]
-        assert row["p_value"] == pytest.approx(exact_p(diff.mean(axis=1)), abs=1e-12)
-    from statsmodels.stats.multitest import multipletests
-
-    # one family: Rec2FTP + 3 metrics x (2 layers + the mean) = 10 tests
-    assert table["family_size"].iloc[0] == 10 and len(table) == 10
-    np.testing.assert_allclose(table["p_adjusted"], multipletests(table["p_value"], method="holm")[1],
-                               rtol=1e-12)
-    assert (table["verdict"] == np.where(table["p_adjusted"] < 0.05, "different", "inconclusive")).all()
+            row = rows[rows["layer"] == layer].iloc[0]
+            assert row["p_value"] == pytest.approx(_exact_p(diff[:, layer]), abs=1e-12)
+            assert row["estimate"] == pytest.approx(diff[:, layer].mean(), abs=1e-12)
+            assert "exact sign-flip" in row["test"] and pd.isna(row["n_resamples"])
+        row = rows[rows["layer"].isna()].iloc[0]
+        assert row["p_value"] == pytest.approx(_exact_p(diff.mean(axis=1)), abs=1e-12)
+        # one family per metric: its 2 layers and the layer mean, Holm-adjusted among themselves
+        assert set(rows["family"]) == {analysis} and set(rows["family_size"]) == {3}
+        assert set(rows["role"]) == {"exploratory"}
+        np.testing.assert_allclose(rows["p_adjusted"], multipletests(rows["p_value"], method="holm")[1],
+                                   rtol=1e-12)
+    tested = table[table["p_value"].notna()]
+    assert (tested["verdict"] == np.where(tested["p_adjusted"] <= 0.05, "different", "inconclusive")).all()
+    # 6 examples: the smallest two-sided exact p is 2/64 > 0.05/3, and the rows say so
+    assert (tested["verdict"] == "inconclusive").all()
+    assert all("cannot reach the level" in n for n in tested.loc[tested["p_value"] < 0.05, "note"])
 
 
 def test_bigger_alpha_gives_different_verdicts(values):
-    # SimAM layer 0 beats its baseline on all 6 examples: exact p = 2/64; Holm over 10 = 0.3125 (x10)
+    # SimAM layer 0 beats its baseline on all 6 examples: exact p = 2/64; Holm over its family of 3: x3
     table = dai_comparisons(values, alpha=0.5, n_resamples=999, rng=5)
     row = table[(table["analysis"] == "simam") & (table["layer"] == 0)].iloc[0]
-    assert row["p_value"] == pytest.approx(2 / 64)
+    assert row["p_value"] == pytest.approx(2 / 64) and row["p_adjusted"] == pytest.approx(6 / 64)
     assert row["verdict"] == "different"
+
+
+def test_declared_margin_gives_equivalence_tests(values):
+    # SimAM layer 0: differences d in (0, 1) on all 6 examples; margin 1: every d - 1 < 0 and d + 1 > 0,
+    # so both one-sided exact p-values of TOST are 1/64; with alpha 0.5 both tests pass: "negligible"
+    table = dai_comparisons(values, alpha=0.5, n_resamples=999, rng=5, margins={"simam": {"absolute": 1.0}})
+    row = table[(table["analysis"] == "simam") & (table["layer"] == 0)].iloc[0]
+    assert row["margin"] == 1.0 and row["margin_source"] == "declared: analysis.margins.simam = absolute 1"
+    assert row["p_equivalence"] == pytest.approx(1 / 64) and row["verdict"] == "negligible"
+    assert table.loc[table["analysis"] != "simam", "margin"].isna().all()
+    with pytest.raises(ValueError, match="give an `absolute` margin"):
+        dai_comparisons(values, margins={"simam": {"ratio": 1.25}})
+
+
+def test_many_examples_use_the_paired_bootstrap(values):
+    # 2**6 = 64 sign patterns > 50 resamples: the paired bootstrap over examples, with the family's budget
+    table = dai_comparisons(values, n_resamples=50, rng=5)
+    row = table[(table["analysis"] == "simam") & (table["layer"] == 0)].iloc[0]
+    assert "paired bootstrap" in row["test"] and row["n_resamples"] == int(np.ceil(20 * 3 / 0.05))
 
 
 def _copy_fixture(tmp_path: Path) -> Path:

@@ -73,7 +73,8 @@ def test_cluster_means_estimates_and_pvalues(table):
     aou0 = 0.30 + 0.01 * k
     aou0[0] = (0.30 + 0.40) / 2  # cluster 0 = mean of its two runs
     # SimAOU layer 0: mean of (0.35, 0.31, ..., 0.34, 0.35, ..., 0.39) = 3.5 / 10; baseline 0
-    assert row.loc[("SimAOU", 0), "estimate"] == pytest.approx(0.35)
+    assert row.loc[("SimAOU", 0), "mean_a"] == pytest.approx(0.35)
+    assert row.loc[("SimAOU", 0), "estimate"] == pytest.approx(0.35)  # metric - baseline
     assert row.loc[("SimAOU", 0), "baseline"] == pytest.approx(0.0)
     # every difference > 0: only the all-plus and all-minus sign vectors reach it: p = 2 / 1024
     assert row.loc[("SimAOU", 0), "p_value"] == pytest.approx(2 / 1024)
@@ -89,7 +90,10 @@ def test_cluster_means_estimates_and_pvalues(table):
     # layer 2: differences -0.05 + 0.01 k, mixed signs: enumerate
     sam2 = -0.05 + 0.01 * k
     assert row.loc[("SimAM", 2), "p_value"] == pytest.approx(exact_p(sam2))
-    assert row.loc[("SimAM", 2), "estimate"] == pytest.approx(0.495)
+    assert row.loc[("SimAM", 2), "mean_a"] == pytest.approx(0.495)
+    assert row.loc[("SimAM", 2), "estimate"] == pytest.approx(sam2.mean())
+    # 1024 sign vectors <= 4999 resamples: every row is the exact test, no Monte-Carlo draws
+    assert table["test"].str.contains("exact sign-flip").all() and table["n_resamples"].isna().all()
 
 
 def test_pooled_rows_recomputed_with_pandas(summaries, table):
@@ -100,26 +104,40 @@ def test_pooled_rows_recomputed_with_pandas(summaries, table):
         clusters = per_run.groupby(["task", "seed"]).mean()
         diff = (clusters["value"] - clusters["baseline"]).to_numpy()
         row = table[(table["analysis"] == metric) & table["layer"].isna()].iloc[0]
-        assert row["estimate"] == pytest.approx(clusters["value"].mean())
-        assert row["difference"] == pytest.approx(diff.mean())
+        assert row["mean_a"] == pytest.approx(clusters["value"].mean())
+        assert row["estimate"] == pytest.approx(diff.mean())
         assert row["p_value"] == pytest.approx(exact_p(diff))
 
 
-def test_holm_across_the_table_and_layers_that_differ(table):
+def test_holm_within_each_metric_and_layers_that_differ(table):
     from statsmodels.stats.multitest import multipletests
 
-    assert len(table) == 8 and table["family_size"].iloc[0] == 8  # 2 metrics x (3 layers + pooled)
-    np.testing.assert_allclose(table["p_adjusted"], multipletests(table["p_value"], method="holm")[1],
-                               rtol=1e-12)
-    # 2/1024 x 8 = 0.0156 < 0.05: SimAOU layers 0 and 2 and SimAM layer 0 differ from their baselines
+    assert len(table) == 8  # 2 metrics x (3 layers + pooled)
+    for metric, rows in table.groupby("analysis"):
+        # one family per metric (its layers and the pooled row), adjusted on its own; none is confirmatory
+        assert set(rows["family"]) == {metric} and set(rows["family_size"]) == {4}
+        assert set(rows["role"]) == {"exploratory"}
+        np.testing.assert_allclose(rows["p_adjusted"], multipletests(rows["p_value"], method="holm")[1],
+                                   rtol=1e-12)
+    # 2/1024 x 4 = 0.0078 < 0.05: SimAOU layers 0 and 2 and SimAM layer 0 differ from their baselines
     different = table[(table["verdict"] == "different") & table["layer"].notna()]
     assert sorted(zip(different["analysis"], different["layer"])) == [("SimAM", 0), ("SimAOU", 0), ("SimAOU", 2)]
+    # no declared margin: never "equivalent"; the rest is inconclusive
+    assert set(table["verdict"]) == {"different", "inconclusive"}
+    assert (table["verdict"] == np.where(table["p_adjusted"] <= 0.05, "different", "inconclusive")).all()
     assert table["model"].eq("gpt-tiny").all() and table["task"].isna().all()
+    # each interval is at the level its verdict used (alpha * p / p_adjusted) and excludes 0 exactly when
+    # the row is "different"
+    np.testing.assert_allclose(table["ci_level"], 1 - 0.05 * table["p_value"] / table["p_adjusted"], rtol=1e-12)
+    excludes = (table["ci_low"] > 0) | (table["ci_high"] < 0)
+    assert (excludes == (table["verdict"] == "different")).all()
 
 
 def test_cluster_and_group_options(summaries):
     runs = summaries_test(summaries, cluster_by=[], n_resamples=999, rng=0)
     assert set(runs["n"]) == {11}  # every run its own cluster
+    # 2**11 sign vectors > 999 resamples: the paired bootstrap over the 11 runs
+    assert runs["test"].str.contains("paired bootstrap").all() and (runs["n_resamples"] >= 999).all()
     by_task = summaries_test(summaries, group_by=["task"], n_resamples=999, rng=0)
     assert set(by_task["task"]) == {"sst2", "subj"}
     assert set(by_task["n"]) == {5}  # clusters by seed within each task
