@@ -1,964 +1,422 @@
-"""Calibration of the statistical layer with the linear-attention control.
+"""Monte-Carlo calibration of the confirmatory decision, as the analysis runs it.
 
-Simulated studies are pushed through hyptest's real analysis code
-(:func:`hyptest.stats.theorem.theorem1_check`, which calls
-:func:`hyptest.stats.verdict.decide`) to measure
+Simulated studies go through the real code path of the confirmatory family:
+one :func:`hyptest.analysis.order_comparison` per (slice, method vs ICL) on
+cubes of P(gold) of shape (sets, orders, queries), then one
+:func:`hyptest.results.decide` over the family (Holm, TOST on ``±log 1.25``,
+the family's Monte-Carlo budget). Nothing of the decision is re-implemented
+here; this module only simulates outputs with known truth and counts verdicts.
 
-* the **type-I error** of the "different" verdict when ICL and GD are the same
-  algorithm (positive control: the linear self-attention layer of von Oswald
-  et al. [2]_, which performs one GD step),
-* how often **equivalence** is declared for a given margin, and the size of the
-  equivalence side when the true difference sits on the margin,
-* the **power** against a planted order effect of known size (negative
-  control), and
-* the **coverage** of the confidence interval of the mean difference in order
-  sensitivity.
+Simulated outputs
+-----------------
+A *slice* is one (model, task, N): ``n_sets`` demo sets, each with
+``n_queries`` queries and a finite **population of orders** (all ``N!``
+orders, or ``POPULATION_CAP`` of them drawn at random when ``N!`` is larger).
+ICL and every compared method are scored under the *same* ``n_orders`` orders,
+drawn without replacement from each set's population (all of them when
+``n_orders`` equals ``N!``, and then the analysis does not resample orders).
+On the logit scale, for demo set ``s``, order ``o`` and query ``q``::
 
-Design of one simulated study
------------------------------
-``n_sets`` demonstration sets are drawn, each an independent linear-regression
-task (:func:`hyptest.tasks.regression.sample_regression_task`: ``w, x ~ N(0,
-I_d)``, ``y = w.x + noise_sd * N(0, 1)``) with ``n_demos`` demos and
-``n_queries`` queries. Each set is shown in ``n_orders`` random orders. Under
-order ``o`` both methods see the demos in that order, and each gets its own
-fresh, independent *label jitter* ``y_i + jitter_sd * N(0, 1)`` (drawn
-separately for "icl" and for "gd", for every order and every demo):
+    logit p_k[s, o, q] = mu[s, q] + delta_k[s, q]
+                         + c_k[s] * (u_k[s, o] * v[s, q] + noise_sd * e_k[s, o, q])
 
-* "icl" is the forward pass of the constructed LSA layer
-  (:func:`hyptest.models.linear_attention.lsa_predict`),
-* "gd" is one explicit full-batch GD step
-  (:func:`hyptest.models.linear_attention.one_step_gd_predict`).
+* ``mu ~ N(mu_mean, mu_sd)``: the query's baseline; ``delta_k ~ N(0,
+  shift_sd)``: the method's own offset (0 for ICL);
+* ``u_k[s, o] ~ N(0, 1)``: the **per-order factor**, one per (set, order),
+  shared by every query of the set (rank-1 order effects: all queries of a set
+  move together under an order); ``corr(u_icl, u_k) = rho`` order by order
+  (``rho = 0``: independent order effects; ``rho > 0``: the methods react to
+  the same orders alike); ``v[s, q] ~ N(loading_mean, loading_sd)``: how much
+  query ``q`` follows its set's order factor;
+* ``e_k ~ N(0, 1)``: small order x query noise (correlated ``rho`` across methods too);
+* ``c_icl[s] = order_sd * exp(set_sd * g_s)``, ``g_s ~ N(0, 1)``: the order
+  scale varies between demo sets; ``c_k[s]`` is solved (bisection) so that the
+  **true ratio** in set ``s`` is the planted ``R``.
 
-Both are order-invariant functions, and they are the same function (the unit
-tests check equality to 1e-6), so without jitter every order SD would be 0 and
-the control would be degenerate. The jitter makes the outputs vary across
-orders through a mechanism that is identical in law for the two methods. Why
-this is a fair null: given the demo set and the queries, the ICL outputs and
-the GD outputs are two independent draws of *the same* random algorithm, so
-``(sd_icl, sd_gd)`` of a unit is an exchangeable pair, and the difference
-``d = sd_icl - sd_gd`` is symmetric about 0. Independent demo sets give
-independent units. This is exactly the null hypothesis of the paired sign-flip
-test ("equivalent algorithms have equal order sensitivity", Shen et al. [1]_,
-Theorem 1), with the noise that any real study has.
+Estimand (``true_log_ratio``): conditional on the sampled demo sets, queries and
+per-query parameters, ``log(sum_{s,q} SD_icl[s, q] / sum_{s,q} SD_k[s, q])``
+where ``SD[s, q]`` is the SD of P(gold) over the set's whole population of
+orders. ``c_k`` is tuned so that the within-set ratio equals ``R`` in every
+set, hence the pooled ratio is ``R`` too (``population_log_ratio`` recomputes
+it from the populations; the tests check it). The ratio does not depend on the
+ddof convention of the SDs.
 
-Negative control: the "icl" outputs get an added recency term
-``tau * (y_last - mean(y)) / sd(y)`` on the logit scale, where ``y_last`` is
-the clean label of the demo placed last in that order and ``mean``, ``sd``
-(``ddof = 0``) are over the set's clean labels. Because the last demo is
-uniform over the set across random orders, this term has mean 0 and standard
-deviation exactly ``tau`` across orders: a planted order effect of known size,
-mimicking the recency bias of real ICL.
+Scenarios: ``R = 1`` (null: "different" is a false verdict), ``R = 1.25``
+(the equivalence boundary: "equivalent" is a false verdict), ``R = 1.5`` and
+``R = 2`` (power), and the exact control with every method order-invariant
+(all SDs 0: the analysis must say "equivalent").
 
-Outputs: the prediction ``y_hat`` is squashed with ``p = sigmoid(y_hat)`` and
-read as the probability of the positive class of a binary task
-(``link="sigmoid"``, the default; ``link="identity"`` uses ``y_hat`` itself).
-The gold label is ``y_query > 0``; ``p_gold`` and ``label_probs = [1 - p, p]``
-are built as a collector would, so ``sd_labels == sd_gold`` and
-``theorem1_check`` runs one comparison per study. The per-query table has the
-columns of :func:`hyptest.metrics.order_sensitivity` (checked in the tests).
-
-Dependence between queries: outputs of different queries of one demo set
-share the same jitter draws, so their ``d`` values are correlated, while
-``theorem1_check`` treats every (demo set, query) pair as an independent unit.
-With ``n_queries = 1`` (the default) the units are independent and the null is
-exact; ``n_queries > 1`` with ``unit="query"`` measures what that dependence
-costs (with ``cluster=True`` the bootstrap resamples demo sets, but the
-sign-flip test still flips single pairs), and ``unit="demo_set"`` (average
-over a set's queries before testing) is the cluster-level analysis. The
-measured numbers are in docs/calibration.md; ``python -m hyptest.calibration``
-reproduces them.
-
-References
-----------
-.. [1] Shen, Mishra, Khashabi (2023), Do pretrained Transformers learn
-   in-context by gradient descent? arXiv:2310.08540.
-.. [2] von Oswald et al. (2023), Transformers learn in-context by gradient
-   descent. ICML.
-.. [3] Wilson (1927), Probable inference, the law of succession, and
-   statistical inference. JASA 22(158), 209-212.
+A **family** of size ``m`` is ``m`` comparisons filling independent slices of
+the design in turn (the default study: 3 methods per slice, each against the
+slice's one ICL cube; shen_metrics: 6 methods per slice, slices cycling over
+N = 2, 4, 8), all with the same planted ``R``. Rates are counted per family
+(any false verdict) and per comparison, with Clopper-Pearson 95 % intervals.
+``hyptest calibrate`` runs it; docs/calibration.md has the measured table.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from numbers import Integral, Real
-from statistics import NormalDist
-from typing import Any, Literal, Sequence
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import beta
 
-from hyptest.models.linear_attention import lsa_predict, one_step_gd_predict
-from hyptest.stats.theorem import theorem1_check
-from hyptest.tasks.regression import sample_regression_task
+from .analysis import order_comparison
+from .results import CONFIRMATORY, decide, monte_carlo_budget
+from .study import MarginSpec
 
 __all__ = [
-    "CalibrationResult",
-    "ControlDesign",
-    "PopulationValues",
-    "ci_coverage",
-    "control_records",
-    "equivalence_rate",
-    "main",
-    "negative_control_study",
-    "population_values",
-    "positive_control_study",
-    "power_curve",
-    "simulate_studies",
-    "type_one_error",
-    "wilson_interval",
+    "DESIGNS",
+    "POPULATION_CAP",
+    "SCENARIOS",
+    "CalibrationDesign",
+    "OutputModel",
+    "SimulatedSlice",
+    "SliceDesign",
+    "calibrate",
+    "clopper_pearson",
+    "markdown_table",
+    "population_log_ratio",
+    "run_family",
+    "simulate_slice",
 ]
 
-Link = Literal["sigmoid", "identity"]
-Unit = Literal["query", "demo_set"]
+#: Orders per population when N! is larger (N = 8: 1024 of the 40320 orders, drawn at random).
+POPULATION_CAP = 1024
 
-_METHODS: tuple[str, str] = ("icl", "gd")
-_MODEL = "lsa-1step"
-_TASK = "linear-regression"
-_UNITS: tuple[str, ...] = ("query", "demo_set")
-_LINKS: tuple[str, ...] = ("sigmoid", "identity")
-#: demo sets simulated per block in :func:`population_values` (bounds memory)
-_POPULATION_BLOCK = 2000
+#: Scenario name -> planted ratio ICL / method (None: every method order-invariant).
+SCENARIOS: dict[str, float | None] = {
+    "invariant": None, "null": 1.0, "boundary": 1.25, "power_1.5": 1.5, "power_2": 2.0,
+}
 
 
-# ---------------------------------------------------------------------------
-# result types
-# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SliceDesign:
+    """One (model, task, N) of a study: its demo sets, orders, queries and compared methods."""
 
-
-@dataclass(frozen=True, slots=True)
-class ControlDesign:
-    """Design of one simulated control study.
-
-    Fields are checked (types and minimums: ``n_sets``, ``n_orders`` and
-    ``n_demos`` >= 2, the rest >= 1 or >= 0) by every function that takes a
-    design.
-
-    Attributes
-    ----------
-    n_sets : int, default 40
-        Demonstration sets (independent tasks) per study.
-    n_queries : int, default 1
-        Queries per demonstration set.
-    n_orders : int, default 10
-        Random demo orders per set (Shen et al. use 10).
-    n_demos : int, default 8
-        Demonstrations per set (Shen et al. use 8).
-    d : int, default 4
-        Input dimension of the regression task.
-    eta : float, default 1.0
-        Learning rate of the one GD step (and of the LSA layer).
-    noise_sd : float, default 0.5
-        Target noise of the regression task (fixed per set).
-    jitter_sd : float, default 0.5
-        Fresh per-order, per-method label noise (the stochastic mechanism).
-    link : {"sigmoid", "identity"}, default "sigmoid"
-        How the prediction becomes the "probability" column.
-    """
-
-    n_sets: int = 40
-    n_queries: int = 1
-    n_orders: int = 10
-    n_demos: int = 8
-    d: int = 4
-    eta: float = 1.0
-    noise_sd: float = 0.5
-    jitter_sd: float = 0.5
-    link: Link = "sigmoid"
-
-
-@dataclass(frozen=True, slots=True)
-class CalibrationResult:
-    """A Monte-Carlo rate with its Wilson interval.
-
-    Attributes
-    ----------
-    quantity : str
-        What was counted: ``"type I error"``, ``"equivalence declared"`` or
-        ``"coverage"``.
-    rate : float
-        ``count / n_studies``.
-    count : int
-        Studies in which the event occurred.
-    n_studies : int
-        Simulated studies.
-    ci_low, ci_high : float
-        Wilson score interval of the rate at ``ci_level``.
-    ci_level : float
-        Level of the Wilson interval (0.95).
-    nominal : float
-        The rate a calibrated procedure should show: ``alpha`` for errors,
-        ``confidence`` for coverage; NaN when there is none.
-    truth : float
-        True mean difference of order SD (ICL - GD) in the simulated
-        population: 0 by symmetry for the positive control, a large
-        Monte-Carlo value otherwise.
-    studies : pandas.DataFrame
-        One row per study (see :func:`simulate_studies`).
-    """
-
-    quantity: str
-    rate: float
-    count: int
-    n_studies: int
-    ci_low: float
-    ci_high: float
-    ci_level: float
-    nominal: float
-    truth: float
-    studies: pd.DataFrame
-
-
-@dataclass(frozen=True, slots=True)
-class PopulationValues:
-    """Population means of the order sensitivities, by large Monte Carlo.
-
-    Attributes
-    ----------
-    difference : float
-        ``E[sd_icl - sd_gd]`` per unit (the estimand of ``theorem1_check``).
-    standard_error : float
-        Monte-Carlo standard error of `difference` (from demo-set means).
-    mean_icl, mean_gd : float
-        ``E[sd_icl]`` and ``E[sd_gd]``.
-    n_sets : int
-        Demo sets simulated.
-    """
-
-    difference: float
-    standard_error: float
-    mean_icl: float
-    mean_gd: float
+    n_demos: int
     n_sets: int
+    n_orders: int
+    n_queries: int
+    n_methods: int
+
+    @property
+    def population(self) -> int:
+        """Orders in each set's population: N!, capped at :data:`POPULATION_CAP`."""
+        return min(math.factorial(self.n_demos), POPULATION_CAP)
+
+    @property
+    def resample_orders(self) -> bool:
+        """As the analysis decides it: orders are resampled unless all N! were run."""
+        return self.n_orders < math.factorial(self.n_demos)
 
 
-# ---------------------------------------------------------------------------
-# validation
-# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CalibrationDesign:
+    """A study shape: its slices, used in turn to fill a family."""
+
+    name: str
+    slices: tuple[SliceDesign, ...]
+    description: str = ""
 
 
-def _int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-        raise TypeError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {int(value)}")
-    return int(value)
+#: The default study (studies/order_sensitivity.yaml) and shen_metrics (studies/shen_metrics.yaml; N = 1
+#: has one order and no order analysis, zero-shot is not compared; gd, 2 x sgd, adam, 2 x gd_hat = 6 methods).
+DESIGNS: dict[str, CalibrationDesign] = {
+    "default": CalibrationDesign(
+        "default", (SliceDesign(n_demos=4, n_sets=2, n_orders=8, n_queries=32, n_methods=3),),
+        "2 demo sets x 8 of the 4! = 24 orders x 32 queries, 3 methods vs ICL per slice"),
+    "shen": CalibrationDesign(
+        "shen", (SliceDesign(2, 2, 2, 16, 6), SliceDesign(4, 2, 4, 16, 6), SliceDesign(8, 2, 4, 16, 6)),
+        "2 demo sets x 16 queries; N = 2 (both orders: not resampled), N = 4 (4 of 24), "
+        "N = 8 (4 of 8!), 6 methods vs ICL per slice"),
+}
 
 
-def _real(value: object, name: str, *, minimum: float | None = None, open_unit: bool = False) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
-        raise TypeError(f"`{name}` must be a real number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"`{name}` must be finite, got {value!r}")
-    if minimum is not None and v < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {v}")
-    if open_unit and not 0 < v < 1:
-        raise ValueError(f"`{name}` must lie in (0, 1), got {v}")
-    return v
+@dataclass(frozen=True)
+class OutputModel:
+    """Parameters of the logit-scale output model (see the module docstring)."""
+
+    mu_mean: float = 0.5
+    mu_sd: float = 1.5
+    shift_sd: float = 0.3
+    loading_mean: float = 1.0
+    loading_sd: float = 0.5
+    order_sd: float = 0.6
+    set_sd: float = 0.4
+    noise_sd: float = 0.3
+    rho: float = 0.0
 
 
-def _validate_design(design: object) -> ControlDesign:
-    """Check every field of a :class:`ControlDesign` and return a clean copy."""
-    if design is None:
-        return ControlDesign()
-    if not isinstance(design, ControlDesign):
-        raise TypeError(f"`design` must be a ControlDesign or None, got {type(design).__name__}")
-    f = asdict(design)
-    if f["link"] not in _LINKS:
-        raise ValueError(f"`link` must be one of {_LINKS}, got {f['link']!r}")
-    return ControlDesign(
-        n_sets=_int(f["n_sets"], "n_sets", 2),
-        n_queries=_int(f["n_queries"], "n_queries", 1),
-        n_orders=_int(f["n_orders"], "n_orders", 2),
-        n_demos=_int(f["n_demos"], "n_demos", 2),
-        d=_int(f["d"], "d", 1),
-        eta=_real(f["eta"], "eta"),
-        noise_sd=_real(f["noise_sd"], "noise_sd", minimum=0.0),
-        jitter_sd=_real(f["jitter_sd"], "jitter_sd", minimum=0.0),
-        link=f["link"],
-    )
+@dataclass
+class SimulatedSlice:
+    """One simulated slice: ICL's cube, each method's cube and the truths."""
+
+    design: SliceDesign
+    icl: np.ndarray                   # (sets, orders, queries) P(gold) under the sampled orders
+    methods: list[np.ndarray]         # one cube per method, same orders
+    true_log_ratio: list[float]       # per method, log(ICL / method) over the order populations
+    orders: np.ndarray                # (sets, orders) indices of the sampled orders in each set's population
+    populations: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # "icl", "m0", ... (S, P, Q)
 
 
-@dataclass(frozen=True, slots=True)
-class _Analysis:
-    alpha: float
-    confidence: float
-    n_resamples: int
-    margin: float | None
-    unit: str
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _validate_analysis(alpha: object, confidence: object, n_resamples: object,
-                       margin: object, unit: object) -> _Analysis:
-    if unit not in _UNITS:
-        raise ValueError(f"`unit` must be one of {_UNITS}, got {unit!r}")
-    m = None if margin is None else _real(margin, "margin")
-    if m is not None and not m > 0:
-        raise ValueError(f"`margin` must be positive or None, got {m}")
-    return _Analysis(
-        alpha=_real(alpha, "alpha", open_unit=True),
-        confidence=_real(confidence, "confidence", open_unit=True),
-        n_resamples=_int(n_resamples, "n_resamples", 1),
-        margin=m,
-        unit=str(unit),
-    )
+def _set_mean_sd(base: np.ndarray, order_part: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Mean over queries of the population SD over orders of sigmoid(base + scale * order_part), per set.
 
-
-# ---------------------------------------------------------------------------
-# simulation
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Outputs:
-    p: np.ndarray        # (2, S, O, M) output "probabilities", methods in _METHODS order
-    y_query: np.ndarray  # (S, M)
-    orders: np.ndarray   # (S, O, N) demo indices in presentation order
-
-
-def _simulate(design: ControlDesign, tau: float, gen: np.random.Generator) -> _Outputs:
-    """Per-order outputs of ICL (the LSA layer) and GD on ``design.n_sets`` tasks."""
-    S, M, O, N, d = design.n_sets, design.n_queries, design.n_orders, design.n_demos, design.d
-    tasks = [sample_regression_task(d, N, M, noise_sd=design.noise_sd, rng=gen) for _ in range(S)]
-    X = np.stack([t.X for t in tasks])              # (S, N, d)
-    y = np.stack([t.y for t in tasks])              # (S, N)
-    X_query = np.stack([t.X_query for t in tasks])  # (S, M, d)
-    y_query = np.stack([t.y_query for t in tasks])  # (S, M)
-    orders = np.argsort(gen.random((S, O, N)), axis=-1)  # uniform random permutations
-    jitter = design.jitter_sd * gen.standard_normal((2, S, O, N))  # fresh per method/order/demo
-    X_ord = np.take_along_axis(X[:, None], orders[..., None], axis=2)  # (S, O, N, d)
-    y_ord = np.take_along_axis(np.broadcast_to(y[:, None], (S, O, N)), orders, axis=2)
-    queries = np.broadcast_to(X_query[:, None], (S, O, M, d))
-    icl = np.asarray(lsa_predict(X_ord, y_ord + jitter[0], queries, eta=design.eta))
-    gd = np.asarray(one_step_gd_predict(X_ord, y_ord + jitter[1], queries, eta=design.eta))
-    if tau != 0.0:
-        scale = y.std(axis=-1)
-        scale = np.where(scale > 0, scale, 1.0)
-        recency = (y_ord[..., -1] - y.mean(axis=-1)[:, None]) / scale[:, None]  # (S, O), SD 1
-        icl = icl + tau * recency[..., None]
-    out = np.stack([icl, gd])
-    if design.link == "sigmoid":
-        out = 0.5 * (1.0 + np.tanh(0.5 * out))  # numerically stable logistic
-    return _Outputs(p=out, y_query=y_query, orders=orders)
-
-
-def _per_query(outputs: _Outputs, design: ControlDesign) -> pd.DataFrame:
-    """The per-query table of :func:`hyptest.metrics.order_sensitivity`, vectorised."""
-    p = outputs.p
-    sd = p.std(axis=2, ddof=1)                  # (2, S, M); P(gold) = p or 1 - p: same SD
-    spread = p.max(axis=2) - p.min(axis=2)      # range of both label probabilities
-    _, S, M = sd.shape
-    frames = []
-    for k, method in sorted(enumerate(_METHODS), key=lambda km: km[1]):
-        frames.append(pd.DataFrame({
-            "model": _MODEL,
-            "task": _TASK,
-            "n_demos": design.n_demos,
-            "method": method,
-            "method_kind": method,
-            "demo_set": np.repeat(np.arange(S), M),
-            "query_id": np.tile(np.arange(M), S),
-            "sd_gold": sd[k].ravel(),
-            "sd_labels": sd[k].ravel(),
-            "spread": spread[k].ravel(),
-            "n_orders": design.n_orders,
-            "n_seeds": 1,
-            "n_labels": 2,
-        }))
-    return pd.concat(frames, ignore_index=True)
-
-
-def _generator(rng: object) -> np.random.Generator:
-    if isinstance(rng, (bool, np.bool_)):
-        raise TypeError(f"`rng` must be None, an int seed or a numpy.random.Generator, got {rng!r}")
-    if rng is None or isinstance(rng, (np.random.Generator, Integral)):
-        return np.random.default_rng(rng)
-    raise TypeError(f"`rng` must be None, an int seed or a numpy.random.Generator, got {rng!r}")
-
-
-def positive_control_study(
-    *,
-    n_sets: int = 40,
-    n_queries: int = 1,
-    n_orders: int = 10,
-    n_demos: int = 8,
-    d: int = 4,
-    eta: float = 1.0,
-    noise_sd: float = 0.5,
-    jitter_sd: float = 0.5,
-    link: Link = "sigmoid",
-    rng: np.random.Generator | int | None = None,
-) -> pd.DataFrame:
-    """Simulate one positive-control study (ICL = the LSA layer = one GD step).
-
-    Parameters
-    ----------
-    n_sets, n_queries, n_orders, n_demos, d, eta, noise_sd, jitter_sd, link
-        The fields of :class:`ControlDesign`.
-    rng : numpy.random.Generator or int, optional
-        Source of randomness.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Per-query order sensitivity in the format of
-        :func:`hyptest.metrics.order_sensitivity`: columns ``model, task,
-        n_demos, method, method_kind, demo_set, query_id, sd_gold, sd_labels,
-        spread, n_orders, n_seeds, n_labels``; methods ``"icl"`` and ``"gd"``.
-
-    Examples
-    --------
-    >>> pq = positive_control_study(n_sets=3, n_queries=2, rng=0)
-    >>> pq.shape, sorted(pq.method.unique())
-    ((12, 13), ['gd', 'icl'])
+    ``base`` (S, 1, Q), ``order_part`` (S, P, Q), ``scale`` (..., S) -> (..., S).
     """
-    return negative_control_study(
-        0.0, n_sets=n_sets, n_queries=n_queries, n_orders=n_orders, n_demos=n_demos, d=d,
-        eta=eta, noise_sd=noise_sd, jitter_sd=jitter_sd, link=link, rng=rng,
-    )
+    p = _sigmoid(base + scale[..., None, None] * order_part)
+    return p.std(axis=-2).mean(axis=-1)
 
 
-def negative_control_study(
-    tau: float,
-    *,
-    n_sets: int = 40,
-    n_queries: int = 1,
-    n_orders: int = 10,
-    n_demos: int = 8,
-    d: int = 4,
-    eta: float = 1.0,
-    noise_sd: float = 0.5,
-    jitter_sd: float = 0.5,
-    link: Link = "sigmoid",
-    rng: np.random.Generator | int | None = None,
-) -> pd.DataFrame:
-    """Simulate one study in which ICL carries a planted recency effect of SD `tau`.
+def _solve_scale(base: np.ndarray, order_part: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-set scale c >= 0 whose mean population SD equals ``target`` (bisection; SD grows with c)."""
+    lo = np.zeros_like(target)
+    hi = np.ones_like(target)
+    for _ in range(60):
+        short = _set_mean_sd(base, order_part, hi) < target
+        if not short.any():
+            break
+        hi = np.where(short, hi * 2, hi)
+    if (_set_mean_sd(base, order_part, hi) < target).any():
+        raise ValueError("the planted ratio cannot be reached: the method's outputs saturate")
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        below = _set_mean_sd(base, order_part, mid) < target
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return (lo + hi) / 2
 
-    Parameters
-    ----------
-    tau : float
-        Standard deviation across orders of the planted term (logit scale);
-        ``0`` gives the positive control.
-    n_sets, n_queries, n_orders, n_demos, d, eta, noise_sd, jitter_sd, link
-        The fields of :class:`ControlDesign`.
-    rng : numpy.random.Generator or int, optional
-        Source of randomness.
 
-    Returns
-    -------
-    pandas.DataFrame
-        As :func:`positive_control_study`.
+def population_log_ratio(pop_icl: np.ndarray, pop_method: np.ndarray) -> float:
+    """log(sum of per-query SDs of ICL / same of the method), SDs over the whole order populations (S, P, Q)."""
+    return float(np.log(pop_icl.std(axis=1).sum() / pop_method.std(axis=1).sum()))
+
+
+def simulate_slice(design: SliceDesign, ratio: float | None, model: OutputModel,
+                   rng: np.random.Generator, *, keep_populations: bool = False) -> SimulatedSlice:
+    """Simulate ICL and ``design.n_methods`` methods on one slice with planted ratio ``ratio``.
+
+    ``ratio=None``: every method, ICL included, is order-invariant (the exact control).
     """
-    design = _validate_design(ControlDesign(n_sets, n_queries, n_orders, n_demos, d, eta,
-                                            noise_sd, jitter_sd, link))
-    tau = _real(tau, "tau", minimum=0.0)
-    return _per_query(_simulate(design, tau, _generator(rng)), design)
+    S, P, Q, K = design.n_sets, design.population, design.n_queries, design.n_methods
+    mu = rng.normal(model.mu_mean, model.mu_sd, size=(S, 1, Q))
+    v = rng.normal(model.loading_mean, model.loading_sd, size=(S, 1, Q))
+    u = rng.standard_normal((K + 1, S, P, 1))
+    e = rng.standard_normal((K + 1, S, P, Q))
+    r = model.rho
+    u[1:] = r * u[0] + math.sqrt(1 - r * r) * u[1:]
+    e[1:] = r * e[0] + math.sqrt(1 - r * r) * e[1:]
+    order_part = u * v + model.noise_sd * e                      # (K+1, S, P, Q)
+    base = np.concatenate([np.zeros((1, S, 1, Q)), rng.normal(0.0, model.shift_sd, size=(K, S, 1, Q))]) + mu
+    if design.resample_orders:
+        idx = np.stack([rng.choice(P, size=design.n_orders, replace=False) for _ in range(S)])
+    else:
+        idx = np.tile(np.arange(design.n_orders), (S, 1))
+    take = idx[:, :, None]
+    if ratio is None:
+        flat = [np.broadcast_to(_sigmoid(base[k]), (S, design.n_orders, Q)).copy() for k in range(K + 1)]
+        return SimulatedSlice(design, flat[0], flat[1:], [0.0] * K, idx)
+    c_icl = model.order_sd * np.exp(model.set_sd * rng.standard_normal(S))
+    target = _set_mean_sd(base[0], order_part[0], c_icl) / ratio
+    pops, cubes, truths = {}, [], []
+    pop_icl = _sigmoid(base[0] + c_icl[:, None, None] * order_part[0])
+    for k in range(1, K + 1):
+        c_k = _solve_scale(base[k], order_part[k], target)
+        pop = _sigmoid(base[k] + c_k[:, None, None] * order_part[k])
+        cubes.append(np.take_along_axis(pop, take, axis=1))
+        truths.append(population_log_ratio(pop_icl, pop))
+        if keep_populations:
+            pops[f"m{k - 1}"] = pop
+    if keep_populations:
+        pops["icl"] = pop_icl
+    return SimulatedSlice(design, np.take_along_axis(pop_icl, take, axis=1), cubes, truths, idx, pops)
 
 
-def control_records(
-    tau: float = 0.0,
-    *,
-    design: ControlDesign | None = None,
-    rng: np.random.Generator | int | None = None,
-) -> pd.DataFrame:
-    """Simulate one control study as long-format records (one row per order and query).
+def run_family(design: CalibrationDesign, family_size: int, ratio: float | None, model: OutputModel,
+               seed: int | Sequence[int], *, n_resamples: int = 10000, alpha: float = 0.05,
+               cluster: bool = False) -> pd.DataFrame:
+    """One simulated family through order_comparison + decide; one row per comparison.
 
-    The same random stream as :func:`negative_control_study`: with the same
-    `rng`, ``order_sensitivity(control_records(...))`` equals its table.
-
-    Parameters
-    ----------
-    tau : float, default 0.0
-        Planted order effect (see :func:`negative_control_study`).
-    design : ControlDesign, optional
-        The study design (default ``ControlDesign()``).
-    rng : numpy.random.Generator or int, optional
-        Source of randomness.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``model, task, n_demos, method, method_kind, demo_set,
-        query_id, seed, order_id, order, gold, p_gold, label_probs``
-        (``order`` the list of demo ids, ``label_probs = [1 - p, p]``).
+    Columns: ``slice``, ``verdict``, ``estimate``, ``truth`` (true log ratio),
+    ``ci_low``, ``ci_high``, ``ci_level``, ``p_value``, ``p_equivalence``.
     """
-    design = _validate_design(design)
-    tau = _real(tau, "tau", minimum=0.0)
-    out = _simulate(design, tau, _generator(rng))
-    _, S, O, M = out.p.shape
-    rows: list[dict[str, Any]] = []
-    for k, method in enumerate(_METHODS):
-        for s in range(S):
-            for o in range(O):
-                for q in range(M):
-                    p = float(out.p[k, s, o, q])
-                    gold = int(out.y_query[s, q] > 0)
-                    rows.append({
-                        "model": _MODEL, "task": _TASK, "n_demos": design.n_demos,
-                        "method": method, "method_kind": method, "demo_set": s, "query_id": q,
-                        "seed": 0, "order_id": o, "order": out.orders[s, o].tolist(),
-                        "gold": gold, "p_gold": p if gold else 1.0 - p, "label_probs": [1.0 - p, p],
-                    })
-    return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------------------
-# many studies
-# ---------------------------------------------------------------------------
-
-
-def _by_demo_set(per_query: pd.DataFrame) -> pd.DataFrame:
-    """Average a per-query table over each demo set's queries (cluster-level units)."""
-    keys = ["model", "task", "n_demos", "method", "method_kind", "demo_set"]
-    out = per_query.groupby(keys, sort=True).agg(
-        sd_gold=("sd_gold", "mean"), sd_labels=("sd_labels", "mean"), spread=("spread", "max"),
-        n_orders=("n_orders", "min"), n_seeds=("n_seeds", "max"), n_labels=("n_labels", "max"),
-    ).reset_index()
-    out.insert(6, "query_id", -1)
+    rng = np.random.default_rng(seed)
+    comparisons, truths, slices = [], [], []
+    slice_no = 0
+    while len(comparisons) < family_size:
+        sd = design.slices[slice_no % len(design.slices)]
+        sim = simulate_slice(sd, ratio, model, rng)
+        for j, (cube, truth) in enumerate(zip(sim.methods, sim.true_log_ratio)):
+            if len(comparisons) == family_size:
+                break
+            keys = {"model": f"sim{slice_no}", "task": "sim", "n_demos": sd.n_demos, "method_a": "icl",
+                    "method_b": f"method{j}"}
+            comparisons.append(order_comparison(
+                sim.icl, cube, mask=None, keys=keys, analysis="order_sensitivity", family=CONFIRMATORY,
+                margin=MarginSpec(ratio=1.25), cluster=cluster, resample_orders=sd.resample_orders))
+            truths.append(truth)
+            slices.append(slice_no)
+        slice_no += 1
+    table, _ = decide(comparisons, alpha=alpha, adjust="holm", n_resamples=n_resamples,
+                      seed=int(rng.integers(2**31)))
+    out = table[["verdict", "estimate", "ci_low", "ci_high", "ci_level", "p_value", "p_equivalence"]].copy()
+    out.insert(0, "slice", slices)
+    out["truth"] = truths
     return out
 
 
-def simulate_studies(
-    tau: float = 0.0,
-    *,
-    n_studies: int = 200,
-    design: ControlDesign | None = None,
-    alpha: float = 0.05,
-    confidence: float = 0.95,
-    n_resamples: int = 1000,
-    margin: float | None = None,
-    unit: Unit = "query",
-    cluster: bool = False,
-    rng: np.random.Generator | int | None = None,
-) -> pd.DataFrame:
-    """Simulate control studies and analyse each with :func:`theorem1_check`.
-
-    Parameters
-    ----------
-    tau : float, default 0.0
-        Planted order effect on ICL (``0``: positive control).
-    n_studies : int, default 200
-        Simulated studies; study ``i`` uses the ``i``-th stream spawned from
-        `rng` (``Generator.spawn``), for both the data and the analysis.
-    design : ControlDesign, optional
-        Design of each study (default ``ControlDesign()``).
-    alpha, confidence : float
-        Passed to ``theorem1_check``.
-    n_resamples : int, default 1000
-        Permutation and bootstrap resamples of ``theorem1_check``.
-    margin : float or None
-        Equivalence margin passed to ``theorem1_check``.
-    unit : {"query", "demo_set"}, default "query"
-        ``"query"``: the per-query table goes to ``theorem1_check`` as is;
-        ``"demo_set"``: it is first averaged over each set's queries.
-    cluster : bool, default False
-        Passed to ``theorem1_check`` as ``cluster=True`` (bootstrap over demo
-        sets, then queries) when set; not passed otherwise.
-    rng : numpy.random.Generator or int, optional
-        Source of randomness.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per study: ``study, tau, estimate, ci_low, ci_high,
-        p_value, p_adjusted, verdict, min_equivalence_margin, mean_icl,
-        mean_gd, n, margin, unit, cluster``.
-    """
-    design = _validate_design(design)
-    tau = _real(tau, "tau", minimum=0.0)
-    n_studies = _int(n_studies, "n_studies", 1)
-    an = _validate_analysis(alpha, confidence, n_resamples, margin, unit)
-    if not isinstance(cluster, (bool, np.bool_)):
-        raise TypeError(f"`cluster` must be a bool, got {cluster!r}")
-    extra: dict[str, Any] = {"cluster": True} if cluster else {}
-    rows = []
-    for i, gen in enumerate(_generator(rng).spawn(n_studies)):
-        per_query = _per_query(_simulate(design, tau, gen), design)
-        if an.unit == "demo_set":
-            per_query = _by_demo_set(per_query)
-        table, _ = theorem1_check(
-            per_query, reference="icl", alpha=an.alpha, confidence=an.confidence,
-            n_resamples=an.n_resamples, margin=an.margin, rng=gen, **extra,
-        )
-        row = table.iloc[0]
-        rows.append({
-            "study": i, "tau": tau, "estimate": row["estimate"], "ci_low": row["ci_low"],
-            "ci_high": row["ci_high"], "p_value": row["p_value"], "p_adjusted": row["p_adjusted"],
-            "verdict": row["verdict"], "min_equivalence_margin": row["min_equivalence_margin"],
-            "mean_icl": row["mean_a"], "mean_gd": row["mean_b"], "n": int(row["n"]),
-            "margin": an.margin, "unit": an.unit, "cluster": bool(cluster),
-        })
-    return pd.DataFrame(rows)
+def clopper_pearson(count: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a binomial rate."""
+    a = 1 - level
+    low = 0.0 if count == 0 else float(beta.ppf(a / 2, count, n - count + 1))
+    high = 1.0 if count == n else float(beta.ppf(1 - a / 2, count + 1, n - count))
+    return low, high
 
 
-def wilson_interval(count: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion.
-
-    Parameters
-    ----------
-    count : int
-        Successes, ``0 <= count <= n``.
-    n : int
-        Trials, ``n >= 1``.
-    confidence : float, default 0.95
-        Two-sided level.
-
-    Returns
-    -------
-    tuple of float
-        ``(ci_low, ci_high)``.
-
-    Notes
-    -----
-    With ``p = count / n`` and ``z`` the ``1 - (1 - confidence) / 2`` normal
-    quantile [3]_:
-
-    .. math:: \\frac{p + z^2/(2n) \\pm z\\sqrt{p(1-p)/n + z^2/(4n^2)}}{1 + z^2/n}.
-
-    Examples
-    --------
-    >>> lo, hi = wilson_interval(10, 200)
-    >>> round(lo, 4), round(hi, 4)
-    (0.0274, 0.0896)
-    """
-    n = _int(n, "n", 1)
-    count = _int(count, "count", 0)
-    if count > n:
-        raise ValueError(f"`count` must be <= n={n}, got {count}")
-    conf = _real(confidence, "confidence", open_unit=True)
-    z = NormalDist().inv_cdf(0.5 + conf / 2)
-    p = count / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+def _one(args: tuple) -> pd.DataFrame:
+    design, m, ratio, model, seed, n_resamples, alpha, cluster = args
+    return run_family(design, m, ratio, model, seed, n_resamples=n_resamples, alpha=alpha, cluster=cluster)
 
 
-def _rate(quantity: str, hits: np.ndarray, studies: pd.DataFrame, nominal: float,
-          truth: float) -> CalibrationResult:
-    count, n = int(np.sum(hits)), int(len(hits))
-    lo, hi = wilson_interval(count, n)
-    return CalibrationResult(quantity=quantity, rate=count / n, count=count, n_studies=n,
-                             ci_low=lo, ci_high=hi, ci_level=0.95, nominal=nominal,
-                             truth=truth, studies=studies)
+def _rows(design: str, rho: float, m: int, scenario: str, ratio: float | None, families: list[pd.DataFrame],
+          alpha: float, seconds: float) -> list[dict[str, Any]]:
+    n = len(families)
+    every = pd.concat(families, ignore_index=True)
+    rejects_diff = every["verdict"].isin(["different", "negligible"])
+    rejects_eq = every["verdict"].isin(["equivalent", "negligible"])
+    fam = np.array([len(f) for f in families])
+    cuts = np.cumsum(fam)[:-1]
 
+    def per_family(flags: pd.Series) -> int:
+        return int(sum(part.any() for part in np.split(flags.to_numpy(), cuts)))
 
-def type_one_error(
-    *,
-    n_studies: int = 200,
-    alpha: float = 0.05,
-    design: ControlDesign | None = None,
-    n_resamples: int = 1000,
-    unit: Unit = "query",
-    cluster: bool = False,
-    rng: np.random.Generator | int | None = None,
-) -> CalibrationResult:
-    """Rate of the verdict "different" on positive-control studies.
+    common = {"design": design, "rho": rho, "family_size": m, "scenario": scenario,
+              "true_ratio": ratio, "n_sims": n, "seconds": seconds}
+    out: list[dict[str, Any]] = []
 
-    Parameters
-    ----------
-    n_studies : int, default 200
-        Simulated studies.
-    alpha : float, default 0.05
-        Significance level of ``theorem1_check`` (the nominal rate).
-    design : ControlDesign, optional
-        Study design (default ``ControlDesign()``).
-    n_resamples : int, default 1000
-        Resamples inside ``theorem1_check``.
-    unit : {"query", "demo_set"}, default "query"
-        See :func:`simulate_studies`.
-    cluster : bool, default False
-        See :func:`simulate_studies`.
-    rng : numpy.random.Generator or int, optional
-        Source of randomness.
+    def add(quantity: str, unit: str, count: int, total: int, nominal: float | None, **extra: Any) -> None:
+        low, high = clopper_pearson(count, total)
+        out.append(common | {"quantity": quantity, "unit": unit, "count": count, "n": total,
+                             "rate": count / total, "mc_low": low, "mc_high": high, "nominal": nominal} | extra)
 
-    Returns
-    -------
-    CalibrationResult
-        ``quantity="type I error"``, ``nominal=alpha``, ``truth=0``. Without a
-        margin, "different" is the same event as ``p_adjusted < alpha``.
-    """
-    studies = simulate_studies(0.0, n_studies=n_studies, design=design, alpha=alpha,
-                               n_resamples=n_resamples, unit=unit, cluster=cluster, rng=rng)
-    return _rate("type I error", (studies["verdict"] == "different").to_numpy(), studies,
-                 nominal=float(alpha), truth=0.0)
-
-
-def equivalence_rate(
-    margin: float,
-    *,
-    tau: float = 0.0,
-    n_studies: int = 200,
-    alpha: float = 0.05,
-    design: ControlDesign | None = None,
-    n_resamples: int = 1000,
-    unit: Unit = "query",
-    truth_sets: int = 20000,
-    rng: np.random.Generator | int | None = None,
-) -> CalibrationResult:
-    """Rate at which the difference is declared to lie inside ``(-margin, margin)``.
-
-    Counts the verdicts "equivalent" and "negligible" (both mean that the
-    ``1 - 2 alpha`` interval lies inside the margin, i.e. TOST rejects).
-    With ``tau = 0`` this is the chance of confirming a true equivalence (the
-    power of the equivalence side); with `tau` chosen so that the true
-    difference equals `margin` it is the size of the equivalence test and
-    should not exceed `alpha`.
-
-    Parameters
-    ----------
-    margin : float
-        Equivalence margin (absolute, in units of order SD).
-    tau : float, default 0.0
-        Planted order effect.
-    n_studies, alpha, design, n_resamples, unit, rng
-        As in :func:`type_one_error`.
-    truth_sets : int, default 20000
-        Demo sets of the Monte-Carlo computation of the true difference
-        (skipped when ``tau == 0``, where it is 0 by symmetry); ``0`` skips
-        it and reports ``truth`` as NaN (when the caller already knows it).
-
-    Returns
-    -------
-    CalibrationResult
-        ``quantity="equivalence declared"``; ``nominal`` is NaN (a power) for
-        ``tau = 0`` and `alpha` otherwise.
-    """
-    margin = _real(margin, "margin")
-    tau = _real(tau, "tau", minimum=0.0)
-    truth_sets = _int(truth_sets, "truth_sets", 0)
-    gen = _generator(rng)
-    truth_rng, study_rng = gen.spawn(2)
-    if tau == 0:
-        truth = 0.0
-    elif truth_sets == 0:
-        truth = float("nan")
+    if ratio is None:
+        add("equivalent (all SDs 0)", "family", sum(bool((f["verdict"] == "equivalent").all()) for f in families),
+            n, 1.0)
+        return out
+    if ratio == 1.0:
+        add("different", "family", per_family(rejects_diff), n, alpha)
+        add("different", "comparison", int(rejects_diff.sum()), len(every), alpha)
+    elif ratio == 1.25:
+        add("equivalent", "family", per_family(rejects_eq), n, alpha)
+        add("equivalent", "comparison", int(rejects_eq.sum()), len(every), alpha)
     else:
-        truth = population_values(tau, design=design, n_sets=truth_sets, rng=truth_rng).difference
-    studies = simulate_studies(tau, n_studies=n_studies, design=design, alpha=alpha,
-                               n_resamples=n_resamples, margin=margin, unit=unit, rng=study_rng)
-    hits = studies["verdict"].isin(["equivalent", "negligible"]).to_numpy()
-    return _rate("equivalence declared", hits, studies,
-                 nominal=float("nan") if tau == 0 else float(alpha), truth=truth)
+        add("different (power)", "comparison", int(rejects_diff.sum()), len(every), None)
+    covered = (every["ci_low"] <= every["truth"]) & (every["truth"] <= every["ci_high"])
+    add("CI covers true log ratio", "comparison", int(covered.sum()), len(every),
+        float(every["ci_level"].mean()))
+    return out
 
 
-def population_values(
-    tau: float = 0.0,
-    *,
-    design: ControlDesign | None = None,
-    n_sets: int = 20000,
-    rng: np.random.Generator | int | None = None,
-) -> PopulationValues:
-    """Population mean order sensitivities and their difference, by Monte Carlo.
+def calibrate(design: str | CalibrationDesign = "default", *, family_sizes: Sequence[int] = (1, 20, 150),
+              n_sims: int | dict[int, int] = 200, scenarios: Sequence[str] = tuple(SCENARIOS),
+              rhos: Sequence[float] = (0.0, 0.8), model: OutputModel | None = None, seed: int = 0,
+              n_resamples: int = 10000, alpha: float = 0.05, cluster: bool = False,
+              n_jobs: int | None = None, progress: Any = None) -> pd.DataFrame:
+    """Calibrate the confirmatory decision on a design; one row per (rho, family size, scenario, quantity).
 
     Parameters
     ----------
-    tau : float, default 0.0
-        Planted order effect.
-    design : ControlDesign, optional
-        Study design; its ``n_sets`` is ignored in favour of `n_sets`.
-    n_sets : int, default 20000
-        Demo sets simulated (in blocks of 2000).
-    rng : numpy.random.Generator or int, optional
-        Source of randomness.
-
-    Returns
-    -------
-    PopulationValues
-        The estimand ``E[sd_icl - sd_gd]`` of ``theorem1_check`` (mean over
-        units), with its Monte-Carlo standard error from demo-set means.
-    """
-    design = _validate_design(design)
-    tau = _real(tau, "tau", minimum=0.0)
-    n_sets = _int(n_sets, "n_sets", 2)
-    gen = _generator(rng)
-    set_means = []
-    done = 0
-    while done < n_sets:
-        block = min(_POPULATION_BLOCK, n_sets - done)
-        block_design = ControlDesign(**{**asdict(design), "n_sets": block})
-        p = _simulate(block_design, tau, gen).p
-        set_means.append(p.std(axis=2, ddof=1).mean(axis=-1))  # (2, block)
-        done += block
-    means = np.concatenate(set_means, axis=1)
-    diff = means[0] - means[1]
-    return PopulationValues(difference=float(diff.mean()),
-                            standard_error=float(diff.std(ddof=1) / math.sqrt(diff.size)),
-                            mean_icl=float(means[0].mean()), mean_gd=float(means[1].mean()),
-                            n_sets=int(n_sets))
-
-
-def power_curve(
-    taus: Sequence[float],
-    *,
-    n_studies: int = 100,
-    alpha: float = 0.05,
-    design: ControlDesign | None = None,
-    n_resamples: int = 1000,
-    unit: Unit = "query",
-    truth_sets: int = 5000,
-    rng: np.random.Generator | int | None = None,
-) -> pd.DataFrame:
-    """Rate of the verdict "different" as a function of the planted effect.
-
-    Parameters
-    ----------
-    taus : sequence of float
-        Planted order effects (SD across orders, logit scale).
-    n_studies : int, default 100
-        Studies per `tau`.
-    alpha, design, n_resamples, unit, rng
-        As in :func:`type_one_error`.
-    truth_sets : int, default 5000
-        Demo sets for the Monte-Carlo true difference at each `tau`.
+    design : str or CalibrationDesign
+        ``"default"`` or ``"shen"`` (see :data:`DESIGNS`).
+    family_sizes : sequence of int
+        Comparisons per family.
+    n_sims : int or dict
+        Simulated families per (rho, family size, scenario); a dict maps family size -> count.
+        The order-invariant control runs at most 5 families (it is deterministic).
+    scenarios : sequence of str
+        Keys of :data:`SCENARIOS`.
+    rhos : sequence of float
+        Correlations of ICL's and the methods' per-order factors.
+    n_resamples : int
+        ``n_resamples`` passed to ``decide`` (the budget is ``max(n_resamples, ceil(20 m / alpha))``).
+    n_jobs : int, optional
+        Worker processes (default: the CPU count).
+    progress : callable, optional
+        ``progress(done, total, label)`` after each cell.
 
     Returns
     -------
     pandas.DataFrame
-        One row per `tau`: ``tau, true_difference, true_mean_icl,
-        true_mean_gd, power, ci_low, ci_high, count, n_studies,
-        mean_estimate`` (Wilson 95% interval of the power).
+        Columns ``design, rho, family_size, scenario, true_ratio, quantity, unit, count, n, rate,
+        mc_low, mc_high, nominal, n_sims, seconds, budget``.
     """
-    taus_arr = [_real(t, "taus", minimum=0.0) for t in taus]
-    if not taus_arr:
-        raise ValueError("`taus` must contain at least one value, got an empty sequence")
-    gen = _generator(rng)
-    rows = []
-    for tau, (truth_rng, study_rng) in zip(taus_arr, (g.spawn(2) for g in gen.spawn(len(taus_arr)))):
-        truth = population_values(tau, design=design, n_sets=truth_sets, rng=truth_rng)
-        studies = simulate_studies(tau, n_studies=n_studies, design=design, alpha=alpha,
-                                   n_resamples=n_resamples, unit=unit, rng=study_rng)
-        hits = (studies["verdict"] == "different").to_numpy()
-        lo, hi = wilson_interval(int(hits.sum()), len(hits))
-        rows.append({"tau": tau, "true_difference": truth.difference,
-                     "true_mean_icl": truth.mean_icl, "true_mean_gd": truth.mean_gd,
-                     "power": float(hits.mean()), "ci_low": lo, "ci_high": hi,
-                     "count": int(hits.sum()), "n_studies": len(hits),
-                     "mean_estimate": float(studies["estimate"].mean())})
+    spec = DESIGNS[design] if isinstance(design, str) else design
+    base = model or OutputModel()
+    jobs = n_jobs or os.cpu_count() or 1
+    cells = [(rho, m, s) for rho in rhos for m in family_sizes for s in scenarios]
+    if any(s not in SCENARIOS for s in scenarios):
+        raise ValueError(f"scenarios must be among {tuple(SCENARIOS)}, got {tuple(scenarios)}")
+    rows: list[dict[str, Any]] = []
+    pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
+    try:
+        for i, (rho, m, scenario) in enumerate(cells):
+            ratio = SCENARIOS[scenario]
+            count = n_sims.get(m, 0) if isinstance(n_sims, dict) else int(n_sims)
+            if ratio is None:
+                if rho != rhos[0]:
+                    continue
+                count = min(count, 5)
+            if count <= 0:
+                continue
+            key = [seed, int(round(rho * 1000)), m, list(SCENARIOS).index(scenario)]
+            args = [(spec, m, ratio, replace(base, rho=rho), key + [k], n_resamples, alpha, cluster)
+                    for k in range(count)]
+            t0 = time.perf_counter()
+            families = list(pool.map(_one, args)) if pool else [_one(a) for a in args]
+            seconds = time.perf_counter() - t0
+            for row in _rows(spec.name, rho, m, scenario, ratio, families, alpha, seconds):
+                rows.append(row | {"budget": monte_carlo_budget(m, alpha, n_resamples)})
+            if progress is not None:
+                progress(i + 1, len(cells), f"{spec.name} rho={rho} m={m} {scenario}")
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return pd.DataFrame(rows)
 
 
-def ci_coverage(
-    *,
-    tau: float = 0.0,
-    n_studies: int = 200,
-    confidence: float = 0.95,
-    design: ControlDesign | None = None,
-    n_resamples: int = 1000,
-    unit: Unit = "query",
-    cluster: bool = False,
-    truth_sets: int = 20000,
-    rng: np.random.Generator | int | None = None,
-) -> CalibrationResult:
-    """Share of studies whose ``theorem1_check`` CI covers the true mean difference.
-
-    Parameters
-    ----------
-    tau : float, default 0.0
-        Planted order effect; the truth is 0 by symmetry for ``tau = 0`` and
-        a Monte-Carlo value (:func:`population_values`) otherwise.
-    n_studies : int, default 200
-        Simulated studies.
-    confidence : float, default 0.95
-        CI level (the nominal coverage).
-    design, n_resamples, unit, cluster, rng
-        As in :func:`type_one_error`.
-    truth_sets : int, default 20000
-        Demo sets of the Monte-Carlo truth.
-
-    Returns
-    -------
-    CalibrationResult
-        ``quantity="coverage"``, ``nominal=confidence``, ``truth`` the true
-        difference.
-    """
-    tau = _real(tau, "tau", minimum=0.0)
-    gen = _generator(rng)
-    truth_rng, study_rng = gen.spawn(2)
-    truth = 0.0 if tau == 0 else population_values(tau, design=design, n_sets=truth_sets,
-                                                   rng=truth_rng).difference
-    studies = simulate_studies(tau, n_studies=n_studies, design=design, confidence=confidence,
-                               n_resamples=n_resamples, unit=unit, cluster=cluster, rng=study_rng)
-    hits = ((studies["ci_low"] <= truth) & (truth <= studies["ci_high"])).to_numpy()
-    return _rate("coverage", hits, studies, nominal=_real(confidence, "confidence", open_unit=True),
-                 truth=truth)
+def _fmt_rate(row: Any) -> str:
+    return f"{row.rate:.3f} [{row.mc_low:.3f}, {row.mc_high:.3f}]"
 
 
-# ---------------------------------------------------------------------------
-# command line
-# ---------------------------------------------------------------------------
+def markdown_table(table: pd.DataFrame) -> str:
+    """The calibration table in markdown (rates with Clopper-Pearson 95 % Monte-Carlo intervals)."""
+    lines = ["| design | ρ | m | true ratio | quantity | per | rate [MC 95 %] | count / n | nominal | sims | B | s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        ratio = "— (all SD 0)" if r.true_ratio is None or pd.isna(r.true_ratio) else f"{r.true_ratio:g}"
+        nominal = "—" if r.nominal is None or pd.isna(r.nominal) else (
+            f"≤ {r.nominal:g}" if r.quantity in ("different", "equivalent") else f"{r.nominal:.3g}")
+        lines.append(f"| {r.design} | {r.rho:g} | {r.family_size} | {ratio} | {r.quantity} | {r.unit} | "
+                     f"{_fmt_rate(r)} | {r.count} / {r.n} | {nominal} | {r.n_sims} | {r.budget} | "
+                     f"{r.seconds:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
-def _fmt(r: CalibrationResult) -> str:
-    return f"{r.rate:.3f} ({r.count}/{r.n_studies}; Wilson 95% CI {r.ci_low:.3f}-{r.ci_high:.3f})"
+def main() -> None:  # pragma: no cover - ``python -m hyptest.calibration``: the CLI command
+    from .cli import app
+
+    app(["calibrate"])
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Print the calibration numbers of docs/calibration.md.
-
-    ``python -m hyptest.calibration [--n-studies 1000] [--seed 20240601]``.
-    Line ``[k]`` draws from the ``k``-th child of ``SeedSequence(seed).spawn(16)``
-    (lines [6] and [7] also from child ``k + 2``, their studies), so each line
-    is reproducible alone.
-    """
-    import argparse
-    import time
-
-    parser = argparse.ArgumentParser(prog="python -m hyptest.calibration",
-                                     description="Calibrate hyptest's statistical layer.")
-    parser.add_argument("--n-studies", type=int, default=1000, help="studies per rate (default 1000)")
-    parser.add_argument("--seed", type=int, default=20240601, help="root seed (default 20240601)")
-    parser.add_argument("--n-resamples", type=int, default=1000, help="resamples in theorem1_check")
-    args = parser.parse_args(argv)
-    n, B = args.n_studies, args.n_resamples
-    seeds = [np.random.default_rng(s) for s in np.random.SeedSequence(args.seed).spawn(16)]
-    base = ControlDesign()
-    five = ControlDesign(n_queries=5)
-    wide = ControlDesign(n_sets=160)
-    start = time.perf_counter()
-    print(f"hyptest calibration: seed={args.seed}, n_studies={n}, n_resamples={B}, alpha=0.05, "
-          "confidence=0.95")
-    print(f"design: {base}\n")
-
-    pop = population_values(0.0, design=base, n_sets=20000, rng=seeds[0])
-    print(f"[0] positive control, population (20000 sets): E[sd_icl]={pop.mean_icl:.5f}  "
-          f"E[sd_gd]={pop.mean_gd:.5f}  E[d]={pop.difference:+.5f} (MC SE {pop.standard_error:.5f})")
-    t1 = type_one_error(n_studies=n, design=base, n_resamples=B, rng=seeds[1])
-    print(f"[1] type-I error, 40 sets x 1 query: {_fmt(t1)}")
-    mem = t1.studies["min_equivalence_margin"]
-    print(f"    smallest margin that would have declared equivalence: median {mem.median():.5f} "
-          f"({mem.median() / pop.mean_gd:.3f} x E[sd_gd]), 90th percentile {mem.quantile(0.9):.5f}")
-    for k, (unit, cluster) in enumerate((("query", False), ("query", True), ("demo_set", False)), start=2):
-        res = type_one_error(n_studies=n, design=five, n_resamples=B, unit=unit, cluster=cluster,
-                             rng=seeds[k])
-        cover = res.studies
-        covered = ((cover["ci_low"] <= 0) & (0 <= cover["ci_high"])).to_numpy()
-        lo, hi = wilson_interval(int(covered.sum()), len(covered))
-        print(f"[{k}] 40 sets x 5 queries, unit={unit}, cluster={cluster}: type-I error {_fmt(res)}; "
-              f"95% CI coverage of 0: {covered.mean():.3f} (Wilson {lo:.3f}-{hi:.3f})")
-
-    margin = round(0.2 * pop.mean_gd, 4)
-    eq = equivalence_rate(margin, n_studies=n, design=base, n_resamples=B, rng=seeds[5])
-    print(f"[5] equivalence declared, positive control, margin={margin} (0.2 x E[sd_gd]): {_fmt(eq)}")
-    for k, (tau, design, label) in enumerate(((0.3, base, "40 sets"), (0.2, wide, "160 sets")), start=6):
-        edge = population_values(tau, design=design, n_sets=50000, rng=seeds[k])
-        res = equivalence_rate(edge.difference, tau=tau, design=design, n_studies=n, n_resamples=B,
-                               truth_sets=0, rng=seeds[k + 2])
-        print(f"[{k}] equivalence declared with the true difference on the margin, {label} "
-              f"(tau={tau}, margin={edge.difference:.5f}): {_fmt(res)}")
-
-    for k, tau in ((10, 0.0), (11, 0.5)):
-        cov = ci_coverage(tau=tau, n_studies=n, design=base, n_resamples=B, rng=seeds[k])
-        print(f"[{k}] 95% CI coverage, 40 sets x 1 query, tau={tau} (truth {cov.truth:.5f}): {_fmt(cov)}")
-
-    taus = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4]
-    curve = power_curve(taus, n_studies=max(n // 2, 1), design=base, n_resamples=B,
-                        truth_sets=20000, rng=seeds[12])
-    print("[12] power of the verdict 'different', 40 sets x 1 query (alpha 0.05):")
-    print(curve.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"\nelapsed {time.perf_counter() - start:.1f} s")
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # pragma: no cover
     main()

@@ -345,6 +345,51 @@ def report(
     _out.print(f"report: {path}", highlight=False)
 
 
+@app.command()
+def calibrate(
+    n_sims: int = typer.Option(200, "--n-sims", min=1, help="Simulated families per (ρ, family size, scenario)."),
+    family_sizes: str = typer.Option("1,20,150", "--family-sizes", help="Comparisons per family, comma-separated."),
+    design: str = typer.Option("default", "--design", help="default | shen (study shapes, see docs/calibration.md)."),
+    seed: int = typer.Option(0, "--seed", help="Root seed."),
+    rho: str = typer.Option("0,0.8", "--rho", help="Correlations of ICL's and the methods' order factors."),
+    n_resamples: int = typer.Option(10000, "--n-resamples", min=1000, help="decide()'s n_resamples (the budget is "
+                                    "max(this, ceil(20 m / alpha)))."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="Worker processes (default: all cores)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the table as markdown to this file."),
+) -> None:
+    """Calibrate the confirmatory decision (order_comparison + decide) on simulated studies."""
+    from rich.table import Table
+
+    from .calibration import DESIGNS, calibrate as run_calibration, markdown_table
+
+    try:
+        sizes = [int(x) for x in family_sizes.split(",") if x.strip()]
+        rhos = [float(x) for x in rho.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"--family-sizes and --rho take comma-separated numbers, got {family_sizes!r} and {rho!r}")
+    if design not in DESIGNS:
+        _fail(f"--design must be one of {', '.join(DESIGNS)}, got {design!r}")
+    if not sizes or min(sizes) < 1 or not rhos or not all(-1 < r < 1 for r in rhos):
+        _fail("--family-sizes must be positive integers and --rho values in (-1, 1)")
+    with _err.status("simulating") as status:
+        table = run_calibration(design, family_sizes=sizes, n_sims=n_sims, rhos=rhos, seed=seed,
+                                n_resamples=n_resamples, n_jobs=jobs,
+                                progress=lambda done, total, label: status.update(f"{done}/{total} {label}"))
+    view = Table(title=f"Calibration of the confirmatory decision, design {design} ({DESIGNS[design].description})",
+                 title_justify="left")
+    for column in ("ρ", "m", "true ratio", "quantity", "per", "rate [MC 95%]", "n", "nominal"):
+        view.add_column(column)
+    for r in table.itertuples():
+        view.add_row(f"{r.rho:g}", str(r.family_size), "all SD 0" if r.true_ratio is None or r.true_ratio != r.true_ratio
+                     else f"{r.true_ratio:g}", r.quantity, r.unit,
+                     f"{r.rate:.3f} [{r.mc_low:.3f}, {r.mc_high:.3f}]", str(r.n),
+                     "—" if r.nominal is None or r.nominal != r.nominal else f"{r.nominal:.3g}")
+    _out.print(view)
+    if out is not None:
+        out.write_text(markdown_table(table), encoding="utf-8")
+        _out.print(f"wrote {_escape(str(out))}", highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console entry point alias
     app()
 

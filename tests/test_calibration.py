@@ -1,10 +1,13 @@
-"""The linear-attention positive control and the calibration of the statistical layer.
+"""Calibration of the confirmatory decision, and the linear-attention control model.
 
-Unmarked tests check the control itself (LSA layer == one GD step, order
-invariance, the constructed weights) and the simulation plumbing. Tests marked
-``calibration`` are Monte-Carlo studies through ``theorem1_check``; each uses a
-fixed seed, so it is deterministic, and its tolerance is the 99% binomial
-Monte-Carlo bound of the number of studies it runs.
+Unmarked tests check the simulator of :mod:`hyptest.calibration` (the planted
+ratio equals a direct computation over every order of the population, rank-1
+order effects, shared orders, the exact order-invariant control) and the
+linear self-attention model. The test marked ``calibration`` pushes simulated
+families of the default study's shape through ``order_comparison`` +
+``decide`` and requires that no false-verdict rate is *significantly* above
+alpha: the lower end of its Clopper-Pearson 95 % Monte-Carlo interval must
+not exceed alpha (fixed seeds: deterministic).
 """
 
 from __future__ import annotations
@@ -12,23 +15,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from hyptest.calibration import (
-    ControlDesign,
-    ci_coverage,
-    control_records,
-    equivalence_rate,
-    negative_control_study,
-    population_values,
-    positive_control_study,
-    power_curve,
-    simulate_studies,
-    type_one_error,
-    wilson_interval,
+    DESIGNS,
+    POPULATION_CAP,
+    OutputModel,
+    SliceDesign,
+    calibrate,
+    clopper_pearson,
+    markdown_table,
+    population_log_ratio,
+    run_family,
+    simulate_slice,
 )
-from hyptest.metrics import order_sensitivity
 from hyptest.models.linear_attention import (
     lsa_forward,
     lsa_predict,
@@ -39,12 +40,145 @@ from hyptest.models.linear_attention import (
 from hyptest.tasks.regression import sample_regression_task
 
 ALPHA = 0.05
-Z99 = 2.5758  # scipy.stats.norm.ppf(0.995)
 
 
-def _mc_bound(p: float, n: int) -> float:
-    """Half-width of the 99% normal-approximation Monte-Carlo band of a rate ``p`` over ``n`` studies."""
-    return Z99 * math.sqrt(p * (1 - p) / n)
+# ---------------------------------------------------------------------------
+# the simulator
+# ---------------------------------------------------------------------------
+
+
+def _direct_log_ratio(pop_icl: np.ndarray, pop_method: np.ndarray) -> float:
+    """log(sum SD_icl / sum SD_method), SDs over every order of the population, by explicit loops."""
+    S, P, Q = pop_icl.shape
+    num = den = 0.0
+    for s in range(S):
+        for q in range(Q):
+            num += float(np.std([pop_icl[s, o, q] for o in range(P)], ddof=1))
+            den += float(np.std([pop_method[s, o, q] for o in range(P)], ddof=1))
+    return math.log(num / den)
+
+
+@pytest.mark.parametrize("ratio", [1.0, 1.25, 1.5, 2.0])
+@pytest.mark.parametrize("rho", [0.0, 0.8])
+def test_planted_ratio_is_the_true_ratio(ratio, rho):
+    design = DESIGNS["default"].slices[0]
+    sim = simulate_slice(design, ratio, OutputModel(rho=rho), np.random.default_rng(7), keep_populations=True)
+    assert design.population == 24 and sim.populations["icl"].shape == (2, 24, 32)
+    for k in range(design.n_methods):
+        pop = sim.populations[f"m{k}"]
+        direct = _direct_log_ratio(sim.populations["icl"], pop)
+        assert direct == pytest.approx(math.log(ratio), abs=1e-9)
+        assert sim.true_log_ratio[k] == pytest.approx(direct, abs=1e-12)
+        assert population_log_ratio(sim.populations["icl"], pop) == pytest.approx(direct, abs=1e-12)
+        for s in range(design.n_sets):  # the planted ratio holds within every demo set
+            assert _direct_log_ratio(sim.populations["icl"][s:s + 1], pop[s:s + 1]) == pytest.approx(
+                math.log(ratio), abs=1e-9)
+
+
+def test_sampled_orders_are_shared_and_distinct():
+    design = SliceDesign(n_demos=4, n_sets=3, n_orders=8, n_queries=5, n_methods=2)
+    sim = simulate_slice(design, 1.5, OutputModel(), np.random.default_rng(1), keep_populations=True)
+    assert sim.orders.shape == (3, 8) and design.resample_orders
+    for s in range(3):
+        assert len(set(sim.orders[s])) == 8 and sim.orders[s].max() < 24
+        np.testing.assert_array_equal(sim.icl[s], sim.populations["icl"][s, sim.orders[s]])
+        for k in range(2):  # every method under the same orders as ICL
+            np.testing.assert_array_equal(sim.methods[k][s], sim.populations[f"m{k}"][s, sim.orders[s]])
+    every = SliceDesign(n_demos=2, n_sets=2, n_orders=2, n_queries=4, n_methods=1)
+    assert not every.resample_orders and every.population == 2
+    assert SliceDesign(8, 2, 4, 16, 6).population == POPULATION_CAP
+
+
+def test_order_effects_are_rank_one_within_a_set():
+    model = OutputModel(noise_sd=0.0, shift_sd=0.0)
+    sim = simulate_slice(DESIGNS["default"].slices[0], 1.25, model, np.random.default_rng(3))
+    for cube in [sim.icl, *sim.methods]:
+        logit = np.log(cube / (1 - cube))
+        for s in range(cube.shape[0]):
+            centred = logit[s] - logit[s].mean(axis=0)  # (orders, queries): u[s, o] * v[s, q] * c
+            sv = np.linalg.svd(centred, compute_uv=False)
+            assert sv[1] < 1e-8 * sv[0]
+    noisy = simulate_slice(DESIGNS["default"].slices[0], 1.25, OutputModel(), np.random.default_rng(3))
+    sv = np.linalg.svd(np.log(noisy.icl[0] / (1 - noisy.icl[0])) - np.log(noisy.icl[0] / (1 - noisy.icl[0])).mean(0),
+                       compute_uv=False)
+    assert sv[1] > 1e-3 * sv[0]  # the order x query noise is there
+
+
+def test_correlated_order_factors():
+    design = SliceDesign(n_demos=8, n_sets=1, n_orders=4, n_queries=3, n_methods=1)
+    model = OutputModel(rho=0.8, noise_sd=0.0, shift_sd=0.0, set_sd=0.0, loading_sd=0.0, mu_sd=0.0, mu_mean=0.0)
+    sim = simulate_slice(design, 1.0, model, np.random.default_rng(0), keep_populations=True)
+    a, b = sim.populations["icl"][0, :, 0], sim.populations["m0"][0, :, 0]
+    r = np.corrcoef(np.log(a / (1 - a)), np.log(b / (1 - b)))[0, 1]
+    assert abs(r - 0.8) < 0.05  # 1024 orders: SE of r about 0.011
+
+
+def test_order_invariant_control_is_equivalent():
+    for name in ("default", "shen"):
+        table = run_family(DESIGNS[name], 7, None, OutputModel(), 0, n_resamples=1000)
+        assert len(table) == 7 and (table["verdict"] == "equivalent").all()
+        assert (table["estimate"] == 0).all() and (table["truth"] == 0).all()
+
+
+def test_family_fills_slices_in_turn():
+    table = run_family(DESIGNS["default"], 4, 1.0, OutputModel(), 1, n_resamples=1000)
+    assert list(table["slice"]) == [0, 0, 0, 1]
+    assert np.allclose(table["truth"], 0.0, atol=1e-9)
+    assert set(table["verdict"]) <= {"different", "equivalent", "negligible", "inconclusive"}
+    assert np.isclose(table["ci_level"], 1 - ALPHA).any()  # Holm: the last step is at alpha
+
+
+def test_population_slice_is_estimated_exactly():
+    # shen, N = 2: both orders run, the analysis does not resample them, and the estimate is the truth
+    table = run_family(DESIGNS["shen"], 6, 1.5, OutputModel(), 2, n_resamples=1000)
+    np.testing.assert_allclose(table["estimate"], math.log(1.5), atol=1e-9)
+
+
+def test_clopper_pearson():
+    assert clopper_pearson(0, 10)[0] == 0.0 and clopper_pearson(0, 10)[1] == pytest.approx(0.3084971, abs=1e-6)
+    low, high = clopper_pearson(5, 100)
+    assert low == pytest.approx(0.01643, abs=1e-4) and high == pytest.approx(0.11284, abs=1e-4)
+    assert clopper_pearson(10, 10) == (pytest.approx(0.6915029, abs=1e-6), 1.0)
+
+
+def test_calibrate_table_and_cli(tmp_path):
+    table = calibrate("default", family_sizes=(2,), n_sims=2, rhos=(0.0,), scenarios=("invariant", "null"),
+                      n_resamples=1000, n_jobs=1)
+    assert list(table["quantity"]) == ["equivalent (all SDs 0)", "different", "different",
+                                       "CI covers true log ratio"]
+    assert table.loc[0, "rate"] == 1.0 and list(table["n"]) == [2, 2, 4, 4]
+    assert "| default | 0 | 2 |" in markdown_table(table)
+    from hyptest.cli import app
+
+    out = tmp_path / "cal.md"
+    result = CliRunner().invoke(app, ["calibrate", "--n-sims", "1", "--family-sizes", "1", "--rho", "0",
+                                      "--n-resamples", "1000", "--jobs", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text().startswith("| design |") and "power" in out.read_text()
+    bad = CliRunner().invoke(app, ["calibrate", "--design", "nope"])
+    assert bad.exit_code == 2
+
+
+# ---------------------------------------------------------------------------
+# calibration of the confirmatory decision (Monte Carlo)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.calibration
+def test_false_verdicts_not_above_alpha():
+    """P(different | ratio 1) and P(equivalent | ratio 1.25) <= alpha, family sizes 1 and 20.
+
+    Default study shape (2 sets x 8 of 24 orders x 32 queries, 3 methods per
+    slice). The measured rates (docs/calibration.md) sit well below alpha;
+    the check is that none is significantly above it.
+    """
+    cells = calibrate("default", family_sizes=(1, 20), n_sims={1: 300, 20: 24}, rhos=(0.0, 0.8),
+                      scenarios=("null", "boundary"), n_resamples=1000, n_jobs=2, seed=11)
+    errors = cells[cells["quantity"].isin(["different", "equivalent"])]
+    assert len(errors) == 16
+    assert set(errors["n_sims"]) == {300, 24}
+    too_high = errors[errors["mc_low"] > ALPHA]
+    assert too_high.empty, too_high[["rho", "family_size", "quantity", "unit", "count", "n", "rate", "mc_low"]]
 
 
 # ---------------------------------------------------------------------------
@@ -144,19 +278,6 @@ def test_validation_errors():
         lsa_weights(0, 1.0)
     with pytest.raises(ValueError, match="`noise_sd`"):
         sample_regression_task(2, 3, 1, noise_sd=-1.0, rng=0)
-    with pytest.raises(ValueError, match="`unit`"):
-        simulate_studies(n_studies=1, unit="set", rng=0)
-    with pytest.raises(ValueError, match="`link`"):
-        positive_control_study(link="probit", rng=0)
-    with pytest.raises(ValueError, match="`tau`"):
-        negative_control_study(-0.1, rng=0)
-    with pytest.raises(ValueError, match="`n_orders`"):
-        positive_control_study(n_orders=1, rng=0)
-
-
-# ---------------------------------------------------------------------------
-# the synthetic task and the simulated tables
-# ---------------------------------------------------------------------------
 
 
 def test_sample_regression_task():
@@ -176,126 +297,3 @@ def test_sample_regression_task():
         assert abs(sample.mean()) < 0.03 and abs(sample.var() - 1.0) < 0.04
 
 
-def test_per_query_table_matches_order_sensitivity():
-    design = ControlDesign(n_sets=3, n_queries=2, n_orders=5)
-    records = control_records(0.4, design=design, rng=9)
-    expected = order_sensitivity(records)
-    got = negative_control_study(0.4, n_sets=3, n_queries=2, n_orders=5, rng=9)
-    assert list(got.columns) == list(expected.columns)
-    pd.testing.assert_frame_equal(got.drop(columns=["sd_gold", "sd_labels", "spread"]),
-                                  expected.drop(columns=["sd_gold", "sd_labels", "spread"]), check_dtype=False)
-    for col in ("sd_gold", "sd_labels", "spread"):
-        np.testing.assert_allclose(got[col], expected[col], rtol=1e-12, atol=1e-15)
-    # every order of a demo set is a permutation of its demos
-    assert all(sorted(o) == list(range(8)) for o in records["order"])
-
-
-def test_control_without_jitter_is_degenerate():
-    # with no stochastic mechanism both methods are the same order-invariant function: every order SD is 0
-    pq = positive_control_study(n_sets=5, n_queries=3, jitter_sd=0.0, link="identity", rng=4)
-    assert np.abs(pq["sd_gold"]).max() < 1e-12 and np.abs(pq["spread"]).max() < 1e-12
-
-
-def test_planted_effect_has_sd_tau():
-    # identity link, no jitter: ICL's only order dependence is the recency term, whose SD across
-    # uniformly random orders is exactly tau (population SD); 4000 orders estimate it to ~1-2 %
-    tau = 0.3
-    pq = negative_control_study(tau, n_sets=4, n_queries=2, n_orders=4000, jitter_sd=0.0,
-                                link="identity", rng=6)
-    icl, gd = pq[pq.method == "icl"], pq[pq.method == "gd"]
-    np.testing.assert_allclose(icl["sd_gold"], tau, rtol=0.05)
-    assert gd["sd_gold"].abs().max() < 1e-12
-
-
-def test_wilson_interval_matches_statsmodels():
-    # statsmodels.stats.proportion.proportion_confint(count, n, alpha=0.05, method="wilson")
-    from statsmodels.stats.proportion import proportion_confint
-
-    for count, n in [(0, 20), (10, 200), (37, 400), (200, 200)]:
-        np.testing.assert_allclose(wilson_interval(count, n), proportion_confint(count, n, method="wilson"),
-                                   rtol=1e-9, atol=1e-12)
-
-
-# ---------------------------------------------------------------------------
-# Monte-Carlo calibration through theorem1_check
-# ---------------------------------------------------------------------------
-
-
-@pytest.mark.calibration
-def test_type_one_error_positive_control():
-    n = 400
-    res = type_one_error(n_studies=n, alpha=ALPHA, rng=20240601)
-    assert res.n_studies == n and res.quantity == "type I error"
-    # measured 0.0675 (27/400) with this seed; 0.0415 (83/2000) with rng=777: valid, not conservative
-    assert res.rate <= ALPHA + _mc_bound(ALPHA, n)
-    assert res.rate >= ALPHA - _mc_bound(ALPHA, n)
-    assert res.ci_low <= res.rate <= res.ci_high
-    # the null is symmetric: the mean estimated difference is ~ 0 relative to its spread
-    est = res.studies["estimate"]
-    assert abs(est.mean()) < 4 * est.std(ddof=1) / math.sqrt(n)
-
-
-@pytest.mark.calibration
-def test_type_one_error_cluster_level_with_several_queries():
-    n = 150  # measured 0.033 here, 0.049 over 1000 studies
-    res = type_one_error(n_studies=n, design=ControlDesign(n_queries=5), unit="demo_set", rng=31)
-    assert res.rate <= ALPHA + _mc_bound(ALPHA, n)
-
-
-@pytest.mark.calibration
-def test_type_one_error_per_query_units_with_several_queries():
-    # 5 queries per demo set share its randomness; with cluster=True theorem1_check flips whole
-    # demo sets (per-set mean differences), which restores the level (pair-level flips: 0.185)
-    n = 150
-    res = type_one_error(n_studies=n, design=ControlDesign(n_queries=5), unit="query", cluster=True, rng=32)
-    assert res.rate <= ALPHA + _mc_bound(ALPHA, n)
-
-
-@pytest.mark.calibration
-def test_cluster_bootstrap_restores_coverage_with_several_queries():
-    # 5 queries per demo set share its randomness: the pair bootstrap under-covers (0.795 measured),
-    # theorem1_check(cluster=True) resamples demo sets, then queries
-    n = 150  # measured 0.967 here, 0.963 over 1000 studies
-    res = ci_coverage(tau=0.0, n_studies=n, design=ControlDesign(n_queries=5), cluster=True, rng=33)
-    assert 0.90 <= res.rate <= 0.99
-
-
-@pytest.mark.calibration
-def test_power_increases_with_the_planted_effect():
-    taus = [0.05, 0.1, 0.15, 0.2, 0.3]
-    curve = power_curve(taus, n_studies=80, truth_sets=5000, rng=41)  # measured .11 .18 .53 .89 1
-    assert list(curve["tau"]) == taus
-    assert np.all(np.diff(curve["true_difference"]) > 0)
-    assert np.all(np.diff(curve["power"]) >= 0)
-    assert curve["power"].iloc[-1] >= 0.8
-    assert curve.loc[curve.tau == 0.2, "power"].item() >= 0.6
-
-
-@pytest.mark.calibration
-@pytest.mark.parametrize(("tau", "seed"), [(0.0, 51), (0.5, 52)])
-def test_ci_coverage(tau, seed):
-    n = 250
-    res = ci_coverage(tau=tau, n_studies=n, confidence=0.95, truth_sets=20000, rng=seed)
-    if tau == 0:
-        assert res.truth == 0.0
-    else:
-        assert res.truth > 0.02
-    # MC band of a 95% coverage over 250 studies is +-0.036; the percentile bootstrap with
-    # 40 units runs ~2 points below nominal (0.928 and 0.926 over 1000 studies, docs/calibration.md); here 0.916 and 0.960.
-    assert 0.90 <= res.rate <= 0.99
-
-
-@pytest.mark.calibration
-def test_equivalence_side():
-    pop = population_values(0.0, n_sets=10000, rng=61)
-    assert abs(pop.difference) < 4 * pop.standard_error
-    # a true equivalence is confirmed at a margin of 0.3 x the order SD of GD (measured 0.975)
-    generous = equivalence_rate(0.3 * pop.mean_gd, n_studies=200, rng=62)
-    assert generous.rate >= 0.8
-    # size of the equivalence side: the true difference (Monte Carlo, 30000 sets) sits on the
-    # margin (MC SE ~1 % of it), so declaring equivalence is an error; measured 0.056 here and 0.059 over
-    # 1000 studies (python -m hyptest.calibration, line [6]).
-    edge = population_values(0.3, n_sets=30000, rng=63)
-    n = 250
-    res = equivalence_rate(edge.difference, tau=0.3, n_studies=n, truth_sets=0, rng=64)
-    assert res.rate <= ALPHA + _mc_bound(ALPHA, n)
