@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -63,7 +63,7 @@ from .stats.order_resampling import (
 from .study import AnalysisSpec, MarginSpec, Study
 from .sweeps import vocab_order_per_query
 
-__all__ = ["AnalysisOutput", "margin_table", "order_comparison", "order_cube", "run_analyses"]
+__all__ = ["AnalysisOutput", "margin_table", "order_comparison", "order_cube", "paired_unit_sampler", "run_analyses"]
 
 _GROUP = ["model", "task", "n_demos"]
 
@@ -294,8 +294,14 @@ def _seed_ceiling(records: pd.DataFrame, method: str) -> tuple[float, str | None
     return ceiling, f"{len(seeds)} training seeds: split-half reliability {reliability:.3g}, ceiling {ceiling:.3g}"
 
 
-def _unit_sampler(d: np.ndarray, sets: np.ndarray, cluster: bool):
-    """Paired per-(set, query) differences: queries resampled within sets, or sign flips over set means."""
+def paired_unit_sampler(d: np.ndarray, sets: np.ndarray, cluster: bool
+                        ) -> Callable[[int, np.random.Generator], BootstrapDistribution | SignFlipDistribution]:
+    """A sampler for the mean of paired per-unit differences ``d``.
+
+    ``cluster`` false: units resampled within their stratum ``sets`` (e.g.
+    queries within demo sets), strata fixed. ``cluster`` true: exact sign
+    flips over the stratum means (each stratum one cluster).
+    """
     codes = np.unique(sets, return_inverse=True)[1]
     if cluster:
         means = np.bincount(codes, weights=d) / np.bincount(codes)
@@ -322,7 +328,7 @@ def _paired_comparison(x: np.ndarray, y: np.ndarray, sets: np.ndarray, *, keys: 
         **keys, analysis=analysis, family=analysis, estimate=estimate,
         scale=f"difference of means ({keys['method_a']} vs itself − {keys['method_a']} vs {keys['method_b']})"
         if analysis in AGREEMENT_METRICS else f"difference of means ({keys['method_a']} − {keys['method_b']})",
-        sampler=_unit_sampler(d, sets, cluster),
+        sampler=paired_unit_sampler(d, sets, cluster),
         margin=float(margin.absolute) if margin is not None and margin.absolute is not None else None,
         margin_source=f"declared: analysis.margins.{analysis}" if margin is not None else None,
         resolution=resolution,

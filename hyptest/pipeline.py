@@ -361,12 +361,10 @@ def _dai_results(run: RunDir, study: Study) -> dict[str, Any]:
 
     a = study.analysis
     values = dai_metric_values(logs, rng=study.seed)
-    comparisons = dai_comparisons(values, alpha=a.alpha, confidence=a.confidence, n_resamples=a.n_resamples,
-                                  adjust=a.adjust, rng=study.seed)
+    comparisons = dai_comparisons(values, alpha=a.alpha, n_resamples=a.n_resamples, adjust=a.adjust, rng=study.seed)
     run.write_parquet("dai_values.parquet", values.values)
     return {"comparisons": _records_json(comparisons), "correctness": _records_json(values.correctness_rates()),
-            "notes": values.notes,
-            "family": f"{len(comparisons)} Dai comparisons, {a.adjust}-adjusted among themselves"}
+            "notes": values.notes, "families": _family_summary(comparisons, a)}
 
 
 def _write_report(run: RunDir, results: dict[str, Any], per_query: pd.DataFrame, study_text: str) -> Path | str:

@@ -46,7 +46,7 @@ import yaml
 
 from . import __version__
 from ._util import atomic_write_bytes, atomic_write_text
-from .analysis import _unit_sampler  # paired per-unit differences: bootstrap within strata, or sign flips
+from .analysis import paired_unit_sampler  # paired per-unit differences: bootstrap within strata, or sign flips
 from .importers import (
     ColumnMapping,
     ImportProblems,
@@ -170,8 +170,8 @@ def _paired_sampler(d: np.ndarray, n_resamples: int):
     """(sampler, exact): exact sign flips over the units when 2**n <= n_resamples, else a paired bootstrap."""
     n = len(d)
     if n <= _EXACT_MAX_UNITS and 2 ** n <= n_resamples:
-        return _unit_sampler(d, np.arange(n), True), True  # each unit its own cluster: flips its difference
-    return _unit_sampler(d, np.zeros(n, dtype=int), False), False  # one stratum: resample units
+        return paired_unit_sampler(d, np.arange(n), True), True  # each unit its own cluster: flips its difference
+    return paired_unit_sampler(d, np.zeros(n, dtype=int), False), False  # one stratum: resample units
 
 
 def _vs_baseline(values: np.ndarray, baseline: np.ndarray, *, context: dict[str, Any], analysis: str,

@@ -199,11 +199,12 @@ def _floor_note(dist: Distribution, level: float) -> str | None:
     """A warning when an exact test cannot reach the level its family needs."""
     if not dist.exact or dist.smallest_pvalue <= level:
         return None
-    n_sets = int(round(math.log2(dist.n)))
+    n_units = int(round(math.log2(dist.n)))
     needed = int(math.ceil(math.log2(1 / level)))
-    return (f"with {n_sets} demo sets the exact sign-flip test cannot give a one-sided p-value below "
-            f"{dist.smallest_pvalue:.3g} (two-sided {min(1, 2 * dist.smallest_pvalue):.3g}), so it cannot reach "
-            f"the level {level:.3g} this family needs; {needed} demo sets would")
+    return (f"with {n_units} independent units (demo sets, runs or examples) the exact sign-flip test cannot "
+            f"give a one-sided p-value below {dist.smallest_pvalue:.3g} (two-sided "
+            f"{min(1, 2 * dist.smallest_pvalue):.3g}), so it cannot reach the level {level:.3g} this family needs; "
+            f"{needed} units would")
 
 
 def decide(
@@ -256,7 +257,8 @@ def decide(
         for i in testable:
             c = comps[i]
             assert c.sampler is not None
-            dist = c.sampler(budget, _seed_of(c.key, seed))
+            # rows that differ only in a stratum (a layer, a group) still get their own streams
+            dist = c.sampler(budget, _seed_of((c.key, repr(sorted(c.extra.items(), key=str))), seed))
             dists[i] = dist
             p_diff.append(_difference_pvalue(c, dist))
             p_eq.append(_equivalence_pvalue(c, dist))
