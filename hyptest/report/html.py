@@ -1861,14 +1861,24 @@ def _dai_rows(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> 
     CI shifted by the baseline.
     """
     dai = results.get("dai") if isinstance(results.get("dai"), Mapping) else None
+    shifted = False
     if dai is not None and _rows(dai, "comparisons"):
         rows = []
         for r in _rows(dai, "comparisons"):
             metric = _dai_metric(r)
-            if metric is not None:
-                rows.append({**r, "_metric": metric})
-        return rows, False
-    rows, shifted = [], False
+            if metric is None:
+                continue
+            r = {**r, "_metric": metric}
+            base, value = _as_float(r.get("mean_b")), _as_float(r.get("mean_a"))
+            if r.get("rule") == "two_sided" and base is not None and value is not None:
+                # decided on metric − baseline: draw the metric, its interval shifted by the baseline
+                lo, hi = _as_float(r.get("ci_low")), _as_float(r.get("ci_high"))
+                r.update(estimate=value, ci_low=None if lo is None else base + lo,
+                         ci_high=None if hi is None else base + hi)
+                shifted = True
+            rows.append(r)
+        return rows, shifted
+    rows = []
     for c in comparisons:
         if "layer" not in c or "baseline" not in c:
             continue
