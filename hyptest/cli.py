@@ -49,13 +49,15 @@ def _escape(text: str) -> str:
 
 @app.command()
 def validate(study_file: Path = typer.Argument(..., help="Study YAML file.")) -> None:
-    """Check a study file (schema, tasks, sizes) without running it."""
-    from .pipeline import load_tasks
+    """Check a study file (schema, tasks, sizes, run directory) without running it; print its cost."""
+    from .pipeline import default_run_dir, load_tasks
+    from .preflight import check_output_dir, estimate_cost
     from .study import load_study
 
     try:
         study, _ = load_study(study_file)
         tasks = load_tasks(study, base_dir=study_file.parent)
+        check_output_dir(default_run_dir(study))
     except _user_errors() as error:
         _fail(_escape(str(error)))
     n_methods = sum(1 if study.method(n).kind == "icl" else len(study.method(n).train_seeds)
@@ -66,6 +68,7 @@ def validate(study_file: Path = typer.Argument(..., help="Study YAML file.")) ->
         f"{study.demos.n_sets} demo set(s) x {orders} orders, {n_methods} method run(s) per order",
         highlight=False,
     )
+    _out.print(_escape(estimate_cost(study, tasks).describe()), highlight=False)
 
 
 @app.command()
@@ -83,6 +86,8 @@ def study(
         None, "--address", help="Ray cluster address: auto, HEAD:6379 or ray://HEAD:10001 (with --executor ray)."),
     ray_workers: Optional[int] = typer.Option(
         None, "--ray-workers", min=1, help="Number of Ray workers (default: as many as the cluster holds)."),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="Run even when the cost estimate (see `hyptest validate`) exceeds 2 hours."),
 ) -> None:
     """Run a study: collect (resuming finished units), test, and write the report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -93,6 +98,7 @@ def study(
 
     try:
         spec, text = load_study(study_file)
+        _preflight(spec, study_file, out, yes)
     except _user_errors() as error:
         _fail(_escape(str(error)))
     runner = _make_executor(spec.executor, executor, address, ray_workers)
@@ -131,6 +137,22 @@ def study(
             bar.stop()
             _fail("interrupted; finished units are kept — rerun the same command to resume", code=130)
     _render_summary(summary.results, summary.run_dir, summary.n_units, summary.n_reused)
+
+
+def _preflight(spec: object, study_file: Path, out: Optional[str], yes: bool) -> None:
+    """Refuse an unwritable run directory, and a study above the cost threshold without ``--yes``."""
+    from .pipeline import default_run_dir, load_tasks
+    from .preflight import CONFIRM_SECONDS, check_output_dir, estimate_cost
+    from .study import StudyError
+
+    check_output_dir(out or default_run_dir(spec))
+    if yes:
+        return
+    cost = estimate_cost(spec, load_tasks(spec, base_dir=study_file.parent))
+    if cost.seconds > CONFIRM_SECONDS:
+        raise StudyError(f"{study_file}: this study is expected to take ~{cost.seconds / 3600:.1f} h on this machine "
+                         f"(over {CONFIRM_SECONDS / 3600:g} h): {cost.describe()}. Pass --yes to run it anyway, "
+                         "or make it smaller")
 
 
 def _make_executor(chosen: ExecutorSpec, name: Optional[str], address: Optional[str],
@@ -250,7 +272,7 @@ def power(
                f"{n0['familywise_different']:.3f} family-wise.", highlight=False)
     _out.print(f"Minimum detectable ratio σ_ICL/σ_method (logit) at {mdr['target_power']:.0%} power: "
                f"{mdr['ratio']:.3g} [{mdr['low']:.3g}, {mdr['high']:.3g}] (Monte-Carlo interval at the grid's "
-               "resolution).", highlight=False)
+               f"resolution); ≈ {mdr['ratio_p_gold']:.3g} on the P(gold) scale the decision uses.", highlight=False)
     n_search = int(report.curve["n_simulations"].iloc[-1])
     _out.print(f"{simulations} simulated studies per scenario, {n_search} per ratio searched; "
                f"{d.n_resamples} resamples per decision (the study uses {spec.analysis.n_resamples}); intervals: "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -40,8 +42,53 @@ class StudyError(ValueError):
     """A study file that cannot be run; the message names the field."""
 
 
+#: Upper bounds of the sizes a study may ask for: beyond them a run takes days or exhausts memory
+#: before its first unit (``hyptest validate`` prints the cost estimate of what is inside them).
+MAX_SEED = 2**63  # exclusive: numpy and torch seeds are 64-bit
+MAX_N_DEMOS = 256
+MAX_N_SETS = 1000
+MAX_N_ORDERS = 100_000
+MAX_N_QUERIES = 100_000
+MAX_STEPS = 10_000
+MAX_EPOCHS = 1000
+MAX_TRAIN_SEEDS = 100
+MAX_LEARNING_RATE = 100.0  # larger rates only diverge (weights overflow to inf, scores to NaN)
+MAX_TOP_K = 1000
+MAX_BAYES_DRAWS = 100_000
+
+Seed = Annotated[int, Field(ge=0, lt=MAX_SEED)]
+
+
+def _admits(annotation: Any, kinds: tuple[type, ...]) -> bool:
+    """Whether a field's type accepts one of ``kinds`` anywhere (``bool | None``, ``list[int]``, ...)."""
+    if annotation in kinds:
+        return True
+    return any(_admits(arg, kinds) for arg in typing.get_args(annotation) if isinstance(arg, type)
+               or typing.get_origin(arg) is not None)
+
+
+def _holds_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, (list, tuple)) and any(_holds_bool(v) for v in value)
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf` and `.nan` are errors, never a silent "no margin" or a NaN run
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        # pydantic reads `true` as 1 in an int or float field: `seed: true`, `n_sets: true` and
+        # `epochs: true` would run as 1 (a model-level check: a field validator cannot see `kind`)
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if field is not None and _holds_bool(value) and _admits(field.annotation, (int, float)) \
+                        and not _admits(field.annotation, (bool,)):
+                    raise ValueError(f"`{key}`: must be a number, got {value!r} (true/false is not a number)")
+        return data
 
 
 class ModelSpec(_Strict):
@@ -67,7 +114,7 @@ class ModelSpec(_Strict):
     revision: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 0
+    seed: Seed = 0
     checkpoints: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
     checkpoint_of: str | None = None
 
@@ -142,7 +189,7 @@ class TaskSpec(_Strict):
     source: Literal["local", "hub"] = "local"
     max_demos: int | None = Field(default=None, ge=1)
     max_queries: int | None = Field(default=None, ge=1)
-    data_seed: int = Field(default=0, ge=0)
+    data_seed: Seed = 0
     cache_dir: str | None = None
 
     @model_validator(mode="after")
@@ -167,8 +214,8 @@ class TaskSpec(_Strict):
 class DemoSpec(_Strict):
     """How demonstrations, orders and queries are sampled."""
 
-    n_demos: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [4], min_length=1)
-    n_sets: int = Field(default=2, ge=1)
+    n_demos: list[Annotated[int, Field(ge=1, le=MAX_N_DEMOS)]] = Field(default_factory=lambda: [4], min_length=1)
+    n_sets: int = Field(default=2, ge=1, le=MAX_N_SETS)
     n_orders: int | Literal["all"] = 8
     n_queries: int | Literal["all"] = 32
     balanced: bool = True
@@ -183,17 +230,22 @@ class DemoSpec(_Strict):
     def _orders_at_least_two(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 2:
             raise ValueError(f"at least 2 orders are needed to measure order sensitivity, got {value}")
+        if isinstance(value, int) and value > MAX_N_ORDERS:
+            raise ValueError(f"at most {MAX_N_ORDERS} orders per demo set")
         return value
 
     @field_validator("n_queries")
     @classmethod
     def _queries_positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError(f"must be at least 1, got {value}")
+        # one query leaves nothing to resample: every test and interval needs at least two
+        if isinstance(value, int) and value < 2:
+            raise ValueError("at least 2 queries are needed (the tests resample queries)")
+        if isinstance(value, int) and value > MAX_N_QUERIES:
+            raise ValueError(f"at most {MAX_N_QUERIES} queries")
         return value
 
 
-def _grid_values(value: Any, *, kind: type, positive_what: str) -> Any:
+def _grid_values(value: Any, *, kind: type, positive_what: str, maximum: float) -> Any:
     """Check a scalar-or-list grid value before pydantic sees it; one clear message per problem."""
     values = value if isinstance(value, list) else [value]
     if isinstance(value, list) and not value:
@@ -207,6 +259,8 @@ def _grid_values(value: Any, *, kind: type, positive_what: str) -> Any:
         if not ok:
             bad = f", but the list holds {v!r}" if isinstance(value, list) else ""  # a scalar is quoted by the caller
             raise ValueError(f"must be {positive_what} or a non-empty list of them{bad}")
+        if v > maximum:
+            raise ValueError(f"must be at most {maximum:g}, got {v!r}")
     if len(set(values)) != len(values):
         raise ValueError(f"grid values must be distinct, got {value!r}")
     if isinstance(value, list):
@@ -242,12 +296,12 @@ class _GDBase(_Strict):
     params: Literal["all", "value_proj", "attention_kv"] = "all"
     layer: int | Literal["middle", "last"] | None = None
     record_steps: bool = False
-    train_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    train_seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=MAX_TRAIN_SEEDS)
 
     @field_validator("learning_rate", mode="before")
     @classmethod
     def _learning_rate_grid(cls, value: Any) -> Any:
-        return _grid_values(value, kind=float, positive_what="a positive number")
+        return _grid_values(value, kind=float, positive_what="a positive number", maximum=MAX_LEARNING_RATE)
 
     @field_validator("layer", mode="before")
     @classmethod
@@ -312,7 +366,7 @@ class GDMethod(_GDBase):
     @field_validator("steps", mode="before")
     @classmethod
     def _steps_grid(cls, value: Any) -> Any:
-        return _grid_values(value, kind=int, positive_what="a positive integer")
+        return _grid_values(value, kind=int, positive_what="a positive integer", maximum=MAX_STEPS)
 
 
 class SGDMethod(_GDBase):
@@ -320,7 +374,7 @@ class SGDMethod(_GDBase):
 
     kind: Literal["sgd"]
     learning_rate: float | list[float] = 1e-3
-    epochs: int = Field(default=1, ge=1)
+    epochs: int = Field(default=1, ge=1, le=MAX_EPOCHS)
 
 
 class AdamMethod(_GDBase):
@@ -328,9 +382,9 @@ class AdamMethod(_GDBase):
 
     kind: Literal["adam"]
     learning_rate: float | list[float] = 1e-5
-    epochs: int = Field(default=1, ge=1)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(default=1e-8, gt=0)
+    epochs: int = Field(default=1, ge=1, le=MAX_EPOCHS)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    eps: float = Field(default=1e-8, gt=0, le=1)
 
 
 Method = Annotated[Union[ICLMethod, ZSMethod, GDMethod, SGDMethod, AdamMethod], Field(discriminator="kind")]
@@ -418,12 +472,12 @@ class AnalysisSpec(_Strict):
     bootstrap: Literal["auto", "pairs", "cluster"] = "auto"
     ci_type: Literal["percentile", "bca"] = "percentile"
     reference: str = "icl"
-    top_k: int = Field(default=100, ge=1)
+    top_k: int = Field(default=100, ge=1, le=MAX_TOP_K)
     overlap_k: int = Field(default=10, ge=1)
     bayes: bool = True
     rope: float = Field(default=0.22314355131420976, gt=0)  # log(1.25)
     hdi_prob: float = Field(default=0.94, gt=0, lt=1)
-    bayes_draws: int = Field(default=1000, ge=100)
+    bayes_draws: int = Field(default=1000, ge=100, le=MAX_BAYES_DRAWS)
     sparsity_threshold: float = Field(default=1e-3, ge=0)
     sparsity_relative: bool = False
 
@@ -491,11 +545,11 @@ class DaiSpec(_Strict):
     the study's queries (default all).
     """
 
-    learning_rate: float = Field(default=1e-3, gt=0)
-    epochs: int = Field(default=1, ge=1)
-    n_sets: int = Field(default=1, ge=1)
-    n_demos: int | None = Field(default=None, ge=1)
-    n_queries: int | None = Field(default=None, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0, le=MAX_LEARNING_RATE)
+    epochs: int = Field(default=1, ge=1, le=MAX_EPOCHS)
+    n_sets: int = Field(default=1, ge=1, le=MAX_N_SETS)
+    n_demos: int | None = Field(default=None, ge=1, le=MAX_N_DEMOS)
+    n_queries: int | None = Field(default=None, ge=1, le=MAX_N_QUERIES)
 
 
 class ExecutorSpec(_Strict):
@@ -526,9 +580,10 @@ class ExecutorSpec(_Strict):
 class Study(_Strict):
     """A validated study."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    # the run directory is reports/<name>: no "." or "..", no hidden or option-like names
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     description: str = ""
-    seed: int = 0
+    seed: Seed = 0
     output_dir: str | None = None
     models: list[ModelSpec] = Field(min_length=1)
     tasks: list[TaskSpec] = Field(min_length=1)
@@ -585,6 +640,9 @@ class Study(_Strict):
                 f"`analysis.reference` is {self.analysis.reference!r}, which is not one of the "
                 f"methods ({', '.join(self.method_names())})"
             )
+        if self.analysis.bootstrap == "cluster" and self.demos.n_sets < 2:
+            raise ValueError("`analysis.bootstrap`: 'cluster' resamples demo sets, so it needs `demos.n_sets` >= 2 "
+                             f"(got {self.demos.n_sets}); use 'pairs' or 'auto'")
         if self.dai is not None and self.dai.n_sets > self.demos.n_sets:
             raise ValueError(f"`dai.n_sets` ({self.dai.n_sets}) cannot exceed `demos.n_sets` ({self.demos.n_sets})")
         return self
@@ -644,12 +702,17 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     for item in error.errors():
         loc = _format_location(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
+        field = re.match(r"`([\w.]+)`: ", message)
+        if field:  # a model-level check that names its field: put the field into the path
+            loc = field.group(1) if loc == "(top level)" else f"{loc}.{field.group(1)}"
+            message = message[field.end():]
         if item["type"] == "extra_forbidden":
             message = "unknown key (check its spelling; see the study file reference in README.md)"
         elif item["type"] == "missing":
             message = "required key is missing"
         received = item.get("input")
-        if item["type"] not in {"missing", "extra_forbidden"} and not isinstance(received, (dict, list)):
+        if item["type"] not in {"missing", "extra_forbidden"} and not isinstance(received, (dict, list)) \
+                and "got " not in message:
             message += f" (got {received!r})"
         lines.append(f"  - {loc}: {message}")
     return "\n".join(lines)
@@ -669,6 +732,8 @@ def parse_study(data: Any, *, source: str = "<study>") -> Study:
         return Study.model_validate(data)
     except ValidationError as error:
         raise StudyError(_format_validation_error(error, source)) from None
+    except RecursionError:
+        raise StudyError(f"{source}: the study file is nested too deeply to be a study") from None
 
 
 def load_study(path: str | Path) -> tuple[Study, str]:
@@ -695,6 +760,8 @@ def load_study(path: str | Path) -> tuple[Study, str]:
         raise StudyError(f"{path}: cannot read the study file ({error})") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise StudyError(f"{path}: the YAML is nested too deeply (a study file needs a few levels)") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -753,3 +820,61 @@ def check_feasible(study: Study, pool_sizes: dict[str, int], query_sizes: dict[s
                 f"demos.n_queries: {demos.n_queries} queries asked, but task {task.name!r} has "
                 f"{query_sizes[task.name]}"
             )
+        if demos.n_queries == "all" and query_sizes[task.name] < 2:
+            raise StudyError(f"demos.n_queries: task {task.name!r} has {query_sizes[task.name]} query; "
+                             "at least 2 are needed (the tests resample queries)")
+    _check_models(study)
+    others = [n for n in study.method_names() if n != study.analysis.reference]
+    if not others:
+        raise StudyError(
+            f"methods: only {study.analysis.reference!r} is listed, so there is nothing to compare it with; "
+            "add a GD method (gd, sgd, adam) or the zero-shot baseline (zs)")
+
+
+#: (layers, vocabulary size) of the models whose shape is known without a file: the embedded
+#: SmolLM2-135M-Instruct and the tiny test model (byte-level tokenizer: 256 bytes + end of text).
+_KNOWN_SHAPES = {"embedded": (30, 49152), "tiny": (2, 257)}
+
+
+def model_shape(spec: ModelSpec) -> tuple[int, int] | None:
+    """``(layers, vocabulary size)`` of a model without loading it, or None when unknown.
+
+    Known for the embedded and tiny models and for a local ``hf`` directory
+    with a ``config.json``; a hub id would need a download, so it is checked
+    when the model loads.
+    """
+    if spec.source in _KNOWN_SHAPES:
+        return _KNOWN_SHAPES[spec.source]
+    if not spec.path:
+        return None
+    config_file = Path(spec.path).expanduser() / "config.json"
+    try:
+        import json
+
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config = config.get("text_config", config) if isinstance(config.get("text_config"), dict) else config
+        layers = config.get("num_hidden_layers", config.get("n_layer"))
+        vocab = config.get("vocab_size")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    if isinstance(layers, int) and isinstance(vocab, int) and layers > 0 and vocab > 0:
+        return layers, vocab
+    return None
+
+
+def _check_models(study: Study) -> None:
+    """Method layers and ``analysis.top_k`` against every model's layers and vocabulary."""
+    for model in study.models:
+        shape = model_shape(model)
+        if shape is None:
+            continue
+        layers, vocab = shape
+        if study.analysis.top_k > vocab:
+            raise StudyError(f"analysis.top_k: {study.analysis.top_k} is larger than the vocabulary of model "
+                             f"{model.name!r} ({vocab} tokens)")
+        for name, method in zip(study.method_names(), study.methods):
+            layer = getattr(method, "layer", None)
+            if isinstance(layer, int) and not -layers <= layer < layers:
+                raise StudyError(
+                    f"methods ({name}).layer: {layer} is outside model {model.name!r}, which has {layers} layers "
+                    f"(valid: 0..{layers - 1}, -{layers}..-1, 'middle' or 'last')")

@@ -43,6 +43,7 @@ label names as strings); ``source="hub"`` reads them through the optional
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -53,7 +54,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .task import Example, Task, TaskError, sample_examples
+from .task import Example, Task, TaskError, csv_error, json_row, read_text_file, sample_examples
 
 __all__ = [
     "DATASET_TASKS",
@@ -397,8 +398,8 @@ def _read_parquet(path: Path) -> Iterator[_Row]:
 def _read_delimited(path: Path, *, tsv: bool) -> Iterator[_Row]:
     # GLUE's TSV files are unquoted (quotes are part of the sentences); CSV files use standard quoting.
     options: dict[str, Any] = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, **options)
+    reader = csv.DictReader(io.StringIO(read_text_file(path), newline=""), **options)
+    try:
         if reader.fieldnames is None:  # reads the header line
             return
         previous_end = reader.line_num
@@ -408,16 +409,20 @@ def _read_delimited(path: Path, *, tsv: bool) -> Iterator[_Row]:
             if None in row:
                 raise TaskError(f"{path}:{start}: more fields than the header has columns")
             yield f"{path}:{start}", dict(row)
+    except csv.Error as error:
+        raise csv_error(path, reader.line_num + 1, error) from None
 
 
 def _read_json(path: Path) -> Iterator[_Row]:
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
+    text = read_text_file(path)
     if text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as error:
             raise TaskError(f"{path}:{error.lineno}: malformed JSON ({error.msg})") from None
+        except (RecursionError, ValueError) as error:
+            raise TaskError(f"{path}: malformed JSON ({'nested too deeply' if isinstance(error, RecursionError) else error})") \
+                from None
         for index, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise TaskError(f"{path}: item {index + 1}: expected a JSON object, got {type(row).__name__}")
@@ -426,10 +431,7 @@ def _read_json(path: Path) -> Iterator[_Row]:
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise TaskError(f"{path}:{line_no}: malformed JSON ({error.msg})") from None
+        row = json_row(path, line_no, line)
         if not isinstance(row, dict):
             raise TaskError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
         yield f"{path}:{line_no}", row

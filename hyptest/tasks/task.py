@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -124,26 +125,60 @@ def _check_task(task: Task) -> None:
         raise TaskError(f"task {task.name!r}: duplicate example ids {dupes[:5]}")
 
 
+def read_text_file(path: Path) -> str:
+    """A data file's text as UTF-8; invalid bytes are a :class:`TaskError` naming the line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise TaskError(f"{path}: cannot read ({error.strerror or error})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise TaskError(f"{path}:{line}: not valid UTF-8 (byte {raw[error.start]:#04x}); save the file as UTF-8") \
+            from None
+
+
+def csv_error(path: Path, line: int, error: csv.Error) -> TaskError:
+    """A CSV parsing error as a :class:`TaskError` naming the line (e.g. a field over the 128 KiB limit)."""
+    message = str(error)
+    if "field larger than field limit" in message:
+        message = (f"a field is longer than {csv.field_size_limit():,} characters (an unclosed quote, or a text far "
+                   "longer than a demonstration can be)")
+    return TaskError(f"{path}:{line}: malformed CSV ({message})")
+
+
+def json_row(path: Path, line_no: int, line: str) -> Any:
+    """One JSON value, with malformed, too deeply nested or oversized values as a :class:`TaskError`."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise TaskError(f"{path}:{line_no}: malformed JSON ({error.msg})") from None
+    except RecursionError:
+        raise TaskError(f"{path}:{line_no}: malformed JSON (nested too deeply)") from None
+    except ValueError as error:  # e.g. an integer of more than 4300 digits
+        raise TaskError(f"{path}:{line_no}: malformed JSON ({error})") from None
+
+
 def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """Read (line number, row) pairs from a JSONL or CSV file."""
     rows: list[tuple[int, dict[str, Any]]] = []
+    text = read_text_file(path)
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
             for row in reader:
                 rows.append((reader.line_num, dict(row)))
+        except csv.Error as error:
+            raise csv_error(path, reader.line_num + 1, error) from None
         return rows
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise TaskError(f"{path}:{line_no}: malformed JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise TaskError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-            rows.append((line_no, row))
+    for line_no, line in enumerate(io.StringIO(text, newline="\n"), start=1):  # \n only, as JSON Lines says
+        if not line.strip():
+            continue
+        row = json_row(path, line_no, line)
+        if not isinstance(row, dict):
+            raise TaskError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+        rows.append((line_no, row))
     return rows
 
 
