@@ -371,18 +371,20 @@ def _minimum_detectable(curve: pd.DataFrame, target: float) -> dict[str, Any]:
     r = curve["ratio"].to_numpy(float)
     p = curve["power"].to_numpy(float)
     above = np.flatnonzero(p >= target)
+    rp = curve["ratio_p_gold"].to_numpy(float)
     if len(above) == 0:
-        estimate = math.inf
+        estimate = estimate_p = math.inf
     else:
         k = int(above[0])
         if k == 0:
-            estimate = float(r[0])
+            estimate, estimate_p = float(r[0]), float(rp[0])
         else:
             t = (target - p[k - 1]) / (p[k] - p[k - 1])
             estimate = float(math.exp(math.log(r[k - 1]) + t * (math.log(r[k]) - math.log(r[k - 1]))))
+            estimate_p = float(math.exp(math.log(rp[k - 1]) + t * (math.log(rp[k]) - math.log(rp[k - 1]))))
     reach_high = np.flatnonzero(curve["high"].to_numpy(float) >= target)
     reach_low = np.flatnonzero(curve["low"].to_numpy(float) >= target)
-    return {"ratio": estimate,
+    return {"ratio": estimate, "ratio_p_gold": estimate_p,
             "low": float(r[reach_high[0]]) if len(reach_high) else math.inf,
             "high": float(r[reach_low[0]]) if len(reach_low) else math.inf,
             "target_power": target}

@@ -136,7 +136,7 @@ def test_huge_true_ratio_is_always_called_different():
 
 
 def test_false_different_rate_at_ratio_one_is_at_most_alpha():
-    n = 300
+    n = 200
     got = simulate_verdicts(_design(n_sets=3, n_orders=6, n_queries=10), {"m": 0.6}, sd_ref=0.6,
                             n_simulations=n, seed=2)
     rejections = int((got["verdict"] == "different").sum())
@@ -145,7 +145,7 @@ def test_false_different_rate_at_ratio_one_is_at_most_alpha():
 
 
 def test_exact_sign_flip_family_controls_the_familywise_rate():
-    n = 120
+    n = 100
     design = _design(n_sets=7, n_orders=4, n_queries=6, methods=("a", "b"), cluster=True)
     got = simulate_verdicts(design, {"a": 0.8, "b": 0.8}, sd_ref=0.8, n_simulations=n, seed=3)
     familywise = int(got.groupby("simulation")["verdict"].apply(lambda v: (v == "different").any()).sum())
