@@ -63,7 +63,8 @@ from .stats.order_resampling import (
 from .study import AnalysisSpec, MarginSpec, Study
 from .sweeps import vocab_order_per_query
 
-__all__ = ["AnalysisOutput", "margin_table", "order_comparison", "order_cube", "paired_unit_sampler", "run_analyses"]
+__all__ = ["AnalysisOutput", "cluster_reaches_alpha", "margin_table", "order_comparison", "order_cube",
+           "paired_unit_sampler", "run_analyses", "uses_clusters"]
 
 _GROUP = ["model", "task", "n_demos"]
 
@@ -341,6 +342,19 @@ def _paired_comparison(x: np.ndarray, y: np.ndarray, sets: np.ndarray, *, keys: 
     )
 
 
+def cluster_reaches_alpha(n_sets: int, family_size: int, alpha: float) -> bool:
+    """Whether the exact sign-flip test over ``n_sets`` demo sets can reach ``alpha / family_size`` (two-sided)."""
+    return n_sets >= 2 and 2.0 ** (1 - n_sets) <= alpha / max(family_size, 1)
+
+
+def uses_clusters(spec: AnalysisSpec, n_sets: int, family_size: int) -> bool:
+    """Demo sets as clusters: when asked (``bootstrap: cluster``), or ``auto`` and the exact test can reach α/m."""
+    if n_sets < 2:
+        return False
+    return spec.bootstrap == "cluster" or (spec.bootstrap == "auto"
+                                           and cluster_reaches_alpha(n_sets, family_size, spec.alpha))
+
+
 def _family(analysis: str, spec: AnalysisSpec) -> str:
     return CONFIRMATORY if analysis in spec.confirmatory else analysis
 
@@ -379,8 +393,8 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
              for m, t, n in sorted(single_keys)]
     n_sets = int(records["demo_set"].nunique()) if len(records) else 0
     m_conf = _confirmatory_size(records, a.reference)
-    reachable = n_sets >= 2 and 2.0 ** (1 - n_sets) <= a.alpha / m_conf
-    cluster = a.bootstrap == "cluster" or (a.bootstrap == "auto" and reachable)
+    reachable = cluster_reaches_alpha(n_sets, m_conf, a.alpha)
+    cluster = uses_clusters(a, n_sets, m_conf)
     if a.bootstrap == "cluster" and not reachable:
         needed = 1 + math.ceil(math.log2(m_conf / a.alpha))
         notes.append(f"demo sets as clusters: with {n_sets} demo sets the exact sign-flip test cannot reach "

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from .analysis import order_comparison
+from .analysis import order_comparison, uses_clusters
 from .results import CONFIRMATORY, decide, monte_carlo_budget
 from .stats.power import (
     DEFAULT_RANK1_SHARE,
@@ -145,8 +145,7 @@ def design_of(study: Study, *, n_queries_all: int | None = None, n_resamples: in
     n_sets = study.demos.n_sets
     # the cluster choice of run_analyses (its m counts methods x slices)
     m_conf = len(slices) * len(methods)
-    reachable = n_sets >= 2 and 2.0 ** (1 - n_sets) <= a.alpha / m_conf
-    cluster = (a.bootstrap == "cluster" or (a.bootstrap == "auto" and reachable)) and n_sets >= 2
+    cluster = uses_clusters(a, n_sets, m_conf)
     m = len(slices) * len(methods) * len(analyses)
     return PowerDesign(
         slices=tuple(slices), n_sets=n_sets, n_queries=int(n_queries), reference=a.reference, methods=methods,
