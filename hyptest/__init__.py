@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "order_comparison": "hyptest.analysis:order_comparison",
     "run_analyses": "hyptest.analysis:run_analyses",
     "Comparison": "hyptest.results:Comparison",
+    "power_table": "hyptest.power_plan:power_table",
     "paired_permutation_test": "hyptest.stats.permutation:paired_permutation_test",
     "two_sample_permutation_test": "hyptest.stats.permutation:two_sample_permutation_test",
     "bootstrap_ci": "hyptest.stats.bootstrap:bootstrap_ci",
