@@ -51,3 +51,17 @@ def tiny_study_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_STUDY)
     return path
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One clear line when the browser tests were skipped (no Debian chromium), so nobody misses it."""
+    reasons = set()
+    for report in terminalreporter.stats.get("skipped", []):
+        if "test_report_browser" in str(getattr(report, "fspath", "")) or "test_report_browser" in report.nodeid:
+            longrepr = report.longrepr
+            reasons.add(str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr))
+    if reasons:
+        terminalreporter.write_line(
+            "browser tests SKIPPED: " + "; ".join(sorted(reasons))
+            + " — install Debian's chromium to run them: apt-get install chromium chromium-driver",
+            yellow=True, bold=True)
