@@ -88,6 +88,12 @@ def study(
         None, "--ray-workers", min=1, help="Number of Ray workers (default: as many as the cluster holds)."),
     yes: bool = typer.Option(
         False, "--yes", "-y", help="Run even when the cost estimate (see `hyptest validate`) exceeds 2 hours."),
+    wait: bool = typer.Option(
+        False, "--wait", help="If another process is writing to the run directory, wait for it instead of exiting."),
+    force: bool = typer.Option(
+        False, "--force",
+        help="Run even if the run directory holds another study (or this one with other settings): its results "
+             "are first moved into previous-<timestamp>/ inside it."),
 ) -> None:
     """Run a study: collect (resuming finished units), test, and write the report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -126,10 +132,16 @@ def study(
 
         try:
             summary = run_study(spec, text, out_dir=out, base_dir=study_file.parent, progress=report, threads=threads,
-                                executor=runner)
+                                executor=runner, wait=wait, force=force,
+                                on_wait=lambda message: bar.console.print(f"[yellow]{_escape(message)}[/]"))
         except _user_errors() as error:
             bar.stop()
             _fail(_escape(str(error)))
+        except OSError as error:  # a write no store call wrapped: still one line naming the file
+            bar.stop()
+            from .store.run_dir import write_error_text
+
+            _fail(_escape(write_error_text(error.filename or out or "the run directory", error)))
         except RayExecutorError as error:
             bar.stop()
             _fail(_escape(str(error)), code=1)

@@ -24,7 +24,7 @@ from .analysis import run_analyses
 from .metrics import accuracy_table
 from .stats.bootstrap import bootstrap_ci
 from .store import RunDir
-from .store.run_dir import is_url
+from .store.run_dir import StoreError, is_url
 from .study import Study, check_feasible
 from .model_stages import run_model_stages
 from .collect.units import final_step_rows
@@ -40,7 +40,7 @@ _LIBRARIES = ("torch", "transformers", "numpy", "scipy", "pandas", "statsmodels"
 _KEY_LIBRARIES = ("torch", "transformers")
 #: Version of hyptest's collectors (prompt encoding, scoring, training); part of every unit key.
 #: Bump it whenever a change to hyptest/collect/ can change a stored number.
-COLLECTOR_VERSION = "3"
+COLLECTOR_VERSION = "4"
 #: Null-distribution values kept in results.json per comparison (for the report's histogram).
 _NULL_KEEP = 1000
 #: Analyses whose permutation null distribution is kept for the report's histograms.
@@ -112,8 +112,15 @@ def run_study(
     progress: Progress | None = None,
     threads: int | None = None,
     executor: Any = None,
+    wait: bool = False,
+    force: bool = False,
+    on_wait: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Collect every missing unit of a study, then analyse and report.
+
+    The run directory is locked for the whole run (one writer per directory,
+    see :mod:`hyptest.store.lock`); the analysis uses this run's manifest as
+    built in memory, never one re-read from disk.
 
     Parameters
     ----------
@@ -131,24 +138,93 @@ def run_study(
         Torch CPU threads (default: all cores).
     executor : hyptest.collect.executors.Executor, optional
         Who runs the work groups; default the local executor.
+    wait : bool, default False
+        When another process holds the run directory: wait for it (calling
+        ``on_wait(message)`` once) instead of raising.
+    force : bool, default False
+        Run even if the directory holds another study's results (another name,
+        or the same name with other settings): they are first moved into
+        ``previous-<timestamp>/`` inside it (``units/`` stays when the name is
+        the same: its files are content-addressed and some may be reused).
 
     Returns
     -------
     RunSummary
+
+    Raises
+    ------
+    hyptest.store.StoreError
+        When another process holds the directory (``LockError``), when it holds
+        another study and ``force`` is false, or when a file cannot be written.
     """
+    run = RunDir(out_dir or default_run_dir(study))
+    lock = run.lock().acquire(wait=wait, on_wait=on_wait)
+    try:
+        return _run_locked(study, study_text, run, lock, base_dir=base_dir, progress=progress, threads=threads,
+                           executor=executor, force=force)
+    finally:
+        lock.release()
+
+
+def _json_round_trip(payload: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    from ._util import clean_for_json, json_default
+
+    return json.loads(json.dumps(clean_for_json(payload), default=json_default))
+
+
+def _same_study(old: dict[str, Any], study: Study) -> bool:
+    """Whether a manifest's study is this study (``output_dir`` and ``executor`` do not change results)."""
+    try:
+        previous = Study.model_validate(old["study"]).model_dump(mode="json")
+    except Exception:  # an older or damaged manifest: not provably the same study
+        return False
+    current = study.model_dump(mode="json")
+    for key in ("output_dir", "executor"):
+        previous.pop(key, None)
+        current.pop(key, None)
+    return previous == current
+
+
+def _claim_run_dir(run: RunDir, study: Study, *, force: bool) -> str | None:
+    """Refuse a directory holding another study unless ``force``; then move its results aside. A note or None."""
+    if not run.exists("manifest.json"):
+        return None
+    try:
+        old = run.read_json("manifest.json")
+        old_name = old["study"]["name"]
+    except Exception:  # StoreError (bad JSON), KeyError, TypeError: not a manifest we can read
+        old, old_name = {}, None
+    if old and _same_study(old, study):
+        return None
+    what = (f"another study ({old_name!r})" if old_name != study.name else
+            f"study {old_name!r} with other settings") if old_name is not None else "an unreadable manifest.json"
+    if not force:
+        raise StoreError(
+            f"run directory {run.location} holds {what}; use --out for a new directory, or --force to move its "
+            "results aside (into previous-<timestamp>/ inside it) and run this study there"
+        )
+    moved = run.move_aside(keep_units=old_name == study.name)
+    return f"--force: the earlier results in this directory ({what}) were moved to {moved}"
+
+
+def _run_locked(study: Study, study_text: str, run: RunDir, lock: Any, *, base_dir: Path | None,
+                progress: Progress | None, threads: int | None, executor: Any, force: bool) -> RunSummary:
     import torch
 
     from .collect.executors import LocalExecutor, group_units
 
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
-    run = RunDir(out_dir or default_run_dir(study))
     tasks = load_tasks(study, base_dir=base_dir)
     units, identities = plan_study(study, tasks)
+    run.makedirs()
+    run.remove_stale_temp_files()  # only a killed writer leaves them, and we hold the lock
+    lock_notes = [n for n in (lock.note, _claim_run_dir(run, study, force=force)) if n]
     todo = [u for u in units if not run.has_unit(u.key)]
     n_reused = len(units) - len(todo)
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    run.makedirs()
     manifest = {
         "hyptest_version": __version__,
         "study": study.model_dump(mode="json"),
@@ -159,6 +235,7 @@ def run_study(
         "started": started.isoformat(timespec="seconds"),
     }
     run.write_json("manifest.json", manifest)
+    manifest = _json_round_trip(manifest)  # the analysis sees exactly what the file says, from memory
     done = n_reused
     if progress:
         progress(done, len(units), "reused finished units" if n_reused else "starting")
@@ -179,10 +256,11 @@ def run_study(
                                    progress=(lambda text: progress(done, len(units), text)) if progress else None)
     stage_s = time.perf_counter() - t_stage
     results = analyse_run(
-        run.path,
+        run.path if run.is_local else str(run.path),
         timings={"load_models": load_time, "collect": collect_s, "model_stages": stage_s},
+        manifest=manifest,
         extra_provenance={
-            "stage_notes": stage_notes,
+            "stage_notes": [*lock_notes, *stage_notes],
             "started": started.isoformat(timespec="seconds"),
             "n_units": len(units),
             "n_units_reused": n_reused,
@@ -237,15 +315,25 @@ def analyse_run(
     *,
     timings: dict[str, float] | None = None,
     extra_provenance: dict[str, Any] | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compute metrics, statistics and verdicts from a run directory's units.
 
     Writes ``per_query.parquet``, ``results.json`` and ``report.html`` and
-    returns the results dictionary.
+    returns the results dictionary. ``manifest`` is the run's manifest as its
+    writer holds it (what :func:`run_study` passes); without it,
+    ``manifest.json`` is read, under the directory's writer lock.
     """
-    t0 = time.perf_counter()
     run = RunDir(run_dir)
-    manifest = run.read_json("manifest.json")
+    with run.lock().acquire():  # a no-op inside run_study, which holds it already
+        return _analyse_locked(run, timings=timings, extra_provenance=extra_provenance, manifest=manifest)
+
+
+def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_provenance: dict[str, Any] | None,
+                    manifest: dict[str, Any] | None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    if manifest is None:
+        manifest = run.read_json("manifest.json")
     study = Study.model_validate(manifest["study"])
     all_steps = run.read_units(u["key"] for u in manifest["units"])
     records = final_step_rows(all_steps)  # a unit's answer is its last step; earlier steps feed the trajectories
@@ -372,7 +460,16 @@ def _write_report(run: RunDir, results: dict[str, Any], per_query: pd.DataFrame,
     from .report import render_report, write_report
 
     if run.is_local:
-        return write_report(run.path, results, per_query, study_text)
+        try:
+            path = write_report(run.path, results, per_query, study_text)
+            from ._util import current_umask
+
+            os.chmod(path, 0o666 & ~current_umask())  # its writer's mkstemp made it 0600
+            return path
+        except OSError as error:
+            from .store.run_dir import StoreError, write_error_text
+
+            raise StoreError(write_error_text(Path(run.path) / "report.html", error)) from None
     per_order = run.read_parquet("per_order.parquet") if run.exists("per_order.parquet") else None
     return run.write_text("report.html", render_report(results, per_query, study_text=study_text,
                                                        per_order=per_order))
@@ -385,21 +482,15 @@ def _slice_name(key: tuple[Any, Any, int]) -> str:
 
 
 def _write_bayes(run: RunDir, fits: dict[tuple[Any, Any, int], Any]) -> list[str]:
-    from .stats._arviz import to_netcdf
+    """Each slice's posterior as NetCDF: serialised in memory, then written atomically like every file."""
+    from .stats._arviz import netcdf_bytes
 
     names = []
     for key, fit in fits.items():
         if fit.idata is None:
             continue
         name = _slice_name(key)
-        if run.is_local:
-            to_netcdf(fit.idata, run.path / name)
-        else:  # fsspec URL: write locally, then upload through the store's atomic write
-            import tempfile
-
-            with tempfile.TemporaryDirectory() as tmp:
-                to_netcdf(fit.idata, Path(tmp) / name)
-                run.write_bytes(name, (Path(tmp) / name).read_bytes())
+        run.write_bytes(name, netcdf_bytes(fit.idata))
         names.append(name)
     return names
 
@@ -430,10 +521,11 @@ def _bayes_summary(fits: dict[tuple[Any, Any, int], Any]) -> list[dict[str, Any]
 def rebuild_report(run_dir: str | Path) -> Path | str:
     """Rewrite ``report.html`` from ``results.json`` and ``per_query.parquet`` without recomputing."""
     run = RunDir(run_dir)
-    results = run.read_json("results.json")
-    manifest = run.read_json("manifest.json")
-    per_query = run.read_parquet("per_query.parquet")  # StoreError "... is missing; run `hyptest study` again"
-    return _write_report(run, results, per_query, manifest["study_text"])
+    with run.lock().acquire():
+        results = run.read_json("results.json")
+        manifest = run.read_json("manifest.json")
+        per_query = run.read_parquet("per_query.parquet")  # StoreError "... is missing; run `hyptest study` again"
+        return _write_report(run, results, per_query, manifest["study_text"])
 
 
 def _family_summary(comparisons: pd.DataFrame, a: Any) -> list[dict[str, Any]]:

@@ -155,18 +155,23 @@ def test_netcdf_round_trip(tmp_path):
     assert _arviz.n_divergences(back) == 0
 
 
-def test_netcdf_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
+def test_netcdf_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    import errno
+
     target = tmp_path / "fit.nc"
     target.write_bytes(b"old")
+    idata = _toy_idata()
+    data = _arviz.netcdf_bytes(idata)  # serialised in memory: HDF5 never sees the (full) disk
+    assert data[:4] == b"\x89HDF"
 
-    class Broken:
-        def to_netcdf(self, filename):
-            with open(filename, "wb") as fh:
-                fh.write(b"partial")
-            raise OSError("disk full")
+    def full_disk(fd, payload):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    with pytest.raises(OSError, match="disk full"):
-        _arviz.to_netcdf(Broken(), target)
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(OSError) as caught:
+        _arviz.to_netcdf(idata, target)
+    assert caught.value.errno == errno.ENOSPC
+    monkeypatch.undo()
     assert target.read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["fit.nc"]
 

@@ -1,8 +1,9 @@
 """Plan a study: which units to collect, with content-addressed keys.
 
 A unit is one (model, task, N, demo set, order, method, training seed). Its key
-hashes everything that determines its output, so a rerun finds finished units
-and a changed setting never reuses stale data.
+hashes everything that determines its output and the names its rows carry
+(model, task, method), so a rerun finds finished units, a changed setting
+never reuses stale data, and a renamed method is collected under its new name.
 """
 
 from __future__ import annotations
@@ -192,6 +193,9 @@ def make_plan(
                             for seed in seeds:
                                 key = stable_hash(
                                     {
+                                        # the names a unit's rows carry: two methods (models, tasks)
+                                        # with the same settings but other names never share a file
+                                        "names": [model.name, task.name, name],
                                         "model": model_identities[model.name],
                                         "task": task_hash,
                                         "order": order,

@@ -13,8 +13,8 @@ summary_table
     Posterior mean, sd, HDI, R-hat and bulk/tail ESS as a long DataFrame.
 hdi
     Highest-density interval of a 1-D sample.
-to_netcdf, from_netcdf
-    Atomic save and eager load of an ``InferenceData``.
+netcdf_bytes, to_netcdf, from_netcdf
+    In-memory serialisation, atomic save and eager load of an ``InferenceData``.
 rank_plot_data
     Per-chain rank histograms (numbers only; the report draws the SVG).
 from_draws, posterior_draws, n_divergences
@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ __all__ = [
     "rank_plot_data",
     "sample_stat_draws",
     "summary_table",
+    "netcdf_bytes",
     "to_netcdf",
 ]
 
@@ -299,12 +299,41 @@ def hdi(samples: np.ndarray | Sequence[float], prob: float = 0.94) -> tuple[floa
 # ---------------------------------------------------------------------------
 
 
-def to_netcdf(idata: Any, path: str | os.PathLike[str]) -> Path:
-    """Write ``idata`` to ``path`` atomically (temp file in the same folder, then rename).
+def netcdf_bytes(idata: Any) -> bytes:
+    """Serialise ``idata`` to NetCDF-4 (HDF5) bytes in memory, as ``idata.to_netcdf`` would write them.
 
-    A reader never sees a half-written file: the data go to a temporary file
-    next to ``path`` that :func:`os.replace` then moves into place. The temp
-    file is removed if writing fails.
+    Nothing touches the disk, so a full disk cannot reach HDF5 (whose write
+    errors can crash the process); the caller writes the bytes atomically.
+    :func:`from_netcdf` and ``arviz.from_netcdf`` read the result.
+    """
+    import io
+
+    import xarray as xr
+
+    buffer = io.BytesIO()
+    mode = "w"
+    with _quiet():
+        attrs = getattr(idata, "_attrs", None)
+        if attrs:
+            xr.Dataset(attrs=attrs).to_netcdf(buffer, mode=mode, engine="h5netcdf", group="/")
+            mode = "a"
+        groups = list(getattr(idata, "_groups_all", []))
+        for group in groups:
+            data = getattr(idata, group)
+            encoding = {name: {"zlib": True} for name, values in data.variables.items()
+                        if np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_}
+            data.to_netcdf(buffer, mode=mode, group=f"/{group}", engine="h5netcdf", encoding=encoding)
+            mode = "a"
+        if not groups and not attrs:
+            xr.Dataset().to_netcdf(buffer, mode="w", engine="h5netcdf")
+    return buffer.getvalue()
+
+
+def to_netcdf(idata: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``idata`` to ``path`` atomically: serialised in memory, then temp file, fsync, rename.
+
+    A reader never sees a half-written file, and a full disk is an
+    ``OSError`` from an ordinary write (HDF5 never writes to disk here).
 
     Parameters
     ----------
@@ -317,20 +346,12 @@ def to_netcdf(idata: Any, path: str | os.PathLike[str]) -> Path:
     pathlib.Path
         ``path``.
     """
+    from .._util import atomic_write_bytes
+
     target = Path(path)
     if not target.parent.is_dir():
         raise ValueError(f"`path` must be in an existing folder, got {str(target)!r}")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with _quiet():
-            idata.to_netcdf(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return target
+    return atomic_write_bytes(target, netcdf_bytes(idata))
 
 
 def from_netcdf(path: str | os.PathLike[str]) -> Any:

@@ -24,8 +24,10 @@ partial unit, only a missing one.
 
 from __future__ import annotations
 
+import datetime as _dt
 import io
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any, Iterable
@@ -155,10 +157,13 @@ class RunDir:
 
     def makedirs(self) -> None:
         """Create the run directory (and its parents) if missing; a no-op on object stores."""
-        if self.fs is None:
-            Path(self.path).mkdir(parents=True, exist_ok=True)
-        else:
-            self.fs.makedirs(self._root, exist_ok=True)
+        try:
+            if self.fs is None:
+                Path(self.path).mkdir(parents=True, exist_ok=True)
+            else:
+                self.fs.makedirs(self._root, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create the run directory {self.path}: {error.strerror or error}") from None
 
     def write_unit(self, key: str, frame: pd.DataFrame) -> Path | str:
         """Write one unit atomically (temp file, fsync, rename; temp + ``fs.mv`` on fsspec)."""
@@ -174,7 +179,7 @@ class RunDir:
         except OSError as error:
             raise StoreError(
                 f"cannot write unit {key} to {self.units_dir}: {error.strerror or error}. "
-                "Finished units are kept; free space and rerun the same command to resume."
+                "Finished units are kept; fix that and rerun the same command to resume."
             ) from None
 
     def read_units(self, keys: Iterable[str]) -> pd.DataFrame:
@@ -216,23 +221,101 @@ class RunDir:
 
     def write_text(self, name: str, text: str) -> Path | str:
         """Write a UTF-8 text file (e.g. ``report.html``) atomically."""
-        if self.fs is None:
-            return atomic_write_text(Path(self.path) / name, text)
-        return self._fs_atomic_write((name,), text.encode("utf-8"))
+        return self.write_bytes(name, text.encode("utf-8"))
 
     def write_bytes(self, name: str, data: bytes) -> Path | str:
-        """Write any file of the run directory (e.g. a NetCDF posterior) atomically."""
-        if self.fs is None:
-            return atomic_write_bytes(Path(self.path) / name, data)
-        return self._fs_atomic_write((name,), data)
+        """Write any file of the run directory (e.g. a NetCDF posterior) atomically.
+
+        Raises
+        ------
+        StoreError
+            When the file cannot be written (full disk, no permission, ...): the message names it.
+        """
+        try:
+            if self.fs is None:
+                return atomic_write_bytes(Path(self.path) / name, data)
+            return self._fs_atomic_write((name,), data)
+        except OSError as error:
+            raise StoreError(write_error_text(self._join(name), error)) from None
 
     def write_parquet(self, name: str, frame: pd.DataFrame) -> Path | str:
         """Write a DataFrame as Parquet atomically."""
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
+        return self.write_bytes(name, buffer.getvalue())
+
+    # -- writer lock, stale temp files, another study's results ----------------------------------
+
+    def lock(self) -> Any:
+        """The writer lock of this folder (:class:`hyptest.store.lock.RunLock`); call ``acquire()``."""
+        from .lock import RunLock
+
+        return RunLock(self)
+
+    def remove_stale_temp_files(self) -> list[str]:
+        """Remove temp files a killed writer left (``.tmp-*``, ``.*.tmp``); call it holding the lock."""
+        removed: list[str] = []
         if self.fs is None:
-            return atomic_write_bytes(Path(self.path) / name, buffer.getvalue())
-        return self._fs_atomic_write((name,), buffer.getvalue())
+            for folder in (Path(self.path), Path(self.path) / "units"):
+                if not folder.is_dir():
+                    continue
+                for entry in folder.iterdir():
+                    if _is_temp_name(entry.name) and entry.is_file():
+                        try:
+                            entry.unlink()
+                            removed.append(str(entry))
+                        except OSError:
+                            pass
+            return removed
+        for folder in (self._fs_path(), self._fs_path("units")):
+            try:
+                names = self.fs.ls(folder, detail=False)
+            except (OSError, FileNotFoundError):
+                continue
+            for name in names:
+                if _is_temp_name(str(name).rstrip("/").rsplit("/", 1)[-1]):
+                    try:
+                        self.fs.rm_file(name)
+                        removed.append(str(name))
+                    except Exception:
+                        pass
+        return removed
+
+    def move_aside(self, *, keep_units: bool) -> str:
+        """Move this folder's results into ``previous-<UTC timestamp>/`` (inside it); return that folder.
+
+        The lock file, earlier ``previous-*`` folders and, with ``keep_units``,
+        ``units/`` (content-addressed, so a new study only reuses units whose
+        every setting and name match) stay where they are.
+        """
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = f"previous-{stamp}"
+        keep = {".hyptest.lock", *(["units"] if keep_units else [])}
+        try:
+            if self.fs is None:
+                root = Path(self.path)
+                dest = root / target
+                suffix = 1
+                while dest.exists():
+                    dest = root / f"{target}-{suffix}"
+                    suffix += 1
+                dest.mkdir()
+                for entry in sorted(root.iterdir()):
+                    if entry.name in keep or entry.name.startswith("previous-"):
+                        continue
+                    os.replace(entry, dest / entry.name)
+                return str(dest)
+            root = self._fs_path()
+            dest_path = f"{root}/{target}"
+            for name in self.fs.ls(root, detail=False):
+                base = str(name).rstrip("/").rsplit("/", 1)[-1]
+                if base in keep or base.startswith("previous-"):
+                    continue
+                self.fs.mv(str(name).rstrip("/"), f"{dest_path}/{base}", recursive=True)
+            return str(self._join(target))
+        except OSError as error:
+            raise StoreError(f"cannot move the earlier results of {self.location} aside into {target}/: "
+                             f"{error.strerror or error}") from None
 
     def read_parquet(self, name: str) -> pd.DataFrame:
         """Read a Parquet file of the run directory (e.g. ``per_query.parquet``).
@@ -279,6 +362,25 @@ class RunDir:
                 pass
             raise
         return str(self._join(*parts))
+
+
+def write_error_text(path: Any, error: OSError) -> str:
+    """``cannot write PATH: No space left on device (...)``: one line naming the file and the cause."""
+    import errno as _errno
+
+    hint = {
+        _errno.ENOSPC: "free space and rerun the same command (finished units are kept)",
+        _errno.EDQUOT: "free space and rerun the same command (finished units are kept)",
+        _errno.EACCES: "make the folder writable or choose another with --out",
+        _errno.EPERM: "make the folder writable or choose another with --out",
+        _errno.EROFS: "the filesystem is read-only; choose another folder with --out",
+    }.get(error.errno or -1, "rerun the same command once that is fixed (finished units are kept)")
+    return f"cannot write {path}: {error.strerror or error}; {hint}"
+
+
+def _is_temp_name(name: str) -> bool:
+    """Temp names of the atomic writers: ``.tmp-*`` (here and ``_util``) and ``.<name>.*.tmp`` (older NetCDF)."""
+    return name.startswith(_TMP_PREFIX) or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def _url_to_fs(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
