@@ -124,6 +124,12 @@ class ModelSpec(_Strict):
             raise ValueError(f"`checkpoints` only apply when source is 'hf' (source is {self.source!r})")
         if self.source == "hf" and not self.path and self.checkpoints is None:
             raise ValueError("`path` (a hub id or a local directory) is required when source is 'hf'")
+        if self.source == "hf" and self.path:
+            from .models.hf import path_problem
+
+            problem = path_problem(self.path)
+            if problem:  # a mistyped local path must not become a hub download
+                raise ValueError(f"`path`: {problem}")
         if self.checkpoints is not None:
             dupes = sorted({c for c in self.checkpoints if self.checkpoints.count(c) > 1})
             if dupes:
@@ -225,6 +231,14 @@ class DemoSpec(_Strict):
     def _scalar_to_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, int) and not isinstance(value, bool) else value
 
+    @field_validator("n_demos")
+    @classmethod
+    def _n_demos_unique(cls, value: list[int]) -> list[int]:
+        dupes = sorted({n for n in value if value.count(n) > 1})
+        if dupes:  # the same N twice would plan the same units twice
+            raise ValueError(f"values must be unique, repeated: {', '.join(map(str, dupes))}")
+        return value
+
     @field_validator("n_orders")
     @classmethod
     def _orders_at_least_two(cls, value: int | str) -> int | str:
@@ -297,6 +311,14 @@ class _GDBase(_Strict):
     layer: int | Literal["middle", "last"] | None = None
     record_steps: bool = False
     train_seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=MAX_TRAIN_SEEDS)
+
+    @field_validator("train_seeds")
+    @classmethod
+    def _train_seeds_unique(cls, value: list[int]) -> list[int]:
+        dupes = sorted({n for n in value if value.count(n) > 1})
+        if dupes:  # the same seed twice would plan the same units twice
+            raise ValueError(f"values must be unique, repeated: {', '.join(map(str, dupes))}")
+        return value
 
     @field_validator("learning_rate", mode="before")
     @classmethod

@@ -30,7 +30,12 @@ def test_hf_local_directory_round_trip(tmp_path, tiny_lm):
 
 
 def test_hf_missing_directory():
-    spec = ModelSpec(name="x", source="hf", path="./no/such/dir")
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="no such directory"):  # caught by validation, not fetched
+        ModelSpec(name="x", source="hf", path="./no/such/dir")
+    spec = ModelSpec.model_construct(name="x", source="hf", path="./no/such/dir", revision=None,
+                                     dtype="float32", device="cpu")
     with pytest.raises(ModelError, match="no such directory"):
         model_identity(spec)
     with pytest.raises(ModelError, match="no such directory"):

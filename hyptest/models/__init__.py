@@ -35,7 +35,20 @@ def load_model(spec: Any) -> LoadedModel:
     if spec.source == "embedded":
         return loader(spec.name, dtype=spec.dtype, device=spec.device)
     if spec.source == "hf":
-        return loader(spec.name, spec.path, revision=spec.revision, dtype=spec.dtype, device=spec.device)
+        from pathlib import Path
+
+        from .hf import path_problem, resolve_hub_commit
+
+        problem = path_problem(spec.path)
+        if problem:
+            raise ModelError(f"model {spec.name!r}: {problem}")
+        # a hub id is loaded at the commit its units were keyed with (resolved once per process)
+        revision = spec.revision if Path(spec.path).expanduser().is_dir() else resolve_hub_commit(
+            spec.path, spec.revision)
+        lm = loader(spec.name, spec.path, revision=revision, dtype=spec.dtype, device=spec.device)
+        if "commit" in lm.identity:
+            lm.identity["revision"] = spec.revision
+        return lm
     return loader(spec.name, seed=spec.seed, device="cpu" if spec.device == "auto" else spec.device)
 
 
@@ -56,17 +69,21 @@ def model_identity(spec: Any) -> dict[str, Any]:
         return {"source": "tiny", "seed": spec.seed, "hidden_size": 32, "num_layers": 2}
     from pathlib import Path
 
+    from .hf import path_problem, resolve_hub_commit
+
     local = Path(spec.path).expanduser()
     identity: dict[str, Any] = {"source": "hf", "path": spec.path, "dtype": spec.dtype}
+    problem = path_problem(spec.path)
+    if problem:
+        raise ModelError(f"model {spec.name!r}: {problem}")
     if local.is_dir():
         weights = sorted(local.glob("*.safetensors")) or sorted(local.glob("*.bin"))
         if not weights:
             raise ModelError(f"model {spec.name!r}: no *.safetensors or *.bin weights in {local}")
         identity["sha256"] = {w.name: file_sha256(w) for w in weights}
-    elif spec.path.startswith((".", "/", "~")):
-        raise ModelError(f"model {spec.name!r}: no such directory {spec.path}")
-    else:
+    else:  # a hub id: keyed by the commit its revision resolves to, so a changed hub model is recollected
         identity["revision"] = spec.revision
+        identity["commit"] = resolve_hub_commit(spec.path, spec.revision)
     return identity
 
 
