@@ -1,7 +1,9 @@
 """Naive collectors, written the way published ICL-vs-GD code usually is: the benchmarks' baseline.
 
-* ICL: one full forward pass per (prompt, label word), ``model(ids).logits`` over
-  the whole sequence and vocabulary, log-softmax in float64 (as ``tests/_naive.py``).
+* ICL: each whole prompt string built with ``str.join`` / f-strings from the
+  task's template, tokenised as one string, one full forward pass per prompt
+  (``model(ids).logits`` over the whole sequence and vocabulary, log-softmax in
+  float64), the label words read at the last position (as ``tests/_naive.py``).
 * GD: ``copy.deepcopy`` of the pretrained model per order, a straight training
   loop whose loss takes the full logits, then the naive ICL scorer zero-shot.
 
@@ -24,55 +26,59 @@ except ImportError:  # not installed: use the checkout this script lives in
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def naive_label_logprobs(model: Any, prefix_ids: Sequence[int], query_ids: Sequence[Sequence[int]],
-                         label_ids: Sequence[Sequence[int]]) -> np.ndarray:
-    """log P(label | prefix + query): one full forward per (query, label), full logits."""
-    out = np.zeros((len(query_ids), len(label_ids)))
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for i, q in enumerate(query_ids):
-            for j, lab in enumerate(label_ids):
-                ids = list(prefix_ids) + list(q) + list(lab)
-                logits = model(torch.tensor([ids], device=device)).logits[0].double()
-                logp = torch.log_softmax(logits, dim=-1)
-                start = len(ids) - len(lab)
-                out[i, j] = sum(float(logp[start + k - 1, tok]) for k, tok in enumerate(lab))
-    return out
+def prompt_string(task: Any, demos: Sequence[Any], query: Any) -> str:
+    """The whole prompt string, written out as research code does (not via hyptest's encoder)."""
+    head = f"{task.instruction}{task.demo_separator}" if task.instruction else ""
+    shots = "".join(f"{task.input_template.replace('{text}', d.text)}{task.label_words[d.label]}{task.demo_separator}"
+                    for d in demos)
+    return head + shots + task.input_template.replace("{text}", query.text)
 
 
-def naive_scores(model: Any, prefix_ids: Sequence[int], query_ids: Sequence[Sequence[int]],
-                 label_ids: Sequence[Sequence[int]], top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Label log-probs and next-token top-k, one full forward per (query, label), full logits.
+def whole_prompt_ids(tokenizer: Any, task: Any, demos: Sequence[Any], queries: Sequence[Any]) -> list[list[int]]:
+    """``tokenizer(prompt)`` of each query's whole prompt string (default special tokens, BOS where added)."""
+    return [list(tokenizer(prompt_string(task, demos, q)).input_ids) for q in queries]
 
-    The top-k comes from the first label's forward pass (its logits after the
-    query), so the naive loop does no more forward passes than it has to.
+
+def label_word_ids(tokenizer: Any, task: Any) -> list[list[int]]:
+    """Each label word tokenised on its own (no special tokens), in ``task.labels`` order."""
+    return [list(tokenizer(task.label_words[lab], add_special_tokens=False).input_ids) for lab in task.labels]
+
+
+def naive_scores(model: Any, prompts: Sequence[Sequence[int]], label_ids: Sequence[Sequence[int]],
+                 top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Label log-probs and next-token top-k: ONE full forward per prompt, full logits.
+
+    The label words' first tokens and the top-k are read from the logits at the
+    prompt's last position; a multi-token label word alone gets one more
+    forward pass (prompt + its tokens) for its later tokens.
     """
-    logprobs = np.zeros((len(query_ids), len(label_ids)))
-    top_ids = np.zeros((len(query_ids), top_k), dtype=np.int64)
-    top_probs = np.zeros((len(query_ids), top_k))
+    logprobs = np.zeros((len(prompts), len(label_ids)))
+    top_ids = np.zeros((len(prompts), top_k), dtype=np.int64)
+    top_probs = np.zeros((len(prompts), top_k))
     device = next(model.parameters()).device
     with torch.no_grad():
-        for i, q in enumerate(query_ids):
+        for i, prompt in enumerate(prompts):
+            prompt = list(prompt)
+            logits = model(torch.tensor([prompt], device=device)).logits[0].double()
+            last = torch.log_softmax(logits[-1], dim=-1)
+            top = torch.topk(last, top_k)
+            top_ids[i] = top.indices.cpu().numpy()
+            top_probs[i] = torch.exp(top.values).cpu().numpy()
             for j, lab in enumerate(label_ids):
-                ids = list(prefix_ids) + list(q) + list(lab)
-                logits = model(torch.tensor([ids], device=device)).logits[0].double()
-                logp = torch.log_softmax(logits, dim=-1)
-                start = len(ids) - len(lab)
-                logprobs[i, j] = sum(float(logp[start + k - 1, tok]) for k, tok in enumerate(lab))
-                if j == 0:
-                    top = torch.topk(logp[start - 1], top_k)
-                    top_ids[i] = top.indices.cpu().numpy()
-                    top_probs[i] = torch.exp(top.values).cpu().numpy()
+                if len(lab) == 1:
+                    logprobs[i, j] = float(last[lab[0]])
+                    continue
+                ids = prompt + list(lab)
+                logp = torch.log_softmax(model(torch.tensor([ids], device=device)).logits[0].double(), dim=-1)
+                logprobs[i, j] = sum(float(logp[len(prompt) + k - 1, tok]) for k, tok in enumerate(lab))
     return logprobs, top_ids, top_probs
 
 
-def naive_topk(model: Any, prefix_ids: Sequence[int], query: Sequence[int], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of the next-token distribution after prefix + query (one more full forward)."""
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        logits = model(torch.tensor([list(prefix_ids) + list(query)], device=device)).logits[0, -1].double()
-    top = torch.topk(torch.softmax(logits, -1), k)
-    return top.indices.cpu().numpy(), top.values.cpu().numpy()
+def naive_prompt_scores(model: Any, tokenizer: Any, task: Any, demos: Sequence[Any], queries: Sequence[Any],
+                        top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The research loop: build each whole prompt string, tokenise it, one forward per prompt."""
+    return naive_scores(model, whole_prompt_ids(tokenizer, task, demos, queries), label_word_ids(tokenizer, task),
+                        top_k)
 
 
 def _example_loss(model: Any, ids: Sequence[int], targets: Sequence[int]) -> Any:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from _subtrees import time_by_subtree, timed as _timed
-from _naive_collect import max_prob_diff, naive_scores, naive_train
+from _naive_collect import max_prob_diff, naive_prompt_scores, naive_train
 
 from hyptest.collect.encoding import PromptEncoder
 from hyptest.collect.gd import TrainingExample, WeightSnapshot, train_orders
@@ -63,20 +63,19 @@ def _setup(n_orders: int, n_queries: int):
 
 
 def _ours(lm, enc, orders, queries, snapshot):
-    qids, labels = [enc.query_ids(q) for q in queries], enc.label_ids()
+    qids, labels = [enc.prompt_ids([], q) for q in queries], enc.label_ids()
     train = [[TrainingExample(*map(tuple, enc.training_example(d))) for d in o] for o in orders]
     out = {}
     for index, _losses in train_orders(lm.model, train, METHOD, seed=0, device=lm.device, snapshot=snapshot):
-        out[index] = score_queries(lm.model, enc.head_ids(), qids, labels, top_k=TOP_K).label_logprobs
+        out[index] = score_queries(lm.model, [], qids, labels, top_k=TOP_K).label_logprobs
     return np.stack([out[i] for i in range(len(orders))])
 
 
 def _naive(lm, enc, orders, queries):
-    qids, labels = [enc.query_ids(q) for q in queries], enc.label_ids()
     out = []
     for order in orders:
         model = naive_train(lm.model, [enc.training_example(d) for d in order], METHOD, seed=0)
-        out.append(naive_scores(model, enc.head_ids(), qids, labels, TOP_K)[0])
+        out.append(naive_prompt_scores(model, lm.tokenizer, enc.task, [], queries, TOP_K)[0])  # zero-shot prompts
         del model
     return np.stack(out)
 
@@ -171,7 +170,7 @@ def main() -> None:
     t_ours, t_naive, c_ours, c_naive = res.wall_ours, res.wall_naive, res.cpu_ours, res.cpu_naive
     chosen, subtrees = range(res.n_chosen), range(res.n_subtrees)
     diff = max_prob_diff(ours[timed], naive[timed])
-    moved = max_prob_diff(ours[0], score_queries(lm.model, enc.head_ids(), [enc.query_ids(q) for q in queries],
+    moved = max_prob_diff(ours[0], score_queries(lm.model, [], [enc.prompt_ids([], q) for q in queries],
                                                  enc.label_ids(), top_k=TOP_K).label_logprobs)
     print(f"hyptest train_orders + score_queries: {t_ours:.2f} s wall summed over subtrees (best of {args.repeats} "
           f"each), cpu {c_ours:.2f} s")

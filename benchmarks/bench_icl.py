@@ -3,9 +3,11 @@
 Both score the same work in the same process: SmolLM2-135M-Instruct (the
 embedded model, float32, CPU), the built-in sentiment task, one demo set of
 N = 4 in all 24 orders, 32 held-out queries, 2 label words, top-20. The naive
-loop runs one full forward pass per (prompt, label word) with logits over the
-whole sequence and vocabulary (as ``tests/_naive.py``); hyptest walks the
-orders' prefix tree (``hyptest.collect.scoring.score_orders``). On a shared
+loop is what research code does: it builds each whole prompt string, tokenises
+it, and runs one full forward pass per prompt with logits over the whole
+sequence and vocabulary, reading the label words at the last position (as
+``tests/_naive.py``); hyptest tokenises the same whole prompts and walks their
+token trie (``hyptest.collect.scoring.score_prompts``). On a shared
 machine the load changes by the minute, so the work is timed per subtree of
 orders sharing their first demo, hyptest and naive back to back, and summed
 (best of the repeats per subtree). Run from the repository root:
@@ -31,11 +33,11 @@ import numpy as np
 import torch
 
 from _subtrees import time_by_subtree, timed as _timed
-from _naive_collect import max_prob_diff, naive_scores
+from _naive_collect import max_prob_diff, naive_prompt_scores
 
 from hyptest.collect.encoding import PromptEncoder
 from hyptest.collect.plan import sample_demo_sets, sample_orders, sample_queries
-from hyptest.collect.scoring import reuse_freed_memory, score_orders
+from hyptest.collect.scoring import reuse_freed_memory, score_prompts
 from hyptest.models.embedded import load_embedded
 from hyptest.tasks import load_builtin_task
 
@@ -55,15 +57,13 @@ def _setup(n_orders: int, n_queries: int, *, lexicographic: bool = True):
 
 
 def _ours(lm, enc, orders, queries):
-    labels = enc.label_ids()
-    out = dict(score_orders(lm.model, enc.head_ids(), [[enc.demo_ids(d) for d in o] for o in orders],
-                            [enc.query_ids(q) for q in queries], labels, top_k=TOP_K))
+    out = dict(score_prompts(lm.model, [enc.order_prompts(o, queries) for o in orders], enc.label_ids(),
+                             top_k=TOP_K))
     return np.stack([out[i].label_logprobs for i in range(len(orders))])
 
 
 def _naive(lm, enc, orders, queries):
-    qids, labels = [enc.query_ids(q) for q in queries], enc.label_ids()
-    return np.stack([naive_scores(lm.model, enc.prefix_ids(o), qids, labels, TOP_K)[0] for o in orders])
+    return np.stack([naive_prompt_scores(lm.model, lm.tokenizer, enc.task, o, queries, TOP_K)[0] for o in orders])
 
 
 def _scaling(lm, enc, repeats: int) -> None:
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--subtrees", type=int, default=None,
                         help="time only the first K subtrees of orders sharing their first demo (each is the same "
-                             "kind of work; the naive loop takes ~15 min per subtree on 2 cores)")
+                             "kind of work; the naive loop takes ~8 min per subtree on 2 cores)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tuned = reuse_freed_memory()  # as UnitRunner does on CPU; process-wide, so the naive loop gets it too

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from _naive_collect import max_prob_diff, naive_scores, naive_train
+from _naive_collect import max_prob_diff, naive_prompt_scores, naive_train
 
 from hyptest.collect.encoding import PromptEncoder
 from hyptest.collect.executors import Executor
@@ -72,15 +72,15 @@ class NaiveExecutor(Executor):
     def _unit(lm, task, study, unit) -> pd.DataFrame:
         enc = PromptEncoder(lm.tokenizer, task)
         method = study.method(unit.method)
-        qids = [enc.query_ids(task.example(q)) for q in unit.query_ids]
-        labels, k = enc.label_ids(), study.analysis.top_k
+        queries = [task.example(q) for q in unit.query_ids]
+        k = study.analysis.top_k
         if method.kind == "icl":
-            prefix = enc.prefix_ids([task.example(i) for i in unit.order])
-            logp, ids, probs = naive_scores(lm.model, prefix, qids, labels, k)
+            demos = [task.example(i) for i in unit.order]
+            logp, ids, probs = naive_prompt_scores(lm.model, lm.tokenizer, task, demos, queries, k)
             return scores_to_frame(unit, task, QueryScores(logp, ids, probs), step=0)
         examples = [enc.training_example(task.example(i)) for i in unit.order]
         model = naive_train(lm.model, examples, method, seed=unit.seed)
-        logp, ids, probs = naive_scores(model, enc.head_ids(), qids, labels, k)
+        logp, ids, probs = naive_prompt_scores(model, lm.tokenizer, task, [], queries, k)  # zero-shot prompts
         steps = method.steps if method.kind == "gd" else method.epochs * len(examples)
         return scores_to_frame(unit, task, QueryScores(logp, ids, probs), step=steps)
 

@@ -13,16 +13,18 @@ read them like Dai's own logs.
 The three settings, for one demo set in its given order:
 
 ``zs``
-    the pretrained model on ``[BOS] [instruction] query``;
+    the pretrained model on ``tokenizer([instruction sep] query)``;
 ``icl``
-    the pretrained model on ``[BOS] [instruction] demo_1 sep ... demo_N sep query``
-    (:class:`hyptest.collect.encoding.PromptEncoder`'s prompt);
+    the pretrained model on ``tokenizer([instruction sep] demo_1 sep ... demo_N sep query)``
+    (:class:`hyptest.collect.encoding.PromptEncoder`'s prompt, tokenised as
+    one whole string; the query's own tokens, ``tokenizer(query input)`` on
+    its own, must be the end of both prompts, else a ValueError);
 ``ftzs``
     the model after ``ft_method`` (Dai et al.: SGD, batch 1, one epoch over the
     demos in prompt order, key/value projections of every layer, loss on every
     demo token; e.g. ``SGDMethod(kind="sgd", learning_rate=..., epochs=1,
     params="attention_kv", loss="all_tokens")``), each demo formatted as a
-    zero-shot training sequence ``[BOS] [instruction] input label_word``,
+    zero-shot training sequence ``tokenizer([instruction sep] input) label_word``,
     evaluated on the zero-shot prompt.  The weights are restored in place
     afterwards (:class:`hyptest.collect.gd.WeightSnapshot`), also on error.
 
@@ -41,7 +43,7 @@ distribution scores the label words; all internals come from
     residual) at the scored position.
 ``attn_map`` (every setting), ``(L, H, n_query_tokens)``
     Pre-softmax scores (``q . k * scaling``, rotary applied) from the scored
-    position to the query's own tokens (``PromptEncoder.query_ids``), i.e.
+    position to the query's own tokens (``tokenizer(query input)``), i.e.
     the positions common to all three prompts.  Dai's ``fs_eval.py``
     records ``attn_map[:, :, -1, context_len:]`` where ``context_len``
     counts BOS and, for ICL, the demonstrations: the query part only in
@@ -58,8 +60,9 @@ distribution scores the label words; all internals come from
     position-free counterpart).
 ``demo_lengths`` (``icl``, ``ftzs``), list of ``N`` ints
     Tokens of each demo counted in ``demo_attn``: ``input + label_word``,
-    the training sequence after its head, which are also the demo's first
-    tokens in the ICL prompt (checked token by token).
+    the training sequence after its head, found token by token in the ICL
+    prompt's whole-string tokens (in order; separator tokens between them
+    are skipped).
 ``demo_attn`` (``icl``, ``ftzs``), ``(L, sum(demo_lengths))``
     The inputs of Dai's ``compute_training_example_attn.py``, before its
     softmax.  ``icl``: ``attn_map_ctx`` at the demo tokens (separators, BOS
@@ -95,7 +98,7 @@ import numpy as np
 import pandas as pd
 
 from ._util import atomic_write_text
-from .collect.encoding import PromptEncoder
+from .collect.encoding import PromptEncoder, common_prefix_length
 from .collect.gd import TrainingExample, WeightSnapshot, train_in_place, training_schedule
 from .collect.internals import QueryRecorder, capture_attention
 from .collect.scoring import score_queries
@@ -171,28 +174,56 @@ def fine_tuned(model: Any, examples: Sequence[TrainingExample], method: Any, *, 
         snapshot.restore()
 
 
-def _demo_layout(enc: PromptEncoder, demos: Sequence[Example], loss: str
+def _demo_layout(enc: PromptEncoder, demos: Sequence[Example], prefix: list[int], loss: str
                  ) -> tuple[list[TrainingExample], list[int], list[int]]:
-    """Training examples, ICL positions of the demo tokens, and tokens per demo."""
-    head = enc.head_ids()
+    """Training examples, ICL positions of the demo tokens in ``prefix``, and tokens per demo.
+
+    Each demo's training tokens after its head (``input + label_word``) are
+    looked up in the whole-string ICL prefix, in order, from where the
+    previous demo ended (separator tokens in between are skipped).
+    """
     examples, positions, lengths = [], [], []
-    offset = len(head)
+    offset = 0
     for demo in demos:
         ids, targets = enc.training_example(demo, loss=loss)
-        if list(ids[: len(head)]) != head:
-            raise ValueError(f"demo {demo.id!r}: its training sequence does not start with the prompt head")
-        tail = list(ids[len(head):])
-        piece = enc.demo_ids(demo)
-        if piece[: len(tail)] != tail:
+        tail = list(ids[common_prefix_length(enc.head_ids(), ids):])
+        at = offset
+        while at + len(tail) <= len(prefix) and prefix[at: at + len(tail)] != tail:
+            at += 1
+        if at + len(tail) > len(prefix):
             raise ValueError(
-                f"demo {demo.id!r}: its tokens in the ICL prompt ({piece}) do not start with its training tokens "
-                f"({tail}); the tokenizer merges the label word or separator differently, so ICL and FT demo "
-                "tokens cannot be aligned one to one")
+                f"demo {demo.id!r}: its training tokens ({tail}) do not occur in the ICL prompt's tokens after "
+                f"position {offset}; the tokenizer merges the label word or separator differently, so ICL and FT "
+                "demo tokens cannot be aligned one to one")
         examples.append(TrainingExample(tuple(ids), tuple(targets)))
-        positions.extend(range(offset, offset + len(tail)))
+        positions.extend(range(at, at + len(tail)))
         lengths.append(len(tail))
-        offset += len(piece)
+        offset = at + len(tail)
     return examples, positions, lengths
+
+
+def _split_query(enc: PromptEncoder, demos: Sequence[Example], queries: Sequence[Example]
+                 ) -> tuple[list[int], list[list[int]]]:
+    """The whole-string prompts of ``demos`` as one shared prefix and each query's own tokens.
+
+    A query's own tokens are ``tokenizer(format_input(text))`` without special
+    tokens; they must be the end of its whole prompt, and what comes before
+    them must be the same for every query.
+    """
+    prefix: list[int] | None = None
+    own_ids = []
+    for q in queries:
+        whole = enc.prompt_ids(demos, q)
+        own = enc.encode(enc.task.format_input(q.text), special=False)
+        if not own or whole[-len(own):] != own or (prefix is not None and whole[: -len(own)] != prefix):
+            raise ValueError(
+                f"query {q.id!r}: its tokens on their own are not the end of the whole prompt's tokens after the "
+                "same prefix (the tokenizer merges the query with the separator); the query positions of the "
+                "ZS, ICL and FT prompts cannot be aligned")
+        prefix = whole[: -len(own)]
+        own_ids.append(own)
+    assert prefix is not None
+    return prefix, own_ids
 
 
 def _capture(model: Any, prefix: list[int], qids: list[list[int]], *, ctx: bool, queries: bool,
@@ -284,12 +315,13 @@ def collect_dai_records(
             raise ValueError(f"`{what}` must be a plain folder name, got {name!r}")
     model, device = lm.model, lm.device
     enc = PromptEncoder(lm.tokenizer, task)
-    head = enc.head_ids()
-    prefix = enc.prefix_ids(list(demos))
-    qids = [list(enc.query_ids(q)) for q in queries]
+    head, qids = _split_query(enc, [], queries)
+    prefix, icl_qids = _split_query(enc, list(demos), queries)
+    if icl_qids != qids:  # pragma: no cover - both are the queries' own tokenisations
+        raise ValueError("the queries' tokens differ between the zero-shot and the ICL prompt")
     labels = enc.label_ids()
     loss = getattr(ft_method, "loss", "all_tokens")
-    examples, demo_pos, lengths = _demo_layout(enc, demos, loss)
+    examples, demo_pos, lengths = _demo_layout(enc, demos, prefix, loss)
 
     def preds(prefix_ids: list[int]) -> list[str]:
         scores = score_queries(model, prefix_ids, qids, labels, top_k=1, device=device)

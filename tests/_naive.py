@@ -6,18 +6,48 @@ import numpy as np
 import torch
 
 
+def prompt_string(task, demos, query):
+    """The whole prompt string, written out independently of hyptest's encoder (research-code style)."""
+    head = f"{task.instruction}{task.demo_separator}" if task.instruction else ""
+    shots = "".join(f"{task.input_template.replace('{text}', d.text)}{task.label_words[d.label]}{task.demo_separator}"
+                    for d in demos)
+    return head + shots + task.input_template.replace("{text}", query.text)
+
+
+def whole_prompt_ids(tokenizer, task, demos, queries):
+    """``tokenizer(prompt)`` (default special tokens) of each query's whole prompt string."""
+    return [list(tokenizer(prompt_string(task, demos, q)).input_ids) for q in queries]
+
+
+def label_word_ids(tokenizer, task):
+    """Each label word tokenised on its own, without special tokens."""
+    return [list(tokenizer(task.label_words[lab], add_special_tokens=False).input_ids) for lab in task.labels]
+
+
 def naive_label_logprobs(model, prefix_ids, query_ids, label_ids):
-    """log P(label | prefix + query) by one full forward per (query, label), via model(...).logits."""
+    """log P(label | prefix + query): ONE full forward per prompt, label logits read at its last position.
+
+    A multi-token label word needs its own forward pass (prompt + label tokens) for its later tokens.
+    """
     out = np.zeros((len(query_ids), len(label_ids)))
     with torch.no_grad():
         for i, q in enumerate(query_ids):
+            prompt = list(prefix_ids) + list(q)
+            last = torch.log_softmax(model(torch.tensor([prompt])).logits[0, -1].double(), dim=-1)
             for j, lab in enumerate(label_ids):
-                ids = list(prefix_ids) + list(q) + list(lab)
-                logits = model(torch.tensor([ids])).logits[0].double()
-                logp = torch.log_softmax(logits, dim=-1)
-                start = len(ids) - len(lab)
-                out[i, j] = sum(float(logp[start + k - 1, tok]) for k, tok in enumerate(lab))
+                if len(lab) == 1:
+                    out[i, j] = float(last[lab[0]])
+                    continue
+                ids = prompt + list(lab)
+                logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+                out[i, j] = sum(float(logp[len(prompt) + k - 1, tok]) for k, tok in enumerate(lab))
     return out
+
+
+def naive_prompt_logprobs(model, tokenizer, task, demos, queries):
+    """log P(label word | whole prompt) for each query: strings built here, one forward per prompt."""
+    return naive_label_logprobs(model, [], whole_prompt_ids(tokenizer, task, demos, queries),
+                                label_word_ids(tokenizer, task))
 
 
 def naive_topk(model, prefix_ids, query, k):

@@ -15,43 +15,46 @@ from hyptest.collect import gd as gd_module
 from hyptest.collect import scoring
 from hyptest.collect.encoding import PromptEncoder
 from hyptest.collect.gd import TrainingExample, WeightSnapshot, train_in_place, train_orders
-from hyptest.collect.scoring import score_orders, score_queries, set_tf32
+from hyptest.collect.scoring import score_orders, score_prompts, score_queries, set_tf32
 from hyptest.study import AdamMethod, GDMethod, SGDMethod
 
-from ._naive import manual_adam, manual_sgd, naive_label_logprobs, naive_topk
+from ._naive import (label_word_ids, manual_adam, manual_sgd, naive_label_logprobs, naive_prompt_logprobs,
+                     naive_topk, whole_prompt_ids)
 
 
-def _pieces(enc, task, demos):
-    return [enc.demo_ids(d) for d in demos]
-
-
-def _all_orders(enc, task, n):
+def _all_orders(enc, task, n, queries):
+    """Every order of the first ``n`` demos as whole-prompt ids (one per query) with their cut points."""
     demos = list(task.demos[:n])
     perms = list(itertools.permutations(range(n)))
-    return demos, perms, [[enc.demo_ids(demos[i]) for i in p] for p in perms]
+    return demos, perms, [enc.order_prompts([demos[i] for i in p], queries) for p in perms]
+
+
+def _naive(model, tokenizer, task, demos, queries):
+    """The research loop: whole prompt strings built in tests/_naive.py, one forward per prompt."""
+    return naive_prompt_logprobs(model, tokenizer, task, demos, queries)
 
 
 @pytest.mark.parametrize("task_name", ["sentiment", "topic"])
-def test_score_orders_equals_naive_for_every_order(tiny_lm, task_name, request):
+def test_score_prompts_equals_naive_for_every_order(tiny_lm, task_name, request):
     task = request.getfixturevalue(task_name)
     enc = PromptEncoder(tiny_lm.tokenizer, task)
-    demos, perms, orders = _all_orders(enc, task, 3)
-    queries = [enc.query_ids(q) for q in task.queries[:3]]
+    queries = list(task.queries[:3])
+    demos, perms, orders = _all_orders(enc, task, 3, queries)
     labels = enc.label_ids()
     assert min(len(lab) for lab in labels) > 1  # byte tokenizer: multi-token label words
-    got = dict(score_orders(tiny_lm.model, enc.head_ids(), orders, queries, labels, top_k=5))
+    got = dict(score_prompts(tiny_lm.model, orders, labels, top_k=5))
     assert sorted(got) == list(range(len(perms)))
     for i, perm in enumerate(perms):
-        prefix = enc.prefix_ids([demos[j] for j in perm])
-        ref = naive_label_logprobs(tiny_lm.model, prefix, queries, labels)  # one full forward per (prompt, label)
+        ordered = [demos[j] for j in perm]
+        ref = _naive(tiny_lm.model, tiny_lm.tokenizer, task, ordered, queries)
         np.testing.assert_allclose(np.exp(got[i].label_logprobs), np.exp(ref), atol=1e-6)
-        for qi, q in enumerate(queries):
-            ids, probs = naive_topk(tiny_lm.model, prefix, q, 5)
+        for qi, ids in enumerate(whole_prompt_ids(tiny_lm.tokenizer, task, ordered, queries)):
+            top_ids, probs = naive_topk(tiny_lm.model, [], ids, 5)
             np.testing.assert_allclose(got[i].topk_probs[qi], probs, atol=1e-6)
-            assert set(got[i].topk_ids[qi][:3]) == set(ids[:3])
+            assert set(got[i].topk_ids[qi][:3]) == set(top_ids[:3])
 
 
-def test_score_orders_with_an_instruction_head(tiny_lm):
+def test_score_prompts_with_an_instruction_head(tiny_lm):
     from hyptest.tasks import Example, Task
 
     task = Task(
@@ -61,32 +64,51 @@ def test_score_orders_with_an_instruction_head(tiny_lm):
         instruction="Answer yes or no.",
     )
     enc = PromptEncoder(tiny_lm.tokenizer, task)
-    head = enc.head_ids()
-    assert len(head) > 0
-    orders = [[enc.demo_ids(task.demos[0]), enc.demo_ids(task.demos[1])],
-              [enc.demo_ids(task.demos[1]), enc.demo_ids(task.demos[0])], []]
-    queries = [enc.query_ids(q) for q in task.queries]
-    got = dict(score_orders(tiny_lm.model, head, orders, queries, enc.label_ids(), top_k=3))
-    for i, demos in enumerate([list(task.demos), list(task.demos[::-1]), []]):
-        ref = naive_label_logprobs(tiny_lm.model, enc.prefix_ids(demos), queries, enc.label_ids())
+    assert len(enc.head_ids()) > 0
+    queries = list(task.queries)
+    demo_lists = [list(task.demos), list(task.demos[::-1]), []]
+    orders = [enc.order_prompts(d, queries) for d in demo_lists]
+    got = dict(score_prompts(tiny_lm.model, orders, enc.label_ids(), top_k=3))
+    for i, demos in enumerate(demo_lists):
+        ref = _naive(tiny_lm.model, tiny_lm.tokenizer, task, demos, queries)
         np.testing.assert_allclose(np.exp(got[i].label_logprobs), np.exp(ref), atol=1e-6)
 
 
-def test_prefix_ids_is_head_plus_demo_pieces(tiny_lm, sentiment):
+def test_score_orders_of_id_pieces_equals_naive(tiny_lm, sentiment):
+    """The id-level entry point: prompts given as head + pieces + query ids."""
+    tok = tiny_lm.tokenizer
+    pieces = [list(tok(sentiment.format_demo(d) + "\n\n").input_ids) for d in sentiment.demos[:2]]
+    queries = [list(tok(sentiment.format_input(q.text)).input_ids) for q in sentiment.queries[:3]]
+    labels = label_word_ids(tok, sentiment)
+    orders = [pieces, pieces[::-1], []]
+    got = dict(score_orders(tiny_lm.model, [], orders, queries, labels, top_k=3))
+    for i, order in enumerate(orders):
+        ref = naive_label_logprobs(tiny_lm.model, sum(order, []), queries, labels)
+        np.testing.assert_allclose(np.exp(got[i].label_logprobs), np.exp(ref), atol=1e-6)
+
+
+def test_order_prompts_are_whole_strings_with_demo_cuts(tiny_lm, sentiment):
     enc = PromptEncoder(tiny_lm.tokenizer, sentiment)
-    demos = list(sentiment.demos[:3])
-    assert enc.prefix_ids(demos) == enc.head_ids() + sum((enc.demo_ids(d) for d in demos), [])
+    demos, queries = list(sentiment.demos[:3]), list(sentiment.queries[:2])
+    got = enc.order_prompts(demos, queries)
+    assert [list(p) for p in got.prompts] == whole_prompt_ids(tiny_lm.tokenizer, sentiment, demos, queries)
+    # byte-level: a cut after each demo with its separator (no BOS, no instruction: no head cut)
+    text = ""
+    expected = []
+    for d in demos:
+        text += sentiment.format_demo(d) + "\n\n"
+        expected.append(len(tiny_lm.tokenizer(text).input_ids))
+    assert got.cuts == tuple(expected)
 
 
 @pytest.mark.parametrize("row_tokens", [1, 24, 4096])
 @pytest.mark.parametrize("batch_size", [None, 1, 3])
 def test_packing_and_batching_do_not_change_scores(tiny_lm, sentiment, row_tokens, batch_size):
     enc = PromptEncoder(tiny_lm.tokenizer, sentiment)
-    prefix = enc.prefix_ids(sentiment.demos[:2])
-    queries = [enc.query_ids(q) for q in sentiment.queries[:5]]
-    got = score_queries(tiny_lm.model, prefix, queries, enc.label_ids(), top_k=4, row_tokens=row_tokens,
-                        batch_size=batch_size)
-    ref = naive_label_logprobs(tiny_lm.model, prefix, queries, enc.label_ids())
+    demos, queries = list(sentiment.demos[:2]), list(sentiment.queries[:5])
+    ((_, got),) = score_prompts(tiny_lm.model, [enc.order_prompts(demos, queries)], enc.label_ids(), top_k=4,
+                                row_tokens=row_tokens, batch_size=batch_size)
+    ref = _naive(tiny_lm.model, tiny_lm.tokenizer, sentiment, demos, queries)
     np.testing.assert_allclose(np.exp(got.label_logprobs), np.exp(ref), atol=1e-6)
 
 
@@ -94,12 +116,24 @@ def test_flat_mode_equals_naive(tiny_lm, sentiment, monkeypatch):
     """Attention implementations without custom 4-D masks get one right-padded row per label context."""
     monkeypatch.setattr(scoring, "_tree_attention_ok", lambda model: False)
     enc = PromptEncoder(tiny_lm.tokenizer, sentiment)
-    demos, perms, orders = _all_orders(enc, sentiment, 2)
-    queries = [enc.query_ids(q) for q in sentiment.queries[:3]]
-    got = dict(score_orders(tiny_lm.model, enc.head_ids(), orders, queries, enc.label_ids(), top_k=3, batch_size=2))
+    queries = list(sentiment.queries[:3])
+    demos, perms, orders = _all_orders(enc, sentiment, 2, queries)
+    got = dict(score_prompts(tiny_lm.model, orders, enc.label_ids(), top_k=3, batch_size=2))
     for i, perm in enumerate(perms):
-        ref = naive_label_logprobs(tiny_lm.model, enc.prefix_ids([demos[j] for j in perm]), queries, enc.label_ids())
+        ref = _naive(tiny_lm.model, tiny_lm.tokenizer, sentiment, [demos[j] for j in perm], queries)
         np.testing.assert_allclose(np.exp(got[i].label_logprobs), np.exp(ref), atol=1e-6)
+
+
+def test_an_order_is_the_same_bits_whichever_orders_come_with_it(tiny_lm, sentiment):
+    """Resume: an order scored alone equals the same order scored within all its siblings, bitwise."""
+    enc = PromptEncoder(tiny_lm.tokenizer, sentiment)
+    queries = list(sentiment.queries[:4])
+    _, perms, orders = _all_orders(enc, sentiment, 3, queries)
+    together = dict(score_prompts(tiny_lm.model, orders, enc.label_ids(), top_k=3))
+    for i in (0, 3, 5):
+        ((_, alone),) = score_prompts(tiny_lm.model, [orders[i]], enc.label_ids(), top_k=3)
+        assert np.array_equal(alone.label_logprobs, together[i].label_logprobs)
+        assert np.array_equal(alone.topk_probs, together[i].topk_probs)
 
 
 def test_labels_sharing_leading_tokens_share_a_token_tree(tiny_lm):
@@ -110,14 +144,15 @@ def test_labels_sharing_leading_tokens_share_a_token_tree(tiny_lm):
         demos=(Example("d1", "one", "a"),), queries=(Example("q1", "three", "c"), Example("q2", "five", "a")),
     )
     enc = PromptEncoder(tiny_lm.tokenizer, task)
-    queries, labels = [enc.query_ids(q) for q in task.queries], enc.label_ids()
-    seg = scoring._tree_segment(0, queries[0], labels)
+    labels = enc.label_ids()
+    query0 = enc.prompt_ids([], task.queries[0])
+    seg = scoring._tree_segment(0, query0, labels)
     # " yes" and " yellow" share " ye": the tree holds " ye" + "s"-context... once each, no duplicate tokens
-    assert len(seg.tokens) == len(queries[0]) + len("yellow")  # " yellow" minus its last byte, " yes" adds none
-    prefix = enc.prefix_ids(task.demos)
-    got = score_queries(tiny_lm.model, prefix, queries, labels, top_k=3)
-    np.testing.assert_allclose(got.label_logprobs, naive_label_logprobs(tiny_lm.model, prefix, queries, labels),
-                               atol=1e-5)
+    assert len(seg.tokens) == len(query0) + len("yellow")  # " yellow" minus its last byte, " yes" adds none
+    queries = list(task.queries)
+    ((_, got),) = score_prompts(tiny_lm.model, [enc.order_prompts(list(task.demos), queries)], labels, top_k=3)
+    np.testing.assert_allclose(got.label_logprobs, _naive(tiny_lm.model, tiny_lm.tokenizer, task, list(task.demos),
+                                                          queries), atol=1e-5)
 
 
 # --------------------------------------------------------------------------- out-of-memory back-off
@@ -144,13 +179,10 @@ def _oom_after(monkeypatch, model, limit, error):
                                    RuntimeError("CUDA error: out of memory (fake)")])
 def test_out_of_memory_halves_the_batch_and_retries(tiny_lm, sentiment, monkeypatch, error):
     enc = PromptEncoder(tiny_lm.tokenizer, sentiment)
-    demos, perms, orders = _all_orders(enc, sentiment, 2)
-    queries = [enc.query_ids(q) for q in sentiment.queries[:8]]
-    expected = dict(score_orders(tiny_lm.model, enc.head_ids(), orders, queries, enc.label_ids(), top_k=3,
-                                 row_tokens=1, batch_size=8))
+    demos, perms, orders = _all_orders(enc, sentiment, 2, list(sentiment.queries[:8]))
+    expected = dict(score_prompts(tiny_lm.model, orders, enc.label_ids(), top_k=3, row_tokens=1, batch_size=8))
     sizes = _oom_after(monkeypatch, tiny_lm.model, 3, error)
-    got = dict(score_orders(tiny_lm.model, enc.head_ids(), orders, queries, enc.label_ids(), top_k=3,
-                            row_tokens=1, batch_size=8))
+    got = dict(score_prompts(tiny_lm.model, orders, enc.label_ids(), top_k=3, row_tokens=1, batch_size=8))
     assert 8 in sizes and 4 in sizes  # tried 8, then 4, and settled on 2
     assert max(s for s in sizes[sizes.index(2):]) <= 2  # the smaller size is kept for the next orders
     for i in expected:
@@ -159,7 +191,7 @@ def test_out_of_memory_halves_the_batch_and_retries(tiny_lm, sentiment, monkeypa
 
 def test_out_of_memory_at_one_row_and_other_errors_propagate(tiny_lm, sentiment, monkeypatch):
     enc = PromptEncoder(tiny_lm.tokenizer, sentiment)
-    queries = [enc.query_ids(q) for q in sentiment.queries[:2]]
+    queries = [enc.prompt_ids([], q) for q in sentiment.queries[:2]]
     _oom_after(monkeypatch, tiny_lm.model, 0, torch.OutOfMemoryError("fake"))
     with pytest.raises(torch.OutOfMemoryError):
         score_queries(tiny_lm.model, [], queries, enc.label_ids(), batch_size=4)
@@ -171,7 +203,7 @@ def test_out_of_memory_at_one_row_and_other_errors_propagate(tiny_lm, sentiment,
 
 def test_automatic_batch_size_respects_memory(tiny_lm, sentiment, monkeypatch):
     enc = PromptEncoder(tiny_lm.tokenizer, sentiment)
-    queries = [enc.query_ids(q) for q in sentiment.queries[:6]]
+    queries = [enc.prompt_ids([], q) for q in sentiment.queries[:6]]
     expected = score_queries(tiny_lm.model, [], queries, enc.label_ids(), top_k=3, row_tokens=1)
     monkeypatch.setattr(scoring, "available_memory", lambda device: 1)  # nothing free: one row at a time
     sizes = _oom_after(monkeypatch, tiny_lm.model, 10**9, RuntimeError("unused"))
@@ -350,13 +382,13 @@ def test_set_tf32_sets_the_flags():
 def test_cuda_scores_and_training_match_cpu(tiny_lm, sentiment, dtype):
     set_tf32(False)
     enc = PromptEncoder(tiny_lm.tokenizer, sentiment)
-    demos, perms, orders = _all_orders(enc, sentiment, 3)
-    queries = [enc.query_ids(q) for q in sentiment.queries[:4]]
+    queries = list(sentiment.queries[:4])
+    demos, perms, orders = _all_orders(enc, sentiment, 3, queries)
     gpu = copy.deepcopy(tiny_lm.model).to("cuda", dtype=dtype)
-    got = dict(score_orders(gpu, enc.head_ids(), orders, queries, enc.label_ids(), top_k=3))
+    got = dict(score_prompts(gpu, orders, enc.label_ids(), top_k=3))
     atol = 1e-5 if dtype == torch.float32 else 3e-2
     for i, perm in enumerate(perms):
-        ref = naive_label_logprobs(tiny_lm.model, enc.prefix_ids([demos[j] for j in perm]), queries, enc.label_ids())
+        ref = _naive(tiny_lm.model, tiny_lm.tokenizer, sentiment, [demos[j] for j in perm], queries)
         np.testing.assert_allclose(np.exp(got[i].label_logprobs), np.exp(ref), atol=atol)
     if dtype != torch.float32:
         return

@@ -21,7 +21,7 @@ def _setup(tiny_lm, task, n=3):
     demos = list(task.demos[:n])
     raw = [enc.training_example(d) for d in demos]
     examples = [TrainingExample(tuple(i), tuple(t)) for i, t in raw]
-    queries = [enc.query_ids(q) for q in task.queries[:4]]
+    queries = [enc.prompt_ids([], q) for q in task.queries[:4]]
     return enc, raw, examples, queries
 
 
@@ -41,17 +41,17 @@ def test_training_equals_explicit_loop(tiny_lm, sentiment, method, manual):
     snapshot = WeightSnapshot(tiny_lm.model)
     try:
         losses = train_in_place(tiny_lm.model, examples, method, seed=0)
-        ours = score_queries(tiny_lm.model, enc.prefix_ids([]), queries, labels, top_k=3)
+        ours = score_queries(tiny_lm.model, [], queries, labels, top_k=3)
         for p, q in zip(tiny_lm.model.parameters(), reference.parameters()):
             torch.testing.assert_close(p, q, atol=2e-6, rtol=1e-4)
     finally:
         snapshot.restore()
     expected_steps = 3 if method.kind == "gd" else len(examples) * getattr(method, "epochs", 1)
     assert len(losses) == expected_steps
-    ref = naive_label_logprobs(reference, enc.prefix_ids([]), queries, labels)
+    ref = naive_label_logprobs(reference, [], queries, labels)
     np.testing.assert_allclose(np.exp(ours.label_logprobs), np.exp(ref), atol=1e-5)
     # training moved the model: the fine-tuned scores differ from the pretrained ones
-    pre = naive_label_logprobs(tiny_lm.model, enc.prefix_ids([]), queries, labels)
+    pre = naive_label_logprobs(tiny_lm.model, [], queries, labels)
     assert np.abs(pre - ref).max() > 1e-3
 
 
@@ -64,7 +64,7 @@ def test_full_batch_gd_is_order_invariant_and_sgd_is_not(tiny_lm, sentiment):
         for order in (examples, examples[::-1], examples[1:] + examples[:1]):
             snapshot.restore()
             train_in_place(tiny_lm.model, order, method, seed=0)
-            scores = score_queries(tiny_lm.model, enc.prefix_ids([]), queries, enc.label_ids(), top_k=2)
+            scores = score_queries(tiny_lm.model, [], queries, enc.label_ids(), top_k=2)
             out.setdefault(kind, []).append(scores.label_logprobs)
     snapshot.restore()
     gd_spread = np.ptp(np.stack(out["gd"]), axis=0).max()

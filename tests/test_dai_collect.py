@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 import torch
 
-from ._naive import naive_label_logprobs
+from ._naive import label_word_ids, naive_label_logprobs, prompt_string
 from .test_internals import manual_internals
 
 LR = 0.05
@@ -39,15 +39,26 @@ def setup(tmp_path_factory):
             "folder": folder, "records": records, "before": before, "enc": PromptEncoder(lm.tokenizer, task)}
 
 
+def _whole(enc, demos, query):
+    """The whole prompt string's ids, built in tests/_naive.py (default special tokens)."""
+    return list(enc.tokenizer(prompt_string(enc.task, demos, query)).input_ids)
+
+
+def _own(enc, query):
+    """The query's own tokens: its input tokenised alone."""
+    return list(enc.tokenizer(enc.task.format_input(query.text), add_special_tokens=False).input_ids)
+
+
 def _demo_positions(enc, demos):
-    """ICL-prompt positions of each demo's ``input + label word`` tokens (separator excluded)."""
-    offset = len(enc.head_ids())
+    """ICL-prompt positions of each demo's ``input + label word`` tokens (separator excluded); byte-level."""
+    tok, task = enc.tokenizer, enc.task
     positions, lengths = [], []
-    for d in demos:
-        n = len(enc.query_ids(d)) + len(enc.label_ids()[enc.task.labels.index(d.label)])
+    for k, d in enumerate(demos):
+        before = prompt_string(task, demos[:k], d)[: -len(task.format_input(d.text))]  # head + earlier demos
+        offset = len(tok(before).input_ids) if before else len(tok("").input_ids)
+        n = len(tok(task.format_demo(d), add_special_tokens=False).input_ids)
         positions += list(range(offset, offset + n))
         lengths.append(n)
-        offset += len(enc.demo_ids(d))
     return positions, lengths
 
 
@@ -69,15 +80,15 @@ def test_layout_order_and_weights_restored(setup):
 
 def test_zs_and_icl_records_equal_a_straight_forward(setup):
     enc, demos, queries, model = setup["enc"], setup["demos"], setup["queries"], setup["lm"].model
-    head, prefix = enc.head_ids(), enc.prefix_ids(demos)
     positions, lengths = _demo_positions(enc, demos)
-    labels = enc.label_ids()
-    for name, pre in (("zs", head), ("icl", prefix)):
-        naive = naive_label_logprobs(model, pre, [enc.query_ids(q) for q in queries], labels)
+    labels = label_word_ids(enc.tokenizer, enc.task)
+    for name, shots in (("zs", []), ("icl", demos)):
+        prompts = [_whole(enc, shots, q) for q in queries]
+        naive = naive_label_logprobs(model, [], prompts, labels)
         for i, q in enumerate(queries):
             rec = setup["records"][name][i]
-            ref = manual_internals(model, pre + enc.query_ids(q))
-            n = len(pre)
+            ref = manual_internals(model, prompts[i])
+            n = len(prompts[i]) - len(_own(enc, q))
             # the manual scores are the model's: their softmax is its attention row
             np.testing.assert_allclose(torch.softmax(torch.tensor(ref["scores"]), -1).numpy(), ref["probs"],
                                        atol=1e-5)
@@ -96,12 +107,13 @@ def _manual_kv_sgd(model, enc, demos):
 
     Returns the scaled pre-rotary queries of every training sequence, read before its step.
     """
-    head = enc.head_ids()
+    head = list(enc.tokenizer("").input_ids)  # no instruction: BOS where the tokenizer adds one
     params = [p for n, p in model.named_parameters() if n.endswith(("k_proj.weight", "v_proj.weight"))]
     assert len(params) == 4
     seen = []
+    labels = label_word_ids(enc.tokenizer, enc.task)
     for d in demos:
-        ids = head + enc.query_ids(d) + enc.label_ids()[enc.task.labels.index(d.label)]
+        ids = _whole(enc, [], d) + labels[enc.task.labels.index(d.label)]
         seen.append(manual_internals(model, ids)["queries"][:, len(head):])
         logits = model(torch.tensor([ids])).logits[0]
         logp = torch.log_softmax(logits.float(), dim=-1)
@@ -118,15 +130,16 @@ def test_ftzs_records_equal_a_manual_kv_fine_tuning(setup):
     from hyptest.collect.gd import WeightSnapshot
 
     enc, demos, queries, model = setup["enc"], setup["demos"], setup["queries"], setup["lm"].model
-    head = enc.head_ids()
     snap = WeightSnapshot(model)
     try:
         train_q = np.concatenate(_manual_kv_sgd(model, enc, demos), axis=1)
-        naive = naive_label_logprobs(model, head, [enc.query_ids(q) for q in queries], enc.label_ids())
+        prompts = [_whole(enc, [], q) for q in queries]
+        naive = naive_label_logprobs(model, [], prompts, label_word_ids(enc.tokenizer, enc.task))
         for i, q in enumerate(queries):
             rec = setup["records"]["ftzs"][i]
-            ref = manual_internals(model, head + enc.query_ids(q))
-            np.testing.assert_allclose(rec["attn_map"], ref["scores"][:, :, len(head):], atol=1e-5)
+            ref = manual_internals(model, prompts[i])
+            n = len(prompts[i]) - len(_own(enc, q))
+            np.testing.assert_allclose(rec["attn_map"], ref["scores"][:, :, n:], atol=1e-5)
             np.testing.assert_allclose(rec["self_attn_out_hiddens"], ref["output"], atol=1e-5)
             np.testing.assert_allclose(rec["attn_q"], ref["queries"][:, -1], atol=1e-5)
             np.testing.assert_allclose(rec["demo_attn"], np.einsum("ld,ltd->lt", ref["queries"][:, -1], train_q),

@@ -27,20 +27,20 @@ def test_identity_and_size(smol):
 
 def test_icl_scorer_equals_naive_loop_and_icl_works(smol, sentiment):
     from hyptest.collect.encoding import PromptEncoder
-    from hyptest.collect.scoring import score_queries
+    from hyptest.collect.scoring import score_prompts
 
-    from ._naive import naive_label_logprobs
+    from ._naive import naive_prompt_logprobs
 
     enc = PromptEncoder(smol.tokenizer, sentiment)
     demos = list(sentiment.demos[:4])
     queries = list(sentiment.queries[:6])
-    prefix, qids, labels = enc.prefix_ids(demos), [enc.query_ids(q) for q in queries], enc.label_ids()
-    scores = score_queries(smol.model, prefix, qids, labels, top_k=5, batch_size=4)
-    ref = naive_label_logprobs(smol.model, prefix, qids, labels)
+    ((_, scores),) = score_prompts(smol.model, [enc.order_prompts(demos, queries)], enc.label_ids(), top_k=5,
+                                   batch_size=4)
+    ref = naive_prompt_logprobs(smol.model, smol.tokenizer, sentiment, demos, queries)
     np.testing.assert_allclose(np.exp(scores.label_logprobs), np.exp(ref), atol=1e-4)
     # in-context learning really happens: the renormalised P(gold) is well above chance
     all_q = list(sentiment.queries[:24])
-    full = score_queries(smol.model, prefix, [enc.query_ids(q) for q in all_q], labels, top_k=5)
+    ((_, full),) = score_prompts(smol.model, [enc.order_prompts(demos, all_q)], enc.label_ids(), top_k=5)
     probs = np.exp(full.label_logprobs)
     probs /= probs.sum(axis=1, keepdims=True)
     gold = [sentiment.labels.index(q.label) for q in all_q]
@@ -70,29 +70,42 @@ def test_small_study_end_to_end(tmp_path):
         summary.run_dir / "report.html").read_text()
 
 
-def test_score_orders_equals_naive_loop_on_every_order(smol, sentiment):
-    """The shared-prefix walk over 6 orders (sharing their first demo) equals one full forward per prompt."""
+def test_score_prompts_equals_the_whole_prompt_loop_on_every_order(smol, sentiment):
+    """The token-trie walk over 6 orders equals one full forward per WHOLE prompt string (research loop).
+
+    With SmolLM2 the separator before "Review" is '\\n', '\\n' in the whole string but '\\n\\n' on its
+    own: the old piecewise prompts differ, and the collector must follow the whole string.
+    """
     import itertools
 
     from hyptest.collect.encoding import PromptEncoder
-    from hyptest.collect.scoring import score_orders
+    from hyptest.collect.scoring import score_orders, score_prompts
 
-    from ._naive import naive_label_logprobs, naive_topk
+    from ._naive import naive_prompt_logprobs, naive_topk, whole_prompt_ids
 
     enc = PromptEncoder(smol.tokenizer, sentiment)
+    tok = smol.tokenizer
     demos = list(sentiment.demos[:4])
     perms = list(itertools.permutations(range(4)))[:6]
-    queries = [enc.query_ids(q) for q in sentiment.queries[:3]]
+    queries = list(sentiment.queries[:3])
     labels = enc.label_ids()
-    orders = [[enc.demo_ids(demos[i]) for i in p] for p in perms]
-    got = dict(score_orders(smol.model, enc.head_ids(), orders, queries, labels, top_k=5))
+    got = dict(score_prompts(smol.model, [enc.order_prompts([demos[i] for i in p], queries) for p in perms],
+                             labels, top_k=5))
     assert sorted(got) == list(range(len(perms)))
+    piecewise_gap = 0.0
     for i, perm in enumerate(perms):
-        prefix = enc.prefix_ids([demos[j] for j in perm])
-        ref = naive_label_logprobs(smol.model, prefix, queries, labels)
+        ordered = [demos[j] for j in perm]
+        ref = naive_prompt_logprobs(smol.model, tok, sentiment, ordered, queries)
         np.testing.assert_allclose(np.exp(got[i].label_logprobs), np.exp(ref), atol=1e-4)
-        ids, probs = naive_topk(smol.model, prefix, queries[0], 5)
+        whole = whole_prompt_ids(tok, sentiment, ordered, queries[:1])[0]
+        _, probs = naive_topk(smol.model, [], whole, 5)
         np.testing.assert_allclose(got[i].topk_probs[0], probs, atol=1e-4)
+        pieces = [tok(sentiment.format_demo(d) + "\n\n", add_special_tokens=False).input_ids for d in ordered]
+        old_q = [tok(sentiment.format_input(q.text), add_special_tokens=False).input_ids for q in queries]
+        assert sum(pieces, []) + old_q[0] != whole  # pieces tokenise differently from the whole string
+        ((_, old),) = score_orders(smol.model, [], [pieces], old_q, labels, top_k=5)
+        piecewise_gap = max(piecewise_gap, float(np.abs(np.exp(old.label_logprobs) - np.exp(ref)).max()))
+    assert piecewise_gap > 1e-3  # the comparison above can fail
     # the orders really differ: ICL is order-sensitive on this model
     spread = np.ptp(np.stack([got[i].label_logprobs for i in got]), axis=0).max()
     assert spread > 1e-3

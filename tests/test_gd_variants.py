@@ -254,7 +254,7 @@ def test_full_batch_gd_on_all_tokens_equals_an_explicit_loop(tiny_lm, sentiment)
 def test_observe_scores_each_shared_state_once_and_matches_explicit_prefix_training(tiny_lm, sentiment):
     model = tiny_lm.model
     enc, raw, examples = _examples(tiny_lm, sentiment, 3)
-    queries = [enc.query_ids(q) for q in sentiment.queries[:3]]
+    queries = [enc.prompt_ids([], q) for q in sentiment.queries[:3]]
     labels = enc.label_ids()
     perms = list(itertools.permutations(range(3)))
     orders = [[examples[i] for i in p] for p in perms]
@@ -263,7 +263,7 @@ def test_observe_scores_each_shared_state_once_and_matches_explicit_prefix_train
 
     def observe(step):
         calls.append(step)
-        return naive_label_logprobs(model, enc.head_ids(), queries, labels)
+        return naive_label_logprobs(model, [], queries, labels)
 
     got = {index: trail for index, _, trail in
            train_orders(model, orders, SGDMethod(kind="sgd", learning_rate=0.5), seed=0, observe=observe)}
@@ -273,7 +273,7 @@ def test_observe_scores_each_shared_state_once_and_matches_explicit_prefix_train
         for k in range(4):  # step k: that order trained alone for k steps, then scored
             reference = copy.deepcopy(pretrained)
             manual_sgd(reference, [raw[i] for i in perms[index][:k]], 0.5)
-            expected = naive_label_logprobs(reference, enc.head_ids(), queries, labels)
+            expected = naive_label_logprobs(reference, [], queries, labels)
             np.testing.assert_allclose(np.exp(got[index][k]), np.exp(expected), atol=1e-5)
     assert np.abs(got[0][3] - got[0][0]).max() > 1e-3  # training moved the scores
 
@@ -327,8 +327,8 @@ def test_units_record_every_step_and_zero_shot_scores_once(tiny_lm, sentiment, m
     labels = enc.label_ids()
     by_method = {g.method: g.units for g in group_units(units)}
     assert {m: len(u) for m, u in by_method.items()} == {"icl": 2, "zs": 2, "traj": 2, "plain": 2}
-    queries = [enc.query_ids(sentiment.example(q)) for q in units[0].query_ids]
-    zero_shot = naive_label_logprobs(tiny_lm.model, enc.head_ids(), queries, labels)
+    queries = [enc.prompt_ids([], sentiment.example(q)) for q in units[0].query_ids]
+    zero_shot = naive_label_logprobs(tiny_lm.model, [], queries, labels)
 
     calls = []
     real = runner._score_orders
@@ -350,7 +350,7 @@ def test_units_record_every_step_and_zero_shot_scores_once(tiny_lm, sentiment, m
         for k in range(3):
             reference = copy.deepcopy(pretrained)
             manual_sgd(reference, [raw[d] for d in unit.order[:k]], 0.5)
-            expected = naive_label_logprobs(reference, enc.head_ids(), queries, labels)
+            expected = naive_label_logprobs(reference, [], queries, labels)
             at_k = rows[rows["step"] == k]
             np.testing.assert_allclose(np.exp(np.stack(at_k["label_logprobs"])), np.exp(expected), atol=1e-5)
         step0 = rows[rows["step"] == 0]

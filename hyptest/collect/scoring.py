@@ -1,27 +1,37 @@
-"""Score label words after prompt prefixes, sharing every shared computation.
+"""Score label words after whole prompts, sharing every shared computation.
 
-Two levels of sharing, both exact (they change no number beyond float rounding):
+Prompts arrive as token ids, each the whole-string tokenisation of one
+(order, query) prompt (:mod:`hyptest.collect.encoding`); label words are
+scored as the prompt's continuation. Two levels of sharing, both exact (they
+change no number beyond float rounding):
 
-* **Across orders** (:func:`score_orders`). The orders of one demo set form a
-  prefix tree (trie) of demo pieces. The KV cache of every trie node is
-  computed once, by extending its parent's cache with the node's piece, and
-  copied only where the tree branches. Each order's queries then run against
-  its leaf cache.
+* **Across orders** (:func:`score_prompts`). The prompts of one order share
+  their longest common token prefix; the orders' shared prefixes form a token
+  trie whose nodes sit at each order's cut points (its demo boundaries in
+  token positions). The KV cache of every trie node is computed once, by
+  extending its parent's cache with the node's tokens, and copied only where
+  the trie branches. Each order's queries (the rest of each prompt) then run
+  against its leaf cache.
 * **Across queries and labels** (one leaf). Every query becomes a *segment*: its
-  tokens, followed by the label words' context tokens arranged as a token tree
-  (labels that share leading tokens share them; a one-token label adds no
-  token). Segments are packed into rows with a block-diagonal tree attention
-  mask and explicit position ids, so no padding is computed inside a row and
-  the query tokens are run once for all labels. Rows run as batches against a
-  copy of the leaf cache; the LM head is applied only at the scored positions.
+  remaining tokens, followed by the label words' context tokens arranged as a
+  token tree (labels that share leading tokens share them; a one-token label
+  adds no token). Segments are packed into rows with a block-diagonal tree
+  attention mask and explicit position ids, so no padding is computed inside a
+  row and the query tokens are run once for all labels. Rows run as batches
+  against a copy of the leaf cache; the LM head is applied only at the scored
+  positions.
 
 Where the model's attention cannot take a custom 4-D mask (implementations
 other than ``eager`` and ``sdpa``, or sliding-window attention), each
 (query, label context) runs as its own right-padded row instead ("flat" mode).
 
-Every prefix piece is run as its own forward pass, in the order's sequence, so
-an order's leaf cache is the same bits whichever other orders are collected in
-the same call: a run resumed after a kill reproduces an uninterrupted one.
+Every stretch of a shared prefix between two cut points is run as its own
+forward pass, and the stretches depend only on the order's own prompts and
+cuts, so an order's leaf cache is the same bits whichever other orders are
+collected in the same call: a run resumed after a kill reproduces an
+uninterrupted one. (Trie nodes are only at cut points, not at every token
+where two orders part: the few tokens between a cut and the first differing
+token are run once per branch.)
 
 Batch sizes are picked from a per-device token budget and the memory that is
 free; an out-of-memory error halves the batch and retries it.
@@ -40,6 +50,7 @@ __all__ = [
     "QueryScores",
     "lm_head_logits",
     "score_orders",
+    "score_prompts",
     "reuse_freed_memory",
     "score_queries",
     "set_tf32",
@@ -606,17 +617,40 @@ class _Node:
     leaves: list[int] = field(default_factory=list)
 
 
-def _trie(orders: Sequence[Sequence[tuple[int, ...]]]) -> _Node:
+@dataclass(frozen=True)
+class _Order:
+    """One order's prompts split into its shared prefix (as chunks) and each query's suffix."""
+
+    chunks: tuple[tuple[int, ...], ...]
+    suffixes: tuple[tuple[int, ...], ...]
+
+
+def _split_order(prompts: Sequence[Sequence[int]], cuts: Sequence[int]) -> _Order:
+    """The common prefix of ``prompts`` (at most all but the shortest one's last token), cut at ``cuts``."""
+    first = prompts[0]
+    shared = min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        n = 0
+        limit = min(shared, len(p))
+        while n < limit and first[n] == p[n]:
+            n += 1
+        shared = n
+    bounds = [0] + sorted({int(c) for c in cuts if 0 < int(c) < shared}) + [shared]
+    chunks = tuple(tuple(first[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a)
+    return _Order(chunks, tuple(tuple(p[shared:]) for p in prompts))
+
+
+def _trie(orders: Sequence[_Order]) -> _Node:
     root = _Node()
     for index, order in enumerate(orders):
         node = root
-        for piece in order:
-            node = node.children.setdefault(piece, _Node())
+        for chunk in order.chunks:
+            node = node.children.setdefault(chunk, _Node())
         node.leaves.append(index)
     return root
 
 
-def _extend(scorer: _Scorer, cache: Any, piece: Sequence[int]) -> Any:
+def _extend(scorer: "_Walker", cache: Any, piece: Sequence[int]) -> Any:
     """Run ``piece`` after ``cache`` (mutated in place) and return the cache."""
     import torch
 
@@ -628,6 +662,128 @@ def _extend(scorer: _Scorer, cache: Any, piece: Sequence[int]) -> Any:
         if cache is not None:
             kwargs[scorer.cache_arg] = cache
         return _output_cache(scorer.base(**kwargs))
+
+
+@dataclass
+class _Walker:
+    """The prefix-trie walk: one :class:`_Scorer` per distinct set of query suffixes."""
+
+    model: Any
+    orders: list[_Order]
+    labels: tuple[tuple[int, ...], ...]
+    top_k: int
+    device: Any
+    batch_size: int | None
+    row_tokens: int
+    _scorers: dict[tuple[tuple[int, ...], ...], _Scorer] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.base = self.model.get_decoder()
+        self.cache_arg = _cache_kwarg(self.base)
+        self.tree = _tree_attention_ok(self.model)
+
+    def scorer(self, suffixes: tuple[tuple[int, ...], ...]) -> _Scorer:
+        if suffixes not in self._scorers:
+            plan = _QueryPlan.build(suffixes, self.labels, tree=self.tree, row_tokens=self.row_tokens)
+            self._scorers[suffixes] = _Scorer(self.model, plan, self.top_k, self.device, self.batch_size)
+        return self._scorers[suffixes]
+
+    def walk(self, node: _Node, cache: Any, n_prefix: int) -> Iterator[tuple[int, QueryScores]]:
+        if node.leaves:
+            done: dict[tuple[tuple[int, ...], ...], QueryScores] = {}
+            for index in node.leaves:
+                suffixes = self.orders[index].suffixes
+                if suffixes not in done:
+                    done[suffixes] = self.scorer(suffixes).score(cache, n_prefix)
+                yield index, done[suffixes]
+        children = list(node.children.items())
+        for i, (piece, child) in enumerate(children):
+            last = i == len(children) - 1
+            own = cache if last or cache is None else copy.deepcopy(cache)
+            child_cache = _extend(self, own, piece)
+            if last:
+                cache = None  # the last child owns it now; drop this frame's reference
+            yield from self.walk(child, child_cache, n_prefix + len(piece))
+
+
+def _validate_prompts(orders: Any, label_ids: Any, top_k: Any, batch_size: Any, row_tokens: Any
+                      ) -> tuple[list[_Order], tuple[tuple[int, ...], ...]]:
+    # the label / top_k / batch / row checks are shared with the piecewise entry point
+    args = _validate_score_args([], [[]], [[0]], label_ids, top_k, batch_size, row_tokens)
+    if not orders:
+        raise ValueError("`orders` is empty; give at least one order")
+    split = []
+    for i, order in enumerate(orders):
+        prompts = getattr(order, "prompts", order)
+        cuts = getattr(order, "cuts", ())
+        prompts = [tuple(int(t) for t in p) for p in prompts]
+        if not prompts:
+            raise ValueError(f"order {i} has no prompt; give at least one query")
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError(f"order {i}: every prompt must have at least one token")
+        split.append(_split_order(prompts, cuts))
+    return split, args.labels
+
+
+def score_prompts(
+    model: Any,
+    orders: Sequence[Any],
+    label_ids: Sequence[Sequence[int]],
+    *,
+    top_k: int = 20,
+    batch_size: int | None = None,
+    row_tokens: int = ROW_TOKENS,
+    device: Any = None,
+) -> Iterator[tuple[int, QueryScores]]:
+    """Score the label words after whole prompts, sharing the prompts' common token prefixes.
+
+    Each order is a list of prompts (one per query, the token ids the model
+    sees) and optional cut points. The prompts of one order share their
+    longest common id prefix (at most all but the last token of the shortest
+    one); the orders' shared prefixes form a token trie whose nodes sit at each
+    order's cut points (demo boundaries): the KV cache of every trie node is
+    computed once, as one forward pass per stretch between cuts, and copied
+    only where the trie branches. The rest of each prompt (its suffix, at least
+    one token) is scored with the label words as its continuation against the
+    order's leaf cache, packed as in :func:`score_orders`.
+
+    Because each order's stretches are fixed by its own prompts and cuts, an
+    order's scores are the same bits whichever other orders are scored in the
+    same call (a resumed run reproduces an uninterrupted one).
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        A causal LM in eval mode.
+    orders : sequence of OrderPrompts or of sequence of sequence of int
+        Each order's prompts (``prompts``) and cut points (``cuts``), as
+        :meth:`hyptest.collect.encoding.PromptEncoder.order_prompts` returns
+        them; a plain list of prompts has no cuts (its shared prefix runs as
+        one forward pass).
+    label_ids : sequence of sequence of int
+        Ids of each label word (tokenised on its own); multi-token words are
+        scored as the sum of their token log-probs.
+    top_k, batch_size, row_tokens, device
+        As in :func:`score_orders`.
+
+    Yields
+    ------
+    index : int
+        Index into ``orders``, in the order the trie walk finishes them.
+    scores : QueryScores
+        The scores of that order's prompts, in prompt order.
+
+    Raises
+    ------
+    ValueError
+        On no order, an order without prompts, an empty prompt or label, or a
+        bad ``top_k`` / ``batch_size`` / ``row_tokens``.
+    """
+    split, labels = _validate_prompts(orders, label_ids, top_k, batch_size, row_tokens)
+    dev = _model_device(model, device)
+    walker = _Walker(model, split, labels, int(top_k), dev, None if batch_size is None else int(batch_size),
+                     int(row_tokens))
+    yield from walker.walk(_trie(split), None, 0)
 
 
 def score_orders(
@@ -642,23 +798,25 @@ def score_orders(
     row_tokens: int = ROW_TOKENS,
     device: Any = None,
 ) -> Iterator[tuple[int, QueryScores]]:
-    """Score every query after every order of demo pieces, sharing the orders' common prefixes.
+    """Score every query after every order of id pieces: prompts given as concatenated ids.
 
-    The prompt of order ``i`` is ``head_ids + orders[i][0] + orders[i][1] + ...``
-    followed by each query and label word. The orders are walked as a prefix
-    tree of pieces: the KV cache of each distinct prefix is computed once.
+    The prompt of order ``i`` and query ``q`` is the id sequence ``head_ids +
+    orders[i][0] + orders[i][1] + ... + query_ids[q]``, scored by
+    :func:`score_prompts` with cuts at the piece boundaries. hyptest's own
+    collectors do not build prompts this way (a prompt is tokenised as one
+    string, :class:`hyptest.collect.encoding.PromptEncoder`); this is the
+    id-level entry point for callers that have ids already.
 
     Parameters
     ----------
     model : transformers.PreTrainedModel
         A causal LM in eval mode.
     head_ids : sequence of int
-        Ids before every order (BOS, instruction); may be empty.
+        Ids before every order; may be empty.
     orders : sequence of sequence of sequence of int
-        Each order as its pieces (one per demo, separator included). Pieces
-        that are equal are shared; an empty order scores right after the head.
+        Each order as its pieces; an empty order scores right after the head.
     query_ids : sequence of sequence of int
-        Ids of each query's input (each at least one token).
+        Ids of each query (each at least one token).
     label_ids : sequence of sequence of int
         Ids of each label word; multi-token words are scored as the sum of their token log-probs.
     top_k : int, default 20
@@ -686,36 +844,32 @@ def score_orders(
 
     See Also
     --------
+    score_prompts : whole prompts with cut points.
     score_queries : one prefix.
 
     Notes
     -----
-    Equal to the naive loop (one full forward per prompt and label, softmax over
-    the full logits) up to float rounding: the tests check 1e-6 in probability
-    on a tiny float32 model and 1e-4 on SmolLM2-135M.
+    Equal to the naive loop (one full forward per prompt, softmax over the full
+    logits) up to float rounding: the tests check 1e-6 in probability on a tiny
+    float32 model and 1e-4 on SmolLM2-135M.
     """
     args = _validate_score_args(head_ids, orders, query_ids, label_ids, top_k, batch_size, row_tokens)
-    dev = _model_device(model, device)
-    plan = _QueryPlan.build(args.queries, args.labels, tree=_tree_attention_ok(model), row_tokens=args.row_tokens)
-    scorer = _Scorer(model, plan, args.top_k, dev, args.batch_size)
-    root = _trie(args.orders)
-    cache = _extend(scorer, None, args.head)
-    yield from _walk(scorer, root, cache, len(args.head))
+    built = []
+    for order in args.orders:
+        prefix = list(args.head)
+        cuts = [len(prefix)]
+        for piece in order:
+            prefix += piece
+            cuts.append(len(prefix))
+        built.append(_PiecewiseOrder(tuple(tuple(prefix) + q for q in args.queries), tuple(cuts)))
+    yield from score_prompts(model, built, args.labels, top_k=args.top_k, batch_size=args.batch_size,
+                             row_tokens=args.row_tokens, device=device)
 
 
-def _walk(scorer: _Scorer, node: _Node, cache: Any, n_prefix: int) -> Iterator[tuple[int, QueryScores]]:
-    if node.leaves:
-        scores = scorer.score(cache, n_prefix)
-        for index in node.leaves:
-            yield index, scores
-    children = list(node.children.items())
-    for i, (piece, child) in enumerate(children):
-        last = i == len(children) - 1
-        own = cache if last or cache is None else copy.deepcopy(cache)
-        child_cache = _extend(scorer, own, piece)
-        if last:
-            cache = None  # the last child owns it now; drop this frame's reference
-        yield from _walk(scorer, child, child_cache, n_prefix + len(piece))
+@dataclass(frozen=True)
+class _PiecewiseOrder:
+    prompts: tuple[tuple[int, ...], ...]
+    cuts: tuple[int, ...]
 
 
 def score_queries(

@@ -2,7 +2,8 @@
 
 A work group (every pending order and seed of one model, task, N, demo set and
 method) runs as one walk over the orders' prefix tree: ICL shares the KV cache
-of common demo prefixes (:func:`~hyptest.collect.scoring.score_orders`), SGD
+of the prompts' common token prefixes (each prompt is tokenised as one whole
+string; :func:`~hyptest.collect.scoring.score_prompts`), SGD
 and Adam share their common first steps
 (:func:`~hyptest.collect.gd.train_orders`). Zero-shot (``zs``) scores the
 queries once and gives every order's unit the same rows. Each unit's rows are
@@ -26,7 +27,7 @@ from ..tasks import Task
 from .encoding import PromptEncoder
 from .gd import TrainingExample, WeightSnapshot, train_orders, trainable_parameters
 from .plan import Unit
-from .scoring import QueryScores, reuse_freed_memory, score_orders, set_tf32
+from .scoring import QueryScores, reuse_freed_memory, set_tf32, score_prompts
 
 __all__ = ["UnitRunner", "final_step_rows", "scores_to_frame"]
 
@@ -147,12 +148,12 @@ class UnitRunner:
 
     def _score_orders(self, task: Task, orders: Sequence[Sequence[str]],
                       query_ids: Sequence[str]) -> Iterator[tuple[int, QueryScores]]:
+        """Score the queries after each order's demos: every prompt tokenised as one whole string."""
         enc = self.encoder(task)
-        return score_orders(
+        queries = [task.example(q) for q in query_ids]
+        return score_prompts(
             self.lm.model,
-            enc.head_ids(),
-            [[enc.demo_ids(task.example(i)) for i in order] for order in orders],
-            [enc.query_ids(task.example(q)) for q in query_ids],
+            [enc.order_prompts([task.example(i) for i in order], queries) for order in orders],
             enc.label_ids(),
             top_k=self.study.analysis.top_k,
             batch_size=self.batch_size,
