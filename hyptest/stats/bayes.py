@@ -1,13 +1,22 @@
-"""Bayesian estimate of order sensitivity: is ICL's order variance that of a GD method?
+"""Bayesian estimate of order sensitivity: is ICL's per-query order spread that of a GD method?
 
 Shen et al. [1]_ (Theorem 1): an algorithm equivalent to ICL has the same
-order sensitivity. This module estimates, for one (model, task, N) slice, each
-method's order standard deviation ``sigma_order`` on the logit scale with a
-variance-components model, and decides with the HDI + ROPE rule of Kruschke
-[2]_ whether ``log(sigma_order[reference] / sigma_order[method])`` differs
-from 0. :func:`fit_pooled` then shrinks the per-(model, task) estimates
-toward a common effect with a Student-t hierarchical model (Corani et al.
-[3]_).
+order sensitivity, i.e. the same spread of each query's prediction across the
+orders of the demonstrations. This module estimates, for one (model, task, N)
+slice, each method's model-implied per-query standard deviation across orders
+of logit P(gold),
+
+    sd_query[m] = mean over demo sets s of sqrt(sigma_order[m, s]^2 + sigma_resid[m]^2),
+
+from a variance-components model (``sigma_order[m, s]``: the order main
+effect shared by all queries of demo set s; ``sigma_resid[m]``: the order x
+query interaction), and decides with the HDI + ROPE rule of Kruschke [2]_
+whether ``log(sd_query[reference] / sd_query[method])`` differs from 0.
+Comparing ``sigma_order`` alone would call two methods with the same
+per-query spread different when one moves all queries together and the other
+moves each query on its own. :func:`fit_pooled` then shrinks the
+per-(model, task) estimates toward a common effect with a Student-t
+hierarchical model (Corani et al. [3]_).
 
 PyMC (and nutpie) are imported here only, and lazily; ArviZ only through
 :mod:`hyptest.stats._arviz`. Install them with ``pip install 'hyptest[bayes]'``.
@@ -64,12 +73,16 @@ ESS_MIN: float = 400.0
 
 #: Prior scales of the order-variance model, logit scale:
 #: mu_m ~ Normal(0, 2.5); sigma_set ~ HalfStudentT(3, 1); sigma_query_m ~ HalfNormal(2.5);
-#: sigma_order_m ~ HalfNormal(1); sigma_resid_m ~ HalfNormal(1).
+#: sigma_order_m ~ HalfNormal(1); sigma_resid_m ~ HalfNormal(1); the order sd of
+#: (method m, demo set s) is sigma_order_m * exp(tau_order * z_ms), z_ms ~ N(0, 1),
+#: with the shared log-scale spread tau_order FIXED at 0.5 (not learnt: see the
+#: Notes of fit_order_variance).
 PRIOR_SCALES: dict[str, float] = {
     "mu": 2.5,
     "sigma_set": 1.0,
     "sigma_query": 2.5,
     "sigma_order": 1.0,
+    "tau_order": 0.5,
     "sigma_resid": 1.0,
 }
 #: Degrees of freedom of sigma_set's half-Student-t prior (Gelman 2006).
@@ -78,23 +91,32 @@ PRIOR_SET_NU: float = 3.0
 #: sigma_between ~ HalfNormal(1), nu ~ Gamma(2, 0.1) (Juárez & Steel 2010).
 POOLED_PRIORS: dict[str, float] = {"delta": 2.5, "sigma_between": 1.0, "nu_alpha": 2.0, "nu_beta": 0.1}
 
-_ORDER_VARS: tuple[str, ...] = ("sigma_set", "sigma_query", "sigma_order", "sigma_resid")
+#: What the Bayesian log ratio compares (the ``quantity`` column of the table).
+QUANTITY: str = "per-query SD across orders (sqrt(sigma_order^2 + sigma_resid^2))"
+
+#: Free random variables of the order-variance model (what the sampler returns).
+_ORDER_VARS: tuple[str, ...] = ("sigma_set", "sigma_query", "sigma_order", "z_order", "sigma_resid")
 _POOLED_VARS: tuple[str, ...] = ("delta", "sigma_between", "nu", "delta_task")
 _STAT_KEYS: tuple[str, ...] = (
     "method_idx", "n_orders", "n_queries", "grand_mean",
-    "ss_order", "df_order", "ss_query", "df_query", "ss_int", "df_int",
+    "ss_order", "df_order", "ss_query", "df_query", "ss_int", "df_int", "has_int",
 )
 _KEY = ["method", "demo_set", "order_id", "query_id"]
 _SLICE = ["model", "task", "n_demos"]
 
-#: Compiled nutpie models, keyed by structure (kind, number of free-RV entries).
-#: A pure performance cache: the data are swapped in with ``with_data``, so a
-#: study whose slices share a design compiles once per process.
-_NUTPIE_CACHE: dict[tuple[str, int], Any] = {}
+#: Compiled nutpie models, keyed by structure (kind and the shapes of the free
+#: random variables). A pure performance cache: the data are swapped in with
+#: ``with_data``, so a study whose slices share a design compiles once per process.
+_NUTPIE_CACHE: dict[tuple[Any, ...], Any] = {}
 
 
 class NoOrderInteractionError(ValueError):
     """A method changes with the order by the same shift for every query, which the model cannot fit.
+
+    Kept for compatibility: :func:`fit_order_variance` no longer raises it. A
+    method without order x query interaction (residual mean square at most
+    ``zero_spread_tol ** 2``) is now modelled with ``sigma_resid`` fixed at 0,
+    so its per-query SD across orders is its order sd alone.
 
     Attributes
     ----------
@@ -125,18 +147,20 @@ class BayesResult:
         :func:`hyptest.stats._arviz.summary_table` of every model parameter and
         of ``log_ratio`` (empty when nothing was sampled).
     idata : arviz.InferenceData or None
-        Posterior draws (``mu``, ``sigma_set``, ``sigma_query``,
-        ``sigma_order``, ``sigma_resid`` with dim ``method``; ``log_ratio``
-        with dim ``method_b``) and ``sample_stats.diverging``; None when
-        every method was order-invariant and nothing was sampled.
+        Posterior draws (``mu``, ``sigma_query``, ``sigma_order``,
+        ``sigma_resid``, ``sd_query`` with dim ``method``; ``sigma_order_set``
+        with dim ``block`` labelled ``"method/demo_set"``; ``sigma_set``;
+        ``log_ratio`` with dim ``method_b``) and ``sample_stats.diverging``;
+        None when every method was order-invariant and nothing was sampled.
     log_ratio_draws : dict of str to numpy.ndarray
         Method -> 1-D read-only draws (chains pooled) of
-        ``log(sigma_order[reference] / sigma_order[method])``; all ``+inf``
+        ``log(sd_query[reference] / sd_query[method])``; all ``+inf``
         (``-inf``) when only the method (the reference) is order-invariant,
         all NaN when both are.
     order_invariant : tuple of str
         Methods whose observed order spread was at most ``zero_spread_tol``:
-        their ``sigma_order`` is fixed at 0 and they are not in the model.
+        their ``sigma_order``, ``sigma_resid`` and ``sd_query`` are fixed at 0
+        and they are not in the model.
     converged : bool
         Whether every diagnostic passed the gate.
     reason : str
@@ -450,12 +474,18 @@ def _validate_per_order(
 # ---------------------------------------------------------------------------
 
 
-def _block_stats(grids: dict[tuple[str, Any], pd.DataFrame], methods: Sequence[str]) -> dict[str, np.ndarray]:
+def _block_stats(
+    grids: dict[tuple[str, Any], pd.DataFrame], methods: Sequence[str], interaction_tol: float = 0.0
+) -> dict[str, np.ndarray]:
     """Sufficient statistics of each (method, demo set) grid ``Y`` (orders x queries).
 
     ``grand_mean = mean(Y)``; ``ss_order = Q sum_o (row_mean_o - grand)^2`` on
     ``O - 1`` df; ``ss_query = O sum_q (col_mean_q - grand)^2`` on ``Q - 1`` df;
     ``ss_int`` = the double-centred sum of squares on ``(O - 1)(Q - 1)`` df.
+    ``has_int`` is 1 for the blocks of a method whose pooled interaction mean
+    square ``sum ss_int / sum df_int`` exceeds ``interaction_tol ** 2``, else 0
+    (a pure order shift: ``sigma_resid`` is fixed at 0 for that method). The
+    blocks come in the order of :func:`_block_labels`.
     """
     index = {m: i for i, m in enumerate(methods)}
     cols: dict[str, list[float]] = {k: [] for k in _STAT_KEYS}
@@ -478,9 +508,20 @@ def _block_stats(grids: dict[tuple[str, Any], pd.DataFrame], methods: Sequence[s
         cols["df_query"].append(n_q - 1)
         cols["ss_int"].append(float((inter**2).sum()))
         cols["df_int"].append((n_o - 1) * (n_q - 1))
+        cols["has_int"].append(1.0)
     out = {k: np.asarray(v, dtype=float) for k, v in cols.items()}
     out["method_idx"] = out["method_idx"].astype(np.int64)
+    for i in range(len(methods)):
+        sel = out["method_idx"] == i
+        if sel.any():
+            resid_ms = out["ss_int"][sel].sum() / out["df_int"][sel].sum()
+            out["has_int"][sel] = float(resid_ms > float(interaction_tol) ** 2)
     return out
+
+
+def _block_labels(grids: dict[tuple[str, Any], pd.DataFrame], methods: Sequence[str]) -> list[str]:
+    """``"method/demo_set"`` of each block, in the order of :func:`_block_stats`."""
+    return [f"{m}/{s}" for (m, s) in grids if m in set(methods)]
 
 
 def _build_order_model(pm: Any, n_methods: int, stats: dict[str, np.ndarray]) -> Any:
@@ -490,12 +531,16 @@ def _build_order_model(pm: Any, n_methods: int, stats: dict[str, np.ndarray]) ->
     its covariance is diagonal (see Notes of :func:`fit_order_variance`). The
     block means of one method share ``mu_m ~ N(0, a)``, so they are jointly
     normal with covariance ``diag(d_s) + a 11'``, whose log density follows
-    from the matrix determinant lemma and Sherman-Morrison.
+    from the matrix determinant lemma and Sherman-Morrison. The order sd of a
+    block is ``sigma_order[m] * exp(tau_order * z_order[block])``
+    (non-centred log-normal, ``tau_order`` the fixed ``PRIOR_SCALES["tau_order"]``); a block with ``has_int = 0`` has no
+    interaction term and ``sigma_resid`` 0.
     """
     import pytensor.tensor as pt
 
     log2pi = math.log(2 * math.pi)
     a = PRIOR_SCALES["mu"] ** 2
+    n_blocks = len(stats["method_idx"])
     with pm.Model() as model:
         d = {k: pm.Data(k, stats[k]) for k in _STAT_KEYS}
         # half-t: few demo sets barely inform sigma_set, and a half-normal's
@@ -503,16 +548,20 @@ def _build_order_model(pm: Any, n_methods: int, stats: dict[str, np.ndarray]) ->
         sigma_set = pm.HalfStudentT("sigma_set", nu=PRIOR_SET_NU, sigma=PRIOR_SCALES["sigma_set"])
         sigma_query = pm.HalfNormal("sigma_query", PRIOR_SCALES["sigma_query"], shape=n_methods)
         sigma_order = pm.HalfNormal("sigma_order", PRIOR_SCALES["sigma_order"], shape=n_methods)
+        tau_order = PRIOR_SCALES["tau_order"]
+        z_order = pm.Normal("z_order", 0.0, 1.0, shape=n_blocks)
         sigma_resid = pm.HalfNormal("sigma_resid", PRIOR_SCALES["sigma_resid"], shape=n_methods)
         m = d["method_idx"]
+        h = d["has_int"]
         n_o, n_q = d["n_orders"], d["n_queries"]
-        v_e = sigma_resid[m] ** 2
-        v_o = sigma_order[m] ** 2
+        v_r = sigma_resid[m] ** 2
+        v_e = h * v_r
+        v_o = (sigma_order[m] * pt.exp(tau_order * z_order)) ** 2
         v_q = sigma_query[m] ** 2
         lam_order = v_e + n_q * v_o
         lam_query = v_e + n_o * v_q
         within = -0.5 * (
-            d["ss_int"] / v_e + d["df_int"] * (log2pi + pt.log(v_e))
+            h * (d["ss_int"] / v_r + d["df_int"] * (log2pi + pt.log(v_r)))
             + d["ss_order"] / lam_order + d["df_order"] * (log2pi + pt.log(lam_order))
             + d["ss_query"] / lam_query + d["df_query"] * (log2pi + pt.log(lam_query))
             + pt.log(n_o * n_q)
@@ -523,13 +572,29 @@ def _build_order_model(pm: Any, n_methods: int, stats: dict[str, np.ndarray]) ->
         y = d["grand_mean"]
         prec_sum = pt.dot(1.0 / var_mean, onehot)  # sum_s 1/d_s per method
         wsum = pt.dot(y / var_mean, onehot)  # sum_s y_s/d_s per method
-        n_blocks = pt.sum(onehot, axis=0)
+        n_blk = pt.sum(onehot, axis=0)
         means = -0.5 * (
-            n_blocks * log2pi + pt.dot(pt.log(var_mean), onehot) + pt.log1p(a * prec_sum)
+            n_blk * log2pi + pt.dot(pt.log(var_mean), onehot) + pt.log1p(a * prec_sum)
             + pt.dot(y**2 / var_mean, onehot) - a * wsum**2 / (1.0 + a * prec_sum)
         )
         pm.Potential("loglik", within.sum() + means.sum())
     return model
+
+
+def _derived(draws: dict[str, np.ndarray], stats: dict[str, np.ndarray], n_methods: int) -> dict[str, np.ndarray]:
+    """Per-block order sd and per-method per-query SD across orders, from the sampled scales.
+
+    ``sigma_order_set[..., b] = sigma_order[..., m_b] * exp(tau_order * z_order[..., b])``;
+    ``sd_query[..., m]`` = mean over the method's blocks of
+    ``sqrt(sigma_order_set^2 + has_int * sigma_resid[m]^2)``.
+    """
+    m = stats["method_idx"]
+    so_set = draws["sigma_order"][..., m] * np.exp(PRIOR_SCALES["tau_order"] * draws["z_order"])
+    v_e = stats["has_int"] * draws["sigma_resid"][..., m] ** 2
+    per_block = np.sqrt(so_set**2 + v_e)
+    onehot = (m[:, None] == np.arange(n_methods)[None, :]).astype(float)
+    sd_query = (per_block @ onehot) / onehot.sum(axis=0)
+    return {"sigma_order_set": so_set, "sd_query": sd_query}
 
 
 def _draw_mu(
@@ -543,8 +608,8 @@ def _draw_mu(
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x6D75]))
     m = stats["method_idx"]
     n_o, n_q = stats["n_orders"], stats["n_queries"]
-    v_e = draws["sigma_resid"][..., m] ** 2
-    v_o = draws["sigma_order"][..., m] ** 2
+    v_e = stats["has_int"] * draws["sigma_resid"][..., m] ** 2
+    v_o = _derived(draws, stats, n_methods)["sigma_order_set"] ** 2
     v_q = draws["sigma_query"][..., m] ** 2
     var_mean = v_e / (n_o * n_q) + v_o / n_o + v_q / n_q + draws["sigma_set"][..., None] ** 2
     onehot = (m[:, None] == np.arange(n_methods)[None, :]).astype(float)
@@ -567,10 +632,13 @@ def _build_pooled_model(pm: Any, estimate: np.ndarray, se: np.ndarray) -> Any:
 
 
 def _sample(
-    kind: str, size: int, build: Any, data: dict[str, np.ndarray], var_names: Sequence[str],
+    kind: str, size: Any, build: Any, data: dict[str, np.ndarray], var_names: Sequence[str],
     args: _SamplerArgs, *, target_accept: float | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, float, float, bool]:
     """Sample ``build(pm)`` with the chosen sampler.
+
+    ``(kind, size)`` keys the nutpie compile cache: ``size`` must determine the
+    shapes of the model's free variables (an int or a tuple of ints).
 
     Returns the posterior draws of ``var_names`` as ``(chain, draw, ...)``
     arrays, the ``diverging`` flags ``(chain, draw)``, compile and sample
@@ -668,12 +736,15 @@ def fit_order_variance(
     zero_spread_tol: float = 1e-3,
     target_accept: float = 0.9,
 ) -> BayesResult:
-    """Compare each method's order standard deviation with the reference's (HDI + ROPE).
+    """Compare each method's per-query SD across orders with the reference's (HDI + ROPE).
 
     For one (model, task, N) slice, fit the variance-components model of the
     Notes on ``y = logit(clip(p_gold, 1e-4, 1 - 1e-4))`` and decide, for every
-    method ``m``, whether ``log(sigma_order[reference] / sigma_order[m])``
-    differs from 0 by the HDI + ROPE rule [2]_.
+    method ``m``, whether ``log(sd_query[reference] / sd_query[m])`` differs
+    from 0 by the HDI + ROPE rule [2]_, where ``sd_query[m]`` is the
+    model-implied standard deviation of one query's logit p across orders
+    (order main effect and order x query interaction together: Theorem 1's
+    quantity [1]_, the Bayesian counterpart of ``order_sensitivity``).
 
     Parameters
     ----------
@@ -694,7 +765,8 @@ def fit_order_variance(
         default. Rows of other methods are ignored.
     rope : float, default log(1.25)
         Half-width of the region of practical equivalence on the log ratio:
-        order standard deviations within a factor 1.25 count as equal.
+        per-query SDs within a factor 1.25 count as equal (the frequentist
+        equivalence margin's default).
     hdi_prob : float, default 0.94
         Mass of the highest-density interval.
     draws, tune, chains : int, default 1000, 1000, 4
@@ -708,7 +780,9 @@ def fit_order_variance(
     zero_spread_tol : float, default 1e-3
         A method whose largest range of logit p across the orders of any
         (demo set, query) is at most this is order-invariant: its
-        ``sigma_order`` is fixed at 0 (see Notes). The default sits far below
+        ``sd_query`` is fixed at 0 (see Notes). A method whose order x query
+        interaction mean square is at most ``zero_spread_tol ** 2`` (a pure
+        order shift) is modelled with ``sigma_resid`` fixed at 0. The default sits far below
         any order effect of interest (0.1-1 on the logit scale) and above
         float-rounding noise of full-batch GD (~1e-4).
 
@@ -723,8 +797,11 @@ def fit_order_variance(
         ``p_positive`` (mass above 0: the reference is more order-sensitive),
         ``rope``, ``verdict`` (one of :data:`BAYES_VERDICTS`), ``converged``,
         ``diagnostics`` (the gate's reason, "" when it passed), ``note``,
-        ``sampler``, ``sigma_order_a, sigma_order_b, sigma_resid_a,
-        sigma_resid_b`` (posterior means, 0 for order-invariant methods),
+        ``sampler``, ``sigma_order_a, sigma_order_b`` (posterior means of the
+        methods' central order sds ``sigma_order[m]``), ``sigma_resid_a,
+        sigma_resid_b``, ``sd_query_a, sd_query_b`` (posterior means of the
+        per-query SDs compared; all 0 for order-invariant methods),
+        ``quantity`` (:data:`QUANTITY`: what the log ratio compares),
         ``n_sets, n_orders, n_queries, n_seeds``.
 
     Raises
@@ -754,41 +831,81 @@ def fit_order_variance(
     (ICL and fine-tuning move each query differently, and so does the demo
     set; anything that does not change with the order must sit in the
     order-free part, or a leftover set x query interaction would inflate the
-    residual), order effects ``w ~ N(0, sigma_order[m])`` shared by all
-    queries of that order, and the (method, set, order, query) residual
-    ``e ~ N(0, sigma_resid[m])`` (the order x query interaction). Priors
-    (logit scale, weakly informative [3]_): ``mu ~ N(0, 2.5)``,
-    ``sigma_query ~ HalfNormal(2.5)`` (queries range from easy to hard),
-    ``sigma_order ~ HalfNormal(1)`` and ``sigma_resid ~ HalfNormal(1)``
-    (a shift of 1 in logit moves p = 0.5 by about 0.23; the half-normal
-    keeps mass near 0, so an order-invariant method is not ruled out a
-    priori), and ``sigma_set ~ HalfStudentT(3, 1)``: a few demo sets barely
-    inform it, and a half-normal's doubly exponential right tail on the log
-    scale made NUTS diverge in 31 of 100 small simulated fits (0 of 540
-    with the half-t). :func:`prior_predictive` shows what these priors imply for the
-    per-query std of p across orders.
+    residual), order effects ``w ~ N(0, sigma_order[m, s])`` shared by all
+    queries of that order in that demo set, and the (method, set, order,
+    query) residual ``e ~ N(0, sigma_resid[m])`` (the order x query
+    interaction). The order sd varies between demo sets, log-normally around
+    the method's: ``sigma_order[m, s] = sigma_order[m] exp(tau z_ms)``,
+    ``z_ms ~ N(0, 1)``, with one scale ``tau = 0.5`` shared by all methods
+    (95% of demo sets within a factor ``e = 2.7`` of ``sigma_order[m]``).
+    ``tau`` is fixed rather than learnt: with 2 demo sets per method nothing
+    informs it, and a learnt ``tau`` (HalfNormal(0.5), or a boundary-avoiding
+    Gamma(2, 5)) gave divergent transitions in 7 of 8 default-study-sized
+    simulated fits (a funnel at large ``tau``, the per-set order sds being
+    well identified by their ``O - 1`` order effects), a centred
+    parametrisation more; fixed, 0 of 8. The compared quantity averages the
+    observed demo sets, each identified by its own data, so it depends little
+    on ``tau``. Priors (logit scale, weakly informative [3]_): ``mu ~ N(0,
+    2.5)``, ``sigma_query ~ HalfNormal(2.5)`` (queries range from easy to
+    hard), ``sigma_order ~ HalfNormal(1)`` and ``sigma_resid ~
+    HalfNormal(1)`` (a shift of 1 in logit moves p = 0.5 by about 0.23; the
+    half-normal keeps mass near 0, so an order-invariant method is not ruled
+    out a priori), and ``sigma_set ~ HalfStudentT(3, 1)``: a few demo sets
+    barely inform it, and a half-normal's doubly exponential right tail on
+    the log scale made NUTS diverge in 31 of 100 small simulated fits (0 of
+    540 with the half-t). :func:`prior_predictive` shows what these priors
+    imply for the per-query std of p across orders.
+
+    **Quantity.** For a fixed query of demo set ``s`` the variance of ``y``
+    across orders is ``sigma_order[m, s]^2 + sigma_resid[m]^2``, so the
+    per-query SD across orders of method ``m`` is
+
+    .. math::
+
+        \\mathrm{sd}_{query}[m] = \\frac{1}{S_m} \\sum_s
+        \\sqrt{\\sigma_{order}[m, s]^2 + \\sigma_{resid}[m]^2},
+
+    averaged over the method's ``S_m`` demo sets (the observed sets, as the
+    frequentist ``order_sensitivity`` averages its (demo set, query) units),
+    and the estimate is ``log(sd_query[reference] / sd_query[m])``. It is a
+    function of the posterior draws, so its HDI carries the uncertainty of
+    both components: when the interaction dominates (it is learnt from ``(O -
+    1)(Q - 1)`` cells per set) the ratio is precise; when the order main
+    effect dominates it is learnt from ``O - 1`` order effects per set only.
+    ``sigma_order[m]`` alone (the old estimand, still in the table) is not
+    Theorem 1's quantity: a method that moves every query together and one
+    that moves each query on its own can have the same per-query spread with
+    very different ``sigma_order``.
 
     **Computation.** The design is a complete orders x queries grid in each
     (method, set) block, so the Gaussian effects ``v, u, w`` are integrated
     out exactly: in the Helmert basis the block's covariance is diagonal, and
     its log-likelihood depends on the data only through the block mean and
     the order, query and interaction sums of squares with expected mean
-    squares ``sigma_resid^2 + Q sigma_order^2``, ``sigma_resid^2 + O
+    squares ``sigma_resid^2 + Q sigma_order[m, s]^2``, ``sigma_resid^2 + O
     sigma_query^2`` and ``sigma_resid^2`` (the balanced two-way random-effects
     ANOVA [4]_, [5]_). ``mu_m`` is integrated out too (the block means of a
     method are jointly normal given the scales), and its draws are taken
     afterwards from its exact conditional posterior. The sampled log density
     equals the full-data multivariate normal one with the priors (tested
-    against scipy), but it has 1 + 3 M parameters instead of thousands: there
-    is no funnel between ``sigma_order`` and the order effects, and the cost
-    does not grow with the number of rows. A method with any missing
-    (order, query) cell is rejected rather than imputed.
+    against scipy), but it has 1 + 3 M + (blocks) parameters instead of
+    thousands: there is no funnel between the order sds and the order
+    effects, and the cost does not grow with the number of rows. A method
+    with any missing (order, query) cell is rejected rather than imputed.
+
+    **Pure order shifts.** A method whose order x query interaction mean
+    square is at most ``zero_spread_tol ** 2`` (every query moves by the same
+    amount with the order) has a degenerate interaction likelihood; it is
+    modelled with ``sigma_resid`` fixed at 0 (its interaction term dropped,
+    its ``sigma_resid`` draws are prior draws and are reported as 0), so its
+    per-query SD is its order sd alone. A note says so.
+    (:class:`NoOrderInteractionError` is no longer raised.)
 
     **Order-invariant methods** (full-batch GD). If every logit p of a method
     is the same across orders (range <= ``zero_spread_tol`` in every demo set
     and query), its ``sigma_order`` *and* ``sigma_resid`` are 0 and its
     likelihood is degenerate (unbounded as the scales go to 0). Such a method
-    is left out of the model with ``sigma_order = 0``; its log ratio against
+    is left out of the model with ``sd_query = 0``; its log ratio against
     a reference with order spread is ``+inf``, reported as ``estimate =
     ci_low = ci_high = inf``, ``p_rope = 0`` and, through the HDI + ROPE
     rule, ``"different"``, with a note. (If the reference is the invariant
@@ -804,22 +921,25 @@ def fit_order_variance(
     practically null difference) has no counterpart: an HDI inside the ROPE is
     "equivalent" whether or not it contains 0.
 
-    **Gate.** Every sampled parameter (``sigma_*``, the conditional ``mu``
-    draws and every log ratio) needs R-hat <= 1.01 and bulk and tail ESS >=
-    400 [6]_, and the run needs zero divergences; otherwise every row's
-    verdict is ``"did_not_converge"`` (structural +-inf rows included: the
-    call's analysis failed) and ``diagnostics`` lists the failures.
+    **Gate.** Every sampled parameter (``sigma_*``, the per-set
+    ``sigma_order_set``, the conditional ``mu`` draws, every ``sd_query``
+    and every log ratio) needs R-hat <= 1.01 and bulk and tail ESS >= 400
+    [6]_, and the run needs zero divergences; otherwise every row's verdict
+    is ``"did_not_converge"`` (structural +-inf rows included: the call's
+    analysis failed) and ``diagnostics`` lists the failures.
 
-    **Precision.** ``sigma_order[m]`` is learnt from about ``S (O - 1)``
-    order effects (S demo sets, O orders), so the log ratio's posterior sd is
-    roughly ``1 / sqrt(S (O - 1))``: about 0.27 for 2 sets x 8 orders (94%
-    HDI half-width ~0.5), which can show a ratio above ~2 (log ratio above
-    ``rope + 0.5``) to be "different" but cannot show
-    "equivalent" with a ROPE of log(1.25); that needs several hundred order
-    effects per method.
+    **Precision.** If the order main effect dominates, ``sd_query[m]`` is
+    learnt from about ``S (O - 1)`` order effects (S demo sets, O orders),
+    so the log ratio's posterior sd is roughly ``1 / sqrt(S (O - 1))``: about
+    0.27 for 2 sets x 8 orders (94% HDI half-width ~0.5), which can show a
+    ratio above ~2 to be "different" but not "equivalent" with a ROPE of
+    log(1.25). If the interaction dominates it is learnt from ``S (O - 1)(Q
+    - 1)`` cells and the log ratio is precise enough (sd ~0.05 for 2 x 8 x
+    32) to show "equivalent".
 
     Compiled nutpie models are cached in-process by the number of modelled
-    methods (the data are swapped in), so the slices of a study compile once.
+    methods and of (method, demo set) blocks (the data are swapped in), so the
+    slices of a study compile once.
 
     References
     ----------
@@ -859,19 +979,14 @@ def fit_order_variance(
     all_methods = (design.reference, *design.methods)
     modelled = tuple(m for m in all_methods if design.spread[m] > 0)
     invariant = tuple(m for m in all_methods if design.spread[m] == 0)
-    stats = _block_stats(design.grids, modelled)
-    for i, method in enumerate(modelled):
-        sel = stats["method_idx"] == i
-        resid_ms = stats["ss_int"][sel].sum() / stats["df_int"][sel].sum()
-        if not resid_ms > float(zero_spread_tol) ** 2:
-            raise NoOrderInteractionError(
-                method,
-                f"`per_order`: method {method!r} changes with the order but has no order x query "
-                f"interaction (residual mean square {resid_ms:.3g}); the model needs residual noise",
-            )
+    stats = _block_stats(design.grids, modelled, interaction_tol=float(zero_spread_tol))
+    no_interaction = tuple(
+        m for i, m in enumerate(modelled) if not stats["has_int"][stats["method_idx"] == i].any()
+    )
 
     sigma_order_mean = {m: 0.0 for m in invariant}
     sigma_resid_mean = {m: 0.0 for m in invariant}
+    sd_query_mean = {m: 0.0 for m in invariant}
     idata = None
     diagnostics = pd.DataFrame(columns=list(_arviz.SUMMARY_COLUMNS))
     converged, reason, n_div = True, "", 0
@@ -881,32 +996,41 @@ def fit_order_variance(
     lr_draws: dict[str, np.ndarray] = {}
     if modelled:
         used = args.sampler
+        n_blocks = len(stats["method_idx"])
         draws_, diverging, compile_s, sample_s, cached = _sample(
-            "order", len(modelled), lambda pm: _build_order_model(pm, len(modelled), stats),
+            "order", (len(modelled), n_blocks), lambda pm: _build_order_model(pm, len(modelled), stats),
             stats, _ORDER_VARS, args, target_accept=ta,
         )
         draws_ = {"mu": _draw_mu(draws_, stats, len(modelled), args.seed), **draws_}
-        so = draws_["sigma_order"]
+        derived = _derived(draws_, stats, len(modelled))
+        sdq = derived["sd_query"]
         pairs = [m for m in design.methods if design.reference in modelled and m in modelled]
-        posterior = dict(draws_)
-        dims: dict[str, list[str]] = {v: ["method"] for v in ("mu", "sigma_query", "sigma_order", "sigma_resid")}
+        posterior = {k: v for k, v in draws_.items() if k != "z_order"}
+        posterior["sigma_order_set"] = derived["sigma_order_set"]
+        posterior["sd_query"] = sdq
+        dims: dict[str, list[str]] = {
+            v: ["method"] for v in ("mu", "sigma_query", "sigma_order", "sigma_resid", "sd_query")
+        }
+        dims["sigma_order_set"] = ["block"]
         if pairs:
             i_ref = modelled.index(design.reference)
             posterior["log_ratio"] = np.stack(
-                [np.log(so[:, :, i_ref]) - np.log(so[:, :, modelled.index(m)]) for m in pairs], axis=-1
+                [np.log(sdq[:, :, i_ref]) - np.log(sdq[:, :, modelled.index(m)]) for m in pairs], axis=-1
             )
             dims["log_ratio"] = ["method_b"]
         idata = _arviz.from_draws(
             posterior,
             sample_stats={"diverging": diverging},
-            coords={"method": list(modelled), "method_b": pairs},
+            coords={"method": list(modelled), "method_b": pairs, "block": _block_labels(design.grids, modelled)},
             dims=dims,
             attrs={"sampler": used, "reference": design.reference, "model_name": str(design.model),
-                   "task": str(design.task), "n_demos": str(design.n_demos)},
+                   "task": str(design.task), "n_demos": str(design.n_demos), "quantity": QUANTITY,
+                   "no_interaction": ",".join(no_interaction)},
         )
         for i, m in enumerate(modelled):
-            sigma_order_mean[m] = float(so[:, :, i].mean())
-            sigma_resid_mean[m] = float(draws_["sigma_resid"][:, :, i].mean())
+            sigma_order_mean[m] = float(draws_["sigma_order"][:, :, i].mean())
+            sigma_resid_mean[m] = 0.0 if m in no_interaction else float(draws_["sigma_resid"][:, :, i].mean())
+            sd_query_mean[m] = float(sdq[:, :, i].mean())
         for j, m in enumerate(pairs):
             lr_draws[m] = _readonly(posterior["log_ratio"][:, :, j].reshape(-1))
         diagnostics = _arviz.summary_table(idata, list(posterior), hdi_prob=args.hdi_prob)
@@ -934,7 +1058,7 @@ def fit_order_variance(
             p_rope, p_pos = 1.0, 0.0
             verdict = "equivalent"
             note = (f"both {design.reference!r} and {method!r} are order-invariant (spread <= "
-                    f"{zero_spread_tol:g}): sigma_order fixed at 0 for both; log ratio undefined")
+                    f"{zero_spread_tol:g}): per-query SD fixed at 0 for both; log ratio undefined")
             lr_draws[method] = _readonly(np.full(n_draws, np.nan))
         else:
             sign = 1.0 if m_inv else -1.0
@@ -944,8 +1068,14 @@ def fit_order_variance(
             p_rope, p_pos = 0.0, 1.0 if m_inv else 0.0
             verdict = "different"
             note = (f"{inv!r} is order-invariant (max range of logit p across orders <= "
-                    f"{zero_spread_tol:g}): sigma_order fixed at 0, log ratio = {sign * math.inf}")
+                    f"{zero_spread_tol:g}): per-query SD (sigma_order, sigma_resid) fixed at 0, "
+                    f"log ratio = {sign * math.inf}")
             lr_draws[method] = _readonly(np.full(n_draws, sign * math.inf))
+        shifts = [x for x in (design.reference, method) if x in no_interaction]
+        if shifts:
+            note = "; ".join(filter(None, [note, (
+                f"{' and '.join(map(repr, shifts))} shift(s) every query alike with the order (no order x "
+                f"query interaction, residual mean square <= {zero_spread_tol:g}^2): sigma_resid fixed at 0")]))
         if not converged:
             verdict = "did_not_converge"
         rows.append(
@@ -974,6 +1104,9 @@ def fit_order_variance(
                 "sigma_order_b": sigma_order_mean[method],
                 "sigma_resid_a": sigma_resid_mean[design.reference],
                 "sigma_resid_b": sigma_resid_mean[method],
+                "sd_query_a": sd_query_mean[design.reference],
+                "sd_query_b": sd_query_mean[method],
+                "quantity": QUANTITY,
                 "n_sets": n_sets,
                 "n_orders": n_orders,
                 "n_queries": n_queries,
@@ -1230,9 +1363,9 @@ def prior_predictive(
 ) -> pd.DataFrame:
     """Draw per-query order sensitivity from the prior predictive of the order-variance model.
 
-    The hyper-parameters are drawn from the PyMC model of
-    :func:`fit_order_variance` (``pymc.sample_prior_predictive``); the
-    demo-set, query, order and residual effects are then simulated on the
+    The hyper-parameters (and the per-(method, demo set) order sds) are drawn
+    from the PyMC model of :func:`fit_order_variance`
+    (``pymc.sample_prior_predictive``); the demo-set, query, order and residual effects are then simulated on the
     design of ``per_order`` (its methods, demo sets, orders and queries; its
     ``p_gold`` is not used), and each (method, set, query)'s standard
     deviation of ``p = expit(y)`` across orders is computed as in
@@ -1254,8 +1387,10 @@ def prior_predictive(
     pandas.DataFrame
         One row per (draw, method, demo set, query) with columns ``draw,
         method, demo_set, query_id, sd_gold`` (the implied per-query std of
-        p across orders) and ``sigma_order`` (that draw's order sd of the
-        method, logit scale).
+        p across orders), ``sigma_order`` (that draw's order sd of the
+        method, logit scale) and ``sd_query`` (that draw's per-query SD of
+        logit p across orders of the method, the quantity
+        :func:`fit_order_variance` compares).
 
     Notes
     -----
@@ -1291,10 +1426,11 @@ def prior_predictive(
     for v in _ORDER_VARS:
         arr = _arviz.posterior_draws(prior, v, group="prior")
         par[v] = arr.reshape(-1, *arr.shape[2:])
+    derived = _derived(par, stats, len(all_methods))
     frames = []
-    for (method, demo_set), grid in design.grids.items():
-        if method not in all_methods:
-            continue
+    blocks = [(m, s) for (m, s) in design.grids if m in all_methods]
+    for b, (method, demo_set) in enumerate(blocks):
+        grid = design.grids[(method, demo_set)]
         i = all_methods.index(method)
         n_o, n_q = grid.shape
         s_set = par["sigma_set"][:, None, None]
@@ -1302,7 +1438,7 @@ def prior_predictive(
             PRIOR_SCALES["mu"] * gen.standard_normal((n_draws, 1, 1))
             + s_set * gen.standard_normal((n_draws, 1, 1))
             + par["sigma_query"][:, i, None, None] * gen.standard_normal((n_draws, 1, n_q))
-            + par["sigma_order"][:, i, None, None] * gen.standard_normal((n_draws, n_o, 1))
+            + derived["sigma_order_set"][:, b, None, None] * gen.standard_normal((n_draws, n_o, 1))
             + par["sigma_resid"][:, i, None, None] * gen.standard_normal((n_draws, n_o, n_q))
         )
         p = 1.0 / (1.0 + np.exp(-y))
@@ -1316,8 +1452,8 @@ def prior_predictive(
                     "query_id": np.tile(np.asarray(grid.columns), n_draws),
                     "sd_gold": sd.reshape(-1),
                     "sigma_order": np.repeat(par["sigma_order"][:, i], n_q),
+                    "sd_query": np.repeat(derived["sd_query"][:, i], n_q),
                 }
             )
         )
     return pd.concat(frames, ignore_index=True)
-
