@@ -4,7 +4,9 @@ The data have the size of hyptest's default study for one (model, task, N)
 slice: 2 demo sets x 8 orders x 32 queries x 4 methods (icl, gd, sgd, adam),
 simulated on the logit scale with order standard deviations icl 1.0, gd 0
 (full-batch GD: exactly order-invariant), sgd 0.3, adam 0.15 and residual
-(order x query) standard deviations 0.3, 0, 0.1, 0.05. Each sampler runs
+(order x query) standard deviations 0.3, 0, 0.1, 0.05 (per-query SDs across
+orders sqrt(sigma_order^2 + sigma_resid^2), the compared quantity: 1.04, 0,
+0.32, 0.16). Each sampler runs
 ``fit_order_variance`` with its defaults (4 chains x 1000 draws after 1000
 warm-up steps); nutpie runs first in a fresh process, so its time includes
 compiling the model (PyTensor's and numba's on-disk caches may be warm from
