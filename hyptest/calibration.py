@@ -49,7 +49,7 @@ Scenarios: ``R = 1`` (null: "different" is a false verdict), ``R = 1.25``
 A **family** of size ``m`` is ``m`` comparisons filling independent slices of
 the design in turn (the default study: 3 methods per slice, each against the
 slice's one ICL cube; shen_metrics: 6 methods per slice, slices cycling over
-N = 2, 4, 8), all with the same planted ``R``. Rates are counted per family
+N = 4, 8, 2), all with the same planted ``R``. Rates are counted per family
 (any false verdict) and per comparison, with Clopper-Pearson 95 % intervals.
 ``hyptest calibrate`` runs it; docs/calibration.md has the measured table.
 """
@@ -133,9 +133,9 @@ DESIGNS: dict[str, CalibrationDesign] = {
         "default", (SliceDesign(n_demos=4, n_sets=2, n_orders=8, n_queries=32, n_methods=3),),
         "2 demo sets x 8 of the 4! = 24 orders x 32 queries, 3 methods vs ICL per slice"),
     "shen": CalibrationDesign(
-        "shen", (SliceDesign(2, 2, 2, 16, 6), SliceDesign(4, 2, 4, 16, 6), SliceDesign(8, 2, 4, 16, 6)),
-        "2 demo sets x 16 queries; N = 2 (both orders: not resampled), N = 4 (4 of 24), "
-        "N = 8 (4 of 8!), 6 methods vs ICL per slice"),
+        "shen", (SliceDesign(4, 2, 4, 16, 6), SliceDesign(8, 2, 4, 16, 6), SliceDesign(2, 2, 2, 16, 6)),
+        "2 demo sets x 16 queries; N = 4 (4 of 24 orders), N = 8 (4 of 8!), N = 2 (both orders: not "
+        "resampled), 6 methods vs ICL per slice; a family of 18 is the whole study"),
 }
 
 
@@ -179,17 +179,24 @@ def _set_mean_sd(base: np.ndarray, order_part: np.ndarray, scale: np.ndarray) ->
     return p.std(axis=-2).mean(axis=-1)
 
 
-def _solve_scale(base: np.ndarray, order_part: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per-set scale c >= 0 whose mean population SD equals ``target`` (bisection; SD grows with c)."""
+def _solve_scale(base: np.ndarray, order_part: np.ndarray, target: np.ndarray) -> np.ndarray | None:
+    """Per-set scale c >= 0 whose mean population SD equals ``target``; None when no c up to 64 reaches it.
+
+    The SD is 0 at c = 0 and continuous in c: the first point of a geometric grid
+    at or above the target brackets a solution, found by bisection.
+    """
+    grid = 2.0 ** np.arange(-6, 6.25, 0.25)
     lo = np.zeros_like(target)
-    hi = np.ones_like(target)
-    for _ in range(60):
-        short = _set_mean_sd(base, order_part, hi) < target
-        if not short.any():
+    hi = np.full_like(target, np.nan)
+    for c in grid:
+        missing = np.isnan(hi)
+        if not missing.any():
             break
-        hi = np.where(short, hi * 2, hi)
-    if (_set_mean_sd(base, order_part, hi) < target).any():
-        raise ValueError("the planted ratio cannot be reached: the method's outputs saturate")
+        reached = _set_mean_sd(base, order_part, np.full_like(target, c)) >= target
+        hi = np.where(missing & reached, c, hi)
+        lo = np.where(missing & ~reached, c, lo)
+    if np.isnan(hi).any():
+        return None
     for _ in range(60):
         mid = (lo + hi) / 2
         below = _set_mean_sd(base, order_part, mid) < target
@@ -232,6 +239,15 @@ def simulate_slice(design: SliceDesign, ratio: float | None, model: OutputModel,
     pop_icl = _sigmoid(base[0] + c_icl[:, None, None] * order_part[0])
     for k in range(1, K + 1):
         c_k = _solve_scale(base[k], order_part[k], target)
+        for _ in range(100):  # a population whose orders barely differ (e.g. 2 orders) cannot reach it: redraw
+            if c_k is not None:
+                break
+            u_k = r * u[0] + math.sqrt(1 - r * r) * rng.standard_normal((S, P, 1))
+            e_k = r * e[0] + math.sqrt(1 - r * r) * rng.standard_normal((S, P, Q))
+            order_part[k] = u_k * v + model.noise_sd * e_k
+            c_k = _solve_scale(base[k], order_part[k], target)
+        if c_k is None:
+            raise ValueError("the planted ratio cannot be reached: the method's outputs saturate")
         pop = _sigmoid(base[k] + c_k[:, None, None] * order_part[k])
         cubes.append(np.take_along_axis(pop, take, axis=1))
         truths.append(population_log_ratio(pop_icl, pop))
@@ -269,7 +285,7 @@ def run_family(design: CalibrationDesign, family_size: int, ratio: float | None,
         slice_no += 1
     table, _ = decide(comparisons, alpha=alpha, adjust="holm", n_resamples=n_resamples,
                       seed=int(rng.integers(2**31)))
-    out = table[["verdict", "estimate", "ci_low", "ci_high", "ci_level", "p_value", "p_equivalence"]].copy()
+    out = table[["n_demos", "verdict", "estimate", "ci_low", "ci_high", "ci_level", "p_value", "p_equivalence"]].copy()
     out.insert(0, "slice", slices)
     out["truth"] = truths
     return out
