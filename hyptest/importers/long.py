@@ -214,6 +214,8 @@ def _as_list(value: Any, name: str) -> tuple[list[Any] | None, str | None]:
             value = json.loads(value)
         except json.JSONDecodeError as error:
             return None, f"{name!r} is not a JSON list ({error.msg} at character {error.pos})"
+        except RecursionError:
+            return None, f"{name!r} is nested too deeply to be a list of labels or numbers"
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if not isinstance(value, (list, tuple)):
@@ -342,6 +344,9 @@ class _JsonlSource(_Source):
                     obj = json.loads(text)
                 except json.JSONDecodeError as error:
                     yield line, None, f"malformed JSON ({error.msg} at column {error.colno})"
+                    continue
+                except RecursionError:
+                    yield line, None, "JSON nested too deeply"
                     continue
                 if not isinstance(obj, dict):
                     yield line, None, f"each line must be a JSON object, got {type(obj).__name__}"
