@@ -1158,15 +1158,26 @@ def test_write_report_reads_per_order_from_run_dir(tmp_path: pathlib.Path, data)
 
 
 def test_write_report_failure_leaves_no_temp(tmp_path: pathlib.Path, monkeypatch):
-    import hyptest.report.html as mod
+    import os
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(mod.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
         write_report(tmp_path, {}, pd.DataFrame(), "")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_report_respects_the_umask(tmp_path: pathlib.Path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = write_report(tmp_path, {}, pd.DataFrame(), "")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def _shown_interval(text: str) -> tuple[float, float]:

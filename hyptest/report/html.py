@@ -21,9 +21,7 @@ import datetime as _dt
 import functools
 import json
 import math
-import os
 import pathlib
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -2568,10 +2566,9 @@ def write_report(
 ) -> pathlib.Path:
     """Render the report and write ``run_dir / "report.html"`` atomically.
 
-    The HTML is written to a temporary file in ``run_dir``, flushed and
-    ``fsync``-ed, then moved into place with :func:`os.replace`; on any error
-    the temporary file is removed and the previous report (if any) is left
-    untouched.
+    The HTML goes through :func:`hyptest._util.atomic_write_bytes` (temporary
+    file, ``fsync``, :func:`os.replace`, mode by the umask): on any error the
+    previous report (if any) is left untouched.
 
     Parameters
     ----------
@@ -2608,27 +2605,8 @@ def write_report(
     if per_order is None and (run_dir / "per_order.parquet").is_file():
         per_order = pd.read_parquet(run_dir / "per_order.parquet")
     text = _render(results, per_query, study_text=study_text, per_order=per_order, run_dir=run_dir)
+    from .._util import atomic_write_bytes
+
     target = run_dir / "report.html"
-    fd, tmp_name = tempfile.mkstemp(dir=run_dir, prefix=".report.html.", suffix=".tmp")
-    tmp = pathlib.Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename durable; best effort (not supported everywhere)
-        dfd = os.open(run_dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    atomic_write_bytes(target, text.encode("utf-8"))  # temp file, fsync, rename; mode by the umask
     return target
