@@ -363,11 +363,15 @@ def test_units_record_every_step_and_zero_shot_scores_once(tiny_lm, sentiment, m
         pd.testing.assert_frame_equal(rows, alone, check_exact=True)
 
 
-def test_runner_checks_layer_against_the_model(tiny_lm):
+def test_layer_is_checked_against_the_model_before_anything_runs(tiny_lm):
     from hyptest.collect.units import UnitRunner
+    from hyptest.study import StudyError
 
     study = _study([{"kind": "icl"}, {"kind": "sgd", "params": "value_proj", "layer": 5}])
-    tasks, _ = _plan(study)
+    with pytest.raises(StudyError, match=r"layer: 5 is outside model 'tiny', which has 2 layers"):
+        _plan(study)
+    # the runner keeps its own check for callers that build units without planning
+    tasks, _ = _plan(_study([{"kind": "icl"}, {"kind": "sgd", "params": "value_proj", "layer": 1}]))
     with pytest.raises(ValueError, match=r"method 'sgd': `layer` is 5, but the model has 2 layers"):
         UnitRunner(tiny_lm, tasks, study)
 
