@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -503,7 +502,7 @@ def _bayes(records: pd.DataFrame, study: Study, comparisons: list[Comparison],
            notes: list[str]) -> dict[tuple[Any, Any, int], Any]:
     """Fit the hierarchical model per (model, task, N); append its rows (outside the p-value families)."""
     try:
-        from .stats.bayes import NoOrderInteractionError, fit_order_variance
+        from .stats.bayes import fit_order_variance
     except ImportError as error:  # pragma: no cover - pymc is an optional extra
         notes.append(f"hierarchical Bayes skipped: {error}; install it with pip install \"hyptest[bayes]\"")
         return {}
@@ -515,23 +514,12 @@ def _bayes(records: pd.DataFrame, study: Study, comparisons: list[Comparison],
         per_order.insert(0, "n_demos", int(n_demos))
         per_order.insert(0, "task", task)
         per_order.insert(0, "model", model)
-        fit = None
-        while fit is None:
-            try:
-                fit = fit_order_variance(per_order, reference=a.reference, rope=a.rope, hdi_prob=a.hdi_prob,
-                                         draws=a.bayes_draws, tune=a.bayes_draws, seed=study.seed)
-            except NoOrderInteractionError as error:
-                # a method whose order effect is the same shift for every query cannot be modelled;
-                # fit the others rather than none
-                if error.method == a.reference:
-                    notes.append(f"{model}/{task}/N={n_demos}: hierarchical Bayes not fitted: {error}")
-                    break
-                per_order = per_order[per_order["method"] != error.method]
-                notes.append(f"{model}/{task}/N={n_demos}: hierarchical Bayes fitted without {error.method}: "
-                             f"{error}")
-            except ValueError as error:
-                notes.append(f"{model}/{task}/N={n_demos}: hierarchical Bayes not fitted: {error}")
-                break
+        try:
+            fit = fit_order_variance(per_order, reference=a.reference, rope=a.rope, hdi_prob=a.hdi_prob,
+                                     draws=a.bayes_draws, tune=a.bayes_draws, seed=study.seed)
+        except ValueError as error:
+            notes.append(f"{model}/{task}/N={n_demos}: hierarchical Bayes not fitted: {error}")
+            fit = None
         if fit is None:
             continue
         fits[(model, task, int(n_demos))] = fit

@@ -52,7 +52,6 @@ from . import _arviz
 __all__ = [
     "BAYES_VERDICTS",
     "BayesResult",
-    "NoOrderInteractionError",
     "PooledResult",
     "fit_order_variance",
     "fit_pooled",
@@ -108,25 +107,6 @@ _SLICE = ["model", "task", "n_demos"]
 #: random variables). A pure performance cache: the data are swapped in with
 #: ``with_data``, so a study whose slices share a design compiles once per process.
 _NUTPIE_CACHE: dict[tuple[Any, ...], Any] = {}
-
-
-class NoOrderInteractionError(ValueError):
-    """A method changes with the order by the same shift for every query, which the model cannot fit.
-
-    Kept for compatibility: :func:`fit_order_variance` no longer raises it. A
-    method without order x query interaction (residual mean square at most
-    ``zero_spread_tol ** 2``) is now modelled with ``sigma_resid`` fixed at 0,
-    so its per-query SD across orders is its order sd alone.
-
-    Attributes
-    ----------
-    method : str
-        The method; the other methods can still be fitted without it.
-    """
-
-    def __init__(self, method: str, message: str) -> None:
-        super().__init__(message)
-        self.method = method
 
 
 # ---------------------------------------------------------------------------
@@ -899,7 +879,6 @@ def fit_order_variance(
     modelled with ``sigma_resid`` fixed at 0 (its interaction term dropped,
     its ``sigma_resid`` draws are prior draws and are reported as 0), so its
     per-query SD is its order sd alone. A note says so.
-    (:class:`NoOrderInteractionError` is no longer raised.)
 
     **Order-invariant methods** (full-batch GD). If every logit p of a method
     is the same across orders (range <= ``zero_spread_tol`` in every demo set
