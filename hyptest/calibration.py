@@ -59,9 +59,10 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -394,7 +395,7 @@ def calibrate(design: str | CalibrationDesign = "default", *, family_sizes: Sequ
                 count = min(count, 5)
             if count <= 0:
                 continue
-            key = [seed, int(round(rho * 1000)), m, list(SCENARIOS).index(scenario)]
+            key = [seed, round(rho * 1000), m, list(SCENARIOS).index(scenario)]
             args = [(spec, m, ratio, replace(base, rho=rho), key + [k], n_resamples, alpha, cluster)
                     for k in range(count)]
             t0 = time.perf_counter()
