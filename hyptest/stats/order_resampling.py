@@ -71,19 +71,25 @@ def _as_cube(cube: np.ndarray, name: str) -> np.ndarray:
     return arr - arr.mean(axis=1, keepdims=True)
 
 
+def _counts(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` multinomial(n, uniform) count vectors: n draws with replacement from n items, (size, n)."""
+    idx = rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]
+    return np.bincount(idx.ravel(), minlength=size * n).reshape(size, n).astype(float)
+
+
 def _query_weights(mask: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """Multinomial query weights within each set, (size, S, Q); padded queries (mask False) get 0."""
     out = np.zeros((size, *mask.shape))
     for s, row in enumerate(mask):
         idx = np.flatnonzero(row)
-        out[:, s, idx] = rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=size)
+        out[:, s, idx] = _counts(len(idx), size, rng)
     return out
 
 
 def _order_counts(n_sets: int, n_orders: int, size: int, resample: bool, rng: np.random.Generator) -> np.ndarray:
     if not resample:
         return np.ones((size, n_sets, n_orders))
-    return rng.multinomial(n_orders, np.full(n_orders, 1.0 / n_orders), size=(size, n_sets)).astype(float)
+    return _counts(n_orders, size * n_sets, rng).reshape(size, n_sets, n_orders)
 
 
 def _mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
