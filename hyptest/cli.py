@@ -263,7 +263,7 @@ def power(
     orders = "/".join(str(s.n_orders) for s in d.slices)
     out = Table(title=f"Power of the Theorem-1 check ({d.n_sets} sets x {orders} orders x {d.n_queries} queries; "
                       f"family m = {d.family_size}, {d.adjust}, alpha {d.alpha:g}; {d.test})", title_justify="left")
-    for column in ("vs", "σ_order ICL", "σ_order method", "ratio (logit)", "ratio (P(gold))", "P(different)",
+    for column in ("vs", "order SD ICL (logit)", "order SD method (logit)", "ratio (logit)", "ratio (P(gold))", "P(different)",
                    "P(equivalent)"):
         out.add_column(column)
 

@@ -787,7 +787,7 @@ def test_posterior_plot_direct():
     np.testing.assert_allclose(float(hdi.get("x2")) - float(hdi.get("x1")), span / 19 * 5, rtol=0.01)
     assert "t &lt;x&gt;" in fig
     texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
-    assert "90% HDI" in texts and "log(σ_order ICL / σ_order method)" in texts
+    assert "90% HDI" in texts and "log(SD_query ICL / SD_query method), per-query SD across orders" in texts
     # bad input: a message, still valid SVG
     for bad in (([1, 2], [0.0, 1.0]), ([], []), ([1.0, float("nan")], [0.0, 1.0, 2.0])):
         s = svg.posterior_plot(*bad, title="x")

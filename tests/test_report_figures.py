@@ -403,8 +403,8 @@ def _write_idata(path: pathlib.Path, methods=("icl", "sgd", "adam"), n_chains=4,
     from hyptest.stats._arviz import from_draws, to_netcdf
 
     rng = np.random.default_rng(0)
-    so = np.abs(rng.normal(0.3, 0.05, size=(n_chains, n_draws, len(methods))))
-    idata = from_draws({"sigma_order": so}, coords={"method": list(methods)}, dims={"sigma_order": ["method"]})
+    sd = np.abs(rng.normal(0.3, 0.05, size=(n_chains, n_draws, len(methods))))
+    idata = from_draws({"sd_query": sd}, coords={"method": list(methods)}, dims={"sd_query": ["method"]})
     to_netcdf(idata, path)
 
 
@@ -429,7 +429,7 @@ def test_rank_plot_from_the_bayes_file(tmp_path):
     assert len(figs) == 1  # the second slice's file does not exist: skipped silently
     root = _svg_in(figs[0])
     panels = _cls(root, "g", "panel")
-    assert [p.get("data-parameter") for p in panels] == ["σ_order ICL", "σ_order SGD", "σ_order Adam"]
+    assert [p.get("data-parameter") for p in panels] == ["SD_query ICL", "SD_query SGD", "SD_query Adam"]
     for p in panels:
         assert len({b.get("data-chain") for b in _cls(p, "rect", "bar")}) == 4
         assert len(_cls(p, "line", "expected")) == 4

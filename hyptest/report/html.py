@@ -2015,16 +2015,16 @@ def _sparsity_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 #: Posterior variable whose rank plots the Bayes section shows.
-RANK_PLOT_VAR = "sigma_order"
+RANK_PLOT_VAR = "sd_query"
 
 
 def _rank_view(sl: Mapping[str, Any], run_dir: pathlib.Path | None, colors: dict[str, str], label: str
                ) -> dict[str, Any] | None:
-    """Rank plot of ``sigma_order`` from a slice's NetCDF file, or None.
+    """Rank plot of ``sd_query`` (the compared per-query SD across orders) from a slice's NetCDF file, or None.
 
     None (silently) without a run directory, when ``sl["file"]`` is not a
     safe relative path or does not exist, when ArviZ cannot be imported, or
-    when the file cannot be read or has no ``sigma_order``.
+    when the file cannot be read or has no ``sd_query`` (files of older runs).
     """
     name = sl.get("file")
     if run_dir is None or name is None or not _is_relative_path(str(name)):
@@ -2043,8 +2043,8 @@ def _rank_view(sl: Mapping[str, Any], run_dir: pathlib.Path | None, colors: dict
     if counts.ndim != 3 or counts.size == 0:
         return None
     methods = [lbl[len(RANK_PLOT_VAR) + 1:-1] if lbl.startswith(RANK_PLOT_VAR + "[") else lbl for lbl in rh.labels]
-    labels = [f"σ_order {_short_method(m)}" for m in methods]
-    figure = svg.rank_plot(counts, labels, float(rh.expected), title=f"Rank plots of σ_order — {label}",
+    labels = [f"SD_query {_short_method(m)}" for m in methods]
+    figure = svg.rank_plot(counts, labels, float(rh.expected), title=f"Rank plots of the per-query SD across orders — {label}",
                            colors=[colors.get(m, "#0072B2") for m in methods])
     return {"figure": Markup(figure), "n_chains": int(counts.shape[1]), "n_bins": int(counts.shape[2]),
             "n_draws": int(round(float(rh.expected) * counts.shape[2]))}
@@ -2591,7 +2591,7 @@ def write_report(
     -----
     Only here (not in :func:`render_report`) the Bayes section gets its rank
     plots: for every slice whose ``file`` exists in ``run_dir`` and can be
-    read with ArviZ, the per-chain rank histograms of ``sigma_order``
+    read with ArviZ, the per-chain rank histograms of ``sd_query``
     (:func:`hyptest.stats._arviz.rank_plot_data`); otherwise the plot is left
     out without a message.
 

@@ -846,7 +846,7 @@ def posterior_plot(
     rope: float | None = None,
     mean: float | None = None,
     color: str = "#444444",
-    x_label: str = "log(σ_order ICL / σ_order method)",
+    x_label: str = "log(SD_query ICL / SD_query method), per-query SD across orders",
     width: int = 420,
     height: int = 250,
 ) -> str:
