@@ -703,7 +703,7 @@ def test_bayes_section(data):
     sec = out[out.index('<section id="bayes">'): out.index('<section id="accuracy">')]
     assert ">Hierarchical Bayes: order variance</h2>" in sec
     note = " ".join(_text(re.search(r'<div class="note method-note">(.*?)</div>', sec, re.S).group(1)).split())
-    for phrase in ("logit P(gold) = μm + set + query-within-set + order-within-set + residual",
+    for phrase in ("logit P(gold) = μm + set + query-within-set + order-within-set + order × query residual",
                    "weakly informative", "HDI + ROPE (Kruschke, 2018)", "R-hat ≤ 1.01",
                    "bulk and tail ESS ≥ 400", "no divergent transitions", "order SD fixed at 0",
                    "not part of any p-value family"):
