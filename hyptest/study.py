@@ -750,12 +750,37 @@ def parse_study(data: Any, *, source: str = "<study>") -> Study:
     """
     if not isinstance(data, dict):
         raise StudyError(f"{source}: a study file must be a YAML mapping, got {type(data).__name__}")
+    if _nesting_depth(data) > MAX_NESTING:
+        raise StudyError(f"{source}: the study file is nested too deeply to be a study "
+                         f"(more than {MAX_NESTING} levels)")
     try:
         return Study.model_validate(data)
     except ValidationError as error:
         raise StudyError(_format_validation_error(error, source)) from None
     except RecursionError:
         raise StudyError(f"{source}: the study file is nested too deeply to be a study") from None
+
+
+#: No study needs more levels than this; deeper documents are refused before validation.
+MAX_NESTING = 32
+
+
+def _nesting_depth(value: Any) -> int:
+    """Depth of nested lists/dicts, computed without recursion (so it cannot overflow the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = list(node.values())
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def load_study(path: str | Path) -> tuple[Study, str]:

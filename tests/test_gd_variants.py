@@ -394,11 +394,15 @@ def test_unit_keys_change_with_every_new_option_and_stay_stable_otherwise():
         keys.setdefault(u.method, set()).add(u.key)
     assert all(len(k) == 2 for k in keys.values())  # one key per order
     assert len(set().union(*keys.values())) == 2 * len(methods)  # every option gives new keys
-    # stable across runs, and a name, a grid family or an explicit default "middle" changes nothing
-    renamed = [{**m, "name": f"other{i}"} for i, m in enumerate(variants)]
-    renamed[1]["layer"] = "middle"
-    again = _plan(_study(renamed, reference="other8", n_sets=1, n_orders=2))[1]
+    # stable across runs, and an explicit default "middle" changes nothing
+    explicit = [dict(m) for m in methods]
+    explicit[1]["layer"] = "middle"
+    again = _plan(_study(explicit, reference="m8", n_sets=1, n_orders=2))[1]
     assert [u.key for u in again] == [u.key for u in units]
+    # a name names the rows, so it is part of the unit's identity (two names never share a unit file)
+    renamed = [{**m, "name": f"other{i}"} for i, m in enumerate(variants)]
+    other = _plan(_study(renamed, reference="other8", n_sets=1, n_orders=2))[1]
+    assert not {u.key for u in other} & {u.key for u in units}
 
 
 def test_grid_expands_into_plain_methods_with_distinct_keys():
@@ -415,8 +419,8 @@ def test_grid_expands_into_plain_methods_with_distinct_keys():
     keys = {u.method: u.key for u in units if u.order_id == 0}
     assert len(set(keys.values())) == len(names)
     plain = _study([{"kind": "icl"}, {"kind": "gd", "learning_rate": 0.01, "steps": 3}])
-    key = next(u.key for u in _plan(plain)[1] if u.method == "gd" and u.order_id == 0)
-    assert key == keys["gd@lr=0.01,steps=3"]  # an expanded member is keyed like the plain method
+    # an expanded member has the settings of the plain method (its key differs only by its name)
+    assert method_settings(study.method("gd@lr=0.01,steps=3")) == method_settings(plain.method("gd"))
     # a dumped study (the manifest, Ray workers) validates back to the same plain methods
     assert type(study).model_validate(study.model_dump(mode="json")) == study
 
@@ -450,7 +454,7 @@ def test_checkpoints_expand_into_loadable_models(two_checkpoints):
           - {{name: hub, source: hf, path: org/model, checkpoints: [main, step3000]}}
           - tiny
         tasks: [sentiment]
-        methods: [{{kind: icl}}]
+        methods: [{{kind: icl}}, {{kind: zs}}]
     """)
     study = parse_study(data)
     assert [m.name for m in study.models] == ["tinyhf@step200", "tinyhf@step100", "rel@step100", "hub@main",

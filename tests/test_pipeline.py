@@ -41,32 +41,47 @@ def test_results_json_has_every_comparison(tiny_run):
     by_method = {}
     for row in comps:
         by_method.setdefault(row["method_b"], set()).add(row["analysis"])
-    common = {"order_sensitivity", "variance_ratio_bf", "log_variance_ratio", "token_overlap",
-              "overlap_cosine", "label_js", "label_kl"}
+    common = {"order_sensitivity", "log_variance_ratio", "token_overlap", "overlap_cosine", "label_js", "label_kl"}
     # with two labels the label-distribution analysis equals the P(gold) one and is not repeated;
     # full-batch GD is order-invariant, so order alignment is not computed for it
     common |= {"bayes_order_variance", "order_sensitivity_vocab"}
     assert by_method == {"gd": common, "sgd": common | {"order_alignment"}, "adam": common | {"order_alignment"}}
     from statsmodels.stats.multitest import multipletests
 
-    tested = [r for r in comps if r["p_value"] is not None]
-    np.testing.assert_allclose([r["p_adjusted"] for r in tested],
-                               multipletests([r["p_value"] for r in tested], method="holm")[1], rtol=1e-12)
-    assert results["margins"][0]["source"].startswith("noise floor")
+    # each family is Holm-adjusted on its own, difference and equivalence p-values alike
+    families = {}
+    for r in comps:
+        if r["p_value"] is not None:
+            families.setdefault(r["family"], []).append(r)
+    assert {r["analysis"] for r in families["confirmatory"]} == {"order_sensitivity"}
+    for rows in families.values():
+        np.testing.assert_allclose([r["p_adjusted"] for r in rows],
+                                   multipletests([r["p_value"] for r in rows], method="holm")[1], rtol=1e-12)
+        eq = [r for r in rows if r["p_equivalence"] is not None]
+        if eq:
+            np.testing.assert_allclose([r["p_equivalence_adjusted"] for r in eq],
+                                       multipletests([r["p_equivalence"] for r in eq], method="holm")[1], rtol=1e-12)
+        assert all(r["family_size"] == len(rows) for r in rows)
+    margins = {m["analysis"]: m for m in results["margins"]}
+    assert margins["order_sensitivity"]["kind"] == "ratio" and margins["order_sensitivity"]["value"] == 1.25
+    assert margins["order_sensitivity"]["source"].startswith("declared")
     bayes = [r for r in comps if r["analysis"] == "bayes_order_variance"]
     assert {r["method_b"] for r in bayes} == {"gd", "sgd", "adam"}
     assert all(r["verdict"] in {"different", "equivalent", "inconclusive", "did_not_converge"} for r in bayes)
-    assert results["family"]["size"] == len(comps) - len(bayes)  # Bayes rows decide by HDI + ROPE
+    summary_families = {f["family"]: f for f in results["families"]}
+    assert summary_families["confirmatory"]["size"] == 3 and summary_families["confirmatory"]["role"] == "confirmatory"
     (slice_,) = results["bayes"]
     assert (summary.run_dir / slice_["file"]).is_file() and slice_["diagnostics"]
     for row in comps:
         assert REQUIRED <= set(row)
-        allowed = {"different", "equivalent", "negligible", "inconclusive"}
+        allowed = {"different", "equivalent", "negligible", "inconclusive", "not_estimable"}
         if row["analysis"] == "bayes_order_variance":
             allowed.add("did_not_converge")  # the diagnostics gate may refuse to decide on tiny data
         assert row["verdict"] in allowed
         if row["analysis"] == "order_sensitivity":
             assert row["ci_low"] <= row["estimate"] <= row["ci_high"]
+            # all 3! orders were run: orders are the population, only queries are resampled
+            assert "all N! orders run" in row["resampling"]
     # 2 demo sets x 3! orders x (icl + 3 GD methods)
     assert summary.n_units == 2 * 6 * 4
     assert (summary.run_dir / "report.html").is_file()
