@@ -74,6 +74,28 @@ def test_bootstrap_matches_exhaustive_enumeration():
     assert draws.std() == pytest.approx(exact_sd, rel=0.02)
 
 
+def test_alignment_bootstrap_matches_exhaustive_enumeration():
+    from hyptest.stats.order_resampling import alignment_draws
+
+    rng = np.random.default_rng(9)
+    a = rng.normal(size=(1, 3, 2))
+    b = 0.6 * a + rng.normal(size=a.shape)
+    values = []
+    for orders in itertools.product(range(3), repeat=3):
+        for queries in itertools.product(range(2), repeat=2):
+            xa = np.stack([a[0, list(orders), q] - a[0, list(orders), q].mean() for q in queries])
+            xb = np.stack([b[0, list(orders), q] - b[0, list(orders), q].mean() for q in queries])
+            # one distinct order resampled: no order effect at all, r taken as 0
+            values.append((xa * xb).sum() / np.sqrt((xa * xa).sum() * (xb * xb).sum()) if len(set(orders)) > 1
+                          else 0.0)
+    values = np.array(values)  # every resample equally likely: 27 order draws x 4 query draws
+    draws = alignment_draws(a, b, n_resamples=200_000, rng=np.random.default_rng(10))
+    assert alignment_statistic(a, b) == pytest.approx(
+        np.corrcoef((a - a.mean(1, keepdims=True)).ravel(), (b - b.mean(1, keepdims=True)).ravel())[0, 1])
+    assert draws.mean() == pytest.approx(values.mean(), abs=4 * values.std() / math.sqrt(len(draws)))
+    assert draws.std() == pytest.approx(values.std(), rel=0.02)
+
+
 def test_orders_fixed_when_all_were_run():
     rng = np.random.default_rng(3)
     a, b = _cubes(rng, 1.0, sets=2, orders=6, queries=1)

@@ -12,7 +12,7 @@ import itertools
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -14,7 +14,6 @@ averaging (over examples, then layers) and uncertainty belong to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
 from numpy.typing import ArrayLike

@@ -7,7 +7,6 @@ reported the same way: a one-row DataFrame with the house column names.
 
 from __future__ import annotations
 
-from numbers import Integral
 
 import numpy as np
 import pandas as pd

@@ -224,6 +224,10 @@ def _alignment_sums(a: np.ndarray, b: np.ndarray, counts: np.ndarray, weights: n
     sab = np.einsum("bso,soq->bsq", counts, a * b) - n * ma * mb
     saa = np.einsum("bso,soq->bsq", counts, a * a) - n * ma * ma
     sbb = np.einsum("bso,soq->bsq", counts, b * b) - n * mb * mb
+    # a cell whose resampled orders are all alike has no order effect: exactly 0, not rounding noise
+    flat = (saa <= n * ZERO_TOL ** 2) | (sbb <= n * ZERO_TOL ** 2)
+    saa, sbb, sab = np.where(saa <= n * ZERO_TOL ** 2, 0.0, saa), np.where(sbb <= n * ZERO_TOL ** 2, 0.0, sbb), \
+        np.where(flat, 0.0, sab)
     num = (sab * weights).sum(axis=(1, 2))
     den = np.sqrt(np.clip((saa * weights).sum(axis=(1, 2)), 0, None) * np.clip((sbb * weights).sum(axis=(1, 2)), 0, None))
     with np.errstate(divide="ignore", invalid="ignore"):

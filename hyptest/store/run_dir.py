@@ -34,7 +34,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .._util import atomic_write_bytes, atomic_write_text, clean_for_json, json_default
+from .._util import atomic_write_bytes, clean_for_json, json_default
 
 __all__ = ["RECORD_COLUMNS", "RunDir", "StoreError", "is_url"]
 
