@@ -1,4 +1,4 @@
-"""Command line: ``hyptest study|validate|models|report``.
+"""Command line: ``hyptest study|validate|models|report|power|calibrate|reanalyse|export``.
 
 A thin shell: parse, call one public function, render progress and errors.
 Errors in the user's input exit with status 2 and one clear message, no traceback.
