@@ -120,7 +120,7 @@ def main() -> None:
     one_call = min(_timed(lambda: _ours(lm, enc, orders, queries))[0] for _ in range(args.repeats))
     print(f"timed {len(timed)} of {len(orders)} orders ({len(chosen)} of {len(subtrees)} subtrees)")
     diff = max_prob_diff(ours[timed], naive[timed])
-    print(f"hyptest score_orders: {t_ours:.2f} s wall summed over subtrees (best of {args.repeats} each), "
+    print(f"hyptest score_prompts: {t_ours:.2f} s wall summed over subtrees (best of {args.repeats} each), "
           f"cpu {c_ours:.2f} s; all {len(orders)} orders in one call: {one_call:.2f} s")
     print(f"naive loop:           {t_naive:.2f} s wall summed over subtrees (best of {args.naive_repeats} each), "
           f"cpu {c_naive:.2f} s")
