@@ -456,3 +456,20 @@ def test_rank_plot_skipped_silently(tmp_path, monkeypatch):
     pytest.importorskip("arviz")
     _write_idata(tmp_path / "bayes_y.nc")
     assert _rank_view({"file": "bayes_y.nc"}, tmp_path, {}, "y") is None
+
+
+def test_ticks_of_tiny_ranges_stay_distinct():
+    for lo, hi in [(0.0, 1e-13), (1e-14, 3e-13), (-2e-15, 5e-15)]:
+        ticks = svg.nice_ticks(lo, hi)
+        assert len(set(ticks)) == len(ticks) >= 2
+        assert ticks[0] <= lo and ticks[-1] >= hi
+    assert svg.nice_ticks(0.1, 0.7) == [0.0, 0.2, 0.4, 0.6, 0.8]  # float noise still cleaned
+
+
+def test_report_renders_when_every_order_sd_is_below_1e_12():
+    pq, res, po, text = synthetic()
+    for column in ("sd_gold", "sd_labels", "spread"):
+        if column in pq:
+            pq[column] = pq[column] * 1e-13
+    out = render_report(res, pq, study_text=text, per_order=po)
+    assert "<svg" in out

@@ -172,8 +172,9 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     stop = math.ceil(hi / step - 1e-9) * step
     count = int(round((stop - start) / step)) + 1
     ticks = [start + i * step for i in range(max(count, 2))]
-    # Clean tiny float noise such as 0.30000000000000004.
-    return [0.0 if abs(t) < step * 1e-9 else round(t, 12) for t in ticks]
+    # Clean tiny float noise such as 0.30000000000000004 (12 significant digits, so that ticks of a
+    # range of 1e-13 stay distinct: rounding to 12 decimals made them all 0)
+    return [0.0 if abs(t) < step * 1e-9 else float(f"{t:.12g}") for t in ticks]
 
 
 def format_tick(value: float, step: float) -> str:
