@@ -73,6 +73,14 @@ def _holds_bool(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and any(_holds_bool(v) for v in value)
 
 
+def _unique(value: list[int]) -> list[int]:
+    """``value`` itself, or a ValueError naming the repeated entries."""
+    dupes = sorted({n for n in value if value.count(n) > 1})
+    if dupes:
+        raise ValueError(f"values must be unique, repeated: {', '.join(map(str, dupes))}")
+    return value
+
+
 class _Strict(BaseModel):
     # allow_inf_nan=False: `.inf` and `.nan` are errors, never a silent "no margin" or a NaN run
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -234,10 +242,7 @@ class DemoSpec(_Strict):
     @field_validator("n_demos")
     @classmethod
     def _n_demos_unique(cls, value: list[int]) -> list[int]:
-        dupes = sorted({n for n in value if value.count(n) > 1})
-        if dupes:  # the same N twice would plan the same units twice
-            raise ValueError(f"values must be unique, repeated: {', '.join(map(str, dupes))}")
-        return value
+        return _unique(value)  # the same N twice would plan the same units twice
 
     @field_validator("n_orders")
     @classmethod
@@ -315,10 +320,7 @@ class _GDBase(_Strict):
     @field_validator("train_seeds")
     @classmethod
     def _train_seeds_unique(cls, value: list[int]) -> list[int]:
-        dupes = sorted({n for n in value if value.count(n) > 1})
-        if dupes:  # the same seed twice would plan the same units twice
-            raise ValueError(f"values must be unique, repeated: {', '.join(map(str, dupes))}")
-        return value
+        return _unique(value)  # the same seed twice would plan the same units twice
 
     @field_validator("learning_rate", mode="before")
     @classmethod

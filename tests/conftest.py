@@ -46,6 +46,22 @@ TINY_STUDY = textwrap.dedent(
 )
 
 
+#: The smallest study that runs end to end (ICL vs SGD, all 2! orders), for store and lock tests.
+MINI_STUDY = textwrap.dedent(
+    """\
+    name: mini
+    seed: 3
+    models: [{name: tiny, source: tiny}]
+    tasks: [sentiment]
+    demos: {n_demos: 2, n_sets: 2, n_orders: all, n_queries: 4}
+    methods:
+      - kind: icl
+      - {kind: sgd, learning_rate: 0.01}
+    analysis: {n_resamples: 1000, bayes: false}
+    """
+)
+
+
 @pytest.fixture
 def tiny_study_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"

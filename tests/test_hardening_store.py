@@ -6,7 +6,6 @@ import errno
 import os
 import shutil
 import stat
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +19,8 @@ from hyptest.pipeline import load_tasks, plan_study, run_study
 from hyptest.store import RunDir, StoreError
 from hyptest.study import StudyError, load_study, parse_study
 
-MINI = textwrap.dedent(
-    """\
-    name: mini
-    seed: 3
-    models: [{name: tiny, source: tiny}]
-    tasks: [sentiment]
-    demos: {n_demos: 2, n_sets: 2, n_orders: all, n_queries: 4}
-    methods:
-      - kind: icl
-      - {kind: sgd, learning_rate: 0.01}
-    analysis: {n_resamples: 1000, bayes: false}
-    """
-)
+from .conftest import MINI_STUDY as MINI
+
 
 
 def _enospc(*args, **kwargs):

@@ -22,19 +22,8 @@ from hyptest.store import RunDir, StoreError
 from hyptest.store.lock import LOCK_NAME, LockError
 from hyptest.study import load_study
 
-MINI = textwrap.dedent(
-    """\
-    name: mini
-    seed: 3
-    models: [{name: tiny, source: tiny}]
-    tasks: [sentiment]
-    demos: {n_demos: 2, n_sets: 2, n_orders: all, n_queries: 4}
-    methods:
-      - kind: icl
-      - {kind: sgd, learning_rate: 0.01}
-    analysis: {n_resamples: 1000, bayes: false}
-    """
-)
+from .conftest import MINI_STUDY as MINI
+
 
 _HOLDER = textwrap.dedent(
     """\
