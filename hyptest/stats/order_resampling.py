@@ -207,16 +207,23 @@ def order_sd_draws(
         exactly order-invariant).
     """
     a, b = _as_cube(cube_a, "cube_a"), _as_cube(cube_b, "cube_b")
+    return _resample(a, b, lambda c, w: _statistic(_weighted_sd(a, c), _weighted_sd(b, c), w, statistic),
+                     resample_orders=resample_orders, n_resamples=n_resamples, rng=rng, mask=mask)
+
+
+def _resample(a: np.ndarray, b: np.ndarray, statistic: Callable[[np.ndarray, np.ndarray], np.ndarray], *,
+              resample_orders: bool, n_resamples: int, rng: np.random.Generator,
+              mask: np.ndarray | None) -> np.ndarray:
+    """``statistic(order counts, query weights)`` over blocks of draws, resampled within demo sets."""
     if a.shape != b.shape:
         raise ValueError(f"cubes differ in shape: {a.shape} vs {b.shape}")
-    n_sets, n_orders, _, _ = a.shape
+    n_sets, n_orders = a.shape[:2]
     m = _mask(mask, a.shape)
     out = np.empty(int(n_resamples))
     for start in range(0, len(out), _BLOCK):
         size = min(_BLOCK, len(out) - start)
-        counts = _order_counts(n_sets, n_orders, size, resample_orders, rng)
-        weights = _query_weights(m, size, rng)
-        out[start:start + size] = _statistic(_weighted_sd(a, counts), _weighted_sd(b, counts), weights, statistic)
+        out[start:start + size] = statistic(_order_counts(n_sets, n_orders, size, resample_orders, rng),
+                                            _query_weights(m, size, rng))
     return out
 
 
@@ -228,9 +235,9 @@ def _alignment_sums(a: np.ndarray, b: np.ndarray, counts: np.ndarray, weights: n
     saa = np.einsum("bso,soq->bsq", counts, a * a) - n * ma * ma
     sbb = np.einsum("bso,soq->bsq", counts, b * b) - n * mb * mb
     # a cell whose resampled orders are all alike has no order effect: exactly 0, not rounding noise
-    flat = (saa <= n * ZERO_TOL ** 2) | (sbb <= n * ZERO_TOL ** 2)
-    saa, sbb, sab = np.where(saa <= n * ZERO_TOL ** 2, 0.0, saa), np.where(sbb <= n * ZERO_TOL ** 2, 0.0, sbb), \
-        np.where(flat, 0.0, sab)
+    flat_a, flat_b = saa <= n * ZERO_TOL ** 2, sbb <= n * ZERO_TOL ** 2
+    saa, sbb = np.where(flat_a, 0.0, saa), np.where(flat_b, 0.0, sbb)
+    sab = np.where(flat_a | flat_b, 0.0, sab)
     num = (sab * weights).sum(axis=(1, 2))
     den = np.sqrt(np.clip((saa * weights).sum(axis=(1, 2)), 0, None) * np.clip((sbb * weights).sum(axis=(1, 2)), 0, None))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -250,17 +257,8 @@ def alignment_draws(cube_a: np.ndarray, cube_b: np.ndarray, *, resample_orders: 
                     mask: np.ndarray | None = None) -> np.ndarray:
     """Bootstrap distribution of :func:`alignment_statistic`, resampling as :func:`order_sd_draws`."""
     a, b = _as_cube(cube_a, "cube_a")[..., 0], _as_cube(cube_b, "cube_b")[..., 0]
-    if a.shape != b.shape:
-        raise ValueError(f"cubes differ in shape: {a.shape} vs {b.shape}")
-    n_sets, n_orders, _ = a.shape
-    m = _mask(mask, a.shape)
-    out = np.empty(int(n_resamples))
-    for start in range(0, len(out), _BLOCK):
-        size = min(_BLOCK, len(out) - start)
-        counts = _order_counts(n_sets, n_orders, size, resample_orders, rng)
-        weights = _query_weights(m, size, rng)
-        out[start:start + size] = _alignment_sums(a, b, counts, weights)
-    return out
+    return _resample(a, b, lambda c, w: _alignment_sums(a, b, c, w), resample_orders=resample_orders,
+                     n_resamples=n_resamples, rng=rng, mask=mask)
 
 
 def per_set_statistics(cube_a: np.ndarray, cube_b: np.ndarray, statistic: Statistic = "log_mean_sd_ratio",
