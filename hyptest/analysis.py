@@ -51,6 +51,7 @@ from .metrics.agreement import AGREEMENT_METRICS, agreement_table
 from .results import CONFIRMATORY, Comparison, decide
 from .stats.alignment import order_alignment_test
 from .stats.order_resampling import (
+    ZERO_TOL,
     BootstrapDistribution,
     SignFlipDistribution,
     alignment_draws,
@@ -211,8 +212,9 @@ def order_comparison(
     if analysis == "log_variance_ratio" and margin is None:
         statistic = "mean_log_var_ratio"
     a_name, b_name = keys["method_a"], keys["method_b"]
-    sd_a = order_sd_statistic(cube_a, np.ones_like(cube_a), "mean_sd_difference", mask=mask)
-    sd_b = order_sd_statistic(cube_b, np.ones_like(cube_b), "mean_sd_difference", mask=mask)
+    # mean per-query order SDs, with the statistic's numerical zero (a mean at or below ZERO_TOL is 0)
+    sd_a, sd_b = (order_sd_statistic(c, np.ones_like(c), "mean_sd_difference", mask=mask) for c in (cube_a, cube_b))
+    sd_a, sd_b = (0.0 if v <= ZERO_TOL else v for v in (sd_a, sd_b))
     n_sets = int(cube_a.shape[0])
     if cluster:
         values = per_set_statistics(cube_a, cube_b, statistic, mask=mask)  # type: ignore[arg-type]
