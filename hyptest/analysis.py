@@ -111,12 +111,12 @@ def margin_table(spec: AnalysisSpec) -> list[dict[str, Any]]:
 
 def _margin_on_scale(analysis: str, spec: MarginSpec | None) -> tuple[float | None, str]:
     """(half-width on the statistic's scale, statistic) for an order analysis."""
+    variance = analysis == "log_variance_ratio"
+    statistic = "mean_log_var_ratio" if variance else "log_mean_sd_ratio"
     if spec is None:
-        return None, "log_mean_sd_ratio"
+        return None, statistic
     if spec.ratio is not None:
-        factor = 2.0 if analysis == "log_variance_ratio" else 1.0
-        return factor * math.log(spec.ratio), ("mean_log_var_ratio" if analysis == "log_variance_ratio"
-                                               else "log_mean_sd_ratio")
+        return (2.0 if variance else 1.0) * math.log(spec.ratio), statistic
     return float(spec.absolute), "mean_sd_difference"  # type: ignore[arg-type]
 
 
@@ -135,7 +135,8 @@ def order_cube(records: pd.DataFrame, method: str, column: str = "p_gold"
     rows = records[records["method"] == method]
     if column == "label_probs":
         values = rows.assign(_v=rows["label_probs"].map(lambda v: np.asarray(v, dtype=float)))
-        table = values.groupby(["demo_set", "order_id", "query_id"])["_v"].apply(lambda s: np.mean(np.stack(s.to_list()), axis=0))
+        table = values.groupby(["demo_set", "order_id", "query_id"])["_v"].apply(
+            lambda s: np.mean(np.stack(s.to_list()), axis=0))
     else:
         table = rows.groupby(["demo_set", "order_id", "query_id"])[column].mean()
     sets = sorted(table.index.get_level_values(0).unique())
@@ -154,19 +155,6 @@ def order_cube(records: pd.DataFrame, method: str, column: str = "p_gold"
                     cube[i, k, j] = np.atleast_1d(sub.loc[(o, q)])
     cube[~np.broadcast_to(mask[:, None, :, None], cube.shape)] = 0.0
     return cube, mask, sets, orders
-
-
-def _sampler_order(cube_a: np.ndarray, cube_b: np.ndarray, mask: np.ndarray, statistic: str, cluster: bool,
-                   resample_orders: bool):
-    if cluster:
-        values = per_set_statistics(cube_a, cube_b, statistic, mask=mask)  # type: ignore[arg-type]
-        return lambda n, rng: SignFlipDistribution(values)
-
-    def sample(n: int, rng: np.random.Generator) -> BootstrapDistribution:
-        return BootstrapDistribution(order_sd_draws(cube_a, cube_b, statistic=statistic,  # type: ignore[arg-type]
-                                                    resample_orders=resample_orders, n_resamples=n, rng=rng,
-                                                    mask=mask))
-    return sample
 
 
 def order_comparison(
@@ -209,19 +197,24 @@ def order_comparison(
     """
     mask = np.ones((cube_a.shape[0], cube_a.shape[2]), dtype=bool) if mask is None else mask
     margin_value, statistic = _margin_on_scale(analysis, margin)
-    if analysis == "log_variance_ratio" and margin is None:
-        statistic = "mean_log_var_ratio"
     a_name, b_name = keys["method_a"], keys["method_b"]
     # mean per-query order SDs, with the statistic's numerical zero (a mean at or below ZERO_TOL is 0)
     sd_a, sd_b = (order_sd_statistic(c, np.ones_like(c), "mean_sd_difference", mask=mask) for c in (cube_a, cube_b))
     sd_a, sd_b = (0.0 if v <= ZERO_TOL else v for v in (sd_a, sd_b))
     n_sets = int(cube_a.shape[0])
+    sampler: Callable[[int, np.random.Generator], BootstrapDistribution | SignFlipDistribution]
     if cluster:
         values = per_set_statistics(cube_a, cube_b, statistic, mask=mask)  # type: ignore[arg-type]
         estimate = float(np.mean(values))
+        sampler = lambda n, rng: SignFlipDistribution(values)  # noqa: E731 - exact: no draws to budget
         resampling = (f"demo sets as clusters: exact sign-flip test over the {n_sets} per-set statistics "
                       "(each set's own orders and queries inside it)")
     else:
+        def sampler(n: int, rng: np.random.Generator) -> BootstrapDistribution:
+            return BootstrapDistribution(order_sd_draws(cube_a, cube_b, statistic=statistic,  # type: ignore[arg-type]
+                                                        resample_orders=resample_orders, n_resamples=n, rng=rng,
+                                                        mask=mask))
+
         estimate = order_sd_statistic(cube_a, cube_b, statistic, mask=mask)  # type: ignore[arg-type]
         orders_text = ("orders resampled within demo sets (a sample of the N! orders)" if resample_orders
                        else "all N! orders run: orders are the population, not resampled")
@@ -237,14 +230,15 @@ def order_comparison(
     return Comparison(
         **keys, analysis=analysis, family=family, estimate=estimate,
         scale=_SCALES[statistic].format(a=a_name, b=b_name), rule="two_sided",
-        sampler=_sampler_order(cube_a, cube_b, mask, statistic, cluster, resample_orders),
+        sampler=sampler,
         margin=margin_value, margin_source=source, margin_ratio=margin.ratio if margin is not None else None,
         resampling=resampling, mean_a=sd_a, mean_b=sd_b,
         ratio=ratio if ratio is not None else (sd_a / sd_b if sd_b > 0 else None),
         n=int(mask.sum()),
         test=("exact sign-flip test over demo sets" if cluster else "two-stage bootstrap (orders, queries)")
         + (" + TOST" if margin_value is not None else ""),
-        extra={"n_sets": n_sets, "n_orders": int(cube_a.shape[1]), "orders_resampled": bool(resample_orders and not cluster)},
+        extra={"n_sets": n_sets, "n_orders": int(cube_a.shape[1]),
+               "orders_resampled": bool(resample_orders and not cluster)},
     )
 
 
@@ -270,7 +264,7 @@ def _alignment_comparison(records: pd.DataFrame, cube_a: np.ndarray, cube_b: np.
     if ceiling_note:
         note += f"; {ceiling_note}"
     return Comparison(
-        **keys, analysis="order_alignment", family="order_alignment", estimate=float(estimate),
+        **keys, analysis="order_alignment", family=_family("order_alignment", spec), estimate=float(estimate),
         scale=f"correlation of per-order effects ({keys['method_a']}, {keys['method_b']})"
         + (" / seed-reliability ceiling" if ceiling < 1 else ""),
         rule="threshold", sampler=sample, null_value=spec.alignment_rho0,
@@ -323,11 +317,12 @@ def _paired_comparison(x: np.ndarray, y: np.ndarray, sets: np.ndarray, *, keys: 
                        note: str | None = None) -> Comparison:
     d = x - y
     margin = spec.margins.get(analysis)
-    n_sets = len(np.unique(sets))
-    estimate = float(np.mean(np.bincount(np.unique(sets, return_inverse=True)[1], weights=d)
-                             / np.bincount(np.unique(sets, return_inverse=True)[1]))) if cluster else float(d.mean())
+    codes = np.unique(sets, return_inverse=True)[1]
+    n_sets = int(codes.max()) + 1
+    # with demo sets as clusters the estimate is the mean of the set means, as the sign-flip test sees it
+    estimate = float(np.mean(np.bincount(codes, weights=d) / np.bincount(codes))) if cluster else float(d.mean())
     return Comparison(
-        **keys, analysis=analysis, family=analysis, estimate=estimate,
+        **keys, analysis=analysis, family=_family(analysis, spec), estimate=estimate,
         scale=f"difference of means ({keys['method_a']} vs itself − {keys['method_a']} vs {keys['method_b']})"
         if analysis in AGREEMENT_METRICS else f"difference of means ({keys['method_a']} − {keys['method_b']})",
         sampler=paired_unit_sampler(d, sets, cluster),
@@ -360,7 +355,7 @@ def _family(analysis: str, spec: AnalysisSpec) -> str:
     return CONFIRMATORY if analysis in spec.confirmatory else analysis
 
 
-def _confirmatory_size(records: pd.DataFrame, reference: str) -> int:
+def _confirmatory_size(records: pd.DataFrame) -> int:
     methods = records.groupby(_GROUP)["method"].nunique()
     return max(int((methods - 1).clip(lower=0).sum()), 1)
 
@@ -393,7 +388,7 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
     notes = [f"{m}/{t}/N={n}: a single order, so no order analysis (accuracy and agreement only)"
              for m, t, n in sorted(single_keys)]
     n_sets = int(records["demo_set"].nunique()) if len(records) else 0
-    m_conf = _confirmatory_size(records, a.reference)
+    m_conf = _confirmatory_size(records)
     reachable = cluster_reaches_alpha(n_sets, m_conf, a.alpha)
     cluster = uses_clusters(a, n_sets, m_conf)
     if a.bootstrap == "cluster" and not reachable:
@@ -437,10 +432,8 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
             if kind != "gd" and np.ptp(cube, axis=1).max() > 0 and np.ptp(cube_ref, axis=1).max() > 0:
                 # full-batch GD is order-invariant by construction: its per-order "effects" are
                 # float rounding, and correlating them with ICL's would test nothing
-                c = _alignment_comparison(group, cube_ref, cube, mask, keys=keys, spec=a,
-                                          resample_orders=not population)
-                c.family = _family("order_alignment", a)
-                comparisons.append(c)
+                comparisons.append(_alignment_comparison(group, cube_ref, cube, mask, keys=keys, spec=a,
+                                                         resample_orders=not population))
     agreement = agreement_table(all_records, reference=a.reference, k=a.overlap_k)
     if len(single_keys):  # ICL vs "ICL under another order" is ICL vs itself there: no reference row
         trivial = agreement.set_index(_GROUP).index.isin(single_keys) & (agreement["method"] == a.reference)
@@ -459,10 +452,8 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                 sets = joined.index.get_level_values("demo_set").to_numpy()[ok]
                 keys = {"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
                         "method_b": method}
-                c = _paired_comparison(x[ok], y[ok], sets, keys=keys, analysis=metric, spec=a,
-                                       cluster=cluster and len(np.unique(sets)) >= 2)
-                c.family = _family(metric, a)
-                comparisons.append(c)
+                comparisons.append(_paired_comparison(x[ok], y[ok], sets, keys=keys, analysis=metric, spec=a,
+                                                      cluster=cluster and len(np.unique(sets)) >= 2))
     comparisons += _vocab_comparisons(records, a, cluster=cluster)
     bayes = _bayes(records, study, comparisons, notes) if a.bayes else {}
     table, draws = decide(comparisons, alpha=a.alpha, adjust=a.adjust, n_resamples=a.n_resamples, seed=study.seed)
@@ -490,13 +481,11 @@ def _vocab_comparisons(records: pd.DataFrame, a: AnalysisSpec, *, cluster: bool)
             sets = joined.index.get_level_values("demo_set").to_numpy()
             keys = {"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
                     "method_b": method}
-            c = _paired_comparison(
+            out.append(_paired_comparison(
                 joined["value_ref"].to_numpy(float), joined["value"].to_numpy(float), sets, keys=keys,
                 analysis="order_sensitivity_vocab", spec=a, cluster=cluster and len(np.unique(sets)) >= 2,
                 resolution=bound,
-                note=f"top-{int(joined['top_k'].min())} truncation can move the difference by up to {bound:.3g}")
-            c.family = _family("order_sensitivity_vocab", a)
-            out.append(c)
+                note=f"top-{int(joined['top_k'].min())} truncation can move the difference by up to {bound:.3g}"))
     return out
 
 
