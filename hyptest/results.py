@@ -172,7 +172,7 @@ def _effective_level(alpha: float, p: float, p_adj: float) -> float:
     """Per-comparison level that the adjustment applied: p_adj <= alpha  <=>  p <= this."""
     if not p_adj > 0:
         return alpha
-    return min(alpha, alpha * p / p_adj) if p_adj >= p else alpha
+    return min(alpha, alpha * p / p_adj)
 
 
 def _adjust(values: list[float | None], method: str) -> list[float | None]:
