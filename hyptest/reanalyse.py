@@ -73,10 +73,12 @@ __all__ = [
     "dai_comparisons",
     "dai_metric_values",
     "export_run",
+    "layers_by_direction",
     "layers_different",
     "reanalyse",
     "synthetic_study",
     "test_summaries",
+    "with_direction",
 ]
 
 #: Columns of the comparisons tables of :func:`dai_comparisons` and :func:`test_summaries`: the columns of
@@ -101,6 +103,8 @@ _LIST_COLUMNS = ("order", "labels", "label_logprobs", "label_probs", "topk_ids",
 _EXACT_MAX_UNITS = 16
 #: Rec2FTP's two-sample bootstrap needs at least this many examples in each group for a verdict.
 _REC2FTP_MIN_GROUP = 10
+#: Dai et al.'s claim for every metric: ICL resembles FT more than the baseline does, so metric > baseline.
+CLAIMED_DIRECTION = "greater"
 #: Why these formats have no confirmatory family (results.json and docs).
 NO_CONFIRMATORY = ("no confirmatory family: these formats carry no order-sensitivity quantity (Theorem 1's), so every "
                    "metric-vs-baseline comparison is secondary (exploratory), adjusted within its metric's family")
@@ -446,6 +450,13 @@ def dai_comparisons(
         Rec2FTP and for the mean over layers), ``baseline_name`` and
         ``baseline`` (= ``mean_b``).  ``method_a`` is "icl", ``method_b``
         "ft", ``n`` the examples (for Rec2FTP the ZS-wrong, FT-right ones).
+        After ``verdict`` (:func:`with_direction`): ``direction`` (the side
+        of the baseline the metric lies on, "greater" or "less"),
+        ``claimed_direction`` ("greater": the similarity claim needs metric
+        > baseline) and ``supports_similarity`` (True only for a
+        ``different`` row whose interval lies above the baseline; a metric
+        significantly *below* its baseline is ``different`` with direction
+        "less" and does not support the claim).
 
     Notes
     -----
@@ -480,7 +491,112 @@ def dai_comparisons(
                                                 what=f", layer {int(layer)}", **common))
             comparisons.append(_vs_baseline(value.to_numpy().mean(axis=1), base.to_numpy().mean(axis=1), layer=None,
                                             what=", averaged over layers per example", **common))
-    return _decide(comparisons, opts)
+    return with_direction(_decide(comparisons, opts), CLAIMED_DIRECTION)
+
+
+def with_direction(table: pd.DataFrame, claimed: str = CLAIMED_DIRECTION) -> pd.DataFrame:
+    """Add the side of the baseline each row lies on, and whether that supports the claim.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Decided rows (from :func:`hyptest.results.decide`) with ``estimate``,
+        ``null_value``, ``ci_low``, ``ci_high``, ``p_value`` and ``verdict``.
+    claimed : {"greater", "less"}, default "greater"
+        The side the claim needs: Dai et al.'s similarity claim needs the
+        metric above its baseline (estimate = metric − baseline > 0).
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with ``direction``, ``claimed_direction`` and
+        ``supports_similarity`` right after ``verdict``:
+
+        * ``direction``: ``"greater"`` or ``"less"``, the side of the null
+          value (0: metric = baseline) the estimate lies on; None when it is
+          exactly there or undefined.
+        * ``supports_similarity``: True exactly when the verdict is
+          ``different`` and the interval at the level the verdict used lies
+          entirely on the claimed side; False for every other tested row (a
+          significant difference on the other side, an inconclusive,
+          equivalent or negligible row); None for a row without a test.
+
+    Notes
+    -----
+    The test stays two-sided (the verdict is :func:`~hyptest.results.decide`'s);
+    reading a significant two-sided test by the side its interval lies on is
+    a directional decision whose chance of naming the wrong side is at most
+    half the row's level.
+    """
+    if claimed not in ("greater", "less"):
+        raise ValueError(f"`claimed` must be 'greater' or 'less', got {claimed!r}")
+    out = table.copy()
+    direction: list[str | None] = []
+    supports: list[bool | None] = []
+    for row in out.to_dict("records"):
+        null = float(row.get("null_value") or 0.0)
+        est = _finite(row.get("estimate"))
+        direction.append(None if est is None or est == null else ("greater" if est > null else "less"))
+        if _finite(row.get("p_value")) is None:
+            supports.append(None)
+            continue
+        supports.append(bool(row.get("verdict") == "different" and _interval_side(row) == claimed))
+    at = list(out.columns).index("verdict") + 1 if "verdict" in out.columns else len(out.columns)
+    out.insert(at, "direction", pd.Series(direction, index=out.index, dtype=object))
+    out.insert(at + 1, "claimed_direction", claimed)
+    out.insert(at + 2, "supports_similarity", pd.Series(supports, index=out.index, dtype=object))
+    return out
+
+
+def _interval_side(row: Mapping[str, Any]) -> str | None:
+    """"greater" / "less" when the row's interval lies entirely above / below its null value, else None."""
+    null = float(row.get("null_value") or 0.0)
+    low, high = row.get("ci_low"), row.get("ci_high")
+    low = None if low is None else float(low)
+    high = None if high is None else float(high)
+    if low is not None and low > null:  # NaN compares False
+        return "greater"
+    if high is not None and high < null:
+        return "less"
+    return None
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a float, or None when it is missing or not finite."""
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def layers_by_direction(comparisons: pd.DataFrame) -> dict[tuple[Any, Any, Any], dict[str, list[int]]]:
+    """Per (model, task, analysis): the layers significantly above and below the baseline.
+
+    Parameters
+    ----------
+    comparisons : pandas.DataFrame
+        Rows with ``layer``, ``verdict``, ``ci_low``, ``ci_high`` and
+        ``null_value`` (e.g. from :func:`dai_comparisons`).
+
+    Returns
+    -------
+    dict
+        ``(model, task, analysis)`` -> ``{"layers_above": [...],
+        "layers_below": [...]}``: the 0-based layers whose verdict is
+        ``different`` with the interval above / below the null value.
+    """
+    out: dict[tuple[Any, Any, Any], dict[str, list[int]]] = {}
+    for row in comparisons.to_dict("records"):
+        if row.get("layer") is None or (isinstance(row["layer"], float) and math.isnan(row["layer"])):
+            continue
+        entry = out.setdefault((row["model"], row["task"], row["analysis"]), {"layers_above": [], "layers_below": []})
+        side = _interval_side(row) if row.get("verdict") == "different" else None
+        if side is not None:
+            entry["layers_above" if side == "greater" else "layers_below"].append(int(row["layer"]))
+    return out
 
 
 def _rec2ftp_comparison(c: pd.DataFrame, context: dict[str, Any], opts: _TestOptions) -> Comparison:
@@ -923,16 +1039,46 @@ def _provenance(path: Path, started: _dt.datetime, seconds: float, warnings: lis
 
 
 _VIEW_VERDICTS = {
-    "different": "differs from its baseline",
     "equivalent": "within the declared margin of its baseline",
-    "negligible": "negligible: differs from its baseline by less than the declared margin",
     "inconclusive": "not distinguished from its baseline",
     "not_estimable": "not estimable",
 }
+#: A significant difference, by the side of the baseline its interval lies on.
+_VIEW_SIDES = {
+    ("different", "greater"): "above its baseline",
+    ("different", "less"): "below its baseline",
+    ("negligible", "greater"): "negligibly above its baseline (inside the declared margin)",
+    ("negligible", "less"): "negligibly below its baseline (inside the declared margin)",
+}
+
+
+def _view_verdict(row: Mapping[str, Any]) -> str:
+    """The verdict as the report words it: a significant difference says which side of the baseline."""
+    verdict = str(row.get("verdict"))
+    side = _interval_side(row) if verdict in ("different", "negligible") else None
+    if side is not None:
+        return _VIEW_SIDES[(verdict, side)]
+    if verdict == "different":  # not reached while "different" means the interval excludes 0
+        return "differs from its baseline"
+    return _VIEW_VERDICTS.get(verdict, verdict)
+
+
+def _similarity_text(row: Mapping[str, Any], fmt: str) -> str:
+    """What a row says about ICL–FT similarity (Dai: the claim needs the metric above its baseline)."""
+    verdict, side = row.get("verdict"), _interval_side(row)
+    if fmt != "dai" or verdict not in ("different", "negligible") or side is None:
+        return ""
+    if verdict == "negligible":
+        return (" The difference is real but inside the declared margin, so it is no evidence of ICL–FT similarity "
+                "that matters.")
+    if side == "greater":
+        return " The metric lies above its baseline: evidence that ICL resembles FT beyond this baseline."
+    return (" The metric lies below its baseline: no evidence of ICL–FT similarity (the claim needs the metric "
+            "above its baseline).")
 
 
 def _report_view(comparisons: list[dict[str, Any]], fmt: str) -> list[dict[str, Any]]:
-    """Comparison rows as the report shows them: the difference from the baseline, in words."""
+    """Comparison rows as the report shows them: the difference from the baseline and its side, in words."""
     out = []
     for row in comparisons:
         view = dict(row)
@@ -947,7 +1093,8 @@ def _report_view(comparisons: list[dict[str, Any]], fmt: str) -> list[dict[str, 
         view["difference_ci_low"], view["difference_ci_high"] = row.get("ci_low"), row.get("ci_high")
         if fmt == "summaries":
             view["method_a"], view["method_b"] = row["analysis"], row["baseline_name"]
-        view["verdict"] = _VIEW_VERDICTS.get(row["verdict"], str(row["verdict"]))
+        view["verdict"] = _view_verdict(row)
+        view["decision"] = row["verdict"]  # decide's word, for the report's colours
         level = row.get("ci_level")
         view["summary"] = (f"{name} {_fmt(row.get('mean_a'))} vs {row['baseline_name']} {_fmt(row.get('mean_b'))}, "
                            f"difference {_fmt(row.get('estimate'))} [{_fmt(row.get('ci_low'))}, "
@@ -956,7 +1103,8 @@ def _report_view(comparisons: list[dict[str, Any]], fmt: str) -> list[dict[str, 
                               and not (isinstance(level, float) and math.isnan(level)) else "")
                            + f", over n = {row.get('n')}; p_adj = {_fmt(row.get('p_adjusted'))} "
                            f"({row.get('family_size')} in family {row.get('family')}). {row.get('test') or ''}"
-                           + (f". {row['note']}" if row.get("note") else ""))
+                           + (f". {row['note']}" if row.get("note") else "")
+                           + _similarity_text(row, fmt))
         out.append(view)
     return out
 
@@ -1031,10 +1179,17 @@ def _dai_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     overrides = dict(overrides or {})
     _write_table_run(path, out, "dai", comparisons, values.values, "dai_values.parquet", settings, started,
                      time.perf_counter() - t0, warnings, info,
-                     {"layers_different": layers_different(comparisons),
+                     {"layers_different": _with_layer_sides(layers_different(comparisons), comparisons),
                       "correctness": values.correctness_rates().to_dict("records")},
                      overrides.get("name", f"reanalyse_{path.name}"),
                      overrides.get("description", f"Dai et al. metrics reanalysed from {path}"))
+
+
+def _with_layer_sides(entries: list[dict[str, Any]], comparisons: pd.DataFrame) -> list[dict[str, Any]]:
+    """``layers_different`` entries with ``layers_above`` / ``layers_below`` (:func:`layers_by_direction`)."""
+    sides = layers_by_direction(comparisons)
+    empty: dict[str, list[int]] = {"layers_above": [], "layers_below": []}
+    return [{**e, **sides.get((e.get("model"), e.get("task"), e.get("analysis")), empty)} for e in entries]
 
 
 def _summaries_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,

@@ -315,3 +315,85 @@ def test_unequal_counts_are_a_problem(tmp_path):
 def test_no_log_found_says_what_was_looked_for(tmp_path):
     with pytest.raises(ValueError, match=r"looked for <model>/<task>/\{zs,ftzs,icl\}/record_info.jsonl"):
         read_dai(tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# direction: the similarity claim needs the metric above its baseline
+# ---------------------------------------------------------------------------
+
+
+def _one_sided_exact_p(diff, side):
+    """One-sided exact sign-flip p-value of the mean ("greater": P(flipped mean >= observed))."""
+    signs = np.array(list(itertools.product([1, -1], repeat=len(diff))))
+    means = signs @ diff / len(diff)
+    if side == "greater":
+        return float(np.mean(means >= diff.mean() - 1e-12))
+    return float(np.mean(means <= diff.mean() + 1e-12))
+
+
+def _swapped_fixture(tmp_path: Path) -> Path:
+    """The fixture with zs and ftzs swapped: SimAM (ICL vs FT) falls below its baseline (ICL vs ZS) everywhere."""
+    root = _copy_fixture(tmp_path)
+    task = _task(root)
+    (task / "zs").rename(task / "tmp")
+    (task / "ftzs").rename(task / "zs")
+    (task / "tmp").rename(task / "ftzs")
+    return root
+
+
+def test_simam_below_its_baseline_is_not_evidence_of_similarity(tmp_path):
+    values = dai_metric_values(_swapped_fixture(tmp_path))
+    table = dai_comparisons(values, alpha=0.2, n_resamples=999, rng=5)
+    diff = _wide(values, "simam") - _wide(values, "simam", "baseline")
+    assert (diff < 0).all()  # swapping the roles of ZS and FT negates every SimAM difference
+    rows = table[table["analysis"] == "simam"]
+    for layer in (0, 1):
+        row = rows[rows["layer"] == layer].iloc[0]
+        # two-sided exact test by enumeration: 2/64; Holm x3 = 0.094 <= 0.2, so the difference is significant ...
+        assert row["p_value"] == pytest.approx(_exact_p(diff[:, layer]), abs=1e-12)
+        assert row["verdict"] == "different" and row["ci_high"] < 0
+        # ... but on the wrong side: the one-sided test in the claimed direction (greater) has p = 1
+        assert _one_sided_exact_p(diff[:, layer], "greater") == 1.0
+        assert _one_sided_exact_p(diff[:, layer], "less") == pytest.approx(1 / 64)
+        assert row["direction"] == "less" and row["claimed_direction"] == "greater"
+        assert row["supports_similarity"] is False
+    # SimAOU stays above its baseline but is not significant here: direction greater, no support either
+    simaou = table[(table["analysis"] == "simaou") & table["layer"].isna()].iloc[0]
+    assert simaou["direction"] == "greater" and simaou["verdict"] == "inconclusive"
+    assert simaou["supports_similarity"] is False
+    # a row without a test has no say
+    assert table.loc[table["analysis"] == "rec2ftp", "supports_similarity"].iloc[0] is None
+
+
+def test_supports_similarity_is_the_one_sided_exact_test_at_half_the_level():
+    """Against exhaustive enumeration: a row supports the claim exactly when the one-sided exact sign-flip test
+    in the claimed direction rejects at half the per-row level the two-sided verdict used."""
+    rng = np.random.default_rng(11)
+    n, shifts = 11, (-0.9, -0.5, -0.2, 0.0, 0.2, 0.5, 0.9)
+    rows = []
+    for task, shift in enumerate(shifts):
+        d = rng.normal(shift, 0.5, size=n)
+        base = rng.uniform(0, 0.2, size=n)
+        rows.append(pd.DataFrame({"model": "m", "task": f"t{task}", "analysis": "simam", "example": np.arange(n),
+                                  "layer": 0, "value": base + d, "baseline": base}))
+    values = pd.concat(rows, ignore_index=True)
+    correct = pd.DataFrame({"model": "m", "task": np.repeat([f"t{t}" for t in range(len(shifts))], n),
+                            "example": np.tile(np.arange(n), len(shifts)), "zs_correct": False,
+                            "ft_correct": True, "icl_correct": True})
+    # 2**11 sign patterns <= 2048 resamples: the exact test, as enumerated here
+    table = dai_comparisons(DaiValues(values, correct, [], n * len(shifts), 0), n_resamples=2048, rng=1)
+    tested = table[(table["analysis"] == "simam") & table["layer"].notna()]
+    assert len(tested) == len(shifts) and (tested["p_value"] * 0 == 0).all()
+    seen = set()
+    for _, row in tested.iterrows():
+        sub = values[values["task"] == row["task"]]
+        d = (sub["value"] - sub["baseline"]).to_numpy()
+        p_greater, p_less = _one_sided_exact_p(d, "greater"), _one_sided_exact_p(d, "less")
+        assert row["p_value"] == pytest.approx(min(1.0, 2 * min(p_greater, p_less)), abs=1e-12)
+        half = row["level_difference"] / 2
+        assert row["supports_similarity"] == (p_greater <= half + 1e-12)
+        assert (row["verdict"] == "different" and row["direction"] == "less") == (p_less <= half + 1e-12)
+        assert row["direction"] == ("greater" if d.mean() > 0 else "less")
+        seen.add((row["verdict"], row["direction"]))
+    # the data cover a significant difference on each side and a non-significant one
+    assert {("different", "greater"), ("different", "less")} <= seen and any(v == "inconclusive" for v, _ in seen)

@@ -762,7 +762,7 @@ def _comparison_view(i: int, comp: Mapping[str, Any], *, invariant: Iterable[str
         "margin_source": comp.get("margin_source") or "",
         "verdict": str(verdict),
         "verdict_word": _verdict_word(verdict),
-        "verdict_class": _verdict_class(verdict),
+        "verdict_class": _verdict_class(comp.get("decision") or verdict),  # a reworded view keeps decide's word
         "phrase": verdict_phrase(verdict, margin, analysis),
         "effect": effect_text(comp, order_invariant=invariant),
         "stats": _stats_text(comp, invariant),
@@ -1844,8 +1844,51 @@ def _dai_metric(row: Mapping[str, Any]) -> str | None:
 
 
 def _differs(verdict: Any) -> bool:
-    """True for a verdict that says the metric differs from its baseline."""
-    return str(verdict or "").strip().lower().startswith("differ")
+    """True for a verdict that says the metric differs from its baseline (either side)."""
+    return str(verdict or "").strip().lower().startswith(("differ", "above", "below"))
+
+
+def _side_of(low: Any, high: Any, null: float | None) -> str | None:
+    """"greater" / "less" when the interval [low, high] lies entirely above / below `null`."""
+    lo, hi = _as_float(low), _as_float(high)
+    if null is None:
+        return None
+    if lo is not None and lo > null:
+        return "greater"
+    if hi is not None and hi < null:
+        return "less"
+    return None
+
+
+def _dai_side(r: Mapping[str, Any]) -> str | None:
+    """The side of its baseline a significant Dai row lies on (None when not significant).
+
+    Read from the row as it came, before :func:`_dai_rows` shifts it: a row
+    decided on metric − baseline (``rule`` two_sided with both means, or a
+    ``hyptest reanalyse`` view with ``difference``) is above when its interval
+    lies above 0; an older row that holds the metric's own interval is above
+    when that interval lies above the baseline.
+    """
+    if not _differs(r.get("verdict")):
+        return None
+    if "difference" in r:
+        side = _side_of(r.get("difference_ci_low"), r.get("difference_ci_high"), 0.0)
+        diff = _as_float(r.get("difference"))
+    elif r.get("rule") == "two_sided" and r.get("mean_a") is not None and r.get("mean_b") is not None:
+        side = _side_of(r.get("ci_low"), r.get("ci_high"), _as_float(r.get("null_value")) or 0.0)
+        diff = _as_float(r.get("estimate"))
+    else:
+        base = _as_float(r.get("baseline"))
+        side = _side_of(r.get("ci_low"), r.get("ci_high"), base)
+        est = _as_float(r.get("estimate"))
+        diff = None if est is None or base is None else est - base
+    if side is None and diff is not None and diff != 0:  # no usable interval: the estimate's side
+        side = "greater" if diff > 0 else "less"
+    return side
+
+
+#: How the Dai table words a significant row, by side (the similarity claim needs "above").
+_DAI_SIDE_WORDS = {"greater": "above its baseline", "less": "below its baseline"}
 
 
 def _dai_rows(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
@@ -1866,7 +1909,7 @@ def _dai_rows(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> 
             metric = _dai_metric(r)
             if metric is None:
                 continue
-            r = {**r, "_metric": metric}
+            r = {**r, "_metric": metric, "_side": _dai_side(r)}
             base, value = _as_float(r.get("mean_b")), _as_float(r.get("mean_a"))
             if r.get("rule") == "two_sided" and base is not None and value is not None:
                 # decided on metric − baseline: draw the metric, its interval shifted by the baseline
@@ -1883,7 +1926,7 @@ def _dai_rows(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> 
         metric = _dai_metric(c)
         if metric is None:
             continue
-        r = dict(c, _metric=metric)
+        r = dict(c, _metric=metric, _side=_dai_side(c))
         if "difference" in c and str(c.get("analysis") or "").lower() not in DAI_METRICS:
             base = _as_float(c.get("baseline"))
             diff = _as_float(c.get("difference"))
@@ -1925,7 +1968,8 @@ def _dai_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> 
             if not by_layer:
                 continue
             name, y_label = DAI_METRICS[metric]
-            pts = [_point(_as_float(r.get("layer")), r, marked=_differs(r.get("verdict"))) for r in by_layer]
+            # marked: the layers whose metric lies significantly above its baseline, the side the claim needs
+            pts = [_point(_as_float(r.get("layer")), r, marked=r.get("_side") == "greater") for r in by_layer]
             baseline_name = next((str(r.get("baseline_name")) for r in by_layer if r.get("baseline_name")), "baseline")
             base = [(_as_float(r.get("layer")), _as_float(r.get("baseline"))) for r in by_layer]
             panels.append(svg.Panel(title=name, y_label=y_label, series={name: pts},
@@ -1933,15 +1977,19 @@ def _dai_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> 
                                                if any(b is not None for _, b in base) else {}),
                                     note=f"dashed: {baseline_name}"))
             diff_layers = sorted(int(_as_float(r.get("layer"))) for r in by_layer if _differs(r.get("verdict")))
+            above = sorted(int(_as_float(r.get("layer"))) for r in by_layer if r.get("_side") == "greater")
+            below = sorted(int(_as_float(r.get("layer"))) for r in by_layer if r.get("_side") == "less")
             counts.append({"metric": name, "n": len(by_layer), "k": len(diff_layers),
-                           "layers": ", ".join(str(x) for x in diff_layers) or "none"})
+                           "layers": ", ".join(str(x) for x in diff_layers) or "none",
+                           "n_above": len(above), "above": ", ".join(map(str, above)) or "none",
+                           "n_below": len(below), "below": ", ".join(map(str, below)) or "none"})
         figure = None
         if panels:
             figure = Markup(svg.line_panels(
                 panels, title=f"Dai et al. metrics by layer — {key[1]} · {key[0]}", x_label="layer (0-based)",
                 interval="band", colors={p.title: color for p in panels},
                 series_labels={p.title: f"{p.title} (estimate)" for p in panels},
-                marker_label="differs from its baseline (adjusted p < α)",
+                marker_label="above its baseline (adjusted p < α): supports ICL–FT similarity",
                 interval_label="CI of the difference, around the estimate" if shifted else "95% CI",
             ))
         table = []
@@ -1949,6 +1997,8 @@ def _dai_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> 
                         key=lambda r: list(DAI_METRICS).index(r["_metric"])):
             p_adj = r.get("p_adj") if r.get("p_adj") is not None else r.get("p_adjusted")
             verdict = r.get("verdict") or "inconclusive"
+            if r.get("_side") in _DAI_SIDE_WORDS and str(verdict).lower() == "different":  # decide's word: say the side
+                verdict = _DAI_SIDE_WORDS[r["_side"]]
             table.append({
                 "metric": DAI_METRICS[r["_metric"]][0],
                 "where": "examples ZS got wrong" if r["_metric"] == "rec2ftp" else "averaged over layers",
@@ -1956,6 +2006,7 @@ def _dai_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> 
                 "baseline_name": _scalar(r.get("baseline_name")) if r.get("baseline_name") is not None else _DASH,
                 "p_value": fmt_p(r.get("p_value")), "p_adj": fmt_p(p_adj),
                 "verdict": _verdict_word(verdict), "differs": _differs(verdict),
+                "supports": r.get("_side") == "greater",
             })
         out.append({"anchor": f"dai-{gi}", "label": f"{key[1]} · {key[0]}", "figure": figure,
                     "table": table, "layer_counts": counts})
