@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -338,3 +339,66 @@ def test_long_file_whose_demo_sets_have_different_queries(tmp_path, suffix):
     sd = frame.groupby(["method", "demo_set", "query_id"])["prob_pos"].std(ddof=1).groupby("method").mean()
     assert row["estimate"] == pytest.approx(np.log(sd["icl"] / sd["sgd"]), rel=1e-9)
     assert row["ci_low"] <= row["estimate"] <= row["ci_high"]
+
+
+# ---------------------------------------------------------------------------
+# format detection reports the parser's own error, at its file and line, and the CLI exits 2
+# ---------------------------------------------------------------------------
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from hyptest.cli import app
+
+    return CliRunner().invoke(app, ["reanalyse", *map(str, args)])
+
+
+def _parser_message(text: str) -> tuple[int, str]:
+    """What json itself says about `text`: (line, message), the independent reference."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as error:
+        return error.lineno, f"{error.msg} (column {error.colno})"
+    raise AssertionError("the text parses")
+
+
+def test_a_truncated_json_in_a_folder_is_reported_at_its_line(tmp_path):
+    folder = tmp_path / "runs"
+    shutil.copytree(FIXTURES / "summaries", folder)
+    good = sorted(folder.glob("*.json"))[0]
+    text = json.dumps({"SimAOU": [0.3, 0.4], "Random SimAOU": [0.0, 0.01], "seed": 9}, indent=1)
+    truncated = text[: len(text) // 2]
+    (folder / "zz-truncated.json").write_text(truncated)
+    line, message = _parser_message(truncated)
+    result = _cli(folder, "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert f"{folder / 'zz-truncated.json'}:{line}: not valid JSON: {message}" in flat
+    assert "cannot tell the format" not in flat and str(good) not in flat
+    assert not (tmp_path / "out").exists()
+    # the same from Python: ImportProblems, a ValueError, with the Problem
+    with pytest.raises(ImportProblems) as caught:
+        reanalyse(folder, out_dir=tmp_path / "out2")
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.line) == (str(folder / "zz-truncated.json"), line)
+
+
+def test_unparsable_single_files_are_reported_at_their_line(tmp_path):
+    bad_json = tmp_path / "run.json"
+    bad_json.write_text('{"SimAOU": [0.1,\n  0.2], "Random SimAOU": [0.0 0.1]}\n')
+    line, message = _parser_message(bad_json.read_text())
+    result = _cli(bad_json, "--out", tmp_path / "a")
+    assert result.exit_code == 2 and line == 2
+    assert f"{bad_json}:2: not valid JSON: {message}" in " ".join(result.output.split())
+    # a JSONL file none of whose lines parses: its first bad line
+    bad_jsonl = tmp_path / "rows.jsonl"
+    bad_jsonl.write_text("\n" + '{"model": "m", "task": \n' + "{oops}\n")
+    result = _cli(bad_jsonl, "--out", tmp_path / "b")
+    assert result.exit_code == 2 and f"{bad_jsonl}:2: not valid JSON" in " ".join(result.output.split())
+    # a CSV whose header is not UTF-8: its line and the offending byte
+    bad_csv = tmp_path / "rows.csv"
+    bad_csv.write_bytes(b"model,task,\xff\xfemethod\n")
+    result = _cli(bad_csv, "--out", tmp_path / "c")
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"{bad_csv}:1: not UTF-8 text: byte 0xff at offset 11" in flat
