@@ -327,11 +327,19 @@ def reanalyse(
     warnings = results.get("provenance", {}).get("warnings", [])
     if warnings:
         _out.print(_escape(warnings[0]), highlight=False)
+    for skipped in results.get("skipped_analyses") or []:  # what was not analysed, and why
+        _out.print(f"[yellow]not analysed:[/] {_escape(str(skipped.get('name') or skipped.get('analysis')))}: "
+                   f"{_escape(str(skipped.get('reason')))}", highlight=False)
     verdicts: dict[str, int] = {}
     for row in results.get("comparisons", []):
         verdicts[row["verdict"]] = verdicts.get(row["verdict"], 0) + 1
     counts = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
     _out.print(f"{len(results.get('comparisons', []))} comparison(s): {counts or 'none'}", highlight=False)
+    sided = [r for r in results.get("comparisons", []) if r.get("verdict") == "different" and r.get("direction")]
+    if any("supports_similarity" in r for r in sided):  # Dai: only a metric above its baseline supports the claim
+        above = sum(bool(r.get("supports_similarity")) for r in sided)
+        _out.print(f"of the {len(sided)} different: {above} above the baseline (support ICL–FT similarity), "
+                   f"{len(sided) - above} below it (no support)", highlight=False)
     _out.print(f"report: {_escape(str(run_dir / 'report.html'))}", highlight=False)
 
 

@@ -953,24 +953,48 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     out.write_json("manifest.json", manifest)
     out.write_json("import_problems.json", [_problem_json(p) for p in imported.problems])
     import_s = time.perf_counter() - t0
-    try:
-        analyse_run(out.path, timings={"import": import_s},
-                    extra_provenance={"started": started.isoformat(timespec="seconds"), "import": import_info})
-    except Exception as error:
-        if (records["topk_ids"].map(len) == 0).any():
-            raise ValueError(
-                f"{path}: the analysis needs top-k columns (topk_ids, topk_probs) for the token-overlap "
-                f"analyses, and some rows have none ({type(error).__name__}: {error})"
-            ) from error
-        raise
+    analyse_run(out.path, timings={"import": import_s},
+                extra_provenance={"started": started.isoformat(timespec="seconds"), "import": import_info})
     results = out.read_json("results.json")
+    skipped = _skipped_token_analyses(records, results)
     warnings = _import_warnings(path, imported.n_rows_read, imported.n_rows_skipped, imported.problems, notes)
+    # right after the import line: what was not analysed, and why (the CLI prints these too)
+    warnings[1:1] = [f"not analysed: {s['name']} ({s['analysis']}): {s['reason']}" for s in skipped]
+    notes += [f"{s['name']} not analysed: {s['reason']}" for s in skipped]
     results["provenance"]["warnings"] = warnings + list(results["provenance"].get("warnings", []))
     results["import"] = {**import_info, "notes": notes}
+    if skipped:
+        results["skipped_analyses"] = list(results.get("skipped_analyses") or []) + skipped
     if "import_problems.json" not in results.get("data_files", []):
         results.setdefault("data_files", []).append("import_problems.json")
     out.write_json("results.json", results)
     rebuild_report(out.path)
+
+
+#: The analyses that compare top-k next-token distributions (long format: ``topk_ids``, ``topk_probs``).
+_TOKEN_ANALYSES = {"token_overlap": "Token Overlap", "overlap_cosine": "Overlap Cosine"}
+
+
+def _skipped_token_analyses(records: pd.DataFrame, results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The token analyses a long file without (enough) top-k lists could not give, with the reason."""
+    n_rows = len(records)
+    widths = records["topk_ids"].map(len)
+    k = int((results.get("study") or {}).get("analysis", {}).get("overlap_k") or 0)
+    short = int((widths < max(k, 1)).sum())
+    if not short:
+        return []
+    done = {r.get("analysis") for r in results.get("comparisons", [])}
+    where = ("every comparison" if not done & set(_TOKEN_ANALYSES) else
+             "the comparisons whose rows lack them (the others are tested)")
+    none = not int(widths.max() or 0)
+    why = (f"{short} of {n_rows} rows have no top-k lists (topk_ids, topk_probs)" if none
+           else f"{short} of {n_rows} rows have fewer than {k} top-k tokens (topk_ids, topk_probs)")
+    return [{"analysis": key, "name": name,
+             "reason": (f"{why}; it compares the {'top-k' if none else f'top-{k}'} next-token distributions, so it is "
+                        f"skipped for "
+                        f"{where}. The label-distribution agreement (label JS, label KL) and the order analyses "
+                        "use the label probabilities and are unaffected.")}
+            for key, name in _TOKEN_ANALYSES.items()]
 
 
 def _import_warnings(path: Path, n_read: int, n_skipped: int, problems: list[Problem],
@@ -1094,6 +1118,7 @@ def _report_view(comparisons: list[dict[str, Any]], fmt: str) -> list[dict[str, 
         if fmt == "summaries":
             view["method_a"], view["method_b"] = row["analysis"], row["baseline_name"]
         view["verdict"] = _view_verdict(row)
+        view["decision"] = row["verdict"]  # decide's word, for the report's colours
         view["decision"] = row["verdict"]  # decide's word, for the report's colours
         level = row.get("ci_level")
         view["summary"] = (f"{name} {_fmt(row.get('mean_a'))} vs {row['baseline_name']} {_fmt(row.get('mean_b'))}, "

@@ -402,3 +402,117 @@ def test_unparsable_single_files_are_reported_at_their_line(tmp_path):
     result = _cli(bad_csv, "--out", tmp_path / "c")
     flat = " ".join(result.output.split())
     assert result.exit_code == 2 and f"{bad_csv}:1: not UTF-8 text: byte 0xff at offset 11" in flat
+
+
+# ---------------------------------------------------------------------------
+# a long file without top-k runs, and says on the console, in results.json and in the report what it skipped
+# ---------------------------------------------------------------------------
+
+
+def test_long_file_without_topk_says_what_was_not_analysed(tmp_path, monkeypatch):
+    import hyptest.reanalyse as module
+
+    original = module.reanalyse
+    monkeypatch.setattr(module, "reanalyse", lambda *a, **k: original(*a, **{**k, "study_overrides": OVERRIDES}))
+    path = write_jsonl(tmp_path / "notopk.jsonl", synthetic_rows(topk=False))
+    result = _cli(path, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    console = " ".join(result.output.split())
+    for name in ("Token Overlap", "Overlap Cosine"):
+        assert f"not analysed: {name}: 48 of 48 rows have no top-k lists (topk_ids, topk_probs)" in console
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [s["analysis"] for s in results["skipped_analyses"]] == ["token_overlap", "overlap_cosine"]
+    assert "skipped for every comparison" in results["skipped_analyses"][0]["reason"]
+    assert sum("not analysed" in n for n in results["import"]["notes"]) == 2
+    assert results["provenance"]["warnings"][1].startswith("not analysed: Token Overlap (token_overlap): 48 of 48")
+    analyses = {r["analysis"] for r in results["comparisons"]}
+    assert "label_js" in analyses and not analyses & {"token_overlap", "overlap_cosine"}
+    html = (tmp_path / "run" / "report.html").read_text()
+    callout = html[html.index('id="not-analysed"'):]
+    callout = callout[: callout.index("</div>")]
+    assert "<strong>Token Overlap</strong>" in callout and "<strong>Overlap Cosine</strong>" in callout
+    # with top-k everything is analysed and nothing is said
+    out = reanalyse(write_jsonl(tmp_path / "topk.jsonl", synthetic_rows()), out_dir=tmp_path / "ok",
+                    study_overrides=OVERRIDES)
+    results = json.loads((out / "results.json").read_text())
+    assert "skipped_analyses" not in results and {"token_overlap", "overlap_cosine"} <= {
+        r["analysis"] for r in results["comparisons"]}
+    assert 'id="not-analysed"' not in (out / "report.html").read_text()
+
+
+# ---------------------------------------------------------------------------
+# reports of reanalysis runs: only the sections that apply, a Method text that fits the format, directions
+# ---------------------------------------------------------------------------
+
+
+def _section_ids(html: str) -> list[str]:
+    import re
+
+    return re.findall(r'<section id="([a-z-]+)"', html)
+
+
+def test_reanalysis_reports_show_only_sections_that_apply(tmp_path):
+    dai = (reanalyse(FIXTURES / "dai", out_dir=tmp_path / "dai", study_overrides={"analysis": {"n_resamples": 999}})
+           / "report.html").read_text()
+    pattern = r"(?P<task>[a-z0-9]+)-seed(?P<seed>\d+)-perm(?P<order_id>\d+)-lr(?P<learning_rate>[0-9.e-]+)\.json$"
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(f"pattern: '{pattern}'\n")
+    summaries = (reanalyse(FIXTURES / "summaries", out_dir=tmp_path / "s", mapping=mapping)
+                 / "report.html").read_text()
+    for html in (dai, summaries):
+        ids = _section_ids(html)
+        assert "order-sensitivity" not in ids and "accuracy" not in ids and "method" in ids
+        assert "No accuracy results" not in html and "No order-sensitivity results" not in html
+        assert 'href="#order-sensitivity"' not in html and 'href="#accuracy"' not in html
+        method = html[html.index('<section id="method">'):html.index("<h3>References</h3>")]
+        # no margin declared: no equivalence test is described, and the order-sensitivity framing is not there
+        assert "two one-sided tests" not in method and "Following Shen" not in method
+        assert "no equivalence test was run" in method and "no confirmatory family" in method
+        assert "Lakens" not in html and "arXiv:2310.08540" not in html
+        assert "This run has no confirmatory family" in html
+    assert "reanalyse Dai et al." in dai and "examples as the independent units" in dai
+    assert "reanalyse run summaries" in summaries and "<em>clusters</em> are the units" in summaries
+    assert "reanalyse Dai et al." not in summaries
+    # a declared margin brings the equivalence test (and its reference) back
+    margin = (reanalyse(FIXTURES / "dai", out_dir=tmp_path / "dm", study_overrides={
+        "analysis": {"n_resamples": 999, "margins": {"simam": {"absolute": 0.5}}}}) / "report.html").read_text()
+    assert "two one-sided tests" in margin and "Lakens" in margin
+
+
+def test_long_reanalysis_report_is_a_study_report(tmp_path):
+    html = (reanalyse(write_jsonl(tmp_path / "l.jsonl", synthetic_rows()), out_dir=tmp_path / "l",
+                      study_overrides=OVERRIDES) / "report.html").read_text()
+    ids = _section_ids(html)
+    assert "order-sensitivity" in ids and "accuracy" in ids and "Following Shen" in html
+    assert "imported from a long-format file" in html
+
+
+def test_dai_report_says_which_side_of_the_baseline(tmp_path):
+    import re
+
+    root = tmp_path / "swapped"
+    shutil.copytree(FIXTURES / "dai", root)
+    task = root / "ana_rlt" / "en_dense_lm_tiny" / "sst2"
+    (task / "zs").rename(task / "tmp")
+    (task / "ftzs").rename(task / "zs")
+    (task / "tmp").rename(task / "ftzs")
+    out = reanalyse(root, out_dir=tmp_path / "run", study_overrides={"analysis": {"n_resamples": 999, "alpha": 0.2}})
+    results = json.loads((out / "results.json").read_text())
+    simam = [r for r in results["comparisons"] if r["analysis"] == "simam"]
+    assert [(r["verdict"], r["direction"], r["supports_similarity"]) for r in simam] == [
+        ("different", "less", False)] * 3
+    entry = next(e for e in results["layers_different"] if e["analysis"] == "simam")
+    assert entry["layers_different"] == [0, 1] and entry["layers_below"] == [0, 1] and entry["layers_above"] == []
+    html = (out / "report.html").read_text()
+    text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
+    assert "SimAM minus its baseline (ICL vs ZS map (ZSL SimAM)), layer 0" in html
+    assert "no evidence of ICL–FT similarity" in text
+    assert "SimAM: 2 of 2 layers differ (0, 1): 0 above its baseline (none), 2 below (0, 1)." in text
+    assert "differs from its baseline" not in text
+    dai_table = re.search(r'<table class="dai">(.*?)</table>', html, re.S).group(1)
+    assert dai_table.count('data-supports-similarity="false"') == 1  # the SimAM layer mean, below
+    assert "below its baseline" in dai_table
+    # triangles mark the layers above their baseline: none here (SimAM is below, SimAOU and Kendall not significant)
+    section = html[html.index('<section id="dai">'):]
+    section = section[: section.index("</section>")]
+    assert 'data-panel="SimAM"' in section and 'class="marked"' not in section

@@ -2559,8 +2559,20 @@ def _render(
     bayes_scale = next((str(c.get("scale")) for c in bayes_rows if c.get("scale")), "")
     adjusts = sorted({_adjust_name(c.get("adjust_method")) for c in comparisons if c.get("adjust_method")})
 
+    # a reanalysis shows only the sections that apply to its format (a study shows every section, empty ones say so)
+    imported = results.get("import") if isinstance(results.get("import"), Mapping) else {}
+    run_format = str(study.get("format") or imported.get("format") or "")
+    reanalysed = run_format in ("dai", "summaries")
+    accuracy = _accuracy_table(results, methods_order)
     context = {
         "title": str(study.get("name") or "hyptest study"),
+        "run_format": run_format,
+        "show_order_sensitivity": bool(os_groups) or not reanalysed,
+        "show_accuracy": bool(accuracy) or not reanalysed,
+        "has_confirmatory": any(v["primary"] for v in views),
+        "has_margins": bool(margins.get("items")) or any(c.get("margin") is not None for c in comparisons),
+        "skipped_analyses": [{"name": str(s.get("name") or s.get("analysis") or ""), "reason": str(s.get("reason") or "")}
+                             for s in _rows(results, "skipped_analyses")],
         "version": _version(prov),
         "generated": str(finished),
         "study_fields": other_study,
@@ -2575,7 +2587,7 @@ def _render(
         ),
         "verdict_counts": sorted(counts.items(), key=lambda kv: _VERDICT_RANK.get(kv[0], len(_VERDICT_RANK))),
         "order_sensitivity": os_groups,
-        "accuracy": _accuracy_table(results, methods_order),
+        "accuracy": accuracy,
         "resampling_figures": resampling_figures,
         "bayes": bayes,
         "agreement": agreement,
