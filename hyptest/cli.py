@@ -306,6 +306,12 @@ def reanalyse(
     strict: bool = typer.Option(True, "--strict/--skip-bad", help="Stop at the first bad rows, or skip and count them."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Root seed of the analysis (default 0)."),
     n_resamples: Optional[int] = typer.Option(None, "--n-resamples", help="Permutation and bootstrap resamples."),
+    pattern: Optional[str] = typer.Option(
+        None, "--pattern", help="Run summaries: a regex with named groups searched in each file name; the groups "
+                                "are the run's settings (default: key-value fragments of the names, e.g. seed_3)."),
+    cluster_by: Optional[List[str]] = typer.Option(
+        None, "--cluster-by", help="Run summaries: settings whose combinations are the independent units, "
+                                   "e.g. task,seed (repeatable; `run`: every run its own unit)."),
 ) -> None:
     """Run the statistical layer on outputs that others logged; write results.json and report.html."""
     from .importers import mapping_from_options
@@ -318,15 +324,17 @@ def reanalyse(
         overrides["analysis"] = {"n_resamples": n_resamples}
     target = out or Path("reports") / f"reanalyse_{path.stem or path.name}"
     try:
-        mapping = mapping_from_options(map_file, columns=column or (), labels=label or (), methods=method_kind or ())
+        mapping = mapping_from_options(map_file, columns=column or (), labels=label or (), methods=method_kind or (),
+                                       pattern=pattern, cluster_by=cluster_by or None)
         run_dir = run_reanalyse(path, out_dir=target, format=format, mapping=mapping, strict=strict,
                                 study_overrides=overrides or None)
     except (ValueError, FileNotFoundError, *_user_errors()) as error:  # ImportProblems, StudyError are ValueErrors
         _fail(_escape(str(error)))
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     warnings = results.get("provenance", {}).get("warnings", [])
-    if warnings:
-        _out.print(_escape(warnings[0]), highlight=False)
+    for warning in warnings:  # every one (units, untested metrics, weak baselines, notes); skipped ones below
+        if not str(warning).startswith("not analysed:"):
+            _out.print(_escape(str(warning)), highlight=False)
     for skipped in results.get("skipped_analyses") or []:  # what was not analysed, and why
         _out.print(f"[yellow]not analysed:[/] {_escape(str(skipped.get('name') or skipped.get('analysis')))}: "
                    f"{_escape(str(skipped.get('reason')))}", highlight=False)

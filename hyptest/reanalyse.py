@@ -61,15 +61,19 @@ from .importers import (
 from .importers._problems import ProblemLog
 from .importers.dai import DaiTaskReader, _not_found
 from .metrics.dai import kendall_attention, kendall_random_baseline, simam, simaou, simaou_random_baseline
+from .metrics.summaries import baseline_strength
 from .results import CONFIRMATORY, Comparison, decide
 from .stats.order_resampling import BootstrapDistribution
 from .store import RECORD_COLUMNS, RunDir
 from .study import MarginSpec, Study, parse_study
+from .summary_units import UnitPlan, plan_units
 
 __all__ = [
     "COMPARISON_COLUMNS",
     "DaiValues",
     "NO_CONFIRMATORY",
+    "SummariesAnalysis",
+    "analyse_summaries",
     "dai_comparisons",
     "dai_metric_values",
     "export_run",
@@ -641,6 +645,151 @@ def _rec2ftp_comparison(c: pd.DataFrame, context: dict[str, Any], opts: _TestOpt
 # ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class SummariesAnalysis:
+    """What :func:`analyse_summaries` found.
+
+    Attributes
+    ----------
+    comparisons : pandas.DataFrame
+        As :func:`test_summaries` returns it.
+    units : hyptest.summary_units.UnitPlan
+        The independent units and how they were found.
+    baselines : list of dict
+        Per (group, metric): :func:`hyptest.metrics.summaries.baseline_strength`
+        of its baseline, with ``analysis``, ``baseline_name``, the group's
+        settings and ``stronger`` (what was done instead, or None).
+    untested : list of dict
+        ``analysis`` and ``reason`` for every list that has no comparison.
+    """
+
+    comparisons: pd.DataFrame
+    units: UnitPlan
+    baselines: list[dict[str, Any]]
+    untested: list[dict[str, Any]]
+
+
+#: What the layer-permutation rows compare with (see analyse_summaries).
+LAYER_PERMUTATION = "layer permutation: the unit's mean over its layers"
+
+
+def analyse_summaries(
+    summaries: SummariesImport | pd.DataFrame,
+    *,
+    cluster_by: Iterable[str] | None = None,
+    group_by: Iterable[str] | None = None,
+    alpha: float = 0.05,
+    confidence: float = 0.95,
+    n_resamples: int = 10000,
+    adjust: str = "holm",
+    rng: np.random.Generator | int = 0,
+    margins: Mapping[str, Any] | None = None,
+    stronger_baselines: bool = True,
+) -> SummariesAnalysis:
+    """Test run-level metrics against their baselines, with the units, baselines and untested lists explained.
+
+    Parameters
+    ----------
+    summaries, cluster_by, group_by, alpha, confidence, n_resamples, adjust, rng, margins
+        As in :func:`test_summaries`.
+    stronger_baselines : bool, default True
+        For a metric whose baseline is weak (nearly constant across units, or
+        at the metric's floor 0; :func:`hyptest.metrics.summaries.baseline_strength`),
+        add the layer-permutation comparison (below).
+
+    Returns
+    -------
+    SummariesAnalysis
+
+    Notes
+    -----
+    **Units** come from :func:`hyptest.summary_units.plan_units` (stated,
+    inferred, checked for shared passes).  **Layer permutation**: for a
+    weak baseline, each layer's metric is also compared with the unit's mean
+    of the metric over all its layers, which is the expected value at that
+    layer if the unit's layers were randomly permuted.  The row (analysis
+    ``"layer permutation: <metric>"``, a family of its own) asks whether the
+    metric at that layer exceeds (or falls short of) the metric's own level
+    in the same unit: anything that raises the metric at every layer alike
+    (a shared direction of all updates, the scale of the vectors) cancels.
+    The pooled row is 0 by construction and is not tested.
+    """
+    opts = _validate_options(alpha, confidence, n_resamples, adjust, rng, margins)
+    table = summaries.table if isinstance(summaries, SummariesImport) else summaries
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"`summaries` must be a SummariesImport or a DataFrame, got {type(summaries).__name__}")
+    needed = ["run", "metric", "baseline_name", "layer", "value", "baseline"]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"`summaries` lacks the column(s) {missing}; use read_run_summaries")
+    groups = list(group_by or [])
+    plan = plan_units(table, cluster_by=None if cluster_by is None else list(cluster_by), group_by=groups)
+    table = table.assign(_unit=table["run"].map(plan.unit))
+    unit = f"units ({plan.n_units} from {plan.n_runs} runs; see results['units'])"
+    comparisons: list[Comparison] = []
+    assessed: list[dict[str, Any]] = []
+    untested: list[dict[str, Any]] = []
+    if isinstance(summaries, SummariesImport):
+        untested += [{"analysis": k, "reason": v} for k, v in summaries.untested.items()]
+    grouped = table.groupby(groups, sort=True, dropna=False) if groups else [((), table)]
+    for key, group in grouped:
+        key = key if isinstance(key, tuple) else (key,)
+        context = dict(zip(groups, key))
+        for name in ("model", "task"):
+            if name not in context:
+                values = group[name].dropna().unique() if name in group.columns else []
+                context[name] = values[0] if len(values) == 1 else None
+        context.update({"n_demos": None, "method_a": None, "method_b": None})
+        row_context = {k: context[k] for k in ("model", "task", "n_demos", "method_a", "method_b")}
+        group_columns = {k: _plain(v) for k, v in context.items() if k not in row_context}
+        for metric in pd.unique(group["metric"]):
+            sub = group[group["metric"] == metric]
+            base_name = " / ".join(map(str, pd.unique(sub["baseline_name"])))
+            per_layer = sub.groupby(["_unit", "layer"], sort=True)[["value", "baseline"]].mean().reset_index()
+            common = {"context": row_context, "analysis": str(metric), "baseline_name": base_name,
+                      "family": _family_name(str(metric)), "opts": opts, "unit": unit, "name": str(metric)}
+            for layer in sorted(per_layer["layer"].unique()):
+                at = per_layer[per_layer["layer"] == layer]
+                comparisons.append(_vs_baseline(
+                    at["value"].to_numpy(), at["baseline"].to_numpy(), layer=int(layer),
+                    what=f", layer {int(layer)}, unit means", **common,
+                    extra={**group_columns, "n_runs": int(sub.loc[sub["layer"] == layer, "run"].nunique())}))
+            per_run = sub.groupby(["run", "_unit"], sort=True)[["value", "baseline"]].mean()
+            pooled = per_run.reset_index().groupby("_unit", sort=True)[["value", "baseline"]].mean()
+            comparisons.append(_vs_baseline(
+                pooled["value"].to_numpy(), pooled["baseline"].to_numpy(), layer=None,
+                what=", run means over layers, then unit means", **common,
+                extra={**group_columns, "n_runs": int(sub["run"].nunique())}))
+            if len(pooled) < 2:
+                continue
+            constant = base_name.startswith("constant ")
+            strength = baseline_strength(pooled["value"].to_numpy(), pooled["baseline"].to_numpy())
+            entry = {**group_columns, "analysis": str(metric), "baseline_name": base_name, **strength,
+                     "declared_constant": constant, "stronger": None}
+            if constant:  # a declared number: its spread is 0 by construction, and the user chose it
+                entry.update(weak=False, reasons=[])
+            wide = per_layer.pivot(index="_unit", columns="layer", values="value").dropna(axis=0, how="any")
+            if entry["weak"] and stronger_baselines and wide.shape[1] >= 3 and len(wide) >= 2:
+                entry["stronger"] = (f"{LAYER_PERMUTATION}: each layer's {metric} minus the unit's mean {metric} "
+                                     f"over its {wide.shape[1]} layers (the expected value at a layer if the unit's "
+                                     f"layers were randomly permuted), over the {len(wide)} units; analysis "
+                                     f"'layer permutation: {metric}', a family of its own")
+                level = wide.mean(axis=1).to_numpy()
+                name = f"layer permutation: {metric}"
+                for layer in wide.columns:
+                    comparisons.append(_vs_baseline(
+                        wide[layer].to_numpy(), level, layer=int(layer), context=row_context, analysis=name,
+                        baseline_name=LAYER_PERMUTATION, family=_family_name(name), opts=opts, unit=unit,
+                        name=str(metric), what=f", layer {int(layer)} vs the unit's layer mean",
+                        extra={**group_columns,
+                               "n_runs": int(sub.loc[sub["layer"] == layer, "run"].nunique())}))
+            assessed.append(entry)
+    out = _decide(comparisons, opts, front=groups)
+    if "n_runs" not in out.columns:
+        out["n_runs"] = pd.Series(dtype=object)
+    return SummariesAnalysis(out, plan, assessed, untested)
+
+
 def test_summaries(
     summaries: SummariesImport | pd.DataFrame,
     *,
@@ -652,6 +801,7 @@ def test_summaries(
     adjust: str = "holm",
     rng: np.random.Generator | int = 0,
     margins: Mapping[str, Any] | None = None,
+    stronger_baselines: bool = False,
 ) -> pd.DataFrame:
     """Test run-level metrics against their baselines, per layer and pooled over layers.
 
@@ -665,12 +815,16 @@ def test_summaries(
     cluster_by : iterable of str, optional
         Settings whose combinations are the independent units (clusters).
         Default: ``task`` and ``seed`` where present (and not in `group_by`);
-        without them every run is its own cluster.  ``[]`` also makes every
-        run a cluster.
+        without them every run is its own cluster.  ``[]`` (or ``["run"]``)
+        also makes every run a cluster.  Runs that the data show to share a
+        pass are merged in any case (:func:`hyptest.summary_units.plan_units`).
     group_by : iterable of str, optional
         Settings tested separately (e.g. ``["model"]``); default none.
     alpha, confidence, n_resamples, adjust, rng, margins
         As in :func:`dai_comparisons` (``margins`` keyed by the metric's name).
+    stronger_baselines : bool, default False
+        Add the layer-permutation rows for weak baselines (see
+        :func:`analyse_summaries`, where this defaults to True).
 
     Returns
     -------
@@ -697,62 +851,9 @@ def test_summaries(
     rows included), adjusted on its own; there is no confirmatory family
     (:data:`NO_CONFIRMATORY`).
     """
-    opts = _validate_options(alpha, confidence, n_resamples, adjust, rng, margins)
-    table = summaries.table if isinstance(summaries, SummariesImport) else summaries
-    if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"`summaries` must be a SummariesImport or a DataFrame, got {type(summaries).__name__}")
-    needed = ["run", "metric", "baseline_name", "layer", "value", "baseline"]
-    missing = [c for c in needed if c not in table.columns]
-    if missing:
-        raise ValueError(f"`summaries` lacks the column(s) {missing}; use read_run_summaries")
-    groups = list(group_by or [])
-    for name in groups:
-        if name not in table.columns:
-            raise ValueError(f"`group_by`: {name!r} is not a setting of the runs ({_settings(table)})")
-    if cluster_by is None:
-        clusters = [c for c in ("task", "seed") if c in table.columns and c not in groups] or ["run"]
-    else:
-        clusters = list(cluster_by) or ["run"]
-        for name in clusters:
-            if name not in table.columns:
-                raise ValueError(f"`cluster_by`: {name!r} is not a setting of the runs ({_settings(table)})")
-    unit = "clusters (" + ", ".join(clusters) + ")"
-    comparisons: list[Comparison] = []
-    grouped = table.groupby(groups, sort=True, dropna=False) if groups else [((), table)]
-    for key, group in grouped:
-        key = key if isinstance(key, tuple) else (key,)
-        context = dict(zip(groups, key))
-        for name in ("model", "task"):
-            if name not in context:
-                values = group[name].dropna().unique() if name in group.columns else []
-                context[name] = values[0] if len(values) == 1 else None
-        context.update({"n_demos": None, "method_a": None, "method_b": None})
-        row_context = {k: context[k] for k in ("model", "task", "n_demos", "method_a", "method_b")}
-        group_columns = {k: v for k, v in context.items() if k not in row_context}
-        for metric in pd.unique(group["metric"]):
-            sub = group[group["metric"] == metric]
-            base_name = " / ".join(map(str, pd.unique(sub["baseline_name"])))
-            per_layer = sub.groupby([*clusters, "layer"], sort=True, dropna=False)[["value", "baseline"]].mean()
-            per_layer = per_layer.reset_index()
-            common = {"context": row_context, "analysis": str(metric), "baseline_name": base_name,
-                      "family": _family_name(str(metric)), "opts": opts, "unit": unit, "name": str(metric)}
-            for layer in sorted(per_layer["layer"].unique()):
-                at = per_layer[per_layer["layer"] == layer]
-                comparisons.append(_vs_baseline(
-                    at["value"].to_numpy(), at["baseline"].to_numpy(), layer=int(layer),
-                    what=f", layer {int(layer)}, cluster means", **common,
-                    extra={**group_columns, "n_runs": int(sub.loc[sub["layer"] == layer, "run"].nunique())}))
-            run_keys = ["run", *[c for c in clusters if c != "run"]]
-            per_run = sub.groupby(run_keys, sort=True, dropna=False)[["value", "baseline"]].mean()
-            pooled = per_run.reset_index().groupby(clusters, sort=True, dropna=False)[["value", "baseline"]].mean()
-            comparisons.append(_vs_baseline(
-                pooled["value"].to_numpy(), pooled["baseline"].to_numpy(), layer=None,
-                what=", run means over layers, then cluster means", **common,
-                extra={**group_columns, "n_runs": int(sub["run"].nunique())}))
-    out = _decide(comparisons, opts, front=groups)
-    if "n_runs" not in out.columns:
-        out["n_runs"] = pd.Series(dtype=object)
-    return out
+    return analyse_summaries(summaries, cluster_by=cluster_by, group_by=group_by, alpha=alpha,
+                             confidence=confidence, n_resamples=n_resamples, adjust=adjust, rng=rng,
+                             margins=margins, stronger_baselines=stronger_baselines).comparisons
 
 
 test_summaries.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name
@@ -764,26 +865,35 @@ def _settings(table: pd.DataFrame) -> str:
     return "settings: " + (", ".join(names) if names else "none")
 
 
-def layers_different(comparisons: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per (model, task, analysis): the layers whose verdict is "different".
+def layers_different(comparisons: pd.DataFrame, group_by: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Per (group, model, task, analysis): the layers whose verdict is "different".
 
     Parameters
     ----------
     comparisons : pandas.DataFrame
         From :func:`dai_comparisons` or :func:`test_summaries`.
+    group_by : iterable of str, optional
+        The `group_by` columns of :func:`test_summaries`: each group gets its
+        own entries (its layers are never merged with another group's).
 
     Returns
     -------
     list of dict
-        ``model``, ``task``, ``analysis``, ``layers_different`` (0-based
-        layers) and ``n_layers``, for every analysis with per-layer rows.
+        The `group_by` settings, ``model``, ``task``, ``analysis``,
+        ``layers_different`` (0-based layers) and ``n_layers``, for every
+        analysis with per-layer rows.
     """
-    found: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+    groups = list(group_by or [])
+    missing = [g for g in groups if g not in comparisons.columns]
+    if missing:
+        raise ValueError(f"`group_by`: {missing} are not columns of the comparisons")
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in comparisons.to_dict("records"):
         if row.get("layer") is None:
             continue
-        key = (row["model"], row["task"], row["analysis"])
-        entry = found.setdefault(key, {"model": row["model"], "task": row["task"], "analysis": row["analysis"],
+        key = (*(_plain(row[g]) for g in groups), row["model"], row["task"], row["analysis"])
+        entry = found.setdefault(key, {**{g: _plain(row[g]) for g in groups}, "model": row["model"],
+                                       "task": row["task"], "analysis": row["analysis"],
                                        "layers_different": [], "n_layers": 0})
         entry["n_layers"] += 1
         if row["verdict"] == "different":
@@ -1117,6 +1227,10 @@ def _report_view(comparisons: list[dict[str, Any]], fmt: str) -> list[dict[str, 
         view["difference_ci_low"], view["difference_ci_high"] = row.get("ci_low"), row.get("ci_high")
         if fmt == "summaries":
             view["method_a"], view["method_b"] = row["analysis"], row["baseline_name"]
+            # group_by settings join the task label, so the report never merges two groups' layers
+            group = [f"{k} = {v}" for k, v in row.items() if k not in COMPARISON_COLUMNS and k != "n_runs"]
+            if group:
+                view["task"] = " · ".join([str(row["task"])] * (row.get("task") is not None) + group)
         view["verdict"] = _view_verdict(row)
         view["decision"] = row["verdict"]  # decide's word, for the report's colours
         view["decision"] = row["verdict"]  # decide's word, for the report's colours
@@ -1217,6 +1331,36 @@ def _with_layer_sides(entries: list[dict[str, Any]], comparisons: pd.DataFrame) 
     return [{**e, **sides.get((e.get("model"), e.get("task"), e.get("analysis")), empty)} for e in entries]
 
 
+def _finite(value: Any) -> Any:
+    """JSON-safe: non-finite floats become None."""
+    value = _plain(value)
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+_BASELINE_KEYS = frozenset({"analysis", "baseline_name", "metric_mean", "metric_sd", "baseline_mean", "baseline_sd",
+                            "spread_ratio", "floor_ratio", "weak", "reasons", "declared_constant", "stronger"})
+
+
+def _summaries_messages(analysis: SummariesAnalysis, imported: SummariesImport) -> list[str]:
+    """What a reader of a summaries run must know: units, untested lists, weak baselines (console and report)."""
+    units = analysis.units
+    source = {"pattern": "settings from `pattern`", "names": "settings read from the file and folder names",
+              "none": "no settings in the file names"}[imported.settings_source]
+    out = [f"units: {units.n_units} independent unit(s) from {units.n_runs} run(s); {units.how} ({source}: "
+           f"{', '.join(imported.settings) or 'none'})"]
+    out += [f"units check: {c}" for c in units.checks]
+    out += [f"WARNING: {w}" for w in units.warnings]
+    out += [f"not tested: {u['analysis']}: {u['reason']}" for u in analysis.untested]
+    for b in analysis.baselines:
+        if b["weak"]:
+            where = "".join(f", {k} = {v}" for k, v in b.items() if k not in _BASELINE_KEYS)
+            text = f"weak baseline: {b['baseline_name']!r} of {b['analysis']}{where}: " + "; ".join(b["reasons"])
+            text += (f". Also reported against a stronger baseline: {b['stronger']}" if b["stronger"] else
+                     ". No stronger baseline could be derived (fewer than 3 layers)")
+            out.append(text)
+    return out
+
+
 def _summaries_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
                    overrides: Mapping[str, Any] | None) -> None:
     started = _dt.datetime.now(_dt.timezone.utc)
@@ -1226,20 +1370,24 @@ def _summaries_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: b
     if imported.table.empty:
         raise ImportProblems(imported.problems or [Problem(str(path), None, "no run")],
                              hint=f"no usable run in {path}")
-    comparisons = test_summaries(imported, cluster_by=mapping.cluster_by, group_by=mapping.group_by, **settings)
+    analysis = analyse_summaries(imported, cluster_by=mapping.cluster_by, group_by=mapping.group_by, **settings)
+    comparisons = analysis.comparisons
     out.path.mkdir(parents=True, exist_ok=True)
     out.write_json("import_problems.json", [_problem_json(p) for p in imported.problems])
     info = {"source": str(path), "format": "summaries", "n_runs_read": imported.n_runs_read,
             "n_runs_skipped": imported.n_runs_skipped, "n_problems": len(imported.problems),
-            "settings": imported.settings}
+            "settings": imported.settings, "settings_from": imported.settings_source}
     warnings = [f"read {imported.n_runs_read} run(s) from {path}; {imported.n_runs_skipped} skipped because of "
                 "problems"]
     warnings += [f"import problem: {p}" for p in imported.problems[:20]]
-    warnings += [f"import note: {n}" for n in imported.notes]
+    warnings += _summaries_messages(analysis, imported)
+    warnings += [f"import note: {n}" for n in imported.notes if not n.startswith("per-layer lists not tested")]
     overrides = dict(overrides or {})
     _write_table_run(path, out, "summaries", comparisons, imported.table, "summaries.parquet", settings, started,
                      time.perf_counter() - t0, warnings, info,
-                     {"layers_different": layers_different(comparisons)},
+                     {"units": analysis.units.as_dict(), "untested": analysis.untested,
+                      "baselines": [{k: _finite(v) for k, v in b.items()} for b in analysis.baselines],
+                      "layers_different": layers_different(comparisons, group_by=mapping.group_by)},
                      overrides.get("name", f"reanalyse_{path.stem}"),
                      overrides.get("description", f"Run summaries reanalysed from {path}"))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import pandas as pd
 import pytest
 
 from hyptest.importers import ImportProblems, baseline_pairs, detect_format, read_run_summaries
+from hyptest.reanalyse import analyse_summaries
 from hyptest.reanalyse import test_summaries as summaries_test  # not collected: it is not a test
 
 FIXTURE = Path(__file__).parent / "fixtures" / "summaries"
@@ -186,3 +188,216 @@ def test_unknown_format_message_names_what_was_looked_for(tmp_path):
     pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "z.parquet")
     with pytest.raises(ValueError, match="not in the long format"):
         detect_format(tmp_path / "z.parquet")
+
+
+# ---------------------------------------------------------------------------
+# Deutch et al.'s 36 real run summaries (tests/fixtures/deutch_summaries/README.md): settings from the names,
+# units stated / inferred / checked, every list tested or listed, weak baselines, group_by
+# ---------------------------------------------------------------------------
+
+DEUTCH = Path(__file__).parent / "fixtures" / "deutch_summaries"
+DEUTCH_NAME = re.compile(r"^(?P<task>[a-z0-9]+)_per_layer_(?P<per_layer>\d)_k_32_seed_(?P<seed>\d+)_perm_(?P<perm>\d)_"
+                         r"lr_(?P<lr>[0-9.]+)_bsz_1_clip_norm_0\.json$")
+
+
+def deutch_runs(tasks=None) -> list[dict]:
+    """The runs, read the way an outsider would: json.load and a hand-written regex per file name."""
+    runs = []
+    for path in sorted((DEUTCH / "en_dense_lm_1_3b").glob("*.json")):
+        m = DEUTCH_NAME.match(path.name)
+        assert m is not None, path.name
+        if tasks is not None and m["task"] not in tasks:
+            continue
+        runs.append({"path": path, "task": m["task"], "seed": int(m["seed"]), "per_layer": int(m["per_layer"]),
+                     **json.loads(path.read_text())})
+    return runs
+
+
+def unit_means(runs: list[dict], f) -> dict[tuple[str, int], float]:
+    """Mean of f(run) over the runs of each (task, seed), with plain dicts."""
+    sums: dict[tuple[str, int], list[float]] = {}
+    for run in runs:
+        sums.setdefault((run["task"], run["seed"]), []).append(f(run))
+    return {k: sum(v) / len(v) for k, v in sorted(sums.items())}
+
+
+def enumerate_p(d: np.ndarray) -> float:
+    """Two-sided exact sign-flip p-value of the mean, all 2**n sign vectors (n <= 14)."""
+    signs = np.array(list(itertools.product([1, -1], repeat=len(d))))
+    return float(np.mean(np.abs(signs @ d) >= abs(d.sum()) - 1e-12))
+
+
+@pytest.fixture(scope="module")
+def deutch():
+    return read_run_summaries(DEUTCH)
+
+
+def test_settings_from_three_naming_styles():
+    from hyptest.importers.names import counter_template, name_settings
+
+    # the three styles the files were committed under (see the fixture's README)
+    head = ["agnews_per_layer_0_k_32_seed_3_perm_0_lr_0.2_bsz_1_clip_norm_0",
+            "sst5_per_layer_1_k_32_seed_7_perm_2_lr_0.00016_bsz_1_clip_norm_0"]
+    old = ["1_3b_agnews_per_layer_0_num_demonstrations_32_seed_3_perm_id_0_lr_0.2_bsz_1_clip_norm_0",
+           "1_3b_sst5_per_layer_1_num_demonstrations_32_seed_7_perm_id_2_lr_0.00016_bsz_1_clip_norm_0"]
+    expected = {"task": "sst5", "per_layer": 1, "k": 32, "seed": 7, "perm": 2, "lr": 0.00016, "bsz": 1,
+                "clip_norm": 0}
+    assert name_settings(head).settings[1] == expected
+    got = name_settings(old)
+    assert got.settings[1] == {**{k: v for k, v in expected.items() if k not in ("k", "perm")},
+                               "num_demonstrations": 32, "perm_id": 2}
+    assert "read as the setting `task`" in got.notes[0] and "agnews, sst5" in got.notes[0]
+    # glued fragments and other separators; "sst2" stays a word (not sst = 2), "1e-3" a number
+    glued = name_settings(["sst2-seed3.perm1-lr0.001", "cb-seed4.perm0-lr1e-3"]).settings
+    assert glued == [{"task": "sst2", "seed": 3, "perm": 1, "lr": 0.001}, {"task": "cb", "seed": 4, "perm": 0,
+                                                                          "lr": 0.001}]
+    assert name_settings(["x_run7"]).settings == [{"run": 7}]
+    assert counter_template(["results_1", "results_2", "results_12"]) == "results_#"
+    assert counter_template(head) is None and counter_template(["a_1_2", "a_2_3"]) is None
+
+
+def test_deutch_settings_units_and_checks(deutch):
+    assert deutch.n_runs_read == 36 and deutch.problems == [] and deutch.settings_source == "names"
+    assert deutch.settings == ["task", "per_layer", "k", "seed", "perm", "lr", "bsz", "clip_norm"]
+    runs = deutch_runs()
+    got = deutch.table.groupby("file")[["task", "seed", "per_layer"]].first()
+    for run in runs:
+        assert tuple(got.loc[str(run["path"])]) == (run["task"], run["seed"], run["per_layer"])
+    # ICL-FTZS SimAM has no baseline list: not tested, and why
+    assert list(deutch.untested) == ["ICL-FTZS SimAM"] and "no baseline list" in deutch.untested["ICL-FTZS SimAM"]
+    from hyptest.summary_units import plan_units
+
+    default = plan_units(deutch.table)
+    assert (default.n_runs, default.n_units, default.cluster_by, default.stated) == (36, 18, ("task", "seed"), False)
+    assert "per_layer partner, in all 18 sets" in default.checks[0] and "already in one unit" in default.checks[0]
+    # stated too finely, or every run its own unit: the shared passes merge the per_layer partners anyway
+    for stated in (["task", "seed", "per_layer"], ["run"], []):
+        plan = plan_units(deutch.table, cluster_by=stated)
+        assert plan.n_units == 18 and plan.merged_by == ["per_layer"], stated
+        assert "merged into one unit each" in plan.checks[0]
+        units = {}
+        for run, label in plan.unit.items():
+            row = deutch.table[deutch.table["run"] == run].iloc[0]
+            units.setdefault(label, set()).add((row["task"], row["seed"]))
+        assert all(len(v) == 1 for v in units.values())  # each unit is one (task, seed)
+    with pytest.raises(ValueError, match="`cluster_by`: 'lr_x' is not a setting"):
+        plan_units(deutch.table, cluster_by=["lr_x"])
+
+
+def test_deutch_pooled_row_recomputed_by_hand(deutch):
+    table = summaries_test(deutch, n_resamples=999, rng=0)
+    pooled = table[(table["analysis"] == "SimAOU") & table["layer"].isna()].iloc[0]
+    runs = deutch_runs()
+    diff = unit_means(runs, lambda r: np.mean(r["SimAOU"]) - np.mean(r["Random SimAOU"]))
+    metric = unit_means(runs, lambda r: np.mean(r["SimAOU"]))
+    assert pooled["n"] == 18 and pooled["n_runs"] == 36
+    assert pooled["estimate"] == pytest.approx(np.mean(list(diff.values())), rel=1e-12)
+    assert pooled["mean_a"] == pytest.approx(np.mean(list(metric.values())), rel=1e-12)
+    # 2**18 sign vectors > 999: the paired bootstrap over the 18 units; every unit is above its baseline
+    assert "paired bootstrap" in pooled["test"] and min(diff.values()) > 0 and pooled["verdict"] == "different"
+
+
+def test_deutch_exact_tests_match_enumeration_and_scipy(deutch):
+    from scipy.stats import permutation_test
+    from statsmodels.stats.multitest import multipletests
+
+    tasks = ("cb", "mr", "sst2", "subj")  # 12 units: 2**12 = 4096 sign vectors, enumerable
+    sub = deutch.table[deutch.table["task"].isin(tasks)]
+    res = analyse_summaries(sub, n_resamples=5000, rng=0)
+    table = res.comparisons
+    runs = deutch_runs(tasks)
+    assert set(table["n"]) == {12} and table["test"].str.contains("exact sign-flip").all()
+    for layer in (0, 1, 11, 23):
+        d = np.array(list(unit_means(runs, lambda r: r["SimAOU"][layer] - r["Random SimAOU"][layer]).values()))
+        row = table[(table["analysis"] == "SimAOU") & (table["layer"] == layer)].iloc[0]
+        assert row["estimate"] == pytest.approx(d.mean(), rel=1e-12)
+        assert row["p_value"] == pytest.approx(enumerate_p(d), rel=1e-9)
+    # the weak baseline's stronger comparison: each layer minus the unit's mean over its 24 layers
+    assert res.baselines[0]["weak"] and res.baselines[0]["stronger"].startswith("layer permutation")
+    perm = table[table["analysis"] == "layer permutation: SimAOU"].sort_values("layer")
+    assert len(perm) == 24 and perm["family"].nunique() == 1 and set(perm["family_size"]) == {24}
+    for layer in (2, 5, 21):
+        d = np.array(list(unit_means(runs, lambda r: r["SimAOU"][layer] - np.mean(r["SimAOU"])).values()))
+        row = perm[perm["layer"] == layer].iloc[0]
+        assert row["estimate"] == pytest.approx(d.mean(), rel=1e-12)
+        ref = permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf,
+                               alternative="two-sided")
+        assert row["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+        assert row["p_value"] == pytest.approx(enumerate_p(d), rel=1e-9)
+    np.testing.assert_allclose(perm["p_adjusted"], multipletests(perm["p_value"], method="holm")[1], rtol=1e-12)
+
+
+def test_baseline_strength_closed_form(deutch):
+    from hyptest.metrics.summaries import baseline_strength
+
+    out = baseline_strength([0.2, 0.4, 0.3, 0.5], [0.01, 0.01, 0.012, 0.008])
+    assert out["metric_sd"] == pytest.approx(np.std([0.2, 0.4, 0.3, 0.5], ddof=1))
+    assert out["spread_ratio"] == pytest.approx(np.std([0.01, 0.01, 0.012, 0.008], ddof=1) / out["metric_sd"])
+    assert out["floor_ratio"] == pytest.approx(0.01 / 0.35) and out["weak"] and len(out["reasons"]) == 2
+    strong = baseline_strength([0.2, 0.4, 0.3, 0.5], [0.1, 0.3, 0.15, 0.35])
+    assert not strong["weak"] and strong["reasons"] == []
+    # Deutch's random SimAOU, per unit: mean ~0.002, SD ~1% of SimAOU's
+    res = analyse_summaries(deutch, n_resamples=999, rng=0)
+    (b,) = res.baselines
+    runs = deutch_runs()
+    base = np.array(list(unit_means(runs, lambda r: np.mean(r["Random SimAOU"])).values()))
+    metric = np.array(list(unit_means(runs, lambda r: np.mean(r["SimAOU"])).values()))
+    assert b["baseline_mean"] == pytest.approx(base.mean()) and b["baseline_sd"] == pytest.approx(base.std(ddof=1))
+    assert b["spread_ratio"] == pytest.approx(base.std(ddof=1) / metric.std(ddof=1))
+    assert b["weak"] and "nearly constant" in b["reasons"][0] and "testing against 0" in b["reasons"][1]
+    assert 0.001 < base.mean() < 0.003 and b["spread_ratio"] < 0.05
+
+
+def test_pairs_with_a_constant_or_another_list(deutch):
+    const = read_run_summaries(DEUTCH, pairs={"ICL-FTZS SimAM": 0})
+    assert const.untested == {}
+    res = analyse_summaries(const, n_resamples=999, rng=0)
+    rows = res.comparisons[res.comparisons["analysis"] == "ICL-FTZS SimAM"]
+    assert set(rows["baseline_name"]) == {"constant 0"} and (rows["baseline"] == 0).all()
+    pooled = rows[rows["layer"].isna()].iloc[0]
+    simam = unit_means(deutch_runs(), lambda r: np.mean(r["ICL-FTZS SimAM"]))
+    assert pooled["estimate"] == pytest.approx(np.mean(list(simam.values())), rel=1e-12)
+    # a declared constant is the user's choice: not assessed as weak
+    assert [b["declared_constant"] for b in res.baselines] == [False, True] and not res.baselines[1]["weak"]
+    # against another list: SimAM minus SimAOU, layer by layer
+    other = read_run_summaries(DEUTCH, pairs={"ICL-FTZS SimAM": "SimAOU"})
+    t = summaries_test(other, n_resamples=999, rng=0)
+    row = t[(t["analysis"] == "ICL-FTZS SimAM") & (t["layer"] == 4)].iloc[0]
+    d = unit_means(deutch_runs(), lambda r: r["ICL-FTZS SimAM"][4] - r["SimAOU"][4])
+    assert row["baseline_name"] == "SimAOU" and row["estimate"] == pytest.approx(np.mean(list(d.values())))
+
+
+def test_identical_lists_merge_and_counter_names_warn(tmp_path):
+    from hyptest.summary_units import plan_units
+
+    gen = np.random.default_rng(5)
+    shared = [gen.normal(0.0, 0.01, 6).tolist() for _ in range(3)]  # 3 pairs of runs share a baseline pass
+    for i in range(6):
+        _write(tmp_path / f"run_{i + 1}.json", {"SimAOU": gen.normal(0.3, 0.1, 6).tolist(),
+                                               "Random SimAOU": shared[i // 2]})
+    read = read_run_summaries(tmp_path)
+    plan = plan_units(read.table)
+    assert plan.n_units == 3 and plan.merged_by == ["identical Random SimAOU"] and plan.warnings == []
+    assert plan.checks[0].startswith("3 pair(s) of runs in different units have identical 'Random SimAOU'")
+    # rounded or short lists can coincide by chance: they do not merge
+    for i in range(6):
+        _write(tmp_path / f"run_{i + 1}.json", {"SimAOU": [0.1 * i, 0.2, 0.3, 0.4, 0.5],
+                                               "Random SimAOU": [0.01, 0.02, 0.0, 0.01, 0.03]})
+    plan = plan_units(read_run_summaries(tmp_path).table)
+    assert plan.n_units == 6 and plan.merged_by == []
+    # every run its own unit and the names differ only by a counter: said loudly
+    assert len(plan.warnings) == 1 and plan.warnings[0].startswith("EVERY RUN IS ITS OWN UNIT (6 runs)")
+    assert "'run_#'" in plan.warnings[0]
+
+
+def test_group_by_keeps_groups_apart_in_layers_different(deutch):
+    from hyptest.reanalyse import layers_different
+
+    table = summaries_test(deutch, group_by=["per_layer"], cluster_by=["task", "seed"], n_resamples=999, rng=0)
+    entries = layers_different(table, group_by=["per_layer"])
+    assert [(e["per_layer"], e["analysis"], e["n_layers"]) for e in entries] == [(0, "SimAOU", 24), (1, "SimAOU", 24)]
+    for e in entries:
+        rows = table[(table["per_layer"] == e["per_layer"]) & table["layer"].notna()]
+        assert e["layers_different"] == sorted(int(x) for x in rows.loc[rows["verdict"] == "different", "layer"])
+        assert len(set(e["layers_different"])) == len(e["layers_different"])  # no layer twice
+    assert set(table["n"]) == {18}  # 18 (task, seed) units within each per_layer group

@@ -290,6 +290,46 @@ def test_summaries_run_directory(tmp_path):
     assert (out / "report.html").is_file()
 
 
+def test_summaries_cli_on_deutch_logs_as_a_new_user(tmp_path):
+    """`hyptest reanalyse <folder>` on Deutch et al.'s 36 real runs: units, untested lists, weak baseline, all said."""
+    from typer.testing import CliRunner
+
+    from hyptest.cli import app
+
+    folder = FIXTURES / "deutch_summaries"
+    result = CliRunner().invoke(app, ["reanalyse", str(folder), "--out", str(tmp_path / "d"),
+                                      "--n-resamples", "2000"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # rich wraps long lines
+    assert "units: 18 independent unit(s) from 36 run(s); runs with the same task, seed form one unit" in text
+    assert "units check: runs that differ only in per_layer have nearly the same 'Random SimAOU' lists" in text
+    assert "not tested: ICL-FTZS SimAM: no baseline list" in text
+    assert "weak baseline: 'Random SimAOU' of SimAOU: nearly constant across units" in text
+    assert "Also reported against a stronger baseline: layer permutation" in text
+    results = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert results["units"]["n_units"] == 18 and results["units"]["cluster_by"] == ["task", "seed"]
+    assert results["untested"][0]["analysis"] == "ICL-FTZS SimAM"
+    assert [b["analysis"] for b in results["baselines"] if b["weak"]] == ["SimAOU"]
+    assert [e["analysis"] for e in results["layers_different"]] == ["SimAOU", "layer permutation: SimAOU"]
+    assert {r["n"] for r in results["comparisons"]} == {18}
+    html = (tmp_path / "d" / "report.html").read_text()
+    assert "18 independent unit(s) from 36 run(s)" in html and "not tested: ICL-FTZS SimAM" in html
+    # --cluster-by stated too finely: the shared passes still merge the per_layer partners, with the message
+    result = CliRunner().invoke(app, ["reanalyse", str(folder), "--out", str(tmp_path / "c"), "--n-resamples",
+                                      "2000", "--cluster-by", "task,seed", "--cluster-by", "per_layer"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "the data checks merged 36 units into 18" in text
+    # --pattern states the settings instead of reading them from the names
+    pattern = r"(?P<task>[a-z0-9]+)_per_layer_(?P<pl>\d)_k_32_seed_(?P<seed>\d+)"
+    result = CliRunner().invoke(app, ["reanalyse", str(folder), "--out", str(tmp_path / "p"), "--n-resamples",
+                                      "2000", "--pattern", pattern])
+    results = json.loads((tmp_path / "p" / "results.json").read_text())
+    assert result.exit_code == 0 and results["provenance"]["import"]["settings"] == ["task", "pl", "seed"]
+    assert results["provenance"]["import"]["settings_from"] == "pattern" and results["units"]["n_units"] == 18
+    bad = CliRunner().invoke(app, ["reanalyse", str(folder), "--out", str(tmp_path / "b"), "--cluster-by", "nope"])
+    assert bad.exit_code == 2 and "`cluster_by`: 'nope' is not a setting" in " ".join(bad.output.split())
+
+
 # ---------------------------------------------------------------------------
 # the long format goes through the study's analysis: demo sets with their own queries
 # ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ A small YAML file (read with ``yaml.safe_load``; unknown keys are errors)::
     methods: {ft_kv: sgd}          # method kind of method names other than icl/gd/sgd/adam
     # run summaries only
     pattern: '(?P<task>\\w+)-seed(?P<seed>\\d+)\\.json'
-    pairs: {SimAOU: Random SimAOU}
+    pairs: {SimAOU: Random SimAOU, ICL-FTZS SimAM: 0}   # another list, or a constant
     cluster_by: [task, seed]
     group_by: [model]
     # Dai et al.'s logs only
@@ -21,8 +21,9 @@ See ``docs/reanalyse.md``.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ class ColumnMapping:
     labels: tuple[str, ...] | dict[str, tuple[str, ...]] | None = None
     methods: dict[str, str] = field(default_factory=dict)
     pattern: str | None = None
-    pairs: dict[str, str] = field(default_factory=dict)
+    pairs: dict[str, str | float] = field(default_factory=dict)
     cluster_by: tuple[str, ...] | None = None
     group_by: tuple[str, ...] | None = None
     ft_setting: str = "ftzs"
@@ -125,6 +126,26 @@ def _str_dict(value: Any, where: str) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise ValueError(f"mapping `{where}` must be a mapping of names, got {type(value).__name__}")
     return {str(k): str(v) for k, v in value.items()}
+
+
+def _pairs_dict(value: Any, where: str) -> dict[str, str | float]:
+    """Metric -> baseline list name, or -> a number (a declared constant baseline)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: `pairs` must map a metric to a baseline list or a number, got "
+                         f"{type(value).__name__}")
+    out: dict[str, str | float] = {}
+    for k, v in value.items():
+        if isinstance(v, bool) or v is None or isinstance(v, (list, dict)):
+            raise ValueError(f"{where}: `pairs.{k}` must name a baseline list or be a number, got {v!r}")
+        if isinstance(v, (int, float)):
+            if not math.isfinite(float(v)):
+                raise ValueError(f"{where}: `pairs.{k}` must be a finite number, got {v!r}")
+            out[str(k)] = float(v)
+        else:
+            out[str(k)] = str(v)
+    return out
 
 
 def _validate_target(name: str) -> None:
@@ -213,7 +234,8 @@ def load_mapping(source: ColumnMapping | Mapping[str, Any] | str | Path | None) 
     group_by = _optional_list(data.get("group_by"), "group_by")
     return ColumnMapping(
         columns=columns, labels=labels, methods=methods, pattern=pattern,
-        pairs=_str_dict(data.get("pairs"), "pairs"), cluster_by=cluster_by, group_by=group_by,
+        pairs=_pairs_dict(data.get("pairs"), where),
+        cluster_by=cluster_by, group_by=group_by,
         ft_setting=ft_setting,
     )
 
@@ -228,6 +250,13 @@ def _pairs(items: Any, option: str) -> dict[str, str]:
     return out
 
 
+def _names(items: Iterable[str]) -> list[str]:
+    out = [name.strip() for item in items for name in str(item).split(",") if name.strip()]
+    if not out:
+        raise ValueError("`--cluster-by` takes setting names (e.g. task,seed), got none")
+    return out
+
+
 def mapping_from_options(
     file: str | Path | None = None,
     *,
@@ -236,6 +265,7 @@ def mapping_from_options(
     methods: Any = (),
     pattern: str | None = None,
     ft_setting: str | None = None,
+    cluster_by: Iterable[str] | None = None,
 ) -> ColumnMapping:
     """A mapping from a YAML file and command-line options (the options win).
 
@@ -251,6 +281,9 @@ def mapping_from_options(
         ``"method=kind"`` items (``--method-kind``), added to ``methods:``.
     pattern, ft_setting : str, optional
         Replace ``pattern:`` / ``ft_setting:``.
+    cluster_by : iterable of str, optional
+        Replace ``cluster_by:`` (``--cluster-by``; items may hold several
+        names separated by commas; ``run`` makes every run its own cluster).
 
     Returns
     -------
@@ -277,7 +310,8 @@ def mapping_from_options(
         "methods": {**base.methods, **_pairs(methods, "--method-kind")},
         "pattern": pattern if pattern is not None else base.pattern,
         "pairs": dict(base.pairs),
-        "cluster_by": list(base.cluster_by) if base.cluster_by is not None else None,
+        "cluster_by": (_names(cluster_by) if cluster_by else
+                       list(base.cluster_by) if base.cluster_by is not None else None),
         "group_by": list(base.group_by) if base.group_by is not None else None,
         "ft_setting": ft_setting or base.ft_setting,
     }

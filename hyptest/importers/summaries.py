@@ -9,8 +9,11 @@ A run is one JSON object, e.g. what Dai et al.'s ``compute_sim.py`` writes to
 Files are ``.json`` (one object, or a list of objects) or ``.jsonl`` (one
 object per line).  A run's settings (task, seed, order id, learning rate, ...)
 come from its scalar fields and, optionally, from named groups of a regular
-expression matched against the file name.  Per-layer lists are paired with
-their baseline by name (see :func:`baseline_pairs`) or explicitly.
+expression matched against the file name; without one, from key-value
+fragments of the file and folder names (``seed_3``, ``perm1``, ``lr0.001``; see
+:func:`hyptest.importers.names.name_settings`).  Per-layer lists are paired
+with their baseline by name (see :func:`baseline_pairs`) or explicitly, with
+another list or with a declared constant.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from ._problems import ImportProblems, Problem, ProblemLog
+from .names import name_settings
 
 __all__ = ["BASELINE_WORDS", "SummariesImport", "baseline_pairs", "read_run_summaries", "summary_files"]
 
@@ -116,6 +120,13 @@ class SummariesImport:
     problems : list of Problem
     n_runs_read, n_runs_skipped : int
     notes : list of str
+    untested : dict
+        Per-layer list -> why it is not tested (no baseline list, or a
+        baseline without its metric).
+    settings_source : str
+        Where the settings of the file names came from: ``"pattern"``,
+        ``"names"`` (read by :func:`hyptest.importers.names.name_settings`)
+        or ``"none"``.
     """
 
     table: pd.DataFrame
@@ -124,6 +135,8 @@ class SummariesImport:
     n_runs_read: int
     n_runs_skipped: int
     notes: list[str] = field(default_factory=list)
+    untested: dict[str, str] = field(default_factory=dict)
+    settings_source: str = "none"
 
 
 def _coerce(text: str) -> Any:
@@ -173,12 +186,51 @@ def _number(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _folders(path: Path, roots: list[Path]) -> tuple[str, ...]:
+    for root in roots:
+        try:
+            return path.parent.relative_to(root).parts
+        except ValueError:
+            continue
+    return ()
+
+
+def _names_settings(files: list[Path], paths: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """Settings of each file from its name and the names of its folders below the folder given."""
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    roots = [Path(p) for p in items if Path(p).is_dir()]
+    read = name_settings([f.name[: -len(f.suffix)] if f.suffix else f.name for f in files])
+    settings = [dict(s) for s in read.settings]
+    notes = list(read.notes)
+    folders = [_folders(f, roots) for f in files]
+    depth = max((len(f) for f in folders), default=0)
+    for level in range(depth):
+        names = [f[level] if len(f) > level else "" for f in folders]
+        if len(set(names)) < 2:
+            continue  # a folder every file shares says nothing about the runs
+        key = "folder" if depth == 1 else f"folder_{level + 1}"
+        parsed = name_settings(names, unkeyed=key)
+        for one, name, got in zip(settings, names, parsed.settings):
+            for k, v in (got or {key: name}).items():
+                one.setdefault(k, v)
+        notes += parsed.notes
+    return settings, notes
+
+
+def _pair_values(value: Any, n: int) -> tuple[str, list[Any]] | None:
+    """A declared constant baseline: (its name, n copies); None for a list name."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return None
+    return f"constant {float(value):g}", [float(value)] * n
+
+
 def read_run_summaries(
     paths: str | Path | Iterable[str | Path],
     *,
     pattern: str | re.Pattern[str] | None = None,
-    pairs: Mapping[str, str] | None = None,
+    pairs: Mapping[str, str | float] | None = None,
     strict: bool = True,
+    names: bool = True,
 ) -> SummariesImport:
     """Read per-run, per-layer metric values and their baselines.
 
@@ -192,10 +244,15 @@ def read_run_summaries(
         settings (numbers are converted: ``"3"`` -> 3, ``"1e-3"`` -> 0.001).
         A file whose name does not match is a problem.
     pairs : mapping, optional
-        Metric key -> baseline key; default :func:`baseline_pairs` per run.
+        Metric key -> baseline key, or -> a number (a declared constant
+        baseline, e.g. 0); added to the pairs :func:`baseline_pairs` finds by
+        name in each run (and replacing them for the metrics it names).
     strict : bool, default True
         Raise :class:`ImportProblems` at the first file with a problem; else
         skip bad runs and record a Problem for each.
+    names : bool, default True
+        Without `pattern`, read settings from the file and folder names
+        (:func:`hyptest.importers.names.name_settings`); fields win over them.
 
     Returns
     -------
@@ -211,10 +268,11 @@ def read_run_summaries(
     Notes
     -----
     Scalar fields (numbers, strings, booleans) become settings; a setting
-    that both the file name and a field give must agree.  Per-layer lists
-    must hold finite numbers (``null`` or NaN at a layer is a problem) and a
-    metric and its baseline must have the same length.  Lists without a
-    baseline are ignored (listed in ``notes``).
+    that both `pattern` and a field give must agree (names read without a
+    pattern yield to the field, with a note).  Per-layer lists must hold
+    finite numbers (``null`` or NaN at a layer is a problem) and a metric and
+    its baseline must have the same length.  Lists without a baseline are not
+    tested; ``untested`` says why, for each.
     """
     files = summary_files(paths)
     if not files:
@@ -223,19 +281,27 @@ def read_run_summaries(
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
     except re.error as error:
         raise ValueError(f"`pattern` is not a valid regular expression ({error})") from None
+    source = "pattern" if regex is not None else "none"
+    auto: list[dict[str, Any]] = [{} for _ in files]
+    name_notes: list[str] = []
+    if regex is None and names:
+        auto, name_notes = _names_settings(files, paths)
+        source = "names" if any(auto) else "none"
+    overruled: set[str] = set()
+    untested: dict[str, str] = {}
     log = ProblemLog()
     rows: list[dict[str, Any]] = []
     settings_seen: dict[str, None] = {}
     unpaired: set[str] = set()
     n_read = n_skipped = 0
     run_index = 0
-    for path in files:
+    for path, from_names in zip(files, auto):
         if not path.is_file():
             log.add(str(path), None, "no such file")
             if strict:
                 raise ImportProblems(log.batch(), hint=_HINT)
             continue
-        from_name: dict[str, Any] = {}
+        from_name: dict[str, Any] = dict(from_names)
         name_ok = True
         if regex is not None:
             match = regex.search(path.name)
@@ -258,20 +324,25 @@ def read_run_summaries(
                     if isinstance(value, list):
                         lists[key] = value
                     elif value is None or isinstance(value, (str, bool, int, float)):
-                        if key in settings and settings[key] != value:
+                        if key in from_names and regex is None:
+                            if settings[key] != value:
+                                overruled.add(key)
+                        elif key in settings and settings[key] != value:
                             errors.append(f"setting {key!r} is {value!r} in the run but {settings[key]!r} in "
                                           "the file name")
                         settings[key] = value
-                found = dict(pairs) if pairs else baseline_pairs(lists)
+                found: dict[str, Any] = {**baseline_pairs(lists), **(pairs or {})}
                 if not found:
                     errors.append("no per-layer metric with a baseline: looked for lists named like 'X' and "
                                   "'Random X' / 'ZSL X' / 'X_baseline' (or pass `pairs`)")
                 for metric, base in found.items():
-                    if metric not in lists or base not in lists:
-                        missing = [k for k in (metric, base) if k not in lists]
+                    constant = _pair_values(base, len(lists[metric])) if metric in lists else None
+                    if metric not in lists or (constant is None and base not in lists):
+                        missing = [k for k in (metric, base) if isinstance(k, str) and k not in lists]
                         errors.append(f"missing per-layer list(s) {missing}")
                         continue
-                    values, baseline = lists[metric], lists[base]
+                    values = lists[metric]
+                    base, baseline = constant if constant is not None else (base, lists[base])
                     if len(values) != len(baseline):
                         errors.append(f"{metric!r} has {len(values)} layers but {base!r} has {len(baseline)}")
                         continue
@@ -287,7 +358,7 @@ def read_run_summaries(
                             continue
                         new_rows.append({"metric": metric, "baseline_name": base, "layer": layer,
                                          "value": fv, "baseline": fb})
-                unpaired |= set(lists) - set(found) - set(found.values())
+                unpaired |= set(lists) - set(found) - {v for v in found.values() if isinstance(v, str)}
             if errors:
                 n_skipped += 1
                 for message in errors:
@@ -305,10 +376,20 @@ def read_run_summaries(
     settings_list = [s for s in settings_seen if s not in reserved]
     columns = ["file", "line", "run", *settings_list, "metric", "baseline_name", "layer", "value", "baseline"]
     table = pd.DataFrame(rows, columns=columns)
-    notes = []
-    if unpaired:
-        notes.append(f"per-layer lists without a baseline, ignored: {', '.join(sorted(unpaired))}")
+    notes = list(name_notes)
+    if overruled:
+        notes.append(f"setting(s) {sorted(overruled)} read from the file names differ from the runs' fields; the "
+                     "fields are used")
+    for key in sorted(unpaired):
+        if _is_baseline(key):
+            untested[key] = "a baseline list without its metric (no list named like it without 'random' / " \
+                            "'zsl' / 'baseline')"
+        else:
+            untested[key] = (f"no baseline list (looked for 'Random {key}', 'ZSL {key}', '{key}_baseline'); declare "
+                             f"one in the mapping file: pairs: {{{key!r}: <another list, or a constant such as 0>}}")
+    if untested:
+        notes.append(f"per-layer lists not tested: {', '.join(sorted(untested))} (see `untested` for why)")
     clash = sorted(set(settings_seen) & reserved)
     if clash:
         notes.append(f"fields {clash} clash with column names of the table and were dropped")
-    return SummariesImport(table, settings_list, log.problems(), n_read, n_skipped, notes)
+    return SummariesImport(table, settings_list, log.problems(), n_read, n_skipped, notes, untested, source)

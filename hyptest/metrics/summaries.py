@@ -17,7 +17,8 @@ from hyptest.stats.permutation import paired_permutation_test
 
 from .._validation import validate_rng
 
-__all__ = ["metric_vs_baseline", "metric_with_ci"]
+__all__ = ["WEAK_FLOOR_RATIO", "WEAK_SPREAD_RATIO", "baseline_strength", "metric_vs_baseline",
+           "metric_with_ci"]
 
 
 def _validate_rng(rng: object) -> np.random.Generator:
@@ -207,3 +208,66 @@ def metric_vs_baseline(
             "alternative": test.alternative, "method": test.method,
         }]
     )
+
+
+#: A baseline whose SD across units is below this share of the metric's is "nearly constant".
+WEAK_SPREAD_RATIO: float = 0.1
+#: A baseline whose |mean| is below this share of the metric's |mean| sits at the floor (0) of the metric.
+WEAK_FLOOR_RATIO: float = 0.05
+
+
+def baseline_strength(metric: ArrayLike, baseline: ArrayLike, *, floor: float = 0.0) -> dict[str, object]:
+    """Is a baseline informative? Its spread across units and its distance from the metric's floor.
+
+    Parameters
+    ----------
+    metric, baseline : array_like, shape (k,)
+        One value per independent unit (e.g. each cluster's mean over runs
+        and layers) of the metric and of its baseline.
+    floor : float, default 0.0
+        The value of the metric under no relation at all (0 for a cosine
+        similarity or a correlation).
+
+    Returns
+    -------
+    dict
+        ``metric_mean``, ``metric_sd``, ``baseline_mean``, ``baseline_sd``
+        (SDs with ddof=1 across units), ``spread_ratio`` (baseline SD /
+        metric SD), ``floor_ratio`` (|baseline mean − floor| / |metric mean −
+        floor|), ``weak`` (bool) and ``reasons`` (list of str, empty when the
+        baseline is not weak).
+
+    Notes
+    -----
+    A baseline is weak when it is nearly constant across units
+    (``spread_ratio`` < :data:`WEAK_SPREAD_RATIO`): a test against it is a
+    test against a fixed number, and says nothing that a comparison with that
+    number would not; or when it sits at the metric's floor (``floor_ratio`` <
+    :data:`WEAK_FLOOR_RATIO`): a test against it is a test against "no
+    relation at all", which almost any structured signal passes.
+
+    Examples
+    --------
+    >>> from hyptest.metrics.summaries import baseline_strength
+    >>> out = baseline_strength([0.3, 0.5, 0.4, 0.6], [0.002, 0.0021, 0.0019, 0.002])
+    >>> out["weak"], len(out["reasons"])
+    (True, 2)
+    """
+    m = _validate_vector(metric, "metric")
+    b = _validate_vector(baseline, "baseline")
+    if m.shape != b.shape or m.size < 2:
+        raise ValueError(f"`metric` and `baseline` must be paired with at least 2 units, got {m.size} and {b.size}")
+    m_mean, b_mean = float(m.mean()), float(b.mean())
+    m_sd, b_sd = float(m.std(ddof=1)), float(b.std(ddof=1))
+    spread = b_sd / m_sd if m_sd > 0 else float("inf")
+    floor_ratio = abs(b_mean - floor) / abs(m_mean - floor) if m_mean != floor else float("inf")
+    reasons = []
+    if spread < WEAK_SPREAD_RATIO:
+        reasons.append(f"nearly constant across units: its SD {b_sd:.2g} is {100 * spread:.2g}% of the metric's "
+                       f"{m_sd:.2g}, so testing against it is testing against a fixed number")
+    if floor_ratio < WEAK_FLOOR_RATIO:
+        reasons.append(f"its mean {b_mean:.2g} sits at the metric's floor ({floor:g}, no relation at all): "
+                       f"{100 * floor_ratio:.2g}% of the metric's distance from it ({m_mean:.2g}), so testing "
+                       f"against it is testing against {floor:g}")
+    return {"metric_mean": m_mean, "metric_sd": m_sd, "baseline_mean": b_mean, "baseline_sd": b_sd,
+            "spread_ratio": spread, "floor_ratio": floor_ratio, "weak": bool(reasons), "reasons": reasons}
