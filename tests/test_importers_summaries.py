@@ -308,7 +308,7 @@ def test_deutch_exact_tests_match_enumeration_and_scipy(deutch):
     runs = deutch_runs(tasks)
     assert set(table["n"]) == {12} and table["test"].str.contains("exact sign-flip").all()
     for layer in (0, 1, 11, 23):
-        d = np.array(list(unit_means(runs, lambda r: r["SimAOU"][layer] - r["Random SimAOU"][layer]).values()))
+        d = np.array(list(unit_means(runs, lambda r, i=layer: r["SimAOU"][i] - r["Random SimAOU"][i]).values()))
         row = table[(table["analysis"] == "SimAOU") & (table["layer"] == layer)].iloc[0]
         assert row["estimate"] == pytest.approx(d.mean(), rel=1e-12)
         assert row["p_value"] == pytest.approx(enumerate_p(d), rel=1e-9)
@@ -317,7 +317,7 @@ def test_deutch_exact_tests_match_enumeration_and_scipy(deutch):
     perm = table[table["analysis"] == "layer permutation: SimAOU"].sort_values("layer")
     assert len(perm) == 24 and perm["family"].nunique() == 1 and set(perm["family_size"]) == {24}
     for layer in (2, 5, 21):
-        d = np.array(list(unit_means(runs, lambda r: r["SimAOU"][layer] - np.mean(r["SimAOU"])).values()))
+        d = np.array(list(unit_means(runs, lambda r, i=layer: r["SimAOU"][i] - np.mean(r["SimAOU"])).values()))
         row = perm[perm["layer"] == layer].iloc[0]
         assert row["estimate"] == pytest.approx(d.mean(), rel=1e-12)
         ref = permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf,
@@ -401,3 +401,82 @@ def test_group_by_keeps_groups_apart_in_layers_different(deutch):
         assert e["layers_different"] == sorted(int(x) for x in rows.loc[rows["verdict"] == "different", "layer"])
         assert len(set(e["layers_different"])) == len(e["layers_different"])  # no layer twice
     assert set(table["n"]) == {18}  # 18 (task, seed) units within each per_layer group
+
+
+def test_group_by_in_the_run_directory_and_report(tmp_path):
+    import re as _re
+
+    from hyptest.reanalyse import reanalyse
+
+    out = reanalyse(DEUTCH, out_dir=tmp_path / "g", mapping={"group_by": ["per_layer"]},
+                    study_overrides={"analysis": {"n_resamples": 999}})
+    results = json.loads((out / "results.json").read_text())
+    entries = [(e["per_layer"], e["analysis"], e["n_layers"]) for e in results["layers_different"]]
+    assert sorted(entries) == [(0, "SimAOU", 24), (0, "layer permutation: SimAOU", 24), (1, "SimAOU", 24),
+                               (1, "layer permutation: SimAOU", 24)]
+    html = (out / "report.html").read_text()
+    counts = _re.findall(r"(\d+) of (\d+) layers differ", html)
+    assert counts and all(int(n) == 24 for _, n in counts)  # never 48: the groups' layers are not merged
+    assert "per_layer = 0" in html and "per_layer = 1" in html
+
+
+def test_near_identity_needs_shared_passes_not_just_a_shared_task(tmp_path):
+    from hyptest.summary_units import plan_units
+
+    gen = np.random.default_rng(11)
+    # 6 tasks x 2 learning rates, every run independent: lr partners resemble each other no more than others
+    for t in range(6):
+        for lr in ("0.1", "0.01"):
+            _write(tmp_path / f"task{t}_lr_{lr}.json", {"SimAOU": gen.normal(0.3, 0.1, 8).tolist(),
+                                                       "Random SimAOU": gen.normal(0.0, 0.01, 8).tolist()})
+    plan = plan_units(read_run_summaries(tmp_path).table, cluster_by=["run"])
+    assert plan.n_units == 12 and plan.merged_by == [] and plan.checks == []
+    # the same task under two seeds: nearly the same lists (a strong task effect), yet no shared pass: seeds are
+    # the declared replication, exempt from the near-identity rule
+    for path in tmp_path.glob("*.json"):
+        path.unlink()
+    for t in range(6):
+        level = gen.normal(0.0, 0.5, 8)
+        for seed in (1, 2):
+            _write(tmp_path / f"t{t}_seed_{seed}.json", {"SimAOU": (level + gen.normal(0, 0.001, 8)).tolist(),
+                                                        "Random SimAOU": gen.normal(0.0, 0.01, 8).tolist()})
+    plan = plan_units(read_run_summaries(tmp_path).table, cluster_by=["run"])
+    assert plan.n_units == 12 and plan.merged_by == []
+    # renamed to a setting that is not a replication one, the same data are merged: the rule is what decides
+    for t in range(6):
+        for seed in (1, 2):
+            (tmp_path / f"t{t}_seed_{seed}.json").rename(tmp_path / f"t{t}_variant_{seed}.json")
+    plan = plan_units(read_run_summaries(tmp_path).table, cluster_by=["run"])
+    assert plan.n_units == 6 and plan.merged_by == ["variant"]
+
+
+def test_mapping_pairs_cluster_by_and_bad_input(tmp_path):
+    from typer.testing import CliRunner
+
+    from hyptest.cli import app
+    from hyptest.importers import load_mapping, mapping_from_options
+
+    good = tmp_path / "m.yaml"
+    good.write_text("pairs: {ICL-FTZS SimAM: 0, SimAM: ZSL SimAM}\ncluster_by: [task, seed]\ngroup_by: [model]\n")
+    m = load_mapping(good)
+    assert m.pairs == {"ICL-FTZS SimAM": 0.0, "SimAM": "ZSL SimAM"} and m.cluster_by == ("task", "seed")
+    assert mapping_from_options(good, cluster_by=["task", "seed,lr"]).cluster_by == ("task", "seed", "lr")
+    bad = tmp_path / "b.yaml"
+    bad.write_text("pairs: {SimAM: true}\n")
+    with pytest.raises(ValueError, match=r"b.yaml: `pairs.SimAM` must name a baseline list or be a number"):
+        load_mapping(bad)
+    result = CliRunner().invoke(app, ["reanalyse", str(DEUTCH), "--out", str(tmp_path / "o"), "--cluster-by", ","])
+    assert result.exit_code == 2 and "--cluster-by" in result.output
+    result = CliRunner().invoke(app, ["reanalyse", str(DEUTCH), "--out", str(tmp_path / "o"), "--pattern", "(?P<x"])
+    assert result.exit_code == 2 and "not a valid regular expression" in " ".join(result.output.split())
+    # a counter-named folder: the loud warning reaches the console and results.json
+    gen = np.random.default_rng(2)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for i in range(5):
+        _write(runs / f"out_{i}.json", {"SimAOU": gen.normal(0.3, 0.1, 4).tolist(),
+                                       "Random SimAOU": gen.normal(0, 0.01, 4).tolist()})
+    result = CliRunner().invoke(app, ["reanalyse", str(runs), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0 and "WARNING: EVERY RUN IS ITS OWN UNIT (5 runs)" in " ".join(result.output.split())
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["units"]["n_units"] == 5 and results["units"]["warnings"][0].startswith("EVERY RUN")

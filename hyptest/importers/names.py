@@ -84,6 +84,14 @@ def _split_glued(text: str) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
+def _put(settings: dict[str, Any], key: str, value: Any) -> None:
+    """Add a setting; a key already there gets ``_2``, ``_3``, ..."""
+    name, i = key, 2
+    while name in settings:
+        name, i = f"{key}_{i}", i + 1
+    settings[name] = value
+
+
 def _key(words: list[str]) -> str:
     return "_".join(w.lower() for w in words)
 
@@ -137,32 +145,27 @@ def name_settings(names: Sequence[str], *, unkeyed: str = "task") -> NameSetting
         pending: list[str] = []  # key words since the last value
         n_unkeyed = 0
 
-        def put(key: str, value: Any) -> None:
-            name, i = key, 2
-            while name in settings:
-                name, i = f"{key}_{i}", i + 1
-            settings[name] = value
 
         for kind, text in toks:
             if kind == "glued":
                 word, number = _split_glued(text)
                 if word.lower() in KEY_WORDS or (n > 1 and word.lower() in glued_everywhere):
-                    put(_key([word]), _number(number))
+                    _put(settings, _key([word]), _number(number))
                     pending = []
                     continue
                 kind = "word"
             if kind == "number":
                 if pending:
-                    put(_key(pending), _number(text))
+                    _put(settings, _key(pending), _number(text))
                 pending = []
             elif n > 1 and text.lower() not in everywhere:
                 # a value without a number: keyed by the words before it, else the unkeyed setting
                 if pending:
-                    put(_key(pending), text)
+                    _put(settings, _key(pending), text)
                 else:
                     n_unkeyed += 1
                     key = unkeyed if n_unkeyed == 1 else f"name_{n_unkeyed}"
-                    put(key, text)
+                    _put(settings, key, text)
                     unkeyed_values.setdefault(key, set()).add(text)
                 pending = []
             elif any(c.isdigit() for c in text):
