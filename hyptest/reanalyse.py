@@ -859,12 +859,6 @@ def test_summaries(
 test_summaries.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name
 
 
-def _settings(table: pd.DataFrame) -> str:
-    fixed = {"file", "line", "run", "metric", "baseline_name", "layer", "value", "baseline"}
-    names = [c for c in table.columns if c not in fixed]
-    return "settings: " + (", ".join(names) if names else "none")
-
-
 def layers_different(comparisons: pd.DataFrame, group_by: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Per (group, model, task, analysis): the layers whose verdict is "different".
 
