@@ -397,3 +397,21 @@ def test_supports_similarity_is_the_one_sided_exact_test_at_half_the_level():
         seen.add((row["verdict"], row["direction"]))
     # the data cover a significant difference on each side and a non-significant one
     assert {("different", "greater"), ("different", "less")} <= seen and any(v == "inconclusive" for v, _ in seen)
+
+
+def test_cli_counts_the_rows_above_and_below_their_baseline(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import hyptest.reanalyse as module
+    from hyptest.cli import app
+
+    original = module.reanalyse
+    overrides = {"analysis": {"n_resamples": 999, "alpha": 0.2}}  # 6 examples: alpha 0.05 is out of reach
+    monkeypatch.setattr(module, "reanalyse", lambda *a, **k: original(*a, **{**k, "study_overrides": overrides}))
+    result = CliRunner().invoke(app, ["reanalyse", str(_swapped_fixture(tmp_path)), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    # SimAM's 3 rows differ, all below the baseline; SimAOU and Kendall are inconclusive
+    assert "of the 3 different: 0 above the baseline (support ICL–FT similarity), 3 below it (no support)" in (
+        " ".join(result.output.split()))
+    result = CliRunner().invoke(app, ["reanalyse", str(FIXTURE), "--out", str(tmp_path / "run2")])
+    assert "of the 9 different: 9 above the baseline" in " ".join(result.output.split())
