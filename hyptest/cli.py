@@ -296,8 +296,9 @@ def power(
 @app.command()
 def reanalyse(
     path: Path = typer.Argument(..., help="A long-format file (.csv/.tsv/.jsonl/.parquet), Dai et al.'s "
-                                          "ana_rlt folder, or run summaries (.json/.jsonl, or a folder)."),
-    format: str = typer.Option("auto", "--format", help="auto | long | dai | summaries."),
+                                          "ana_rlt folder, run summaries (.json/.jsonl, or a folder), or "
+                                          "lm-eval --log_samples output (a samples_*.jsonl or a folder)."),
+    format: str = typer.Option("auto", "--format", help="auto | long | dai | summaries | lm_eval."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default reports/reanalyse_<name>)."),
     map_file: Optional[Path] = typer.Option(None, "--map", help="Mapping YAML (see docs/reanalyse.md)."),
     column: Optional[List[str]] = typer.Option(None, "--column", help="THEIRS=OURS column rename; repeatable."),

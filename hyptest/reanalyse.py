@@ -59,6 +59,8 @@ from .importers import (
     read_run_summaries,
 )
 from .importers._problems import ProblemLog
+from .importers.lm_eval import read_lm_eval
+from .importers.long import ImportResult
 from .importers.dai import DaiTaskReader, _not_found
 from .metrics.dai import kendall_attention, kendall_random_baseline, simam, simaou, simaou_random_baseline
 from .metrics.summaries import baseline_strength
@@ -1005,18 +1007,20 @@ def synthetic_study(
 
 
 def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
-              overrides: Mapping[str, Any] | None) -> None:
+              overrides: Mapping[str, Any] | None, imported: ImportResult | None = None, fmt: str = "long",
+              import_extra: Mapping[str, Any] | None = None) -> None:
     from .pipeline import analyse_run, rebuild_report
 
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
-    imported = read_long(path, mapping=mapping, strict=strict)
+    # records already converted by another importer (lm_eval) take the same path from here on
+    imported = read_long(path, mapping=mapping, strict=strict) if imported is None else imported
     records = imported.records
     if records.empty:
         raise ImportProblems(imported.problems or [Problem(str(path), None, "no data rows")],
                              hint=f"no usable row in {path} ({imported.n_rows_read} read, "
                                   f"{imported.n_rows_skipped} skipped)")
-    description = (f"Reanalysis of {path} (long format). Models, tasks and methods are names read from the file, "
+    description = (f"Reanalysis of {path} ({fmt} format). Models, tasks and methods are names read from the file, "
                    "not runnable specifications.")
     study, study_notes = synthetic_study(records, name=f"reanalyse_{path.stem}", description=description,
                                          overrides=overrides)
@@ -1040,7 +1044,7 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     study_dump = study.model_dump(mode="json")
     study_text = ("# synthetic study written by `hyptest reanalyse`: " + description + "\n"
                   + yaml.safe_dump(study_dump, sort_keys=False))
-    import_info = {"source": str(path), "format": "long", "n_rows_read": imported.n_rows_read,
+    import_info = {"source": str(path), "format": fmt, "n_rows_read": imported.n_rows_read,
                    "n_rows_skipped": imported.n_rows_skipped, "n_problems": len(imported.problems),
                    "n_rows_stored": int(len(records)), "n_rows_analysed": int(analysed.sum())}
     manifest = {
@@ -1066,13 +1070,53 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     warnings[1:1] = [f"not analysed: {s['name']} ({s['analysis']}): {s['reason']}" for s in skipped]
     notes += [f"{s['name']} not analysed: {s['reason']}" for s in skipped]
     results["provenance"]["warnings"] = warnings + list(results["provenance"].get("warnings", []))
-    results["import"] = {**import_info, "notes": notes}
+    results["import"] = {**import_info, "notes": notes, **dict(import_extra or {})}
     if skipped:
         results["skipped_analyses"] = list(results.get("skipped_analyses") or []) + skipped
     if "import_problems.json" not in results.get("data_files", []):
         results.setdefault("data_files", []).append("import_problems.json")
     out.write_json("results.json", results)
     rebuild_report(out.path)
+
+
+#: The analyses that compare top-k next-token distributions (long format: ``topk_ids``, ``topk_probs``).
+_TOKEN_ANALYSES = {"token_overlap": "Token Overlap", "overlap_cosine": "Overlap Cosine"}
+
+
+def _skipped_token_analyses(records: pd.DataFrame, results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The token analyses a long file without (enough) top-k lists could not give, with the reason."""
+    n_rows = len(records)
+    widths = records["topk_ids"].map(len)
+    k = int((results.get("study") or {}).get("analysis", {}).get("overlap_k") or 0)
+    short = int((widths < max(k, 1)).sum())
+    if not short:
+        return []
+    done = {r.get("analysis") for r in results.get("comparisons", [])}
+    where = ("every comparison" if not done & set(_TOKEN_ANALYSES) else
+             "the comparisons whose rows lack them (the others are tested)")
+    none = not int(widths.max() or 0)
+    why = (f"{short} of {n_rows} rows have no top-k lists (topk_ids, topk_probs)" if none
+           else f"{short} of {n_rows} rows have fewer than {k} top-k tokens (topk_ids, topk_probs)")
+    return [{"analysis": key, "name": name,
+             "reason": (f"{why}; it compares the {'top-k' if none else f'top-{k}'} next-token distributions, so it is "
+                        f"skipped for "
+                        f"{where}. The label-distribution agreement (label JS, label KL) and the order analyses "
+                        "use the label probabilities and are unaffected.")}
+            for key, name in _TOKEN_ANALYSES.items()]
+
+
+def _lm_eval_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
+                 overrides: Mapping[str, Any] | None) -> None:
+    """lm-eval sample logs: one record per (run, doc), then the long format's analysis, unchanged."""
+    imported = read_lm_eval(path, strict=strict)
+    if imported.result.records.empty:
+        raise ImportProblems(imported.result.problems or [Problem(str(path), None, "no usable line")],
+                             hint=f"no usable line in {path} ({imported.result.n_rows_read} read)")
+    out.path.mkdir(parents=True, exist_ok=True)
+    out.write_json("lm_eval_demos.json", imported.demos)
+    _long_run(path, out, mapping=mapping, strict=strict, overrides=overrides, imported=imported.result,
+              fmt="lm_eval", import_extra={"lm_eval": {"design": imported.design, "runs": imported.runs,
+                                                       "demos_file": "lm_eval_demos.json"}})
 
 
 #: The analyses that compare top-k next-token distributions (long format: ``topk_ids``, ``topk_probs``).
@@ -1409,8 +1453,11 @@ def reanalyse(
         file or a folder).
     out_dir : str or Path
         The run directory to write (created if needed).
-    format : {"auto", "long", "dai", "summaries"}, default "auto"
-        ``"auto"`` calls :func:`hyptest.importers.detect_format`.
+    format : {"auto", "long", "dai", "summaries", "lm_eval"}, default "auto"
+        ``"auto"`` calls :func:`hyptest.importers.detect_format`.  ``lm_eval``:
+        lm-evaluation-harness ``--log_samples`` output (a samples file or a
+        folder of runs), read by :func:`hyptest.importers.read_lm_eval` and
+        analysed as the long format.
     mapping : ColumnMapping, dict, path or None, optional
         The mapping file (columns, labels, method kinds; pattern, pairs,
         cluster_by, group_by for summaries; ft_setting for Dai logs).
@@ -1439,15 +1486,15 @@ def reanalyse(
     """
     path = Path(path)
     fmt = detect_format(path, mapping=mapping) if format == "auto" else format
-    if fmt not in ("long", "dai", "summaries"):
-        raise ValueError(f"`format` must be 'auto', 'long', 'dai' or 'summaries', got {format!r}")
+    if fmt not in ("long", "dai", "summaries", "lm_eval"):
+        raise ValueError(f"`format` must be 'auto', 'long', 'dai', 'summaries' or 'lm_eval', got {format!r}")
     if not isinstance(strict, (bool, np.bool_)):
         raise TypeError(f"`strict` must be True or False, got {strict!r}")
     if study_overrides is not None and not isinstance(study_overrides, Mapping):
         raise TypeError(f"`study_overrides` must be a mapping, got {type(study_overrides).__name__}")
     cmap = load_mapping(mapping)
     out = RunDir(out_dir)
-    run = {"long": _long_run, "dai": _dai_run, "summaries": _summaries_run}[fmt]
+    run = {"long": _long_run, "dai": _dai_run, "summaries": _summaries_run, "lm_eval": _lm_eval_run}[fmt]
     run(path, out, mapping=cmap, strict=bool(strict), overrides=study_overrides)
     return out.path
 

@@ -7,8 +7,11 @@
     Dai et al.'s ``ana_rlt/<model>/<task>/{zs,ftzs,ft,icl}/record_info.jsonl``.
 ``read_run_summaries``
     Per-run, per-layer metric values with their baselines.
+``read_lm_eval``
+    lm-evaluation-harness ``--log_samples`` output -> records in the
+    store's schema, demo sets and orders recovered from the prompts.
 ``detect_format``
-    Which of the three a path holds.
+    Which of these a path holds.
 
 Importers only read and check; the statistics are in :mod:`hyptest.reanalyse`.
 The formats are described in ``docs/reanalyse.md``.
@@ -27,6 +30,7 @@ from .dai import (
     read_dai,
 )
 from .detect import FORMATS, detect_format
+from .lm_eval import LM_EVAL_OUTPUT_TYPES, LmEvalImport, find_lm_eval_runs, is_lm_eval_path, read_lm_eval
 from .long import LONG_SUFFIXES, SUM_TOLERANCE, ImportResult, long_columns_problems, read_long, unit_key
 from .mapping import KINDS, LONG_COLUMNS, PROB_PREFIX, ColumnMapping, load_mapping, mapping_from_options
 from .summaries import BASELINE_WORDS, SummariesImport, baseline_pairs, read_run_summaries, summary_files
@@ -45,7 +49,9 @@ __all__ = [
     "ImportResult",
     "KINDS",
     "LONG_COLUMNS",
+    "LM_EVAL_OUTPUT_TYPES",
     "LONG_SUFFIXES",
+    "LmEvalImport",
     "PROB_PREFIX",
     "Problem",
     "SUM_TOLERANCE",
@@ -53,11 +59,14 @@ __all__ = [
     "baseline_pairs",
     "detect_format",
     "find_dai_tasks",
+    "find_lm_eval_runs",
+    "is_lm_eval_path",
     "iter_dai_examples",
     "load_mapping",
     "long_columns_problems",
     "mapping_from_options",
     "read_dai",
+    "read_lm_eval",
     "read_long",
     "read_run_summaries",
     "summary_files",

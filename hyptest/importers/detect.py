@@ -10,6 +10,7 @@ from typing import Any
 
 from ._problems import ImportProblems, Problem
 from .dai import find_dai_tasks
+from .lm_eval import find_lm_eval_runs
 from .long import LONG_SUFFIXES, long_columns_problems
 from .mapping import ColumnMapping, load_mapping
 from .summaries import baseline_pairs, summary_files
@@ -17,7 +18,7 @@ from .summaries import baseline_pairs, summary_files
 __all__ = ["FORMATS", "detect_format"]
 
 #: Formats :func:`detect_format` returns.
-FORMATS: tuple[str, ...] = ("long", "dai", "summaries")
+FORMATS: tuple[str, ...] = ("long", "dai", "summaries", "lm_eval")
 #: Largest .json file read whole to look for run summaries.
 _MAX_JSON_BYTES: int = 64 * 2**20
 
@@ -26,7 +27,8 @@ _LOOKED_FOR = (
     "ana_rlt/; (long) a .csv/.tsv/.jsonl/.parquet file with the long-format columns (model, task, method, "
     "demo_set, query_id, gold, order_id or order, and prob_<label> columns or labels + label_probs; see "
     "docs/reanalyse.md, and rename columns with a mapping file); (summaries) .json/.jsonl runs with per-layer "
-    "lists paired with a baseline list (e.g. 'SimAOU' and 'Random SimAOU')"
+    "lists paired with a baseline list (e.g. 'SimAOU' and 'Random SimAOU'); (lm_eval) lm-eval --log_samples "
+    "output: samples_<task>_<date>.jsonl with results_<date>.json beside it, or a folder of them"
 )
 
 
@@ -119,7 +121,9 @@ def detect_format(
         ``"dai"`` for a folder in Dai et al.'s ``ana_rlt`` layout,
         ``"long"`` for a CSV/TSV/JSONL/Parquet file with the long-format
         columns, ``"summaries"`` for JSON/JSONL runs (or a folder of them)
-        with per-layer lists and their baselines.
+        with per-layer lists and their baselines, ``"lm_eval"`` for an
+        lm-evaluation-harness ``samples_<task>_<date>.jsonl`` file or a
+        folder holding such files (checked first).
 
     Raises
     ------
@@ -133,6 +137,8 @@ def detect_format(
     if not path.exists():
         raise FileNotFoundError(f"`path` {str(path)!r} does not exist")
     cmap = load_mapping(mapping)
+    if find_lm_eval_runs(path):  # named by lm-eval: samples_<task>_<date>.jsonl
+        return "lm_eval"
     if path.is_dir():
         if find_dai_tasks(path, ft_setting=cmap.ft_setting):
             return "dai"
