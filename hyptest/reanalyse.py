@@ -1119,32 +1119,6 @@ def _lm_eval_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: boo
                                                        "demos_file": "lm_eval_demos.json"}})
 
 
-#: The analyses that compare top-k next-token distributions (long format: ``topk_ids``, ``topk_probs``).
-_TOKEN_ANALYSES = {"token_overlap": "Token Overlap", "overlap_cosine": "Overlap Cosine"}
-
-
-def _skipped_token_analyses(records: pd.DataFrame, results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The token analyses a long file without (enough) top-k lists could not give, with the reason."""
-    n_rows = len(records)
-    widths = records["topk_ids"].map(len)
-    k = int((results.get("study") or {}).get("analysis", {}).get("overlap_k") or 0)
-    short = int((widths < max(k, 1)).sum())
-    if not short:
-        return []
-    done = {r.get("analysis") for r in results.get("comparisons", [])}
-    where = ("every comparison" if not done & set(_TOKEN_ANALYSES) else
-             "the comparisons whose rows lack them (the others are tested)")
-    none = not int(widths.max() or 0)
-    why = (f"{short} of {n_rows} rows have no top-k lists (topk_ids, topk_probs)" if none
-           else f"{short} of {n_rows} rows have fewer than {k} top-k tokens (topk_ids, topk_probs)")
-    return [{"analysis": key, "name": name,
-             "reason": (f"{why}; it compares the {'top-k' if none else f'top-{k}'} next-token distributions, so it is "
-                        f"skipped for "
-                        f"{where}. The label-distribution agreement (label JS, label KL) and the order analyses "
-                        "use the label probabilities and are unaffected.")}
-            for key, name in _TOKEN_ANALYSES.items()]
-
-
 def _import_warnings(path: Path, n_read: int, n_skipped: int, problems: list[Problem],
                      notes: list[str]) -> list[str]:
     out = [f"imported {n_read} row(s) from {path}; {n_skipped} skipped because of problems"
