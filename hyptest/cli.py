@@ -94,6 +94,11 @@ def study(
         False, "--force",
         help="Run even if the run directory holds another study (or this one with other settings): its results "
              "are first moved into previous-<timestamp>/ inside it."),
+    memory_budget: Optional[str] = typer.Option(
+        None, "--memory-budget",
+        help="What caches, training snapshots and batches may hold per process, e.g. 2GB or 1.5GiB; beyond it "
+             "hyptest recomputes instead (same numbers, slower). Default: the study's executor.memory_budget, "
+             "else 2 GiB on CPU and 8 GiB on a GPU. The model and its training state come on top."),
 ) -> None:
     """Run a study: collect (resuming finished units), test, and write the report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -104,6 +109,14 @@ def study(
 
     try:
         spec, text = load_study(study_file)
+        if memory_budget is not None:
+            from .collect.memory import parse_bytes
+
+            try:
+                budget = parse_bytes(memory_budget, what="--memory-budget")
+            except ValueError as error:
+                _fail(_escape(str(error)))
+            spec = spec.model_copy(update={"executor": spec.executor.model_copy(update={"memory_budget": budget})})
         _preflight(spec, study_file, out, yes)
     except _user_errors() as error:
         _fail(_escape(str(error)))

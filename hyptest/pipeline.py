@@ -265,9 +265,24 @@ def _run_locked(study: Study, study_text: str, run: RunDir, lock: Any, *, base_d
             "n_units": len(units),
             "n_units_reused": n_reused,
             "torch_threads": torch.get_num_threads(),
+            "memory": _memory_provenance(executor),
         },
     )
     return RunSummary(run.path, len(units), n_reused, results)
+
+
+def _memory_provenance(executor: Any) -> dict[str, Any]:
+    """Peak resident memory of this process and, per model collected here, what the memory budget held."""
+    from .collect.memory import peak_resident_bytes
+
+    peak = peak_resident_bytes()
+    out: dict[str, Any] = {"peak_resident_bytes": peak, "peak_resident_gb": round(peak / 1e9, 3)}
+    budgets = getattr(executor, "memory", None)
+    if budgets:
+        out["budget"] = budgets
+    else:
+        out["note"] = "units collected by other processes (or reused): their memory is not in this figure"
+    return out
 
 
 def _summary_rows(per_query: pd.DataFrame, *, confidence: float, rng: np.random.Generator) -> list[dict[str, Any]]:

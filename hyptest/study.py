@@ -590,6 +590,18 @@ class ExecutorSpec(_Strict):
     num_gpus_per_worker: float = Field(default=0, ge=0)
     memory_per_worker: int | None = Field(default=None, ge=1)
     max_retries: int = Field(default=2, ge=0)
+    #: bytes (or a size such as "2GB") that caches, snapshots and batches may hold, per process;
+    #: None: hyptest.collect.memory.DEFAULT_BUDGET (2 GiB on CPU, 8 GiB on a GPU)
+    memory_budget: int | str | None = None
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _memory_budget_size(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        from .collect.memory import parse_bytes
+
+        return parse_bytes(value, what="memory_budget")
 
     @model_validator(mode="after")
     def _ray_options_need_ray(self) -> "ExecutorSpec":

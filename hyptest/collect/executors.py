@@ -72,13 +72,21 @@ class LocalExecutor(Executor):
     allow_tf32 : bool, default False
         Allow TF32 for float32 matmuls on CUDA. Off by default, and set
         explicitly, so GPU float32 numbers match the CPU's to float32 rounding.
+    memory_budget : int or str, optional
+        What caches, snapshots and batches may hold (see
+        :class:`~hyptest.collect.memory.MemoryBudget`); default the study's
+        ``executor.memory_budget``, else the device's default.
     """
 
-    def __init__(self, *, batch_size: int | None = None, allow_tf32: bool = False) -> None:
+    def __init__(self, *, batch_size: int | None = None, allow_tf32: bool = False,
+                 memory_budget: int | str | None = None) -> None:
         self.batch_size = batch_size
         self.allow_tf32 = allow_tf32
+        self.memory_budget = memory_budget
         #: seconds spent loading models, for the provenance table
         self.load_seconds = 0.0
+        #: per model: the budget, what was planned at most, and what did not fit (recomputed)
+        self.memory: dict[str, dict[str, Any]] = {}
 
     def run(self, groups: Sequence[WorkGroup], *, study: Any, tasks: dict[str, Any], on_unit: OnUnit) -> None:
         import time
@@ -93,8 +101,11 @@ class LocalExecutor(Executor):
             t0 = time.perf_counter()
             lm = load_model(spec)
             self.load_seconds += time.perf_counter() - t0
-            runner = UnitRunner(lm, tasks, study, batch_size=self.batch_size, allow_tf32=self.allow_tf32)
+            runner = UnitRunner(lm, tasks, study, batch_size=self.batch_size, allow_tf32=self.allow_tf32,
+                                memory_budget=self.memory_budget)
             for group in mine:
                 for unit, rows in runner.run_group(group.units):
                     on_unit(unit, rows)
+            self.memory[spec.name] = runner.memory_summary()
+            runner.close()
             del runner, lm

@@ -12,7 +12,9 @@ Three methods, with the loss on the label-word tokens of each demo
 The model stays in eval mode while training (dropout off), so every method is a
 deterministic function of (weights, demos, order, seed), as Theorem 1 of Shen
 et al. assumes. Weights are restored in place from a snapshot taken once per
-model, never reloaded from disk.
+model: held in memory when the run's memory budget has room for it, else
+written once to a temporary safetensors file and read back from there (the
+same bits either way).
 
 Which weights train is the method's ``params`` (:func:`trainable_parameters`):
 all of them, the value projection of one layer (Shen et al.'s "GD-hat"), or
@@ -38,7 +40,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from .scoring import available_memory, lm_head_logits
+from .memory import MemoryBudget, tensor_bytes
+from .scoring import lm_head_logits
 
 __all__ = [
     "TrainingExample",
@@ -66,19 +69,82 @@ class TrainingExample:
 
 
 class WeightSnapshot:
-    """A copy of a model's parameters that can be written back in place."""
+    """A copy of a model's parameters that can be written back in place.
 
-    def __init__(self, model: Any) -> None:
-        self._params = [(p, p.detach().clone()) for p in model.parameters()]
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model whose parameters are saved.
+    memory_budget : MemoryBudget, optional
+        Where the copy's bytes are reserved. If they do not fit, the copy is
+        written to a temporary safetensors file instead (deleted when the
+        snapshot is) and :meth:`restore` reads it back: slower, same bits.
+        Default: the copy is held in memory, unaccounted.
+    """
+
+    def __init__(self, model: Any, memory_budget: MemoryBudget | None = None) -> None:
+        live = list(model.parameters())
+        self.nbytes = tensor_bytes(live)
+        self._budget = memory_budget
+        self._file: Any = None
+        if memory_budget is None or memory_budget.reserve(self.nbytes, "entry weights"):
+            self._params = [(p, p.detach().clone()) for p in live]
+            return
+        import tempfile
+
+        from safetensors.torch import save_file
+
+        self._live = live
+        self._params = []
+        self._file = tempfile.TemporaryDirectory(prefix="hyptest-weights-")
+        self._path = f"{self._file.name}/entry.safetensors"
+        save_file({str(i): p.detach().contiguous().cpu() for i, p in enumerate(live)}, self._path)
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether the copy is in a temporary file rather than in memory."""
+        return self._file is not None
 
     def restore(self) -> None:
         """Copy the saved values back into the live parameters and clear gradients."""
         import torch
 
         with torch.no_grad():
+            if self._file is not None:
+                from safetensors import safe_open
+
+                with safe_open(self._path, framework="pt") as saved:
+                    for i, live in enumerate(self._live):
+                        live.copy_(saved.get_tensor(str(i)))
+                        live.grad = None
+                return
             for live, saved in self._params:
                 live.copy_(saved)
                 live.grad = None
+
+    def saved(self, param: Any) -> Any:
+        """The saved copy of ``param`` (in memory), or None when the copy is on disk."""
+        if self._file is not None:
+            return None
+        if not hasattr(self, "_by_id"):
+            self._by_id = {id(live): kept for live, kept in self._params}
+        return self._by_id[id(param)]
+
+    def close(self) -> None:
+        """Free the copy: release its reservation, or delete its file."""
+        if self._file is not None:
+            self._file.cleanup()
+            self._file = None
+        elif self._budget is not None and self._params:
+            self._budget.release(self.nbytes, "entry weights")
+        self._params = []
+
+    def __del__(self) -> None:  # the file must not outlive the snapshot
+        try:
+            if self._file is not None:
+                self._file.cleanup()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
 
 def _method_label(method: Any) -> str:
@@ -327,11 +393,17 @@ def train_in_place(
 class _TrainingState:
     """Parameters, optimizer state and RNG state at one node of the step tree."""
 
-    def __init__(self, params: list[Any], optimizer: Any, *, saved_params: list[Any] | None = None) -> None:
+    def __init__(self, params: list[Any], optimizer: Any, *, saved_params: list[Any] | None = None,
+                 entry: WeightSnapshot | None = None) -> None:
         import torch
 
+        #: the entry snapshot that restores the parameters when they are not held here (root only)
+        self.entry = entry
         with torch.no_grad():
-            self.params = saved_params if saved_params is not None else [p.detach().clone() for p in params]
+            if entry is not None:
+                self.params: list[Any] = []
+            else:
+                self.params = saved_params if saved_params is not None else [p.detach().clone() for p in params]
             self.optim = {
                 i: {k: (v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v)) for k, v in st.items()}
                 for i, p in enumerate(params)
@@ -347,6 +419,8 @@ class _TrainingState:
         import torch
 
         with torch.no_grad():
+            if self.entry is not None:
+                self.entry.restore()
             for live, saved in zip(params, self.params):
                 live.copy_(saved)
                 live.grad = None
@@ -369,10 +443,11 @@ class _TrainingState:
         if self.cuda_rng is not None:
             torch.cuda.set_rng_state_all(self.cuda_rng)
 
-    def nbytes(self) -> int:
+    def nbytes(self, params: list[Any] | None = None) -> int:
+        """Bytes a snapshot of this state holds (of ``params`` when this one holds none)."""
         import torch
 
-        total = sum(p.numel() * p.element_size() for p in self.params)
+        total = tensor_bytes(self.params or params or [])
         for st in self.optim.values():
             total += sum(v.numel() * v.element_size() for v in st.values() if torch.is_tensor(v))
         return total
@@ -396,6 +471,7 @@ def train_orders(
     snapshot: WeightSnapshot | None = None,
     max_snapshots: int | None = None,
     observe: Callable[[int], Any] | None = None,
+    memory_budget: Any = None,
 ) -> Iterator[tuple[Any, ...]]:
     """Train ``model`` on every order, sharing the steps that orders have in common.
 
@@ -420,14 +496,19 @@ def train_orders(
         A snapshot of the entry weights to reuse; default a new one.
     max_snapshots : int, optional
         Most branch-point snapshots held at once (each holds the trained
-        parameters and the optimizer state). Default: as many as fit in 40 % of
-        the free memory. Where no snapshot is held, the walk restores the nearest
-        held one and replays the steps from there (same bits, more time).
+        parameters and the optimizer state). Default: as many as fit in
+        ``memory_budget``. Where no snapshot is held, the walk restores the
+        nearest held one and replays the steps from there (same bits, more time).
     observe : callable, optional
         Called as ``observe(k)`` with the model after ``k`` optimisation steps
         (``k = 0``: before any), once per node of the step tree, so a state that
         several orders share (their common first steps) is observed once; e.g.
         a function that scores the queries. It must not change the parameters.
+    memory_budget : MemoryBudget, int or str, optional
+        What the branch-point snapshots (and a new entry snapshot) may hold: a
+        :class:`~hyptest.collect.memory.MemoryBudget` shared with the caller,
+        or a size; default :data:`~hyptest.collect.memory.DEFAULT_BUDGET` for
+        the device. Ignored for the branch points when ``max_snapshots`` is given.
 
     Yields
     ------
@@ -457,21 +538,25 @@ def train_orders(
 
     params = [p for _, p in trainable_parameters(model, method)]
     kind = getattr(method, "loss", "label")
+    budget = memory_budget if isinstance(memory_budget, MemoryBudget) else MemoryBudget.for_device(
+        getattr(device, "type", device) if device is not None else "cpu", memory_budget)
     with _only_these_train(model, params):
         yield from _walk_orders(model, root, method, params, kind, seed=seed, device=device, snapshot=snapshot,
-                                max_snapshots=max_snapshots, observe=observe)
+                                max_snapshots=max_snapshots, observe=observe, budget=budget)
 
 
 def _walk_orders(model: Any, root: "_StepNode", method: Any, params: list[Any], kind: str, *, seed: int,
                  device: Any, snapshot: WeightSnapshot | None, max_snapshots: int | None,
-                 observe: Callable[[int], Any] | None) -> Iterator[tuple[Any, ...]]:
+                 observe: Callable[[int], Any] | None, budget: MemoryBudget) -> Iterator[tuple[Any, ...]]:
     import torch
 
     torch.manual_seed(seed)
     optimizer = _optimizer(params, method)
-    entry = snapshot if snapshot is not None else WeightSnapshot(model)
-    saved = {id(live): kept for live, kept in entry._params}
-    root_state = _TrainingState(params, optimizer, saved_params=[saved[id(p)] for p in params])
+    entry = snapshot if snapshot is not None else WeightSnapshot(model, budget)
+    if entry.on_disk:
+        root_state = _TrainingState(params, optimizer, entry=entry)
+    else:
+        root_state = _TrainingState(params, optimizer, saved_params=[entry.saved(p) for p in params])
     #: (depth, state) of the held snapshots, root first
     held: list[tuple[int, _TrainingState]] = [(0, root_state)]
     path: list[tuple[TrainingExample, ...]] = []
@@ -481,7 +566,7 @@ def _walk_orders(model: Any, root: "_StepNode", method: Any, params: list[Any], 
     def can_hold(nbytes: int) -> bool:
         if max_snapshots is not None:
             return len(held) - 1 < max_snapshots
-        return nbytes < 0.4 * available_memory(device)
+        return budget.reserve(nbytes, "training snapshot")
 
     def return_to(depth: int) -> None:
         base_depth, state = max((h for h in held if h[0] <= depth), key=lambda h: h[0])
@@ -501,23 +586,28 @@ def _walk_orders(model: Any, root: "_StepNode", method: Any, params: list[Any], 
                 yield (index, list(losses)) if observe is None else (index, list(losses), list(trail))
         kids = list(node.children.items())
         mine = False
+        estimate = 0
         if len(kids) > 1 and depth > 0:
-            estimate = root_state.nbytes() + sum(
+            estimate = root_state.nbytes(params) + sum(
                 v.numel() * v.element_size() for st in optimizer.state.values() for v in st.values()
                 if torch.is_tensor(v)
             )
             if can_hold(estimate):
                 held.append((depth, _TrainingState(params, optimizer)))
                 mine = True
-        for i, (batch, child) in enumerate(kids):
-            if i > 0:
-                return_to(depth)
-            path.append(batch)
-            losses.append(_step(model, optimizer, batch, device, kind))
-            yield from visit(child, depth + 1)
-            del path[depth:], losses[depth:]
-        if mine:
-            held.pop()
+        try:
+            for i, (batch, child) in enumerate(kids):
+                if i > 0:
+                    return_to(depth)
+                path.append(batch)
+                losses.append(_step(model, optimizer, batch, device, kind))
+                yield from visit(child, depth + 1)
+                del path[depth:], losses[depth:]
+        finally:  # also when the walk is closed early: a shared budget gets its bytes back
+            if mine:
+                held.pop()
+                if max_snapshots is None:
+                    budget.release(estimate, "training snapshot")
         if observe is not None:
             del trail[depth:]
 
@@ -527,3 +617,5 @@ def _walk_orders(model: Any, root: "_StepNode", method: Any, params: list[Any], 
         optimizer.zero_grad(set_to_none=True)
         optimizer.state.clear()
         entry.restore()
+        if snapshot is None:
+            entry.close()

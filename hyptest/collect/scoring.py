@@ -33,8 +33,11 @@ uninterrupted one. (Trie nodes are only at cut points, not at every token
 where two orders part: the few tokens between a cut and the first differing
 token are run once per branch.)
 
-Batch sizes are picked from a per-device token budget and the memory that is
-free; an out-of-memory error halves the batch and retries it.
+Batch sizes are picked from a per-device token budget and the room left in the
+run's memory budget (:class:`~hyptest.collect.memory.MemoryBudget`); an
+out-of-memory error halves the batch and retries it. Prefix caches are copied
+where the trie branches only while the budget has room; otherwise the branch's
+prefix is recomputed stretch by stretch (the same operations, the same bits).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+
+from .memory import MemoryBudget
 
 __all__ = [
     "QueryScores",
@@ -60,8 +65,6 @@ __all__ = [
 ROW_TOKENS = 128
 #: Tokens per forward pass that saturate the device; more only costs memory.
 TOKEN_BUDGET = {"cpu": 2048, "cuda": 65536}
-#: Fraction of the free memory a scoring batch may plan to use.
-MEMORY_FRACTION = 0.4
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,18 @@ def _release(device: Any) -> None:
 def _text_config(model: Any) -> Any:
     config = model.config
     return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def _cache_bytes(model: Any, n_tokens: int) -> int:
+    """Bytes of a KV cache of ``n_tokens`` tokens (keys and values of every layer)."""
+    cfg = _text_config(model)
+    elem = _model_dtype(model).itemsize
+    hidden = int(getattr(cfg, "hidden_size", 1024))
+    heads = int(getattr(cfg, "num_attention_heads", 16))
+    kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
+    layers = int(getattr(cfg, "num_hidden_layers", 24))
+    return layers * 2 * kv_heads * head_dim * int(n_tokens) * elem
 
 
 def _row_bytes(model: Any, n_prefix: int, width: int) -> int:
@@ -533,6 +548,7 @@ class _Scorer:
     top_k: int
     device: Any
     batch_size: int | None
+    budget: MemoryBudget
     _rows: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -552,8 +568,7 @@ class _Scorer:
                 width = max(self.plan.width(r) for r in self.plan.rows)
                 budget = TOKEN_BUDGET.get(self.device.type, TOKEN_BUDGET["cpu"])
                 by_tokens = max(1, budget // width)
-                by_memory = int(MEMORY_FRACTION * available_memory(self.device)
-                                // _row_bytes(self.model, n_prefix, width))
+                by_memory = self.budget.room() // _row_bytes(self.model, n_prefix, width)
                 self._rows[n_prefix] = max(1, min(n_rows, by_tokens, by_memory))
         return self._rows[n_prefix]
 
@@ -569,6 +584,7 @@ class _Scorer:
         while start < len(plan.rows):
             size = self.rows_per_batch(n_prefix)
             stop = min(start + size, len(plan.rows))
+            self.budget.note_transient((stop - start) * _row_bytes(self.model, n_prefix, plan.width(plan.rows[start])))
             try:
                 with torch.inference_mode():
                     self._run(plan.batch(start, stop, n_prefix, device=self.device, dtype=self.dtype), cache,
@@ -675,7 +691,12 @@ class _Walker:
     device: Any
     batch_size: int | None
     row_tokens: int
+    budget: MemoryBudget
     _scorers: dict[tuple[tuple[int, ...], ...], _Scorer] = field(default_factory=dict)
+    #: the trie pieces from the root to the node being visited
+    _path: list[tuple[int, ...]] = field(default_factory=list)
+    #: prefix caches recomputed because a copy did not fit the budget
+    recomputed: int = 0
 
     def __post_init__(self) -> None:
         self.base = self.model.get_decoder()
@@ -685,7 +706,8 @@ class _Walker:
     def scorer(self, suffixes: tuple[tuple[int, ...], ...]) -> _Scorer:
         if suffixes not in self._scorers:
             plan = _QueryPlan.build(suffixes, self.labels, tree=self.tree, row_tokens=self.row_tokens)
-            self._scorers[suffixes] = _Scorer(self.model, plan, self.top_k, self.device, self.batch_size)
+            self._scorers[suffixes] = _Scorer(self.model, plan, self.top_k, self.device, self.batch_size,
+                                              self.budget)
         return self._scorers[suffixes]
 
     def walk(self, node: _Node, cache: Any, n_prefix: int) -> Iterator[tuple[int, QueryScores]]:
@@ -699,11 +721,31 @@ class _Walker:
         children = list(node.children.items())
         for i, (piece, child) in enumerate(children):
             last = i == len(children) - 1
-            own = cache if last or cache is None else copy.deepcopy(cache)
+            held = 0
+            if last or cache is None:
+                own = cache
+            elif self.budget.reserve(nbytes := _cache_bytes(self.model, n_prefix), "prefix cache"):
+                own, held = copy.deepcopy(cache), nbytes
+            else:  # no room for a copy: run this node's prefix again, stretch by stretch
+                own = self._recompute()
             child_cache = _extend(self, own, piece)
             if last:
                 cache = None  # the last child owns it now; drop this frame's reference
-            yield from self.walk(child, child_cache, n_prefix + len(piece))
+            self._path.append(piece)
+            try:
+                yield from self.walk(child, child_cache, n_prefix + len(piece))
+            finally:
+                self._path.pop()
+                del child_cache
+                self.budget.release(held, "prefix cache")
+
+    def _recompute(self) -> Any:
+        """The cache of the current node, computed again from the root with the same stretches."""
+        self.recomputed += 1
+        cache = None
+        for piece in self._path:
+            cache = _extend(self, cache, piece)
+        return cache
 
 
 def _validate_prompts(orders: Any, label_ids: Any, top_k: Any, batch_size: Any, row_tokens: Any
@@ -734,6 +776,7 @@ def score_prompts(
     batch_size: int | None = None,
     row_tokens: int = ROW_TOKENS,
     device: Any = None,
+    memory_budget: Any = None,
 ) -> Iterator[tuple[int, QueryScores]]:
     """Score the label words after whole prompts, sharing the prompts' common token prefixes.
 
@@ -765,6 +808,11 @@ def score_prompts(
         scored as the sum of their token log-probs.
     top_k, batch_size, row_tokens, device
         As in :func:`score_orders`.
+    memory_budget : MemoryBudget, int or str, optional
+        What prefix-cache copies and scoring batches may hold (a
+        :class:`~hyptest.collect.memory.MemoryBudget` shared with the caller,
+        or a size); default :data:`~hyptest.collect.memory.DEFAULT_BUDGET` for
+        the device. Where a copy does not fit, the prefix is recomputed.
 
     Yields
     ------
@@ -781,8 +829,10 @@ def score_prompts(
     """
     split, labels = _validate_prompts(orders, label_ids, top_k, batch_size, row_tokens)
     dev = _model_device(model, device)
+    if memory_budget is None or not isinstance(memory_budget, MemoryBudget):
+        memory_budget = MemoryBudget.for_device(dev, memory_budget)
     walker = _Walker(model, split, labels, int(top_k), dev, None if batch_size is None else int(batch_size),
-                     int(row_tokens))
+                     int(row_tokens), memory_budget)
     yield from walker.walk(_trie(split), None, 0)
 
 
@@ -797,6 +847,7 @@ def score_orders(
     batch_size: int | None = None,
     row_tokens: int = ROW_TOKENS,
     device: Any = None,
+    memory_budget: Any = None,
 ) -> Iterator[tuple[int, QueryScores]]:
     """Score every query after every order of id pieces: prompts given as concatenated ids.
 
@@ -823,12 +874,14 @@ def score_orders(
         Number of next-token probabilities kept after each query.
     batch_size : int, optional
         Packed rows per forward pass. Default: from the device's token budget
-        (:data:`TOKEN_BUDGET`) and the free memory. Halved and retried on
-        out-of-memory either way.
+        (:data:`TOKEN_BUDGET`) and the room in ``memory_budget``. Halved and
+        retried on out-of-memory either way.
     row_tokens : int, default :data:`ROW_TOKENS`
         Tokens per packed row (at least the longest query segment).
     device : str or torch.device, optional
         Device of the model; default the device of its parameters.
+    memory_budget : MemoryBudget, int or str, optional
+        As in :func:`score_prompts`.
 
     Yields
     ------
@@ -863,7 +916,7 @@ def score_orders(
             cuts.append(len(prefix))
         built.append(_PiecewiseOrder(tuple(tuple(prefix) + q for q in args.queries), tuple(cuts)))
     yield from score_prompts(model, built, args.labels, top_k=args.top_k, batch_size=args.batch_size,
-                             row_tokens=args.row_tokens, device=device)
+                             row_tokens=args.row_tokens, device=device, memory_budget=memory_budget)
 
 
 @dataclass(frozen=True)
@@ -882,6 +935,7 @@ def score_queries(
     batch_size: int | None = None,
     row_tokens: int = ROW_TOKENS,
     device: Any = None,
+    memory_budget: Any = None,
 ) -> QueryScores:
     """Score every label word for every query after one shared prefix.
 
@@ -903,11 +957,14 @@ def score_queries(
         Tokens per packed row.
     device : str or torch.device, optional
         Device of the model; default the device of its parameters.
+    memory_budget : MemoryBudget, int or str, optional
+        As in :func:`score_prompts`.
 
     Returns
     -------
     QueryScores
     """
     ((_, scores),) = score_orders(model, prefix_ids, [[]], query_ids, label_ids, top_k=top_k,
-                                  batch_size=batch_size, row_tokens=row_tokens, device=device)
+                                  batch_size=batch_size, row_tokens=row_tokens, device=device,
+                                  memory_budget=memory_budget)
     return scores

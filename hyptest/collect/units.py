@@ -27,6 +27,7 @@ from ..tasks import Task
 from .encoding import PromptEncoder
 from .gd import TrainingExample, WeightSnapshot, train_orders, trainable_parameters
 from .plan import Unit
+from .memory import MemoryBudget, tensor_bytes
 from .scoring import QueryScores, reuse_freed_memory, set_tf32, score_prompts
 
 __all__ = ["UnitRunner", "final_step_rows", "scores_to_frame"]
@@ -115,30 +116,53 @@ class UnitRunner:
         The validated study (methods, ``top_k``).
     batch_size : int, optional
         Packed query rows per forward pass; default automatic (token budget and
-        free memory; halved on out-of-memory).
+        the room in the memory budget; halved on out-of-memory).
     allow_tf32 : bool, default False
         Allow TF32 float32 matmuls on CUDA (see :func:`~hyptest.collect.scoring.set_tf32`);
         set explicitly either way when the runner is made.
     tune_malloc : bool, default True
         On CPU, let glibc keep freed buffers for reuse
-        (:func:`~hyptest.collect.scoring.reuse_freed_memory`); process-wide.
+        (:func:`~hyptest.collect.scoring.reuse_freed_memory`), as much as one
+        set of gradients; process-wide.
+    memory_budget : int or str, optional
+        Bytes that snapshots, prefix-cache copies and scoring batches may hold
+        (:class:`~hyptest.collect.memory.MemoryBudget`); default the study's
+        ``executor.memory_budget``, else
+        :data:`~hyptest.collect.memory.DEFAULT_BUDGET` for the model's device.
+        The model, its gradients and its optimizer state are not counted.
     """
 
     def __init__(self, lm: LoadedModel, tasks: dict[str, Task], study: Any, *, batch_size: int | None = None,
-                 allow_tf32: bool = False, tune_malloc: bool = True) -> None:
+                 allow_tf32: bool = False, tune_malloc: bool = True, memory_budget: Any = None) -> None:
         self.lm = lm
         self.tasks = tasks
         self.study = study
         self.batch_size = batch_size
+        if memory_budget is None:  # the study's executor block, else the device's default
+            memory_budget = getattr(getattr(study, "executor", None), "memory_budget", None)
+        self.memory_budget = MemoryBudget.for_device(lm.device, memory_budget)
         self._encoders: dict[str, PromptEncoder] = {}
         self._snapshot: WeightSnapshot | None = None
         set_tf32(allow_tf32)
         if tune_malloc and str(lm.device).startswith("cpu"):
-            reuse_freed_memory()
+            # keep one gradient's worth of freed pages mapped: training allocates it at every step
+            reuse_freed_memory(keep_bytes=min(2 << 30, tensor_bytes(lm.model.parameters()) + (64 << 20)))
         for name in study.method_names():  # a bad `params` / `layer` fails now, not after hours
             method = study.method(name)
             if getattr(method, "params", "all") != "all":
                 trainable_parameters(lm.model, method)
+
+    def memory_summary(self) -> dict[str, Any]:
+        """The budget, the most it had planned at once, what did not fit, and where the entry weights are."""
+        return {**self.memory_budget.summary(),
+                "entry_weights": "none" if self._snapshot is None else
+                ("disk" if self._snapshot.on_disk else "memory")}
+
+    def close(self) -> None:
+        """Free the entry-weights snapshot (its memory reservation or its temporary file)."""
+        if self._snapshot is not None:
+            self._snapshot.close()
+            self._snapshot = None
 
     def encoder(self, task: Task) -> PromptEncoder:
         """The cached prompt encoder of a task."""
@@ -158,6 +182,7 @@ class UnitRunner:
             top_k=self.study.analysis.top_k,
             batch_size=self.batch_size,
             device=self.lm.device,
+            memory_budget=self.memory_budget,
         )
 
     def run(self, unit: Unit) -> pd.DataFrame:
@@ -193,7 +218,7 @@ class UnitRunner:
     def _train_group(self, task: Task, method: Any, members: list[Unit], seed: int) -> Iterator[
             tuple[Unit, pd.DataFrame]]:
         if self._snapshot is None:
-            self._snapshot = WeightSnapshot(self.lm.model)
+            self._snapshot = WeightSnapshot(self.lm.model, self.memory_budget)
         enc = self.encoder(task)
         loss = getattr(method, "loss", "label")
         orders = [[TrainingExample(*map(tuple, enc.training_example(task.example(i), loss=loss))) for i in u.order]
@@ -207,7 +232,8 @@ class UnitRunner:
         record = bool(getattr(method, "record_steps", False))
         self._snapshot.restore()
         walk = train_orders(self.lm.model, orders, method, seed=seed, device=self.lm.device,
-                            snapshot=self._snapshot, observe=score if record else None)
+                            snapshot=self._snapshot, observe=score if record else None,
+                            memory_budget=self.memory_budget)
         try:
             for index, losses, *trail in walk:
                 unit = members[index]

@@ -1,0 +1,175 @@
+"""The memory budget: every cache, snapshot and batch stays inside it, and the numbers do not change.
+
+References are independent of the code under test: the naive whole-prompt loop of
+``tests/_naive.py`` (one forward per prompt) for ICL, and the straight training loop
+from fresh weights for the GD-style methods.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hyptest.collect.encoding import PromptEncoder
+from hyptest.collect.gd import TrainingExample, WeightSnapshot, train_in_place, train_orders
+from hyptest.collect.memory import DEFAULT_BUDGET, MemoryBudget, parse_bytes, tensor_bytes
+from hyptest.collect.scoring import score_prompts
+from hyptest.study import AdamMethod, SGDMethod
+
+from ._naive import naive_prompt_logprobs
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2GB", 2 * 10**9), ("2 gb", 2 * 10**9), ("1.5GiB", 3 * 2**29), ("512MiB", 512 * 2**20), ("10kB", 10_000),
+    ("7", 7), (4096, 4096), ("0.5TB", 5 * 10**11),
+])
+def test_sizes_parse_to_bytes(text, expected):
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "2 parsecs", "-1GB", 0, -5, True, None, "GB", float("nan"), [1]])
+def test_bad_sizes_are_named(bad):
+    with pytest.raises(ValueError, match="memory_budget"):
+        parse_bytes(bad)
+
+
+def test_ledger_never_holds_more_than_the_limit():
+    budget = MemoryBudget(100)
+    assert budget.reserve(60, "a") and not budget.reserve(41, "b") and budget.reserve(40, "b")
+    assert (budget.held, budget.peak, budget.declined, budget.room()) == (100, 100, 1, 0)
+    budget.release(60, "a")
+    assert budget.room() == 60
+    assert MemoryBudget.for_device("cpu").limit == DEFAULT_BUDGET["cpu"] == 2 << 30
+    assert MemoryBudget.for_device(torch.device("cpu"), "1MiB").limit == 1 << 20
+
+
+def _orders(task, n_demos, n_orders):
+    perms = list(itertools.permutations(task.demos[:n_demos]))[:n_orders]
+    return [list(p) for p in perms]
+
+
+@pytest.mark.parametrize("limit", [1, "100MB", None])
+def test_icl_inside_any_budget_scores_the_whole_prompts(tiny_lm, sentiment, limit):
+    """A budget too small for any cache copy recomputes prefixes and gives the naive loop's numbers."""
+    enc = PromptEncoder(tiny_lm.tokenizer, sentiment)
+    queries = list(sentiment.queries[:4])
+    orders = _orders(sentiment, 3, 6)
+    budget = MemoryBudget.for_device("cpu", limit)
+    # a fixed batch size, so that only the copy-or-recompute choice differs between the two runs
+    got = dict(score_prompts(tiny_lm.model, [enc.order_prompts(o, queries) for o in orders], enc.label_ids(),
+                             top_k=3, batch_size=2, memory_budget=budget))
+    unlimited = dict(score_prompts(tiny_lm.model, [enc.order_prompts(o, queries) for o in orders],
+                                   enc.label_ids(), top_k=3, batch_size=2, memory_budget=MemoryBudget(1 << 40)))
+    for i, order in enumerate(orders):
+        ref = naive_prompt_logprobs(tiny_lm.model, tiny_lm.tokenizer, sentiment, order, queries)
+        np.testing.assert_allclose(np.exp(got[i].label_logprobs), np.exp(ref), atol=1e-6)
+        # recomputing a prefix runs the same stretches: the same bits as copying it
+        np.testing.assert_array_equal(got[i].label_logprobs, unlimited[i].label_logprobs)
+    assert budget.held == 0  # every copy given back
+    if limit == 1:
+        assert budget.declined > 0
+
+
+def test_automatic_batches_and_copies_stay_inside_the_budget(tiny_lm, sentiment):
+    from hyptest.collect.scoring import ROW_TOKENS, _row_bytes
+
+    enc = PromptEncoder(tiny_lm.tokenizer, sentiment)
+    queries = list(sentiment.queries[:8])
+    orders = _orders(sentiment, 3, 6)
+    prompts = [enc.order_prompts(o, queries) for o in orders]
+    longest = max(len(p) for order in prompts for p in order.prompts)
+    budget = MemoryBudget(3 * _row_bytes(tiny_lm.model, longest, ROW_TOKENS))
+    got = dict(score_prompts(tiny_lm.model, prompts, enc.label_ids(), top_k=3, memory_budget=budget))
+    assert 0 < budget.peak <= budget.limit and budget.held == 0
+    for i, order in enumerate(orders):
+        ref = naive_prompt_logprobs(tiny_lm.model, tiny_lm.tokenizer, sentiment, order, queries)
+        np.testing.assert_allclose(np.exp(got[i].label_logprobs), np.exp(ref), atol=1e-6)
+
+
+def _straight(model, orders, method):
+    snapshot = [p.detach().clone() for p in model.parameters()]
+    out = []
+    for order in orders:
+        with torch.no_grad():
+            for p, q in zip(model.parameters(), snapshot):
+                p.copy_(q)
+        losses = train_in_place(model, order, method, seed=0)
+        out.append((losses, [p.detach().clone() for p in model.parameters()]))
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), snapshot):
+            p.copy_(q)
+    return out
+
+
+@pytest.mark.parametrize("method", [SGDMethod(kind="sgd", learning_rate=0.05), AdamMethod(kind="adam", learning_rate=1e-2)],
+                         ids=["sgd", "adam"])
+@pytest.mark.parametrize("room_for", [0, 1, 99])
+def test_training_snapshots_fit_the_budget_and_change_no_bit(tiny_lm, sentiment, method, room_for):
+    """Room for the entry weights plus 0, 1 or many branch snapshots: always the straight loop's bits."""
+    enc = PromptEncoder(tiny_lm.tokenizer, sentiment)
+    examples = [TrainingExample(*map(tuple, enc.training_example(d))) for d in sentiment.demos[:4]]
+    orders = [[examples[i] for i in p] for p in itertools.permutations(range(4))][:10]
+    weights = tensor_bytes(tiny_lm.model.parameters())
+    state = weights * (3 if method.kind == "adam" else 1)  # parameters (+ Adam's two moments)
+    budget = MemoryBudget(weights + room_for * state + state // 2)
+    expected = _straight(tiny_lm.model, orders, method)
+    before = [p.detach().clone() for p in tiny_lm.model.parameters()]
+    for index, losses in train_orders(tiny_lm.model, orders, method, seed=0, memory_budget=budget):
+        assert losses == expected[index][0]
+        assert all(torch.equal(p, q) for p, q in zip(tiny_lm.model.parameters(), expected[index][1]))
+        assert budget.held <= budget.limit
+    assert budget.held == 0 and budget.peak <= budget.limit
+    assert (budget.declined > 0) == (room_for < 3)  # the 4-demo tree has at most 2 branch points on a path
+    assert all(torch.equal(p, q) for p, q in zip(tiny_lm.model.parameters(), before))
+
+
+def test_entry_weights_spill_to_disk_when_they_do_not_fit(tiny_lm, sentiment):
+    enc = PromptEncoder(tiny_lm.tokenizer, sentiment)
+    examples = [TrainingExample(*map(tuple, enc.training_example(d))) for d in sentiment.demos[:3]]
+    orders = [[examples[i] for i in p] for p in itertools.permutations(range(3))]
+    method = SGDMethod(kind="sgd", learning_rate=0.05)
+    expected = _straight(tiny_lm.model, orders, method)
+    budget = MemoryBudget(1)
+    snapshot = WeightSnapshot(tiny_lm.model, budget)
+    assert snapshot.on_disk and budget.held == 0
+    path = snapshot._path
+    for index, losses in train_orders(tiny_lm.model, orders, method, seed=0, snapshot=snapshot, memory_budget=budget):
+        assert losses == expected[index][0]
+        assert all(torch.equal(p, q) for p, q in zip(tiny_lm.model.parameters(), expected[index][1]))
+    snapshot.close()
+    import os
+
+    assert not os.path.exists(path)
+
+
+def test_study_records_its_budget_and_peak(tmp_path, tiny_lm):
+    """A study under a tiny budget gives the same records as under the default, and says what it held."""
+    from hyptest.pipeline import run_study
+    from hyptest.study import load_study
+
+    from .conftest import TINY_STUDY
+
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(TINY_STUDY)
+    b.write_text(TINY_STUDY.replace("analysis:", "executor: {memory_budget: 1kB}\nanalysis:"))
+    runs = {}
+    for path in (a, b):
+        spec, text = load_study(path)
+        runs[path.stem] = run_study(spec, text, out_dir=tmp_path / path.stem)
+    import pandas as pd
+
+    def records(name):
+        units = sorted((tmp_path / name / "units").glob("*.parquet"))
+        return pd.concat([pd.read_parquet(u) for u in units]).sort_values(["unit_key", "query_id"])
+
+    pd.testing.assert_frame_equal(records("a").reset_index(drop=True), records("b").reset_index(drop=True))
+    prov = json.loads((tmp_path / "b" / "results.json").read_text())["provenance"]["memory"]
+    (held,) = prov["budget"].values()
+    assert held["limit_bytes"] == 1000 and held["declined"] > 0 and held["entry_weights"] == "disk"
+    assert prov["peak_resident_bytes"] > 0
+    default = json.loads((tmp_path / "a" / "results.json").read_text())["provenance"]["memory"]["budget"]
+    assert next(iter(default.values()))["limit_bytes"] == 2 << 30
