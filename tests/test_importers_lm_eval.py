@@ -53,8 +53,8 @@ def harness(tmp_path_factory) -> Path:
     model_dir = root / "tiny-llama"
     tiny.model.save_pretrained(model_dir)
     tiny.tokenizer.save_pretrained(model_dir)
-    run_harness(model_dir, ["tiny_sentiment", "tiny_sentiment_fixed"], FIXTURES, SEEDS, root / "out",
-                num_fewshot=N)
+    run_harness(model_dir, ["tiny_sentiment", "tiny_sentiment_fixed", "tiny_continuation"], FIXTURES, SEEDS,
+                root / "out", num_fewshot=N)
     return root / "out"
 
 
@@ -126,13 +126,39 @@ def test_probabilities_and_demos_match_the_harness(harness):
     assert "estimable" in design["tiny_sentiment_fixed"]["applies"]
 
 
+def test_loglikelihood_task_gives_the_target_its_probability(harness):
+    imported = read_lm_eval(harness)
+    records = imported.result.records
+    rows = records[records["task"] == "tiny_continuation"]
+    pool, tests = _jsonl(FIXTURES / "train.jsonl"), _jsonl(FIXTURES / "test.jsonl")
+    n_lines = 0
+    for seed, path in _samples(harness, "tiny_continuation").items():
+        expected = replay_sampler(pool, len(tests), N, seed)
+        for line in _jsonl(path):
+            n_lines += 1
+            doc = line["doc_id"]
+            # lm-eval 0.4.13 scores the bare target here (no target delimiter before it)
+            assert line["arguments"]["gen_args_0"]["arg_1"] == LABELS[tests[doc]["label"]]
+            (ll,) = [float(r[0]) for r in line["filtered_resps"]]
+            demos = [_demo_text(d) for d in expected[doc]]
+            match = rows[(rows["query_id"] == str(doc)) & rows["order"].map(
+                lambda o: [imported.demos[i] for i in o] == demos)]
+            assert len(match) == 1
+            row = match.iloc[0]
+            assert row["labels"] == ["target", "other"] and row["gold"] == "target"
+            assert row["label_probs"][0] == pytest.approx(np.exp(ll), abs=1e-15)
+            assert row["label_probs"][1] == pytest.approx(1 - np.exp(ll), abs=1e-15)
+    assert n_lines >= len(rows) > 0
+
+
 def test_reanalyse_end_to_end(harness, tmp_path):
     out = tmp_path / "rep"
     result = runner.invoke(app, ["reanalyse", str(harness), "--out", str(out)])
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     assert results["import"]["format"] == "lm_eval"
-    assert {d["task"] for d in results["import"]["lm_eval"]["design"]} == {"tiny_sentiment", "tiny_sentiment_fixed"}
+    assert {d["task"] for d in results["import"]["lm_eval"]["design"]} == {"tiny_sentiment", "tiny_sentiment_fixed",
+                                                                           "tiny_continuation"}
     # the order SD of each doc of the fixed-set task, by hand from the logged log-likelihoods
     by_order: dict[int, dict[tuple, float]] = {}
     fewshot = _jsonl(FIXTURES / "fewshot.jsonl")

@@ -314,7 +314,6 @@ class _Row:
     file: str
     line: int
     doc_id: int | str
-    doc: Any
     body: str
     choices: list[str]
     gold: int
@@ -374,8 +373,9 @@ def _read_run(run: _Run, index: int, log: ProblemLog, rows: list[_Row]) -> int:
                                 f"({run.description[:40]!r}...); cannot locate the demos")
             continue
         body = context[len(prefix):]
-        rows.append(_Row(index, file, line, doc_id, obj.get("doc"), body, choices, gold, lls,
-                         _split_demos(body, run.n_demos, run.few_delim, None)))
+        demos = _split_demos(body, run.n_demos, run.few_delim, None)
+        # the prompt is kept only when it still has to be split (against demos other prompts name)
+        rows.append(_Row(index, file, line, doc_id, body if demos is None else "", choices, gold, lls, demos))
     return n_read
 
 
@@ -519,6 +519,7 @@ def _records(rows: list[_Row], runs: list[_Run], log: ProblemLog
                          "'correct' is P(target) > 0.5, not lm-eval's is_greedy")
         sets: dict[tuple[str, ...], int] = {}
         orders: dict[tuple[int, tuple[str, ...]], int] = {}
+        per_set: dict[int, int] = {}  # orders numbered so far in each set
         cells: dict[tuple[int, str], set[int]] = {}
         kept.sort(key=lambda r: (-1 if runs[r.run].seed is None else runs[r.run].seed, str(runs[r.run].samples),
                                  r.line))
@@ -528,7 +529,10 @@ def _records(rows: list[_Row], runs: list[_Run], log: ProblemLog
                 demos[demo_id(text)] = text
                 ids.append(demo_id(text))
             s = sets.setdefault(tuple(sorted(ids)), len(sets))
-            o = orders.setdefault((s, tuple(ids)), sum(1 for k in orders if k[0] == s))
+            o = orders.get((s, tuple(ids)))
+            if o is None:
+                o = orders[(s, tuple(ids))] = per_set.get(s, 0)
+                per_set[s] = o + 1
             query = str(r.doc_id)
             if o in cells.setdefault((s, query), set()):
                 repeats += 1
@@ -568,7 +572,10 @@ def _design(model: str, task: str, n: int, rows: list[_Row], runs: list[_Run], s
             orders: dict[tuple[int, tuple[str, ...]], int], cells: dict[tuple[int, str], set[int]]
             ) -> dict[str, Any]:
     """What one (model, task, N) recovered, and which analyses that design supports."""
-    per_set = sorted(sum(1 for k in orders if k[0] == s) for s in sets.values())
+    counts: dict[int, int] = {}
+    for s, _ in orders:
+        counts[s] = counts.get(s, 0) + 1
+    per_set = sorted(counts.values())
     multi = sum(1 for v in cells.values() if len(v) >= 2)
     sets_per_doc: dict[str, int] = {}
     for _, q in cells:
