@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import math
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,7 @@ def _check_against_harness(out: Path, tasks: dict[str, str], seeds: tuple[int, .
                 lls = [float(r[0]) for r in line["filtered_resps"]]
                 # the record of this (doc, demos in this order): there is exactly one
                 match = rows[(rows["query_id"] == str(doc))
-                             & rows["order"].map(lambda o: [imported.demos[i] for i in o] == demos)]
+                             & rows["order"].map(lambda o, d=demos: [imported.demos[i] for i in o] == d)]
                 assert len(match) == 1, (task, seed, doc)
                 row = match.iloc[0]
                 np.testing.assert_allclose(row["label_probs"], softmax(lls), rtol=0, atol=1e-12)
@@ -142,7 +143,7 @@ def test_loglikelihood_task_gives_the_target_its_probability(harness):
             (ll,) = [float(r[0]) for r in line["filtered_resps"]]
             demos = [_demo_text(d) for d in expected[doc]]
             match = rows[(rows["query_id"] == str(doc)) & rows["order"].map(
-                lambda o: [imported.demos[i] for i in o] == demos)]
+                lambda o, d=demos: [imported.demos[i] for i in o] == d)]
             assert len(match) == 1
             row = match.iloc[0]
             assert row["labels"] == ["target", "other"] and row["gold"] == "target"
@@ -235,6 +236,25 @@ def test_split_demos_at_the_delimiter():
     body = "A: x\n\nmore\n\nB: y\n\nquery"
     assert _split_demos(body, 2, "\n\n", None) is None
     assert _split_demos(body, 2, "\n\n", {"A: x\n\nmore", "B: y"}) == ["A: x\n\nmore", "B: y"]
+
+
+def test_committed_report_states_its_design():
+    """reports/lm_eval_sentiment: the design the import states agrees with the analysis it fed."""
+    path = Path(__file__).resolve().parent.parent / "reports" / "lm_eval_sentiment" / "results.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is not there")
+    results = json.loads(path.read_text())
+    info = results["import"]
+    assert info["format"] == "lm_eval" and info["n_rows_skipped"] == 0
+    (design,) = info["lm_eval"]["design"]
+    (summary,) = results["order_sensitivity"]
+    (accuracy,) = results["accuracy"]
+    assert design["n_runs"] == len(design["fewshot_seeds"]) == len(info["lm_eval"]["runs"])
+    assert design["n_sets"] == 1 and design["n_distinct_demos"] == design["n_demos"]
+    assert design["orders_per_set_max"] <= math.factorial(design["n_demos"])
+    assert design["n_cells_multi_order"] == design["n_docs"] == summary["n_queries"]
+    assert accuracy["n"] == info["n_rows_stored"] <= info["n_rows_read"]
+    assert summary["ci_low"] <= summary["mean_sd_gold"] <= summary["ci_high"]
 
 
 @pytest.mark.slow
