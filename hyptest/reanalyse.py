@@ -1108,6 +1108,9 @@ def _skipped_token_analyses(records: pd.DataFrame, results: Mapping[str, Any]) -
 def _lm_eval_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
                  overrides: Mapping[str, Any] | None) -> None:
     """lm-eval sample logs: one record per (run, doc), then the long format's analysis, unchanged."""
+    if mapping != ColumnMapping():
+        raise ValueError("a mapping (--map, --column, --label, --method-kind, ...) does not apply to lm-eval logs: "
+                         "their fields are fixed by the harness")
     imported = read_lm_eval(path, strict=strict)
     if imported.result.records.empty:
         raise ImportProblems(imported.result.problems or [Problem(str(path), None, "no usable line")],

@@ -228,6 +228,13 @@ def test_missing_results_file_and_unsupported_runs(harness, tmp_path):
     assert "results_" in result.output and "beside it" in result.output
 
 
+def test_a_column_mapping_is_refused(harness, tmp_path):
+    result = runner.invoke(app, ["reanalyse", str(harness), "--format", "lm_eval", "--column", "a=model",
+                                 "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "does not apply to lm-eval logs" in result.output
+
+
 def test_split_demos_at_the_delimiter():
     body = "A: x\n\nB: y\n\nquery"
     assert _split_demos(body, 2, "\n\n", None) == ["A: x", "B: y"]
