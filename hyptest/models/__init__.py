@@ -33,7 +33,7 @@ def load_model(spec: Any) -> LoadedModel:
     """Load the model a study's ``ModelSpec`` describes."""
     loader = _loader(spec.source)
     if spec.source == "embedded":
-        return loader(spec.name, dtype=spec.dtype, device=spec.device)
+        return loader(spec.name, model=spec.embedded_name(), dtype=spec.dtype, device=spec.device)
     if spec.source == "hf":
         from pathlib import Path
 
@@ -61,10 +61,9 @@ def model_identity(spec: Any) -> dict[str, Any]:
     from .._util import file_sha256
 
     if spec.source == "embedded":
-        from .embedded import EMBEDDED_FILE, embedded_gguf_path
+        from .embedded import embedded_identity
 
-        return {"source": "embedded", "file": EMBEDDED_FILE,
-                "sha256": file_sha256(embedded_gguf_path()), "dtype": spec.dtype}
+        return embedded_identity(spec.embedded_name(), spec.dtype)
     if spec.source == "tiny":
         return {"source": "tiny", "seed": spec.seed, "hidden_size": 32, "num_layers": 2}
     from pathlib import Path
@@ -89,17 +88,20 @@ def model_identity(spec: Any) -> dict[str, Any]:
 
 def available_models() -> list[dict[str, str]]:
     """Describe the models hyptest can load here, for ``hyptest models``."""
-    from .embedded import INSTALL_HINT, cache_root, embedded_gguf_path
+    import importlib.util
+
+    from .embedded import EMBEDDED_MODELS, cache_root
 
     rows: list[dict[str, str]] = []
-    try:
-        path = embedded_gguf_path()
-        cached = any((cache_root() / "models").glob("smollm2-135m-*/model.safetensors"))
-        status = f"installed ({path}); " + ("dequantised cache ready" if cached else "dequantised on first use (~20 s)")
-    except ModelError:
-        status = f"not installed: {INSTALL_HINT}"
-    rows.append({"name": "smollm2-135m", "source": "embedded", "status": status,
-                 "notes": "SmolLM2-135M-Instruct (Apache-2.0), the default"})
+    for entry in EMBEDDED_MODELS.values():
+        missing = [m for m in (entry.package, *entry.parts) if importlib.util.find_spec(m) is None]
+        if missing:
+            status = f"not installed: {entry.install}"
+        else:
+            cached = any((cache_root() / "models").glob(f"{entry.name}-*/model.safetensors"))
+            status = "installed; " + ("dequantised cache ready" if cached
+                                      else f"dequantised on first use ({entry.first_load})")
+        rows.append({"name": entry.name, "source": "embedded", "status": status, "notes": entry.notes})
     rows.append({"name": "tiny", "source": "tiny", "status": "always available",
                  "notes": "random 2-layer Llama with a byte tokenizer, for tests"})
     rows.append({"name": "<hub id or directory>", "source": "hf", "status": "any causal LM",
