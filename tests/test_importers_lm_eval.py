@@ -9,9 +9,9 @@ library's ``random.Random(seed).sample`` per doc, itself checked against ``lm_ev
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
-import math
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ def _demo_text(doc: dict) -> str:
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory) -> Path:
-    """Four real harness runs (few-shot seeds 1-3) of both fixture tasks on a tiny random Llama."""
+    """Three real harness runs (few-shot seeds 1-3) of the three fixture tasks on a tiny random Llama."""
     from hyptest.models.tiny import load_tiny
 
     root = tmp_path_factory.mktemp("lm_eval")
