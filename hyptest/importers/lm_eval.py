@@ -592,7 +592,8 @@ def _design(model: str, task: str, n: int, rows: list[_Row], runs: list[_Run], s
                    "order of the same set) and run several --fewshot_seed")
     else:
         applies = (f"order sensitivity within a demo set: estimable for {multi} of {len(cells)} (set, doc) cells "
-                   "(those seen in >= 2 orders)")
+                   "(those seen in >= 2 orders): ICL's order SD per doc and its mean with an interval; no comparison "
+                   "verdicts, which need a second method scored on the same prompts")
     multi_set = sum(1 for v in sets_per_doc.values() if v >= 2)
     summary = (f"{model}/{task}/N={n}: {len(run_ids)} run(s) (few-shot seeds {seeds or 'unknown'}, sampler "
                f"{'/'.join(samplers)}), {len(sets_per_doc)} doc(s), {n_distinct} distinct demo(s), {len(sets)} "
