@@ -30,7 +30,7 @@ from .dai import (
     read_dai,
 )
 from .detect import FORMATS, detect_format
-from .lm_eval import LM_EVAL_OUTPUT_TYPES, LmEvalImport, find_lm_eval_runs, is_lm_eval_path, read_lm_eval
+from .lm_eval import LM_EVAL_OUTPUT_TYPES, LmEvalImport, find_lm_eval_runs, read_lm_eval
 from .long import LONG_SUFFIXES, SUM_TOLERANCE, ImportResult, long_columns_problems, read_long, unit_key
 from .mapping import KINDS, LONG_COLUMNS, PROB_PREFIX, ColumnMapping, load_mapping, mapping_from_options
 from .summaries import BASELINE_WORDS, SummariesImport, baseline_pairs, read_run_summaries, summary_files
@@ -48,10 +48,10 @@ __all__ = [
     "ImportProblems",
     "ImportResult",
     "KINDS",
-    "LONG_COLUMNS",
     "LM_EVAL_OUTPUT_TYPES",
-    "LONG_SUFFIXES",
     "LmEvalImport",
+    "LONG_COLUMNS",
+    "LONG_SUFFIXES",
     "PROB_PREFIX",
     "Problem",
     "SUM_TOLERANCE",
@@ -60,7 +60,6 @@ __all__ = [
     "detect_format",
     "find_dai_tasks",
     "find_lm_eval_runs",
-    "is_lm_eval_path",
     "iter_dai_examples",
     "load_mapping",
     "long_columns_problems",

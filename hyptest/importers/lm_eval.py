@@ -50,7 +50,7 @@ from ..store import RECORD_COLUMNS
 from ._problems import ImportProblems, ProblemLog
 from .long import ImportResult, unit_key
 
-__all__ = ["LM_EVAL_OUTPUT_TYPES", "LmEvalImport", "find_lm_eval_runs", "is_lm_eval_path", "read_lm_eval"]
+__all__ = ["LM_EVAL_OUTPUT_TYPES", "LmEvalImport", "demo_id", "find_lm_eval_runs", "read_lm_eval"]
 
 #: Output types whose logs carry per-continuation log-likelihoods.
 LM_EVAL_OUTPUT_TYPES: tuple[str, ...] = ("multiple_choice", "loglikelihood")
@@ -116,12 +116,6 @@ def find_lm_eval_runs(path: str | Path) -> list[tuple[Path, str, Path]]:
         if m:
             out.append((f, m.group("task"), f.with_name(f"results_{m.group('date')}.json")))
     return out
-
-
-def is_lm_eval_path(path: str | Path) -> bool:
-    """True when `path` is (or holds) lm-eval samples files with their results file."""
-    runs = find_lm_eval_runs(path)
-    return bool(runs) and all(r.is_file() for _, _, r in runs)
 
 
 # ---------------------------------------------------------------------------
