@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .collect.memory import MemoryBudget
 from .study import Study, StudyError
 
 __all__ = ["CONFIRM_SECONDS", "CostEstimate", "check_output_dir", "estimate_cost"]
@@ -73,6 +74,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _device_type(model: Any) -> str:
+    """``cuda`` or ``cpu``: where a model spec will run (``auto`` asks torch, if it is importable)."""
+    device = str(getattr(model, "device", "auto") or "auto")
+    if device == "auto":
+        try:
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:  # pragma: no cover - torch is a dependency
+            return "cpu"
+    return device.split(":")[0]
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -127,6 +141,7 @@ def estimate_cost(study: Study, tasks: Mapping[str, Any]) -> CostEstimate:
         scale = max(_MIN_SCALE, params / REFERENCE_PARAMS) * threads_scale
         tiny = model.source == "tiny"
         weights = params * _DTYPE_BYTES.get(model.dtype, 4)
+        budget = MemoryBudget.for_device(_device_type(model), study.executor.memory_budget).limit
         peak = weights
         for task_name, task in tasks.items():
             pool = list(getattr(task, "demos", ())) or [None]
@@ -158,10 +173,12 @@ def estimate_cost(study: Study, tasks: Mapping[str, Any]) -> CostEstimate:
                     cost.forward_tokens += int(steps * demos_per_step * demo_tok * 3 + pairs * seeds * query_tok)
                     cost.seconds += (steps * STEP_S * max(1, demos_per_step / 4) + pairs * seeds * SCORE_S_PER_PAIR) \
                         * scale
-                    # gradients + the step tree's snapshots (one per depth) + Adam's two moments
-                    copies = 1 + min(n * getattr(method, "epochs", 1), 64) + (2 if method.kind == "adam" else 0)
+                    # the memory budget holds the training state (gradients + Adam's two moments), the entry
+                    # weights and the step tree's snapshots (one per depth), as far as it goes; the state always
+                    state = 1 + (2 if method.kind == "adam" else 0)
+                    wanted = state + 1 + state * min(n * getattr(method, "epochs", 1), 64)
                     if method.params == "all":
-                        peak = max(peak, weights * (1 + copies))
+                        peak = max(peak, weights + max(weights * state, min(budget, weights * wanted)))
         cost.memory_bytes = max(cost.memory_bytes, int(peak + 512 * 2**20))  # + activations, libraries
     if study.analysis.bayes:
         cost.seconds += 60.0

@@ -115,7 +115,8 @@ def test_training_snapshots_fit_the_budget_and_change_no_bit(tiny_lm, sentiment,
     orders = [[examples[i] for i in p] for p in itertools.permutations(range(4))][:10]
     weights = tensor_bytes(tiny_lm.model.parameters())
     state = weights * (3 if method.kind == "adam" else 1)  # parameters (+ Adam's two moments)
-    budget = MemoryBudget(weights + room_for * state + state // 2)
+    # the entry weights, the training state (gradients and Adam's moments, as large as a snapshot), the snapshots
+    budget = MemoryBudget(weights + state + room_for * state + state // 2)
     expected = _straight(tiny_lm.model, orders, method)
     before = [p.detach().clone() for p in tiny_lm.model.parameters()]
     for index, losses in train_orders(tiny_lm.model, orders, method, seed=0, memory_budget=budget):
@@ -127,6 +128,25 @@ def test_training_snapshots_fit_the_budget_and_change_no_bit(tiny_lm, sentiment,
     assert all(torch.equal(p, q) for p, q in zip(tiny_lm.model.parameters(), before))
 
 
+def test_training_state_pushes_the_entry_weights_to_disk(tiny_lm, sentiment):
+    """Room for the entry weights or for Adam's state, not both: the weights go to a file, the numbers stay."""
+    enc = PromptEncoder(tiny_lm.tokenizer, sentiment)
+    examples = [TrainingExample(*map(tuple, enc.training_example(d))) for d in sentiment.demos[:3]]
+    orders = [[examples[i] for i in p] for p in itertools.permutations(range(3))]
+    method = AdamMethod(kind="adam", learning_rate=1e-2)
+    weights = tensor_bytes(tiny_lm.model.parameters())
+    budget = MemoryBudget(3 * weights + weights // 2)
+    snapshot = WeightSnapshot(tiny_lm.model, budget)
+    assert not snapshot.on_disk and budget.held == weights
+    expected = _straight(tiny_lm.model, orders, method)
+    for index, losses in train_orders(tiny_lm.model, orders, method, seed=0, snapshot=snapshot, memory_budget=budget):
+        assert snapshot.on_disk and budget.held == 3 * weights
+        assert losses == expected[index][0]
+        assert all(torch.equal(p, q) for p, q in zip(tiny_lm.model.parameters(), expected[index][1]))
+    assert budget.held == 0 and not budget.notes and budget.peak <= budget.limit
+    snapshot.close()
+
+
 def test_entry_weights_spill_to_disk_when_they_do_not_fit(tiny_lm, sentiment):
     enc = PromptEncoder(tiny_lm.tokenizer, sentiment)
     examples = [TrainingExample(*map(tuple, enc.training_example(d))) for d in sentiment.demos[:3]]
@@ -135,11 +155,13 @@ def test_entry_weights_spill_to_disk_when_they_do_not_fit(tiny_lm, sentiment):
     expected = _straight(tiny_lm.model, orders, method)
     budget = MemoryBudget(1)
     snapshot = WeightSnapshot(tiny_lm.model, budget)
-    assert snapshot.on_disk and budget.held == 0
+    assert snapshot.on_disk and budget.held == 0 and not budget.notes
     path = snapshot._path
     for index, losses in train_orders(tiny_lm.model, orders, method, seed=0, snapshot=snapshot, memory_budget=budget):
         assert losses == expected[index][0]
         assert all(torch.equal(p, q) for p, q in zip(tiny_lm.model.parameters(), expected[index][1]))
+    # the gradients are held anyway (there is no slower way to train), and the budget says so
+    assert budget.held == 0 and budget.notes and "more than the memory budget" in budget.notes[0]
     snapshot.close()
     import os
 

@@ -87,18 +87,31 @@ class WeightSnapshot:
         self.nbytes = tensor_bytes(live)
         self._budget = memory_budget
         self._file: Any = None
+        self._live = live
+        self._params: list[tuple[Any, Any]] = []
         if memory_budget is None or memory_budget.reserve(self.nbytes, "entry weights"):
             self._params = [(p, p.detach().clone()) for p in live]
-            return
+        else:
+            self._write({str(i): p.detach() for i, p in enumerate(live)})
+
+    def _write(self, tensors: dict[str, Any]) -> None:
         import tempfile
 
         from safetensors.torch import save_file
 
-        self._live = live
-        self._params = []
         self._file = tempfile.TemporaryDirectory(prefix="hyptest-weights-")
         self._path = f"{self._file.name}/entry.safetensors"
-        save_file({str(i): p.detach().contiguous().cpu() for i, p in enumerate(live)}, self._path)
+        save_file({k: t.contiguous().cpu() for k, t in tensors.items()}, self._path)
+
+    def spill(self) -> None:
+        """Move an in-memory copy to a temporary file and give its bytes back to the budget."""
+        if self._file is not None:
+            return
+        self._write({str(i): kept for i, (_, kept) in enumerate(self._params)})
+        self._params = []
+        self._by_id = {}
+        if self._budget is not None:
+            self._budget.release(self.nbytes, "entry weights")
 
     @property
     def on_disk(self) -> bool:
@@ -126,7 +139,7 @@ class WeightSnapshot:
         """The saved copy of ``param`` (in memory), or None when the copy is on disk."""
         if self._file is not None:
             return None
-        if not hasattr(self, "_by_id"):
+        if not getattr(self, "_by_id", None):
             self._by_id = {id(live): kept for live, kept in self._params}
         return self._by_id[id(param)]
 
@@ -553,6 +566,14 @@ def _walk_orders(model: Any, root: "_StepNode", method: Any, params: list[Any], 
     torch.manual_seed(seed)
     optimizer = _optimizer(params, method)
     entry = snapshot if snapshot is not None else WeightSnapshot(model, budget)
+    # what every step needs whatever the budget: gradients, plus Adam's two moments
+    state_bytes = tensor_bytes(params) * (3 if method.kind == "adam" else 1)
+    if not budget.reserve(state_bytes, "training state"):
+        entry.spill()  # the entry weights make room: they are read back from a file instead
+        if not budget.reserve(state_bytes, "training state"):
+            budget.overdraw(state_bytes, "training state",
+                f"{method.kind} needs {state_bytes / 1e9:.2f} GB of gradients and optimizer state, more than "
+                f"the memory budget of {budget.limit / 1e9:.2f} GB; nothing else is held while it trains")
     if entry.on_disk:
         root_state = _TrainingState(params, optimizer, entry=entry)
     else:
@@ -616,6 +637,7 @@ def _walk_orders(model: Any, root: "_StepNode", method: Any, params: list[Any], 
     finally:
         optimizer.zero_grad(set_to_none=True)
         optimizer.state.clear()
+        budget.release(state_bytes, "training state")
         entry.restore()
         if snapshot is None:
             entry.close()

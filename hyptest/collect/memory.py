@@ -1,18 +1,23 @@
 """A fixed memory budget for what the collectors hold to go faster.
 
-The collectors trade memory for time in three places: snapshots of the
-training state where the step tree of the GD-style methods branches (and the
-entry weights every walk starts from), copies of the ICL prefix caches where
-the token trie branches, and the rows packed into one scoring forward pass.
-Each of them asks a :class:`MemoryBudget` before it holds anything; when the
-budget is spent, they fall back to recomputation (replaying training steps,
-re-running prefix stretches, smaller batches), which gives the same bits.
+The budget covers everything a run holds beyond the model's own weights:
 
-What the budget does *not* cover is what the method needs whatever the
-budget: the model's weights, and while training its gradients and optimizer
-state. The peak resident memory of a run is therefore about the process's
-base (Python, torch, the model) plus the training state plus at most the
-budget; :func:`peak_resident_bytes` records it for the run's provenance.
+* while a GD-style method trains, its gradients and optimizer state (which it
+  cannot do without; they are reserved first);
+* the copy of the entry weights that every training walk starts from (held in
+  memory if it fits next to the training state, else written once to a
+  temporary file and read back from there);
+* snapshots of the training state where the step tree branches (else the walk
+  replays the steps from the nearest held state);
+* copies of the ICL prefix caches where the token trie branches (else the
+  prefix is recomputed stretch by stretch);
+* the rows packed into one scoring forward pass (fewer rows per pass).
+
+Every fallback gives the same bits. The peak resident memory of a run is then
+about the process's base (Python, torch: ~0.3 GB), plus the model's weights,
+plus at most the budget; :func:`peak_resident_bytes` records it for the run's
+provenance. If a method's training state alone exceeds the budget, it is held
+anyway (there is no slower way to train) and the run's provenance says so.
 
 The budget is a fixed number of bytes (default :data:`DEFAULT_BUDGET`), never
 a share of the memory that happens to be free: what a run holds, and how fast
@@ -127,6 +132,7 @@ class MemoryBudget:
     held: int = 0
     peak: int = 0
     declined: int = 0
+    notes: list[str] = field(default_factory=list)
     _by_kind: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -155,6 +161,14 @@ class MemoryBudget:
         self.peak = max(self.peak, self.held)
         return True
 
+    def overdraw(self, nbytes: int, kind: str, note: str) -> None:
+        """Hold ``nbytes`` that must be held even beyond the limit, and say why in :attr:`notes`."""
+        self.held += max(0, int(nbytes))
+        self._by_kind[kind] = self._by_kind.get(kind, 0) + max(0, int(nbytes))
+        self.peak = max(self.peak, self.held)
+        if note not in self.notes:
+            self.notes.append(note)
+
     def release(self, nbytes: int, kind: str = "other") -> None:
         """Give back ``nbytes`` reserved earlier under ``kind``."""
         nbytes = max(0, int(nbytes))
@@ -165,6 +179,9 @@ class MemoryBudget:
         """Record a batch planned to use ``nbytes`` on top of what is held (for :attr:`peak`)."""
         self.peak = max(self.peak, self.held + max(0, int(nbytes)))
 
-    def summary(self) -> dict[str, int]:
-        """``limit``, ``peak`` and ``declined``, for the run's provenance."""
-        return {"limit_bytes": self.limit, "peak_planned_bytes": self.peak, "declined": self.declined}
+    def summary(self) -> dict[str, Any]:
+        """``limit``, ``peak``, ``declined`` and any notes, for the run's provenance."""
+        out: dict[str, Any] = {"limit_bytes": self.limit, "peak_planned_bytes": self.peak, "declined": self.declined}
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
