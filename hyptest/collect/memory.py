@@ -33,6 +33,7 @@ model). The same budget always gives the same bits, resumed or not.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,7 @@ def parse_bytes(value: Any, *, what: str = "`memory_budget`") -> int:
         raise ValueError(f"{what} must be a number of bytes or a size such as '2GB', got {value!r}")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
+    elif isinstance(value, float) and math.isfinite(value):
         number = int(value)
     elif isinstance(value, str) and (match := _SIZE.match(value)) and match.group(2).lower() in _UNITS:
         number = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
