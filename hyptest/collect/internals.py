@@ -127,9 +127,26 @@ def _rotary_fn(attn: Any) -> Any:
 
 
 def _sources(attn: Any) -> tuple[Any, Any]:
-    q_src = getattr(attn, "q_norm", None) or attn.q_proj
-    k_src = getattr(attn, "k_norm", None) or attn.k_proj
-    return q_src, k_src
+    """The query and key projections, whose outputs are ``(batch, seq, heads * head_dim)`` in every model."""
+    return attn.q_proj, attn.k_proj
+
+
+def _heads(attn: Any, proj: Any, norm: str, head_dim: int) -> Any:
+    """A projection's output as ``(batch, seq, heads, head_dim)``, normalised as the model does where it has ``norm``.
+
+    ``q_norm``/``k_norm`` are RMS norms over ``head_dim`` applied per head, so
+    applying them here to the ``(batch, seq, heads, head_dim)`` view gives the
+    model's values whichever layout it applies them in (Qwen 3 before the head
+    transpose, Gemma 3 after it), in the model's dtype.
+    """
+    import torch
+
+    x = proj.reshape(proj.shape[0], proj.shape[1], -1, head_dim)
+    module = getattr(attn, norm, None)
+    if module is None:
+        return x
+    with torch.no_grad():  # also inside a training step: a record, not part of the graph
+        return module(x)
 
 
 @contextmanager
@@ -178,8 +195,11 @@ class QueryRecorder:
         self._current: list[Any] = []
 
     def _hook(self, layer: int, scaling: float) -> Any:
+        attn = self.modules[layer]
+        head_dim = int(attn.head_dim)
+
         def hook(_module: Any, _args: Any, output: Any) -> None:
-            q = output.detach().float()
+            q = _heads(attn, output.detach(), "q_norm", head_dim).float()
             q = q.reshape(q.shape[0], q.shape[1], -1) * scaling
             if layer == 0:
                 self._current = []
@@ -332,11 +352,9 @@ def capture_attention(
             st = state[layer]
             out = output[0] if isinstance(output, tuple) else output
             outputs[layer] = out.detach()[rows_t, pos_t].float().cpu()
-            q = st.pop("q").float()
-            k = st.pop("k").float()
-            bsz, seq = q.shape[0], q.shape[1]
-            q = q.reshape(bsz, seq, -1, head_dim)
-            k = k.reshape(bsz, seq, -1, head_dim)
+            q = _heads(attn, st.pop("q"), "q_norm", head_dim).float()
+            k = _heads(attn, st.pop("k"), "k_norm", head_dim).float()
+            bsz = q.shape[0]
             if return_queries:
                 queries[layer] = (q[rows_t, pos_t].reshape(bsz, -1) * scaling).cpu()
             cos, sin = st.pop("cos").float(), st.pop("sin").float()
