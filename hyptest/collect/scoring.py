@@ -56,6 +56,7 @@ __all__ = [
     "lm_head_logits",
     "score_orders",
     "score_prompts",
+    "return_freed_memory",
     "reuse_freed_memory",
     "score_queries",
     "set_tf32",
@@ -150,6 +151,26 @@ def reuse_freed_memory(keep_bytes: int = 2 << 30) -> bool:
     except (OSError, AttributeError):  # pragma: no cover - unusual libc
         return False
     return bool(ok)
+
+
+def return_freed_memory() -> bool:
+    """Give the pages of freed memory back to the kernel (glibc's ``malloc_trim(0)``).
+
+    :func:`reuse_freed_memory` keeps freed buffers mapped for the next
+    training step; between work groups nothing reuses them, so the collectors
+    call this after each walk and the resident memory falls back to what is
+    held. A no-op returning False where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):  # pragma: no cover - unusual libc
+        return False
 
 
 def _model_device(model: Any, device: Any) -> Any:

@@ -28,7 +28,7 @@ from .encoding import PromptEncoder
 from .gd import TrainingExample, WeightSnapshot, train_orders, trainable_parameters
 from .plan import Unit
 from .memory import MemoryBudget, tensor_bytes
-from .scoring import QueryScores, reuse_freed_memory, set_tf32, score_prompts
+from .scoring import QueryScores, return_freed_memory, reuse_freed_memory, set_tf32, score_prompts
 
 __all__ = ["UnitRunner", "final_step_rows", "scores_to_frame"]
 
@@ -123,7 +123,8 @@ class UnitRunner:
     tune_malloc : bool, default True
         On CPU, let glibc keep freed buffers for reuse
         (:func:`~hyptest.collect.scoring.reuse_freed_memory`), as much as one
-        set of gradients; process-wide.
+        set of gradients, and give it back after each walk
+        (:func:`~hyptest.collect.scoring.return_freed_memory`); process-wide.
     memory_budget : int or str, optional
         Bytes that snapshots, prefix-cache copies and scoring batches may hold
         (:class:`~hyptest.collect.memory.MemoryBudget`); default the study's
@@ -144,7 +145,8 @@ class UnitRunner:
         self._encoders: dict[str, PromptEncoder] = {}
         self._snapshot: WeightSnapshot | None = None
         set_tf32(allow_tf32)
-        if tune_malloc and str(lm.device).startswith("cpu"):
+        self._trim = tune_malloc and str(lm.device).startswith("cpu")
+        if self._trim:
             # keep one gradient's worth of freed pages mapped: training allocates it at every step
             reuse_freed_memory(keep_bytes=min(2 << 30, tensor_bytes(lm.model.parameters()) + (64 << 20)))
         for name in study.method_names():  # a bad `params` / `layer` fails now, not after hours
@@ -214,6 +216,8 @@ class UnitRunner:
                     yield unit, scores_to_frame(unit, task, scores, step=0)
             else:
                 yield from self._train_group(task, method, members, seed)
+            if self._trim:
+                return_freed_memory()  # what this walk freed is not reused by the next one: unmap it
 
     def _train_group(self, task: Task, method: Any, members: list[Unit], seed: int) -> Iterator[
             tuple[Unit, pd.DataFrame]]:
