@@ -35,7 +35,7 @@ import platform
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Integral
 from pathlib import Path
 from typing import Any
@@ -1014,7 +1014,7 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
     # records already converted by another importer (lm_eval) take the same path from here on
-    imported = read_long(path, mapping=mapping, strict=strict) if imported is None else imported
+    imported = read_long(path, mapping=mapping, strict=strict, as_table=True) if imported is None else imported
     records = imported.records
     if records.empty:
         raise ImportProblems(imported.problems or [Problem(str(path), None, "no data rows")],
@@ -1032,13 +1032,7 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
         notes.append(f"{int((~analysed).sum())} row(s) of earlier optimisation steps are stored (manifest "
                      "'trajectory_units') but not analysed: the analyses use each trajectory's last step")
     out.path.mkdir(parents=True, exist_ok=True)
-    units, trajectory = [], []
-    for key, rows in records.groupby("unit_key", sort=False):
-        first = rows.iloc[0]
-        out.write_unit(str(key), rows.reset_index(drop=True))
-        descriptor = {"key": str(key), **{c: _plain(first[c]) for c in (*_IDENTITY, "method_kind", "step")},
-                      "order": [str(x) for x in first["order"]]}
-        (units if bool(analysed.loc[rows.index[0]]) else trajectory).append(descriptor)
+    units, trajectory = _write_units(out, records, analysed.to_numpy(), imported.table)
     order = ["model", "task", "n_demos", "method", "demo_set", "order_id", "seed", "step"]
     units.sort(key=lambda u: tuple(u[c] for c in order))
     study_dump = study.model_dump(mode="json")
@@ -1061,6 +1055,10 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     out.write_json("manifest.json", manifest)
     out.write_json("import_problems.json", [_problem_json(p) for p in imported.problems])
     import_s = time.perf_counter() - t0
+    # the analysis reads the units back from the store: keep only what is needed after it
+    records = records[["topk_ids"]]
+    imported = replace(imported, records=records.iloc[:0], table=None)
+    _release_memory()
     analyse_run(out.path, timings={"import": import_s},
                 extra_provenance={"started": started.isoformat(timespec="seconds"), "import": import_info})
     results = out.read_json("results.json")
@@ -1077,6 +1075,67 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
         results.setdefault("data_files", []).append("import_problems.json")
     out.write_json("results.json", results)
     rebuild_report(out.path)
+
+
+def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table: Any | None
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Write each unit's rows to the store; the manifest's unit descriptors (analysed units, earlier steps).
+
+    Units are written from a pyarrow Table (``read_long(..., as_table=True)``;
+    built from `records` otherwise), several at a time: each write is atomic
+    and fsynced, and the waits overlap. String columns may be dictionary
+    encoded; the files do not store the Arrow schema, so they read back as
+    plain strings, as units written from a DataFrame do.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if table is None:
+        table = pa.Table.from_pandas(records[list(RECORD_COLUMNS)], preserve_index=False)
+    codes, keys = pd.factorize(records["unit_key"].to_numpy())  # numbered by first appearance
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(keys) + 1))
+
+    def write(u: int) -> None:
+        buffer = io.BytesIO()
+        pq.write_table(table.take(pa.array(order[bounds[u]:bounds[u + 1]])), buffer, store_schema=False)
+        out.write_bytes(f"units/{keys[u]}.parquet", buffer.getvalue())
+
+    with ThreadPoolExecutor(max_workers=min(8, max(len(keys), 1))) as pool:
+        list(pool.map(write, range(len(keys))))
+    firsts = order[bounds[:-1]]
+    columns = {c: records[c].to_numpy()[firsts] for c in (*_IDENTITY, "method_kind", "step", "order")}
+    units, trajectory = [], []
+    for u, key in enumerate(keys):
+        descriptor = {"key": str(key), **{c: _plain(columns[c][u]) for c in (*_IDENTITY, "method_kind", "step")},
+                      "order": [str(x) for x in columns["order"][u]]}
+        (units if bool(analysed[firsts[u]]) else trajectory).append(descriptor)
+    return units, trajectory
+
+
+def _release_memory() -> None:
+    """Hand memory freed by the import back to the system before the analysis reads the units.
+
+    pyarrow's pool (mimalloc or jemalloc) and glibc's heap keep freed blocks
+    for reuse, so without this the import's peak stays resident under the
+    analysis. A no-op where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+    import platform
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        try:
+            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # pragma: no cover - another libc
+            pass
 
 
 #: The analyses that compare top-k next-token distributions (long format: ``topk_ids``, ``topk_probs``).

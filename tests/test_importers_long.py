@@ -1,4 +1,4 @@
-"""The long-format importer: columns, mapping, derived fields, problems with file:line, fuzzing."""
+"""The long-format importer: columns, mapping, derived fields, RFC 4180 files, problems with file:line, fuzzing."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,13 +72,15 @@ def test_csv_records_are_derived_as_documented(tmp_path):
     first = rec.iloc[0]
     np.testing.assert_allclose(first["label_probs"], [0.2996 / 0.9996, 0.7 / 0.9996], rtol=1e-15)
     np.testing.assert_allclose(first["label_logprobs"], np.log([0.2996 / 0.9996, 0.7 / 0.9996]), rtol=1e-15)
-    assert first["labels"] == ["neg", "pos"] and first["gold"] == "neg"
+    # list columns hold numpy arrays, as records read from a run directory do
+    assert isinstance(first["labels"], np.ndarray) and isinstance(first["topk_ids"], np.ndarray)
+    assert list(first["labels"]) == ["neg", "pos"] and first["gold"] == "neg"
     assert first["p_gold"] == first["label_probs"][0] and first["pred"] == "pos" and not first["correct"]
     assert any("1 row(s) had label probabilities summing to 1 ± up to 0.0004" in n for n in res.notes)
     # exact sums are kept as given (float rounding is not "renormalised")
-    assert rec["label_probs"].iloc[1] == [rows[1]["prob_neg"], rows[1]["prob_pos"]]
+    assert rec["label_probs"].iloc[1].tolist() == [rows[1]["prob_neg"], rows[1]["prob_pos"]]
     assert rec["method_kind"].tolist() == ["icl"] * 12 + ["sgd"] * 12
-    assert rec["order"].iloc[0] == ["d0", "d1"] and rec["topk_ids"].iloc[0] == rows[0]["topk_ids"]
+    assert list(rec["order"].iloc[0]) == ["d0", "d1"] and rec["topk_ids"].iloc[0].tolist() == rows[0]["topk_ids"]
     assert rec["unit_key"].iloc[0] == unit_key("m", "t", "icl", 2, 0, 0, 0, 0)
     assert rec.groupby("unit_key").size().tolist() == [3] * 8  # 2 methods x 2 sets x 2 orders
     for name in ("n_demos", "demo_set", "order_id", "seed", "step"):
@@ -126,7 +129,7 @@ def test_mapping_file_renames_columns_and_sets_kinds(tmp_path):
     assert res.problems == [] and len(res.records) == 24
     assert set(res.records["method"]) == {"icl", "kv-finetune"}
     assert set(res.records["method_kind"]) == {"icl", "sgd"}
-    assert res.records["order"].iloc[4] == ["1"]  # [str(order_id)] without an order column
+    assert list(res.records["order"].iloc[4]) == ["1"]  # [str(order_id)] without an order column
     assert any("order = [str(order_id)]" in n for n in res.notes)
 
 
@@ -188,10 +191,12 @@ def test_every_kind_of_bad_row_is_a_problem_with_its_line(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ImportProblems) as info:
         read_long(path)
-    assert f"{path}:3: malformed line" in str(info.value)
+    assert f"{path}:3: malformed row" in str(info.value)
     res = read_long(path, strict=False)
     got = _problem_lines(res)
-    assert got[3].startswith("malformed line (unexpected end of data)")
+    # line 3's open quote runs into line 4 (a quoted field may hold a line break): that row is reported at its
+    # first line, and reading goes on at line 4
+    assert got[3].startswith("malformed row: a quoted field opened on this line runs to line 4")
     assert got[4] == "expected 15 fields (as in the header), got 16: a truncated or malformed line"
     assert got[5] == "'prob_neg' is NaN"
     assert got[6].startswith("label probabilities sum to 1.2, not 1 (tolerance 0.001)")
@@ -317,3 +322,308 @@ def test_mapping_from_command_line_options(tmp_path):
     assert m.labels == ("no", "yes") and m.methods == {"ft": "sgd"} and m.ft_setting == "ft"
     with pytest.raises(ValueError, match="`--column` takes THEIRS=OURS, got 'oops'"):
         mapping_from_options(columns=["oops"])
+
+
+# ---------------------------------------------------------------------------
+# RFC 4180 CSV and TSV: what Python's csv module reads, pyarrow reads
+# ---------------------------------------------------------------------------
+
+
+def _rfc_text(rows: list[dict], *, delimiter: str = ",", newline: str = "\n", bom: bool = False,
+              note: bool = False) -> str:
+    """The rows as RFC 4180 text (csv.writer); with ``note``, an extra column whose values hold line breaks."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator=newline)
+    writer.writerow(HEADER + ["note"] * note)
+    for i, row in enumerate(rows):
+        values = [json.dumps(row[c]) if isinstance(row[c], list) else (repr(row[c]) if isinstance(row[c], float)
+                                                                        else row[c]) for c in HEADER]
+        if note:
+            values.append('one\nline "two", with a comma\r\nthree' if i % 3 == 0 else "plain")
+        writer.writerow(values)
+    return ("\ufeff" if bom else "") + buffer.getvalue()
+
+
+@pytest.mark.parametrize("variant", ["quoted_newlines", "crlf", "bom", "tsv", "cr", "all"])
+def test_rfc4180_files_are_read_as_the_csv_module_reads_them(tmp_path, variant):
+    options = {"quoted_newlines": {"note": True}, "crlf": {"newline": "\r\n"}, "bom": {"bom": True},
+               "tsv": {"delimiter": "\t"}, "cr": {"newline": "\r"},
+               "all": {"note": True, "newline": "\r\n", "bom": True, "delimiter": "\t"}}[variant]
+    rows = make_rows(n_queries=5)
+    path = tmp_path / ("runs.tsv" if options.get("delimiter") == "\t" else "runs.csv")
+    path.write_bytes(_rfc_text(rows, **options).encode("utf-8"))
+    res = read_long(path)
+    # independent: Python's csv module on the decoded text
+    expected = list(csv.DictReader(io.StringIO(path.read_bytes().decode("utf-8-sig"), newline=""),
+                                   delimiter=options.get("delimiter", ",")))
+    rec = res.records
+    assert res.problems == [] and res.n_rows_read == len(expected) == len(rows) == len(rec)
+    assert rec["query_id"].tolist() == [r["query_id"] for r in expected]
+    assert rec["label_probs"].map(lambda v: v.tolist()).tolist() == [[float(r["prob_neg"]), float(r["prob_pos"])]
+                                                                      for r in expected]
+    assert rec["topk_ids"].map(lambda v: v.tolist()).tolist() == [json.loads(r["topk_ids"]) for r in expected]
+    assert rec["topk_probs"].map(lambda v: v.tolist()).tolist() == [json.loads(r["topk_probs"]) for r in expected]
+    assert rec["order"].map(list).tolist() == [json.loads(r["order"]) for r in expected]
+    assert ("note" in expected[0]) == any("ignored column(s): note" in n for n in res.notes)
+
+
+def test_bad_rows_in_a_file_with_quoted_line_breaks_name_the_line_where_they_start(tmp_path):
+    rows = make_rows(n_queries=5)
+    rows[4]["prob_pos"] = 1.5
+    rows[10]["gold"] = "maybe"
+    rows[20] = dict(rows[3])
+    path = tmp_path / "notes.csv"
+    path.write_bytes(_rfc_text(rows, note=True, newline="\r\n").encode("utf-8"))
+    # independent: the physical line where each row starts, from the csv module's line counter
+    reader = csv.reader(io.StringIO(path.read_text(), newline=""))
+    starts, previous = [], 0
+    for _ in reader:
+        starts.append(previous + 1)
+        previous = reader.line_num
+    row_line = starts[1:]  # data row i starts on row_line[i]
+    assert row_line[4] != 4 + 2  # the rows before it span several lines
+    res = read_long(path, strict=False)
+    got = _problem_lines(res)
+    assert sorted(got) == [row_line[4], row_line[10], row_line[20]]
+    assert got[row_line[4]] == "probability 'prob_pos' = 1.5 is outside [0, 1]"
+    assert got[row_line[10]] == "gold label 'maybe' is not one of the labels ['neg', 'pos']"
+    assert got[row_line[20]].endswith(f"already on line {row_line[3]}")
+    with pytest.raises(ImportProblems, match=rf"notes.csv:{row_line[4]}: probability 'prob_pos'"):
+        read_long(path)
+
+
+def _plain_rows(n: int) -> list[str]:
+    lines = ["model,task,method,n_demos,demo_set,order_id,query_id,gold,prob_neg,prob_pos\n"]
+    for i in range(n):
+        lines.append(f"m,t,icl,2,{i % 3},{(i // 3) % 2},q{i // 6},{['neg', 'pos'][i % 2]},0.25,0.75\n")
+    return lines
+
+
+def test_an_unclosed_quote_is_reported_at_its_line_and_reading_goes_on(tmp_path):
+    lines = _plain_rows(300)
+    lines[50] = lines[50].replace(",q", ',"q', 1)  # line 51 opens a quote that is never closed
+    path = tmp_path / "open.csv"
+    path.write_text("".join(lines))
+    res = read_long(path, strict=False)
+    assert res.n_rows_read == 300 and res.n_rows_skipped == 1 and len(res.records) == 299
+    (problem,) = res.problems
+    assert problem.line == 51 and problem.message.startswith(
+        "malformed row: a quoted field opened on this line runs to line 301")
+    with pytest.raises(ImportProblems, match=r"open.csv:51: malformed row"):
+        read_long(path, batch_rows=40)
+
+
+def test_blank_lines_are_no_rows_but_empty_fields_are(tmp_path):
+    lines = _plain_rows(12)
+    lines[4:4] = ["\n", "   \n", "\r\n"]  # lines 5-7: blank
+    lines.insert(10, ",,,,,,,,,\n")  # line 11: every field empty
+    path = tmp_path / "blank.csv"
+    path.write_text("".join(lines))
+    res = read_long(path, strict=False)
+    assert res.n_rows_read == 13 and res.n_rows_skipped == 1
+    assert {p.line for p in res.problems} == {11}
+    assert res.problems[0].message == "missing value for 'model'"
+
+
+def test_bytes_that_are_not_utf8_spoil_their_row_only(tmp_path):
+    lines = _plain_rows(300)
+    lines[50] = "m,\udcff,x\n"  # not UTF-8, and the wrong number of fields
+    lines[120] = lines[120].replace(",t,", ",t\udcff,")  # not UTF-8 in a well-formed row
+    path = tmp_path / "bytes.csv"
+    path.write_bytes("".join(lines).encode("utf-8", errors="surrogateescape"))
+    res = read_long(path, strict=False)
+    assert res.n_rows_read == 300 and res.n_rows_skipped == 2
+    assert _problem_lines(res) == {51: "not valid UTF-8 (invalid start byte at byte 2)",
+                                   121: "not valid UTF-8 (invalid start byte at byte 3)"}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_small_pyarrow_blocks_give_the_same_result(tmp_path, monkeypatch, suffix):
+    import hyptest.importers.long as long_module
+
+    rows = make_rows(n_sets=2, n_orders=2, n_queries=40)
+    rows[37]["prob_pos"] = 3.0
+    rows[90] = dict(rows[12])
+    path = tmp_path / f"blocks{suffix}"
+    if suffix == ".csv":
+        path.write_text(_rfc_text(rows, note=True))
+    else:
+        write_jsonl(path, rows)
+        text = path.read_text().splitlines()
+        text[60] = text[60][:50]  # a broken line: its block is read line by line
+        path.write_text("\n".join(text) + "\n")
+
+    def outcome() -> tuple:
+        res = read_long(path, strict=False)
+        return res.n_rows_read, res.n_rows_skipped, [(p.line, p.message) for p in res.problems], res.records
+
+    whole = outcome()
+    monkeypatch.setattr(long_module, "_BLOCK_BYTES", 700)  # a few rows per block
+    small = outcome()
+    assert whole[:3] == small[:3] and len(whole[2]) == (2 if suffix == ".csv" else 3)
+    pd.testing.assert_frame_equal(whole[3], small[3])
+
+
+# ---------------------------------------------------------------------------
+# the vectorised checks give what the row-by-row checks give
+# ---------------------------------------------------------------------------
+
+
+def _conflicting_rows(seed: int) -> tuple[list[dict], dict]:
+    """Rows with every kind of conflict between rows (duplicates, orders, label order, k, kinds) at random."""
+    rng = np.random.default_rng(seed)
+    mode = ["prob", "list", "prob_declared"][seed % 3]
+    labels = {"t": ["neg", "pos"], "u": ["a", "b", "c"]}
+    has_order, has_id = [(True, True), (True, False), (False, True)][seed % 3 if seed % 2 else 0]
+    rows = []
+    for _ in range(300):
+        task = str(rng.choice(["t", "u"])) if mode != "prob" else "t"
+        names, method, s, o = labels[task], str(rng.choice(["icl", "sgd", "ft"])), int(rng.integers(3)), int(
+            rng.integers(3))
+        row = {"model": "m", "task": task, "method": method, "demo_set": s, "n_demos": 3, "seed": int(rng.integers(2)),
+               "query_id": f"q{int(rng.integers(0, 8 if seed % 2 else 10 ** 6))}",
+               "gold": str(rng.choice(names)) if rng.random() > 0.02 else "zz"}
+        if has_id:
+            row["order_id"] = o if rng.random() > 0.03 else int(rng.integers(3))
+        if has_order:
+            order = [f"d{s}{x}" for x in "abc"]
+            row["order"] = (order[o:] + order[:o])[::-1 if rng.random() < 0.03 else 1]
+        p = rng.dirichlet(np.ones(len(names))) * (1.2 if rng.random() < 0.02 else 1.0)
+        p = np.round(p, 4) if rng.random() < 0.05 else p  # renormalised
+        if mode == "list":
+            perm = rng.permutation(len(names)) if rng.random() < 0.1 else np.arange(len(names))
+            row["labels"], row["label_probs"] = [names[i] for i in perm], [float(p[i]) for i in perm]
+        else:
+            for label in ("neg", "pos", "a", "b", "c")[:2 if mode == "prob" else 5]:
+                row[f"prob_{label}"] = float(p[names.index(label)]) if label in names else None
+        k = 5 if rng.random() > 0.03 else 4
+        ids = rng.choice(100, k, replace=False).tolist()
+        row["topk_ids"] = [ids[0], *ids[:-1]] if rng.random() < 0.02 else ids
+        row["topk_probs"] = sorted(rng.dirichlet(np.ones(8))[:k].tolist(), reverse=True)
+        if rng.random() < 0.3:
+            row["method_kind"] = str(rng.choice(["sgd", "other"])) if method == "ft" else method
+        rows.append(row)
+    return rows, ({"labels": labels} if mode == "prob_declared" else {})
+
+
+def _row_by_row(monkeypatch) -> None:
+    """Send every row through the Python checks, one at a time."""
+    import hyptest.importers.long as long_module
+
+    def table_rows(self, segment):
+        rows = [(int(line), row, segment.names) for line, row in zip(segment.lines,
+                                                                     segment.pyrows(np.arange(len(segment.lines))))]
+        return self._dict_rows(rows)
+
+    monkeypatch.setattr(long_module._Reader, "_table_rows", table_rows)
+    monkeypatch.setattr(long_module._Reader, "_accept_all", lambda self, parsed: None)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_checks_match_the_row_by_row_checks(tmp_path, monkeypatch, suffix, seed):
+    rows, mapping = _conflicting_rows(seed)
+    path = tmp_path / f"rows{suffix}"
+    if suffix == ".csv":
+        header = list(dict.fromkeys(k for r in rows for k in r))
+        write_csv(path, [{c: ("" if r.get(c) is None else r[c]) for c in header} for r in rows], header=header)
+    elif suffix == ".jsonl":
+        write_jsonl(path, [{k: v for k, v in r.items() if v is not None} for r in rows])
+    else:
+        pd.DataFrame(rows).to_parquet(path, row_group_size=37)
+
+    def outcome(strict: bool) -> Any:
+        try:
+            res = read_long(path, mapping=mapping, strict=strict, batch_rows=50)
+        except ImportProblems as error:
+            return [(p.line, p.message) for p in error.problems]
+        return res.n_rows_read, res.n_rows_skipped, [(p.line, p.message) for p in res.problems], res.notes, res.records
+
+    fast = [outcome(False), outcome(True)]
+    _row_by_row(monkeypatch)
+    slow = [outcome(False), outcome(True)]
+    assert fast[1] == slow[1]
+    assert fast[0][:4] == slow[0][:4] and fast[0][1] > 0
+    pd.testing.assert_frame_equal(fast[0][4], slow[0][4])
+
+
+def test_labels_in_another_order_follow_their_own_tasks_first_order(tmp_path):
+    # two tasks with the same label set, first seen in opposite orders
+    given = [("t", ["a", "b"], [0.2, 0.8]), ("u", ["b", "a"], [0.3, 0.7]), ("u", ["a", "b"], [0.9, 0.1]),
+             ("t", ["b", "a"], [0.4, 0.6])]
+    rows = [{"model": "m", "task": task, "method": "icl", "demo_set": 0, "order_id": 0, "n_demos": 2,
+             "query_id": f"q{i}", "gold": "a", "labels": labels, "label_probs": probs}
+            for i, (task, labels, probs) in enumerate(given)]
+    rec = read_long(write_jsonl(tmp_path / "orders.jsonl", rows)).records
+    assert rec["labels"].map(list).tolist() == [["a", "b"], ["b", "a"], ["b", "a"], ["a", "b"]]
+    assert rec["label_probs"].map(lambda v: v.tolist()).tolist() == [[0.2, 0.8], [0.3, 0.7], [0.1, 0.9], [0.6, 0.4]]
+    assert rec["p_gold"].tolist() == [0.2, 0.7, 0.9, 0.6]
+
+
+# ---------------------------------------------------------------------------
+# the analysis of a long file whose demo sets have their own query ids
+# ---------------------------------------------------------------------------
+
+
+def test_demo_sets_with_their_own_query_ids_are_analysed(tmp_path):
+    """Demo set 0 scored on q0..q4, demo set 1 on q5..q9 (the analysis used to crash on such files)."""
+    from hyptest.reanalyse import reanalyse
+    from hyptest.study import AnalysisSpec
+
+    rng = np.random.default_rng(11)
+    rows = []
+    for method, spread in (("icl", 0.12), ("sgd", 0.03)):
+        for s in range(2):
+            for o in range(4):
+                for q in range(5):
+                    p = float(np.clip(0.5 + 0.2 * (q % 2 - 0.5) + rng.normal(0, spread), 0.02, 0.98))
+                    rows.append({"model": "m", "task": "t", "method": method, "n_demos": 4, "demo_set": s,
+                                 "order_id": o, "seed": 0, "step": 0 if method == "icl" else 3,
+                                 "query_id": f"q{5 * s + q}", "gold": ["neg", "pos"][q % 2], "prob_neg": 1 - p,
+                                 "prob_pos": p, "topk_ids": rng.choice(100, 6, replace=False).tolist(),
+                                 "topk_probs": sorted(rng.dirichlet(np.ones(8))[:6].tolist(), reverse=True)})
+    path = write_csv(tmp_path / "own_queries.csv", rows, header=[h for h in HEADER if h != "order"])
+    analysis = {"n_resamples": 1000, **({"bayes": False} if "bayes" in AnalysisSpec.model_fields else {})}
+    out = reanalyse(path, out_dir=tmp_path / "out", study_overrides={"analysis": analysis})
+    results = json.loads((out / "results.json").read_text())
+    (row,) = [r for r in results["comparisons"] if r["analysis"] == "order_sensitivity"]
+    # by hand: the SD of P(gold) across orders of each (set, query), ddof 1; its mean over the 10 (set, query) pairs
+    frame = pd.DataFrame(rows)
+    frame["p_gold"] = np.where(frame["gold"] == "pos", frame["prob_pos"], frame["prob_neg"])
+    sd = frame.groupby(["method", "demo_set", "query_id"])["p_gold"].std(ddof=1)
+    per_set = sd.groupby(["method", "demo_set"]).mean()
+    assert per_set.index.get_level_values("demo_set").unique().tolist() == [0, 1]
+    mean_sd = sd.groupby("method").mean()
+    assert row["n"] == 10 and row["n_sets"] == 2 and row["n_orders"] == 4
+    assert row["mean_a"] == pytest.approx(mean_sd["icl"], rel=1e-12)
+    assert row["mean_b"] == pytest.approx(mean_sd["sgd"], rel=1e-12)
+    assert row["estimate"] == pytest.approx(math.log(mean_sd["icl"] / mean_sd["sgd"]), rel=1e-12)
+    assert row["ci_low"] <= row["estimate"] <= row["ci_high"] and row["verdict"] != "not_estimable"
+    per_query = pd.read_parquet(out / "per_query.parquet").set_index(["method", "demo_set", "query_id"])
+    assert sorted(per_query.index.get_level_values("query_id").unique()) == sorted(f"q{i}" for i in range(10))
+    np.testing.assert_allclose(per_query["sd_gold"].sort_index(), sd.sort_index(), rtol=1e-12)
+    np.testing.assert_allclose(per_query["sd_gold"].groupby(["method", "demo_set"]).mean().sort_index(),
+                               per_set.sort_index(), rtol=1e-12)
+
+
+def test_the_benchmark_file_reads_cleanly_and_as_pandas_reads_it(tmp_path):
+    """benchmarks/bench_reanalyse.py times a file it synthesises; a small one here (the 200 MB case is not a test)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_reanalyse", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_reanalyse.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    path = tmp_path / "long.csv"
+    n_rows = bench.synthesise(path, 1.0)
+    assert n_rows % bench.ROWS_PER_QUERY == 0 and 0.5 < path.stat().st_size / 1e6 < 2
+    res = read_long(path)
+    assert res.problems == [] and res.n_rows_read == len(res.records) == n_rows
+    # independent: pandas.read_csv and json.loads, as the benchmark's naive load does
+    frame = pd.read_csv(path)
+    gold = np.where(frame["gold"] == "positive", frame["prob_positive"], frame["prob_negative"])
+    np.testing.assert_array_equal(res.records["p_gold"].to_numpy(), gold)
+    assert res.records["topk_ids"].map(lambda v: v.tolist()).tolist() == frame["topk_ids"].map(json.loads).tolist()
+    # full-batch GD is order-invariant in the synthetic data: one value per (task, set, query)
+    gd = res.records[res.records["method"] == "gd"]
+    assert (gd.groupby(["task", "demo_set", "query_id"])["p_gold"].nunique() == 1).all()
