@@ -21,6 +21,7 @@ subtree, summed. Run from the repository root:
     python benchmarks/bench_gd.py            # 24 orders x 32 queries
     python benchmarks/bench_gd.py --quick    # smoke test: 3 orders x 8 queries
     python benchmarks/bench_gd.py --vmap     # also: vmap over stacked parameter copies vs sequential
+    python benchmarks/bench_gd.py --model gemma3-270m --quick  # the optional Gemma 3 270M (same work)
 
 The last line printed is machine-readable:
 
@@ -45,7 +46,7 @@ from hyptest.collect.encoding import PromptEncoder
 from hyptest.collect.gd import TrainingExample, WeightSnapshot, train_orders
 from hyptest.collect.plan import sample_demo_sets, sample_queries
 from hyptest.collect.scoring import MIN_HEAD_ROWS, reuse_freed_memory, score_queries
-from hyptest.models.embedded import load_embedded
+from hyptest.models.embedded import DEFAULT_EMBEDDED, EMBEDDED_MODELS, load_embedded
 from hyptest.study import SGDMethod
 from hyptest.tasks import load_builtin_task
 
@@ -138,6 +139,8 @@ def _vmap_probe(lm, enc, task, repeats: int = 5) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 orders x 8 queries (smoke test)")
+    parser.add_argument("--model", default=DEFAULT_EMBEDDED, choices=sorted(EMBEDDED_MODELS),
+                        help="embedded model (default %(default)s; gemma3-270m needs its packages installed)")
     parser.add_argument("--repeats", type=int, default=2, help="hyptest runs (best kept)")
     parser.add_argument("--naive-repeats", type=int, default=1, help="naive runs (best kept)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -149,7 +152,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     tuned = reuse_freed_memory()  # as UnitRunner does on CPU; process-wide, so the naive loop gets it too
 
-    lm = load_embedded(device="cpu")
+    started = time.perf_counter()
+    lm = load_embedded(args.model, device="cpu")
+    print(f"model: {args.model} loaded in {time.perf_counter() - started:.1f} s")
     n_orders, n_queries = (3, 8) if args.quick else (24, 32)
     task, orders, queries = _setup(n_orders, n_queries)
     enc = PromptEncoder(lm.tokenizer, task)
@@ -157,7 +162,8 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
           f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} at start, "
           f"glibc keeps freed memory: {tuned} (both loops)")
-    print(f"work: SmolLM2-135M float32 CPU, sentiment, N={N_DEMOS}, SGD lr={METHOD.learning_rate} batch 1, "
+    title = EMBEDDED_MODELS[args.model].title
+    print(f"work: {title} float32 CPU, sentiment, N={N_DEMOS}, SGD lr={METHOD.learning_rate} batch 1, "
           f"{n_orders} orders, then {n_queries} queries x {len(enc.label_ids())} labels zero-shot, top-{TOP_K}")
     _ours(lm, enc, orders[:1], queries[:2], snapshot)  # warm-up
 

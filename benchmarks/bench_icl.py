@@ -15,6 +15,7 @@ orders sharing their first demo, hyptest and naive back to back, and summed
     python benchmarks/bench_icl.py            # full: 24 orders x 32 queries
     python benchmarks/bench_icl.py --quick    # smoke test: 6 orders x 8 queries
     python benchmarks/bench_icl.py --scaling  # also: hyptest time vs orders and queries
+    python benchmarks/bench_icl.py --model gemma3-270m --quick  # the optional Gemma 3 270M (same work)
 
 The last line printed is machine-readable:
 
@@ -38,7 +39,7 @@ from _naive_collect import max_prob_diff, naive_prompt_scores
 from hyptest.collect.encoding import PromptEncoder
 from hyptest.collect.plan import sample_demo_sets, sample_orders, sample_queries
 from hyptest.collect.scoring import reuse_freed_memory, score_prompts
-from hyptest.models.embedded import load_embedded
+from hyptest.models.embedded import DEFAULT_EMBEDDED, EMBEDDED_MODELS, load_embedded
 from hyptest.tasks import load_builtin_task
 
 N_DEMOS = 4
@@ -85,6 +86,8 @@ def _scaling(lm, enc, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="6 orders x 8 queries (smoke test)")
+    parser.add_argument("--model", default=DEFAULT_EMBEDDED, choices=sorted(EMBEDDED_MODELS),
+                        help="embedded model (default %(default)s; gemma3-270m needs its packages installed)")
     parser.add_argument("--scaling", action="store_true", help="also print hyptest time vs orders and queries")
     parser.add_argument("--repeats", type=int, default=3, help="hyptest runs (best kept)")
     parser.add_argument("--naive-repeats", type=int, default=1, help="naive runs (best kept)")
@@ -96,14 +99,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     tuned = reuse_freed_memory()  # as UnitRunner does on CPU; process-wide, so the naive loop gets it too
 
-    lm = load_embedded(device="cpu")
+    started = time.perf_counter()
+    lm = load_embedded(args.model, device="cpu")
+    print(f"model: {args.model} loaded in {time.perf_counter() - started:.1f} s")
     n_orders, n_queries = (6, 8) if args.quick else (24, 32)
     task, orders, queries = _setup(n_orders, n_queries)
     enc = PromptEncoder(lm.tokenizer, task)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
           f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} at start, "
           f"glibc keeps freed memory: {tuned} (both loops)")
-    print(f"work: SmolLM2-135M float32 CPU, sentiment, N={N_DEMOS}, {n_orders} orders x {n_queries} queries x "
+    title = EMBEDDED_MODELS[args.model].title
+    print(f"work: {title} float32 CPU, sentiment, N={N_DEMOS}, {n_orders} orders x {n_queries} queries x "
           f"{len(enc.label_ids())} labels, top-{TOP_K}")
     _ours(lm, enc, orders[:1], queries[:2])  # warm-up
 
