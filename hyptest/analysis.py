@@ -133,26 +133,30 @@ def order_cube(records: pd.DataFrame, method: str, column: str = "p_gold"
     cube, mask, sets, orders
     """
     rows = records[records["method"] == method]
-    if column == "label_probs":
+    if column == "label_probs" and not rows.duplicated(["demo_set", "order_id", "query_id"]).any():
+        # one row per cell (one seed): nothing to average, so no per-cell Python call
+        table = rows.set_index(["demo_set", "order_id", "query_id"])["label_probs"].sort_index()
+    elif column == "label_probs":
         values = rows.assign(_v=rows["label_probs"].map(lambda v: np.asarray(v, dtype=float)))
         table = values.groupby(["demo_set", "order_id", "query_id"])["_v"].apply(
             lambda s: np.mean(np.stack(s.to_list()), axis=0))
     else:
         table = rows.groupby(["demo_set", "order_id", "query_id"])[column].mean()
-    sets = sorted(table.index.get_level_values(0).unique())
-    orders = sorted(table.index.get_level_values(1).unique())
-    per_set = {s: sorted(table.loc[s].index.get_level_values(1).unique()) for s in sets}
-    width = max(len(q) for q in per_set.values())
-    n_labels = len(np.atleast_1d(table.iloc[0]))
-    cube = np.full((len(sets), len(orders), width, n_labels), np.nan)
+    keys = table.index.to_frame(index=False)
+    sets = sorted(keys["demo_set"].unique())
+    orders = sorted(keys["order_id"].unique())
+    # each set's queries in sorted order take slots 0, 1, ... of that set
+    slots = keys[["demo_set", "query_id"]].drop_duplicates()
+    slots = slots.iloc[sorted(range(len(slots)), key=lambda r: (slots["demo_set"].iat[r], slots["query_id"].iat[r]))]
+    slots = slots.assign(_slot=slots.groupby("demo_set", sort=False).cumcount().to_numpy())
+    slot = keys.merge(slots, on=["demo_set", "query_id"], how="left")["_slot"].to_numpy()
+    width = int(slots["_slot"].max()) + 1
+    values = np.stack([np.atleast_1d(np.asarray(v, dtype=float)) for v in table.to_numpy()])
+    cube = np.full((len(sets), len(orders), width, values.shape[1]), np.nan)
+    set_pos = pd.Index(sets).get_indexer(keys["demo_set"])
+    cube[set_pos, pd.Index(orders).get_indexer(keys["order_id"]), slot] = values
     mask = np.zeros((len(sets), width), dtype=bool)
-    for i, s in enumerate(sets):
-        sub = table.loc[s]
-        for j, q in enumerate(per_set[s]):
-            mask[i, j] = True
-            for k, o in enumerate(orders):
-                if (o, q) in sub.index:
-                    cube[i, k, j] = np.atleast_1d(sub.loc[(o, q)])
+    mask[set_pos, slot] = True
     cube[~np.broadcast_to(mask[:, None, :, None], cube.shape)] = 0.0
     return cube, mask, sets, orders
 
