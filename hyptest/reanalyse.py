@@ -1307,7 +1307,6 @@ def _report_view(comparisons: list[dict[str, Any]], fmt: str) -> list[dict[str, 
                 view["task"] = " · ".join([str(row["task"])] * (row.get("task") is not None) + group)
         view["verdict"] = _view_verdict(row)
         view["decision"] = row["verdict"]  # decide's word, for the report's colours
-        view["decision"] = row["verdict"]  # decide's word, for the report's colours
         level = row.get("ci_level")
         view["summary"] = (f"{name} {_fmt(row.get('mean_a'))} vs {row['baseline_name']} {_fmt(row.get('mean_b'))}, "
                            f"difference {_fmt(row.get('estimate'))} [{_fmt(row.get('ci_low'))}, "
