@@ -126,11 +126,16 @@ def order_cube(records: pd.DataFrame, method: str, column: str = "p_gold"
 
     Queries are aligned by position within each demo set, so demo sets may have
     different queries (and different numbers of them): ``mask`` (sets,
-    queries) says which slots hold data.
+    queries) says which slots hold data. Orders, too, are positions within
+    each demo set (an order of one set has nothing to do with the same
+    ``order_id`` in another set), so order ids may be numbered per set or
+    across sets alike.
 
     Returns
     -------
     cube, mask, sets, orders
+        ``orders`` lists each set's order ids in position order, as
+        ``(demo_set, order_id)`` pairs.
     """
     rows = records[records["method"] == method]
     if column == "label_probs" and not rows.duplicated(["demo_set", "order_id", "query_id"]).any():
@@ -144,7 +149,11 @@ def order_cube(records: pd.DataFrame, method: str, column: str = "p_gold"
         table = rows.groupby(["demo_set", "order_id", "query_id"])[column].mean()
     keys = table.index.to_frame(index=False)
     sets = sorted(keys["demo_set"].unique())
-    orders = sorted(keys["order_id"].unique())
+    pairs = keys[["demo_set", "order_id"]].drop_duplicates().sort_values(["demo_set", "order_id"])
+    orders = list(pairs.itertuples(index=False, name=None))
+    order_pos = keys.merge(pairs.assign(_pos=pairs.groupby("demo_set").cumcount().to_numpy()),
+                           on=["demo_set", "order_id"], how="left")["_pos"].to_numpy()
+    n_orders = int(order_pos.max()) + 1
     # each set's queries in sorted order take slots 0, 1, ... of that set
     slots = keys[["demo_set", "query_id"]].drop_duplicates()
     slots = slots.iloc[sorted(range(len(slots)), key=lambda r: (slots["demo_set"].iat[r], slots["query_id"].iat[r]))]
@@ -152,9 +161,9 @@ def order_cube(records: pd.DataFrame, method: str, column: str = "p_gold"
     slot = keys.merge(slots, on=["demo_set", "query_id"], how="left")["_slot"].to_numpy()
     width = int(slots["_slot"].max()) + 1
     values = np.stack([np.atleast_1d(np.asarray(v, dtype=float)) for v in table.to_numpy()])
-    cube = np.full((len(sets), len(orders), width, values.shape[1]), np.nan)
+    cube = np.full((len(sets), n_orders, width, values.shape[1]), np.nan)
     set_pos = pd.Index(sets).get_indexer(keys["demo_set"])
-    cube[set_pos, pd.Index(orders).get_indexer(keys["order_id"]), slot] = values
+    cube[set_pos, order_pos, slot] = values
     mask = np.zeros((len(sets), width), dtype=bool)
     mask[set_pos, slot] = True
     cube[~np.broadcast_to(mask[:, None, :, None], cube.shape)] = 0.0
@@ -405,7 +414,8 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
         if a.reference not in set(group["method"]):
             notes.append(f"{model}/{task}/N={n_demos}: no {a.reference} rows; no comparisons")
             continue
-        n_orders_run = int(group["order_id"].nunique())
+        # orders are numbered within each set (or across sets: only the count per set matters)
+        n_orders_run = int(group.groupby("demo_set")["order_id"].nunique().min())
         population = n_orders_run >= math.factorial(int(n_demos))
         cube_ref, mask, sets, orders = order_cube(group, a.reference)
         labels_ref = order_cube(group, a.reference, "label_probs")[0]

@@ -318,3 +318,21 @@ def test_declared_families_and_margins_reach_the_rows():
     assert rows.loc["order_sensitivity", "margin"] == pytest.approx(math.log(1.5))
     assert rows.loc["log_variance_ratio", "margin"] == pytest.approx(2 * math.log(1.25))
     assert {m["analysis"]: m["value"] for m in out.margins}["order_sensitivity"] == 1.5
+
+
+def test_order_ids_numbered_across_sets_are_orders_within_their_set():
+    """Set 1's orders numbered 6..11 (or 4..7) instead of 0..5: the same analysis, not a skipped one."""
+    per_set = _records([[f"q{i}" for i in range(8)]] * 2)
+    across = per_set.assign(order_id=per_set["order_id"] + 6 * per_set["demo_set"])
+    a, b = (run_analyses(r, _study()).comparisons for r in (per_set, across))
+    assert len(a) == len(b) and "order_sensitivity" in set(b["analysis"])
+    columns = ["analysis", "estimate", "p_value", "ci_low", "ci_high", "verdict"]
+    pd.testing.assert_frame_equal(a[columns].reset_index(drop=True), b[columns].reset_index(drop=True))
+    sd = across.groupby(["method", "demo_set", "query_id"])["p_gold"].std()
+    row = b.set_index("analysis").loc["order_sensitivity"]
+    assert row["estimate"] == pytest.approx(math.log(sd["icl"].mean() / sd["sgd"].mean()), rel=1e-9)
+    # N = 3 with 4 of the 3! = 6 orders in each set: a sample of orders, however they are numbered
+    few = per_set[per_set["order_id"] < 4].assign(n_demos=3)
+    few = few.assign(order_id=few["order_id"] + 4 * few["demo_set"])  # 8 distinct ids, 4 per set
+    row = run_analyses(few, _study()).comparisons.set_index("analysis").loc["order_sensitivity"]
+    assert "orders resampled within demo sets" in row["resampling"]
