@@ -23,9 +23,26 @@ subtree, summed. Run from the repository root:
     python benchmarks/bench_gd.py --vmap     # also: vmap over stacked parameter copies vs sequential
     python benchmarks/bench_gd.py --model gemma3-270m --quick  # the optional Gemma 3 270M (same work)
 
+It also reports the cost against the machine's floor (``_floor.py``). The
+work that must be computed: one SGD step per distinct node of the step trie
+of the timed orders (orders sharing their first k demos share their first k
+steps), each a forward + backward on that demo's ``[1, T]`` ids plus an
+optimiser step, and after each order its 32 zero-shot query prompts scored
+(counted as in ``bench_icl.py``: each order's shared prompt prefix, since the
+weights differ per order, plus the suffix tokens and LM-head rows). Dense
+throughput, measured in the same run at the same shapes: a plain forward +
+backward of each demo's ``[1, T]`` ids (every parameter trains; LM head on the
+label positions only), a fused update ``torch._foreach_add_`` over all
+parameters, and the scoring forwards as in ``bench_icl.py``. The floor's
+seconds = the sum of those; ``floor_ratio`` = hyptest's wall time (the one in
+``ratio``) / the floor (also printed in process CPU time, steadier on a
+shared machine). A profile of one more hyptest call over all orders
+(``_floor.profiled``: hyptest's internals wrapped by monkeypatching, exclusive
+wall time per category) says where the rest goes.
+
 The last line printed is machine-readable:
 
-    RESULT gd ratio=<naive_time/hyptest_time> max_abs_diff=<max |p_hyptest - p_naive|>
+    RESULT gd ratio=<naive_time/hyptest_time> max_abs_diff=<max |p_hyptest - p_naive|> floor_ratio=<wall/floor>
 """
 
 from __future__ import annotations
@@ -39,11 +56,12 @@ import time
 import numpy as np
 import torch
 
+from _floor import ORDER, Profile, dense_train_step, profiled, scoring_floor, scoring_work
 from _subtrees import time_by_subtree, timed as _timed
 from _naive_collect import max_prob_diff, naive_prompt_scores, naive_train
 
 from hyptest.collect.encoding import PromptEncoder
-from hyptest.collect.gd import TrainingExample, WeightSnapshot, train_orders
+from hyptest.collect.gd import TrainingExample, WeightSnapshot, train_orders, training_schedule
 from hyptest.collect.plan import sample_demo_sets, sample_queries
 from hyptest.collect.scoring import MIN_HEAD_ROWS, reuse_freed_memory, score_queries
 from hyptest.models.embedded import DEFAULT_EMBEDDED, EMBEDDED_MODELS, load_embedded
@@ -70,6 +88,32 @@ def _ours(lm, enc, orders, queries, snapshot):
     for index, _losses in train_orders(lm.model, train, METHOD, seed=0, device=lm.device, snapshot=snapshot):
         out[index] = score_queries(lm.model, [], qids, labels, top_k=TOP_K).label_logprobs
     return np.stack([out[i] for i in range(len(orders))])
+
+
+def _floor(lm, enc, orders, queries, snapshot, repeats: int):
+    """(floor seconds, description) of training and scoring ``orders`` (see the module docstring)."""
+    nodes: list[tuple[TrainingExample, ...]] = []
+    seen: set[tuple[tuple[TrainingExample, ...], ...]] = set()
+    for order in orders:
+        schedule = training_schedule([TrainingExample(*map(tuple, enc.training_example(d))) for d in order], METHOD)
+        for k in range(1, len(schedule) + 1):
+            if tuple(schedule[:k]) not in seen:
+                seen.add(tuple(schedule[:k]))
+                nodes.append(schedule[k - 1])
+    step: dict[TrainingExample, tuple[float, float]] = {}
+    optim = (float("inf"), float("inf"))
+    for (ex,) in set(nodes):  # batch size 1
+        step[ex], t_opt = dense_train_step(lm.model, ex.ids, ex.targets, METHOD.learning_rate, repeats)
+        optim = (min(optim[0], t_opt[0]), min(optim[1], t_opt[1]))
+    snapshot.restore()  # the dense steps changed the weights
+    train_s = [sum(step[ex][c] + optim[c] for (ex,) in nodes) for c in (0, 1)]  # wall, cpu
+    qids = [enc.prompt_ids([], q) for q in queries]
+    work = scoring_work([qids] * len(orders), enc.label_ids(), share_prefixes=False)
+    score = scoring_floor(lm.model, work, repeats=repeats)
+    text = (f"{len(nodes)} steps (step-trie nodes): forward+backward {sum(step[ex][0] for (ex,) in nodes):.2f} s "
+            f"(per demo {', '.join(f'[1, {len(ex.ids)}] {t[0]:.3f} s' for ex, t in step.items())}) + optimiser "
+            f"{len(nodes)} x {optim[0]:.3f} s; scoring {len(orders)} x {len(qids)} queries: {score.describe(work)}")
+    return train_s[0] + score.seconds, train_s[1] + score.cpu_seconds, text
 
 
 def _naive(lm, enc, orders, queries):
@@ -184,9 +228,18 @@ def main() -> None:
           f"{args.naive_repeats} each), cpu {c_naive:.2f} s")
     print(f"ratio (wall) {t_naive / t_ours:.2f}, ratio (process cpu time) {c_naive / c_ours:.2f}")
     print(f"training moved the probabilities by up to {moved:.2e} (so the comparison is not vacuous)")
+    floor_s, floor_cpu, floor_text = _floor(lm, enc, [orders[i] for i in timed], queries, snapshot, args.repeats + 2)
+    print(f"floor: {floor_s:.2f} s = {floor_text}")
+    print(f"floor_ratio = {t_ours:.2f} s / {floor_s:.2f} s = {t_ours / floor_s:.2f}; in process cpu time "
+          f"{c_ours:.2f} s / {floor_cpu:.2f} s = {c_ours / floor_cpu:.2f}")
+    prof = Profile()
+    with profiled(lm.model, prof):
+        wall_prof = _timed(lambda: _ours(lm, enc, orders, queries, snapshot))[0]
+    print(f"\nwhere hyptest's time goes (one more call, all {len(orders)} orders, profiled: exclusive wall time):")
+    print(prof.table(wall_prof, ORDER))
     if args.vmap:
         _vmap_probe(lm, enc, task)
-    print(f"RESULT gd ratio={t_naive / t_ours:.2f} max_abs_diff={diff:.2e}")
+    print(f"RESULT gd ratio={t_naive / t_ours:.2f} max_abs_diff={diff:.2e} floor_ratio={t_ours / floor_s:.2f}")
 
 
 if __name__ == "__main__":

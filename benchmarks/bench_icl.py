@@ -17,9 +17,27 @@ orders sharing their first demo, hyptest and naive back to back, and summed
     python benchmarks/bench_icl.py --scaling  # also: hyptest time vs orders and queries
     python benchmarks/bench_icl.py --model gemma3-270m --quick  # the optional Gemma 3 270M (same work)
 
+It also reports the cost against the machine's floor (``_floor.py``). The
+work that must be computed: the distinct tokens of the token trie of the
+orders' shared prompt prefixes (each order's longest common prompt prefix;
+every shared stretch once), plus for every (order, query) its suffix tokens
+(the prompt after that prefix, and the label words' context tokens; none for
+one-token labels), plus one LM-head row per position whose distribution is
+read. Dense throughput, measured in the same run at the same shapes, in
+inference mode: a plain ``[1, L]`` forward (L = the mean prefix length) for
+the trie tokens; plain ``[rows, width]`` forwards after a ready cache of the
+prefix length (one order's suffix tokens packed into rows of 128; only the
+forward timed) for the suffix tokens; the LM head on one order's head rows.
+The floor's seconds = each count / its rate, summed; ``floor_ratio`` =
+hyptest's wall time (the one in ``ratio``: summed over the timed subtrees) /
+the floor of the same orders (also printed in process CPU time, steadier on a
+shared machine). A profile of one more hyptest call on those orders
+(``_floor.profiled``: hyptest's internals wrapped by monkeypatching,
+exclusive wall time per category) says where the rest goes.
+
 The last line printed is machine-readable:
 
-    RESULT icl ratio=<naive_time/hyptest_time> max_abs_diff=<max |p_hyptest - p_naive|>
+    RESULT icl ratio=<naive_time/hyptest_time> max_abs_diff=<max |p_hyptest - p_naive|> floor_ratio=<wall/floor>
 """
 
 from __future__ import annotations
@@ -33,6 +51,7 @@ import time
 import numpy as np
 import torch
 
+from _floor import ORDER, Profile, profiled, scoring_floor, scoring_work
 from _subtrees import time_by_subtree, timed as _timed
 from _naive_collect import max_prob_diff, naive_prompt_scores
 
@@ -124,6 +143,11 @@ def main() -> None:
     t_ours, t_naive, c_ours, c_naive = res.wall_ours, res.wall_naive, res.cpu_ours, res.cpu_naive
     chosen, subtrees = range(res.n_chosen), range(res.n_subtrees)
     one_call = min(_timed(lambda: _ours(lm, enc, orders, queries))[0] for _ in range(args.repeats))
+    work = scoring_work([enc.order_prompts(orders[i], queries).prompts for i in res.timed], enc.label_ids())
+    floor = scoring_floor(lm.model, work, repeats=args.repeats + 2)
+    prof, part = Profile(), [orders[i] for i in res.timed]
+    with profiled(lm.model, prof):
+        wall_prof = _timed(lambda: _ours(lm, enc, part, queries))[0]
     print(f"timed {len(timed)} of {len(orders)} orders ({len(chosen)} of {len(subtrees)} subtrees)")
     diff = max_prob_diff(ours[timed], naive[timed])
     print(f"hyptest score_prompts: {t_ours:.2f} s wall summed over subtrees (best of {args.repeats} each), "
@@ -131,9 +155,14 @@ def main() -> None:
     print(f"naive loop:           {t_naive:.2f} s wall summed over subtrees (best of {args.naive_repeats} each), "
           f"cpu {c_naive:.2f} s")
     print(f"ratio (wall) {t_naive / t_ours:.2f}, ratio (process cpu time) {c_naive / c_ours:.2f}")
+    print(f"floor: {floor.seconds:.2f} s = {floor.describe(work)}")
+    print(f"floor_ratio = {t_ours:.2f} s / {floor.seconds:.2f} s = {t_ours / floor.seconds:.2f}; in process cpu "
+          f"time {c_ours:.2f} s / {floor.cpu_seconds:.2f} s = {c_ours / floor.cpu_seconds:.2f}")
+    print(f"\nwhere hyptest's time goes (one more call, the {len(part)} timed orders, profiled: exclusive wall time):")
+    print(prof.table(wall_prof, ORDER))
     if args.scaling:
         _scaling(lm, enc, repeats=2)
-    print(f"RESULT icl ratio={t_naive / t_ours:.2f} max_abs_diff={diff:.2e}")
+    print(f"RESULT icl ratio={t_naive / t_ours:.2f} max_abs_diff={diff:.2e} floor_ratio={t_ours / floor.seconds:.2f}")
 
 
 if __name__ == "__main__":
