@@ -289,6 +289,31 @@ def _alignment_comparison(records: pd.DataFrame, cube_a: np.ndarray, cube_b: np.
     )
 
 
+def _fill(cube: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``cube`` with every slot outside ``mask`` set to 0 (no NaN left where nothing is used)."""
+    return np.where(mask[:, None, :, None], cube, 0.0)
+
+
+def _complete_slots(cube_a: np.ndarray, cube_b: np.ndarray, labels_a: np.ndarray, mask: np.ndarray
+                    ) -> tuple[Any, ...] | None:
+    """The (set, query) slots both methods have in every order: the cubes, masked, and how many were dropped.
+
+    A study fills every cell; imported logs may not (lm-eval draws a random
+    order per document and seed). Slots with a missing order in either method
+    are left out of both, and so are demo sets left with no slot; None if
+    fewer than two slots remain. Returns ``(cube_a, cube_b, labels_a, mask,
+    dropped, kept_sets)``, ``kept_sets`` a boolean index of the sets kept.
+    """
+    complete = mask & ~np.isnan(cube_a).any(axis=(1, 3)) & ~np.isnan(cube_b).any(axis=(1, 3))
+    if complete.sum() < 2:
+        return None
+    dropped = int(mask.sum() - complete.sum())
+    keep = complete.any(axis=1)
+    complete = complete[keep]
+    return (_fill(cube_a[keep], complete), _fill(cube_b[keep], complete), _fill(labels_a[keep], complete), complete,
+            dropped, keep)
+
+
 def _seed_ceiling(records: pd.DataFrame, method: str) -> tuple[float, str | None]:
     """sqrt(reliability) of a method's seed-averaged order effects (1 for a deterministic method)."""
     rows = records[records["method"] == method]
@@ -424,29 +449,40 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
             keys = {"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
                     "method_b": method}
             cube, mask_b, sets_b, orders_b = order_cube(group, method)
-            if (cube.shape != cube_ref.shape or sets_b != sets or orders_b != orders or (mask_b != mask).any()
-                    or np.isnan(cube).any() or np.isnan(cube_ref).any()):
-                notes.append(f"{model}/{task}/N={n_demos}: {method} lacks some (set, order, query) cells of "
-                             f"{a.reference}; its order analyses are skipped")
+            if cube.shape != cube_ref.shape or sets_b != sets or orders_b != orders or (mask_b != mask).any():
+                notes.append(f"{model}/{task}/N={n_demos}: {method} was not run on the same demo sets, orders and "
+                             f"queries as {a.reference}; its order analyses are skipped")
                 continue
-            common = {"mask": mask, "keys": keys, "cluster": cluster and len(sets) >= 2,
+            pair = _complete_slots(cube_ref, cube, labels_ref, mask)
+            if pair is None:
+                notes.append(f"{model}/{task}/N={n_demos}: no (set, query) slot has every order for both "
+                             f"{a.reference} and {method}; its order analyses are skipped")
+                continue
+            ref_used, cube, labels_used, slot_mask, dropped, kept_sets = pair
+            if dropped:
+                notes.append(f"{model}/{task}/N={n_demos}: {method} vs {a.reference}: {dropped} of "
+                             f"{int(mask.sum())} (set, query) slots lack some orders in one of them; compared on "
+                             f"the {int(slot_mask.sum())} complete ones (unbiased when the orders were missed at "
+                             "random, e.g. drawn by a few-shot seed)")
+            common = {"mask": slot_mask, "keys": keys, "cluster": cluster and int(kept_sets.sum()) >= 2,
                       "resample_orders": not population}
-            comparisons.append(order_comparison(cube_ref, cube, analysis="order_sensitivity",
+            comparisons.append(order_comparison(ref_used, cube, analysis="order_sensitivity",
                                                 family=_family("order_sensitivity", a),
                                                 margin=a.margins.get("order_sensitivity"), **common))
             if not binary:  # with two labels the label SD equals the P(gold) SD: not a separate test
-                comparisons.append(order_comparison(labels_ref, order_cube(group, method, "label_probs")[0],
+                labels_b = _fill(order_cube(group, method, "label_probs")[0][kept_sets], slot_mask)
+                comparisons.append(order_comparison(labels_used, labels_b,
                                                     analysis="order_sensitivity_labels",
                                                     family=_family("order_sensitivity_labels", a),
                                                     margin=a.margins.get("order_sensitivity_labels"), **common))
-            comparisons.append(order_comparison(cube_ref, cube, analysis="log_variance_ratio",
+            comparisons.append(order_comparison(ref_used, cube, analysis="log_variance_ratio",
                                                 family=_family("log_variance_ratio", a),
                                                 margin=a.margins.get("log_variance_ratio"), **common))
             kind = group.loc[group["method"] == method, "method_kind"].iloc[0]
-            if kind != "gd" and np.ptp(cube, axis=1).max() > 0 and np.ptp(cube_ref, axis=1).max() > 0:
+            if kind != "gd" and np.ptp(cube, axis=1).max() > 0 and np.ptp(ref_used, axis=1).max() > 0:
                 # full-batch GD is order-invariant by construction: its per-order "effects" are
                 # float rounding, and correlating them with ICL's would test nothing
-                comparisons.append(_alignment_comparison(group, cube_ref, cube, mask, keys=keys, spec=a,
+                comparisons.append(_alignment_comparison(group, ref_used, cube, slot_mask, keys=keys, spec=a,
                                                          resample_orders=not population))
     agreement = agreement_table(all_records, reference=a.reference, k=a.overlap_k)
     if len(single_keys):  # ICL vs "ICL under another order" is ICL vs itself there: no reference row

@@ -178,6 +178,43 @@ def test_reanalyse_end_to_end(harness, tmp_path):
             assert fixed.loc[str(doc), "sd_gold"] == pytest.approx(np.std(list(values.values()), ddof=1), abs=1e-12)
 
 
+def test_two_models_on_the_same_prompts_get_verdicts(harness, tmp_path):
+    """A second model run with the same few-shot seeds: the models are compared, with verdicts, on shared cells."""
+    from hyptest.models.tiny import load_tiny
+
+    other = load_tiny("tiny", seed=1)
+    model_dir = tmp_path / "tiny-llama-b"
+    other.model.save_pretrained(model_dir)
+    other.tokenizer.save_pretrained(model_dir)
+    both = tmp_path / "both"
+    shutil.copytree(harness, both / "a")
+    run_harness(model_dir, ["tiny_sentiment_fixed"], FIXTURES, SEEDS, both / "b", num_fewshot=N)
+    out = tmp_path / "rep"
+    result = runner.invoke(app, ["reanalyse", str(both), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    rows = [c for c in results["comparisons"] if c["analysis"] == "order_sensitivity"]
+    assert len(rows) == 1 and rows[0]["method_a"] == "tiny-llama" and rows[0]["method_b"] == "tiny-llama-b"
+    assert rows[0]["verdict"] in {"different", "equivalent", "negligible", "inconclusive"}
+    # by hand: P(gold) of each doc under each order, per model, from the logged log-likelihoods; the SD over
+    # the 2 orders for the docs both models saw in both orders; the log ratio of the mean SDs
+    fewshot, tests = _jsonl(FIXTURES / "fewshot.jsonl"), _jsonl(FIXTURES / "test.jsonl")
+    p: dict[str, dict[int, dict[tuple, float]]] = {}
+    for name, root in (("a", both / "a"), ("b", both / "b")):
+        for seed, path in _samples(root, "tiny_sentiment_fixed").items():
+            draws = replay_sampler(fewshot, len(tests), N, seed)
+            for line in _jsonl(path):
+                doc = line["doc_id"]
+                probs = softmax([float(r[0]) for r in line["filtered_resps"]])
+                p.setdefault(name, {}).setdefault(doc, {})[tuple(d["text"] for d in draws[doc])] = \
+                    probs[tests[doc]["label"]]
+    complete = [d for d in p["a"] if len(p["a"][d]) == 2 and len(p["b"].get(d, {})) == 2]
+    assert len(complete) >= 2
+    sd = {k: np.mean([np.std(list(p[k][d].values()), ddof=1) for d in complete]) for k in ("a", "b")}
+    assert rows[0]["estimate"] == pytest.approx(math.log(sd["a"] / sd["b"]), rel=1e-9)
+    assert rows[0]["n"] == len(complete)
+
+
 def _copy_run(harness: Path, tmp_path: Path) -> Path:
     src = _samples(harness, "tiny_sentiment")[1]
     dest = tmp_path / "run"

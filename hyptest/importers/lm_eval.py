@@ -471,6 +471,7 @@ def read_lm_eval(path: str | Path, *, strict: bool = True, max_problems: int = 1
     if strict and (batch := log.batch()):
         raise ImportProblems(batch, hint=_HINT)
     records, demos, notes, design, repeats = _records(good, runs, log)
+    records = _models_as_methods(records, notes)
     if strict and (batch := log.batch()):
         raise ImportProblems(batch, hint=_HINT)
     n_skipped = n_read - len(records) - repeats
@@ -562,6 +563,51 @@ def _records(rows: list[_Row], runs: list[_Run], log: ProblemLog
     return frame, demos, notes, design, repeats
 
 
+def _models_as_methods(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Several models on one (task, N): the models become the methods compared, on shared set and order ids.
+
+    lm-eval draws the demos from the task and the few-shot seed only, so two
+    models run with the same seeds saw the same prompts. Their records then
+    get ``method`` = the model's name (kind ``icl``) under one ``model``
+    (the models' names joined by ``-vs-``), and demo sets and orders are
+    numbered the same way for all of them (sets by their sorted demo ids,
+    orders by their sequence), so that the analysis pairs the same
+    (set, order, doc) cells and compares the models' order sensitivity with
+    verdicts. The reference is the alphabetically first model. When the logs
+    hold several models, every record's method is its model's name (also for
+    a task only one model ran), so that one reference serves every task.
+    """
+    if frame.empty or frame["model"].nunique() < 2:
+        return frame
+    parts = []
+    for (task, n), group in frame.groupby(["task", "n_demos"], sort=True):
+        models = sorted(group["model"].unique())
+        if len(models) < 2:  # named like the compared ones, so that one reference serves every task
+            group = group.assign(method=group["model"])
+            group["unit_key"] = [unit_key(m, task, m, int(n), int(s_), int(o), 0, 0)
+                                 for m, s_, o in zip(group["model"], group["demo_set"], group["order_id"])]
+            parts.append(group)
+            continue
+        set_key = group["order"].map(lambda ids: tuple(sorted(ids)))
+        sequence = group["order"].map(tuple)
+        set_ids = {key: i for i, key in enumerate(sorted(set_key.unique()))}
+        order_ids: dict[tuple[Any, ...], int] = {}
+        for key in sorted(set_ids):
+            for i, seq in enumerate(sorted(sequence[set_key == key].unique())):
+                order_ids[seq] = i
+        joined = re.sub(r"[^A-Za-z0-9._-]", "_", "-vs-".join(models))  # a name a study accepts
+        group = group.assign(method=group["model"], model=joined, demo_set=set_key.map(set_ids).astype(np.int64),
+                             order_id=sequence.map(order_ids).astype(np.int64))
+        group["unit_key"] = [unit_key(joined, task, m, int(n), int(s_), int(o), 0, 0)
+                             for m, s_, o in zip(group["method"], group["demo_set"], group["order_id"])]
+        notes.append(f"{task}/N={n}: {len(models)} models ({', '.join(models)}) on prompts drawn by the same few-shot "
+                     f"sampler: compared as methods under model {joined!r}, reference {models[0]!r}; sets and orders "
+                     "numbered alike for all of them, and each comparison uses the (set, doc) cells that both "
+                     "models saw in every order of the set")
+        parts.append(group)
+    return pd.concat(parts, ignore_index=True) if parts else frame
+
+
 def _design(model: str, task: str, n: int, rows: list[_Row], runs: list[_Run], sets: dict[tuple[str, ...], int],
             orders: dict[tuple[int, tuple[str, ...]], int], cells: dict[tuple[int, str], set[int]]
             ) -> dict[str, Any]:
@@ -586,8 +632,8 @@ def _design(model: str, task: str, n: int, rows: list[_Row], runs: list[_Run], s
                    "order of the same set) and run several --fewshot_seed")
     else:
         applies = (f"order sensitivity within a demo set: estimable for {multi} of {len(cells)} (set, doc) cells "
-                   "(those seen in >= 2 orders): ICL's order SD per doc and its mean with an interval; no comparison "
-                   "verdicts, which need a second method scored on the same prompts")
+                   "(those seen in >= 2 orders): ICL's order SD per doc and its mean with an interval; comparison "
+                   "verdicts need a second model run with the same few-shot seeds (the same prompts)")
     multi_set = sum(1 for v in sets_per_doc.values() if v >= 2)
     summary = (f"{model}/{task}/N={n}: {len(run_ids)} run(s) (few-shot seeds {seeds or 'unknown'}, sampler "
                f"{'/'.join(samplers)}), {len(sets_per_doc)} doc(s), {n_distinct} distinct demo(s), {len(sets)} "
