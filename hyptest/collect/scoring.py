@@ -229,30 +229,41 @@ def _text_config(model: Any) -> Any:
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
-def _cache_bytes(model: Any, n_tokens: int) -> int:
-    """Bytes of a KV cache of ``n_tokens`` tokens (keys and values of every layer)."""
+@dataclass(frozen=True)
+class _Dims:
+    elem: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    layers: int
+    inter: int
+
+
+def _dims(model: Any) -> _Dims:
+    """The sizes the memory estimates need, from the model's (text) config."""
     cfg = _text_config(model)
-    elem = _model_dtype(model).itemsize
     hidden = int(getattr(cfg, "hidden_size", 1024))
     heads = int(getattr(cfg, "num_attention_heads", 16))
-    kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
-    head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
-    layers = int(getattr(cfg, "num_hidden_layers", 24))
-    return layers * 2 * kv_heads * head_dim * int(n_tokens) * elem
+    return _Dims(elem=_model_dtype(model).itemsize, hidden=hidden, heads=heads,
+                 kv_heads=int(getattr(cfg, "num_key_value_heads", None) or heads),
+                 head_dim=int(getattr(cfg, "head_dim", None) or hidden // heads),
+                 layers=int(getattr(cfg, "num_hidden_layers", 24)),
+                 inter=int(getattr(cfg, "intermediate_size", 4 * hidden)))
+
+
+def _cache_bytes(model: Any, n_tokens: int) -> int:
+    """Bytes of a KV cache of ``n_tokens`` tokens (keys and values of every layer)."""
+    d = _dims(model)
+    return d.layers * 2 * d.kv_heads * d.head_dim * int(n_tokens) * d.elem
 
 
 def _row_bytes(model: Any, n_prefix: int, width: int) -> int:
     """Rough peak bytes of one row of ``width`` tokens after ``n_prefix`` cached tokens."""
-    cfg = _text_config(model)
-    elem = _model_dtype(model).itemsize
-    hidden = int(getattr(cfg, "hidden_size", 1024))
-    heads = int(getattr(cfg, "num_attention_heads", 16))
-    kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
-    head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
-    layers = int(getattr(cfg, "num_hidden_layers", 24))
-    inter = int(getattr(cfg, "intermediate_size", 4 * hidden))
+    d = _dims(model)
     keys = n_prefix + width
-    kv = layers * 2 * kv_heads * head_dim * keys * elem * 2  # the repeated cache and its concatenation
+    kv = 2 * _cache_bytes(model, keys)  # the repeated cache and its concatenation
+    elem, hidden, heads, inter = d.elem, d.hidden, d.heads, d.inter
     per_token = elem * (8 * hidden + 3 * inter) + 4 * heads * keys + elem * keys  # activations, scores, mask
     return kv + width * per_token
 
