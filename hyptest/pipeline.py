@@ -331,21 +331,24 @@ def analyse_run(
     timings: dict[str, float] | None = None,
     extra_provenance: dict[str, Any] | None = None,
     manifest: dict[str, Any] | None = None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Compute metrics, statistics and verdicts from a run directory's units.
 
-    Writes ``per_query.parquet``, ``results.json`` and ``report.html`` and
-    returns the results dictionary. ``manifest`` is the run's manifest as its
-    writer holds it (what :func:`run_study` passes); without it,
-    ``manifest.json`` is read, under the directory's writer lock.
+    Writes ``per_query.parquet``, ``results.json`` and (unless ``report`` is
+    False, for a caller that adds to the results and renders afterwards)
+    ``report.html``, and returns the results dictionary. ``manifest`` is the
+    run's manifest as its writer holds it (what :func:`run_study` passes);
+    without it, ``manifest.json`` is read, under the directory's writer lock.
     """
     run = RunDir(run_dir)
     with run.lock().acquire():  # a no-op inside run_study, which holds it already
-        return _analyse_locked(run, timings=timings, extra_provenance=extra_provenance, manifest=manifest)
+        return _analyse_locked(run, timings=timings, extra_provenance=extra_provenance, manifest=manifest,
+                               report=report)
 
 
 def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_provenance: dict[str, Any] | None,
-                    manifest: dict[str, Any] | None) -> dict[str, Any]:
+                    manifest: dict[str, Any] | None, report: bool = True) -> dict[str, Any]:
     t0 = time.perf_counter()
     if manifest is None:
         manifest = run.read_json("manifest.json")
@@ -419,7 +422,8 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
     run.write_parquet("per_order.parquet", per_order)
     run.write_json("results.json", results)
     results = run.read_json("results.json")  # what readers of the file see: NaN/inf became null
-    _write_report(run, results, per_query, manifest["study_text"])
+    if report:
+        _write_report(run, results, per_query, manifest["study_text"])
     return results
 
 

@@ -1059,7 +1059,7 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     records = records[["topk_ids"]]
     imported = replace(imported, records=records.iloc[:0], table=None)
     _release_memory()
-    analyse_run(out.path, timings={"import": import_s},
+    analyse_run(out.path, timings={"import": import_s}, report=False,  # rendered once, below, with the import
                 extra_provenance={"started": started.isoformat(timespec="seconds"), "import": import_info})
     results = out.read_json("results.json")
     skipped = _skipped_token_analyses(records, results)
