@@ -73,7 +73,7 @@ class LocalExecutor(Executor):
         Allow TF32 for float32 matmuls on CUDA. Off by default, and set
         explicitly, so GPU float32 numbers match the CPU's to float32 rounding.
     memory_budget : int or str, optional
-        What caches, snapshots and batches may hold (see
+        What training state, snapshots, caches and batches may hold (see
         :class:`~hyptest.collect.memory.MemoryBudget`); default the study's
         ``executor.memory_budget``, else the device's default.
     """

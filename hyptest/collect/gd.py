@@ -89,8 +89,11 @@ class WeightSnapshot:
         self._file: Any = None
         self._live = live
         self._params: list[tuple[Any, Any]] = []
+        #: id of a live parameter -> its saved copy, while the copy is in memory
+        self._by_id: dict[int, Any] = {}
         if memory_budget is None or memory_budget.reserve(self.nbytes, "entry weights"):
             self._params = [(p, p.detach().clone()) for p in live]
+            self._by_id = {id(p): kept for p, kept in self._params}
         else:
             self._write({str(i): p.detach() for i, p in enumerate(live)})
 
@@ -137,11 +140,7 @@ class WeightSnapshot:
 
     def saved(self, param: Any) -> Any:
         """The saved copy of ``param`` (in memory), or None when the copy is on disk."""
-        if self._file is not None:
-            return None
-        if not getattr(self, "_by_id", None):
-            self._by_id = {id(live): kept for live, kept in self._params}
-        return self._by_id[id(param)]
+        return None if self._file is not None else self._by_id[id(param)]
 
     def close(self) -> None:
         """Free the copy: release its reservation, or delete its file."""
@@ -150,7 +149,7 @@ class WeightSnapshot:
             self._file = None
         elif self._budget is not None and self._params:
             self._budget.release(self.nbytes, "entry weights")
-        self._params = []
+        self._params, self._by_id = [], {}
 
     def __del__(self) -> None:  # the file must not outlive the snapshot
         try:
@@ -551,8 +550,7 @@ def train_orders(
 
     params = [p for _, p in trainable_parameters(model, method)]
     kind = getattr(method, "loss", "label")
-    budget = memory_budget if isinstance(memory_budget, MemoryBudget) else MemoryBudget.for_device(
-        getattr(device, "type", device) if device is not None else "cpu", memory_budget)
+    budget = MemoryBudget.for_device(device or "cpu", memory_budget)
     with _only_these_train(model, params):
         yield from _walk_orders(model, root, method, params, kind, seed=seed, device=device, snapshot=snapshot,
                                 max_snapshots=max_snapshots, observe=observe, budget=budget)
@@ -572,8 +570,9 @@ def _walk_orders(model: Any, root: "_StepNode", method: Any, params: list[Any], 
         entry.spill()  # the entry weights make room: they are read back from a file instead
         if not budget.reserve(state_bytes, "training state"):
             budget.overdraw(state_bytes, "training state",
-                f"{method.kind} needs {state_bytes / 1e9:.2f} GB of gradients and optimizer state, more than "
-                f"the memory budget of {budget.limit / 1e9:.2f} GB; nothing else is held while it trains")
+                            f"{method.kind} needs {state_bytes / 1e9:.2f} GB of gradients and optimizer state, "
+                            f"more than the memory budget of {budget.limit / 1e9:.2f} GB; nothing else is held "
+                            "while it trains")
     if entry.on_disk:
         root_state = _TrainingState(params, optimizer, entry=entry)
     else:

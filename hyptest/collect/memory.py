@@ -141,7 +141,10 @@ class MemoryBudget:
 
     @classmethod
     def for_device(cls, device: Any, limit: Any = None) -> "MemoryBudget":
-        """The budget ``limit`` (bytes or a size string), else the default for ``device``'s type."""
+        """``limit`` itself if it is a budget already (shared with its caller), a budget of ``limit``
+        (bytes or a size string), else the default for ``device``'s type."""
+        if isinstance(limit, MemoryBudget):
+            return limit
         if limit is not None:
             return cls(parse_bytes(limit))
         kind = getattr(device, "type", str(device).split(":")[0])

@@ -43,6 +43,7 @@ prefix is recomputed stretch by stretch (the same operations, the same bits).
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
@@ -138,17 +139,15 @@ def reuse_freed_memory(keep_bytes: int = 2 << 30) -> bool:
         Whether glibc accepted both settings.
     """
     import ctypes
-    import ctypes.util
-    import platform
 
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    libc = _glibc()
+    if libc is None:
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
         ok = libc.mallopt(m_mmap_threshold, ctypes.c_int(min(1 << 30, 2**31 - 1)))
         ok &= libc.mallopt(m_trim_threshold, ctypes.c_int(min(int(keep_bytes), 2**31 - 1)))
-    except (OSError, AttributeError):  # pragma: no cover - unusual libc
+    except AttributeError:  # pragma: no cover - unusual libc
         return False
     return bool(ok)
 
@@ -161,16 +160,28 @@ def return_freed_memory() -> bool:
     call this after each walk and the resident memory falls back to what is
     held. A no-op returning False where the C library is not glibc.
     """
+    libc = _glibc()
+    if libc is None:
+        return False
+    try:
+        return bool(libc.malloc_trim(0))
+    except AttributeError:  # pragma: no cover - unusual libc
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc() -> Any:
+    """The process's glibc (a ``ctypes.CDLL``), or None elsewhere; looked up once per process."""
     import ctypes
     import ctypes.util
     import platform
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
+        return None
     try:
-        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):  # pragma: no cover - unusual libc
-        return False
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:  # pragma: no cover - unusual libc
+        return None
 
 
 def _model_device(model: Any, device: Any) -> Any:
@@ -861,10 +872,8 @@ def score_prompts(
     """
     split, labels = _validate_prompts(orders, label_ids, top_k, batch_size, row_tokens)
     dev = _model_device(model, device)
-    if memory_budget is None or not isinstance(memory_budget, MemoryBudget):
-        memory_budget = MemoryBudget.for_device(dev, memory_budget)
     walker = _Walker(model, split, labels, int(top_k), dev, None if batch_size is None else int(batch_size),
-                     int(row_tokens), memory_budget)
+                     int(row_tokens), MemoryBudget.for_device(dev, memory_budget))
     yield from walker.walk(_trie(split), None, 0)
 
 

@@ -126,11 +126,12 @@ class UnitRunner:
         set of gradients, and give it back after each walk
         (:func:`~hyptest.collect.scoring.return_freed_memory`); process-wide.
     memory_budget : int or str, optional
-        Bytes that snapshots, prefix-cache copies and scoring batches may hold
+        Bytes that the training state, snapshots, prefix-cache copies and scoring batches may hold
         (:class:`~hyptest.collect.memory.MemoryBudget`); default the study's
         ``executor.memory_budget``, else
         :data:`~hyptest.collect.memory.DEFAULT_BUDGET` for the model's device.
-        The model, its gradients and its optimizer state are not counted.
+        The training state (gradients, optimizer state) is counted and held
+        even beyond it; the model's own weights are not counted.
     """
 
     def __init__(self, lm: LoadedModel, tasks: dict[str, Task], study: Any, *, batch_size: int | None = None,
