@@ -149,25 +149,32 @@ def order_cube(records: pd.DataFrame, method: str, column: str = "p_gold"
         table = rows.groupby(["demo_set", "order_id", "query_id"])[column].mean()
     keys = table.index.to_frame(index=False)
     sets = sorted(keys["demo_set"].unique())
-    pairs = keys[["demo_set", "order_id"]].drop_duplicates().sort_values(["demo_set", "order_id"])
-    orders = list(pairs.itertuples(index=False, name=None))
-    order_pos = keys.merge(pairs.assign(_pos=pairs.groupby("demo_set").cumcount().to_numpy()),
-                           on=["demo_set", "order_id"], how="left")["_pos"].to_numpy()
-    n_orders = int(order_pos.max()) + 1
-    # each set's queries in sorted order take slots 0, 1, ... of that set
-    slots = keys[["demo_set", "query_id"]].drop_duplicates()
-    slots = slots.iloc[sorted(range(len(slots)), key=lambda r: (slots["demo_set"].iat[r], slots["query_id"].iat[r]))]
-    slots = slots.assign(_slot=slots.groupby("demo_set", sort=False).cumcount().to_numpy())
-    slot = keys.merge(slots, on=["demo_set", "query_id"], how="left")["_slot"].to_numpy()
-    width = int(slots["_slot"].max()) + 1
+    orders, order_pos = _positions_in_set(keys, "order_id")
+    _, slot = _positions_in_set(keys, "query_id")
     values = np.stack([np.atleast_1d(np.asarray(v, dtype=float)) for v in table.to_numpy()])
-    cube = np.full((len(sets), n_orders, width, values.shape[1]), np.nan)
+    cube = np.full((len(sets), int(order_pos.max()) + 1, int(slot.max()) + 1, values.shape[1]), np.nan)
     set_pos = pd.Index(sets).get_indexer(keys["demo_set"])
     cube[set_pos, order_pos, slot] = values
-    mask = np.zeros((len(sets), width), dtype=bool)
+    mask = np.zeros((cube.shape[0], cube.shape[2]), dtype=bool)
     mask[set_pos, slot] = True
     cube[~np.broadcast_to(mask[:, None, :, None], cube.shape)] = 0.0
     return cube, mask, sets, orders
+
+
+def _positions_in_set(keys: pd.DataFrame, column: str) -> tuple[list[tuple[Any, Any]], np.ndarray]:
+    """Each row's position among its demo set's distinct ``column`` values, sorted.
+
+    Returns the ``(demo_set, value)`` pairs in position order and, per row of
+    ``keys``, the position of its value within its set (0, 1, ...).
+    """
+    pairs = sorted(set(zip(keys["demo_set"], keys[column])))
+    position: dict[tuple[Any, Any], int] = {}
+    counts: dict[Any, int] = {}
+    for pair in pairs:
+        position[pair] = counts.get(pair[0], 0)
+        counts[pair[0]] = position[pair] + 1
+    return pairs, np.fromiter((position[p] for p in zip(keys["demo_set"], keys[column])), dtype=np.int64,
+                              count=len(keys))
 
 
 def order_comparison(
