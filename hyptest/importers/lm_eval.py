@@ -582,30 +582,29 @@ def _models_as_methods(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     parts = []
     for (task, n), group in frame.groupby(["task", "n_demos"], sort=True):
         models = sorted(group["model"].unique())
-        if len(models) < 2:  # named like the compared ones, so that one reference serves every task
-            group = group.assign(method=group["model"])
-            group["unit_key"] = [unit_key(m, task, m, int(n), int(s_), int(o), 0, 0)
-                                 for m, s_, o in zip(group["model"], group["demo_set"], group["order_id"])]
-            parts.append(group)
-            continue
-        set_key = group["order"].map(lambda ids: tuple(sorted(ids)))
-        sequence = group["order"].map(tuple)
-        set_ids = {key: i for i, key in enumerate(sorted(set_key.unique()))}
-        order_ids: dict[tuple[Any, ...], int] = {}
-        for key in sorted(set_ids):
-            for i, seq in enumerate(sorted(sequence[set_key == key].unique())):
-                order_ids[seq] = i
-        joined = re.sub(r"[^A-Za-z0-9._-]", "_", "-vs-".join(models))  # a name a study accepts
-        group = group.assign(method=group["model"], model=joined, demo_set=set_key.map(set_ids).astype(np.int64),
-                             order_id=sequence.map(order_ids).astype(np.int64))
-        group["unit_key"] = [unit_key(joined, task, m, int(n), int(s_), int(o), 0, 0)
-                             for m, s_, o in zip(group["method"], group["demo_set"], group["order_id"])]
-        notes.append(f"{task}/N={n}: {len(models)} models ({', '.join(models)}) on prompts drawn by the same few-shot "
-                     f"sampler: compared as methods under model {joined!r}, reference {models[0]!r}; sets and orders "
-                     "numbered alike for all of them, and each comparison uses the (set, doc) cells that both "
-                     "models saw in every order of the set")
+        group = group.assign(method=group["model"])  # also alone on a task: one reference serves every task
+        if len(models) >= 2:
+            set_key = group["order"].map(lambda ids: tuple(sorted(ids)))
+            sequence = group["order"].map(tuple)
+            set_ids = {key: i for i, key in enumerate(sorted(set(set_key)))}
+            order_ids: dict[tuple[Any, ...], int] = {}
+            per_set: dict[tuple[Any, ...], int] = {}
+            for seq in sorted(set(sequence)):  # sorted overall, hence sorted within each set
+                key = tuple(sorted(seq))
+                order_ids[seq] = per_set.get(key, 0)
+                per_set[key] = order_ids[seq] + 1
+            joined = re.sub(r"[^A-Za-z0-9._-]", "_", "-vs-".join(models))  # a name a study accepts
+            group = group.assign(model=joined, demo_set=set_key.map(set_ids).astype(np.int64),
+                                 order_id=sequence.map(order_ids).astype(np.int64))
+            notes.append(f"{task}/N={n}: {len(models)} models ({', '.join(models)}) on prompts drawn by the same "
+                         f"few-shot sampler: compared as methods under model {joined!r}, reference {models[0]!r}; "
+                         "sets and orders numbered alike for all of them, and each comparison uses the (set, doc) "
+                         "cells that both models saw in every order of the set")
         parts.append(group)
-    return pd.concat(parts, ignore_index=True) if parts else frame
+    out = pd.concat(parts, ignore_index=True)
+    out["unit_key"] = [unit_key(mo, t, me, int(n), int(s_), int(o), 0, 0) for mo, t, me, n, s_, o in
+                       zip(out["model"], out["task"], out["method"], out["n_demos"], out["demo_set"], out["order_id"])]
+    return out
 
 
 def _design(model: str, task: str, n: int, rows: list[_Row], runs: list[_Run], sets: dict[tuple[str, ...], int],
