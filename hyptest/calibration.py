@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import beta
+from statsmodels.stats.proportion import proportion_confint
 
 from .analysis import order_comparison
 from .results import CONFIRMATORY, decide, monte_carlo_budget
@@ -293,11 +293,9 @@ def run_family(design: CalibrationDesign, family_size: int, ratio: float | None,
 
 
 def clopper_pearson(count: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval of a binomial rate."""
-    a = 1 - level
-    low = 0.0 if count == 0 else float(beta.ppf(a / 2, count, n - count + 1))
-    high = 1.0 if count == n else float(beta.ppf(1 - a / 2, count + 1, n - count))
-    return low, high
+    """Exact (Clopper-Pearson) interval of a binomial rate: statsmodels' ``proportion_confint(method="beta")``."""
+    low, high = proportion_confint(count, n, alpha=1.0 - level, method="beta")
+    return float(low), float(high)
 
 
 def _one(args: tuple) -> pd.DataFrame:

@@ -37,7 +37,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
-from scipy.special import expit, ndtri
+from scipy.special import expit
+from statsmodels.stats.proportion import proportion_confint
 
 if TYPE_CHECKING:  # pandas is imported lazily, by the pilot function only
     import pandas as pd
@@ -200,14 +201,23 @@ def probability_scale_ratio(sd_a: float, sd_b: float, *, n_orders: int, n_querie
 
 
 def wilson_interval(count: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion ``count / n`` (``count`` may be fractional)."""
+    """Wilson score interval of a binomial proportion ``count / n`` (``count`` may be fractional).
+
+    statsmodels' ``proportion_confint(method="wilson")``, with NaNs for
+    ``n <= 0`` and the bounds clipped so that they contain ``count / n`` (float
+    rounding at 0 and 1).
+
+    Examples
+    --------
+    >>> low, high = wilson_interval(5, 100)
+    >>> round(low, 4), round(high, 4)
+    (0.0215, 0.1118)
+    """
     if n <= 0:
         return math.nan, math.nan
-    z = float(ndtri(0.5 + confidence / 2.0))
+    low, high = proportion_confint(count, n, alpha=1.0 - confidence, method="wilson")
     p = count / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n))
-    return max(0.0, min(centre - half, p)), min(1.0, max(centre + half, p))  # float rounding at 0 and 1
+    return max(0.0, min(float(low), p)), min(1.0, max(float(high), p))
 
 
 def estimate_order_effects(per_order: "pd.DataFrame", *, reference: str = "icl",
