@@ -28,7 +28,10 @@ def _np_stat(name):
 
 
 # ---------------------------------------------------------------------------
-# versus scipy.stats.bootstrap
+# versus scipy.stats.bootstrap: without clusters bootstrap_ci calls it, so these
+# check the arguments it passes (level, method, statistic) on another stream;
+# the cluster kernel is checked against scipy through singleton clusters below,
+# and both against closed forms and coverage
 # ---------------------------------------------------------------------------
 
 
