@@ -68,7 +68,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
-from .analysis import order_comparison
+from .analysis import _complete_slots, order_comparison
 from .results import CONFIRMATORY, decide, monte_carlo_budget
 from .study import MarginSpec
 
@@ -259,10 +259,32 @@ def simulate_slice(design: SliceDesign, ratio: float | None, model: OutputModel,
     return SimulatedSlice(design, np.take_along_axis(pop_icl, take, axis=1), cubes, truths, idx, pops)
 
 
+def _drop_cells(icl: np.ndarray, cube: np.ndarray, missing: float, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Lose each (set, query) slot of either method, under every order, with probability ``missing``
+    (a model that lacks some documents), then keep what the analysis keeps: the slots complete in both
+    (``analysis._complete_slots``)."""
+    a, b = icl.copy(), cube.copy()
+    for c in (a, b):
+        lost = rng.random((c.shape[0], c.shape[2])) < missing
+        c[np.broadcast_to(lost[:, None, :], c.shape)] = np.nan
+    mask = np.ones((a.shape[0], a.shape[2]), dtype=bool)
+    kept = _complete_slots(a[..., None], b[..., None], a[..., None], mask)
+    if kept is None:
+        return None
+    return kept[0][..., 0], kept[1][..., 0], kept[3]
+
+
 def run_family(design: CalibrationDesign, family_size: int, ratio: float | None, model: OutputModel,
                seed: int | Sequence[int], *, n_resamples: int = 10000, alpha: float = 0.05,
-               cluster: bool = False) -> pd.DataFrame:
+               cluster: bool = False, missing: float = 0.0) -> pd.DataFrame:
     """One simulated family through order_comparison + decide; one row per comparison.
+
+    ``missing`` > 0 loses each (set, query) slot of ICL and of each method
+    independently with that probability, under every order (missing
+    completely at random, as in imported logs where a model lacks some
+    documents) and compares on the slots complete in both, as the analysis
+    does.
 
     Columns: ``slice``, ``verdict``, ``estimate``, ``truth`` (true log ratio),
     ``ci_low``, ``ci_high``, ``ci_level``, ``p_value``, ``p_equivalence``.
@@ -278,8 +300,14 @@ def run_family(design: CalibrationDesign, family_size: int, ratio: float | None,
                 break
             keys = {"model": f"sim{slice_no}", "task": "sim", "n_demos": sd.n_demos, "method_a": "icl",
                     "method_b": f"method{j}"}
+            icl, mask = sim.icl, None
+            if missing > 0:
+                kept = _drop_cells(sim.icl, cube, missing, rng)
+                if kept is None:
+                    continue
+                icl, cube, mask = kept
             comparisons.append(order_comparison(
-                sim.icl, cube, mask=None, keys=keys, analysis="order_sensitivity", family=CONFIRMATORY,
+                icl, cube, mask=mask, keys=keys, analysis="order_sensitivity", family=CONFIRMATORY,
                 margin=MarginSpec(ratio=1.25), cluster=cluster, resample_orders=sd.resample_orders))
             truths.append(truth)
             slices.append(slice_no)
@@ -299,8 +327,9 @@ def clopper_pearson(count: int, n: int, level: float = 0.95) -> tuple[float, flo
 
 
 def _one(args: tuple) -> pd.DataFrame:
-    design, m, ratio, model, seed, n_resamples, alpha, cluster = args
-    return run_family(design, m, ratio, model, seed, n_resamples=n_resamples, alpha=alpha, cluster=cluster)
+    design, m, ratio, model, seed, n_resamples, alpha, cluster, missing = args
+    return run_family(design, m, ratio, model, seed, n_resamples=n_resamples, alpha=alpha, cluster=cluster,
+                      missing=missing)
 
 
 def _rows(design: str, rho: float, m: int, scenario: str, ratio: float | None, families: list[pd.DataFrame],
@@ -346,7 +375,7 @@ def calibrate(design: str | CalibrationDesign = "default", *, family_sizes: Sequ
               n_sims: int | dict[int, int] = 200, scenarios: Sequence[str] = tuple(SCENARIOS),
               rhos: Sequence[float] = (0.0, 0.8), model: OutputModel | None = None, seed: int = 0,
               n_resamples: int = 10000, alpha: float = 0.05, cluster: bool = False,
-              n_jobs: int | None = None, progress: Any = None) -> pd.DataFrame:
+              missing: float = 0.0, n_jobs: int | None = None, progress: Any = None) -> pd.DataFrame:
     """Calibrate the confirmatory decision on a design; one row per (rho, family size, scenario, quantity).
 
     Parameters
@@ -364,6 +393,11 @@ def calibrate(design: str | CalibrationDesign = "default", *, family_sizes: Sequ
         Correlations of ICL's and the methods' per-order factors.
     n_resamples : int
         ``n_resamples`` passed to ``decide`` (the budget is ``max(n_resamples, ceil(20 m / alpha))``).
+    missing : float
+        Probability that a (set, query) slot of a method is missing under
+        every order (completely at random); comparisons use the slots
+        complete in both methods, as the analysis of imported logs does. 0: a
+        full study.
     n_jobs : int, optional
         Worker processes (default: the CPU count).
     progress : callable, optional
@@ -373,9 +407,11 @@ def calibrate(design: str | CalibrationDesign = "default", *, family_sizes: Sequ
     -------
     pandas.DataFrame
         Columns ``design, rho, family_size, scenario, true_ratio, quantity, unit, count, n, rate,
-        mc_low, mc_high, nominal, n_sims, seconds, budget``.
+        mc_low, mc_high, nominal, n_sims, seconds, budget, missing``.
     """
     spec = DESIGNS[design] if isinstance(design, str) else design
+    if not 0 <= missing < 1:
+        raise ValueError(f"`missing` must lie in [0, 1), got {missing!r}")
     base = model or OutputModel()
     jobs = n_jobs or os.cpu_count() or 1
     cells = [(rho, m, s) for rho in rhos for m in family_sizes for s in scenarios]
@@ -394,13 +430,13 @@ def calibrate(design: str | CalibrationDesign = "default", *, family_sizes: Sequ
             if count <= 0:
                 continue
             key = [seed, round(rho * 1000), m, list(SCENARIOS).index(scenario)]
-            args = [(spec, m, ratio, replace(base, rho=rho), key + [k], n_resamples, alpha, cluster)
+            args = [(spec, m, ratio, replace(base, rho=rho), key + [k], n_resamples, alpha, cluster, missing)
                     for k in range(count)]
             t0 = time.perf_counter()
             families = list(pool.map(_one, args)) if pool else [_one(a) for a in args]
             seconds = time.perf_counter() - t0
             for row in _rows(spec.name, rho, m, scenario, ratio, families, alpha, seconds):
-                rows.append(row | {"budget": monte_carlo_budget(m, alpha, n_resamples)})
+                rows.append(row | {"budget": monte_carlo_budget(m, alpha, n_resamples), "missing": missing})
             if progress is not None:
                 progress(i + 1, len(cells), f"{spec.name} rho={rho} m={m} {scenario}")
     finally:

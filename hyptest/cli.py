@@ -419,6 +419,8 @@ def calibrate(
     n_resamples: int = typer.Option(10000, "--n-resamples", min=1000, help="decide()'s n_resamples (the budget is "
                                     "max(this, ceil(20 m / alpha)))."),
     jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="Worker processes (default: all cores)."),
+    missing: float = typer.Option(0.0, "--missing", min=0.0, max=0.99, help="Probability that a (set, query) slot "
+                                  "is missing in a method, as in imported logs (compared on the complete slots)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the table as markdown to this file."),
 ) -> None:
     """Calibrate the confirmatory decision (order_comparison + decide) on simulated studies."""
@@ -437,7 +439,7 @@ def calibrate(
         _fail("--family-sizes must be positive integers and --rho values in (-1, 1)")
     with _err.status("simulating") as status:
         table = run_calibration(design, family_sizes=sizes, n_sims=n_sims, rhos=rhos, seed=seed,
-                                n_resamples=n_resamples, n_jobs=jobs,
+                                n_resamples=n_resamples, n_jobs=jobs, missing=missing,
                                 progress=lambda done, total, label: status.update(f"{done}/{total} {label}"))
     view = Table(title=f"Calibration of the confirmatory decision, design {design} ({DESIGNS[design].description})",
                  title_justify="left")

@@ -24,6 +24,7 @@ from hyptest.calibration import (
     POPULATION_CAP,
     OutputModel,
     SliceDesign,
+    _drop_cells,
     calibrate,
     clopper_pearson,
     markdown_table,
@@ -142,6 +143,24 @@ def test_clopper_pearson():
     low, high = clopper_pearson(5, 100)
     assert low == pytest.approx(0.01643, abs=1e-4) and high == pytest.approx(0.11284, abs=1e-4)
     assert clopper_pearson(10, 10) == (pytest.approx(0.6915029, abs=1e-6), 1.0)
+
+
+def test_missing_slots_are_dropped_in_both_methods():
+    design = SliceDesign(n_demos=4, n_sets=3, n_orders=5, n_queries=40, n_methods=1)
+    sim = simulate_slice(design, 1.0, OutputModel(), np.random.default_rng(0))
+    a, b, mask = _drop_cells(sim.icl, sim.methods[0], 0.3, np.random.default_rng(1))
+    # the same draws, by hand: a slot survives when neither method lost it
+    rng = np.random.default_rng(1)
+    lost_a = rng.random((3, 40)) < 0.3
+    lost_b = rng.random((3, 40)) < 0.3
+    complete = ~lost_a & ~lost_b
+    keep = complete.any(axis=1)
+    np.testing.assert_array_equal(mask, complete[keep])
+    np.testing.assert_array_equal(a, np.where(complete[keep][:, None, :], sim.icl[keep], 0.0))
+    np.testing.assert_array_equal(b, np.where(complete[keep][:, None, :], sim.methods[0][keep], 0.0))
+    assert 0.35 < mask.mean() < 0.65  # 0.7 ** 2 = 0.49 of the slots
+    with pytest.raises(ValueError, match="missing"):
+        calibrate("default", missing=1.0)
 
 
 def test_calibrate_table_and_cli(tmp_path):
