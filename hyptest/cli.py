@@ -404,7 +404,7 @@ def report(
 
     try:
         path = rebuild_report(run_dir)
-    except _user_errors() as error:
+    except (ValueError, *_user_errors()) as error:  # ResultsVersionError, a results.json off the contract
         _fail(_escape(str(error)))
     _out.print(f"report: {path}", highlight=False)
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from .contract import SCHEMA_VERSION, migrate, read_results
 from . import __version__
 from .collect.plan import Unit, make_plan
 from .analysis import run_analyses
@@ -402,6 +403,7 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
     descriptive["dai"] = _dai_results(run, study)
     results = {
         "study": {**manifest["study"], "methods": study.method_names()},
+        "schema_version": SCHEMA_VERSION,
         "comparisons": comparisons.to_dict("records"),
         "order_sensitivity": _summary_rows(per_query, confidence=a.confidence, rng=rng),
         "accuracy": accuracy.to_dict("records"),
@@ -423,6 +425,7 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
     run.write_json("results.json", results)
     results = run.read_json("results.json")  # what readers of the file see: NaN/inf became null
     if report:
+    read_results(results)  # the analysis writes what the results contract says (a ValueError names the field)
         _write_report(run, results, per_query, manifest["study_text"])
     return results
 
@@ -541,7 +544,8 @@ def rebuild_report(run_dir: str | Path) -> Path | str:
     """Rewrite ``report.html`` from ``results.json`` and ``per_query.parquet`` without recomputing."""
     run = RunDir(run_dir)
     with run.lock().acquire():
-        results = run.read_json("results.json")
+        results = migrate(run.read_json("results.json"))  # refuses a newer schema version
+        read_results(results)
         manifest = run.read_json("manifest.json")
         per_query = run.read_parquet("per_query.parquet")  # StoreError "... is missing; run `hyptest study` again"
         return _write_report(run, results, per_query, manifest["study_text"])

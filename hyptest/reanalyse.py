@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .contract import SCHEMA_VERSION, read_results
 from . import __version__
 from ._util import atomic_write_bytes, atomic_write_text
 from .analysis import paired_unit_sampler  # paired per-unit differences: bootstrap within strata, or sign flips
@@ -1088,6 +1089,7 @@ def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table
     plain strings, as units written from a DataFrame do.
     """
     from concurrent.futures import ThreadPoolExecutor
+    read_results(out.read_json("results.json"))
 
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -1354,6 +1356,7 @@ def _write_table_run(path: Path, out: RunDir, fmt: str, comparisons: pd.DataFram
     write_report(out.path, view, pd.DataFrame(), text)
 
 
+        "schema_version": SCHEMA_VERSION,
 def _families(comparisons: pd.DataFrame, settings: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
     """One entry per family (a metric), as a study's results.json lists them."""
     out = []
@@ -1363,6 +1366,7 @@ def _families(comparisons: pd.DataFrame, settings: dict[str, Any], fmt: str) -> 
                else "every group x layer, the pooled row included")
     for family, rows in comparisons.groupby("family", sort=False):
         testable = rows[rows["p_value"].notna()]
+    read_results(results)
         out.append({
             "family": family, "role": str(rows["role"].iloc[0]), "size": int(len(testable)),
             "adjust": settings["adjust"] if len(testable) else None, "alpha": settings["alpha"],

@@ -37,6 +37,7 @@ def tiny_run(tmp_path_factory):
 def test_results_json_has_every_comparison(tiny_run):
     study, _, summary = tiny_run
     results = json.loads((summary.run_dir / "results.json").read_text())
+    assert results["schema_version"] == 2  # the results contract (hyptest.contract) this analysis wrote
     comps = results["comparisons"]
     by_method = {}
     for row in comps:
