@@ -402,8 +402,8 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
     descriptive = _descriptive_tables(run, study, records, all_steps, output)
     descriptive["dai"] = _dai_results(run, study)
     results = {
-        "study": {**manifest["study"], "methods": study.method_names()},
         "schema_version": SCHEMA_VERSION,
+        "study": {**manifest["study"], "methods": study.method_names()},
         "comparisons": comparisons.to_dict("records"),
         "order_sensitivity": _summary_rows(per_query, confidence=a.confidence, rng=rng),
         "accuracy": accuracy.to_dict("records"),
@@ -424,8 +424,8 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
     run.write_parquet("per_order.parquet", per_order)
     run.write_json("results.json", results)
     results = run.read_json("results.json")  # what readers of the file see: NaN/inf became null
-    if report:
     read_results(results)  # the analysis writes what the results contract says (a ValueError names the field)
+    if report:
         _write_report(run, results, per_query, manifest["study_text"])
     return results
 

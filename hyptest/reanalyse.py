@@ -1075,6 +1075,7 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     if "import_problems.json" not in results.get("data_files", []):
         results.setdefault("data_files", []).append("import_problems.json")
     out.write_json("results.json", results)
+    read_results(out.read_json("results.json"))
     rebuild_report(out.path)
 
 
@@ -1089,7 +1090,6 @@ def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table
     plain strings, as units written from a DataFrame do.
     """
     from concurrent.futures import ThreadPoolExecutor
-    read_results(out.read_json("results.json"))
 
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -1342,6 +1342,7 @@ def _write_table_run(path: Path, out: RunDir, fmt: str, comparisons: pd.DataFram
              "source": str(path), "analysis": {k: v for k, v in settings.items() if k != "rng"},
              "seed": settings["rng"]}
     results = {
+        "schema_version": SCHEMA_VERSION,
         "study": study,
         "comparisons": rows,
         **extra,
@@ -1351,12 +1352,12 @@ def _write_table_run(path: Path, out: RunDir, fmt: str, comparisons: pd.DataFram
     }
     out.write_json("results.json", results)
     results = out.read_json("results.json")
+    read_results(results)
     view = {**results, "comparisons": _report_view(results["comparisons"], fmt)}
     text = (f"# hyptest reanalyse ({fmt}) of {path}\n" + yaml.safe_dump(study, sort_keys=False))
     write_report(out.path, view, pd.DataFrame(), text)
 
 
-        "schema_version": SCHEMA_VERSION,
 def _families(comparisons: pd.DataFrame, settings: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
     """One entry per family (a metric), as a study's results.json lists them."""
     out = []
@@ -1366,7 +1367,6 @@ def _families(comparisons: pd.DataFrame, settings: dict[str, Any], fmt: str) -> 
                else "every group x layer, the pooled row included")
     for family, rows in comparisons.groupby("family", sort=False):
         testable = rows[rows["p_value"].notna()]
-    read_results(results)
         out.append({
             "family": family, "role": str(rows["role"].iloc[0]), "size": int(len(testable)),
             "adjust": settings["adjust"] if len(testable) else None, "alpha": settings["alpha"],

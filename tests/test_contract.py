@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -51,20 +50,22 @@ def test_version_1_is_migrated_and_future_versions_refused():
                                               "rule": "two_sided"}]})
 
 
-def _run_copy(tmp_path: Path) -> Path:
-    source = ROOT / "reports" / "order_sensitivity"
-    if not (source / "results.json").is_file():
-        pytest.skip("the committed default report is not there")
-    run = tmp_path / "run"
-    run.mkdir()
-    for name in ("results.json", "manifest.json", "per_query.parquet"):
-        shutil.copy(source / name, run / name)
-    return run
+def _tiny_run(tmp_path: Path) -> Path:
+    from hyptest.pipeline import run_study
+    from hyptest.study import load_study
+
+    from .conftest import TINY_STUDY
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_STUDY)
+    study, text = load_study(path)
+    return run_study(study, text, out_dir=tmp_path / "out", threads=1).run_dir
 
 
 def test_hyptest_report_renders_the_previous_version_and_refuses_a_newer_one(tmp_path):
-    run = _run_copy(tmp_path)
+    run = _tiny_run(tmp_path)
     data = json.loads((run / "results.json").read_text())
+    assert data["schema_version"] == SCHEMA_VERSION
     data.pop("schema_version", None)  # as written before the contract
     (run / "results.json").write_text(json.dumps(data))
     ok = CliRunner().invoke(app, ["report", str(run)])
