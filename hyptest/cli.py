@@ -54,6 +54,8 @@ def validate(study_file: Path = typer.Argument(..., help="Study YAML file.")) ->
     from .preflight import check_output_dir, estimate_cost
     from .study import load_study
 
+    if _validate_experiment(study_file):
+        return
     try:
         study, _ = load_study(study_file)
         tasks = load_tasks(study, base_dir=study_file.parent)
@@ -107,6 +109,8 @@ def study(
     from .pipeline import run_study
     from .study import load_study
 
+    if _run_experiment(study_file, out, threads, wait=wait, force=force):
+        return
     try:
         spec, text = load_study(study_file)
         if memory_budget is not None:
@@ -162,6 +166,64 @@ def study(
             bar.stop()
             _fail("interrupted; finished units are kept — rerun the same command to resume", code=130)
     _render_summary(summary.results, summary.run_dir, summary.n_units, summary.n_reused)
+
+
+def _experiment_study(study_file: Path) -> tuple[object, str] | None:
+    """The validated study and text of a study file with a top-level ``experiment:`` key, else None."""
+    from .validation import experiment_of
+    from .validation.momentum_study import parse_momentum_study, study_data
+
+    data, text = study_data(study_file)
+    if experiment_of(data) is None:
+        return None
+    return parse_momentum_study(data, source=str(study_file)), text
+
+
+def _validate_experiment(study_file: Path) -> bool:
+    """``hyptest validate`` of an experiment study (hyptest.validation); False for an ICL-vs-GD study."""
+    from .preflight import check_output_dir
+    from .validation.momentum_study import default_run_dir, describe_cost
+
+    try:
+        found = _experiment_study(study_file)
+        if found is None:
+            return False
+        spec = found[0]
+        check_output_dir(default_run_dir(spec))  # type: ignore[arg-type]
+    except _user_errors() as error:
+        _fail(_escape(str(error)))
+    _out.print(f"{study_file}: ok — experiment {spec.experiment}, {len(spec.seeds)} seeds x 2 variants "  # type: ignore[attr-defined]
+               f"(plain, momentum eta={spec.momentum.eta:g})", highlight=False)  # type: ignore[attr-defined]
+    _out.print(_escape(describe_cost(spec)), highlight=False)  # type: ignore[arg-type]
+    return True
+
+
+def _run_experiment(study_file: Path, out: Optional[str], threads: Optional[int], *, wait: bool, force: bool) -> bool:
+    """``hyptest study`` of an experiment study: train (resuming), decide, report; False for an ICL-vs-GD study."""
+    from .preflight import check_output_dir
+    from .validation.momentum_study import default_run_dir, run_momentum_study
+
+    try:
+        found = _experiment_study(study_file)
+        if found is None:
+            return False
+        spec, text = found
+        check_output_dir(out or default_run_dir(spec))  # type: ignore[arg-type]
+        run = run_momentum_study(spec, text, out_dir=out, workers=threads, wait=wait, force=force,  # type: ignore[arg-type]
+                                 on_wait=lambda message: _err.print(f"[yellow]{_escape(message)}[/]"))
+    except _user_errors() as error:
+        _fail(_escape(str(error)))
+    except KeyboardInterrupt:
+        _fail("interrupted; finished units and checkpoints are kept — rerun the same command to resume", code=130)
+    for row in run.results["comparisons"]:
+        k = "mean over k" if row["n_demos"] is None else f"k = {row['n_demos']}"
+        _out.print(f"{row['family']}: momentum vs plain, {k}: log ratio {_short(row['estimate'])} "
+                   f"[{_short(row['ci_low'])}, {_short(row['ci_high'])}], p_adj {row['p_adjusted']:.2g}: "
+                   f"{row['verdict']} ({row['direction']})", highlight=False)
+    wall = run.results["provenance"]["wall_time_s"]
+    _out.print(f"{run.n_units} units ({run.n_reused} reused) · wall time {wall['total']:.1f} s · report: "
+               f"{_escape(str(run.run_dir / 'report.html'))}", highlight=False)
+    return True
 
 
 def _preflight(spec: object, study_file: Path, out: Optional[str], yes: bool) -> None:
