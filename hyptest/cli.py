@@ -217,9 +217,10 @@ def _run_experiment(study_file: Path, out: Optional[str], threads: Optional[int]
         _fail("interrupted; finished units and checkpoints are kept — rerun the same command to resume", code=130)
     for row in run.results["comparisons"]:
         k = "mean over k" if row["n_demos"] is None else f"k = {row['n_demos']}"
-        _out.print(f"{row['family']}: momentum vs plain, {k}: log ratio {_short(row['estimate'])} "
-                   f"[{_short(row['ci_low'])}, {_short(row['ci_high'])}], p_adj {row['p_adjusted']:.2g}: "
-                   f"{row['verdict']} ({row['direction']})", highlight=False)
+        _out.print(_escape(f"{row['family']}: momentum vs plain, {k}: log ratio {_short(row['estimate'])} "
+                           f"[{'-inf' if row['ci_low'] is None else _short(row['ci_low'])}, {_short(row['ci_high'])}], "
+                           f"p_adj {row['p_adjusted']:.2g}: "
+                           f"{row['verdict']} ({row['direction']})"), highlight=False)
     wall = run.results["provenance"]["wall_time_s"]
     _out.print(f"{run.n_units} units ({run.n_reused} reused) · wall time {wall['total']:.1f} s · report: "
                f"{_escape(str(run.run_dir / 'report.html'))}", highlight=False)
@@ -465,7 +466,9 @@ def report(
     from .pipeline import rebuild_report
 
     try:
-        path = rebuild_report(run_dir)
+        from .validation.momentum_report import experiment_run
+
+        path = experiment_run(run_dir) or rebuild_report(run_dir)
     except (ValueError, *_user_errors()) as error:  # ResultsVersionError, a results.json off the contract
         _fail(_escape(str(error)))
     _out.print(f"report: {path}", highlight=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
-STUDIES = ["order_sensitivity", "shen_metrics", "dai_meta_optimisation"]
+STUDIES = ["order_sensitivity", "shen_metrics", "dai_meta_optimisation", "momentum_attention"]
 
 
 def _results(name: str) -> dict:
@@ -53,3 +53,33 @@ def test_default_study_bayes_and_frequentist_agree_in_direction():
         freq, post = _value(row["estimate"]), _value(bayes[method]["estimate"])
         assert math.copysign(1, freq) == math.copysign(1, post), (method, freq, post)
         assert {row["verdict"], bayes[method]["verdict"]} != {"different", "equivalent"}, method
+
+
+def test_momentum_attention_report_is_the_committed_study_and_its_verdict_holds():
+    """The committed momentum-attention run: its study file, 8 paired seeds, a verdict the data imply."""
+    import itertools
+
+    import numpy as np
+    import yaml
+
+    results = _results("momentum_attention")
+    study = yaml.safe_load((REPORTS.parent / "studies" / "momentum_attention.yaml").read_text())
+    assert results["experiment"] == "momentum_attention"
+    assert results["study"]["seeds"] == study["seeds"] and len(study["seeds"]) >= 8
+    assert results["study"]["training"]["steps"] == study["training"]["steps"]
+    assert (REPORTS / "momentum_attention" / "report.html").is_file()
+    K = study["task"]["n_points"]
+    curves = results["curves"]
+    per_seed = np.array([np.mean(np.log(curves["momentum"][str(s)][1:]) - np.log(curves["plain"][str(s)][1:]))
+                         for s in study["seeds"]])
+    row = next(r for r in results["comparisons"] if r["family"] == "confirmatory")
+    assert row["estimate"] == pytest.approx(per_seed.mean())
+    means = [np.mean(np.array(signs) * per_seed) for signs in itertools.product((1, -1), repeat=len(per_seed))]
+    one_sided = min(np.mean([m >= per_seed.mean() - 1e-12 for m in means]),
+                    np.mean([m <= per_seed.mean() + 1e-12 for m in means]))
+    assert row["p_value"] == pytest.approx(min(1.0, 2 * one_sided))
+    assert row["note"] is None  # 8 seeds reach the level: no floor note on the confirmatory row
+    # the training is real: the plain transformer learned in-context regression well above "predict 0"
+    plain_last = np.mean([curves["plain"][str(s)][K - 1] for s in study["seeds"]])
+    assert plain_last < 0.5 * results["zero_predictor"][K - 1]
+    assert results["n_parameters"]["plain"] == results["n_parameters"]["momentum"] > 50_000

@@ -286,6 +286,9 @@ def test_the_verdict_of_a_tiny_run_through_the_cli(tmp_path):
     assert "<svg" in html and "momentum attention" in html.lower() and "4005" in html
     assert "://" not in html.replace("http://www.w3.org/2000/svg", "")
     assert "<script" not in html
+    (tmp_path / "run" / "report.html").unlink()
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "run")])
+    assert result.exit_code == 0 and (tmp_path / "run" / "report.html").read_text() == html
 
 
 def _records(plain: np.ndarray, mom: np.ndarray, seeds: list[int]) -> list[dict]:

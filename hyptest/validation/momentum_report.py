@@ -17,7 +17,7 @@ from markupsafe import Markup
 
 from .._util import atomic_write_text
 
-__all__ = ["figures", "render_report", "write_report"]
+__all__ = ["experiment_run", "figures", "render_report", "write_report"]
 
 COLORS = {"plain": "#0072B2", "momentum": "#D55E00", "momentum vs plain": "#D55E00"}
 
@@ -109,3 +109,19 @@ def write_report(run_dir: str | Path, results: dict[str, Any] | None = None) -> 
     else:
         results = json.loads(json.dumps(results, default=str))  # what a reader of results.json sees
     return atomic_write_text(run_dir / "report.html", render_report(results))
+
+
+def experiment_run(run_dir: str | Path) -> Path | None:
+    """Rewrite the report of a momentum-attention run directory; None when ``run_dir`` holds another kind of run."""
+    from ..store.run_dir import is_url
+
+    if is_url(run_dir):
+        return None
+    path = Path(run_dir) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("experiment") != "momentum_attention":
+        return None
+    return write_report(run_dir)

@@ -533,7 +533,8 @@ def analyse(study: MomentumStudy, records: list[dict]) -> dict[str, Any]:
     return {
         "experiment": EXPERIMENT,
         "study": study.model_dump(mode="json"),
-        "comparisons": table.astype(object).where(table.notna(), None).to_dict("records"),
+        "comparisons": [{**row, "n_demos": c.n_demos}  # ints (pandas made the column float around the None)
+                        for row, c in zip(table.astype(object).where(table.notna(), None).to_dict("records"), comps)],
         "families": families,
         "per_seed": [{"seed": s, "mean_log_ratio": float(v)} for s, v in zip(study.seeds, per_seed)],
         "curves": curves, "optimum": optimum.tolist(), "zero_predictor": zero.tolist(), "summary": summary,
