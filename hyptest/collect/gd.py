@@ -1,13 +1,17 @@
 """GD-family fine-tuning from the same pretrained weights every time.
 
-Three methods, with the loss on the label-word tokens of each demo
+Four methods, with the loss on the label-word tokens of each demo
 (formatted as a zero-shot example, ``input + label word``) or, with
 ``loss: all_tokens`` (Dai et al.), on every token of the formatted demo:
 
 * ``gd``   full-batch gradient descent: each step uses the mean loss over all
   N demos, so the result does not depend on their order (up to float rounding);
 * ``sgd``  plain SGD, batch size 1, one step per demo in the given order;
-* ``adam`` Adam, batch size 1, one step per demo in the given order.
+* ``adam`` Adam, batch size 1, one step per demo in the given order;
+* ``layer_causal_gd`` plain SGD, batch size 1, in order, on Deutch et al.'s
+  layer-causal loss (:mod:`hyptest.collect.layer_causal`): each layer is
+  trained only by the loss of its own output, read through the final norm and
+  LM head.
 
 The model stays in eval mode while training (dropout off), so every method is a
 deterministic function of (weights, demos, order, seed), as Theorem 1 of Shen
@@ -47,8 +51,11 @@ __all__ = [
     "TrainingExample",
     "WeightSnapshot",
     "label_loss",
+    "loss_at_targets",
     "n_layers",
+    "padded_batch",
     "resolve_layer",
+    "target_positions",
     "train_in_place",
     "train_orders",
     "trainable_parameters",
@@ -203,7 +210,7 @@ def trainable_parameters(model: Any, method: Any) -> list[tuple[str, Any]]:
     ----------
     model : torch.nn.Module
         The model.
-    method : GDMethod | SGDMethod | AdamMethod
+    method : GDMethod | SGDMethod | AdamMethod | LayerCausalGDMethod
         Its ``params`` (default ``all``) and ``layer`` select the parameters:
         ``all``: every parameter that requires a gradient; ``value_proj``: the
         weight (and bias, if any) of ``...layers.{layer}.self_attn.v_proj``;
@@ -305,20 +312,47 @@ def training_loss(model: Any, examples: Sequence[TrainingExample], *, loss: str 
     if loss not in ("label", "all_tokens"):
         raise ValueError(f"`loss` must be 'label' or 'all_tokens', got {loss!r}")
 
+    ids, mask = padded_batch(examples, device)
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    rows, cols, _ = target_positions(examples)
+    return loss_at_targets(model, hidden[rows, cols], examples, loss=loss, device=device)
+
+
+def padded_batch(examples: Sequence[TrainingExample], device: Any) -> tuple[Any, Any]:
+    """Input ids of ``examples`` right-padded into one batch, and the attention mask."""
+    import torch
+
     width = max(len(e.ids) for e in examples)
     ids = torch.zeros((len(examples), width), dtype=torch.long, device=device)
     mask = torch.zeros_like(ids)
     for b, ex in enumerate(examples):
         ids[b, : len(ex.ids)] = torch.tensor(ex.ids, device=device)
         mask[b, : len(ex.ids)] = 1
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    return ids, mask
+
+
+def target_positions(examples: Sequence[TrainingExample]) -> tuple[list[int], list[int], list[int]]:
+    """Batch row, predicting position and target token of every target, example by example."""
     rows, cols, tokens = [], [], []
     for b, ex in enumerate(examples):
         for t in ex.targets:
             rows.append(b)
             cols.append(t - 1)
             tokens.append(ex.ids[t])
-    logits = lm_head_logits(model, hidden[rows, cols]).float()
+    return rows, cols, tokens
+
+
+def loss_at_targets(model: Any, hidden: Any, examples: Sequence[TrainingExample], *, loss: str,
+                    device: Any) -> Any:
+    """The training loss from the final hidden states at the positions :func:`target_positions` lists.
+
+    ``hidden`` has one row per target (after the model's final norm); the
+    loss is reduced as :func:`training_loss` describes.
+    """
+    import torch
+
+    rows, _, tokens = target_positions(examples)
+    logits = lm_head_logits(model, hidden).float()
     logp = torch.log_softmax(logits, dim=-1)
     token_logp = logp[torch.arange(len(tokens)), torch.tensor(tokens, device=device)]
     if loss == "label":
@@ -333,27 +367,37 @@ def _optimizer(params: Sequence[Any], method: Any) -> Any:
     import torch
 
     params = list(params)
-    if method.kind in {"gd", "sgd"}:
+    if method.kind in {"gd", "sgd", "layer_causal_gd"}:
         return torch.optim.SGD(params, lr=method.learning_rate, momentum=0.0)
     if method.kind == "adam":
         return torch.optim.Adam(params, lr=method.learning_rate, betas=tuple(method.betas), eps=method.eps)
-    raise ValueError(f"`method.kind` must be 'gd', 'sgd' or 'adam', got {method.kind!r}")
+    raise ValueError(f"`method.kind` must be 'gd', 'sgd', 'adam' or 'layer_causal_gd', got {method.kind!r}")
+
+
+def _objective(method: Any) -> Callable[..., Any]:
+    """The loss a method minimises: :func:`training_loss`, or the layer-causal sum over layers."""
+    if getattr(method, "kind", None) == "layer_causal_gd":
+        from .layer_causal import layer_causal_loss
+
+        return layer_causal_loss
+    return training_loss
 
 
 def training_schedule(examples: Sequence[TrainingExample], method: Any) -> list[tuple[TrainingExample, ...]]:
     """The batches of every optimisation step, in order.
 
-    ``gd``: ``steps`` times the whole list; ``sgd`` / ``adam``: each example
-    alone, in order, ``epochs`` times.
+    ``gd``: ``steps`` times the whole list; ``sgd`` / ``adam`` /
+    ``layer_causal_gd``: each example alone, in order, ``epochs`` times.
     """
     if method.kind == "gd":
         return [tuple(examples)] * method.steps
     return [(ex,) for _ in range(method.epochs) for ex in examples]
 
 
-def _step(model: Any, optimizer: Any, batch: Sequence[TrainingExample], device: Any, kind: str = "label") -> float:
+def _step(model: Any, optimizer: Any, batch: Sequence[TrainingExample], device: Any, kind: str = "label",
+          objective: Callable[..., Any] = training_loss) -> float:
     optimizer.zero_grad(set_to_none=True)
-    loss = training_loss(model, batch, loss=kind, device=device)
+    loss = objective(model, batch, loss=kind, device=device)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
@@ -375,7 +419,7 @@ def train_in_place(
         Restored to the pretrained weights by the caller.
     examples : sequence of TrainingExample
         The demos, in order.
-    method : GDMethod | SGDMethod | AdamMethod
+    method : GDMethod | SGDMethod | AdamMethod | LayerCausalGDMethod
         Kind and hyper-parameters; ``params`` picks what trains
         (:func:`trainable_parameters`; the other parameters' ``requires_grad``
         is off while training and put back afterwards), ``loss`` the loss
@@ -388,7 +432,8 @@ def train_in_place(
     Returns
     -------
     list of float
-        The training loss at every optimisation step (before the step).
+        The training loss at every optimisation step (before the step); for
+        ``layer_causal_gd`` the layer-causal loss, summed over the layers.
     """
     import torch
 
@@ -397,7 +442,9 @@ def train_in_place(
     with _only_these_train(model, params):
         torch.manual_seed(seed)
         optimizer = _optimizer(params, method)
-        losses = [_step(model, optimizer, batch, device, kind) for batch in training_schedule(examples, method)]
+        objective = _objective(method)
+        losses = [_step(model, optimizer, batch, device, kind, objective)
+                  for batch in training_schedule(examples, method)]
         optimizer.zero_grad(set_to_none=True)
     return losses
 
@@ -498,7 +545,7 @@ def train_orders(
         At the pretrained weights on entry.
     orders : sequence of sequence of TrainingExample
         The demos of each order, in order.
-    method : GDMethod | SGDMethod | AdamMethod
+    method : GDMethod | SGDMethod | AdamMethod | LayerCausalGDMethod
         Kind and hyper-parameters (see :func:`training_schedule`).
     seed : int
         Seeds torch before training, as :func:`train_in_place` does.
@@ -563,6 +610,7 @@ def _walk_orders(model: Any, root: "_StepNode", method: Any, params: list[Any], 
 
     torch.manual_seed(seed)
     optimizer = _optimizer(params, method)
+    objective = _objective(method)
     entry = snapshot if snapshot is not None else WeightSnapshot(model, budget)
     # what every step needs whatever the budget: gradients, plus Adam's two moments
     state_bytes = tensor_bytes(params) * (3 if method.kind == "adam" else 1)
@@ -592,7 +640,7 @@ def _walk_orders(model: Any, root: "_StepNode", method: Any, params: list[Any], 
         base_depth, state = max((h for h in held if h[0] <= depth), key=lambda h: h[0])
         state.restore(params, optimizer)
         for batch in path[base_depth:depth]:
-            _step(model, optimizer, batch, device, kind)
+            _step(model, optimizer, batch, device, kind, objective)
 
     def visit(node: _StepNode, depth: int) -> Iterator[tuple[Any, ...]]:
         if observe is not None:
@@ -620,7 +668,7 @@ def _walk_orders(model: Any, root: "_StepNode", method: Any, params: list[Any], 
                 if i > 0:
                     return_to(depth)
                 path.append(batch)
-                losses.append(_step(model, optimizer, batch, device, kind))
+                losses.append(_step(model, optimizer, batch, device, kind, objective))
                 yield from visit(child, depth + 1)
                 del path[depth:], losses[depth:]
         finally:  # also when the walk is closed early: a shared budget gets its bytes back
