@@ -2044,8 +2044,9 @@ def _sparsity_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
             for r in mine:
                 series.setdefault(str(r["matrix"]), []).append(
                     svg.SeriesPoint(x=_as_float(r.get("layer")), y=_as_float(r.get("sparsity"))))
+            # the axis follows the data (shares of 0.005 were drawn on a 0-1 axis) and includes 0
             panels.append(svg.Panel(title=what, y_label="share of entries below threshold", series=series,
-                                    y_min=0.0, y_max=1.0))
+                                    y_min=0.0))
             for mtx in matrices:
                 vals = [(int(_as_float(r.get("layer"))), _as_float(r.get("sparsity"))) for r in mine
                         if str(r["matrix"]) == mtx and _as_float(r.get("sparsity")) is not None]
