@@ -211,3 +211,16 @@ def test_clipping():
         capital(np.array([2.0]), 0.0, lo=-1, hi=1, side="greater")
     with pytest.raises(ValueError, match="inside the bound"):
         anytime_test(np.zeros(3), bound=0.2, margin=0.3)
+
+
+@pytest.mark.parametrize("method", ["holm", "bonferroni", "bh"])
+def test_family_adjustment_matches_statsmodels(method):
+    from hyptest.stats.multiplicity import adjust_pvalues
+
+    rng = np.random.default_rng(5)
+    for m in (1, 2, 5, 30):
+        e = np.exp(rng.normal(1.0, 2.0, size=m))
+        e[rng.uniform(size=m) < 0.2] = 0.5  # p-values of exactly 1
+        np.testing.assert_allclose(adjust_evalues(e, method=method),
+                                   adjust_pvalues(np.minimum(1, 1 / e), method=method), rtol=1e-12)
+    assert np.isnan(adjust_evalues(np.array([np.nan, 40.0]), method=method)[0])

@@ -1,0 +1,198 @@
+"""Continuous monitoring of a family of anytime-valid comparisons, with stopping.
+
+The adaptive collection adds demo sets to every undecided comparison in
+rounds and looks after each round. :func:`monitor_family` replays those
+looks on the per-set statistics collected so far and is the one rule both
+the collection (which comparisons still need data) and the analysis (the
+verdicts) use, so a resumed run, which replays the same stored data, makes
+the same decisions.
+
+At each look ``r`` every running comparison has ``r * check_every``
+observations (fewer when its budget ``max_n`` is reached). Its two e-values
+(difference and equivalence, :func:`hyptest.stats.anytime.anytime_test`)
+become p-values ``min(1, 1/e)``, adjusted within the family (Holm,
+Bonferroni or Benjamini-Hochberg = e-BH; each valid for e-values under any
+dependence), separately for the difference and the equivalence tests, as
+:func:`hyptest.results.decide` does. A comparison is *decided* when either
+adjusted p-value is at most ``alpha``; it then stops, and its e-values are
+frozen at that look. A comparison whose budget is spent stops undecided,
+frozen too.
+
+Why freezing keeps the guarantee: each comparison's e-process stopped at its
+own stopping time (a function of the past looks only) is an e-value, so the
+final vector of frozen e-values is a family of e-values and the adjustment
+applies to it. And a decision once taken is never undone: Holm and BH
+rejections can only grow when p-values fall, every p-value at or below a
+rejected one belongs to a decided (frozen) comparison, and a running
+comparison that later falls below it only moves the rejected ones to
+more lenient steps. The final verdicts are computed from the final frozen
+vector (they include every decision taken during collection).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .anytime import DEFAULT_C, DEFAULT_FIRST_BET, AnytimeTest, adjust_evalues, anytime_test
+
+__all__ = ["ComparisonState", "FamilyState", "monitor_family", "verdict_of"]
+
+
+@dataclass
+class ComparisonState:
+    """Where one comparison stands after the last complete look."""
+
+    test: AnytimeTest            # e-processes over every observation available
+    n_used: int                  # observations the decision used (frozen here once stopped)
+    status: str                  # "running", "decided" or "budget" (stopped undecided)
+    stop_look: int | None        # the look at which it stopped (1-based), None while running
+    e_difference: float
+    e_equivalence: float | None
+    p_difference: float
+    p_equivalence: float | None
+    p_difference_adjusted: float = math.nan
+    p_equivalence_adjusted: float | None = None
+    verdict: str = "inconclusive"
+    #: per look (1-based): n used, the adjusted p-values at that look
+    looks: list[dict[str, float | int | None]] = field(default_factory=list)
+
+    @property
+    def stopped(self) -> bool:
+        return self.status != "running"
+
+
+@dataclass
+class FamilyState:
+    """Every comparison of a family after the last complete look."""
+
+    comparisons: list[ComparisonState]
+    n_looks: int
+    alpha: float
+    adjust: str
+    check_every: int
+
+    @property
+    def running(self) -> list[int]:
+        """Indices of the comparisons that need more observations."""
+        return [i for i, c in enumerate(self.comparisons) if not c.stopped]
+
+
+def verdict_of(significant: bool, equivalent: bool) -> str:
+    """The four verdicts of :func:`hyptest.results.decide` for a two-sided comparison."""
+    if significant and equivalent:
+        return "negligible"
+    if significant:
+        return "different"
+    return "equivalent" if equivalent else "inconclusive"
+
+
+def _p(e: float | None) -> float | None:
+    if e is None:
+        return None
+    return 1.0 if e <= 1 else 1.0 / e
+
+
+def _adjusted(evalues: list[float | None], method: str) -> list[float | None]:
+    """Adjusted p-values of the e-values (None: no such test)."""
+    values = evalues
+    idx = [i for i, v in enumerate(values) if v is not None]
+    out: list[float | None] = [None] * len(values)
+    if idx:
+        adj = adjust_evalues(np.array([values[i] for i in idx], dtype=float), method=method)
+        for i, v in zip(idx, adj):
+            out[i] = float(v)
+    return out
+
+
+def monitor_family(
+    observations: Sequence[np.ndarray],
+    *,
+    bound: float,
+    margins: Sequence[float | None],
+    max_n: Sequence[int],
+    alpha: float = 0.05,
+    adjust: str = "holm",
+    check_every: int = 1,
+    null_value: float = 0.0,
+    c: float = DEFAULT_C,
+    first_bet: float = DEFAULT_FIRST_BET,
+) -> FamilyState:
+    """Replay the looks of an adaptive family on the observations collected so far.
+
+    Parameters
+    ----------
+    observations : sequence of numpy.ndarray
+        Per comparison, its clipped per-set statistics in collection order
+        (a comparison that stopped has no more; one still running may have
+        fewer than the next look needs, and then the replay ends there).
+    bound : float
+        The statistics lie in ``[-bound, bound]``.
+    margins : sequence of float or None
+        Equivalence margin of each comparison on the statistic's scale (None: no equivalence test).
+    max_n : sequence of int
+        Budget of observations of each comparison.
+    alpha, adjust : float, str
+        Family level and adjustment (``holm``, ``bonferroni``, ``bh``).
+    check_every : int
+        Observations added to each running comparison between looks.
+    null_value : float
+        The difference test's null value.
+    c, first_bet : float
+        Betting truncation and first bet of :func:`hyptest.stats.anytime.capital`.
+
+    Returns
+    -------
+    FamilyState
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"`alpha` must lie in (0, 1), got {alpha!r}")
+    if check_every < 1:
+        raise ValueError(f"`check_every` must be at least 1, got {check_every!r}")
+    if not len(observations) == len(margins) == len(max_n):
+        raise ValueError("observations, margins and max_n need one entry per comparison")
+    tests = [anytime_test(np.asarray(x, dtype=float), bound=bound, null_value=null_value, margin=mg, c=c,
+                          first_bet=first_bet) for x, mg in zip(observations, margins)]
+    m = len(tests)
+    states = [ComparisonState(t, 0, "running", None, 1.0, 1.0 if mg is not None else None, 1.0,
+                              1.0 if mg is not None else None) for t, mg in zip(tests, margins)]
+    look = 0
+    while True:
+        running = [i for i in range(m) if not states[i].stopped]
+        if not running:
+            break
+        want = {i: min((look + 1) * check_every, int(max_n[i])) for i in running}
+        if any(tests[i].n < want[i] for i in running):
+            break  # this look's data are not all collected yet
+        look += 1
+        for i in running:
+            n = want[i]
+            s = states[i]
+            s.n_used = n
+            s.e_difference = float(tests[i].e_difference[n - 1]) if n else 1.0
+            s.e_equivalence = (float(tests[i].e_equivalence[n - 1]) if n else 1.0) \
+                if tests[i].e_equivalence is not None else None
+            s.p_difference, s.p_equivalence = _p(s.e_difference), _p(s.e_equivalence)  # type: ignore[assignment]
+        adj_d = _adjusted([s.e_difference for s in states], adjust)
+        adj_e = _adjusted([s.e_equivalence for s in states], adjust)
+        for i in range(m):
+            s = states[i]
+            s.p_difference_adjusted = float(adj_d[i])  # type: ignore[arg-type]
+            s.p_equivalence_adjusted = adj_e[i]
+            if s.stopped:
+                continue
+            s.looks.append({"look": look, "n": s.n_used, "p_difference_adjusted": adj_d[i],
+                            "p_equivalence_adjusted": adj_e[i]})
+            decided = adj_d[i] <= alpha or (adj_e[i] is not None and adj_e[i] <= alpha)  # type: ignore[operator]
+            if decided:
+                s.status, s.stop_look = "decided", look
+            elif s.n_used >= int(max_n[i]):
+                s.status, s.stop_look = "budget", look
+    for s in states:
+        sig = s.p_difference_adjusted <= alpha
+        eq = s.p_equivalence_adjusted is not None and s.p_equivalence_adjusted <= alpha
+        s.verdict = verdict_of(bool(sig), bool(eq))
+    return FamilyState(states, look, alpha, adjust, check_every)
