@@ -400,6 +400,15 @@ def _family(analysis: str, spec: AnalysisSpec) -> str:
     return CONFIRMATORY if analysis in spec.confirmatory else analysis
 
 
+#: The family prefix of an untrained control's rows: its analyses are adjusted apart from the trained models'.
+CONTROL_FAMILY = "untrained control: "
+
+
+def control_family(analysis: str) -> str:
+    """The family of an untrained control's rows of ``analysis`` (secondary; one per analysis)."""
+    return f"{CONTROL_FAMILY}{analysis}"
+
+
 def _confirmatory_size(records: pd.DataFrame) -> int:
     methods = records.groupby(_GROUP)["method"].nunique()
     return max(int((methods - 1).clip(lower=0).sum()), 1)
@@ -432,8 +441,11 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
     records = records[~single.loc[records.index]]
     notes = [f"{m}/{t}/N={n}: a single order, so no order analysis (accuracy and agreement only)"
              for m, t, n in sorted(single_keys)]
-    n_sets = int(records["demo_set"].nunique()) if len(records) else 0
-    m_conf = _confirmatory_size(records)
+    controls = set(study.controls()) if hasattr(study, "controls") else set()
+    # the design's choices (cluster or pairs) follow the trained models: adding a control changes none of their rows
+    trained = records[~records["model"].isin(controls)] if controls else records
+    n_sets = int(trained["demo_set"].nunique()) if len(trained) else 0
+    m_conf = _confirmatory_size(trained)
     reachable = cluster_reaches_alpha(n_sets, m_conf, a.alpha)
     cluster = uses_clusters(a, n_sets, m_conf)
     if a.bootstrap == "cluster" and not reachable:
@@ -512,7 +524,10 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                 comparisons.append(_paired_comparison(x[ok], y[ok], sets, keys=keys, analysis=metric, spec=a,
                                                       cluster=cluster and len(np.unique(sets)) >= 2))
     comparisons += _vocab_comparisons(records, a, cluster=cluster)
-    bayes = _bayes(records, study, comparisons, notes) if a.bayes else {}
+    bayes = _bayes(records, study, comparisons, notes, controls=controls) if a.bayes else {}
+    for c in comparisons:  # an untrained control's rows: its own secondary families, never the confirmatory one
+        if c.model in controls:
+            c.family = control_family(c.analysis)
     table, draws = decide(comparisons, alpha=a.alpha, adjust=a.adjust, n_resamples=a.n_resamples, seed=study.seed)
     if not table.empty:
         # pooled rows have no N: keep the others integers rather than floats
@@ -547,7 +562,8 @@ def _vocab_comparisons(records: pd.DataFrame, a: AnalysisSpec, *, cluster: bool)
 
 
 def _bayes(records: pd.DataFrame, study: Study, comparisons: list[Comparison],
-           notes: list[str]) -> dict[tuple[Any, Any, int], Any]:
+           notes: list[str], *, controls: set[str] | frozenset[str] = frozenset()
+           ) -> dict[tuple[Any, Any, int], Any]:
     """Fit the hierarchical model per (model, task, N); append its rows (outside the p-value families)."""
     try:
         from .stats.bayes import fit_order_variance
@@ -577,7 +593,8 @@ def _bayes(records: pd.DataFrame, study: Study, comparisons: list[Comparison],
         for row in fit.table.to_dict("records"):
             comparisons.append(_bayes_comparison(row, (model, task, int(n_demos)), "bayes_order_variance", n=int(
                 row["n_sets"] * row["n_orders"] * row["n_queries"])))
-    _pooled(fits, study, comparisons, notes)
+    # the pooled effect is the trained models': an untrained control is not one more sample of them
+    _pooled({k: f for k, f in fits.items() if k[0] not in controls}, study, comparisons, notes)
     return fits
 
 

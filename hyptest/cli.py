@@ -289,6 +289,8 @@ def _render_summary(results: dict, run_dir: Path | str, n_units: int, n_reused: 
     for row in results["comparisons"]:
         if row.get("family") != "confirmatory" and row["analysis"] not in shown:
             continue
+        if str(row.get("family", "")).startswith("untrained control: "):
+            continue  # an untrained control's rows are in the report's secondary tables
         p_adj = row.get("p_adjusted")
         suffix = shown.get(row["analysis"], "" if row["analysis"] == "order_sensitivity" else f" ({row['analysis']})")
         table.add_row(

@@ -377,7 +377,8 @@ def _demo_rows(path: Path) -> Iterator[tuple[int, np.ndarray, list[int]]]:
             yield index, np.asarray(obj["demo_attn"], dtype=np.float64), [int(n) for n in obj["demo_lengths"]]
 
 
-def kendall_demo_values(path: str | Path, *, rng: np.random.Generator | int = 0) -> pd.DataFrame:
+def kendall_demo_values(path: str | Path, *, rng: np.random.Generator | int | Sequence[np.random.Generator] = 0
+                        ) -> pd.DataFrame:
     """Dai et al.'s Kendall of attention to demonstration tokens, ICL vs FT, per example and layer.
 
     Parameters
@@ -386,10 +387,11 @@ def kendall_demo_values(path: str | Path, *, rng: np.random.Generator | int = 0)
         Logs written by :func:`collect_dai_records` (``ana_rlt``, a folder
         holding it, a model folder or a task folder; see
         :func:`hyptest.importers.dai.find_dai_tasks`).
-    rng : numpy.random.Generator or int, default 0
+    rng : numpy.random.Generator, int or sequence of Generator, default 0
         Source of the random baselines; task ``t`` (sorted (model, task)
-        order) uses child ``t`` of ``rng.spawn(n_tasks)``, which spawns one
-        stream per analysis, drawn one example at a time in file order.
+        order) uses child ``t`` of ``rng.spawn(n_tasks)`` (or, given one
+        Generator per task, the ``t``-th), which spawns one stream per
+        analysis, drawn one example at a time in file order.
 
     Returns
     -------
@@ -417,9 +419,15 @@ def kendall_demo_values(path: str | Path, *, rng: np.random.Generator | int = 0)
     tasks = find_dai_tasks(path)
     if not tasks:
         raise ValueError(f"{path}: no Dai et al. log found (zs, icl, ftzs folders)")
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(int(rng))
+    if isinstance(rng, (list, tuple)):
+        if len(rng) != len(tasks):
+            raise ValueError(f"{len(rng)} generators given for {len(tasks)} task folders")
+        children = list(rng)
+    else:
+        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(int(rng))
+        children = gen.spawn(len(tasks))
     frames = []
-    for task, child in zip(tasks, gen.spawn(len(tasks))):
+    for task, child in zip(tasks, children):
         g_token, g_example = child.spawn(2)
         files = {s: task.path / s / _RECORD for s in ("icl", "ftzs")}
         rows: list[dict[str, Any]] = []

@@ -66,7 +66,9 @@ def dai_jobs(study: Study, tasks: dict[str, Task], identities: dict[str, Any]) -
                 order = demo_set.orders[0]
                 folder = f"{spec.name}__N{n_demos}_set{demo_set.index}"
                 key = stable_hash({"model": identities[model.name], "task": task.content_hash(), "order": order,
-                                   "queries": [q.id for q in queries], "ft": dai.model_dump(mode="json"),
+                                   "queries": [q.id for q in queries],
+                                   # analysis settings of the block do not change the records
+                                   "ft": dai.model_dump(mode="json", exclude={"margins_vs_untrained"}),
                                    "seed": study.seed}, length=24)
                 jobs.append({"model": model.name, "task": spec.name, "folder": folder, "order": order,
                              "query_ids": [q.id for q in queries], "demo_set": demo_set.index,

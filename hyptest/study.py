@@ -21,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "AdamMethod",
     "ANALYSES",
+    "CONTROL_KINDS",
+    "ControlSpec",
+    "DAI_METRIC_NAMES",
     "AnalysisSpec",
     "MarginSpec",
     "DaiSpec",
@@ -32,6 +35,7 @@ __all__ = [
     "Study",
     "StudyError",
     "TaskSpec",
+    "UntrainedControlSpec",
     "ZSMethod",
     "load_study",
     "parse_study",
@@ -52,6 +56,7 @@ MAX_N_QUERIES = 100_000
 MAX_STEPS = 10_000
 MAX_EPOCHS = 1000
 MAX_TRAIN_SEEDS = 100
+MAX_CONTROL_SEEDS = 100
 MAX_LEARNING_RATE = 100.0  # larger rates only diverge (weights overflow to inf, scores to NaN)
 MAX_TOP_K = 1000
 MAX_BAYES_DRAWS = 100_000
@@ -99,6 +104,47 @@ class _Strict(BaseModel):
         return data
 
 
+#: The controls a model can be given (``control:`` of a model).
+CONTROL_KINDS: tuple[str, ...] = ("untrained",)
+#: Seeds of the untrained control when none are given: a few re-initialisations, so the control's own
+#: seed-to-seed spread is part of the comparison (Deutch et al. 2024 use untrained models as the control).
+DEFAULT_CONTROL_SEEDS: tuple[int, ...] = (0, 1, 2)
+
+
+class UntrainedControlSpec(_Strict):
+    """The untrained-model control of one model: the same architecture and tokenizer, re-initialised weights.
+
+    Each seed adds one model, ``<name>+untrained[s<seed>]``, whose weights are
+    what the model's own initialiser gives a freshly built model of its
+    config under ``torch.manual_seed(seed)`` (see
+    :func:`hyptest.models.control.untrained_model`).
+    """
+
+    seeds: list[Seed] = Field(default_factory=lambda: list(DEFAULT_CONTROL_SEEDS), min_length=1,
+                              max_length=MAX_CONTROL_SEEDS)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _scalar_to_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_unique(cls, value: list[int]) -> list[int]:
+        return _unique(value)  # the same seed twice would be the same model twice
+
+
+class ControlSpec(_Strict):
+    """``control:`` of a model: ``untrained`` (default seeds) or ``{untrained: {seeds: [...]}}``."""
+
+    untrained: UntrainedControlSpec
+
+
+def control_name(model: str, seed: int) -> str:
+    """The name of the untrained control of ``model`` with init seed ``seed``: ``<model>+untrained[s<seed>]``."""
+    return f"{model}+untrained[s{seed}]"
+
+
 class ModelSpec(_Strict):
     """One model to study.
 
@@ -117,6 +163,16 @@ class ModelSpec(_Strict):
     listed order; see :meth:`Study.checkpoint_groups`. ``checkpoint_of`` is
     filled in by that expansion (the base model's name) and is normally left
     out of study files.
+
+    ``control: untrained`` (or ``{untrained: {seeds: [0, 1, 2]}}``; default
+    seeds 0, 1, 2) adds the untrained-model control (Deutch et al. 2024): per
+    seed, the same architecture and tokenizer with re-initialised weights, as
+    one more model named ``<name>+untrained[s<seed>]`` that runs every unit,
+    the Dai stage and the order analyses like the model itself. Validation
+    expands it right after the model (:meth:`Study.control_groups`);
+    ``control_of`` (the trained model's name) and ``control_seed`` (the
+    init seed) are filled in by that expansion and normally left out of
+    study files.
     """
 
     name: str = Field(min_length=1)
@@ -128,6 +184,39 @@ class ModelSpec(_Strict):
     seed: Seed = 0
     checkpoints: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
     checkpoint_of: str | None = None
+    control: ControlSpec | None = None
+    control_of: str | None = Field(default=None, min_length=1)
+    control_seed: Seed | None = None
+
+    @field_validator("control", mode="before")
+    @classmethod
+    def _control_shorthand(cls, value: Any) -> Any:
+        if value is None or isinstance(value, ControlSpec):
+            return value
+        if isinstance(value, str):
+            if value not in CONTROL_KINDS:
+                raise ValueError(f"unknown control {value!r}; known: {', '.join(CONTROL_KINDS)}")
+            return {value: {}}
+        if isinstance(value, dict):
+            unknown = sorted(map(str, set(value) - set(CONTROL_KINDS)))
+            if unknown:
+                raise ValueError(f"unknown control {unknown[0]!r}; known: {', '.join(CONTROL_KINDS)}")
+            # `{untrained: }` (YAML null) means the default seeds
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        raise ValueError(f"must be 'untrained' or {{untrained: {{seeds: [...]}}}}, got {value!r}")
+
+    @model_validator(mode="after")
+    def _control_fields(self) -> "ModelSpec":
+        if (self.control_of is None) != (self.control_seed is None):
+            raise ValueError("`control_of` and `control_seed` go together (they are filled in by `control:`; "
+                             "leave both out of study files)")
+        if self.control is not None and self.control_of is not None:
+            raise ValueError("`control`: a control model cannot have a control of its own")
+        if self.control is not None and self.checkpoints is not None:
+            raise ValueError("`control` and `checkpoints` cannot be combined (every checkpoint has the same "
+                             "architecture, so one untrained control serves them all): give the control to a "
+                             "separate model entry of the same architecture")
+        return self
 
     @model_validator(mode="after")
     def _path_for_hf(self) -> "ModelSpec":
@@ -203,6 +292,24 @@ class ModelSpec(_Strict):
             out.append(self.model_copy(update={**update, "name": f"{self.name}@{label}", "checkpoints": None,
                                                "checkpoint_of": self.name}))
         return out
+
+    def expand_control(self) -> list["ModelSpec"]:
+        """``[self]``, then one untrained control per seed of ``control`` (``[self]`` without one).
+
+        The model itself comes back with ``control`` cleared, so expanding a
+        validated study again adds nothing.
+        """
+        if self.control is None:
+            return [self]
+        base = self.model_copy(update={"control": None})
+        return [base, *(base.model_copy(update={"name": control_name(self.name, seed), "control_of": self.name,
+                                                "control_seed": seed})
+                        for seed in self.control.untrained.seeds)]
+
+    @property
+    def is_control(self) -> bool:
+        """Whether this model is an untrained control (``control_of`` is set)."""
+        return self.control_of is not None
 
 
 class TaskSpec(_Strict):
@@ -581,6 +688,11 @@ class AnalysisSpec(_Strict):
         return self
 
 
+#: Dai et al.'s metrics as the Dai stage computes them (:func:`hyptest.reanalyse.dai_comparisons`).
+DAI_METRIC_NAMES: tuple[str, ...] = ("rec2ftp", "simaou", "simam", "kendall", "kendall_demo_token",
+                                     "kendall_demo_example")
+
+
 class DaiSpec(_Strict):
     """Dai et al.'s internals (ZS / ICL / FT at the scored position), collected after the units.
 
@@ -596,6 +708,20 @@ class DaiSpec(_Strict):
     n_sets: int = Field(default=1, ge=1, le=MAX_N_SETS)
     n_demos: int | None = Field(default=None, ge=1, le=MAX_N_DEMOS)
     n_queries: int | None = Field(default=None, ge=1, le=MAX_N_QUERIES)
+    #: Declared before the data: equivalence margins of trained − untrained control, per Dai metric, on the
+    #: metric's own scale (``{simaou: {absolute: 0.05}}``); without one a metric is "different" or "inconclusive".
+    margins_vs_untrained: dict[str, MarginSpec] = Field(default_factory=dict)
+
+    @field_validator("margins_vs_untrained")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, MarginSpec]) -> dict[str, MarginSpec]:
+        for name, spec in value.items():
+            if name not in DAI_METRIC_NAMES:
+                raise ValueError(f"unknown Dai metric {name!r}; known: {', '.join(DAI_METRIC_NAMES)}")
+            if spec.absolute is None:
+                raise ValueError(f"{name}: give an `absolute` margin (trained − untrained, on the metric's own "
+                                 "scale); a `ratio` margin applies to the order-SD analyses only")
+        return value
 
 
 class ExecutorSpec(_Strict):
@@ -675,6 +801,7 @@ class Study(_Strict):
                 models += spec.expand_checkpoints()
             except ValueError as error:
                 raise ValueError(f"models[{index}].checkpoints: {error}") from None
+        models = [m for spec in models for m in spec.expand_control()]
         methods = [m for spec in self.methods for m in _expand_grid(spec)]
         object.__setattr__(self, "models", models)
         object.__setattr__(self, "methods", methods)
@@ -686,6 +813,18 @@ class Study(_Strict):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"`{field}` names must be unique, repeated: {', '.join(dupes)}")
+        by_name = {m.name: m for m in self.models}
+        for model in self.models:
+            if model.control_of is None:
+                continue
+            trained = by_name.get(model.control_of)
+            if trained is None or trained.is_control:
+                what = "not a model of this study" if trained is None else "itself a control"
+                raise ValueError(f"`models`: {model.name!r} has control_of {model.control_of!r}, which is {what}; "
+                                 "give the trained model `control: untrained` instead")
+            if model.model_dump(exclude=_CONTROL_FIELDS) != trained.model_dump(exclude=_CONTROL_FIELDS):
+                raise ValueError(f"`models`: {model.name!r} is an untrained control of {model.control_of!r} but has "
+                                 "other settings; give that model `control: untrained` instead")
         reference = self.analysis.reference
         members = [n for n in self.method_names() if self.method_family(n) == reference and n != reference]
         if reference not in self.method_names() and len(members) > 1:
@@ -726,6 +865,18 @@ class Study(_Strict):
         """
         return getattr(self.method(name), "family", None) or name
 
+    def control_groups(self) -> dict[str, list[str]]:
+        """Per model given a ``control``: the names of its untrained controls, in seed order as listed."""
+        groups: dict[str, list[str]] = {}
+        for model in self.models:
+            if model.control_of is not None:
+                groups.setdefault(model.control_of, []).append(model.name)
+        return groups
+
+    def controls(self) -> dict[str, tuple[str, int]]:
+        """Control model name -> (its trained model's name, its init seed)."""
+        return {m.name: (str(m.control_of), int(m.control_seed or 0)) for m in self.models if m.is_control}
+
     def checkpoint_groups(self) -> dict[str, list[str]]:
         """Per model given with ``checkpoints``: the expanded model names, in the listed order."""
         groups: dict[str, list[str]] = {}
@@ -733,6 +884,10 @@ class Study(_Strict):
             if model.checkpoint_of is not None:
                 groups.setdefault(model.checkpoint_of, []).append(model.name)
         return groups
+
+
+#: Fields in which an untrained control differs from its trained model.
+_CONTROL_FIELDS = {"name", "control", "control_of", "control_seed"}
 
 
 def _model_shorthand(name: str) -> dict[str, Any]:
@@ -791,6 +946,9 @@ def parse_study(data: Any, *, source: str = "<study>") -> Study:
     if _nesting_depth(data) > MAX_NESTING:
         raise StudyError(f"{source}: the study file is nested too deeply to be a study "
                          f"(more than {MAX_NESTING} levels)")
+    if "experiment" in data:  # hyptest.validation: `hyptest study` dispatches these before this parser
+        raise StudyError(f"{source}: an `experiment:` study ({data['experiment']!r}), not an ICL-vs-GD study; run it "
+                         "with `hyptest study`, or load it with hyptest.validation.momentum_study.load_momentum_study")
     try:
         return Study.model_validate(data)
     except ValidationError as error:

@@ -81,11 +81,12 @@ KEYS = sorted({"name", "seed", "models", "tasks", "demos", "methods", "analysis"
                "learning_rate", "steps", "epochs", "betas", "eps", "layer", "params", "n_demos", "n_sets",
                "n_orders", "n_queries", "top_k", "overlap_k", "margins", "ratio", "absolute", "bootstrap",
                "n_resamples", "bayes_draws", "train_seeds", "output_dir", "source", "path", "checkpoints",
-               "dataset", "label_words", "input_template", "confirmatory", "reference", "alpha", "rope"})
+               "dataset", "label_words", "input_template", "confirmatory", "reference", "alpha", "rope",
+               "control", "untrained", "seeds", "control_of", "control_seed", "margins_vs_untrained"})
 scalars = (st.none() | st.booleans() | st.integers() | st.integers(-3, 40)
            | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([1e9, 2**63, -1, 0, 1, 0.5, 1.0])
            | st.text(max_size=12) | st.sampled_from(["all", "middle", "last", "icl", "gd", "sgd", "adam", "zs",
-                                                     "cluster", "pairs", "tiny", "sentiment", "..", ".", ""]))
+                                                     "untrained", "cluster", "pairs", "tiny", "sentiment", "..", ".", ""]))
 values = st.recursive(scalars, lambda children: st.lists(children, max_size=4)
                       | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), children, max_size=4),
                       max_leaves=12)

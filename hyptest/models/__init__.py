@@ -29,8 +29,24 @@ def _loader(source: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+def _trained_spec(spec: Any) -> Any:
+    """The spec of the trained model an untrained control is re-initialised from."""
+    return spec.model_copy(update={"control_of": None, "control_seed": None})
+
+
 def load_model(spec: Any) -> LoadedModel:
-    """Load the model a study's ``ModelSpec`` describes."""
+    """Load the model a study's ``ModelSpec`` describes.
+
+    An untrained control (``control_of`` set) loads its trained model, then
+    re-initialises a fresh copy of its architecture with ``control_seed``
+    (:func:`hyptest.models.control.untrained_model`); the trained weights are
+    dropped.
+    """
+    if getattr(spec, "control_of", None) is not None:
+        from .control import untrained_model
+
+        trained = load_model(_trained_spec(spec))
+        return untrained_model(trained, spec.control_seed, name=spec.name)
     loader = _loader(spec.source)
     if spec.source == "embedded":
         return loader(spec.name, model=spec.embedded_name(), dtype=spec.dtype, device=spec.device)
@@ -60,6 +76,10 @@ def model_identity(spec: Any) -> dict[str, Any]:
     """
     from .._util import file_sha256
 
+    if getattr(spec, "control_of", None) is not None:
+        from .control import untrained_identity
+
+        return untrained_identity(model_identity(_trained_spec(spec)), spec.control_seed)
     if spec.source == "embedded":
         from .embedded import embedded_identity
 

@@ -385,6 +385,7 @@ def _run_locked(study: MomentumStudy, study_text: str, run_dir: Path, *, workers
     results = analyse(study, records)
     results["provenance"] = _provenance(started, train_s, time.perf_counter() - t0, n_workers, len(units),
                                         len(done), notes, records)
+    results["provenance"]["earlier_calls"] = _earlier_calls(run_dir) if done else []
     results["study_text"] = study_text
     atomic_write_text(run_dir / "results.json", json.dumps(_clean(results), indent=1, allow_nan=False) + "\n")
     from .momentum_report import write_report
@@ -439,7 +440,8 @@ def _provenance(started: _dt.datetime, train_s: float, total_s: float, workers: 
 
     return {
         "hyptest_version": __version__, "python": platform.python_version(), "platform": platform.platform(),
-        "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "libraries": library_versions(), "workers": workers, "torch_threads_per_unit": 1,
         "started": started.isoformat(timespec="seconds"),
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -448,6 +450,18 @@ def _provenance(started: _dt.datetime, train_s: float, total_s: float, workers: 
                         "per_unit_sum": round(float(np.sum([r["wall_s"] for r in records])), 2)},
         "n_units": n_units, "n_units_reused": n_reused, "notes": notes,
     }
+
+
+def _earlier_calls(run_dir: Path) -> list[dict[str, Any]]:
+    """The calls that trained the reused units, as the previous ``results.json`` recorded them (newest last)."""
+    import json
+
+    try:
+        previous = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))["provenance"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    keep = ("started", "finished", "wall_time_s", "n_units", "n_units_reused", "workers", "load_average", "cpu_count")
+    return [*previous.get("earlier_calls", []), {k: previous.get(k) for k in keep}]
 
 
 def _clean(value: Any) -> Any:
