@@ -57,12 +57,12 @@ class ComparisonRow(_Row):
     model: Any
     task: Any
     n_demos: float | None = None
-    method_a: str
-    method_b: str
+    method_a: str | None = None  # None: a reanalysed summary metric against its own baseline
+    method_b: str | None = None
     analysis: str
     family: str
     role: Literal["confirmatory", "exploratory", "bayesian"]
-    rule: Literal["two_sided", "threshold", "given"]
+    rule: Literal["two_sided", "threshold", "given", "anytime"]  # anytime: an adaptive run's e-processes
     estimate: float | None = None
     scale: str = ""
     verdict: str
