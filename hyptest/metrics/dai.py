@@ -66,10 +66,6 @@ def _validate_same_shape(arrays: dict[str, np.ndarray]) -> None:
         raise ValueError(f"the arrays must have the same shape, got {listed}")
 
 
-def _validate_rng(rng: object) -> np.random.Generator:
-    return validate_rng(rng, allow_none=False)
-
-
 def _validate_flags(x: ArrayLike, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype.kind == "b":
@@ -377,7 +373,7 @@ def simaou_random_baseline(
     ((200, 2), True)
     """
     norm = _validate_normalise(normalise)
-    gen = _validate_rng(rng)
+    gen = validate_rng(rng, allow_none=False)
     a = _validate_real(icl, "icl", min_ndim=1)
     z = _validate_real(zs, "zs", min_ndim=1)
     _validate_same_shape({"icl": a, "zs": z})
@@ -604,6 +600,6 @@ def kendall_random_baseline(icl_scores: ArrayLike, *, rng: np.random.Generator |
     >>> tau.shape, bool(abs(tau.mean()) < 0.02)
     ((500, 3), True)
     """
-    gen = _validate_rng(rng)
+    gen = validate_rng(rng, allow_none=False)
     x = _validate_real(icl_scores, "icl_scores", min_ndim=1, min_last=2)
     return _kendall_tau_b(x, gen.random(x.shape))[()]

@@ -7,7 +7,6 @@ reported the same way: a one-row DataFrame with the house column names.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
@@ -19,10 +18,6 @@ from .._validation import validate_rng
 
 __all__ = ["WEAK_FLOOR_RATIO", "WEAK_SPREAD_RATIO", "baseline_strength", "metric_vs_baseline",
            "metric_with_ci"]
-
-
-def _validate_rng(rng: object) -> np.random.Generator:
-    return validate_rng(rng, allow_none=False)
 
 
 def _validate_vector(x: ArrayLike, name: str) -> np.ndarray:
@@ -103,7 +98,7 @@ def metric_with_ci(
     >>> bool(row.ci_low[0] < row.statistic[0] < row.ci_high[0]), int(row.n[0])
     (True, 50)
     """
-    gen = _validate_rng(rng)
+    gen = validate_rng(rng, allow_none=False)
     x = _validate_vector(values, "values")
     res = bootstrap_ci(
         x, statistic="mean", confidence=confidence, n_resamples=n_resamples,
@@ -186,7 +181,7 @@ def metric_vs_baseline(
     >>> float(row.pvalue[0]), bool(row.ci_low[0] > 0)
     (0.001, True)
     """
-    gen = _validate_rng(rng)
+    gen = validate_rng(rng, allow_none=False)
     m = _validate_vector(metric, "metric")
     b = _validate_vector(baseline, "baseline")
     if m.shape != b.shape:

@@ -17,12 +17,8 @@ from itertools import permutations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from hyptest.stats.permutation import (
-    Alternative,
-    _validate_alternative,
-    _validate_positive_int,
-    _validate_rng,
-)
+from hyptest._validation import validate_count, validate_rng
+from hyptest.stats.permutation import Alternative, _validate_alternative
 
 __all__ = ["AlignmentResult", "order_alignment_test"]
 
@@ -129,9 +125,9 @@ def _validate_alignment(a: ArrayLike, b: ArrayLike, n_resamples: object, alterna
     return _AlignmentInput(
         aa,
         bb,
-        _validate_positive_int(n_resamples, "n_resamples"),
+        validate_count(n_resamples, "n_resamples"),
         _validate_alternative(alternative),
-        _validate_rng(rng),
+        validate_rng(rng),
     )
 
 

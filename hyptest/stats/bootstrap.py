@@ -12,7 +12,7 @@ vectorised blocks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from typing import Literal
 
 import numpy as np
@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 from scipy.special import ndtr, ndtri
 
-from .._validation import validate_rng
+from .._validation import validate_count, validate_rng, validate_sample
 
 __all__ = [
     "BootstrapResult",
@@ -86,48 +86,6 @@ class BootstrapResult:
 # ---------------------------------------------------------------------------
 
 
-def _validate_sample(value: ArrayLike, name: str, *, min_size: int) -> np.ndarray:
-    """Return ``value`` as a finite 1-D float64 array or raise naming ``name``."""
-    if isinstance(value, (str, bytes)):
-        raise TypeError(
-            f"`{name}` must be a 1-D array-like of real numbers, got {type(value).__name__}"
-        )
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(
-            f"`{name}` must contain real numbers (bool, int or float), "
-            f"got an array of dtype {arr.dtype}"
-        )
-    if arr.ndim != 1:
-        raise ValueError(f"`{name}` must be 1-D, got an array of shape {arr.shape}")
-    if arr.size < min_size:
-        raise ValueError(
-            f"`{name}` must contain at least {min_size} observations, got {arr.size}"
-        )
-    arr = arr.astype(np.float64, copy=False)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        idx = np.flatnonzero(bad)
-        raise ValueError(
-            f"`{name}` must contain only finite values (NaN/inf are not dropped "
-            f"silently; remove or impute them first), got {float(arr[idx[0]])!r} at "
-            f"index {int(idx[0])} ({idx.size} non-finite value(s) in total)"
-        )
-    return arr
-
-
-def _validate_positive_int(value: object, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-        raise TypeError(f"`{name}` must be a positive integer, got {value!r}")
-    if int(value) < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {int(value)}")
-    return int(value)
-
-
-def _validate_rng(rng: object) -> np.random.Generator:
-    return validate_rng(rng)
-
-
 def _validate_clusters(clusters: ArrayLike, n: int) -> np.ndarray:
     """Return integer cluster codes ``0..K-1`` for the labels in ``clusters``."""
     if isinstance(clusters, (str, bytes)):
@@ -181,7 +139,7 @@ def _validate_bootstrap(
     rng: object,
 ) -> tuple[np.ndarray, str, float, int, str, np.ndarray | None, int | None, np.random.Generator]:
     """Validate the arguments of :func:`bootstrap_ci`."""
-    xa = _validate_sample(x, "x", min_size=2)
+    xa = validate_sample(x, "x", min_size=2)
     if not isinstance(statistic, str) or statistic not in _STATISTICS:
         raise ValueError(
             f"`statistic` must be one of {', '.join(map(repr, _STATISTICS))}, "
@@ -192,14 +150,14 @@ def _validate_bootstrap(
     conf = float(confidence)
     if not 0.0 < conf < 1.0:
         raise ValueError(f"`confidence` must be a float in (0, 1), got {conf!r}")
-    b = _validate_positive_int(n_resamples, "n_resamples")
+    b = validate_count(n_resamples, "n_resamples")
     if not isinstance(method, str) or method not in _METHODS:
         raise ValueError(
             f"`method` must be one of {', '.join(map(repr, _METHODS))}, got {method!r}"
         )
     codes = None if clusters is None else _validate_clusters(clusters, xa.size)
-    bt = None if batch is None else _validate_positive_int(batch, "batch")
-    return xa, statistic, conf, b, method, codes, bt, _validate_rng(rng)
+    bt = None if batch is None else validate_count(batch, "batch")
+    return xa, statistic, conf, b, method, codes, bt, validate_rng(rng)
 
 
 # ---------------------------------------------------------------------------
@@ -447,8 +405,8 @@ def bootstrap_ci(
 
 def _validate_paired(x: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Validate paired samples and return ``x - y``."""
-    xa = _validate_sample(x, "x", min_size=2)
-    ya = _validate_sample(y, "y", min_size=2)
+    xa = validate_sample(x, "x", min_size=2)
+    ya = validate_sample(y, "y", min_size=2)
     if xa.shape != ya.shape:
         raise ValueError(
             "`y` must have the same length as `x` (paired observations), "

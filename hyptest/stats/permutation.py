@@ -11,13 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import combinations
-from numbers import Integral
 from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._validation import validate_rng
+from .._validation import validate_count, validate_rng, validate_sample
 
 __all__ = [
     "PermutationResult",
@@ -90,50 +89,6 @@ class PermutationResult:
 # ---------------------------------------------------------------------------
 
 
-def _validate_sample(value: ArrayLike, name: str, *, min_size: int = 1) -> np.ndarray:
-    """Return ``value`` as a finite 1-D float64 array or raise naming ``name``."""
-    if isinstance(value, (str, bytes)):
-        raise TypeError(
-            f"`{name}` must be a 1-D array-like of real numbers, got {type(value).__name__}"
-        )
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:  # pragma: no cover - exotic array-likes
-        raise TypeError(
-            f"`{name}` must be a 1-D array-like of real numbers, got {type(value).__name__}"
-        ) from exc
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(
-            f"`{name}` must contain real numbers (bool, int or float), "
-            f"got an array of dtype {arr.dtype}"
-        )
-    if arr.ndim != 1:
-        raise ValueError(f"`{name}` must be 1-D, got an array of shape {arr.shape}")
-    if arr.size < min_size:
-        raise ValueError(
-            f"`{name}` must contain at least {min_size} observation(s), got {arr.size}"
-        )
-    arr = arr.astype(np.float64, copy=False)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        idx = np.flatnonzero(bad)
-        raise ValueError(
-            f"`{name}` must contain only finite values (NaN/inf are not dropped "
-            f"silently; remove or impute them first), got {float(arr[idx[0]])!r} at "
-            f"index {int(idx[0])} ({idx.size} non-finite value(s) in total)"
-        )
-    return arr
-
-
-def _validate_positive_int(value: object, name: str) -> int:
-    """Return ``value`` as a positive ``int`` or raise naming ``name``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-        raise TypeError(f"`{name}` must be a positive integer, got {value!r}")
-    if int(value) < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {int(value)}")
-    return int(value)
-
-
 def _validate_alternative(alternative: object) -> str:
     if not isinstance(alternative, str) or alternative not in _ALTERNATIVES:
         raise ValueError(
@@ -143,14 +98,10 @@ def _validate_alternative(alternative: object) -> str:
     return alternative
 
 
-def _validate_rng(rng: object) -> np.random.Generator:
-    return validate_rng(rng)
-
-
 def _validate_batch(batch: object) -> int | None:
     if batch is None:
         return None
-    return _validate_positive_int(batch, "batch")
+    return validate_count(batch, "batch")
 
 
 def _validate_paired(
@@ -163,9 +114,9 @@ def _validate_paired(
     rng: object,
 ) -> tuple[np.ndarray, int, str, bool | str, int | None, np.random.Generator]:
     """Validate the arguments of :func:`paired_permutation_test`."""
-    xa = _validate_sample(x, "x")
+    xa = validate_sample(x, "x")
     if y is not None:
-        ya = _validate_sample(y, "y")
+        ya = validate_sample(y, "y")
         if ya.shape != xa.shape:
             raise ValueError(
                 "`y` must have the same length as `x` (paired observations), "
@@ -174,7 +125,7 @@ def _validate_paired(
         d = xa - ya
     else:
         d = xa
-    b = _validate_positive_int(n_resamples, "n_resamples")
+    b = validate_count(n_resamples, "n_resamples")
     alt = _validate_alternative(alternative)
     if isinstance(exact, str):
         if exact != "auto":
@@ -189,7 +140,7 @@ def _validate_paired(
             f"`exact`=True enumerates 2**n sign vectors and is allowed only for "
             f"n <= {_MAX_EXACT_N} pairs, got n={d.size}; use exact='auto' or False"
         )
-    return d, b, alt, ex, _validate_batch(batch), _validate_rng(rng)
+    return d, b, alt, ex, _validate_batch(batch), validate_rng(rng)
 
 
 def _validate_two_sample(
@@ -201,15 +152,15 @@ def _validate_two_sample(
     rng: object,
 ) -> tuple[np.ndarray, np.ndarray, int, str, int | None, np.random.Generator]:
     """Validate the arguments of :func:`two_sample_permutation_test`."""
-    xa = _validate_sample(x, "x")
-    ya = _validate_sample(y, "y")
+    xa = validate_sample(x, "x")
+    ya = validate_sample(y, "y")
     return (
         xa,
         ya,
-        _validate_positive_int(n_resamples, "n_resamples"),
+        validate_count(n_resamples, "n_resamples"),
         _validate_alternative(alternative),
         _validate_batch(batch),
-        _validate_rng(rng),
+        validate_rng(rng),
     )
 
 

@@ -40,6 +40,8 @@ import numpy as np
 from scipy.special import expit
 from statsmodels.stats.proportion import proportion_confint
 
+from .._validation import validate_count
+
 if TYPE_CHECKING:  # pandas is imported lazily, by the pilot function only
     import pandas as pd
 
@@ -107,19 +109,13 @@ class OrderEffects:
     clip: float
 
 
-def _positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def standard_draws(n_methods: int, n_sets: int, n_orders: int, n_queries: int,
                    rng: np.random.Generator) -> StandardDraws:
     """Draw the standard-normal parts of one slice for ``n_methods`` methods (reference first)."""
-    k = _positive_int(n_methods, "n_methods")
-    s = _positive_int(n_sets, "n_sets")
-    o = _positive_int(n_orders, "n_orders", 2)
-    q = _positive_int(n_queries, "n_queries")
+    k = validate_count(n_methods, "n_methods")
+    s = validate_count(n_sets, "n_sets")
+    o = validate_count(n_orders, "n_orders", minimum=2)
+    q = validate_count(n_queries, "n_queries")
     return StandardDraws(z=rng.standard_normal((s, q)), u=rng.standard_normal((k, s, o)),
                          v=rng.standard_normal((k, s, q)), e=rng.standard_normal((k, s, o, q)))
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
+
+from .._validation import validate_count
 
 __all__ = ["RegressionTask", "sample_regression_task"]
 
@@ -36,14 +38,6 @@ class RegressionTask:
     y_query: np.ndarray
     w: np.ndarray
     noise_sd: float
-
-
-def _validate_count(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-        raise TypeError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {int(value)}")
-    return int(value)
 
 
 def sample_regression_task(
@@ -87,9 +81,9 @@ def sample_regression_task(
     >>> task.X.shape, task.y.shape, task.X_query.shape, task.w.shape
     ((8, 3), (8,), (2, 3), (3,))
     """
-    d = _validate_count(d, "d", 1)
-    n_demos = _validate_count(n_demos, "n_demos", 1)
-    n_queries = _validate_count(n_queries, "n_queries", 0)
+    d = validate_count(d, "d", minimum=1)
+    n_demos = validate_count(n_demos, "n_demos", minimum=1)
+    n_queries = validate_count(n_queries, "n_queries", minimum=0)
     if isinstance(noise_sd, (bool, np.bool_)) or not isinstance(noise_sd, Real):
         raise TypeError(f"`noise_sd` must be a real number >= 0, got {noise_sd!r}")
     if not (np.isfinite(float(noise_sd)) and float(noise_sd) >= 0):
