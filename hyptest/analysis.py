@@ -88,6 +88,8 @@ class AnalysisOutput:
     notes: list[str] = field(default_factory=list)
     #: (model, task, N) -> BayesResult of the hierarchical model, when it ran
     bayes: dict[tuple[Any, Any, int], Any] = field(default_factory=dict)
+    #: adaptive runs: per confirmatory comparison, its per-set statistics, confidence sequence and stop
+    adaptive: list[dict[str, Any]] = field(default_factory=list)
 
 
 def margin_table(spec: AnalysisSpec) -> list[dict[str, Any]]:
@@ -448,6 +450,12 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
     m_conf = _confirmatory_size(trained)
     reachable = cluster_reaches_alpha(n_sets, m_conf, a.alpha)
     cluster = uses_clusters(a, n_sets, m_conf)
+    # adaptive runs (hyptest/adaptive.py): the confirmatory rows come from the anytime-valid tests; the fixed-size
+    # tests of those analyses are not run (optional stopping invalidates them)
+    adaptive = getattr(getattr(study, "collection", None), "mode", "fixed") == "adaptive"
+    skip = set(a.confirmatory) if adaptive else set()
+    if adaptive:
+        cluster = cluster and n_sets <= 20  # exact sign flips enumerate 2**S patterns
     if a.bootstrap == "cluster" and not reachable:
         needed = 1 + math.ceil(math.log2(m_conf / a.alpha))
         notes.append(f"demo sets as clusters: with {n_sets} demo sets the exact sign-flip test cannot reach "
@@ -467,6 +475,10 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
         for method in sorted(set(group["method"]) - {a.reference}):
             keys = {"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
                     "method_b": method}
+            if adaptive:  # a method that stopped early has fewer demo sets than the reference: compare on its own
+                own = group[group["demo_set"].isin(set(group.loc[group["method"] == method, "demo_set"]))]
+                cube_ref, mask, sets, orders = order_cube(own, a.reference)
+                labels_ref = order_cube(own, a.reference, "label_probs")[0]
             cube, mask_b, sets_b, orders_b = order_cube(group, method)
             if cube.shape != cube_ref.shape or sets_b != sets or orders_b != orders or (mask_b != mask).any():
                 notes.append(f"{model}/{task}/N={n_demos}: {method} was not run on the same demo sets, orders and "
@@ -485,18 +497,20 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                              "random, e.g. drawn by a few-shot seed)")
             common = {"mask": slot_mask, "keys": keys, "cluster": cluster and int(kept_sets.sum()) >= 2,
                       "resample_orders": not population}
-            comparisons.append(order_comparison(ref_used, cube, analysis="order_sensitivity",
-                                                family=_family("order_sensitivity", a),
-                                                margin=a.margins.get("order_sensitivity"), **common))
-            if not binary:  # with two labels the label SD equals the P(gold) SD: not a separate test
+            if "order_sensitivity" not in skip:
+                comparisons.append(order_comparison(ref_used, cube, analysis="order_sensitivity",
+                                                    family=_family("order_sensitivity", a),
+                                                    margin=a.margins.get("order_sensitivity"), **common))
+            if not binary and "order_sensitivity_labels" not in skip:  # with two labels the label SD equals the P(gold) SD: not a separate test
                 labels_b = _fill(order_cube(group, method, "label_probs")[0][kept_sets], slot_mask)
                 comparisons.append(order_comparison(labels_used, labels_b,
                                                     analysis="order_sensitivity_labels",
                                                     family=_family("order_sensitivity_labels", a),
                                                     margin=a.margins.get("order_sensitivity_labels"), **common))
-            comparisons.append(order_comparison(ref_used, cube, analysis="log_variance_ratio",
-                                                family=_family("log_variance_ratio", a),
-                                                margin=a.margins.get("log_variance_ratio"), **common))
+            if "log_variance_ratio" not in skip:
+                comparisons.append(order_comparison(ref_used, cube, analysis="log_variance_ratio",
+                                                    family=_family("log_variance_ratio", a),
+                                                    margin=a.margins.get("log_variance_ratio"), **common))
             kind = group.loc[group["method"] == method, "method_kind"].iloc[0]
             if kind != "gd" and np.ptp(cube, axis=1).max() > 0 and np.ptp(ref_used, axis=1).max() > 0:
                 # full-batch GD is order-invariant by construction: its per-order "effects" are
@@ -528,11 +542,23 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
     for c in comparisons:  # an untrained control's rows: its own secondary families, never the confirmatory one
         if c.model in controls:
             c.family = control_family(c.analysis)
+    trajectories: list[dict[str, Any]] = []
+    if adaptive:
+        from .adaptive import adaptive_comparisons
+
+        labels = {t: len(g["labels"].iloc[0]) for t, g in all_records.groupby("task")} \
+            if "labels" in all_records.columns and len(all_records) else {}
+        anytime, trajectories = adaptive_comparisons(records, study, labels)
+        comparisons += anytime
+        notes.append("adaptive collection: the confirmatory verdicts come from anytime-valid tests at each "
+                     "comparison's stopping point; the other families' tests do not account for the "
+                     "data-dependent stopping (exploratory)")
     table, draws = decide(comparisons, alpha=a.alpha, adjust=a.adjust, n_resamples=a.n_resamples, seed=study.seed)
     if not table.empty:
         # pooled rows have no N: keep the others integers rather than floats
         table["n_demos"] = table["n_demos"].map(lambda v: None if pd.isna(v) else int(v)).astype(object)
-    return AnalysisOutput(table, draws, all_per_query, agreement, margin_table(a), notes, bayes)
+    return AnalysisOutput(table, draws, all_per_query, agreement, margin_table(a), notes, bayes,
+                          adaptive=trajectories)
 
 
 def _vocab_comparisons(records: pd.DataFrame, a: AnalysisSpec, *, cluster: bool) -> list[Comparison]:

@@ -94,14 +94,21 @@ def load_tasks(study: Study, *, base_dir: Path | None = None) -> dict[str, Task]
 def plan_study(study: Study, tasks: dict[str, Task]) -> tuple[list[Unit], dict[str, dict[str, Any]]]:
     """The units of a study and the identities of its models."""
     from .models import model_identity
-    from .models.base import resolve_device
 
     identities = {m.name: model_identity(m) for m in study.models}
+    # adaptive collection plans its units round by round (hyptest/adaptive.py)
+    units = make_plan(study, tasks, identities, versions=unit_versions(study)) \
+        if study.collection.mode == "fixed" else []
+    return units, identities
+
+
+def unit_versions(study: Study) -> dict[str, str]:
+    """Library and collector versions (and devices) that every unit key of a study hashes."""
+    from .models.base import resolve_device
+
     keyed = {name: _version(name) for name in _KEY_LIBRARIES}
     devices = sorted({resolve_device(m.device) if m.source != "tiny" else "cpu" for m in study.models})
-    versions = {**keyed, "collector": COLLECTOR_VERSION, "device": ",".join(devices)}
-    units = make_plan(study, tasks, identities, versions=versions)
-    return units, identities
+    return {**keyed, "collector": COLLECTOR_VERSION, "device": ",".join(devices)}
 
 
 def run_study(
@@ -249,7 +256,13 @@ def _run_locked(study: Study, study_text: str, run: RunDir, lock: Any, *, base_d
         if progress:
             progress(done, len(units), f"{unit.task} N={unit.n_demos} {unit.method} set {unit.demo_set}")
 
-    executor.run(group_units(todo), study=study, tasks=tasks, on_unit=store)
+    if study.collection.mode == "adaptive":  # rounds until the confirmatory verdicts are decided
+        from .adaptive import run_adaptive_rounds
+
+        units, n_reused, manifest = run_adaptive_rounds(study, tasks, identities, unit_versions(study), run,
+                                                        executor, store, manifest)
+    else:
+        executor.run(group_units(todo), study=study, tasks=tasks, on_unit=store)
     load_time = float(getattr(executor, "load_seconds", 0.0))
     collect_s = time.perf_counter() - t0
     t_stage = time.perf_counter()
@@ -413,6 +426,7 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
         "null_distributions": null_json,
         "provenance": provenance,
         "bayes": _bayes_summary(output.bayes),
+        "adaptive": output.adaptive,
         **descriptive,
         "data_files": ["manifest.json", "per_query.parquet", "per_order.parquet", "agreement.parquet",
                        "results.json", *bayes_files, *(["sparsity.parquet"] if run.exists("sparsity.parquet")

@@ -50,7 +50,7 @@ CONFIRMATORY = "confirmatory"
 VERDICTS: tuple[str, ...] = ("different", "equivalent", "negligible", "inconclusive", "not_estimable",
                              "did_not_converge")
 
-Rule = Literal["two_sided", "threshold", "given"]
+Rule = Literal["two_sided", "threshold", "given", "anytime"]
 
 
 class Distribution(Protocol):
@@ -320,6 +320,9 @@ def decide(
                 continue
             c = comps[i]
             low, high, level = c.given_interval or (math.nan, math.nan, None)
+            if c.rule == "anytime":  # decided by the anytime-valid tests of an adaptive run (hyptest/adaptive.py)
+                rows[i] = _anytime_row(c, low, high, level)
+                continue
             rows[i] = {
                 "ci_low": low, "ci_high": high, "ci_level": level, "ci_method": c.extra.get("ci_method"),
                 "eq_low": None, "eq_high": None, "eq_level": None, "p_value": None, "p_adjusted": None,
@@ -333,6 +336,21 @@ def decide(
     if not table.empty:
         table["adjust_method"] = adjust
     return table, draws
+
+
+def _anytime_row(c: Comparison, low: float, high: float, level: float | None) -> dict[str, Any]:
+    """The row of a comparison decided by its e-processes: p-values are ``min(1, 1/e)``, adjusted in its family."""
+    x = c.extra
+    return {
+        "ci_low": low, "ci_high": high, "ci_level": level, "ci_method": x.get("ci_method"),
+        "eq_low": None, "eq_high": None, "eq_level": None,
+        "p_value": x.get("p_anytime"), "p_adjusted": x.get("p_anytime_adjusted"),
+        "p_equivalence": x.get("p_anytime_equivalence"),
+        "p_equivalence_adjusted": x.get("p_anytime_equivalence_adjusted"),
+        "level_difference": None, "level_equivalence": None, "family_size": x.get("family_size"),
+        "n_resamples": None, "min_equivalence_margin": None, "min_equivalence_ratio": None,
+        "verdict": c.given_verdict, "note": c.note,
+    }
 
 
 def _base(c: Comparison) -> dict[str, Any]:

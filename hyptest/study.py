@@ -25,6 +25,7 @@ __all__ = [
     "ControlSpec",
     "DAI_METRIC_NAMES",
     "AnalysisSpec",
+    "CollectionSpec",
     "MarginSpec",
     "DaiSpec",
     "DemoSpec",
@@ -724,6 +725,50 @@ class DaiSpec(_Strict):
         return value
 
 
+#: Confirmatory analyses the adaptive collection can test anytime-validly (per-set order-spread ratios).
+ADAPTIVE_ANALYSES: tuple[str, ...] = ("order_sensitivity", "order_sensitivity_labels", "log_variance_ratio")
+
+
+class CollectionSpec(_Strict):
+    """How much to collect: the fixed design of ``demos``, or ``adaptive`` (docs/calibration.md, "Adaptive").
+
+    ``adaptive`` collects in rounds: each round adds ``check_every`` new demo
+    sets, each drawn independently from the demo pool with ``min_orders``
+    distinct random orders (``min(min_orders, N!)``), to every (model, task,
+    N, method) slice whose confirmatory comparisons are still undecided, and
+    stops a slice once they are decided by the anytime-valid tests
+    (:mod:`hyptest.stats.anytime`) or its budget is spent: ``max_sets`` demo
+    sets, or ``max_orders`` orders in total over its sets. The reference runs
+    while any method it is compared with does; baselines (zero-shot) and
+    slices without an order analysis (N = 1) get the first round only.
+    ``demos.n_sets`` and ``demos.n_orders`` are not used. ``bound``: the
+    per-set ratio of order SDs is clipped to ``[1/bound, bound]`` (declared
+    before the data; the tests are exact for the mean of the clipped per-set
+    log ratio). ``collection: adaptive`` alone takes every default.
+    """
+
+    mode: Literal["fixed", "adaptive"] = "fixed"
+    min_orders: int = Field(default=2, ge=2, le=MAX_N_ORDERS)
+    max_sets: int = Field(default=32, ge=1, le=MAX_N_SETS)
+    max_orders: int | None = Field(default=None, ge=2, le=MAX_N_ORDERS)
+    check_every: int = Field(default=1, ge=1, le=MAX_N_SETS)
+    bound: float = Field(default=4.0, gt=1, le=1e6)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_shorthand(cls, data: Any) -> Any:
+        return {"mode": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _budget(self) -> "CollectionSpec":
+        if self.max_orders is not None and self.max_orders < self.min_orders:
+            raise ValueError(f"`max_orders` ({self.max_orders}) is smaller than `min_orders` ({self.min_orders}), "
+                             "the orders of a single demo set")
+        if self.check_every > self.max_sets:
+            raise ValueError(f"`check_every` ({self.check_every}) exceeds `max_sets` ({self.max_sets})")
+        return self
+
+
 class ExecutorSpec(_Strict):
     """Who collects the units: this process (``local``) or a Ray cluster (``ray``, see docs/ray.md).
 
@@ -775,6 +820,7 @@ class Study(_Strict):
     methods: list[Method] = Field(min_length=1)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    collection: CollectionSpec = Field(default_factory=CollectionSpec)
     dai: DaiSpec | None = None
 
     @field_validator("tasks", mode="before")
@@ -840,6 +886,8 @@ class Study(_Strict):
         if self.analysis.bootstrap == "cluster" and self.demos.n_sets < 2:
             raise ValueError("`analysis.bootstrap`: 'cluster' resamples demo sets, so it needs `demos.n_sets` >= 2 "
                              f"(got {self.demos.n_sets}); use 'pairs' or 'auto'")
+        if self.collection.mode == "adaptive":
+            _check_adaptive(self)
         if self.dai is not None and self.dai.n_sets > self.demos.n_sets:
             raise ValueError(f"`dai.n_sets` ({self.dai.n_sets}) cannot exceed `demos.n_sets` ({self.demos.n_sets})")
         return self
@@ -888,6 +936,26 @@ class Study(_Strict):
 
 #: Fields in which an untrained control differs from its trained model.
 _CONTROL_FIELDS = {"name", "control", "control_of", "control_seed"}
+
+
+def _check_adaptive(study: "Study") -> None:
+    """What adaptive collection can test: per-set order-spread ratios with ratio margins inside the bound."""
+    a, c = study.analysis, study.collection
+    unsupported = [n for n in a.confirmatory if n not in ADAPTIVE_ANALYSES]
+    if unsupported:
+        raise ValueError(f"`collection`: adaptive collection tests {', '.join(ADAPTIVE_ANALYSES)} anytime-validly; "
+                         f"`analysis.confirmatory` lists {', '.join(unsupported)}")
+    for name in a.confirmatory:
+        margin = a.margins.get(name)
+        if margin is not None and margin.ratio is None:
+            raise ValueError(f"`collection`: adaptive collection needs a `ratio` margin for {name} "
+                             "(an absolute margin is not on the per-set log-ratio scale)")
+        if margin is not None and margin.ratio >= c.bound:  # type: ignore[operator]
+            raise ValueError(f"`collection.bound`: {c.bound:g} must exceed the equivalence margin of {name} "
+                             f"(ratio {margin.ratio:g})")
+    if study.dai is not None:
+        raise ValueError("`collection`: Dai et al.'s internals (`dai`) read the fixed design's demo sets; "
+                         "use `collection: fixed` with them")
 
 
 def _model_shorthand(name: str) -> dict[str, Any]:
@@ -1030,6 +1098,7 @@ def check_feasible(study: Study, pool_sizes: dict[str, int], query_sizes: dict[s
         asked than N! allows, or more queries than the task has.
     """
     demos = study.demos
+    fixed = study.collection.mode == "fixed"  # adaptive runs draw their own sets and orders (hyptest/adaptive.py)
     for task in study.tasks:
         pool = pool_sizes[task.name]
         for n in demos.n_demos:
@@ -1038,19 +1107,20 @@ def check_feasible(study: Study, pool_sizes: dict[str, int], query_sizes: dict[s
                     f"demos.n_demos: N = {n} is larger than the demo pool of task "
                     f"{task.name!r} ({pool} demos)"
                 )
-            if n * demos.n_sets > pool:
+            if fixed and n * demos.n_sets > pool:
                 raise StudyError(
                     f"demos.n_sets: {demos.n_sets} disjoint demo sets of N = {n} need "
                     f"{n * demos.n_sets} demos, but task {task.name!r} has {pool}"
                 )
             # a sweep over N takes min(n_orders, N!) orders of the smaller N (all of them); the largest
             # N must have as many orders as asked
-            if isinstance(demos.n_orders, int) and demos.n_orders > math.factorial(n) and n == max(demos.n_demos):
+            if fixed and isinstance(demos.n_orders, int) and demos.n_orders > math.factorial(n) \
+                    and n == max(demos.n_demos):
                 raise StudyError(
                     f"demos.n_orders: {demos.n_orders} orders asked, but N = {n} demos have only "
                     f"{math.factorial(n)} (N!) distinct orders; use a smaller number or 'all'"
                 )
-            if demos.n_orders == "all" and math.factorial(n) > 5040:
+            if fixed and demos.n_orders == "all" and math.factorial(n) > 5040:
                 raise StudyError(
                     f"demos.n_orders: 'all' orders of N = {n} demos is {math.factorial(n)} orders; "
                     "give a number instead"

@@ -79,8 +79,12 @@ class LocalExecutor(Executor):
     """
 
     def __init__(self, *, batch_size: int | None = None, allow_tf32: bool = False,
-                 memory_budget: int | str | None = None) -> None:
+                 memory_budget: int | str | None = None, keep_loaded: bool = False) -> None:
         self.batch_size = batch_size
+        #: keep each model loaded between calls of ``run`` (adaptive collection calls it once per round);
+        #: :meth:`close` frees them
+        self.keep_loaded = keep_loaded
+        self._runners: dict[str, Any] = {}
         self.allow_tf32 = allow_tf32
         self.memory_budget = memory_budget
         #: seconds spent loading models, for the provenance table
@@ -98,14 +102,26 @@ class LocalExecutor(Executor):
             mine = [g for g in groups if g.model == spec.name]
             if not mine:
                 continue
-            t0 = time.perf_counter()
-            lm = load_model(spec)
-            self.load_seconds += time.perf_counter() - t0
-            runner = UnitRunner(lm, tasks, study, batch_size=self.batch_size, allow_tf32=self.allow_tf32,
-                                memory_budget=self.memory_budget)
+            runner = self._runners.pop(spec.name, None)
+            if runner is None:
+                t0 = time.perf_counter()
+                lm = load_model(spec)
+                self.load_seconds += time.perf_counter() - t0
+                runner = UnitRunner(lm, tasks, study, batch_size=self.batch_size, allow_tf32=self.allow_tf32,
+                                    memory_budget=self.memory_budget)
+                del lm
             for group in mine:
                 for unit, rows in runner.run_group(group.units):
                     on_unit(unit, rows)
             self.memory[spec.name] = runner.memory_summary()
+            if self.keep_loaded:
+                self._runners[spec.name] = runner
+            else:
+                runner.close()
+            del runner
+
+    def close(self) -> None:
+        """Free the models kept loaded (``keep_loaded``)."""
+        for runner in self._runners.values():
             runner.close()
-            del runner, lm
+        self._runners.clear()

@@ -111,7 +111,7 @@ def _adjusted(evalues: list[float | None], method: str) -> list[float | None]:
 def monitor_family(
     observations: Sequence[np.ndarray],
     *,
-    bound: float,
+    bound: float | Sequence[float],
     margins: Sequence[float | None],
     max_n: Sequence[int],
     alpha: float = 0.05,
@@ -129,8 +129,8 @@ def monitor_family(
         Per comparison, its clipped per-set statistics in collection order
         (a comparison that stopped has no more; one still running may have
         fewer than the next look needs, and then the replay ends there).
-    bound : float
-        The statistics lie in ``[-bound, bound]``.
+    bound : float or sequence of float
+        The statistics lie in ``[-bound, bound]`` (one bound, or one per comparison).
     margins : sequence of float or None
         Equivalence margin of each comparison on the statistic's scale (None: no equivalence test).
     max_n : sequence of int
@@ -154,8 +154,11 @@ def monitor_family(
         raise ValueError(f"`check_every` must be at least 1, got {check_every!r}")
     if not len(observations) == len(margins) == len(max_n):
         raise ValueError("observations, margins and max_n need one entry per comparison")
-    tests = [anytime_test(np.asarray(x, dtype=float), bound=bound, null_value=null_value, margin=mg, c=c,
-                          first_bet=first_bet) for x, mg in zip(observations, margins)]
+    bounds = [float(bound)] * len(observations) if np.ndim(bound) == 0 else [float(b) for b in bound]  # type: ignore[union-attr]
+    if len(bounds) != len(observations):
+        raise ValueError("give one bound, or one per comparison")
+    tests = [anytime_test(np.asarray(x, dtype=float), bound=b, null_value=null_value, margin=mg, c=c,
+                          first_bet=first_bet) for x, mg, b in zip(observations, margins, bounds)]
     m = len(tests)
     states = [ComparisonState(t, 0, "running", None, 1.0, 1.0 if mg is not None else None, 1.0,
                               1.0 if mg is not None else None) for t, mg in zip(tests, margins)]
