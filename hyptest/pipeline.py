@@ -330,8 +330,9 @@ def _warnings(study: Study, per_query: pd.DataFrame, accuracy: pd.DataFrame) -> 
                 f"full-batch GD '{name}' moved by {spread:.2g} across orders; it should be order-invariant "
                 "up to float rounding (check the collector)"
             )
+    controls = study.controls()
     for row in accuracy.itertuples():
-        if row.accuracy <= 0.5 and row.method == study.analysis.reference:
+        if row.accuracy <= 0.5 and row.method == study.analysis.reference and row.model not in controls:
             out.append(
                 f"{row.method} accuracy on {row.task} (N={row.n_demos}, {row.model}) is {row.accuracy:.2f}: "
                 "near chance, so order effects may reflect noise more than learning"
@@ -484,11 +485,28 @@ def _dai_results(run: RunDir, study: Study) -> dict[str, Any]:
     from .reanalyse import dai_comparisons, dai_metric_values
 
     a = study.analysis
+    controls = study.controls()
     values = dai_metric_values(logs, rng=study.seed)
-    comparisons = dai_comparisons(values, alpha=a.alpha, n_resamples=a.n_resamples, adjust=a.adjust, rng=study.seed)
+    comparisons = dai_comparisons(values, alpha=a.alpha, n_resamples=a.n_resamples, adjust=a.adjust, rng=study.seed,
+                                  controls=controls)
     run.write_parquet("dai_values.parquet", values.values)
-    return {"comparisons": _records_json(comparisons), "correctness": _records_json(values.correctness_rates()),
-            "notes": values.notes, "families": _family_summary(comparisons, a)}
+    out: dict[str, Any] = {"comparisons": _records_json(comparisons),
+                           "correctness": _records_json(values.correctness_rates()), "notes": values.notes}
+    families = comparisons
+    if controls:
+        from .untrained_control import dai_vs_untrained, untrained_layer_table, untrained_statements
+
+        margins = {k: m.model_dump() for k, m in study.dai.margins_vs_untrained.items()} if study.dai else None
+        vs = dai_vs_untrained(values, controls, alpha=a.alpha, n_resamples=a.n_resamples, adjust=a.adjust,
+                              rng=study.seed, margins=margins)
+        out["vs_untrained"] = _records_json(vs)
+        out["untrained_layers"] = _records_json(untrained_layer_table(values, controls))
+        out["untrained_statements"] = untrained_statements(vs, comparisons, controls)
+        out["controls"] = [{"model": name, "control_of": of, "init_seed": seed}
+                           for name, (of, seed) in controls.items()]
+        families = pd.concat([comparisons, vs], ignore_index=True) if len(vs) else comparisons
+    out["families"] = _family_summary(families, a)
+    return out
 
 
 def _write_report(run: RunDir, results: dict[str, Any], per_query: pd.DataFrame, study_text: str) -> Path | str:

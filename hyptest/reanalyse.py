@@ -47,7 +47,7 @@ import yaml
 from .contract import SCHEMA_VERSION, read_results
 from . import __version__
 from ._util import atomic_write_bytes, atomic_write_text
-from .analysis import paired_unit_sampler  # paired per-unit differences: bootstrap within strata, or sign flips
+from .analysis import control_family, paired_unit_sampler  # paired per-unit differences: bootstrap within strata, or sign flips
 from .importers import (
     ColumnMapping,
     ImportProblems,
@@ -297,8 +297,9 @@ def dai_metric_values(
         skip bad examples and count them.
     rng : numpy.random.Generator or int, default 0
         Source of the random baselines.  Task ``t`` (in sorted (model, task)
-        order) uses child ``t`` of ``rng.spawn(n_tasks)``, which spawns two
-        streams: SimAOU's random updates and Kendall's random weights, drawn
+        order) uses child ``t`` of ``rng.spawn(n_tasks)``, which spawns three
+        streams: SimAOU's random updates, Kendall's random weights and (logs
+        with ``demo_attn``) the demo-token Kendall's random weights, drawn
         one example at a time in file order.
     simaou_baseline : {"normal", "uniform"}, default "normal"
         Random update direction (see
@@ -342,8 +343,12 @@ def dai_metric_values(
     n_read = n_skipped = 0
     notes = [f"fine-tuning (FT) read from the '{ft_setting}' setting",
              f"SimAOU baseline: random update directions ({simaou_baseline})"]
+    demo_streams = []
     for task, child in zip(tasks, gen.spawn(len(tasks))):
-        g_aou, g_kendall = child.spawn(2)
+        # a third stream per task for the demo-token Kendall: each task's draws depend on its own position
+        # only, not on how many tasks (models: e.g. untrained controls) the logs hold
+        g_aou, g_kendall, g_demo = child.spawn(3)
+        demo_streams.append(g_demo)
         reader = DaiTaskReader(task, ft_setting=ft_setting, log=log, strict=strict)
         per: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"simaou": [], "simam": [], "kendall": []}
         index = []
@@ -377,7 +382,7 @@ def dai_metric_values(
     if frames and _has_demo_attention(tasks, ft_setting):
         from .dai_collect import kendall_demo_values  # logs written by hyptest's own Dai collector
 
-        frames.append(kendall_demo_values(path, rng=gen.spawn(1)[0]))
+        frames.append(kendall_demo_values(path, rng=demo_streams))
         notes.append("Kendall over demonstration tokens (Dai et al.'s compute_training_example_attn.py) from the "
                      "logs' demo_attn keys: kendall_demo_token, kendall_demo_example")
     values = (pd.concat(frames, ignore_index=True) if frames else
@@ -412,6 +417,7 @@ def dai_comparisons(
     adjust: str = "holm",
     rng: np.random.Generator | int = 0,
     margins: Mapping[str, Any] | None = None,
+    controls: Iterable[str] = (),
 ) -> pd.DataFrame:
     """Test every Dai metric against its baseline, per layer and averaged over layers.
 
@@ -444,6 +450,10 @@ def dai_comparisons(
         Declared equivalence margins, ``{metric: {"absolute": x}}`` on the
         scale metric − baseline (e.g. ``{"simaou": {"absolute": 0.05}}``);
         without one a row can be "different" but never "equivalent".
+    controls : iterable of str, optional
+        Models that are untrained controls (:meth:`hyptest.study.Study.controls`):
+        their rows form families of their own (``untrained control: <metric>``),
+        so adding a control changes no row of a trained model.
 
     Returns
     -------
@@ -477,12 +487,16 @@ def dai_comparisons(
     the row is "not_estimable".
     """
     opts = _validate_options(alpha, confidence, n_resamples, adjust, rng, margins)
+    controls = set(controls)
     comparisons: list[Comparison] = []
     keys = sorted(set(zip(values.correctness["model"], values.correctness["task"])))
     for model, task in keys:
+        family = control_family if model in controls else _family_name
         context = {"model": model, "task": task, "n_demos": None, "method_a": "icl", "method_b": "ft"}
         c = values.correctness[(values.correctness["model"] == model) & (values.correctness["task"] == task)]
-        comparisons.append(_rec2ftp_comparison(c, context, opts))
+        rec = _rec2ftp_comparison(c, context, opts)
+        rec.family = family("rec2ftp")
+        comparisons.append(rec)
         v = values.values[(values.values["model"] == model) & (values.values["task"] == task)]
         for analysis in ("simaou", "simam", "kendall", "kendall_demo_token", "kendall_demo_example"):
             sub = v[v["analysis"] == analysis]
@@ -491,7 +505,7 @@ def dai_comparisons(
             value = sub.pivot(index="example", columns="layer", values="value").sort_index()
             base = sub.pivot(index="example", columns="layer", values="baseline").sort_index()
             common = {"context": context, "analysis": analysis, "baseline_name": _DAI_BASELINES[analysis],
-                      "family": _family_name(analysis), "opts": opts, "unit": "examples",
+                      "family": family(analysis), "opts": opts, "unit": "examples",
                       "name": _DAI_NAMES[analysis]}
             for layer in value.columns:
                 comparisons.append(_vs_baseline(value[layer].to_numpy(), base[layer].to_numpy(), layer=int(layer),

@@ -2017,6 +2017,95 @@ def _dai_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> 
     return {"groups": out, "correctness": corr, "shifted": shifted}
 
 
+#: Colours of the untrained-control figure: the trained model and its untrained control.
+_UNTRAINED_COLORS = {"trained": "#0072B2", "untrained": "#999999"}
+
+
+def _untrained_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Dai metrics of each trained model against its untrained control (Deutch et al. 2024); None without one.
+
+    Reads ``results["dai"]``: ``untrained_statements`` (one sentence per
+    metric), ``vs_untrained`` (rows of :func:`hyptest.untrained_control.dai_vs_untrained`;
+    the layer-averaged ones and Rec2FTP form the table, the per-layer ones
+    mark the figure) and ``untrained_layers`` (per layer: the trained mean and
+    the controls' seed means, min and max), and ``controls``.
+    """
+    dai = results.get("dai") if isinstance(results.get("dai"), Mapping) else {}
+    rows = _rows(dai, "vs_untrained")
+    layers = _rows(dai, "untrained_layers")
+    statements = _rows(dai, "untrained_statements")
+    if not rows and not statements:
+        return None
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        key = (_scalar(r.get("model")), _scalar(r.get("task")))
+        groups.setdefault(key, {"rows": [], "layers": [], "statements": []})["rows"].append(r)
+    for r in layers:
+        key = (_scalar(r.get("model")), _scalar(r.get("task")))
+        groups.setdefault(key, {"rows": [], "layers": [], "statements": []})["layers"].append(r)
+    for r in statements:
+        key = (_scalar(r.get("model")), _scalar(r.get("task")))
+        groups.setdefault(key, {"rows": [], "layers": [], "statements": []})["statements"].append(r)
+    out = []
+    for gi, (key, g) in enumerate(sorted(groups.items())):
+        panels = []
+        for metric in (m for m in DAI_METRICS if m != "rec2ftp"):
+            per_layer = sorted((r for r in g["layers"] if r.get("analysis") == metric),
+                               key=lambda r: _as_float(r.get("layer")) or 0.0)
+            if not per_layer:
+                continue
+            higher = {int(_as_float(r.get("layer"))) for r in g["rows"] if r.get("analysis") == metric
+                      and _as_float(r.get("layer")) is not None and r.get("direction") == "trained higher"}
+            trained = [svg.SeriesPoint(x=_as_float(r.get("layer")), y=_as_float(r.get("trained")),
+                                       marked=int(_as_float(r.get("layer"))) in higher) for r in per_layer]
+            untrained = [svg.SeriesPoint(x=_as_float(r.get("layer")), y=_as_float(r.get("untrained")),
+                                         lo=_as_float(r.get("untrained_min")), hi=_as_float(r.get("untrained_max")))
+                         for r in per_layer]
+            name, y_label = DAI_METRICS[metric]
+            seeds = int(_as_float(per_layer[0].get("n_seeds")) or 0)
+            panels.append(svg.Panel(title=name, y_label=y_label,
+                                    series={"trained": trained, "untrained": untrained},
+                                    note=f"{len(higher)} of {len(per_layer)} layers: trained higher"
+                                    + (f" · {seeds} seeds" if seeds else "")))
+        figure = None
+        if panels:
+            figure = Markup(svg.line_panels(
+                panels, title=f"Trained vs untrained control by layer — {key[1]} · {key[0]}",
+                x_label="layer (0-based)", interval="band", colors=_UNTRAINED_COLORS,
+                series_labels={"trained": f"{key[0]} (trained)",
+                               "untrained": "untrained control: mean of the seeds (band: min–max of the seed means)"},
+                marker_label="trained significantly higher than untrained (per-layer family, adjusted p < α)",
+                interval_label="min–max over control seeds"))
+        table = []
+        order = list(DAI_METRICS)
+        for r in sorted((r for r in g["rows"] if _as_float(r.get("layer")) is None),
+                        key=lambda r: order.index(str(r.get("analysis"))) if r.get("analysis") in order else 99):
+            metric = str(r.get("analysis"))
+            seed_means = r.get("seed_means") if isinstance(r.get("seed_means"), list) else []
+            seeds = r.get("seeds") if isinstance(r.get("seeds"), list) else []
+            verdict = r.get("verdict") or "inconclusive"
+            word = _verdict_word(verdict)
+            if verdict == "different" and r.get("direction"):
+                word = f"{word}: {r.get('direction')}"
+            table.append({
+                "metric": DAI_METRICS.get(metric, (metric, ""))[0],
+                "where": "examples ZS got wrong, FT right" if metric == "rec2ftp" else "averaged over layers",
+                "trained": fmt_num(r.get("mean_a")), "untrained": fmt_num(r.get("mean_b")),
+                "seeds": ", ".join(f"s{s}: {fmt_num(m)}" for s, m in zip(seeds, seed_means)) or _DASH,
+                "difference": _est_ci(r), "margin": fmt_num(r.get("margin")) if r.get("margin") is not None else _DASH,
+                "p_adj": fmt_p(r.get("p_adjusted")), "verdict": word,
+                "tells_apart": r.get("direction") == "trained higher",
+            })
+        resampling = next((str(r.get("resampling")) for r in g["rows"] if r.get("resampling") not in (None, "none")),
+                          "")
+        out.append({"anchor": f"untrained-{gi}", "label": f"{key[1]} · {key[0]}", "figure": figure, "table": table,
+                    "statements": [{"text": str(s.get("text")), "tells_apart": s.get("tells_apart")}
+                                   for s in g["statements"]], "resampling": resampling})
+    controls = [{"model": _scalar(c.get("model")), "of": _scalar(c.get("control_of")),
+                 "seed": _scalar(c.get("init_seed"))} for c in _rows(dai, "controls")]
+    return {"groups": out, "controls": controls}
+
+
 def _sparsity_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
     """One figure per model of ``results["sparsity"]``; None without rows.
 
@@ -2530,6 +2619,7 @@ def _render(
     checkpoints = _checkpoints_view(results, methods_order, colors)
     vocab = _vocab_view(results, methods_order, colors)
     dai = _dai_view(results, comparisons)
+    untrained = _untrained_view(results)
     sparsity = _sparsity_view(results)
 
     # where each verdict-table row's details are
@@ -2597,6 +2687,7 @@ def _render(
         "checkpoints": checkpoints,
         "vocab": vocab,
         "dai": dai,
+        "untrained": untrained,
         "sparsity": sparsity,
         "families": families,
         "margins": margins,
