@@ -156,6 +156,26 @@ def _bound_and_margin(study: Study, analysis: str) -> tuple[float, float | None]
             scale * math.log(margin.ratio) if margin is not None and margin.ratio is not None else None)
 
 
+def _set_cube(rows: pd.DataFrame, method: str, column: str) -> np.ndarray:
+    """One demo set's outputs of ``method`` as a (1, orders, queries, labels) cube, seeds averaged.
+
+    Orders and queries sorted by id (the same for every method of an adaptive
+    set, which always has every order and query).
+    """
+    sub = rows[rows["method"] == method]
+    if column == "label_probs":
+        values = sub.assign(_v=sub[column].map(lambda v: np.asarray(v, dtype=float)))
+        table = values.groupby(["order_id", "query_id"])["_v"].apply(lambda s: np.mean(np.stack(s.to_list()), axis=0))
+    else:
+        table = sub.groupby(["order_id", "query_id"])[column].mean()
+    n_orders = table.index.get_level_values(0).nunique()
+    n_queries = table.index.get_level_values(1).nunique()
+    if len(table) != n_orders * n_queries:
+        raise ValueError(f"{method}: a demo set lacks some (order, query) cells")
+    cells = np.stack([np.atleast_1d(np.asarray(v, dtype=float)) for v in table.to_numpy()])
+    return cells.reshape(1, n_orders, n_queries, -1)
+
+
 class _Observations:
     """Per-set statistics of every family comparison, computed once per set from the stored units."""
 
@@ -166,8 +186,6 @@ class _Observations:
 
     def add(self, records: pd.DataFrame) -> None:
         """Compute the statistic of every (comparison, set) whose reference and method rows are all in ``records``."""
-        from .analysis import order_cube
-
         ref = self.study.analysis.reference
         if records.empty:
             return
@@ -182,8 +200,8 @@ class _Observations:
                 if int(demo_set) in self.values[key] or rows.loc[rows["method"] == key.method, "order_id"].nunique() < k:
                     continue
                 statistic, column, _ = _STATISTICS[key.analysis]
-                cube_a = order_cube(rows, ref, column)[0]
-                cube_b = order_cube(rows, key.method, column)[0]
+                cube_a = _set_cube(rows, ref, column)
+                cube_b = _set_cube(rows, key.method, column)
                 value = per_set_statistics(cube_a, cube_b, statistic)[0]  # type: ignore[arg-type]
                 self.values[key][int(demo_set)] = float(value)
 
