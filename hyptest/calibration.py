@@ -461,13 +461,3 @@ def markdown_table(table: pd.DataFrame) -> str:
                      f"{_fmt_rate(r)} | {r.count} / {r.n} | {nominal} | {r.n_sims} | {r.budget} | "
                      f"{r.seconds:.0f} |")
     return "\n".join(lines) + "\n"
-
-
-def main() -> None:  # pragma: no cover - ``python -m hyptest.calibration``: the CLI command
-    from .cli import app
-
-    app(["calibrate"])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

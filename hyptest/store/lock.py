@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from .run_dir import StoreError
+from .errors import StoreError
 
 __all__ = ["LOCK_NAME", "LockError", "RunLock"]
 

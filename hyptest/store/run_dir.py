@@ -35,6 +35,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .._util import atomic_write_bytes, clean_for_json, json_default
+from .errors import StoreError
 
 __all__ = ["RECORD_COLUMNS", "RunDir", "StoreError", "is_url"]
 
@@ -65,10 +66,6 @@ RECORD_COLUMNS: dict[str, str] = {
 
 #: Prefix of temporary files; they never have a final name, so readers ignore them.
 _TMP_PREFIX = ".tmp-"
-
-
-class StoreError(RuntimeError):
-    """A run directory that cannot be read or written."""
 
 
 def is_url(location: str | Path) -> bool:

@@ -15,8 +15,8 @@ from .task import (
     load_builtin_task,
     load_task_file,
     sample_examples,
-    task_from_spec,
 )
+from .spec import task_from_spec
 
 __all__ = [
     "DATASET_TASKS",

@@ -288,27 +288,6 @@ def _task_fields(task: Task) -> dict[str, Any]:
     }
 
 
-def task_from_spec(spec: Any, *, base_dir: Path | None = None) -> Task:
-    """Build a :class:`Task` from a study's ``TaskSpec``."""
-    if getattr(spec, "dataset", None):
-        from .datasets import dataset_task_from_spec
-
-        return dataset_task_from_spec(spec, base_dir=base_dir)
-    if spec.path is None:
-        return load_builtin_task(spec.name)
-    path = Path(spec.path)
-    if not path.is_absolute() and base_dir is not None and not path.exists():
-        path = base_dir / path
-    return load_task_file(
-        path,
-        name=spec.name,
-        input_template=spec.input_template,
-        label_words=spec.label_words,
-        demo_separator=spec.demo_separator,
-        instruction=spec.instruction,
-    )
-
-
 def sample_examples(examples: Sequence[Example], k: int, *, rng: Any, balanced: bool) -> list[Example]:
     """Draw ``k`` examples without replacement; label-stratified when ``balanced``."""
     import numpy as np
