@@ -2463,6 +2463,13 @@ def _environment() -> Environment:
     return env
 
 
+def _adaptive_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The adaptive section (confidence sequences, stopping points); None for fixed runs."""
+    from .adaptive_view import adaptive_view
+
+    return adaptive_view(results)
+
+
 def render_report(
     results: dict,
     per_query: pd.DataFrame,
@@ -2684,6 +2691,7 @@ def _render(
         "agreement": agreement,
         "n_sweep": n_sweep,
         "trajectories": trajectories,
+        "adaptive": _adaptive_view(results),
         "checkpoints": checkpoints,
         "vocab": vocab,
         "dai": dai,
