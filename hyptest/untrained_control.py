@@ -1,6 +1,6 @@
 """Dai et al.'s metrics of a trained model tested against its untrained control (Deutch et al. 2024).
 
-Deutch, Magar & Globerson (NAACL 2024, "In-context learning and gradient
+Deutch, Magar, Natan & Dar (NAACL 2024, "In-context learning and gradient
 descent revisited") show that Dai et al.'s similarity metrics (SimAOU, SimAM,
 Kendall, Rec2FTP) come out high even for models that cannot do in-context
 learning, untrained ones among them. So "SimAOU lies above its random
@@ -42,20 +42,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .reanalyse import (
-    COMPARISON_COLUMNS,
-    DaiValues,
-    _decide,
-    _TestOptions,
-    _validate_options,
-)
-from .results import Comparison
+from .results import Comparison, decide
 from .stats.order_resampling import BootstrapDistribution
+from .study import MarginSpec
 
 __all__ = ["FAMILY", "FAMILY_BY_LAYER", "dai_vs_untrained", "untrained_layer_table", "untrained_statements"]
 
@@ -69,6 +65,46 @@ NAMES = {"rec2ftp": "Rec2FTP", "simaou": "SimAOU", "simam": "SimAM", "kendall": 
          "kendall_demo_token": "Kendall (demo tokens)", "kendall_demo_example": "Kendall (demo examples)"}
 #: Rec2FTP needs this many examples in its conditioning group (ZS wrong, FT right) in every model.
 _REC2FTP_MIN_GROUP = 10
+#: The first columns of :func:`dai_vs_untrained`'s table (the rest as :func:`hyptest.results.decide` gives them).
+COLUMNS = ["model", "task", "method_a", "method_b", "analysis", "layer", "family", "role", "rule", "estimate", "scale",
+           "null_value", "mean_a", "mean_b", "n", "n_seeds", "seeds", "seed_means", "margin", "margin_source",
+           "resampling", "test", "ci_low", "ci_high", "ci_level", "ci_method", "eq_low", "eq_high", "eq_level",
+           "p_value", "p_adjusted", "p_equivalence", "p_equivalence_adjusted", "family_size", "n_resamples",
+           "min_equivalence_margin", "verdict", "direction", "note", "adjust_method"]
+
+
+@dataclass(frozen=True)
+class _Options:
+    alpha: float
+    n_resamples: int
+    adjust: str
+    seed: int
+    margins: dict[str, MarginSpec]
+
+
+def _options(alpha: Any, n_resamples: Any, adjust: Any, rng: Any, margins: Any) -> _Options:
+    """Validated settings; a clear ValueError / TypeError for a bad one."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < float(alpha) < 1:
+        raise ValueError(f"`alpha` must be a number in (0, 1), got {alpha!r}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, Integral) or int(n_resamples) < 1:
+        raise ValueError(f"`n_resamples` must be a positive integer, got {n_resamples!r}")
+    if adjust not in ("holm", "bonferroni", "bh"):
+        raise ValueError(f"`adjust` must be one of holm, bonferroni, bh, got {adjust!r}")
+    if isinstance(rng, np.random.Generator):
+        seed = int(rng.integers(2**63))
+    elif isinstance(rng, Integral) and not isinstance(rng, bool) and int(rng) >= 0:
+        seed = int(rng)
+    else:
+        raise TypeError(f"`rng` must be a numpy.random.Generator or a non-negative integer seed, got {rng!r}")
+    parsed: dict[str, MarginSpec] = {}
+    for name, spec in (margins or {}).items():
+        if spec is None:
+            continue
+        m = spec if isinstance(spec, MarginSpec) else MarginSpec.model_validate(spec)
+        if m.absolute is None:
+            raise ValueError(f"margins.{name}: give an `absolute` margin (trained − untrained, on the metric's scale)")
+        parsed[str(name)] = m
+    return _Options(float(alpha), int(n_resamples), str(adjust), seed, parsed)
 
 
 def _two_way_sampler(t: np.ndarray, u: np.ndarray):
@@ -95,7 +131,7 @@ def _resampling_text(n: int, s: int) -> str:
 
 
 def _comparison(t: np.ndarray, u: np.ndarray, *, context: dict[str, Any], analysis: str, layer: int | None,
-                family: str, opts: _TestOptions, seeds: list[int], what: str) -> Comparison:
+                family: str, opts: _Options, seeds: list[int], what: str) -> Comparison:
     """Trained − untrained of one metric on the examples finite in every model."""
     ok = np.isfinite(t) & np.isfinite(u).all(axis=0)
     t, u = t[ok], u[:, ok]
@@ -122,7 +158,7 @@ def _comparison(t: np.ndarray, u: np.ndarray, *, context: dict[str, Any], analys
 
 
 def _rec2ftp(correct: dict[str, pd.DataFrame], trained: str, controls: list[str], *, context: dict[str, Any],
-             opts: _TestOptions, seeds: list[int]) -> Comparison:
+             opts: _Options, seeds: list[int]) -> Comparison:
     """Rec2FTP = P(ICL right | ZS wrong, FT right), trained − mean over controls, on the shared examples."""
     frames = [correct[m].set_index("example") for m in (trained, *controls)]
     shared = sorted(set.intersection(*(set(f.index) for f in frames)))
@@ -169,7 +205,7 @@ def _rec2ftp(correct: dict[str, pd.DataFrame], trained: str, controls: list[str]
                       test=f"two-way bootstrap of Rec2FTP, trained − untrained, over examples and control seeds{tost}")
 
 
-def _by_model(values: DaiValues) -> tuple[dict[tuple[str, str], pd.DataFrame], dict[tuple[str, str], pd.DataFrame]]:
+def _by_model(values: Any) -> tuple[dict[tuple[str, str], pd.DataFrame], dict[tuple[str, str], pd.DataFrame]]:
     v = {k: g for k, g in values.values.groupby(["model", "task"], sort=False)}
     c = {k: g for k, g in values.correctness.groupby(["model", "task"], sort=False)}
     return v, c
@@ -180,7 +216,7 @@ def _pivot(frame: pd.DataFrame, analysis: str) -> pd.DataFrame:
     return sub.pivot(index="example", columns="layer", values="value").sort_index()
 
 
-def _groups(values: DaiValues, controls: Mapping[str, tuple[str, int]]) -> list[tuple[str, str, list[str], list[int]]]:
+def _groups(values: Any, controls: Mapping[str, tuple[str, int]]) -> list[tuple[str, str, list[str], list[int]]]:
     """(trained, task, its controls with records for that task, their seeds), in sorted order."""
     present = set(zip(values.correctness["model"], values.correctness["task"]))
     by_trained: dict[str, list[tuple[int, str]]] = {}
@@ -197,7 +233,7 @@ def _groups(values: DaiValues, controls: Mapping[str, tuple[str, int]]) -> list[
 
 
 def dai_vs_untrained(
-    values: DaiValues,
+    values: Any,
     controls: Mapping[str, tuple[str, int]],
     *,
     alpha: float = 0.05,
@@ -210,7 +246,7 @@ def dai_vs_untrained(
 
     Parameters
     ----------
-    values : DaiValues
+    values : hyptest.reanalyse.DaiValues
         From :func:`hyptest.reanalyse.dai_metric_values` on logs holding the
         trained models and their controls (same demo-set folders, same
         examples).
@@ -227,7 +263,7 @@ def dai_vs_untrained(
     Returns
     -------
     pandas.DataFrame
-        :data:`hyptest.reanalyse.COMPARISON_COLUMNS` (``model`` the trained
+        :data:`COLUMNS` first, then the rest of :func:`hyptest.results.decide`'s (``model`` the trained
         model, ``method_a`` "trained", ``method_b`` "untrained"; ``estimate``
         = mean(trained) − mean(untrained), the latter over the examples and
         the control seeds; ``mean_a``/``mean_b`` the two means; ``layer``
@@ -246,7 +282,7 @@ def dai_vs_untrained(
     Rec2FTP is P(ICL right | ZS wrong, FT right) of each model on the shared
     examples; it needs at least 10 examples in that group in every model.
     """
-    opts = _validate_options(alpha, 0.95, n_resamples, adjust, rng, margins)
+    opts = _options(alpha, n_resamples, adjust, rng, margins)
     by_values, by_correct = _by_model(values)
     comparisons: list[Comparison] = []
     for trained, task, names, seeds in _groups(values, controls):
@@ -269,10 +305,11 @@ def dai_vs_untrained(
             means = cubes.mean(axis=2)  # NaN at any layer: NaN for the example
             comparisons.append(_comparison(means[0], means[1:], layer=None, family=FAMILY,
                                            what=", averaged over layers per example", **common))
-    table = _decide(comparisons, opts)
-    extra = ["n_seeds", "seeds", "seed_means"]
-    if table.empty:
-        return pd.DataFrame(columns=[*COMPARISON_COLUMNS, *extra, "direction"])
+    if not comparisons:
+        return pd.DataFrame(columns=COLUMNS)
+    table, _ = decide(comparisons, alpha=opts.alpha, adjust=opts.adjust, n_resamples=opts.n_resamples, seed=opts.seed)
+    table["layer"] = pd.Series([None if x is None or pd.isna(x) else int(x) for x in table["layer"]],
+                               index=table.index, dtype=object)
     direction = []
     for row in table.to_dict("records"):
         low, high = row.get("ci_low"), row.get("ci_high")
@@ -285,11 +322,10 @@ def dai_vs_untrained(
         else:
             direction.append(None)
     table["direction"] = pd.Series(direction, index=table.index, dtype=object)
-    rest = [c for c in table.columns if c not in COMPARISON_COLUMNS and c not in extra and c != "direction"]
-    return table[[c for c in COMPARISON_COLUMNS if c in table.columns] + extra + ["direction"] + rest]
+    return table[[c for c in COLUMNS if c in table.columns] + [c for c in table.columns if c not in COLUMNS]]
 
 
-def untrained_layer_table(values: DaiValues, controls: Mapping[str, tuple[str, int]]) -> pd.DataFrame:
+def untrained_layer_table(values: Any, controls: Mapping[str, tuple[str, int]]) -> pd.DataFrame:
     """Per (trained model, task, metric, layer): the trained mean and the controls' per-seed means.
 
     Returns
