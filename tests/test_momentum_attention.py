@@ -369,3 +369,34 @@ def test_the_committed_study_file_is_valid_and_reaches_a_verdict():
     assert len(study.seeds) >= 8  # exact sign-flip floor 1/256 one-sided: below alpha / 2 = 0.025
     assert 1 / 2 ** len(study.seeds) <= study.analysis.alpha / 2 / len(study.k_exploratory())
     assert study.momentum.eta > 0 and study.training.steps >= 1000
+
+
+@pytest.mark.calibration
+def test_the_decision_keeps_its_level_under_the_null_and_finds_a_real_effect(monkeypatch):
+    """Simulated studies through analyse(): per-seed log ratios symmetric about 0 (H0), or shifted by 0.2.
+
+    Per seed and k, log MSE = seed effect + k profile + noise, the seed effect shared by both variants
+    (paired, as in the experiment); the momentum curves get the shift. Clopper-Pearson 99% intervals.
+    With 8 seeds the exact two-sided test rejects with probability 12/256 = 0.047 under H0.
+    """
+    import gc
+
+    from scipy.stats import beta
+
+    monkeypatch.setattr(gc, "collect", lambda *args, **kwargs: 0)  # statsmodels' multipletests calls it every time
+    study = parse_momentum_study(_tiny(seeds=list(range(8)), analysis={"k_exploratory": [1]}))
+    rng = np.random.default_rng(20)
+    for shift, n_sims in ((0.0, 200), (0.2, 40)):
+        different = 0
+        for _ in range(n_sims):
+            base = rng.normal(-1, 0.3, size=(8, 1)) + np.linspace(0, -1, 6)[None]
+            plain = np.exp(base + rng.normal(0, 0.05, size=(8, 6)))
+            mom = np.exp(base + shift + rng.normal(0, 0.05, size=(8, 6)))
+            row = analyse(study, _records(plain, mom, list(range(8))))["comparisons"][0]
+            different += row["verdict"] in ("different", "negligible")
+        low = beta.ppf(0.005, different, n_sims - different + 1) if different else 0.0
+        high = beta.ppf(0.995, different + 1, n_sims - different) if different < n_sims else 1.0
+        if shift == 0:
+            assert low <= 12 / 256, (different, n_sims)  # the level holds
+        else:
+            assert high >= 0.99 and different >= 0.9 * n_sims, (different, n_sims)  # 4 noise SDs per k are found
