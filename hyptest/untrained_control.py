@@ -383,8 +383,8 @@ def _baseline_text(metric: str, trained: str, task: str, baseline_rows: list[dic
     if not any(r.get("analysis") == metric for r in baseline_rows):
         return ""
     above = sum(side(c) == "greater" for c in controls)
-    trained_side = {"greater": "above", "less": "below"}.get(side(trained) or "", "not distinguished from")
-    return (f" Against its classic baseline (mean over layers) the trained model lies {trained_side} it, and "
+    trained_side = {"greater": "lies above", "less": "lies below"}.get(side(trained) or "", "is not told from")
+    return (f" Against its classic baseline (mean over layers) the trained model {trained_side} it, and "
             f"{above} of {len(controls)} untrained seeds lie significantly above it.")
 
 
