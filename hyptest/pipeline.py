@@ -11,7 +11,6 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .contract import SCHEMA_VERSION, migrate, read_results
+from .provenance import library_versions, package_version
 from . import __version__
 from .collect.plan import Unit, make_plan
 from .analysis import run_analyses
@@ -36,7 +36,6 @@ __all__ = ["RunSummary", "analyse_run", "default_run_dir", "load_tasks", "plan_s
 
 Progress = Callable[[int, int, str], None]
 
-_LIBRARIES = ("torch", "transformers", "numpy", "scipy", "pandas", "statsmodels", "pyarrow", "pydantic")
 #: Libraries whose version can change collected numbers; part of every unit key.
 _KEY_LIBRARIES = ("torch", "transformers")
 #: Version of hyptest's collectors (prompt encoding, scoring, training); part of every unit key.
@@ -59,18 +58,6 @@ class RunSummary:
     n_units: int
     n_reused: int
     results: dict[str, Any] = field(repr=False)
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of hyptest and the libraries that shape its numbers."""
-    return {"hyptest": __version__, **{name: _version(name) for name in _LIBRARIES}}
 
 
 def default_run_dir(study: Study) -> Path | str:
@@ -106,7 +93,7 @@ def unit_versions(study: Study) -> dict[str, str]:
     """Library and collector versions (and devices) that every unit key of a study hashes."""
     from .models.base import resolve_device
 
-    keyed = {name: _version(name) for name in _KEY_LIBRARIES}
+    keyed = {name: package_version(name) for name in _KEY_LIBRARIES}
     devices = sorted({resolve_device(m.device) if m.source != "tiny" else "cpu" for m in study.models})
     return {**keyed, "collector": COLLECTOR_VERSION, "device": ",".join(devices)}
 

@@ -1244,7 +1244,7 @@ def _test_settings(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _provenance(path: Path, started: _dt.datetime, seconds: float, warnings: list[str],
                 info: dict[str, Any]) -> dict[str, Any]:
-    from .pipeline import library_versions
+    from .provenance import library_versions
 
     return {
         "hyptest_version": __version__,

@@ -164,15 +164,9 @@ def _unit_from_dict(data: dict[str, Any]) -> Unit:
 
 
 def _versions() -> dict[str, str]:
-    from importlib import metadata
+    from ..provenance import package_version
 
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    return {name: version(name) for name in _CHECKED_LIBRARIES}
+    return {name: package_version(name) for name in _CHECKED_LIBRARIES}
 
 
 def _environment(study: Any, tasks: dict[str, Any]) -> dict[str, Any]:

@@ -2424,15 +2424,9 @@ def _version(prov: Mapping[str, Any]) -> str:
     v = prov.get("hyptest_version")
     if v:
         return str(v)
-    try:
-        from importlib.metadata import PackageNotFoundError, version
+    from ..provenance import package_version
 
-        try:
-            return version("hyptest")
-        except PackageNotFoundError:
-            return "unknown"
-    except ImportError:  # pragma: no cover
-        return "unknown"
+    return package_version("hyptest")
 
 
 def _defang(value: Any) -> Any:

@@ -436,7 +436,7 @@ def _progress_bar(show: bool, *, total: int, units: int, reused: int) -> Any:
 
 def _provenance(started: _dt.datetime, train_s: float, total_s: float, workers: int, n_units: int, n_reused: int,
                 notes: list[str], records: list[dict]) -> dict[str, Any]:
-    from ..pipeline import library_versions
+    from ..provenance import library_versions
 
     return {
         "hyptest_version": __version__, "python": platform.python_version(), "platform": platform.platform(),
