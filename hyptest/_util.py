@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "python_scalar",
     "atomic_write_bytes",
     "atomic_write_text",
     "file_sha256",
@@ -36,6 +37,14 @@ def file_sha256(path: str | os.PathLike[str], *, chunk_size: int = 1 << 22) -> s
         while block := handle.read(chunk_size):
             digest.update(block)
     return digest.hexdigest()
+
+
+def python_scalar(value: Any) -> Any:
+    """``value`` as a plain Python scalar when it is a numpy scalar (``np.int64(3)`` -> ``3``), else as is."""
+    item = getattr(value, "item", None)
+    if item is not None and type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
+        return item()
+    return value
 
 
 def json_default(value: Any) -> Any:
