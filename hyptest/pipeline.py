@@ -469,7 +469,7 @@ def _dai_results(run: RunDir, study: Study) -> dict[str, Any]:
     logs = Path(str(run.path)) / "dai"
     if not run.is_local or not (logs / "ana_rlt").is_dir():
         return {}
-    from .reanalyse import dai_comparisons, dai_metric_values
+    from .baseline_tests import dai_comparisons, dai_metric_values
 
     a = study.analysis
     controls = study.controls()
