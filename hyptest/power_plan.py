@@ -27,6 +27,7 @@ import pandas as pd
 from scipy.special import expit
 
 from .analysis import order_comparison, uses_clusters
+from .collect.units import final_step_rows
 from .results import CONFIRMATORY, decide, monte_carlo_budget
 from .stats.power import (
     DEFAULT_RANK1_SHARE,
@@ -267,7 +268,7 @@ def power_table(
         path = Path(pilot_dir) / "per_order.parquet"
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; --pilot takes a run directory of `hyptest study`")
-        effects = estimate_order_effects(pd.read_parquet(path), reference=ref)
+        effects = estimate_order_effects(final_step_rows(pd.read_parquet(path)), reference=ref)
         order_sd = dict(effects.order_sd)
         shares = {m: v for m, v in effects.rank1_share.items() if math.isfinite(v)}
         mean_logit = effects.mean_logit

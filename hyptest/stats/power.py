@@ -225,9 +225,11 @@ def estimate_order_effects(per_order: "pd.DataFrame", *, reference: str = "icl",
     per_order : pandas.DataFrame
         ``per_order.parquet`` of a run: columns ``method``, ``demo_set``,
         ``order_id``, ``query_id``, ``p_gold`` and optionally ``model``,
-        ``task``, ``n_demos``, ``seed``, ``step``, ``method_kind``. Only each
-        unit's final step is used; seeds are averaged; zero-shot rows and
-        slices with a single order are dropped.
+        ``task``, ``n_demos``, ``seed``, ``method_kind``: each unit's final
+        answer (:func:`hyptest.collect.units.final_step_rows` of a run's
+        ``per_order.parquet``, as :func:`hyptest.power_plan.power_table`
+        passes it); seeds are averaged; zero-shot rows and slices with a
+        single order are dropped.
     reference : str
         The reference method (its logits give ``between_query_sd`` and
         ``mean_logit``).
@@ -248,15 +250,13 @@ def estimate_order_effects(per_order: "pd.DataFrame", *, reference: str = "icl",
     largest singular value). ``between_query_sd^2`` is the variance over
     queries of the reference's per-query mean logits less ``sd_ref^2 / O``.
     """
-    from ..collect.units import final_step_rows
-
     needed = {"method", "demo_set", "order_id", "query_id", "p_gold"}
     missing = sorted(needed - set(per_order.columns))
     if missing:
         raise ValueError(f"the pilot's per-order table lacks column(s) {', '.join(missing)}")
     if not 0 < clip < 0.5:
         raise ValueError(f"`clip` must lie in (0, 0.5), got {clip!r}")
-    frame = final_step_rows(per_order)
+    frame = per_order
     if "method_kind" in frame.columns:
         frame = frame[frame["method_kind"] != "zs"]
     slice_cols = [c for c in ("model", "task", "n_demos") if c in frame.columns]
