@@ -21,7 +21,7 @@ pass of the model at its current weights with
    model's final norm and LM head (the "logit lens"):
    ``logits_l = head(norm(h_l))``;
 3. the training loss (the method's ``loss``: ``label`` or ``all_tokens``, the
-   same reduction as :func:`hyptest.collect.gd.training_loss`) of every
+   same reduction as :func:`hyptest.collect.losses.training_loss`) of every
    ``logits_l``, **summed** over the ``L`` layers:
    ``L_LC = sum_l loss(logits_l)``.
 
@@ -52,7 +52,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Sequence
 
-from .gd import TrainingExample, loss_at_targets, padded_batch, target_positions
+from .losses import TrainingExample, loss_at_targets, padded_batch, target_positions
 
 __all__ = ["decoder_layers", "final_norm", "layer_causal_loss", "layer_outputs"]
 
@@ -139,7 +139,7 @@ def layer_causal_loss(model: Any, examples: Sequence[TrainingExample], *, loss: 
     examples : sequence of TrainingExample
         Their ``targets`` come from ``PromptEncoder.training_example(demo, loss)``.
     loss : {"label", "all_tokens"}
-        The per-layer loss, reduced as in :func:`hyptest.collect.gd.training_loss`.
+        The per-layer loss, reduced as in :func:`hyptest.collect.losses.training_loss`.
     device : str or torch.device
         Device of the model.
 
