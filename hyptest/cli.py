@@ -266,7 +266,7 @@ def _make_executor(chosen: ExecutorSpec, name: Optional[str], address: Optional[
                       .replace("`executor`", "--executor")))
 
 
-_SHORT = {"icl": "ICL", "zs": "ZS", "gd": "GD", "sgd": "SGD", "adam": "Adam"}
+_SHORT = {"icl": "ICL", "zs": "ZS", "gd": "GD", "sgd": "SGD", "adam": "Adam", "layer_causal_gd": "LC-GD"}
 
 
 def _short(value: object) -> str:

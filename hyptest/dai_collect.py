@@ -142,8 +142,9 @@ def fine_tuned(model: Any, examples: Sequence[TrainingExample], method: Any, *, 
         At the pretrained weights; restored to them on exit (also on error).
     examples : sequence of TrainingExample
         The training sequences, in order.
-    method : SGDMethod or AdamMethod
-        Must take one example per step (``kind`` ``sgd`` or ``adam``).
+    method : SGDMethod, AdamMethod or LayerCausalGDMethod
+        Must take one example per step (``kind`` ``sgd``, ``adam`` or
+        ``layer_causal_gd``).
     seed : int, default 0
         Passed to :func:`hyptest.collect.gd.train_in_place`.
     device : str or torch.device, default "cpu"
@@ -160,8 +161,8 @@ def fine_tuned(model: Any, examples: Sequence[TrainingExample], method: Any, *, 
     """
     schedule = training_schedule(list(examples), method)
     if any(len(batch) != 1 for batch in schedule):
-        raise ValueError(f"the fine-tuning of Dai et al. takes one demo per step (sgd/adam); got kind "
-                         f"{getattr(method, 'kind', None)!r}")
+        raise ValueError(f"the fine-tuning of Dai et al. takes one demo per step (sgd, adam, layer_causal_gd); "
+                         f"got kind {getattr(method, 'kind', None)!r}")
     snapshot = WeightSnapshot(model)
     try:
         with QueryRecorder(model) as recorder:
@@ -279,10 +280,11 @@ def collect_dai_records(
         The demonstrations, in prompt (and training) order.
     queries : sequence of Example
         The test examples; one line per query in every file, in this order.
-    ft_method : SGDMethod or AdamMethod
+    ft_method : SGDMethod, AdamMethod or LayerCausalGDMethod
         The fine-tuning; Dai et al.: ``SGDMethod(kind="sgd", learning_rate=...,
-        epochs=1, params="attention_kv", loss="all_tokens")``.  Its ``loss``
-        picks the training sequences' targets.
+        epochs=1, params="attention_kv", loss="all_tokens")``; Deutch et al.'s
+        layer-causal variant: the same with ``kind="layer_causal_gd"``.  Its
+        ``loss`` picks the training sequences' targets.
     out_dir : str or Path
         Root under which ``ana_rlt/<model_name>/<task_name>/`` is written.
     model_name, task_name : str

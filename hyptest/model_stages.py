@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ._util import stable_hash
-from .collect.plan import demo_sets_for, sample_queries
+from .collect.plan import demo_sets_for, method_settings, sample_queries
 from .metrics.sparsity import attention_sparsity_by_layer
 from .store import RunDir
 from .study import Study
@@ -50,7 +50,13 @@ def dai_ft_method(dai: Any) -> Any:
 
 
 def dai_jobs(study: Study, tasks: dict[str, Task], identities: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every (model, task, demo set) the study's ``dai`` block asks for, with its content key."""
+    """Every (model, task, demo set, FT setting) the study's ``dai`` block asks for, with its content key.
+
+    The FT setting is Dai et al.'s own (``ft`` None; folder
+    ``<task>__N<n>_set<i>``) or one of ``dai.ft_methods`` (``ft`` its name;
+    folder ``<task>__N<n>_set<i>__<name>``), which the Dai analysis then reads
+    as a task of its own.
+    """
     dai = study.dai
     if dai is None:
         return []
@@ -64,15 +70,18 @@ def dai_jobs(study: Study, tasks: dict[str, Task], identities: dict[str, Any]) -
                 queries = queries[: dai.n_queries]
             for demo_set in demo_sets_for(task, n_demos, study)[: dai.n_sets]:
                 order = demo_set.orders[0]
-                folder = f"{spec.name}__N{n_demos}_set{demo_set.index}"
-                key = stable_hash({"model": identities[model.name], "task": task.content_hash(), "order": order,
-                                   "queries": [q.id for q in queries],
-                                   # analysis settings of the block do not change the records
-                                   "ft": dai.model_dump(mode="json", exclude={"margins_vs_untrained"}),
-                                   "seed": study.seed}, length=24)
-                jobs.append({"model": model.name, "task": spec.name, "folder": folder, "order": order,
-                             "query_ids": [q.id for q in queries], "demo_set": demo_set.index,
-                             "n_demos": n_demos, "key": key})
+                for ft in [None, *dai.ft_methods]:
+                    folder = f"{spec.name}__N{n_demos}_set{demo_set.index}" + (f"__{ft}" if ft else "")
+                    # Dai's own FT keeps the key it had before `ft_methods` existed; analysis settings of the
+                    # block do not change the records
+                    setting = (dai.model_dump(mode="json", exclude={"ft_methods", "margins_vs_untrained"})
+                               if ft is None else {"method": ft, **method_settings(study.method(ft))})
+                    key = stable_hash({"model": identities[model.name], "task": task.content_hash(), "order": order,
+                                       "queries": [q.id for q in queries], "ft": setting,
+                                       "seed": study.seed}, length=24)
+                    jobs.append({"model": model.name, "task": spec.name, "folder": folder, "order": order,
+                                 "query_ids": [q.id for q in queries], "demo_set": demo_set.index,
+                                 "n_demos": n_demos, "ft": ft, "key": key})
     return jobs
 
 
@@ -139,12 +148,13 @@ def run_model_stages(study: Study, tasks: dict[str, Task], run: RunDir, identiti
             task = tasks[job["task"]]
             if progress:
                 progress(f"Dai internals: {spec.name} / {job['folder']} (ZS, ICL, FT)")
+            ft_method = dai_ft_method(study.dai) if job["ft"] is None else study.method(job["ft"])
             folder = collect_dai_records(
                 lm, task, [task.example(i) for i in job["order"]], [task.example(q) for q in job["query_ids"]],
-                ft_method=dai_ft_method(study.dai), out_dir=root, model_name=spec.name, task_name=job["folder"],
+                ft_method=ft_method, out_dir=root, model_name=spec.name, task_name=job["folder"],
                 seed=study.seed)
             (folder / _DAI_KEY).write_text(json.dumps({"key": job["key"], **{k: job[k] for k in (
-                "model", "task", "demo_set", "n_demos", "order")}}, indent=1))
+                "model", "task", "demo_set", "n_demos", "order", "ft")}}, indent=1))
         del lm
     if frames:
         old = run.read_parquet("sparsity.parquet") if run.exists("sparsity.parquet") else None

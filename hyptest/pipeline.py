@@ -587,7 +587,8 @@ def _family_summary(comparisons: pd.DataFrame, a: Any) -> list[dict[str, Any]]:
     return sorted(out, key=lambda f: (order.get(f["role"], 3), f["family"]))
 
 
-_NAMES = {"icl": "ICL", "zs": "zero-shot", "gd": "full-batch GD", "sgd": "SGD", "adam": "Adam"}
+_NAMES = {"icl": "ICL", "zs": "zero-shot", "gd": "full-batch GD", "sgd": "SGD", "adam": "Adam",
+          "layer_causal_gd": "layer-causal GD"}
 
 
 def _agreement_summary(agreement: pd.DataFrame) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ __all__ = [
     "DemoSpec",
     "GDMethod",
     "ICLMethod",
+    "LayerCausalGDMethod",
     "ModelSpec",
     "SGDMethod",
     "Study",
@@ -541,8 +542,23 @@ class AdamMethod(_GDBase):
     eps: float = Field(default=1e-8, gt=0, le=1)
 
 
-Method = Annotated[Union[ICLMethod, ZSMethod, GDMethod, SGDMethod, AdamMethod], Field(discriminator="kind")]
-AnyMethod = Union[ICLMethod, ZSMethod, GDMethod, SGDMethod, AdamMethod]
+class LayerCausalGDMethod(_GDBase):
+    """Layer-causal GD (Deutch et al., NAACL 2024): SGD, batch 1, in order, each layer trained by its own output.
+
+    Every layer's input is detached and every layer's output is read through
+    the final norm and LM head; the loss is summed over the layers, so no
+    gradient reaches a layer from the layers above it (see
+    :mod:`hyptest.collect.layer_causal`). Same options as ``sgd``.
+    """
+
+    kind: Literal["layer_causal_gd"]
+    learning_rate: float | list[float] = 1e-3
+    epochs: int = Field(default=1, ge=1, le=MAX_EPOCHS)
+
+
+Method = Annotated[Union[ICLMethod, ZSMethod, GDMethod, SGDMethod, AdamMethod, LayerCausalGDMethod],
+                   Field(discriminator="kind")]
+AnyMethod = Union[ICLMethod, ZSMethod, GDMethod, SGDMethod, AdamMethod, LayerCausalGDMethod]
 
 
 def _expand_grid(method: Any) -> list[Any]:
@@ -694,6 +710,10 @@ DAI_METRIC_NAMES: tuple[str, ...] = ("rec2ftp", "simaou", "simam", "kendall", "k
                                      "kendall_demo_example")
 
 
+#: Method kinds that can be collected as a Dai et al. FT setting (one demo per optimisation step).
+DAI_FT_KINDS: tuple[str, ...] = ("sgd", "adam", "layer_causal_gd")
+
+
 class DaiSpec(_Strict):
     """Dai et al.'s internals (ZS / ICL / FT at the scored position), collected after the units.
 
@@ -701,7 +721,9 @@ class DaiSpec(_Strict):
     order, only the attention key/value projections updated, loss on every
     token of each demo. Uses order 0 of the first ``n_sets`` demo sets of N =
     ``n_demos`` (default the study's first N) and the first ``n_queries`` of
-    the study's queries (default all).
+    the study's queries (default all). ``ft_methods`` adds further FT settings
+    (methods of the study, e.g. a ``layer_causal_gd`` one), each recorded and
+    tested like Dai et al.'s own FT.
     """
 
     learning_rate: float = Field(default=1e-3, gt=0, le=MAX_LEARNING_RATE)
@@ -709,6 +731,10 @@ class DaiSpec(_Strict):
     n_sets: int = Field(default=1, ge=1, le=MAX_N_SETS)
     n_demos: int | None = Field(default=None, ge=1, le=MAX_N_DEMOS)
     n_queries: int | None = Field(default=None, ge=1, le=MAX_N_QUERIES)
+    #: Study methods (by name) collected as further FT settings beside Dai et al.'s own FT, each with the
+    #: same demos, queries and records; one-demo-per-step kinds only (``sgd``, ``adam``, ``layer_causal_gd``).
+    #: Their logs go to ``<task>__N<n>_set<i>__<method>`` (:func:`hyptest.model_stages.dai_jobs`).
+    ft_methods: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     #: Declared before the data: equivalence margins of trained − untrained control, per Dai metric, on the
     #: metric's own scale (``{simaou: {absolute: 0.05}}``); without one a metric is "different" or "inconclusive".
     margins_vs_untrained: dict[str, MarginSpec] = Field(default_factory=dict)
@@ -890,6 +916,15 @@ class Study(_Strict):
             _check_adaptive(self)
         if self.dai is not None and self.dai.n_sets > self.demos.n_sets:
             raise ValueError(f"`dai.n_sets` ({self.dai.n_sets}) cannot exceed `demos.n_sets` ({self.demos.n_sets})")
+        for name in self.dai.ft_methods if self.dai is not None else ():
+            if name not in self.method_names():
+                raise ValueError(f"`dai.ft_methods` names {name!r}, which is not one of the methods "
+                                 f"({', '.join(self.method_names())})")
+            if self.method(name).kind not in DAI_FT_KINDS:
+                raise ValueError(f"`dai.ft_methods`: {name!r} is a {self.method(name).kind!r} method; Dai et al.'s "
+                                 f"records take one demo per step ({', '.join(DAI_FT_KINDS)})")
+        if self.dai is not None and len(set(self.dai.ft_methods)) != len(self.dai.ft_methods):
+            raise ValueError("`dai.ft_methods` lists a method twice")
         return self
 
     def method_names(self) -> list[str]:
@@ -973,7 +1008,7 @@ def _format_location(loc: tuple[Any, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in {"icl", "zs", "gd", "sgd", "adam"} and parts and parts[-1].endswith("]"):
+        elif item in {"icl", "zs", "gd", "sgd", "adam", "layer_causal_gd"} and parts and parts[-1].endswith("]"):
             continue  # the discriminated-union tag adds noise to the path
         else:
             parts.append(("." if parts else "") + str(item))

@@ -70,6 +70,7 @@ METHOD_NAMES: dict[str, str] = {
     "gd": "full-batch GD",
     "sgd": "SGD (batch 1, in order)",
     "adam": "Adam (batch 1, in order)",
+    "layer_causal_gd": "layer-causal GD (Deutch et al.; batch 1, in order)",
     "zs": "zero-shot (no demos)",
 }
 
@@ -180,7 +181,8 @@ _ESTIMATE_LEGEND: dict[str, tuple[str, str]] = {
 _ADJUST_NAMES: dict[str, str] = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini–Hochberg"}
 
 #: Short method names for the verdict table (the banners use :data:`METHOD_NAMES`).
-SHORT_METHOD_NAMES: dict[str, str] = {"icl": "ICL", "zs": "ZS", "gd": "GD", "sgd": "SGD", "adam": "Adam"}
+SHORT_METHOD_NAMES: dict[str, str] = {"icl": "ICL", "zs": "ZS", "gd": "GD", "sgd": "SGD", "adam": "Adam",
+                                      "layer_causal_gd": "LC-GD"}
 
 #: Known files of a run directory -> what they hold (shown beside the links).
 DATA_FILE_DESCRIPTIONS: dict[str, str] = {
@@ -200,7 +202,7 @@ _STAGES: dict[str, str] = {
 }
 
 #: Column order of methods in figures and tables.
-DEFAULT_METHOD_ORDER: tuple[str, ...] = ("icl", "zs", "gd", "sgd", "adam")
+DEFAULT_METHOD_ORDER: tuple[str, ...] = ("icl", "zs", "gd", "sgd", "adam", "layer_causal_gd")
 
 _DASH = "—"
 _P_FLOOR = 1e-4
@@ -2704,8 +2706,19 @@ def _render(
         "study_text": "" if study_text is None else str(study_text),
         "tests": tests,
         "study_json": json.dumps(study, indent=2, sort_keys=True, default=str) if study else "",
+        "layer_causal": _layer_causal_methods(study, per_order),
     }
     return _environment().get_template("report.html.j2").render(**context)
+
+
+def _layer_causal_methods(study: Mapping[str, Any], per_order: pd.DataFrame | None) -> list[str]:
+    """Names of the study's layer-causal GD methods (from the study, else from ``per_order``'s kinds)."""
+    raw = study.get("methods") if isinstance(study, Mapping) else None
+    names = [str(m.get("name") or m.get("kind")) for m in raw if isinstance(m, Mapping)
+             and m.get("kind") == "layer_causal_gd"] if isinstance(raw, list) else []
+    if not names and isinstance(per_order, pd.DataFrame) and {"method", "method_kind"} <= set(per_order.columns):
+        names = sorted(set(per_order.loc[per_order["method_kind"] == "layer_causal_gd", "method"].astype(str)))
+    return names
 
 
 def _common(values: Iterable[str]) -> str | None:
