@@ -1097,6 +1097,18 @@ def load_study(path: str | Path) -> tuple[Study, str]:
     StudyError
         If the file is missing, is not valid YAML, or fails validation.
     """
+    data, text = read_study_file(path)
+    return parse_study(data, source=str(path)), text
+
+
+def read_study_file(path: str | Path) -> tuple[Any, str]:
+    """The parsed YAML (``yaml.safe_load``) of a study file and its verbatim text.
+
+    Raises
+    ------
+    StudyError
+        If the file is missing or unreadable, or is not valid YAML (with the line and column).
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -1105,7 +1117,7 @@ def load_study(path: str | Path) -> tuple[Study, str]:
     except (OSError, UnicodeDecodeError) as error:
         raise StudyError(f"{path}: cannot read the study file ({error})") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text), text
     except RecursionError:
         raise StudyError(f"{path}: the YAML is nested too deeply (a study file needs a few levels)") from None
     except yaml.YAMLError as error:
@@ -1113,7 +1125,6 @@ def load_study(path: str | Path) -> tuple[Study, str]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise StudyError(f"{path}: malformed YAML{where}: {problem}") from None
-    return parse_study(data, source=str(path)), text
 
 
 def check_feasible(study: Study, pool_sizes: dict[str, int], query_sizes: dict[str, int]) -> None:

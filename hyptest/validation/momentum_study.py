@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
 
 import numpy as np
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .. import __version__
 from .._util import atomic_write_bytes, atomic_write_text, stable_hash
-from ..study import MAX_SEED, StudyError, _format_validation_error, _nesting_depth, _Strict, MAX_NESTING
+from ..study import MAX_NESTING, MAX_SEED, StudyError, _format_validation_error, _nesting_depth, _Strict, read_study_file
 from . import momentum_attention as ma
 
 __all__ = ["EXPERIMENT", "MomentumStudy", "MomentumRun", "analyse", "load_momentum_study", "parse_momentum_study",
@@ -563,21 +562,7 @@ def analyse(study: MomentumStudy, records: list[dict]) -> dict[str, Any]:
 
 def study_data(path: str | Path) -> tuple[Any, str]:
     """The parsed YAML of a study file and its text (:class:`StudyError` on unreadable or malformed files)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StudyError(f"{path}: no such study file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise StudyError(f"{path}: cannot read the study file ({error})") from None
-    try:
-        return yaml.safe_load(text), text
-    except RecursionError:
-        raise StudyError(f"{path}: the YAML is nested too deeply (a study file needs a few levels)") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise StudyError(f"{path}: malformed YAML{where}: {getattr(error, 'problem', None) or error}") from None
+    return read_study_file(path)
 
 
 def describe_cost(study: MomentumStudy) -> str:
