@@ -1,10 +1,10 @@
 """Tests for hyptest.stats.multiplicity.
 
-``adjust_pvalues`` calls statsmodels' ``multipletests``, so statsmodels cannot
-be its reference: the values are checked against a naive implementation of
-the textbook definitions (a double loop over the sorted p-values) and against
-R's ``p.adjust`` on a worked example; statsmodels only checks the method-name
-mapping (plain Holm, not its Holm-Sidak default).
+``adjust_pvalues`` is an own numpy kernel (statsmodels' Holm costs a
+``gc.collect()`` per call; see ``benchmarks/bench_multiplicity.py``). Its values
+are checked against a naive implementation of the textbook definitions (a
+double loop over the sorted p-values), R's ``p.adjust`` on a worked example,
+and statsmodels' ``multipletests`` (plain Holm, not its Holm-Sidak default).
 """
 
 from __future__ import annotations
