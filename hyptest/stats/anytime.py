@@ -69,6 +69,8 @@ from typing import Literal
 
 import numpy as np
 
+from .multiplicity import adjust_pvalues
+
 __all__ = [
     "AnytimeTest",
     "adjust_evalues",
@@ -275,29 +277,7 @@ def adjust_evalues(evalues: np.ndarray, *, method: str = "holm") -> np.ndarray:
         raise ValueError(f"`method` must be 'holm', 'bonferroni' or 'bh', got {method!r}")
     with np.errstate(divide="ignore"):
         p = np.where(np.isnan(e), np.nan, np.minimum(1.0, 1.0 / np.maximum(e, 0.0)))
-    out = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    out[ok] = _adjust(p[ok], method)
-    return out
-
-
-def _adjust(p: np.ndarray, method: str) -> np.ndarray:
-    """Holm / Bonferroni / BH adjusted p-values of a 1-d array without NaN (numpy; a family is checked at
-    every look of an adaptive run, so this avoids statsmodels' per-call overhead; the tests compare the two)."""
-    m = len(p)
-    if m == 0:
-        return p.copy()
-    if method == "bonferroni":
-        return np.minimum(1.0, m * p)
-    order = np.argsort(p, kind="stable")
-    ranked = p[order]
-    if method == "holm":
-        adj = np.maximum.accumulate((m - np.arange(m)) * ranked)
-    else:
-        adj = np.minimum.accumulate((m / np.arange(m, 0, -1) * ranked[::-1]))[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(1.0, adj)
-    return out
+    return adjust_pvalues(p, method=method)  # NaN entries pass through, outside the family
 
 
 def ebh(evalues: np.ndarray, alpha: float) -> np.ndarray:
