@@ -23,21 +23,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ..provenance import package_version
 from .base import LoadedModel
 
 __all__ = ["untrained_identity", "untrained_model"]
 
 #: How the control's weights are made, in words (part of its identity and provenance).
 INIT_RECIPE = "type(model)(config) built under torch.manual_seed(init_seed): the model's own initialisers"
-
-
-def _version(name: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:  # pragma: no cover - both are dependencies
-        return "not installed"
 
 
 def untrained_identity(trained: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -49,8 +41,8 @@ def untrained_identity(trained: dict[str, Any], seed: int) -> dict[str, Any]:
     initialisers drew the weights.
     """
     return {"source": trained.get("source"), "control": "untrained", "init_seed": int(seed),
-            "init": INIT_RECIPE, "of": dict(trained), "torch": _version("torch"),
-            "transformers": _version("transformers")}
+            "init": INIT_RECIPE, "of": dict(trained), "torch": package_version("torch"),
+            "transformers": package_version("transformers")}
 
 
 def untrained_model(lm: LoadedModel, seed: int, *, name: str | None = None) -> LoadedModel:
