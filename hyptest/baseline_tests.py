@@ -47,9 +47,11 @@ from ._util import python_scalar as _plain
 __all__ = [
     "CLAIMED_DIRECTION",
     "COMPARISON_COLUMNS",
+    "DAI_NAMES",
     "DaiValues",
     "LAYER_PERMUTATION",
     "NO_CONFIRMATORY",
+    "REC2FTP_MIN_GROUP",
     "SummariesAnalysis",
     "analyse_summaries",
     "dai_comparisons",
@@ -74,12 +76,13 @@ _ADJUST: tuple[str, ...] = ("holm", "bonferroni", "bh")
 _DAI_BASELINES = {"simaou": "random-update SimAOU", "simam": "ICL vs ZS map (ZSL SimAM)",
                   "kendall": "random attention weights", "kendall_demo_token": "random attention weights",
                   "kendall_demo_example": "random attention weights", "rec2ftp": "P(ICL right | ZS wrong, FT wrong)"}
-_DAI_NAMES = {"rec2ftp": "Rec2FTP", "simaou": "SimAOU", "simam": "SimAM", "kendall": "Kendall",
+#: Display names of Dai et al.'s metrics (reports, sentences).
+DAI_NAMES = {"rec2ftp": "Rec2FTP", "simaou": "SimAOU", "simam": "SimAM", "kendall": "Kendall",
               "kendall_demo_token": "Kendall (demo tokens)", "kendall_demo_example": "Kendall (demo examples)"}
 #: The exact sign-flip test enumerates 2**n sign patterns: used when 2**n <= n_resamples and n <= this.
 _EXACT_MAX_UNITS = 16
 #: Rec2FTP's two-sample bootstrap needs at least this many examples in each group for a verdict.
-_REC2FTP_MIN_GROUP = 10
+REC2FTP_MIN_GROUP = 10
 #: Dai et al.'s claim for every metric: ICL resembles FT more than the baseline does, so metric > baseline.
 CLAIMED_DIRECTION = "greater"
 #: Why these formats have no confirmatory family (results.json and docs).
@@ -476,7 +479,7 @@ def dai_comparisons(
             base = sub.pivot(index="example", columns="layer", values="baseline").sort_index()
             common = {"context": context, "analysis": analysis, "baseline_name": _DAI_BASELINES[analysis],
                       "family": family(analysis), "opts": opts, "unit": "examples",
-                      "name": _DAI_NAMES[analysis]}
+                      "name": DAI_NAMES[analysis]}
             for layer in value.columns:
                 comparisons.append(_vs_baseline(value[layer].to_numpy(), base[layer].to_numpy(), layer=int(layer),
                                                 what=f", layer {int(layer)}", **common))
@@ -609,10 +612,10 @@ def _rec2ftp_comparison(c: pd.DataFrame, context: dict[str, Any], opts: _TestOpt
         "extra": {"layer": None, "baseline_name": _DAI_BASELINES["rec2ftp"],
                   "baseline": float(y.mean()) if len(y) else float("nan"), "n_baseline": int(other.sum())},
     }
-    if min(len(x), len(y)) < _REC2FTP_MIN_GROUP:
+    if min(len(x), len(y)) < REC2FTP_MIN_GROUP:
         return Comparison(**common, test="not testable", resampling="none",
                           not_estimable=(f"ICL right in {counts} ZS-wrong examples (FT right vs FT wrong): the "
-                                         f"two-sample bootstrap needs at least {_REC2FTP_MIN_GROUP} examples in "
+                                         f"two-sample bootstrap needs at least {REC2FTP_MIN_GROUP} examples in "
                                          "each group"))
 
     def sample(n: int, rng: np.random.Generator) -> BootstrapDistribution:

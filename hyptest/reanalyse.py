@@ -86,7 +86,7 @@ from .baseline_tests import (  # noqa: F401 - re-exported: hyptest.reanalyse.dai
     NO_CONFIRMATORY,
     DaiValues,
     SummariesAnalysis,
-    _DAI_NAMES,
+    DAI_NAMES,
     _interval_side,
     analyse_summaries,
     dai_comparisons,
@@ -488,7 +488,7 @@ def _report_view(comparisons: list[dict[str, Any]], fmt: str) -> list[dict[str, 
     out = []
     for row in comparisons:
         view = dict(row)
-        name = _DAI_NAMES.get(row["analysis"], str(row["analysis"])) if fmt == "dai" else str(row["analysis"])
+        name = DAI_NAMES.get(row["analysis"], str(row["analysis"])) if fmt == "dai" else str(row["analysis"])
         where = "averaged over layers" if row.get("layer") is None else f"layer {row['layer']}"
         if row["analysis"] == "rec2ftp":
             where = "examples ZS got wrong"

@@ -49,6 +49,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .baseline_tests import DAI_NAMES as NAMES
+from .baseline_tests import REC2FTP_MIN_GROUP
 from .results import Comparison, decide
 from .stats.order_resampling import BootstrapDistribution
 from .study import MarginSpec
@@ -61,10 +63,6 @@ FAMILY = "dai_vs_untrained"
 FAMILY_BY_LAYER = "dai_vs_untrained_by_layer"
 #: Metrics compared per layer, in report order.
 LAYER_METRICS = ("simaou", "simam", "kendall", "kendall_demo_token", "kendall_demo_example")
-NAMES = {"rec2ftp": "Rec2FTP", "simaou": "SimAOU", "simam": "SimAM", "kendall": "Kendall",
-         "kendall_demo_token": "Kendall (demo tokens)", "kendall_demo_example": "Kendall (demo examples)"}
-#: Rec2FTP needs this many examples in its conditioning group (ZS wrong, FT right) in every model.
-_REC2FTP_MIN_GROUP = 10
 #: The first columns of :func:`dai_vs_untrained`'s table (the rest as :func:`hyptest.results.decide` gives them).
 COLUMNS = ["model", "task", "method_a", "method_b", "analysis", "layer", "family", "role", "rule", "estimate", "scale",
            "null_value", "mean_a", "mean_b", "n", "n_seeds", "seeds", "seed_means", "margin", "margin_source",
@@ -185,11 +183,11 @@ def _rec2ftp(correct: dict[str, pd.DataFrame], trained: str, controls: list[str]
         "extra": {"layer": None, "n_seeds": len(seeds), "seeds": list(seeds),
                   "seed_means": [float(x) for x in rec[1:]], "group_sizes": [int(x) for x in sizes]},
     }
-    if sizes.min() < _REC2FTP_MIN_GROUP:
+    if sizes.min() < REC2FTP_MIN_GROUP:
         sizes_text = ", ".join(str(int(x)) for x in sizes)
         return Comparison(**common, test="not testable", resampling="none", not_estimable=(
             f"the examples ZS gets wrong and FT right number {sizes_text} (trained, then each control); the "
-            f"bootstrap needs at least {_REC2FTP_MIN_GROUP} in every model"))
+            f"bootstrap needs at least {REC2FTP_MIN_GROUP} in every model"))
     n, s = len(shared), len(controls)
 
     def sample(size: int, rng: np.random.Generator) -> BootstrapDistribution:
