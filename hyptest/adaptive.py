@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from ._util import stable_hash
+from .cubes import order_cube
 from .collect.plan import DemoSet, Unit, _name_code, _unrank, method_settings, sample_queries
 from .results import CONFIRMATORY, Comparison
 from .stats.anytime import clipped_statistics, confidence_sequence
@@ -157,23 +158,12 @@ def _bound_and_margin(study: Study, analysis: str) -> tuple[float, float | None]
 
 
 def _set_cube(rows: pd.DataFrame, method: str, column: str) -> np.ndarray:
-    """One demo set's outputs of ``method`` as a (1, orders, queries, labels) cube, seeds averaged.
-
-    Orders and queries sorted by id (the same for every method of an adaptive
-    set, which always has every order and query).
-    """
-    sub = rows[rows["method"] == method]
-    if column == "label_probs":
-        values = sub.assign(_v=sub[column].map(lambda v: np.asarray(v, dtype=float)))
-        table = values.groupby(["order_id", "query_id"])["_v"].apply(lambda s: np.mean(np.stack(s.to_list()), axis=0))
-    else:
-        table = sub.groupby(["order_id", "query_id"])[column].mean()
-    n_orders = table.index.get_level_values(0).nunique()
-    n_queries = table.index.get_level_values(1).nunique()
-    if len(table) != n_orders * n_queries:
+    """One demo set's outputs of ``method`` as a (1, orders, queries, labels) cube, seeds averaged
+    (:func:`hyptest.cubes.order_cube`); an adaptive set always has every (order, query) cell."""
+    cube, mask, _, _ = order_cube(rows, method, column)
+    if not mask.all() or np.isnan(cube).any():
         raise ValueError(f"{method}: a demo set lacks some (order, query) cells")
-    cells = np.stack([np.atleast_1d(np.asarray(v, dtype=float)) for v in table.to_numpy()])
-    return cells.reshape(1, n_orders, n_queries, -1)
+    return cube
 
 
 class _Observations:
