@@ -39,7 +39,7 @@ from typing import Any, Callable, Literal, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from .stats.multiplicity import adjust_pvalues
+from .stats.multiplicity import adjust_optional
 
 __all__ = ["CONFIRMATORY", "Comparison", "Distribution", "VERDICTS", "decide", "monte_carlo_budget"]
 
@@ -175,16 +175,6 @@ def _effective_level(alpha: float, p: float, p_adj: float) -> float:
     return min(alpha, alpha * p / p_adj)
 
 
-def _adjust(values: list[float | None], method: str) -> list[float | None]:
-    idx = [i for i, v in enumerate(values) if v is not None and not math.isnan(v)]
-    out: list[float | None] = [None] * len(values)
-    if idx:
-        adj = adjust_pvalues(np.array([values[i] for i in idx], dtype=float), method=method)
-        for i, v in zip(idx, adj):
-            out[i] = float(v)
-    return out
-
-
 def _verdict(c: Comparison, sig: bool, eq: bool) -> str:
     if c.rule == "threshold":
         return "different" if sig else ("equivalent" if eq else "inconclusive")
@@ -264,8 +254,8 @@ def decide(
             p_eq.append(_equivalence_pvalue(c, dist))
             if hasattr(dist, "draws") and not dist.exact:
                 draws[i] = np.asarray(dist.draws)
-        adj_diff = _adjust(p_diff, adjust)
-        adj_eq = _adjust(p_eq, adjust)
+        adj_diff = adjust_optional(p_diff, method=adjust)
+        adj_eq = adjust_optional(p_eq, method=adjust)
         for j, i in enumerate(testable):
             c, dist = comps[i], dists[i]
             pd_, pd_adj = p_diff[j], adj_diff[j]

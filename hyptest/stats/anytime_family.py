@@ -37,7 +37,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .anytime import DEFAULT_C, DEFAULT_FIRST_BET, AnytimeTest, adjust_evalues, anytime_test
+from .anytime import DEFAULT_C, DEFAULT_FIRST_BET, AnytimeTest, anytime_test
+from .multiplicity import adjust_optional
 
 __all__ = ["ComparisonState", "FamilyState", "monitor_family", "verdict_of"]
 
@@ -97,15 +98,8 @@ def _p(e: float | None) -> float | None:
 
 
 def _adjusted(evalues: list[float | None], method: str) -> list[float | None]:
-    """Adjusted p-values of the e-values (None: no such test)."""
-    values = evalues
-    idx = [i for i, v in enumerate(values) if v is not None]
-    out: list[float | None] = [None] * len(values)
-    if idx:
-        adj = adjust_evalues(np.array([values[i] for i in idx], dtype=float), method=method)
-        for i, v in zip(idx, adj):
-            out[i] = float(v)
-    return out
+    """Adjusted p-values of the e-values, ``min(1, 1/e)`` (None: no such test); as ``adjust_evalues``."""
+    return adjust_optional([_p(e) for e in evalues], method=method)
 
 
 def monitor_family(

@@ -11,12 +11,12 @@ randomness.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["adjust_pvalues"]
+__all__ = ["adjust_optional", "adjust_pvalues"]
 
 AdjustMethod = Literal["holm", "bonferroni", "bh"]
 
@@ -126,3 +126,19 @@ def adjust_pvalues(pvalues: ArrayLike, *, method: AdjustMethod = "holm") -> np.n
         adj[order] = np.minimum(1.0, adj_sorted)
     out[keep] = adj
     return out.reshape(p.shape)
+
+
+def adjust_optional(values: Sequence[float | None], *, method: AdjustMethod = "holm") -> list[float | None]:
+    """:func:`adjust_pvalues` over the entries that hold a p-value; None and NaN entries stay None.
+
+    The form :func:`hyptest.results.decide` and the adaptive monitor need: a
+    family in which some comparisons have no test (no margin: no equivalence
+    p-value) and are left out of the family size.
+
+    Examples
+    --------
+    >>> adjust_optional([0.01, None, 0.04], method="holm")
+    [0.02, None, 0.04]
+    """
+    p = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    return [None if np.isnan(a) else float(a) for a in adjust_pvalues(p, method=method)]
