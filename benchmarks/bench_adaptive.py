@@ -39,7 +39,7 @@ def _confirmatory(results: dict[str, Any]) -> dict[tuple[Any, ...], str]:
 
 
 def _run(study_text: str, out: Path) -> tuple[dict[str, Any], int, float]:
-    from hyptest.pipeline import run_study
+    from hyptest.workflows.study import run_study
     from hyptest.study import parse_study
 
     study = parse_study(yaml.safe_load(study_text))

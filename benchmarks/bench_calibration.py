@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 try:
-    from hyptest.calibration import calibrate, markdown_table
+    from hyptest.validation.calibration import calibrate, markdown_table
 except ImportError:  # not installed: use the checkout this script lives in
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from hyptest.calibration import calibrate, markdown_table
+    from hyptest.validation.calibration import calibrate, markdown_table
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ except ImportError:  # not installed: use the checkout this script lives in
 
 from hyptest.collect.executors import LocalExecutor
 from hyptest.collect.ray_executor import RayExecutor
-from hyptest.pipeline import run_study
+from hyptest.workflows.study import run_study
 from hyptest.store import RunDir
 from hyptest.study import parse_study
 

@@ -14,7 +14,7 @@ Three child processes run on the same file, one after the other, each pinned to
 ``--cores`` CPUs (default 2) and timed from its start to its end; the peak
 resident memory of each is its own ``ru_maxrss`` (``os.wait4``):
 
-* ``hyptest``: ``hyptest.reanalyse.reanalyse(file, out_dir)`` with the default
+* ``hyptest``: ``hyptest.workflows.reanalyse.reanalyse(file, out_dir)`` with the default
   analysis settings: import, every analysis of the synthetic study (the
   hierarchical Bayes model included, unless ``--no-bayes``), results.json and
   report.html;
@@ -118,7 +118,7 @@ def _rows(rng: np.random.Generator, n_queries: int, first: int = 0) -> list[str]
 
 
 def _job_hyptest(data: str, out: str) -> dict:
-    from hyptest.reanalyse import reanalyse
+    from hyptest.workflows.reanalyse import reanalyse
 
     bayes = os.environ.get("BENCH_REANALYSE_BAYES", "1") == "1"
     reanalyse(data, out_dir=out, study_overrides=None if bayes else {"analysis": {"bayes": False}})

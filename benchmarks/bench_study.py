@@ -2,7 +2,7 @@
 
 ``studies/order_sensitivity.yaml`` (SmolLM2-135M, sentiment, N = 4, 2 demo sets
 x 8 orders, 32 queries, ICL + full-batch GD + SGD + Adam) runs through
-``hyptest.pipeline.run_study`` into a temporary directory. The naive pipeline
+``hyptest.workflows.study.run_study`` into a temporary directory. The naive pipeline
 is the same ``run_study`` with an executor whose collectors are the naive ones
 (one full forward per prompt and label word for ICL and for scoring after
 training; ``copy.deepcopy`` of the model per GD unit and a full-logit training
@@ -41,7 +41,7 @@ from hyptest.collect.encoding import PromptEncoder
 from hyptest.collect.executors import Executor
 from hyptest.collect.scoring import QueryScores, reuse_freed_memory
 from hyptest.collect.units import scores_to_frame
-from hyptest.pipeline import run_study
+from hyptest.workflows.study import run_study
 from hyptest.store import RunDir
 from hyptest.study import load_study, parse_study
 

@@ -50,7 +50,7 @@ def _escape(text: str) -> str:
 @app.command()
 def validate(study_file: Path = typer.Argument(..., help="Study YAML file.")) -> None:
     """Check a study file (schema, tasks, sizes, run directory) without running it; print its cost."""
-    from .pipeline import default_run_dir, load_tasks
+    from .workflows.study import default_run_dir, load_tasks
     from .preflight import check_output_dir, estimate_cost
     from .study import load_study
 
@@ -106,7 +106,7 @@ def study(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .collect.ray_executor import RayExecutorError
-    from .pipeline import run_study
+    from .workflows.study import run_study
     from .study import load_study
 
     if _run_experiment(study_file, out, threads, wait=wait, force=force):
@@ -229,7 +229,7 @@ def _run_experiment(study_file: Path, out: Optional[str], threads: Optional[int]
 
 def _preflight(spec: object, study_file: Path, out: Optional[str], yes: bool) -> None:
     """Refuse an unwritable run directory, and a study above the cost threshold without ``--yes``."""
-    from .pipeline import default_run_dir, load_tasks
+    from .workflows.study import default_run_dir, load_tasks
     from .preflight import CONFIRM_SECONDS, check_output_dir, estimate_cost
     from .study import StudyError
 
@@ -328,7 +328,7 @@ def power(
     """Simulate the study's confirmatory decision: power, P(equivalent) at ratio 1, minimum detectable ratio."""
     from rich.table import Table
 
-    from .power_plan import power_table
+    from .workflows.power import power_table
     from .study import load_study
 
     try:
@@ -394,7 +394,7 @@ def reanalyse(
 ) -> None:
     """Run the statistical layer on outputs that others logged; write results.json and report.html."""
     from .importers import mapping_from_options
-    from .reanalyse import reanalyse as run_reanalyse
+    from .workflows.reanalyse import reanalyse as run_reanalyse
 
     overrides: dict = {}
     if seed is not None:
@@ -436,7 +436,7 @@ def export(
     to: Path = typer.Option(..., "--to", help="Destination: .csv (lists as JSON strings), .jsonl or .parquet."),
 ) -> None:
     """Write a run's records in the long format (readable by `hyptest reanalyse`)."""
-    from .reanalyse import export_run
+    from .workflows.reanalyse import export_run
 
     try:
         dest = export_run(run_dir, to)
@@ -465,7 +465,7 @@ def report(
     run_dir: str = typer.Argument(..., help="A run directory (a path or an fsspec URL) written by `hyptest study`."),
 ) -> None:
     """Rebuild report.html of a run directory from its stored results, without recomputing."""
-    from .pipeline import rebuild_report
+    from .workflows.study import rebuild_report
 
     try:
         from .validation.momentum_report import experiment_run
@@ -493,7 +493,7 @@ def calibrate(
     """Calibrate the confirmatory decision (order_comparison + decide) on simulated studies."""
     from rich.table import Table
 
-    from .calibration import DESIGNS, calibrate as run_calibration, markdown_table
+    from .validation.calibration import DESIGNS, calibrate as run_calibration, markdown_table
 
     try:
         sizes = [int(x) for x in family_sizes.split(",") if x.strip()]

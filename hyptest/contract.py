@@ -1,7 +1,7 @@
 """The results contract: what ``results.json`` holds, typed and versioned.
 
 ``results.json`` is the interface between the analysis (a study's
-:func:`hyptest.pipeline.analyse_run`, a reanalysis) and everything that reads
+:func:`hyptest.workflows.study.analyse_run`, a reanalysis) and everything that reads
 it (the report, ``hyptest report``, users' own scripts).  :class:`Results`
 describes it; the JSON Schema generated from it is committed as
 ``docs/results.schema.json`` (regenerate with ``python -m hyptest.contract``;

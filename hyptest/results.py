@@ -310,7 +310,7 @@ def decide(
                 continue
             c = comps[i]
             low, high, level = c.given_interval or (math.nan, math.nan, None)
-            if c.rule == "anytime":  # decided by the anytime-valid tests of an adaptive run (hyptest/adaptive.py)
+            if c.rule == "anytime":  # decided by the anytime-valid tests of an adaptive run (hyptest/workflows/adaptive.py)
                 rows[i] = _anytime_row(c, low, high, level)
                 continue
             rows[i] = {

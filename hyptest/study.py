@@ -705,7 +705,7 @@ class AnalysisSpec(_Strict):
         return self
 
 
-#: Dai et al.'s metrics as the Dai stage computes them (:func:`hyptest.reanalyse.dai_comparisons`).
+#: Dai et al.'s metrics as the Dai stage computes them (:func:`hyptest.workflows.reanalyse.dai_comparisons`).
 DAI_METRIC_NAMES: tuple[str, ...] = ("rec2ftp", "simaou", "simam", "kendall", "kendall_demo_token",
                                      "kendall_demo_example")
 
@@ -733,7 +733,7 @@ class DaiSpec(_Strict):
     n_queries: int | None = Field(default=None, ge=1, le=MAX_N_QUERIES)
     #: Study methods (by name) collected as further FT settings beside Dai et al.'s own FT, each with the
     #: same demos, queries and records; one-demo-per-step kinds only (``sgd``, ``adam``, ``layer_causal_gd``).
-    #: Their logs go to ``<task>__N<n>_set<i>__<method>`` (:func:`hyptest.model_stages.dai_jobs`).
+    #: Their logs go to ``<task>__N<n>_set<i>__<method>`` (:func:`hyptest.collect.stages.dai_jobs`).
     ft_methods: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     #: Declared before the data: equivalence margins of trained − untrained control, per Dai metric, on the
     #: metric's own scale (``{simaou: {absolute: 0.05}}``); without one a metric is "different" or "inconclusive".
@@ -1144,7 +1144,7 @@ def check_feasible(study: Study, pool_sizes: dict[str, int], query_sizes: dict[s
         asked than N! allows, or more queries than the task has.
     """
     demos = study.demos
-    fixed = study.collection.mode == "fixed"  # adaptive runs draw their own sets and orders (hyptest/adaptive.py)
+    fixed = study.collection.mode == "fixed"  # adaptive runs draw their own sets and orders (hyptest/workflows/adaptive.py)
     for task in study.tasks:
         pool = pool_sizes[task.name]
         for n in demos.n_demos:

@@ -1,4 +1,4 @@
-"""Adaptive collection (hyptest/adaptive.py): the schema, the rounds, stopping, resuming.
+"""Adaptive collection (hyptest/workflows/adaptive.py): the schema, the rounds, stopping, resuming.
 
 The rounds are tested with a synthetic collector (rows computed from the
 unit, no model): an order-invariant method must stop once decided, a method
@@ -19,14 +19,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from hyptest.adaptive import (
-    adaptive_demo_set,
-    adaptive_family,
-    collect_adaptive,
-    family_keys,
-    orders_per_set,
-    set_budget,
-)
+from hyptest.analysis.adaptive import adaptive_family, family_keys, orders_per_set, set_budget
+from hyptest.workflows.adaptive import adaptive_demo_set, collect_adaptive
 from hyptest.stats.anytime import anytime_test
 from hyptest.study import StudyError, parse_study
 
@@ -164,7 +158,7 @@ ENDTOEND = textwrap.dedent("""\
 
 
 def test_adaptive_study_end_to_end_and_resumed(tmp_path):
-    from hyptest.pipeline import run_study
+    from hyptest.workflows.study import run_study
 
     study = parse_study(yaml.safe_load(ENDTOEND))
     first = run_study(study, ENDTOEND, out_dir=tmp_path)

@@ -18,8 +18,8 @@ import math
 import numpy as np
 import pytest
 
-from hyptest.adaptive_calibration import AdaptiveDesign, calibrate_adaptive, run_adaptive_family
-from hyptest.calibration import OutputModel
+from hyptest.validation.adaptive_calibration import AdaptiveDesign, calibrate_adaptive, run_adaptive_family
+from hyptest.validation.calibration import OutputModel
 from hyptest.stats.anytime import anytime_test
 from hyptest.stats.anytime_family import monitor_family
 

@@ -14,7 +14,7 @@ from .conftest import TINY_STUDY
 
 def test_bayes_fits_a_method_with_a_pure_order_shift_beside_the_others():
     pytest.importorskip("pymc")
-    from hyptest.analysis import _bayes
+    from hyptest.analysis.order import _bayes
 
     rng = np.random.default_rng(3)
     rows = []

@@ -1,6 +1,6 @@
 """Calibration of the confirmatory decision, and the linear-attention control model.
 
-Unmarked tests check the simulator of :mod:`hyptest.calibration` (the planted
+Unmarked tests check the simulator of :mod:`hyptest.validation.calibration` (the planted
 ratio equals a direct computation over every order of the population, rank-1
 order effects, shared orders, the exact order-invariant control) and the
 linear self-attention model. The test marked ``calibration`` pushes simulated
@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from hyptest.calibration import (
+from hyptest.validation.calibration import (
     DESIGNS,
     POPULATION_CAP,
     OutputModel,
@@ -32,14 +32,14 @@ from hyptest.calibration import (
     run_family,
     simulate_slice,
 )
-from hyptest.models.linear_attention import (
+from hyptest.validation.linear_attention import (
     lsa_forward,
     lsa_predict,
     lsa_weights,
     one_step_gd_predict,
     weight_sparsity,
 )
-from hyptest.tasks.regression import sample_regression_task
+from hyptest.validation.regression import sample_regression_task
 
 ALPHA = 0.05
 

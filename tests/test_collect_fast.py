@@ -323,7 +323,7 @@ def test_closing_the_walk_restores_the_weights(tiny_lm, sentiment):
 
 @pytest.fixture
 def tiny_units(tiny_lm, tiny_study_file):
-    from hyptest.pipeline import load_tasks, plan_study
+    from hyptest.workflows.study import load_tasks, plan_study
     from hyptest.study import load_study
 
     study, _ = load_study(tiny_study_file)

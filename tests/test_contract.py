@@ -51,7 +51,7 @@ def test_version_1_is_migrated_and_future_versions_refused():
 
 
 def _tiny_run(tmp_path: Path) -> Path:
-    from hyptest.pipeline import run_study
+    from hyptest.workflows.study import run_study
     from hyptest.study import load_study
 
     from .conftest import TINY_STUDY

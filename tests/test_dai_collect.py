@@ -1,4 +1,4 @@
-"""Dai et al.'s records written by hyptest.dai_collect, against straight recomputations."""
+"""Dai et al.'s records written by hyptest.collect.dai, against straight recomputations."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ LR = 0.05
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from hyptest.collect.encoding import PromptEncoder
-    from hyptest.dai_collect import collect_dai_records
+    from hyptest.collect.dai import collect_dai_records
     from hyptest.models.tiny import load_tiny
     from hyptest.study import SGDMethod
     from hyptest.tasks import load_builtin_task
@@ -154,7 +154,7 @@ def test_ftzs_records_equal_a_manual_kv_fine_tuning(setup):
 
 def test_fine_tuning_changes_only_key_value_weights_and_is_undone(setup):
     from hyptest.collect.gd import TrainingExample
-    from hyptest.dai_collect import fine_tuned
+    from hyptest.collect.dai import fine_tuned
 
     enc, model = setup["enc"], setup["lm"].model
     examples = [TrainingExample(*map(tuple, enc.training_example(d, loss="all_tokens"))) for d in setup["demos"]]
@@ -176,7 +176,7 @@ def _cos(a, b):
 
 
 def test_dai_metric_values_on_the_written_logs_equal_numpy(setup):
-    from hyptest.reanalyse import dai_metric_values
+    from hyptest.workflows.reanalyse import dai_metric_values
 
     rec = setup["records"]
     vals = dai_metric_values(setup["out"]).values
@@ -200,7 +200,7 @@ def test_dai_metric_values_on_the_written_logs_equal_numpy(setup):
 
 
 def test_kendall_demo_values_equal_scipy(setup):
-    from hyptest.dai_collect import kendall_demo_values
+    from hyptest.analysis.dai_demo import kendall_demo_values
 
     rec = setup["records"]
     got = kendall_demo_values(setup["out"], rng=0)
@@ -223,7 +223,8 @@ def test_kendall_demo_values_equal_scipy(setup):
 
 
 def test_bad_arguments(setup, tmp_path):
-    from hyptest.dai_collect import collect_dai_records, kendall_demo_values
+    from hyptest.collect.dai import collect_dai_records
+    from hyptest.analysis.dai_demo import kendall_demo_values
     from hyptest.study import GDMethod
 
     s = setup

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from hyptest.analysis import order_comparison, run_analyses
-from hyptest.models.linear_attention import lsa_predict, one_step_gd_predict
+from hyptest.analysis.order import order_comparison, run_analyses
+from hyptest.validation.linear_attention import lsa_predict, one_step_gd_predict
 from hyptest.results import Comparison, decide, monte_carlo_budget
 from hyptest.stats.order_resampling import (
     BootstrapDistribution,
@@ -204,7 +204,7 @@ def test_alignment_threshold_rule():
     a, _ = _cubes(rng, 1.0)
     same = a + 1e-4 * rng.normal(size=a.shape)
     assert alignment_statistic(a, same) > 0.99
-    from hyptest.analysis import _alignment_comparison
+    from hyptest.analysis.order import _alignment_comparison
     from hyptest.study import AnalysisSpec
 
     records = pd.DataFrame({"method": ["sgd"], "seed": [0]})

@@ -48,7 +48,7 @@ def test_icl_scorer_equals_naive_loop_and_icl_works(smol, sentiment):
 
 
 def test_small_study_end_to_end(tmp_path):
-    from hyptest.pipeline import run_study
+    from hyptest.workflows.study import run_study
     from hyptest.study import load_study
 
     path = tmp_path / "smol.yaml"

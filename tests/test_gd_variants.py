@@ -24,7 +24,7 @@ from hyptest.collect.gd import (
     training_loss,
 )
 from hyptest.collect.plan import method_settings
-from hyptest.collect.units import final_step_rows
+from hyptest.records import final_step_rows
 from hyptest.study import AdamMethod, GDMethod, SGDMethod, parse_study
 
 from ._naive import example_loss, manual_adam, manual_full_batch_gd, manual_sgd, naive_label_logprobs
@@ -307,7 +307,7 @@ def _study(methods, reference="icl", **demos):
 
 
 def _plan(study):
-    from hyptest.pipeline import load_tasks, plan_study
+    from hyptest.workflows.study import load_tasks, plan_study
 
     tasks = load_tasks(study)
     units, _ = plan_study(study, tasks)

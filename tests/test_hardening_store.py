@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from hyptest import _util
 from hyptest.cli import app
-from hyptest.pipeline import load_tasks, plan_study, run_study
+from hyptest.workflows.study import load_tasks, plan_study, run_study
 from hyptest.store import RunDir, StoreError
 from hyptest.study import StudyError, load_study, parse_study
 
@@ -76,7 +76,7 @@ def test_bayes_netcdf_on_a_full_disk_is_a_clean_error(tmp_path, monkeypatch):
     pytest.importorskip("arviz")
     from types import SimpleNamespace
 
-    from hyptest.pipeline import _write_bayes
+    from hyptest.workflows.study import _write_bayes
     from hyptest.stats._arviz import from_draws, from_netcdf
 
     rng = np.random.default_rng(0)

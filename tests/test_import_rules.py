@@ -14,21 +14,42 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "hyptest"
 
+#: The stages above the numeric core, in the order of the data flow.
+_STAGES = ("hyptest.collect", "hyptest.models", "hyptest.store", "hyptest.tasks", "hyptest.importers",
+           "hyptest.analysis", "hyptest.workflows", "hyptest.validation", "hyptest.report", "hyptest.study",
+           "hyptest.results", "hyptest.records", "hyptest.contract")
+
 #: Layer -> the hyptest modules (prefixes) it must never import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     # the numeric core: numpy/scipy functions that know nothing of studies, runs or reports
-    "hyptest.stats": ("hyptest.collect", "hyptest.models", "hyptest.store", "hyptest.tasks", "hyptest.analysis",
-                      "hyptest.pipeline", "hyptest.reanalyse", "hyptest.report", "hyptest.study", "hyptest.results"),
-    "hyptest.metrics": ("hyptest.collect", "hyptest.models", "hyptest.store", "hyptest.tasks", "hyptest.analysis",
-                        "hyptest.pipeline", "hyptest.reanalyse", "hyptest.report", "hyptest.study"),
+    "hyptest.stats": _STAGES,
+    "hyptest.metrics": _STAGES,
+    # the shared contracts stand on the core only
+    "hyptest.results": _STAGES,
+    "hyptest.records": _STAGES,
+    "hyptest.contract": _STAGES,
+    # readers of others' logs: they parse, they do not analyse or run models
+    "hyptest.importers": ("hyptest.collect", "hyptest.models", "hyptest.tasks", "hyptest.analysis",
+                          "hyptest.workflows", "hyptest.validation", "hyptest.report", "hyptest.study"),
     # collection runs models; it never analyses, orchestrates or reports
-    "hyptest.collect": ("hyptest.analysis", "hyptest.pipeline", "hyptest.reanalyse", "hyptest.report",
-                        "hyptest.results", "hyptest.calibration", "hyptest.power_plan", "hyptest.adaptive",
-                        "hyptest.baseline_tests"),
+    "hyptest.collect": ("hyptest.analysis", "hyptest.workflows", "hyptest.validation", "hyptest.report",
+                        "hyptest.results"),
+    # the analysis reads records and writes comparisons; it never runs models, touches the store or draws
+    "hyptest.analysis": ("hyptest.collect", "hyptest.models", "hyptest.store", "hyptest.workflows",
+                         "hyptest.validation", "hyptest.report"),
     # the report draws what the analysis wrote; it never collects, analyses or orchestrates
-    "hyptest.report": ("hyptest.collect", "hyptest.models", "hyptest.analysis", "hyptest.pipeline",
-                       "hyptest.reanalyse", "hyptest.adaptive", "hyptest.baseline_tests", "hyptest.store"),
+    "hyptest.report": ("hyptest.collect", "hyptest.models", "hyptest.store", "hyptest.tasks", "hyptest.importers",
+                       "hyptest.analysis", "hyptest.workflows", "hyptest.validation", "hyptest.results",
+                       "hyptest.study"),
+    # the experiments of validation/ are run by the CLI and the study workflow, never the reverse
+    "hyptest.validation": ("hyptest.workflows",),
 }
+
+
+def test_only_the_cli_and_workflows_orchestrate():
+    """Nothing but the CLI, the workflows themselves and the package's lazy exports imports a workflow."""
+    users = {name for name, targets in GRAPH.items() if any(t.startswith("hyptest.workflows") for t in targets)}
+    assert users - {"hyptest.cli"} - {n for n in users if n.startswith("hyptest.workflows")} == set()
 
 
 def _module_name(path: Path) -> str:
@@ -100,8 +121,8 @@ def _cycles() -> list[list[str]]:
 
 def test_the_graph_is_read():
     assert len(MODULES) > 50
-    assert "hyptest.results" in GRAPH["hyptest.analysis"]  # a module-level import
-    assert "hyptest.baseline_tests" in GRAPH["hyptest.pipeline"]  # an import inside a function
+    assert "hyptest.results" in GRAPH["hyptest.analysis.order"]  # a module-level import
+    assert "hyptest.analysis.baseline_tests" in GRAPH["hyptest.workflows.study"]  # an import inside a function
 
 
 def test_no_import_cycles():

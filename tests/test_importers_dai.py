@@ -36,7 +36,7 @@ from hyptest.importers import (
     find_dai_tasks,
     read_dai,
 )
-from hyptest.reanalyse import DaiValues, dai_comparisons, dai_metric_values
+from hyptest.workflows.reanalyse import DaiValues, dai_comparisons, dai_metric_values
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dai"
 TASK = FIXTURE / "ana_rlt" / "en_dense_lm_tiny" / "sst2"
@@ -402,7 +402,7 @@ def test_supports_similarity_is_the_one_sided_exact_test_at_half_the_level():
 def test_cli_counts_the_rows_above_and_below_their_baseline(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import hyptest.reanalyse as module
+    import hyptest.workflows.reanalyse as module
     from hyptest.cli import app
 
     original = module.reanalyse

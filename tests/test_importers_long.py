@@ -567,7 +567,7 @@ def test_labels_in_another_order_follow_their_own_tasks_first_order(tmp_path):
 
 def test_demo_sets_with_their_own_query_ids_are_analysed(tmp_path):
     """Demo set 0 scored on q0..q4, demo set 1 on q5..q9 (the analysis used to crash on such files)."""
-    from hyptest.reanalyse import reanalyse
+    from hyptest.workflows.reanalyse import reanalyse
     from hyptest.study import AnalysisSpec
 
     rng = np.random.default_rng(11)

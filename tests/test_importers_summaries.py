@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 
 from hyptest.importers import ImportProblems, baseline_pairs, detect_format, read_run_summaries
-from hyptest.reanalyse import analyse_summaries
-from hyptest.reanalyse import test_summaries as summaries_test  # not collected: it is not a test
+from hyptest.workflows.reanalyse import analyse_summaries
+from hyptest.workflows.reanalyse import test_summaries as summaries_test  # not collected: it is not a test
 
 FIXTURE = Path(__file__).parent / "fixtures" / "summaries"
 PATTERN = r"(?P<task>[a-z0-9]+)-seed(?P<seed>\d+)-perm(?P<order_id>\d+)-lr(?P<learning_rate>[0-9.e-]+)\.json$"
@@ -265,7 +265,7 @@ def test_deutch_settings_units_and_checks(deutch):
         assert tuple(got.loc[str(run["path"])]) == (run["task"], run["seed"], run["per_layer"])
     # ICL-FTZS SimAM has no baseline list: not tested, and why
     assert list(deutch.untested) == ["ICL-FTZS SimAM"] and "no baseline list" in deutch.untested["ICL-FTZS SimAM"]
-    from hyptest.summary_units import plan_units
+    from hyptest.analysis.summary_units import plan_units
 
     default = plan_units(deutch.table)
     assert (default.n_runs, default.n_units, default.cluster_by, default.stated) == (36, 18, ("task", "seed"), False)
@@ -368,7 +368,7 @@ def test_pairs_with_a_constant_or_another_list(deutch):
 
 
 def test_identical_lists_merge_and_counter_names_warn(tmp_path):
-    from hyptest.summary_units import plan_units
+    from hyptest.analysis.summary_units import plan_units
 
     gen = np.random.default_rng(5)
     shared = [gen.normal(0.0, 0.01, 6).tolist() for _ in range(3)]  # 3 pairs of runs share a baseline pass
@@ -391,7 +391,7 @@ def test_identical_lists_merge_and_counter_names_warn(tmp_path):
 
 
 def test_group_by_keeps_groups_apart_in_layers_different(deutch):
-    from hyptest.reanalyse import layers_different
+    from hyptest.workflows.reanalyse import layers_different
 
     table = summaries_test(deutch, group_by=["per_layer"], cluster_by=["task", "seed"], n_resamples=999, rng=0)
     entries = layers_different(table, group_by=["per_layer"])
@@ -406,7 +406,7 @@ def test_group_by_keeps_groups_apart_in_layers_different(deutch):
 def test_group_by_in_the_run_directory_and_report(tmp_path):
     import re as _re
 
-    from hyptest.reanalyse import reanalyse
+    from hyptest.workflows.reanalyse import reanalyse
 
     out = reanalyse(DEUTCH, out_dir=tmp_path / "g", mapping={"group_by": ["per_layer"]},
                     study_overrides={"analysis": {"n_resamples": 999}})
@@ -421,7 +421,7 @@ def test_group_by_in_the_run_directory_and_report(tmp_path):
 
 
 def test_near_identity_needs_shared_passes_not_just_a_shared_task(tmp_path):
-    from hyptest.summary_units import plan_units
+    from hyptest.analysis.summary_units import plan_units
 
     gen = np.random.default_rng(11)
     # 6 tasks x 2 learning rates, every run independent: lr partners resemble each other no more than others

@@ -208,7 +208,7 @@ def _study(methods, **extra):
 def test_units_score_the_layer_causally_trained_model(tiny_lm, sentiment):
     from hyptest.collect.executors import group_units
     from hyptest.collect.units import UnitRunner
-    from hyptest.pipeline import load_tasks, plan_study
+    from hyptest.workflows.study import load_tasks, plan_study
 
     study = _study([{"kind": "icl"}, {"kind": "layer_causal_gd", "learning_rate": 0.5},
                     {"kind": "sgd", "learning_rate": 0.5}])
@@ -233,7 +233,7 @@ def test_units_score_the_layer_causally_trained_model(tiny_lm, sentiment):
 
 
 def test_dai_records_of_layer_causal_ft_come_from_the_layer_causally_trained_model(tiny_lm, sentiment, tmp_path):
-    from hyptest.dai_collect import collect_dai_records
+    from hyptest.collect.dai import collect_dai_records
 
     demos, queries = list(sentiment.demos[:3]), list(sentiment.queries[:2])
     method = LayerCausalGDMethod(kind="layer_causal_gd", learning_rate=0.5, params="attention_kv",
@@ -262,8 +262,8 @@ def test_dai_records_of_layer_causal_ft_come_from_the_layer_causally_trained_mod
 
 
 def test_dai_jobs_add_one_folder_per_ft_method_and_keep_the_standard_key():
-    from hyptest.model_stages import dai_jobs
-    from hyptest.pipeline import load_tasks
+    from hyptest.collect.stages import dai_jobs
+    from hyptest.workflows.study import load_tasks
 
     methods = [{"kind": "icl"}, {"kind": "sgd", "learning_rate": 0.01},
                {"kind": "layer_causal_gd", "name": "lcgd", "learning_rate": 0.02}]

@@ -170,7 +170,7 @@ def test_entry_weights_spill_to_disk_when_they_do_not_fit(tiny_lm, sentiment):
 
 def test_study_records_its_budget_and_peak(tmp_path, tiny_lm):
     """A study under a tiny budget gives the same records as under the default, and says what it held."""
-    from hyptest.pipeline import run_study
+    from hyptest.workflows.study import run_study
     from hyptest.study import load_study
 
     from .conftest import TINY_STUDY

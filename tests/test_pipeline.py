@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hyptest.pipeline import rebuild_report, run_study
+from hyptest.workflows.study import rebuild_report, run_study
 from hyptest.store import RECORD_COLUMNS, RunDir
 from hyptest.study import load_study
 

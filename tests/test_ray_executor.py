@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from hyptest.collect.executors import LocalExecutor, group_units
-from hyptest.pipeline import load_tasks, plan_study, run_study
+from hyptest.workflows.study import load_tasks, plan_study, run_study
 from hyptest.study import load_study
 
 from .conftest import TINY_STUDY

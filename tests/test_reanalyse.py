@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from hyptest.importers import ImportProblems, read_long
-from hyptest.reanalyse import (
+from hyptest.workflows.reanalyse import (
     dai_comparisons,
     dai_metric_values,
     export_run,
@@ -30,7 +30,7 @@ NUMBERS = ["estimate", "ci_low", "ci_high", "p_value", "p_adjusted", "verdict", 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from hyptest.pipeline import run_study
+    from hyptest.workflows.study import run_study
     from hyptest.study import load_study
 
     from .conftest import TINY_STUDY
@@ -450,7 +450,7 @@ def test_unparsable_single_files_are_reported_at_their_line(tmp_path):
 
 
 def test_long_file_without_topk_says_what_was_not_analysed(tmp_path, monkeypatch):
-    import hyptest.reanalyse as module
+    import hyptest.workflows.reanalyse as module
 
     original = module.reanalyse
     monkeypatch.setattr(module, "reanalyse", lambda *a, **k: original(*a, **{**k, "study_overrides": OVERRIDES}))

@@ -78,7 +78,7 @@ def synthetic_run(tmp_path_factory) -> tuple[pathlib.Path, dict]:
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory) -> tuple[pathlib.Path, dict]:
-    from hyptest.pipeline import run_study
+    from hyptest.workflows.study import run_study
     from hyptest.study import load_study
 
     from .conftest import TINY_STUDY

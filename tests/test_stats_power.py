@@ -1,7 +1,7 @@
 """Tests for ``hyptest power``: the generative model and the simulated decision.
 
 Independent references: direct numpy computations of per-query SDs and SVDs;
-``hyptest.analysis.order_comparison`` + ``hyptest.results.decide`` called by
+``hyptest.analysis.order.order_comparison`` + ``hyptest.results.decide`` called by
 hand on the same draws; the binomial distribution of a rejection count
 (scipy); statsmodels' Wilson interval; the true parameters of a simulated
 pilot.
@@ -17,9 +17,9 @@ import pytest
 from scipy import stats
 from scipy.special import expit
 
-from hyptest.analysis import order_comparison
-from hyptest.collect.units import final_step_rows
-from hyptest.power_plan import (
+from hyptest.analysis.order import order_comparison
+from hyptest.records import final_step_rows
+from hyptest.workflows.power import (
     PowerDesign,
     Slice,
     design_of,

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hyptest.cli import app
-from hyptest.pipeline import run_study
+from hyptest.workflows.study import run_study
 from hyptest.store import RunDir, StoreError
 from hyptest.store.lock import LOCK_NAME, LockError
 from hyptest.study import load_study

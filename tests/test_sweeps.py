@@ -11,8 +11,8 @@ from scipy.spatial.distance import jensenshannon
 
 from hyptest.metrics import order_sensitivity
 from hyptest.metrics.agreement import agreement_table
-from hyptest.collect.units import final_step_rows as final_steps
-from hyptest.sweeps import (
+from hyptest.records import final_step_rows as final_steps
+from hyptest.analysis.descriptive import (
     checkpoint_table,
     closest_to_reference,
     n_sweep_table,

@@ -63,7 +63,7 @@ def test_reinitialisation_is_reproducible_differs_from_trained_and_leaves_the_rn
 
 
 def test_control_equals_a_fresh_model_built_by_hand_and_so_do_its_dai_records(tmp_path):
-    from hyptest.dai_collect import collect_dai_records
+    from hyptest.collect.dai import collect_dai_records
     from hyptest.models import LoadedModel, load_model
     from hyptest.models.tiny import byte_tokenizer
     from hyptest.study import SGDMethod
@@ -181,7 +181,7 @@ N_EX, N_LAYERS, SEEDS = 40, 3, (0, 1, 2)
 
 def _synthetic_values(rng: np.random.Generator):
     """Dai values of a trained model and three controls on the same examples (SimAOU only) + correctness."""
-    from hyptest.reanalyse import DaiValues
+    from hyptest.workflows.reanalyse import DaiValues
 
     frames, correct = [], []
     models = {"m": 0.30, **{f"m+untrained[s{s}]": 0.10 + 0.05 * s for s in SEEDS}}
@@ -211,7 +211,7 @@ def _naive_two_way(t: np.ndarray, u: np.ndarray, n_draws: int, rng: np.random.Ge
 
 
 def test_trained_vs_untrained_matches_an_independent_computation():
-    from hyptest.untrained_control import FAMILY, FAMILY_BY_LAYER, dai_vs_untrained
+    from hyptest.analysis.untrained_control import FAMILY, FAMILY_BY_LAYER, dai_vs_untrained
 
     values, controls = _synthetic_values(np.random.default_rng(0))
     table = dai_vs_untrained(values, controls, n_resamples=20000, rng=1)
@@ -256,11 +256,11 @@ def test_trained_vs_untrained_matches_an_independent_computation():
 
 
 def test_one_control_seed_and_too_few_rec2ftp_examples():
-    from hyptest.untrained_control import dai_vs_untrained
+    from hyptest.analysis.untrained_control import dai_vs_untrained
 
     values, _ = _synthetic_values(np.random.default_rng(5))
     keep = {"m", "m+untrained[s1]"}
-    from hyptest.reanalyse import DaiValues
+    from hyptest.workflows.reanalyse import DaiValues
 
     few = DaiValues(values.values[values.values["model"].isin(keep)],
                     values.correctness[values.correctness["model"].isin(keep)].assign(ft_correct=False), [], N_EX, 0)
@@ -271,7 +271,7 @@ def test_one_control_seed_and_too_few_rec2ftp_examples():
 
 
 def test_controls_get_families_of_their_own_and_change_no_trained_row():
-    from hyptest.reanalyse import DaiValues, dai_comparisons
+    from hyptest.workflows.reanalyse import DaiValues, dai_comparisons
 
     values, controls = _synthetic_values(np.random.default_rng(1))
     alone = DaiValues(values.values[values.values["model"] == "m"],
@@ -285,12 +285,12 @@ def test_controls_get_families_of_their_own_and_change_no_trained_row():
 
 
 def test_statements_say_in_words_when_a_metric_cannot_tell_them_apart():
-    from hyptest.untrained_control import dai_vs_untrained, untrained_statements
+    from hyptest.analysis.untrained_control import dai_vs_untrained, untrained_statements
 
     values, controls = _synthetic_values(np.random.default_rng(0))
     same = values.values.copy()
     same.loc[same["model"] == "m", "value"] -= 0.2  # the trained model now sits among its controls
-    from hyptest.reanalyse import DaiValues
+    from hyptest.workflows.reanalyse import DaiValues
 
     values = DaiValues(same, values.correctness, [], N_EX, 0)
     table = dai_vs_untrained(values, controls, n_resamples=4000, rng=0)
@@ -327,7 +327,7 @@ STUDY = textwrap.dedent(
 def runs(tmp_path_factory):
     import yaml
 
-    from hyptest.pipeline import run_study
+    from hyptest.workflows.study import run_study
     from hyptest.study import parse_study
 
     out = {}

@@ -128,7 +128,7 @@ def test_the_base_study_is_valid_and_prints_a_cost(tmp_path):
                                    {"methods": [{"kind": "icl"}, {"kind": "zs"}, {"kind": "gd", "steps": [1, 2]},
                                                 {"kind": "sgd", "train_seeds": [0, 1]}]}])
 def test_cost_estimate_counts_the_planned_units(extra):
-    from hyptest.pipeline import load_tasks, plan_study
+    from hyptest.workflows.study import load_tasks, plan_study
     from hyptest.preflight import estimate_cost
 
     study = parse_study({**copy.deepcopy(BASE), **extra})

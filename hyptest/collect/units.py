@@ -12,7 +12,7 @@ yielded as soon as its order is done.
 A GD method with ``record_steps`` stores its scores before training (``step``
 0) and after every optimisation step (1..K); a state shared by several orders
 (their common first steps) is scored once. The unit's answer is then the rows
-with the largest ``step`` (:func:`final_step_rows`).
+with the largest ``step`` (:func:`hyptest.records.final_step_rows`).
 """
 
 from __future__ import annotations
@@ -30,39 +30,11 @@ from .plan import Unit
 from .memory import MemoryBudget, tensor_bytes
 from .scoring import QueryScores, return_freed_memory, reuse_freed_memory, set_tf32, score_prompts
 
-__all__ = ["UnitRunner", "final_step_rows", "scores_to_frame"]
+__all__ = ["COLLECTOR_VERSION", "UnitRunner", "scores_to_frame"]
 
-#: Columns that identify one unit's scoring of one query, apart from ``step``.
-_UNIT_COLUMNS = ("unit_key", "model", "task", "method", "n_demos", "demo_set", "order_id", "seed")
-
-
-def final_step_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of every unit at its largest ``step``: the unit's final answer.
-
-    Units collected with ``record_steps`` hold rows for steps 0..K; every
-    analysis of a unit's *result* should use only step K. Units are told apart
-    by whichever of ``unit_key, model, task, method, n_demos, demo_set,
-    order_id, seed`` the frame has (so imported logs without ``unit_key``
-    work too).
-
-    Parameters
-    ----------
-    frame : pandas.DataFrame
-        Long-format records.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The selected rows, in their original order and with their original
-        index; ``frame`` itself when it has no ``step`` column.
-    """
-    if "step" not in frame.columns or frame.empty:
-        return frame
-    keys = [c for c in _UNIT_COLUMNS if c in frame.columns]
-    if not keys:
-        return frame[frame["step"] == frame["step"].max()]
-    last = frame.groupby(keys, dropna=False, sort=False)["step"].transform("max")
-    return frame[frame["step"] == last]
+#: Version of hyptest's collectors (prompt encoding, scoring, training); part of every unit key.
+#: Bump it whenever a change to hyptest/collect/ can change a stored number.
+COLLECTOR_VERSION = "4"
 
 
 def scores_to_frame(unit: Unit, task: Task, scores: QueryScores, *, step: int) -> pd.DataFrame:

@@ -13,7 +13,7 @@
 ``detect_format``
     Which of these a path holds.
 
-Importers only read and check; the statistics are in :mod:`hyptest.reanalyse`.
+Importers only read and check; the statistics are in :mod:`hyptest.workflows.reanalyse`.
 The formats are described in ``docs/reanalyse.md``.
 """
 

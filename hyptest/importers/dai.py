@@ -41,12 +41,13 @@ import numpy as np
 
 from ._problems import ImportProblems, Problem, ProblemLog
 
-__all__ = ["DAI_SETTINGS", "DaiExample", "DaiImport", "DaiTaskData", "DaiTaskDir", "find_dai_tasks",
+__all__ = ["DAI_SETTINGS", "DaiExample", "DaiImport", "DaiTaskData", "DaiTaskDir", "RECORD_FILE", "find_dai_tasks",
            "iter_dai_examples", "read_dai"]
 
 #: Setting folders of Dai et al.'s logs.
 DAI_SETTINGS: tuple[str, ...] = ("zs", "ftzs", "ft", "icl")
-_RECORD = "record_info.jsonl"
+#: The file name of one setting's records in a Dai et al. log folder.
+RECORD_FILE = "record_info.jsonl"
 _FT_SETTINGS: tuple[str, ...] = ("ftzs", "ft")
 _HINT = "Fix the logs, or read with strict=False (CLI: --skip-bad) to skip bad examples and count them."
 
@@ -105,7 +106,7 @@ def find_dai_tasks(path: str | Path, *, ft_setting: str = "ftzs") -> list[DaiTas
     needed = ("zs", "icl", ft_setting)
 
     def is_task(folder: Path) -> bool:
-        return all((folder / s / _RECORD).is_file() for s in needed)
+        return all((folder / s / RECORD_FILE).is_file() for s in needed)
 
     if not root.is_dir():
         return []
@@ -215,7 +216,7 @@ class DaiTaskReader:
 
     def files(self) -> dict[str, Path]:
         """Role -> the record file read for it."""
-        return {role: self.task.path / setting / _RECORD for role, setting in self.roles.items()}
+        return {role: self.task.path / setting / RECORD_FILE for role, setting in self.roles.items()}
 
     def __iter__(self) -> Iterator[DaiExample]:
         files = self.files()
@@ -371,5 +372,5 @@ def read_dai(path: str | Path, *, ft_setting: str = "ftzs", strict: bool = True)
 
 
 def _not_found(path: str | Path, ft_setting: str) -> str:
-    return (f"{path}: no Dai et al. log found; looked for <model>/<task>/{{zs,{ft_setting},icl}}/{_RECORD} "
+    return (f"{path}: no Dai et al. log found; looked for <model>/<task>/{{zs,{ft_setting},icl}}/{RECORD_FILE} "
             "under the folder (or under its ana_rlt/ folder)")

@@ -1,6 +1,6 @@
 """The report's view of an adaptive run: confidence sequences against units collected, and stopping points.
 
-Reads ``results["adaptive"]`` (written by :func:`hyptest.adaptive.adaptive_comparisons`):
+Reads ``results["adaptive"]`` (written by :func:`hyptest.analysis.adaptive.adaptive_comparisons`):
 per confirmatory comparison its clipped per-set statistics ``x``, running
 ``estimate``, confidence sequence ``cs_low``/``cs_high`` at ``cs_level``,
 ``stop_sets``, ``status``, ``verdict``, ``units_per_set``, ``margin`` and

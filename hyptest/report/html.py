@@ -2027,7 +2027,7 @@ def _untrained_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
     """Dai metrics of each trained model against its untrained control (Deutch et al. 2024); None without one.
 
     Reads ``results["dai"]``: ``untrained_statements`` (one sentence per
-    metric), ``vs_untrained`` (rows of :func:`hyptest.untrained_control.dai_vs_untrained`;
+    metric), ``vs_untrained`` (rows of :func:`hyptest.analysis.untrained_control.dai_vs_untrained`;
     the layer-averaged ones and Rec2FTP form the table, the per-layer ones
     mark the figure) and ``untrained_layers`` (per layer: the trained mean and
     the controls' seed means, min and max), and ``controls``.

@@ -795,7 +795,7 @@ def fit_order_variance(
     --------
     fit_pooled : pool the per-slice log ratios over models and tasks.
     prior_predictive : what the priors imply for per-query order sensitivity.
-    hyptest.analysis.order_comparison : the frequentist counterpart.
+    hyptest.analysis.order.order_comparison : the frequentist counterpart.
 
     Notes
     -----

@@ -22,8 +22,8 @@ resampling more precise, so power here is, if anything, conservative).
 
 :func:`estimate_order_effects` fits ``sd_k``, ``share_k``,
 ``between_query_sd`` and ``mean_logit`` crudely from a pilot's
-``per_order.parquet``. The decision itself is not here: ``hyptest.power_plan``
-feeds these cubes to :func:`hyptest.analysis.order_comparison` and
+``per_order.parquet``. The decision itself is not here: ``hyptest.workflows.power``
+feeds these cubes to :func:`hyptest.analysis.order.order_comparison` and
 :func:`hyptest.results.decide`, the code path of a study.
 
 Pure numpy/pandas; randomness only from the ``rng`` argument.
@@ -226,8 +226,8 @@ def estimate_order_effects(per_order: "pd.DataFrame", *, reference: str = "icl",
         ``per_order.parquet`` of a run: columns ``method``, ``demo_set``,
         ``order_id``, ``query_id``, ``p_gold`` and optionally ``model``,
         ``task``, ``n_demos``, ``seed``, ``method_kind``: each unit's final
-        answer (:func:`hyptest.collect.units.final_step_rows` of a run's
-        ``per_order.parquet``, as :func:`hyptest.power_plan.power_table`
+        answer (:func:`hyptest.records.final_step_rows` of a run's
+        ``per_order.parquet``, as :func:`hyptest.workflows.power.power_table`
         passes it); seeds are averaged; zero-shot rows and slices with a
         single order are dropped.
     reference : str

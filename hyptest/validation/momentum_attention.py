@@ -53,7 +53,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._util import atomic_write_bytes, atomic_write_text

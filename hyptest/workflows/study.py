@@ -17,20 +17,21 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .contract import SCHEMA_VERSION, migrate, read_results
-from .provenance import library_versions, package_version
-from . import __version__
-from .collect.plan import Unit, make_plan
-from .analysis import run_analyses
-from .metrics import accuracy_table
-from .stats.bootstrap import bootstrap_ci
-from .store import RunDir
-from .store.run_dir import StoreError, is_url
-from .study import Study, check_feasible
-from .model_stages import run_model_stages
-from .collect.units import final_step_rows
-from .sweeps import checkpoint_table, closest_to_reference, n_sweep_table, trajectory_table, vocab_order_table
-from .tasks import Task, task_from_spec
+from ..contract import SCHEMA_VERSION, migrate, read_results
+from ..provenance import library_versions, package_version
+from .. import __version__
+from ..collect.plan import Unit, make_plan
+from ..collect.units import COLLECTOR_VERSION
+from ..analysis.order import run_analyses
+from ..metrics import accuracy_table
+from ..stats.bootstrap import bootstrap_ci
+from ..store import RunDir
+from ..store.run_dir import StoreError, is_url
+from ..study import Study, check_feasible
+from ..collect.stages import run_model_stages
+from ..records import final_step_rows
+from ..analysis.descriptive import checkpoint_table, closest_to_reference, n_sweep_table, trajectory_table, vocab_order_table
+from ..tasks import Task, task_from_spec
 
 __all__ = ["RunSummary", "analyse_run", "default_run_dir", "load_tasks", "plan_study", "rebuild_report", "run_study"]
 
@@ -38,9 +39,6 @@ Progress = Callable[[int, int, str], None]
 
 #: Libraries whose version can change collected numbers; part of every unit key.
 _KEY_LIBRARIES = ("torch", "transformers")
-#: Version of hyptest's collectors (prompt encoding, scoring, training); part of every unit key.
-#: Bump it whenever a change to hyptest/collect/ can change a stored number.
-COLLECTOR_VERSION = "4"
 #: Null-distribution values kept in results.json per comparison (for the report's histogram).
 _NULL_KEEP = 1000
 #: Analyses whose permutation null distribution is kept for the report's histograms.
@@ -80,10 +78,10 @@ def load_tasks(study: Study, *, base_dir: Path | None = None) -> dict[str, Task]
 
 def plan_study(study: Study, tasks: dict[str, Task]) -> tuple[list[Unit], dict[str, dict[str, Any]]]:
     """The units of a study and the identities of its models."""
-    from .models import model_identity
+    from ..models import model_identity
 
     identities = {m.name: model_identity(m) for m in study.models}
-    # adaptive collection plans its units round by round (hyptest/adaptive.py)
+    # adaptive collection plans its units round by round (hyptest/workflows/adaptive.py)
     units = make_plan(study, tasks, identities, versions=unit_versions(study)) \
         if study.collection.mode == "fixed" else []
     return units, identities
@@ -91,7 +89,7 @@ def plan_study(study: Study, tasks: dict[str, Task]) -> tuple[list[Unit], dict[s
 
 def unit_versions(study: Study) -> dict[str, str]:
     """Library and collector versions (and devices) that every unit key of a study hashes."""
-    from .models.base import resolve_device
+    from ..models.base import resolve_device
 
     keyed = {name: package_version(name) for name in _KEY_LIBRARIES}
     devices = sorted({resolve_device(m.device) if m.source != "tiny" else "cpu" for m in study.models})
@@ -164,7 +162,7 @@ def run_study(
 def _json_round_trip(payload: dict[str, Any]) -> dict[str, Any]:
     import json
 
-    from ._util import clean_for_json, json_default
+    from .._util import clean_for_json, json_default
 
     return json.loads(json.dumps(clean_for_json(payload), default=json_default))
 
@@ -208,7 +206,7 @@ def _run_locked(study: Study, study_text: str, run: RunDir, lock: Any, *, base_d
                 progress: Progress | None, threads: int | None, executor: Any, force: bool) -> RunSummary:
     import torch
 
-    from .collect.executors import LocalExecutor, group_units
+    from ..collect.executors import LocalExecutor, group_units
 
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
@@ -274,7 +272,7 @@ def _run_locked(study: Study, study_text: str, run: RunDir, lock: Any, *, base_d
 
 def _memory_provenance(executor: Any) -> dict[str, Any]:
     """Peak resident memory of this process and, per model collected here, what the memory budget held."""
-    from .collect.memory import peak_resident_bytes
+    from ..collect.memory import peak_resident_bytes
 
     peak = peak_resident_bytes()
     out: dict[str, Any] = {"peak_resident_bytes": peak, "peak_resident_gb": round(peak / 1e9, 3)}
@@ -469,7 +467,7 @@ def _dai_results(run: RunDir, study: Study) -> dict[str, Any]:
     logs = Path(str(run.path)) / "dai"
     if not run.is_local or not (logs / "ana_rlt").is_dir():
         return {}
-    from .baseline_tests import dai_comparisons, dai_metric_values
+    from ..analysis.baseline_tests import dai_comparisons, dai_metric_values
 
     a = study.analysis
     controls = study.controls()
@@ -481,7 +479,7 @@ def _dai_results(run: RunDir, study: Study) -> dict[str, Any]:
                            "correctness": _records_json(values.correctness_rates()), "notes": values.notes}
     families = comparisons
     if controls:
-        from .untrained_control import dai_vs_untrained, untrained_layer_table, untrained_statements
+        from ..analysis.untrained_control import dai_vs_untrained, untrained_layer_table, untrained_statements
 
         margins = {k: m.model_dump() for k, m in study.dai.margins_vs_untrained.items()} if study.dai else None
         vs = dai_vs_untrained(values, controls, alpha=a.alpha, n_resamples=a.n_resamples, adjust=a.adjust,
@@ -498,17 +496,17 @@ def _dai_results(run: RunDir, study: Study) -> dict[str, Any]:
 
 def _write_report(run: RunDir, results: dict[str, Any], per_query: pd.DataFrame, study_text: str) -> Path | str:
     """Write report.html: atomically in place on local folders, through the store on fsspec URLs."""
-    from .report import render_report, write_report
+    from ..report import render_report, write_report
 
     if run.is_local:
         try:
             path = write_report(run.path, results, per_query, study_text)
-            from ._util import current_umask
+            from .._util import current_umask
 
             os.chmod(path, 0o666 & ~current_umask())  # its writer's mkstemp made it 0600
             return path
         except OSError as error:
-            from .store.run_dir import StoreError, write_error_text
+            from ..store.run_dir import StoreError, write_error_text
 
             raise StoreError(write_error_text(Path(run.path) / "report.html", error)) from None
     per_order = run.read_parquet("per_order.parquet") if run.exists("per_order.parquet") else None
@@ -524,7 +522,7 @@ def _slice_name(key: tuple[Any, Any, int]) -> str:
 
 def _write_bayes(run: RunDir, fits: dict[tuple[Any, Any, int], Any]) -> list[str]:
     """Each slice's posterior as NetCDF: serialised in memory, then written atomically like every file."""
-    from .stats._arviz import netcdf_bytes
+    from ..stats._arviz import netcdf_bytes
 
     names = []
     for key, fit in fits.items():

@@ -1,7 +1,7 @@
 """Monte-Carlo calibration of the confirmatory decision, as the analysis runs it.
 
 Simulated studies go through the real code path of the confirmatory family:
-one :func:`hyptest.analysis.order_comparison` per (slice, method vs ICL) on
+one :func:`hyptest.analysis.order.order_comparison` per (slice, method vs ICL) on
 cubes of P(gold) of shape (sets, orders, queries), then one
 :func:`hyptest.results.decide` over the family (Holm, TOST on ``±log 1.25``,
 the family's Monte-Carlo budget). Nothing of the decision is re-implemented
@@ -68,9 +68,9 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
-from .analysis import _complete_slots, order_comparison
-from .results import CONFIRMATORY, decide, monte_carlo_budget
-from .study import MarginSpec
+from ..analysis.order import _complete_slots, order_comparison
+from ..results import CONFIRMATORY, decide, monte_carlo_budget
+from ..study import MarginSpec
 
 __all__ = [
     "DESIGNS",

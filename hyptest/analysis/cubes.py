@@ -1,6 +1,6 @@
 """Long-format records to (demo set, order, query[, label]) cubes: what every order analysis works on.
 
-Its own module, below :mod:`hyptest.analysis` and :mod:`hyptest.adaptive`
+Its own module, below :mod:`hyptest.analysis.order` and :mod:`hyptest.workflows.adaptive`
 (which analysis imports), so that both build cubes the same way.
 """
 

@@ -3,7 +3,7 @@
 Simulates the confirmatory decision of the study itself: for every simulated
 study, P(gold) cubes (demo sets x orders x queries) of the reference and of
 every compared method, for every (model, task, N) slice, from the model of
-:mod:`hyptest.stats.power`; one :func:`hyptest.analysis.order_comparison` per
+:mod:`hyptest.stats.power`; one :func:`hyptest.analysis.order.order_comparison` per
 (slice, method, confirmatory analysis) with the study's margins, cluster
 choice and order resampling; one :func:`hyptest.results.decide` over the
 family with the study's alpha and adjustment. The verdicts are counted.
@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from .analysis import order_comparison, uses_clusters
-from .collect.units import final_step_rows
-from .results import CONFIRMATORY, decide, monte_carlo_budget
-from .stats.power import (
+from ..analysis.order import order_comparison, uses_clusters
+from ..records import final_step_rows
+from ..results import CONFIRMATORY, decide, monte_carlo_budget
+from ..stats.power import (
     DEFAULT_RANK1_SHARE,
     estimate_order_effects,
     logits_from_draws,
@@ -37,7 +37,7 @@ from .stats.power import (
     standard_draws,
     wilson_interval,
 )
-from .study import MarginSpec, Study
+from ..study import MarginSpec, Study
 
 __all__ = ["PowerDesign", "PowerReport", "design_of", "power_table", "simulate_verdicts"]
 
@@ -101,7 +101,7 @@ class PowerReport:
 
 
 def design_of(study: Study, *, n_queries_all: int | None = None, n_resamples: int | None = None) -> PowerDesign:
-    """The design, family and decision settings of ``study``, as :func:`hyptest.analysis.run_analyses` sets them.
+    """The design, family and decision settings of ``study``, as :func:`hyptest.analysis.order.run_analyses` sets them.
 
     Parameters
     ----------

@@ -4,7 +4,7 @@ Both need the model itself rather than its outputs, so they run once per model
 after the units are collected: :func:`run_model_stages` loads each model once,
 writes ``sparsity.parquet`` (Shen et al.'s attention-weight sparsity) and, when
 the study has a ``dai`` block, Dai et al.'s logs under ``dai/ana_rlt/`` in
-the run directory (:func:`hyptest.dai_collect.collect_dai_records`). Finished
+the run directory (:func:`hyptest.collect.dai.collect_dai_records`). Finished
 work is recognised by a content key, so a rerun resumes.
 """
 
@@ -16,12 +16,12 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ._util import stable_hash
-from .collect.plan import demo_sets_for, method_settings, sample_queries
-from .metrics.sparsity import attention_sparsity_by_layer
-from .store import RunDir
-from .study import Study
-from .tasks import Task
+from .._util import stable_hash
+from .plan import demo_sets_for, method_settings, sample_queries
+from ..metrics.sparsity import attention_sparsity_by_layer
+from ..store import RunDir
+from ..study import Study
+from ..tasks import Task
 
 __all__ = ["dai_ft_method", "dai_jobs", "run_model_stages", "sparsity_table"]
 
@@ -43,7 +43,7 @@ def sparsity_table(model: Any, *, model_name: str, threshold: float, relative: b
 
 def dai_ft_method(dai: Any) -> Any:
     """Dai et al.'s fine-tuning: SGD, batch 1, demos in prompt order, K/V projections only, loss on all tokens."""
-    from .study import SGDMethod
+    from ..study import SGDMethod
 
     return SGDMethod(kind="sgd", learning_rate=dai.learning_rate, epochs=dai.epochs, params="attention_kv",
                      loss="all_tokens")
@@ -115,8 +115,8 @@ def run_model_stages(study: Study, tasks: dict[str, Task], run: RunDir, identiti
     list of str
         Notes for the report (stages skipped and why).
     """
-    from .dai_collect import collect_dai_records
-    from .models import load_model
+    from .dai import collect_dai_records
+    from ..models import load_model
 
     a = study.analysis
     threshold, relative = a.sparsity_threshold, a.sparsity_relative

@@ -3,7 +3,7 @@
 These tables describe how the measurements move with the number of demos N,
 with the optimisation step, across model checkpoints, and over the whole
 vocabulary; every value comes with a bootstrap interval over (demo set, query)
-units. The decisions (tests, verdicts) stay in :mod:`hyptest.analysis`; these
+units. The decisions (tests, verdicts) stay in :mod:`hyptest.analysis.order`; these
 tables feed the report's figures and ``results.json``.
 """
 
@@ -14,10 +14,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .collect.units import final_step_rows
-from .metrics.agreement import pair_metrics
-from .metrics.overlap import vocab_order_sensitivity
-from .stats.bootstrap import bootstrap_ci
+from ..records import final_step_rows
+from ..metrics.agreement import pair_metrics
+from ..metrics.overlap import vocab_order_sensitivity
+from ..stats.bootstrap import bootstrap_ci
 
 __all__ = [
     "SWEEP_METRICS",

@@ -47,11 +47,11 @@ import numpy as np
 import pandas as pd
 
 from .cubes import order_cube
-from .metrics import order_sensitivity
-from .metrics.agreement import AGREEMENT_METRICS, agreement_table
-from .results import CONFIRMATORY, Comparison, decide
-from .stats.alignment import order_alignment_test
-from .stats.order_resampling import (
+from ..metrics import order_sensitivity
+from ..metrics.agreement import AGREEMENT_METRICS, agreement_table
+from ..results import CONFIRMATORY, Comparison, decide
+from ..stats.alignment import order_alignment_test
+from ..stats.order_resampling import (
     ZERO_TOL,
     BootstrapDistribution,
     SignFlipDistribution,
@@ -61,8 +61,8 @@ from .stats.order_resampling import (
     order_sd_statistic,
     per_set_statistics,
 )
-from .study import AnalysisSpec, MarginSpec, Study
-from .sweeps import vocab_order_per_query
+from ..study import AnalysisSpec, MarginSpec, Study
+from .descriptive import vocab_order_per_query
 
 __all__ = ["AnalysisOutput", "cluster_reaches_alpha", "margin_table", "order_comparison", "order_cube",
            "paired_unit_sampler", "run_analyses", "uses_clusters"]
@@ -394,7 +394,7 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
     m_conf = _confirmatory_size(trained)
     reachable = cluster_reaches_alpha(n_sets, m_conf, a.alpha)
     cluster = uses_clusters(a, n_sets, m_conf)
-    # adaptive runs (hyptest/adaptive.py): the confirmatory rows come from the anytime-valid tests; the fixed-size
+    # adaptive runs (hyptest/workflows/adaptive.py): the confirmatory rows come from the anytime-valid tests; the fixed-size
     # tests of those analyses are not run (optional stopping invalidates them)
     adaptive = getattr(getattr(study, "collection", None), "mode", "fixed") == "adaptive"
     skip = set(a.confirmatory) if adaptive else set()
@@ -536,7 +536,7 @@ def _bayes(records: pd.DataFrame, study: Study, comparisons: list[Comparison],
            ) -> dict[tuple[Any, Any, int], Any]:
     """Fit the hierarchical model per (model, task, N); append its rows (outside the p-value families)."""
     try:
-        from .stats.bayes import fit_order_variance
+        from ..stats.bayes import fit_order_variance
     except ImportError as error:  # pragma: no cover - pymc is an optional extra
         notes.append(f"hierarchical Bayes skipped: {error}; install it with pip install \"hyptest[bayes]\"")
         return {}
@@ -591,7 +591,7 @@ def _pooled(fits: dict[tuple[Any, Any, int], Any], study: Study, comparisons: li
     """Second level across (model, task, N) slices: Student-t shrinkage to a common log SD ratio."""
     if len(fits) < 2:
         return
-    from .stats.bayes import fit_pooled
+    from ..stats.bayes import fit_pooled
 
     a = study.analysis
     tables = pd.concat([fit.table for fit in fits.values()], ignore_index=True)

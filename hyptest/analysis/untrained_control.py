@@ -51,9 +51,9 @@ import pandas as pd
 
 from .baseline_tests import DAI_NAMES as NAMES
 from .baseline_tests import REC2FTP_MIN_GROUP
-from .results import Comparison, decide
-from .stats.order_resampling import BootstrapDistribution
-from .study import MarginSpec
+from ..results import Comparison, decide
+from ..stats.order_resampling import BootstrapDistribution
+from ..study import MarginSpec
 
 __all__ = ["FAMILY", "FAMILY_BY_LAYER", "dai_vs_untrained", "untrained_layer_table", "untrained_statements"]
 
@@ -244,15 +244,15 @@ def dai_vs_untrained(
 
     Parameters
     ----------
-    values : hyptest.reanalyse.DaiValues
-        From :func:`hyptest.reanalyse.dai_metric_values` on logs holding the
+    values : hyptest.workflows.reanalyse.DaiValues
+        From :func:`hyptest.workflows.reanalyse.dai_metric_values` on logs holding the
         trained models and their controls (same demo-set folders, same
         examples).
     controls : mapping
         Control model name -> (trained model name, init seed)
         (:meth:`hyptest.study.Study.controls`).
     alpha, n_resamples, adjust, rng
-        As in :func:`hyptest.reanalyse.dai_comparisons`.
+        As in :func:`hyptest.workflows.reanalyse.dai_comparisons`.
     margins : mapping, optional
         Declared equivalence margins of trained − untrained per metric,
         ``{metric: {"absolute": x}}``; without one a row is "different" or
@@ -395,7 +395,7 @@ def untrained_statements(vs_untrained: pd.DataFrame, baseline_rows: pd.DataFrame
     vs_untrained : pandas.DataFrame
         From :func:`dai_vs_untrained`; the rows of family :data:`FAMILY` are used.
     baseline_rows : pandas.DataFrame, optional
-        The metric-vs-classic-baseline rows (:func:`hyptest.reanalyse.dai_comparisons`,
+        The metric-vs-classic-baseline rows (:func:`hyptest.workflows.reanalyse.dai_comparisons`,
         with ``direction``) of the trained models and their controls, to add
         how each fares against the classic baseline.
     controls : mapping, optional

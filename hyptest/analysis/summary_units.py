@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .importers.names import counter_template
+from ..importers.names import counter_template
 
 __all__ = ["FIXED_COLUMNS", "UnitPlan", "plan_units"]
 

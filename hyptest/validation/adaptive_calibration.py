@@ -1,11 +1,11 @@
 """Monte-Carlo calibration of the adaptive (anytime-valid) confirmatory decision.
 
 Simulates the adaptive design of ``collection: adaptive`` with the output
-model of :mod:`hyptest.calibration` (logit-scale outputs, rank-1 order effects
+model of :mod:`hyptest.validation.calibration` (logit-scale outputs, rank-1 order effects
 shared by every query of a demo set, demo-set variation of the order scale,
 ICL and every method scored under the same orders, per-set ratio planted
 exactly over each set's population of orders) and pushes it through the real
-decision code: :func:`hyptest.adaptive.per_set_observations`' statistic
+decision code: :func:`hyptest.analysis.adaptive.SetObservations`' statistic
 (:func:`hyptest.stats.order_resampling.per_set_statistics`, clipped) and
 :func:`hyptest.stats.anytime_family.monitor_family`, with a look after every
 demo set (``check_every = 1``: continuous monitoring), until every
@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 
 from .calibration import OutputModel, SliceDesign, clopper_pearson, simulate_slice
-from .stats.anytime import clipped_statistics
-from .stats.anytime_family import monitor_family
-from .stats.order_resampling import per_set_statistics
+from ..stats.anytime import clipped_statistics
+from ..stats.anytime_family import monitor_family
+from ..stats.order_resampling import per_set_statistics
 
 __all__ = ["AdaptiveDesign", "calibrate_adaptive", "markdown_table", "run_adaptive_family"]
 

@@ -5,7 +5,7 @@
 
 ``long``
     Rows in the long format -> ``units/<key>.parquet`` + ``manifest.json``
-    with a synthetic study, then :func:`hyptest.pipeline.analyse_run`, so
+    with a synthetic study, then :func:`hyptest.workflows.study.analyse_run`, so
     ``results.json`` and ``report.html`` are exactly those of a study.
 ``dai``
     Dai et al.'s logs -> Rec2FTP, SimAOU, SimAM and Kendall per layer and
@@ -43,11 +43,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .contract import SCHEMA_VERSION, read_results
-from . import __version__
-from ._util import atomic_write_bytes, atomic_write_text
-from ._util import python_scalar as _plain
-from .importers import (
+from ..contract import SCHEMA_VERSION, read_results
+from .. import __version__
+from .._util import atomic_write_bytes, atomic_write_text
+from .._util import python_scalar as _plain
+from ..importers import (
     ColumnMapping,
     ImportProblems,
     Problem,
@@ -57,10 +57,10 @@ from .importers import (
     read_long,
     read_run_summaries,
 )
-from .importers.lm_eval import read_lm_eval
-from .importers.long import ImportResult
-from .store import RECORD_COLUMNS, RunDir
-from .study import Study, parse_study
+from ..importers.lm_eval import read_lm_eval
+from ..importers.long import ImportResult
+from ..store import RECORD_COLUMNS, RunDir
+from ..study import Study, parse_study
 
 __all__ = [
     "COMPARISON_COLUMNS",
@@ -79,7 +79,7 @@ __all__ = [
     "with_direction",
 ]
 
-from .baseline_tests import (  # noqa: F401 - re-exported: hyptest.reanalyse.dai_comparisons etc. keep working
+from ..analysis.baseline_tests import (  # noqa: F401 - re-exported: hyptest.workflows.reanalyse.dai_comparisons etc. keep working
     CLAIMED_DIRECTION,
     COMPARISON_COLUMNS,
     LAYER_PERMUTATION,
@@ -212,7 +212,7 @@ def synthetic_study(
 def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
               overrides: Mapping[str, Any] | None, imported: ImportResult | None = None, fmt: str = "long",
               import_extra: Mapping[str, Any] | None = None) -> None:
-    from .pipeline import analyse_run, rebuild_report
+    from .study import analyse_run, rebuild_report
 
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
@@ -426,7 +426,7 @@ def _test_settings(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _provenance(path: Path, started: _dt.datetime, seconds: float, warnings: list[str],
                 info: dict[str, Any]) -> dict[str, Any]:
-    from .provenance import library_versions
+    from ..provenance import library_versions
 
     return {
         "hyptest_version": __version__,
@@ -529,7 +529,7 @@ def _write_table_run(path: Path, out: RunDir, fmt: str, comparisons: pd.DataFram
                      values_name: str, settings: dict[str, Any], started: _dt.datetime, seconds: float,
                      warnings: list[str], info: dict[str, Any], extra: dict[str, Any],
                      name: str, description: str) -> None:
-    from .report import write_report
+    from ..report import write_report
 
     out.path.mkdir(parents=True, exist_ok=True)
     out.write_parquet(values_name, values)

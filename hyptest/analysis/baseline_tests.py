@@ -10,7 +10,7 @@ decided by :func:`hyptest.results.decide`: one family per metric (no
 confirmatory family: these formats carry no order-sensitivity quantity),
 margins only where declared.
 
-(Moved out of :mod:`hyptest.reanalyse`, which imports it and re-exports its
+(Moved out of :mod:`hyptest.workflows.reanalyse`, which imports it and re-exports its
 public names, so that the study's pipeline can use these statistics without
 importing the reanalysis workflow, which imports the pipeline.)
 """
@@ -27,22 +27,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis import control_family, paired_unit_sampler  # paired per-unit differences: bootstrap within strata, or sign flips
-from .importers import (
+from .order import control_family, paired_unit_sampler  # paired per-unit differences: bootstrap within strata, or sign flips
+from ..importers import (
     Problem,
     SummariesImport,
     find_dai_tasks,
 )
-from .importers._problems import ProblemLog
-from .importers.dai import DaiTaskReader, _not_found
-from .metrics.dai import kendall_attention, kendall_random_baseline, simam, simaou, simaou_random_baseline
-from .metrics.summaries import baseline_strength
-from .results import CONFIRMATORY, Comparison, decide
-from .stats.order_resampling import BootstrapDistribution
-from .study import MarginSpec
+from ..importers._problems import ProblemLog
+from ..importers.dai import DaiTaskReader, _not_found
+from ..metrics.dai import kendall_attention, kendall_random_baseline, simam, simaou, simaou_random_baseline
+from ..metrics.summaries import baseline_strength
+from ..results import CONFIRMATORY, Comparison, decide
+from ..stats.order_resampling import BootstrapDistribution
+from ..study import MarginSpec
 from .summary_units import UnitPlan, plan_units
 
-from ._util import python_scalar as _plain
+from .._util import python_scalar as _plain
 
 __all__ = [
     "CLAIMED_DIRECTION",
@@ -353,7 +353,7 @@ def dai_metric_values(
                 "value": value.ravel(), "baseline": base.ravel(),
             }))
     if frames and _has_demo_attention(tasks, ft_setting):
-        from .dai_collect import kendall_demo_values  # logs written by hyptest's own Dai collector
+        from .dai_demo import kendall_demo_values  # logs written by hyptest's own Dai collector
 
         frames.append(kendall_demo_values(path, rng=demo_streams))
         notes.append("Kendall over demonstration tokens (Dai et al.'s compute_training_example_attn.py) from the "
@@ -643,7 +643,7 @@ class SummariesAnalysis:
     ----------
     comparisons : pandas.DataFrame
         As :func:`test_summaries` returns it.
-    units : hyptest.summary_units.UnitPlan
+    units : hyptest.analysis.summary_units.UnitPlan
         The independent units and how they were found.
     baselines : list of dict
         Per (group, metric): :func:`hyptest.metrics.summaries.baseline_strength`
@@ -693,7 +693,7 @@ def analyse_summaries(
 
     Notes
     -----
-    **Units** come from :func:`hyptest.summary_units.plan_units` (stated,
+    **Units** come from :func:`hyptest.analysis.summary_units.plan_units` (stated,
     inferred, checked for shared passes).  **Layer permutation**: for a
     weak baseline, each layer's metric is also compared with the unit's mean
     of the metric over all its layers, which is the expected value at that
@@ -807,7 +807,7 @@ def test_summaries(
         Default: ``task`` and ``seed`` where present (and not in `group_by`);
         without them every run is its own cluster.  ``[]`` (or ``["run"]``)
         also makes every run a cluster.  Runs that the data show to share a
-        pass are merged in any case (:func:`hyptest.summary_units.plan_units`).
+        pass are merged in any case (:func:`hyptest.analysis.summary_units.plan_units`).
     group_by : iterable of str, optional
         Settings tested separately (e.g. ``["model"]``); default none.
     alpha, confidence, n_resamples, adjust, rng, margins
