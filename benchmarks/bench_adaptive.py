@@ -7,7 +7,22 @@ adaptive`` added (defaults unless ``--min-orders`` / ``--max-sets`` /
     RESULT adaptive units_ratio=<fixed units / adaptive units> same_verdicts=<k>/<n> wall_ratio=<fixed / adaptive>
 
 ``same_verdicts`` compares the confirmatory verdict of every (model, task, N,
-method, analysis) that both runs have. ``--fixed-run DIR`` reuses a finished
+method, analysis) that both runs have.
+
+``--replay N`` (with ``--fixed-run``) estimates the adaptive run from the fixed
+one instead of collecting it: N times, each adaptive demo set of each slice is
+one of the fixed run's sets drawn at random with ``k`` of its orders drawn
+without replacement (the same draw for the reference and every method of the
+slice, as the adaptive plan scores them), its statistic computed and the
+family monitored by the production code
+(:class:`hyptest.analysis.adaptive.SetObservations`,
+:func:`hyptest.analysis.adaptive.monitor_sets`), and the units counted as the
+adaptive rounds would collect them (every method gets the first round; the
+reference runs while any comparison of its slice runs). Between-set variation
+is understated (only the fixed run's sets are drawn), so the sets used are a
+lower estimate when sets differ. It prints
+
+    RESULT adaptive_replay units_ratio=<fixed units / mean adaptive units> same_verdicts=<mean k>/<n> all_same=<share of replays> reps=<N> ``--fixed-run DIR`` reuses a finished
 fixed run of the same study file (its manifest's study must equal the file's)
 instead of collecting it again; its wall time is then read from its
 results.json. Wall times mean little on a loaded machine; the units ratio
@@ -48,6 +63,85 @@ def _run(study_text: str, out: Path) -> tuple[dict[str, Any], int, float]:
     return summary.results, summary.n_units, time.perf_counter() - t0
 
 
+def _replay(run: Path, adaptive_text: str, fixed: dict[str, Any], fixed_units: int, reps: int) -> None:
+    """Estimate the adaptive run ``reps`` times by drawing its demo sets from the fixed run's (see the docstring)."""
+    import numpy as np
+    import pandas as pd
+
+    from hyptest.analysis.adaptive import (_STATISTICS, SetObservations, family_keys, monitor_sets,
+                                           orders_per_set, set_budget)
+    from hyptest.analysis.cubes import order_cube
+    from hyptest.records import final_step_rows
+    from hyptest.stats.order_resampling import per_set_statistics
+    from hyptest.study import parse_study
+
+    study = parse_study(yaml.safe_load(adaptive_text))
+    ref, ce = study.analysis.reference, study.collection.check_every
+    records = final_step_rows(pd.concat([pd.read_parquet(f) for f in sorted((run / "units").glob("*.parquet"))],
+                                        ignore_index=True))
+    labels = {t: len(g["labels"].iloc[0]) for t, g in records.groupby("task")}
+    keys = family_keys(study, labels)
+    # per slice: the fixed sets' cubes of every method and statistic column, orders aligned by order_id
+    cubes: dict[tuple[Any, ...], list[np.ndarray]] = {}
+    for key in keys:
+        column = _STATISTICS[key.analysis][1]
+        rows = records[(records["model"] == key.model) & (records["task"] == key.task)
+                       & (records["n_demos"] == key.n_demos)]
+        for method in (ref, key.method):
+            if (key.model, key.task, key.n_demos, method, column) not in cubes:
+                cubes[(key.model, key.task, key.n_demos, method, column)] = [
+                    order_cube(g, method, column)[0] for _, g in rows.groupby("demo_set")]
+    fixed_verdicts = _confirmatory(fixed)
+    totals, same, all_same = [], [], []
+    seeds = {name: len(getattr(study.method(name), "train_seeds", [0])) for name in study.method_names()}
+    for rep in range(reps):
+        rng = np.random.default_rng([20261205, rep])
+        draws: dict[tuple[Any, ...], list[tuple[int, np.ndarray]]] = {}
+        obs = SetObservations(study, keys)
+        for key in keys:
+            slice_key = (key.model, key.task, key.n_demos)
+            k = orders_per_set(study, key.n_demos)
+            column = _STATISTICS[key.analysis][1]
+            sets_a = cubes[(*slice_key, ref, column)]
+            sets_b = cubes[(*slice_key, key.method, column)]
+            if slice_key not in draws:  # one draw of (fixed set, orders) per adaptive set, shared by the slice
+                draws[slice_key] = []
+                for _ in range(set_budget(study, key.n_demos)):
+                    s = int(rng.integers(len(sets_a)))
+                    draws[slice_key].append((s, rng.choice(sets_a[s].shape[1], size=k, replace=False)))
+            values = {i: float(per_set_statistics(sets_a[s][:, idx], sets_b[s][:, idx], _STATISTICS[key.analysis][0])[0])
+                      for i, (s, idx) in enumerate(draws[slice_key])}
+            obs.values[key] = values
+        state = monitor_sets(study, keys, obs)
+        need: dict[tuple[Any, ...], int] = {}
+        for model in study.models:
+            for task in study.tasks:
+                for n in study.demos.n_demos:
+                    for method in study.method_names():
+                        need[(model.name, task.name, int(n), method)] = min(ce, set_budget(study, int(n)))
+        for key, st in zip(keys, state.comparisons):
+            for method in (key.method, ref):
+                slot = (key.model, key.task, key.n_demos, method)
+                need[slot] = max(need[slot], int(st.n_used))
+        totals.append(sum(sets * orders_per_set(study, slot[2]) * seeds[slot[3]] for slot, sets in need.items()))
+        verdicts = {(k.model, k.task, k.n_demos, k.method, k.analysis): st.verdict
+                    for k, st in zip(keys, state.comparisons)}
+        common = [v for v in verdicts if v in fixed_verdicts]
+        hits = sum(verdicts[v] == fixed_verdicts[v] for v in common)
+        same.append(hits)
+        all_same.append(hits == len(common))
+        if rep == 0:
+            for key, st in zip(keys, state.comparisons):
+                v = (key.model, key.task, key.n_demos, key.method, key.analysis)
+                print(f"  replay 0: {'/'.join(map(str, v))}: fixed {fixed_verdicts.get(v)}, adaptive {st.verdict} "
+                      f"after {st.n_used} sets ({st.status})", flush=True)
+    n_common = len([v for v in fixed_verdicts if v in {(k.model, k.task, k.n_demos, k.method, k.analysis) for k in keys}])
+    print(f"adaptive units over {reps} replays: mean {np.mean(totals):.1f}, median {np.median(totals):.0f}, "
+          f"range {min(totals)}-{max(totals)}; fixed {fixed_units}", flush=True)
+    print(f"RESULT adaptive_replay units_ratio={fixed_units / np.mean(totals):.3g} same_verdicts={np.mean(same):.2f}/"
+          f"{n_common} all_same={np.mean(all_same):.2f} reps={reps}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--study", default="studies/order_sensitivity.yaml")
@@ -56,7 +150,11 @@ def main() -> None:
     parser.add_argument("--min-orders", type=int, default=None)
     parser.add_argument("--max-sets", type=int, default=None)
     parser.add_argument("--check-every", type=int, default=None)
+    parser.add_argument("--replay", type=int, default=None, metavar="N",
+                        help="with --fixed-run: estimate the adaptive run N times from the fixed run's units")
     args = parser.parse_args()
+    if args.replay is not None and not args.fixed_run:
+        raise SystemExit("--replay needs --fixed-run")
     text = Path(args.study).read_text(encoding="utf-8")
     base = Path(args.out or tempfile.mkdtemp(prefix="bench_adaptive_"))
     print(f"study {args.study}; runs under {base}; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
@@ -88,6 +186,9 @@ def main() -> None:
     data["collection"] = collection
     adaptive_text = text.rstrip("\n") + "\n" + yaml.safe_dump({"collection": collection}, sort_keys=False)
     assert yaml.safe_load(adaptive_text) == data
+    if args.replay is not None:
+        _replay(Path(args.fixed_run), adaptive_text, fixed, fixed_units, args.replay)
+        return
     adaptive, adaptive_units, adaptive_wall = _run(adaptive_text, base / "adaptive")
     print(f"adaptive: {adaptive_units} units, wall {adaptive_wall:.0f} s", flush=True)
 

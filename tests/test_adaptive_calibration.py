@@ -21,7 +21,7 @@ import pytest
 from hyptest.validation.adaptive_calibration import AdaptiveDesign, calibrate_adaptive, run_adaptive_family
 from hyptest.validation.calibration import OutputModel
 from hyptest.stats.anytime import anytime_test
-from hyptest.stats.anytime_family import monitor_family
+from hyptest.stats.anytime_family import closed_mean_pvalues, monitor_family
 
 BOUND = math.log(4)
 MARGIN = math.log(1.25)
@@ -58,6 +58,74 @@ def test_bonferroni_monitor_matches_the_naive_rule(seed):
     state = monitor_family(xs, bound=BOUND, margins=[MARGIN] * 4, max_n=max_n, adjust="bonferroni")
     got = [(s.n_used, s.status, s.verdict) for s in state.comparisons]
     assert got == _naive_bonferroni(xs, 0.05, max_n)
+
+
+def _closure_by_enumeration(e):
+    """Closed testing with the mean of e-values, by listing every subset that holds i."""
+    m = len(e)
+    out = []
+    for i in range(m):
+        worst = math.inf
+        for mask in range(1 << m):
+            if mask >> i & 1:
+                members = [e[j] for j in range(m) if mask >> j & 1]
+                worst = min(worst, sum(members) / len(members))
+        out.append(1.0 if worst <= 1 else 1.0 / worst)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_closed_mean_pvalues_equal_the_enumerated_closure(seed):
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 9))
+    e = np.exp(rng.normal(1.0, 2.0, size=m))
+    e[rng.random(m) < 0.2] = rng.choice([0.0, 1.0, np.inf])
+    np.testing.assert_allclose(closed_mean_pvalues(e), _closure_by_enumeration(list(e)), rtol=1e-12, atol=0)
+
+
+def test_closed_mean_rejects_everything_holm_rejects():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        e = np.exp(rng.normal(1.5, 2.0, size=int(rng.integers(2, 12))))
+        holm = multipletests(np.minimum(1.0, 1.0 / e), method="holm")[1]
+        assert (closed_mean_pvalues(e) <= holm + 1e-12).all()
+    # and strictly more when every comparison is far from its null: e = 30 each, m = 3, alpha = 0.05
+    assert (closed_mean_pvalues([30.0] * 3) <= 0.05).all()
+    assert (multipletests([1 / 30] * 3, method="holm")[1] > 0.05).all()
+
+
+def _naive_closed(xs, alpha, max_n):
+    """Look after every observation; e-values frozen at a decision or the budget; the closure enumerated at
+    every look; a comparison's verdict is its first rejection (difference or equivalence), which stands."""
+    m = len(xs)
+    tests = [anytime_test(x, bound=BOUND, margin=MARGIN) for x in xs]
+    stop = [None] * m
+    sig, eq = [False] * m, [False] * m
+    for n in range(1, max(max_n) + 1):
+        used = [stop[i] if stop[i] is not None else min(n, max_n[i]) for i in range(m)]
+        pd_ = _closure_by_enumeration([tests[i].e_difference[used[i] - 1] for i in range(m)])
+        pe_ = _closure_by_enumeration([tests[i].e_equivalence[used[i] - 1] for i in range(m)])
+        for i in range(m):
+            sig[i] = sig[i] or pd_[i] <= alpha
+            eq[i] = eq[i] or pe_[i] <= alpha
+        for i in range(m):
+            if stop[i] is None and (sig[i] or eq[i] or used[i] >= max_n[i]):
+                stop[i] = used[i]
+        if all(s is not None for s in stop):
+            break
+    verdicts = ["negligible" if s and q else "different" if s else "equivalent" if q else "inconclusive"
+                for s, q in zip(sig, eq)]
+    return list(zip(stop, verdicts))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_holm_monitor_matches_the_naive_closed_rule(seed):
+    xs = _family(seed, m=4)
+    max_n = [30, 25, 30, 12]
+    state = monitor_family(xs, bound=BOUND, margins=[MARGIN] * 4, max_n=max_n, adjust="holm")
+    assert [(s.n_used, s.verdict) for s in state.comparisons] == _naive_closed(xs, 0.05, max_n)
 
 
 @pytest.mark.parametrize("adjust", ["holm", "bh", "bonferroni"])

@@ -9,24 +9,45 @@ the same decisions.
 
 At each look ``r`` every running comparison has ``r * check_every``
 observations (fewer when its budget ``max_n`` is reached). Its two e-values
-(difference and equivalence, :func:`hyptest.stats.anytime.anytime_test`)
-become p-values ``min(1, 1/e)``, adjusted within the family (Holm,
-Bonferroni or Benjamini-Hochberg = e-BH; each valid for e-values under any
-dependence), separately for the difference and the equivalence tests, as
-:func:`hyptest.results.decide` does. A comparison is *decided* when either
-adjusted p-value is at most ``alpha``; it then stops, and its e-values are
-frozen at that look. A comparison whose budget is spent stops undecided,
-frozen too.
+(difference and equivalence, :func:`hyptest.stats.anytime.anytime_test`) are
+adjusted within the family, separately for the difference and the
+equivalence tests, as :func:`hyptest.results.decide` does. A comparison is
+*decided* when either adjusted p-value is at most ``alpha``; it then stops,
+and its e-values are frozen at that look. A comparison whose budget is spent
+stops undecided, frozen too.
 
-Why freezing keeps the guarantee: each comparison's e-process stopped at its
-own stopping time (a function of the past looks only) is an e-value, so the
-final vector of frozen e-values is a family of e-values and the adjustment
-applies to it. And a decision once taken is never undone: Holm and BH
-rejections can only grow when p-values fall, every p-value at or below a
-rejected one belongs to a decided (frozen) comparison, and a running
-comparison that later falls below it only moves the rejected ones to
-more lenient steps. The final verdicts are computed from the final frozen
-vector (they include every decision taken during collection).
+The adjustments (``adjust``, the study's ``analysis.adjust``):
+
+``holm`` (family-wise error)
+    For e-values Holm's rule is dominated by **closed testing with the
+    arithmetic mean** (Vovk & Wang 2021, "E-values: calibration, combination
+    and applications", Ann. Statist. 49(3), sec. 5): an intersection of the
+    nulls in ``S`` is rejected when the mean of their e-values is at least
+    ``1 / alpha``, and comparison ``i`` when every ``S`` that holds it is
+    (:func:`closed_mean_pvalues`). The mean of e-processes that are null
+    under the intersection is itself a nonnegative supermartingale with
+    respect to the family's filtration (the demo sets are independent, so
+    each set's statistics have their null mean given every earlier set, and
+    the stopping rule uses only past sets), so by Ville's inequality it
+    crosses ``1 / alpha`` at *any* look with probability at most ``alpha``:
+    the family-wise error is at most ``alpha`` under continuous monitoring,
+    and a rejection at any look stands. Holm's Bonferroni-based
+    intersection test (``max e >= |S| / alpha``) implies the mean test, so
+    this rejects everything Holm on ``1/e`` would, and more: when every
+    comparison is far from its null it needs ``e >= 1 / alpha`` instead of
+    ``m / alpha``.
+``bonferroni``
+    ``min(1, m / e)``; a rejection at any look stands (Ville per comparison).
+``bh``
+    Benjamini-Hochberg on ``min(1, 1/e)`` (= e-BH, false discovery rate under
+    any dependence), applied to the frozen vector: each comparison's
+    e-process stopped at its own stopping time is an e-value, and BH
+    rejections only grow as p-values fall, so a decision once taken is
+    never undone by the final vector.
+
+For ``holm`` and ``bonferroni`` the reported adjusted p-value of a comparison
+is the smallest over the looks so far (an anytime-valid adjusted p-value: the
+argument above holds at every level), and its verdict follows from it.
 """
 
 from __future__ import annotations
@@ -40,7 +61,7 @@ import numpy as np
 from .anytime import DEFAULT_C, DEFAULT_FIRST_BET, AnytimeTest, anytime_test
 from .multiplicity import adjust_optional
 
-__all__ = ["ComparisonState", "FamilyState", "monitor_family", "verdict_of"]
+__all__ = ["ComparisonState", "FamilyState", "closed_mean_pvalues", "monitor_family", "verdict_of"]
 
 
 @dataclass
@@ -97,9 +118,63 @@ def _p(e: float | None) -> float | None:
     return 1.0 if e <= 1 else 1.0 / e
 
 
+def closed_mean_pvalues(evalues: Sequence[float]) -> np.ndarray:
+    """Adjusted p-values of closed testing with the arithmetic mean of e-values (family-wise error).
+
+    The intersection of the nulls in ``S`` is tested by ``mean_{j in S} e_j``
+    (an e-value under any dependence); comparison ``i`` is rejected at level
+    ``a`` when every ``S`` holding ``i`` has mean at least ``1/a``, so its
+    adjusted p-value is ``min(1, 1 / min_{S containing i} mean_S e)``. The
+    smallest mean over the sets holding ``i`` with ``k`` others takes the
+    ``k`` smallest other e-values, so it is found in ``O(m log m)``.
+
+    Parameters
+    ----------
+    evalues : sequence of float
+        Nonnegative e-values (``inf`` allowed).
+
+    Returns
+    -------
+    numpy.ndarray
+        Adjusted p-values in ``(0, 1]`` (0 only for an infinite e-value).
+
+    Examples
+    --------
+    >>> closed_mean_pvalues([30.0, 30.0, 30.0]).round(4).tolist()
+    [0.0333, 0.0333, 0.0333]
+    >>> closed_mean_pvalues([30.0, 1.0]).round(4).tolist()
+    [0.0645, 1.0]
+    """
+    e = np.asarray(evalues, dtype=np.float64)
+    if e.ndim != 1 or np.isnan(e).any() or (e < 0).any():
+        raise ValueError("`evalues` must be a 1-D sequence of nonnegative numbers")
+    out = np.ones(e.size)
+    order = np.argsort(e, kind="stable")
+    for i in range(e.size):
+        others = e[order[order != i]]                       # ascending
+        sums = e[i] + np.concatenate([[0.0], np.cumsum(others)])
+        means = sums / np.arange(1, e.size + 1)
+        low = float(means.min())
+        out[i] = 1.0 if low <= 1 else 1.0 / low
+    return out
+
+
 def _adjusted(evalues: list[float | None], method: str) -> list[float | None]:
-    """Adjusted p-values of the e-values, ``min(1, 1/e)`` (None: no such test); as ``adjust_evalues``."""
-    return adjust_optional([_p(e) for e in evalues], method=method)
+    """Adjusted p-values of the e-values (None: no such test); see the module docstring."""
+    if method != "holm":
+        return adjust_optional([_p(e) for e in evalues], method=method)
+    present = [i for i, e in enumerate(evalues) if e is not None]
+    adj = closed_mean_pvalues([float(evalues[i]) for i in present])  # type: ignore[arg-type]
+    out: list[float | None] = [None] * len(evalues)
+    for i, a in zip(present, adj):
+        out[i] = float(a)
+    return out
+
+
+def _running_min(old: float | None, new: float | None) -> float | None:
+    if new is None:
+        return None
+    return new if old is None or not math.isfinite(old) else min(old, new)
 
 
 def monitor_family(
@@ -130,7 +205,8 @@ def monitor_family(
     max_n : sequence of int
         Budget of observations of each comparison.
     alpha, adjust : float, str
-        Family level and adjustment (``holm``, ``bonferroni``, ``bh``).
+        Family level and adjustment (``holm``: closed testing with the mean
+        of e-values; ``bonferroni``; ``bh``: e-BH; see the module docstring).
     check_every : int
         Observations added to each running comparison between looks.
     null_value : float
@@ -154,6 +230,7 @@ def monitor_family(
     tests = [anytime_test(np.asarray(x, dtype=float), bound=b, null_value=null_value, margin=mg, c=c,
                           first_bet=first_bet) for x, mg, b in zip(observations, margins, bounds)]
     m = len(tests)
+    ever = adjust in ("holm", "bonferroni")
     states = [ComparisonState(t, 0, "running", None, 1.0, 1.0 if mg is not None else None, 1.0,
                               1.0 if mg is not None else None) for t, mg in zip(tests, margins)]
     look = 0
@@ -177,6 +254,9 @@ def monitor_family(
         adj_e = _adjusted([s.e_equivalence for s in states], adjust)
         for i in range(m):
             s = states[i]
+            if ever:  # a rejection at any look stands (Ville): keep the smallest adjusted p-value so far
+                adj_d[i] = _running_min(s.p_difference_adjusted if look > 1 else None, adj_d[i])
+                adj_e[i] = _running_min(s.p_equivalence_adjusted if look > 1 else None, adj_e[i])
             s.p_difference_adjusted = float(adj_d[i])  # type: ignore[arg-type]
             s.p_equivalence_adjusted = adj_e[i]
             if s.stopped:
