@@ -172,8 +172,15 @@ def test_the_stopped_data_are_not_needed():
 
 def test_simulated_family_runs_and_stops_strong_effects_early():
     rows = run_adaptive_family(AdaptiveDesign(max_sets=24), 3, 4.0, OutputModel(), [1])
-    assert list(rows.columns) == ["slice", "verdict", "status", "n_sets", "estimate"]
+    assert list(rows.columns) == ["slice", "true_ratio", "verdict", "status", "n_sets", "estimate"]
     assert (rows["verdict"] == "different").all() and (rows["n_sets"] < 24).all()
+
+
+def test_a_mixed_family_plants_each_methods_ratio():
+    rows = run_adaptive_family(AdaptiveDesign(max_sets=24), 6, (4.0, 4.0, 1.0), OutputModel(), [3])
+    assert rows["true_ratio"].tolist() == [4.0, 4.0, 1.0] * 2 and rows["slice"].tolist() == [0, 0, 0, 1, 1, 1]
+    strong = rows[rows["true_ratio"] == 4.0]
+    assert (strong["verdict"] == "different").all()
 
 
 @pytest.mark.calibration

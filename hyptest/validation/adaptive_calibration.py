@@ -54,10 +54,18 @@ class AdaptiveDesign:
     check_every: int = 1
 
 
-def run_adaptive_family(design: AdaptiveDesign, family_size: int, ratio: float, model: OutputModel,
-                        seed: int | Sequence[int], *, alpha: float = 0.05, adjust: str = "holm") -> pd.DataFrame:
-    """One simulated adaptive family: one row per comparison (verdict, sets used, stopping status)."""
+def run_adaptive_family(design: AdaptiveDesign, family_size: int, ratio: float | Sequence[float],
+                        model: OutputModel, seed: int | Sequence[int], *, alpha: float = 0.05,
+                        adjust: str = "holm") -> pd.DataFrame:
+    """One simulated adaptive family: one row per comparison (verdict, sets used, stopping status).
+
+    ``ratio``: the planted ratio of every comparison, or one per method of a
+    slice (a mixed family: e.g. ``(4, 4, 1)`` puts one null among strong effects
+    in every slice).
+    """
     rng = np.random.default_rng(seed)
+    per_method = [float(ratio)] * design.n_methods if np.ndim(ratio) == 0 else [float(x) for x in ratio]  # type: ignore[arg-type, union-attr]
+    truths: list[float] = []
     bound = math.log(design.bound_ratio)
     xs: list[np.ndarray] = []
     slices: list[int] = []
@@ -65,18 +73,20 @@ def run_adaptive_family(design: AdaptiveDesign, family_size: int, ratio: float, 
     while len(xs) < family_size:
         sd = SliceDesign(n_demos=design.n_demos, n_sets=design.max_sets, n_orders=design.orders,
                          n_queries=design.n_queries, n_methods=design.n_methods)
-        sim = simulate_slice(sd, ratio, model, rng)
-        for cube in sim.methods:
+        sim = simulate_slice(sd, ratio if np.ndim(ratio) == 0 else per_method, model, rng)
+        for cube, true in zip(sim.methods, per_method):
             if len(xs) == family_size:
                 break
             xs.append(clipped_statistics(per_set_statistics(sim.icl, cube), bound))
             slices.append(slice_no)
+            truths.append(true)
         slice_no += 1
     state = monitor_family(xs, bound=bound, margins=[math.log(design.margin_ratio)] * len(xs),
                            max_n=[design.max_sets] * len(xs), alpha=alpha, adjust=adjust,
                            check_every=design.check_every)
     return pd.DataFrame({
         "slice": slices,
+        "true_ratio": truths,
         "verdict": [s.verdict for s in state.comparisons],
         "status": [s.status for s in state.comparisons],
         "n_sets": [s.n_used for s in state.comparisons],
@@ -84,10 +94,11 @@ def run_adaptive_family(design: AdaptiveDesign, family_size: int, ratio: float, 
     })
 
 
-def _rows(label: str, rho: float, m: int, ratio: float, families: list[pd.DataFrame], seconds: float,
+def _rows(label: str, rho: float, m: int, ratio: float | tuple[float, ...], families: list[pd.DataFrame], seconds: float,
           design: AdaptiveDesign) -> list[dict[str, Any]]:
     every = pd.concat(families, ignore_index=True)
-    common = {"design": label, "rho": rho, "family_size": m, "true_ratio": ratio, "n_sims": len(families),
+    common = {"design": label, "rho": rho, "family_size": m,
+              "true_ratio": ratio if np.ndim(ratio) == 0 else "/".join(f"{x:g}" for x in ratio), "n_sims": len(families),
               "orders": design.orders, "max_sets": design.max_sets, "mean_sets": float(every["n_sets"].mean()),
               "seconds": seconds}
     out = []
@@ -100,7 +111,12 @@ def _rows(label: str, rho: float, m: int, ratio: float, families: list[pd.DataFr
 
     diff = lambda f: f["verdict"].isin(["different", "negligible"])  # noqa: E731
     eq = lambda f: f["verdict"].isin(["equivalent", "negligible"])  # noqa: E731
-    if ratio == 1.0:
+    if np.ndim(ratio) != 0:  # mixed: nulls (ratio 1) among effects
+        null = lambda f: f["true_ratio"] == 1.0  # noqa: E731
+        add("different (nulls)", "family", [bool((diff(f) & null(f)).any()) for f in families], 0.05)
+        add("different (nulls)", "comparison", list(diff(every)[null(every)]), 0.05)
+        add("different (power)", "comparison", list(diff(every)[~null(every)]), None)
+    elif ratio == 1.0:
         add("different", "family", [bool(diff(f).any()) for f in families], 0.05)
         add("different", "comparison", list(diff(every)), 0.05)
     elif ratio == 1.25:
@@ -112,7 +128,7 @@ def _rows(label: str, rho: float, m: int, ratio: float, families: list[pd.DataFr
 
 
 def calibrate_adaptive(design: AdaptiveDesign | None = None, *, family_sizes: Sequence[int] = (3,),
-                       ratios: Sequence[float] = (1.0, 1.25), rhos: Sequence[float] = (0.0, 0.8), n_sims: int = 200,
+                       ratios: Sequence[float | tuple[float, ...]] = (1.0, 1.25), rhos: Sequence[float] = (0.0, 0.8), n_sims: int = 200,
                        seed: int = 0, alpha: float = 0.05, adjust: str = "holm", label: str = "default") -> pd.DataFrame:
     """Error rates of the adaptive decision under continuous monitoring, with Monte-Carlo intervals.
 
@@ -128,11 +144,15 @@ def calibrate_adaptive(design: AdaptiveDesign | None = None, *, family_sizes: Se
         for m in family_sizes:
             for ratio in ratios:
                 t0 = time.perf_counter()
-                key = [seed, round(rho * 1000), m, round(ratio * 1000)]
+                key = [seed, round(rho * 1000), m, *[round(x * 1000) for x in np.atleast_1d(ratio)]]
                 families = [run_adaptive_family(design, m, ratio, replace(OutputModel(), rho=rho), key + [k],
                                                 alpha=alpha, adjust=adjust) for k in range(n_sims)]
                 rows += _rows(label, rho, m, ratio, families, time.perf_counter() - t0, design)
     return pd.DataFrame(rows)
+
+
+def _ratio_text(ratio: float | str) -> str:
+    return ratio if isinstance(ratio, str) else f"{ratio:g}"
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -142,7 +162,7 @@ def markdown_table(table: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         nominal = "—" if r.nominal is None or pd.isna(r.nominal) else f"≤ {r.nominal:g}"
-        lines.append(f"| {r.design} | {r.rho:g} | {r.family_size} | {r.true_ratio:g} | {r.quantity} | {r.unit} | "
+        lines.append(f"| {r.design} | {r.rho:g} | {r.family_size} | {_ratio_text(r.true_ratio)} | {r.quantity} | {r.unit} | "
                      f"{r.rate:.3f} [{r.mc_low:.3f}, {r.mc_high:.3f}] | {r.count} / {r.n} | {nominal} | "
                      f"{r.orders} | {r.max_sets} | {r.mean_sets:.1f} | {r.seconds:.0f} |")
     return "\n".join(lines) + "\n"

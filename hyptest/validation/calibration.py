@@ -62,7 +62,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -210,10 +210,11 @@ def population_log_ratio(pop_icl: np.ndarray, pop_method: np.ndarray) -> float:
     return float(np.log(pop_icl.std(axis=1).sum() / pop_method.std(axis=1).sum()))
 
 
-def simulate_slice(design: SliceDesign, ratio: float | None, model: OutputModel,
+def simulate_slice(design: SliceDesign, ratio: float | Sequence[float] | None, model: OutputModel,
                    rng: np.random.Generator, *, keep_populations: bool = False) -> SimulatedSlice:
     """Simulate ICL and ``design.n_methods`` methods on one slice with planted ratio ``ratio``.
 
+    ``ratio`` is one ratio for every method or one per method (a mixed slice);
     ``ratio=None``: every method, ICL included, is order-invariant (the exact control).
     """
     S, P, Q, K = design.n_sets, design.population, design.n_queries, design.n_methods
@@ -234,11 +235,15 @@ def simulate_slice(design: SliceDesign, ratio: float | None, model: OutputModel,
     if ratio is None:
         flat = [np.broadcast_to(_sigmoid(base[k]), (S, design.n_orders, Q)).copy() for k in range(K + 1)]
         return SimulatedSlice(design, flat[0], flat[1:], [0.0] * K, idx)
+    ratios = [float(ratio)] * K if np.ndim(ratio) == 0 else [float(x) for x in ratio]  # type: ignore[arg-type, union-attr]
+    if len(ratios) != K:
+        raise ValueError(f"give one ratio or one per method ({K}), got {len(ratios)}")
     c_icl = model.order_sd * np.exp(model.set_sd * rng.standard_normal(S))
-    target = _set_mean_sd(base[0], order_part[0], c_icl) / ratio
+    icl_sd = _set_mean_sd(base[0], order_part[0], c_icl)
     pops, cubes, truths = {}, [], []
     pop_icl = _sigmoid(base[0] + c_icl[:, None, None] * order_part[0])
     for k in range(1, K + 1):
+        target = icl_sd / ratios[k - 1]
         c_k = _solve_scale(base[k], order_part[k], target)
         for _ in range(100):  # a population whose orders barely differ (e.g. 2 orders) cannot reach it: redraw
             if c_k is not None:
