@@ -93,6 +93,8 @@ def _replay(run: Path, adaptive_text: str, fixed: dict[str, Any], fixed_units: i
                     order_cube(g, method, column)[0] for _, g in rows.groupby("demo_set")]
     fixed_verdicts = _confirmatory(fixed)
     totals, same, all_same = [], [], []
+    mismatches: dict[tuple[Any, ...], int] = {}
+    sets_used: dict[tuple[Any, ...], list[int]] = {}
     seeds = {name: len(getattr(study.method(name), "train_seeds", [0])) for name in study.method_names()}
     for rep in range(reps):
         rng = np.random.default_rng([20261205, rep])
@@ -128,6 +130,11 @@ def _replay(run: Path, adaptive_text: str, fixed: dict[str, Any], fixed_units: i
                     for k, st in zip(keys, state.comparisons)}
         common = [v for v in verdicts if v in fixed_verdicts]
         hits = sum(verdicts[v] == fixed_verdicts[v] for v in common)
+        for k, st in zip(keys, state.comparisons):
+            sets_used.setdefault((k.model, k.task, k.n_demos, k.method, k.analysis), []).append(int(st.n_used))
+        for v in common:
+            if verdicts[v] != fixed_verdicts[v]:
+                mismatches[(*v, fixed_verdicts[v], verdicts[v])] = mismatches.get((*v, fixed_verdicts[v], verdicts[v]), 0) + 1
         same.append(hits)
         all_same.append(hits == len(common))
         if rep == 0:
@@ -135,6 +142,10 @@ def _replay(run: Path, adaptive_text: str, fixed: dict[str, Any], fixed_units: i
                 v = (key.model, key.task, key.n_demos, key.method, key.analysis)
                 print(f"  replay 0: {'/'.join(map(str, v))}: fixed {fixed_verdicts.get(v)}, adaptive {st.verdict} "
                       f"after {st.n_used} sets ({st.status})", flush=True)
+    for v, used in sets_used.items():
+        print(f"  {'/'.join(map(str, v))}: sets used mean {np.mean(used):.1f} (range {min(used)}-{max(used)})")
+    for v, count in sorted(mismatches.items(), key=str):
+        print(f"  differs in {count}/{reps} replays: {'/'.join(map(str, v[:5]))}: fixed {v[5]}, adaptive {v[6]}")
     n_common = len([v for v in fixed_verdicts if v in {(k.model, k.task, k.n_demos, k.method, k.analysis) for k in keys}])
     print(f"adaptive units over {reps} replays: mean {np.mean(totals):.1f}, median {np.median(totals):.0f}, "
           f"range {min(totals)}-{max(totals)}; fixed {fixed_units}", flush=True)
