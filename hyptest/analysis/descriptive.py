@@ -304,10 +304,12 @@ def vocab_order_per_query(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def vocab_order_table(records: pd.DataFrame, *, confidence: float = 0.95,
-                      rng: np.random.Generator | int = 0) -> pd.DataFrame:
+                      rng: np.random.Generator | int = 0, per_query: pd.DataFrame | None = None) -> pd.DataFrame:
     """Mean vocabulary order sensitivity per method, with a bootstrap interval.
 
-    Averages :func:`vocab_order_per_query` over (set, query) units.
+    Averages :func:`vocab_order_per_query` over (set, query) units; pass it as
+    ``per_query`` when it was already computed from ``records`` (it is then
+    not computed again).
 
     Returns
     -------
@@ -317,7 +319,7 @@ def vocab_order_table(records: pd.DataFrame, *, confidence: float = 0.95,
         full-vocabulary value lies within ``estimate ± bound``), ``top_k``, ``n``.
     """
     rng = np.random.default_rng(rng)
-    frame = vocab_order_per_query(records)
+    frame = vocab_order_per_query(records) if per_query is None else per_query
     columns = ["model", "task", "n_demos", "method", "estimate", "ci_low", "ci_high", "bound", "top_k", "n"]
     rows = []
     for (model, task, n_demos, method), group in frame.groupby(["model", "task", "n_demos", "method"], sort=True):
