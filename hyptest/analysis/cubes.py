@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..metrics.rows import stack_rows
+
 __all__ = ["order_cube"]
 
 
@@ -45,7 +47,8 @@ def order_cube(records: pd.DataFrame, method: str, column: str = "p_gold"
     sets = sorted(keys["demo_set"].unique())
     orders, order_pos = _positions_in_set(keys, "order_id")
     _, slot = _positions_in_set(keys, "query_id")
-    values = np.stack([np.atleast_1d(np.asarray(v, dtype=float)) for v in table.to_numpy()])
+    values = (stack_rows(table.to_numpy(), dtype=float) if column == "label_probs"
+              else table.to_numpy(dtype=float)[:, None])
     cube = np.full((len(sets), int(order_pos.max()) + 1, int(slot.max()) + 1, values.shape[1]), np.nan)
     set_pos = pd.Index(sets).get_indexer(keys["demo_set"])
     cube[set_pos, order_pos, slot] = values

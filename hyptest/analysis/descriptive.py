@@ -17,6 +17,7 @@ import pandas as pd
 from ..records import final_step_rows
 from ..metrics.agreement import pair_metrics
 from ..metrics.overlap import vocab_order_sensitivity
+from ..metrics.rows import stack_rows
 from ..stats.bootstrap import bootstrap_ci
 
 __all__ = [
@@ -289,9 +290,8 @@ def vocab_order_per_query(records: pd.DataFrame) -> pd.DataFrame:
         queries = group["query_id"].unique()
         if len(queries) == 0:
             continue
-        ids = np.stack([np.asarray(v[:k]) for v in group["topk_ids"]]).reshape(len(queries), n_orders, k)
-        probs = np.stack([np.asarray(v[:k], dtype=float) for v in group["topk_probs"]]).reshape(
-            len(queries), n_orders, k)
+        ids = stack_rows([v[:k] for v in group["topk_ids"]]).reshape(len(queries), n_orders, k)
+        probs = stack_rows([v[:k] for v in group["topk_probs"]], dtype=float).reshape(len(queries), n_orders, k)
         res = vocab_order_sensitivity(ids, probs)
         for q, value, bound in zip(queries, np.atleast_1d(res.value), np.atleast_1d(res.error_bound)):
             per.append({**dict(zip(group_keys, key)), "query_id": q, "value": float(value),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .rows import stack_rows
 from .overlap import label_js, label_kl, overlap_cosine, token_overlap
 
 __all__ = ["AGREEMENT_METRICS", "agreement_table", "pair_metrics"]
@@ -25,7 +26,7 @@ _UNIT = ["model", "task", "n_demos", "demo_set", "query_id"]
 
 
 def _stack(frame: pd.DataFrame, column: str) -> np.ndarray:
-    return np.stack(frame[column].map(np.asarray).to_list())
+    return stack_rows(frame[column].to_numpy())
 
 
 def pair_metrics(a: pd.DataFrame, b: pd.DataFrame, k: int) -> dict[str, np.ndarray]:

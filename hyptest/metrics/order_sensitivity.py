@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .rows import stack_rows
+
 __all__ = ["accuracy_table", "order_sensitivity"]
 
 _GROUP = ["model", "task", "n_demos", "method", "method_kind", "demo_set", "query_id"]
@@ -134,7 +136,7 @@ def _per_seed_vectorised(records: pd.DataFrame) -> pd.DataFrame | None:
         block = np.flatnonzero((sizes == size) & (first_width == width))
         take = (starts[block][:, None] + np.arange(size)).ravel()
         if width:
-            probs = np.stack([np.asarray(v, dtype=float) for v in labels[take]]).reshape(len(block), size, width)
+            probs = stack_rows(labels[take], dtype=float).reshape(len(block), size, width)
             spread[block] = (probs.max(axis=1) - probs.min(axis=1)).max(axis=1)
         else:  # the loop's max over no labels raises; let it
             return None
