@@ -284,10 +284,6 @@ def _seed_ceiling(records: pd.DataFrame, method: str) -> tuple[float, str | None
     return ceiling, f"{len(seeds)} training seeds: split-half reliability {reliability:.3g}, ceiling {ceiling:.3g}"
 
 
-#: Draws of :func:`paired_unit_sampler` whose means are computed together (bounds memory, not the draws).
-_PAIRED_CHUNK = 1024
-
-
 def paired_unit_sampler(d: np.ndarray, sets: np.ndarray, cluster: bool
                         ) -> Callable[[int, np.random.Generator], BootstrapDistribution | SignFlipDistribution]:
     """A sampler for the mean of paired per-unit differences ``d``.
@@ -302,16 +298,11 @@ def paired_unit_sampler(d: np.ndarray, sets: np.ndarray, cluster: bool
         return lambda n, rng: SignFlipDistribution(means)
 
     def sample(n: int, rng: np.random.Generator) -> BootstrapDistribution:
-        # whole-number counts, at most len(d): kept as small integers, turned into floats a chunk of draws at a time
-        counts = np.zeros((n, len(d)), dtype=np.uint16 if len(d) <= np.iinfo(np.uint16).max else np.int64)
+        weights = np.zeros((n, len(d)))
         for c in np.unique(codes):
             idx = np.flatnonzero(codes == c)
-            counts[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1 / len(idx)), size=n)
-        draws = np.empty(n)
-        for first in range(0, n, _PAIRED_CHUNK):
-            weights = counts[first:first + _PAIRED_CHUNK].astype(float)
-            draws[first:first + _PAIRED_CHUNK] = weights @ d / weights.sum(axis=1)
-        return BootstrapDistribution(draws)
+            weights[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1 / len(idx)), size=n)
+        return BootstrapDistribution(weights @ d / weights.sum(axis=1))
     return sample
 
 
