@@ -129,6 +129,36 @@ def test_order_sensitivity_duplicate_orders_still_raise():
         order_sensitivity(pd.concat([records, records.iloc[:1]], ignore_index=True))
 
 
+def test_order_cube_equals_a_cube_filled_cell_by_cell():
+    from hyptest.analysis.cubes import order_cube
+
+    records = _records(5)
+    records = records[records["task"] == "tri"]
+    for column in ("p_gold", "label_probs"):
+        cube, mask, sets, orders = order_cube(records, "sgd", column)
+        rows = records[records["method"] == "sgd"]
+        plain_sets = sorted(set(rows["demo_set"]))
+        set_orders = {s: sorted(set(rows.loc[rows["demo_set"] == s, "order_id"])) for s in plain_sets}
+        set_queries = {s: sorted(set(rows.loc[rows["demo_set"] == s, "query_id"])) for s in plain_sets}
+        width = 1 if column == "p_gold" else 3
+        expected = np.full((len(plain_sets), max(map(len, set_orders.values())),
+                            max(map(len, set_queries.values())), width), np.nan)
+        expected_mask = np.zeros(expected.shape[::2][:1] + expected.shape[2:3], dtype=bool)
+        for i, s in enumerate(plain_sets):
+            for j, o in enumerate(set_orders[s]):
+                for k, q in enumerate(set_queries[s]):
+                    cell = rows[(rows["demo_set"] == s) & (rows["order_id"] == o) & (rows["query_id"] == q)]
+                    if len(cell):
+                        values = np.array([np.atleast_1d(v) for v in cell[column]], dtype=float)
+                        expected[i, j, k] = values.mean(axis=0)
+                        expected_mask[i, k] = True
+        expected[~np.broadcast_to(expected_mask[:, None, :, None], expected.shape)] = 0.0
+        assert sets == plain_sets
+        assert orders == [(s, o) for s in plain_sets for o in set_orders[s]]
+        np.testing.assert_array_equal(mask, expected_mask)
+        np.testing.assert_allclose(cube, expected, rtol=1e-15, atol=0)
+
+
 # ---------------------------------------------------------------------------
 # resampling in chunks: the same draws, and the draws are what they claim to be
 # ---------------------------------------------------------------------------

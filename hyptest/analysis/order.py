@@ -410,7 +410,8 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                      f"{needed} demo sets would. 'different' is unreachable in this design")
     comparisons: list[Comparison] = []
     for (model, task, n_demos), group in records.groupby(_GROUP, sort=True):
-        if a.reference not in set(group["method"]):
+        methods = set(group["method"].unique())
+        if a.reference not in methods:
             notes.append(f"{model}/{task}/N={n_demos}: no {a.reference} rows; no comparisons")
             continue
         # orders are numbered within each set (or across sets: only the count per set matters)
@@ -419,7 +420,7 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
         cube_ref, mask, sets, orders = order_cube(group, a.reference)
         labels_ref = order_cube(group, a.reference, "label_probs")[0]
         binary = int(labels_ref.shape[-1]) == 2
-        for method in sorted(set(group["method"]) - {a.reference}):
+        for method in sorted(methods - {a.reference}):
             keys = {"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
                     "method_b": method}
             if adaptive:  # a method that stopped early has fewer demo sets than the reference: compare on its own
