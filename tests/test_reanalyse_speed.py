@@ -37,6 +37,8 @@ _os_module = importlib.import_module("hyptest.metrics.order_sensitivity")
     ([[1, 2, 3], [4, 5, 6]], float),
     ([np.array([], dtype=np.int64), np.array([], dtype=np.int64)], None),  # width 0
     ([np.array([0.25]), np.array([0.5])], float),
+    ([np.zeros((2, 2)), np.ones((2, 2))], None),  # 2-D cells: np.stack's own path
+    ([1.0, 2.0], None),  # scalars: np.stack's own path
 ])
 def test_stack_rows_equals_numpy_stack(cells, dtype):
     expected = np.stack([np.asarray(c, dtype=dtype) for c in cells])

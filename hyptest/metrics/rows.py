@@ -31,9 +31,13 @@ def stack_rows(cells: Sequence[Any], dtype: Any = None) -> np.ndarray:
     numpy.ndarray, shape (len(cells), width)
     """
     arrays = [np.asarray(c, dtype=dtype) for c in cells]
-    if not arrays or any(a.ndim != 1 for a in arrays):
+    if not arrays:
+        return np.stack(arrays)  # raises, as np.stack does
+    try:
+        lengths = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
+        flat = np.concatenate(arrays)
+    except (TypeError, ValueError):  # 0-d cells, or cells of different ranks
         return np.stack(arrays)
-    width = len(arrays[0])
-    if any(len(a) != width for a in arrays):
-        return np.stack(arrays)  # raises: rows of different lengths cannot be stacked
-    return np.concatenate(arrays).reshape(len(arrays), width)
+    if flat.ndim != 1 or (lengths != lengths[0]).any():
+        return np.stack(arrays)  # cells that are not 1-D, or raises: rows of different lengths
+    return flat.reshape(len(arrays), int(lengths[0]))
