@@ -213,6 +213,22 @@ def test_resampled_statistic_equals_the_resampled_data_built_by_hand():
         assert draws[d] == pytest.approx(np.log(sums["a"] / sums["b"]), rel=1e-9)
 
 
+@pytest.mark.parametrize("statistic, method", [("mean", "percentile"), ("median", "percentile"), ("mean", "bca")])
+def test_bootstrap_ci_in_blocks_equals_one_block(statistic, method):
+    from hyptest.stats import bootstrap
+
+    x = np.random.default_rng(0).exponential(size=3000)
+    default = bootstrap.bootstrap_ci(x, statistic=statistic, method=method, n_resamples=999, rng=4)
+    one = bootstrap.bootstrap_ci(x, statistic=statistic, method=method, n_resamples=999, batch=999, rng=4)
+    assert 999 > bootstrap._BLOCK_ELEMENTS // x.size  # the default really uses several blocks
+    np.testing.assert_array_equal(default.bootstrap_distribution, one.bootstrap_distribution)
+    assert (default.ci_low, default.ci_high) == (one.ci_low, one.ci_high)
+    # what the draws are: n indices with replacement per resample, from the seeded generator
+    idx = np.random.default_rng(4).integers(0, x.size, size=(999, x.size))
+    plain = x[idx].mean(axis=1) if statistic == "mean" else np.median(x[idx], axis=1)
+    np.testing.assert_allclose(default.bootstrap_distribution, plain, rtol=1e-12)
+
+
 # ---------------------------------------------------------------------------
 # a whole reanalysis: fast paths against the plain ones
 # ---------------------------------------------------------------------------
@@ -265,3 +281,33 @@ def test_reanalysis_is_identical_with_the_plain_paths(tmp_path, monkeypatch):
     for name in fast[1]:
         pd.testing.assert_frame_equal(fast[1][name], plain[1][name], check_exact=True)
     assert fast[2].replace(str(tmp_path / "fast"), "RUN") == plain[2].replace(str(tmp_path / "plain"), "RUN")
+
+
+# ---------------------------------------------------------------------------
+# Bayes: one compiled model serves every slice of the same shape
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+def test_cached_bayes_model_gives_the_draws_of_a_fresh_compile(monkeypatch):
+    """A slice fitted on the model compiled for another slice (data swapped in with ``with_data``)
+    gets the same posterior draws, bit for bit, as when its own model is compiled."""
+    pytest.importorskip("nutpie")
+    from hyptest.stats import bayes
+
+    from .test_bayes import simulate
+
+    first = simulate({"icl": 1.2, "gd": 0.0, "sgd": 0.2}, seed=11)
+    second = simulate({"icl": 0.5, "gd": 0.0, "sgd": 0.9}, seed=12)  # same design, other data
+    kwargs = {"seed": 3, "draws": 200, "tune": 200, "chains": 2, "sampler": "nutpie"}
+    monkeypatch.setattr(bayes, "_NUTPIE_CACHE", {})
+    bayes.fit_order_variance(first, **kwargs)
+    reused = bayes.fit_order_variance(second, **kwargs)
+    assert reused.compile_cached
+    monkeypatch.setattr(bayes, "_NUTPIE_CACHE", {})
+    fresh = bayes.fit_order_variance(second, **kwargs)
+    assert not fresh.compile_cached
+    for name in fresh.idata.posterior.data_vars:
+        np.testing.assert_array_equal(reused.idata.posterior[name].values, fresh.idata.posterior[name].values)
+    pd.testing.assert_frame_equal(reused.table, fresh.table, check_exact=True)
