@@ -277,6 +277,8 @@ def vocab_order_per_query(records: pd.DataFrame) -> pd.DataFrame:
     """
     per: list[dict[str, Any]] = []
     group_keys = ["model", "task", "n_demos", "method", "demo_set", "seed"]
+    # each group is a copy of the columns it is given: only those used
+    records = records[[*group_keys, "query_id", "order_id", "topk_ids", "topk_probs"]]
     for key, group in records.groupby(group_keys, sort=True):
         if group["order_id"].nunique() < 2:
             continue

@@ -83,6 +83,7 @@ def agreement_table(records: pd.DataFrame, *, reference: str = "icl", k: int = 1
     missing = [c for c in needed if c not in records.columns]
     if missing:
         raise ValueError(f"`records` lacks the column(s) {missing}")
+    records = records[needed]  # the merges below copy every column they are given
     if records[records["method"] == reference].empty:
         raise ValueError(f"`reference` method {reference!r} has no rows in `records`")
     # label sets (and so label_probs widths) differ between tasks: one slice at a time
