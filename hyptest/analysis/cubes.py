@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..metrics.rows import stack_rows
+
 __all__ = ["order_cube"]
 
 
@@ -45,7 +47,8 @@ def order_cube(records: pd.DataFrame, method: str, column: str = "p_gold"
     sets = sorted(keys["demo_set"].unique())
     orders, order_pos = _positions_in_set(keys, "order_id")
     _, slot = _positions_in_set(keys, "query_id")
-    values = np.stack([np.atleast_1d(np.asarray(v, dtype=float)) for v in table.to_numpy()])
+    values = (stack_rows(table.to_numpy(), dtype=float) if column == "label_probs"
+              else table.to_numpy(dtype=float)[:, None])
     cube = np.full((len(sets), int(order_pos.max()) + 1, int(slot.max()) + 1, values.shape[1]), np.nan)
     set_pos = pd.Index(sets).get_indexer(keys["demo_set"])
     cube[set_pos, order_pos, slot] = values
@@ -61,11 +64,16 @@ def _positions_in_set(keys: pd.DataFrame, column: str) -> tuple[list[tuple[Any, 
     Returns the ``(demo_set, value)`` pairs in position order and, per row of
     ``keys``, the position of its value within its set (0, 1, ...).
     """
-    pairs = sorted(set(zip(keys["demo_set"], keys[column])))
+    distinct = keys[["demo_set", column]].drop_duplicates()  # few pairs: sort and number those, not every row
+    pairs = sorted(set(zip(distinct["demo_set"], distinct[column])))
     position: dict[tuple[Any, Any], int] = {}
     counts: dict[Any, int] = {}
     for pair in pairs:
         position[pair] = counts.get(pair[0], 0)
         counts[pair[0]] = position[pair] + 1
-    return pairs, np.fromiter((position[p] for p in zip(keys["demo_set"], keys[column])), dtype=np.int64,
-                              count=len(keys))
+    rows = (pd.MultiIndex.from_tuples(pairs, names=["demo_set", column])
+            .get_indexer(pd.MultiIndex.from_frame(keys[["demo_set", column]]))) if pairs else np.zeros(0, np.int64)
+    if (rows < 0).any():  # a value pandas matches differently from Python's == : one dictionary look-up per row
+        return pairs, np.fromiter((position[p] for p in zip(keys["demo_set"], keys[column])), dtype=np.int64,
+                                  count=len(keys))
+    return pairs, np.fromiter((position[p] for p in pairs), dtype=np.int64, count=len(pairs))[rows]

@@ -17,6 +17,7 @@ import pandas as pd
 from ..records import final_step_rows
 from ..metrics.agreement import pair_metrics
 from ..metrics.overlap import vocab_order_sensitivity
+from ..metrics.rows import stack_rows
 from ..stats.bootstrap import bootstrap_ci
 
 __all__ = [
@@ -276,6 +277,8 @@ def vocab_order_per_query(records: pd.DataFrame) -> pd.DataFrame:
     """
     per: list[dict[str, Any]] = []
     group_keys = ["model", "task", "n_demos", "method", "demo_set", "seed"]
+    # each group is a copy of the columns it is given: only those used
+    records = records[[*group_keys, "query_id", "order_id", "topk_ids", "topk_probs"]]
     for key, group in records.groupby(group_keys, sort=True):
         if group["order_id"].nunique() < 2:
             continue
@@ -289,9 +292,8 @@ def vocab_order_per_query(records: pd.DataFrame) -> pd.DataFrame:
         queries = group["query_id"].unique()
         if len(queries) == 0:
             continue
-        ids = np.stack([np.asarray(v[:k]) for v in group["topk_ids"]]).reshape(len(queries), n_orders, k)
-        probs = np.stack([np.asarray(v[:k], dtype=float) for v in group["topk_probs"]]).reshape(
-            len(queries), n_orders, k)
+        ids = stack_rows([v[:k] for v in group["topk_ids"]]).reshape(len(queries), n_orders, k)
+        probs = stack_rows([v[:k] for v in group["topk_probs"]], dtype=float).reshape(len(queries), n_orders, k)
         res = vocab_order_sensitivity(ids, probs)
         for q, value, bound in zip(queries, np.atleast_1d(res.value), np.atleast_1d(res.error_bound)):
             per.append({**dict(zip(group_keys, key)), "query_id": q, "value": float(value),
@@ -304,10 +306,12 @@ def vocab_order_per_query(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def vocab_order_table(records: pd.DataFrame, *, confidence: float = 0.95,
-                      rng: np.random.Generator | int = 0) -> pd.DataFrame:
+                      rng: np.random.Generator | int = 0, per_query: pd.DataFrame | None = None) -> pd.DataFrame:
     """Mean vocabulary order sensitivity per method, with a bootstrap interval.
 
-    Averages :func:`vocab_order_per_query` over (set, query) units.
+    Averages :func:`vocab_order_per_query` over (set, query) units; pass it as
+    ``per_query`` when it was already computed from ``records`` (it is then
+    not computed again).
 
     Returns
     -------
@@ -317,7 +321,7 @@ def vocab_order_table(records: pd.DataFrame, *, confidence: float = 0.95,
         full-vocabulary value lies within ``estimate ± bound``), ``top_k``, ``n``.
     """
     rng = np.random.default_rng(rng)
-    frame = vocab_order_per_query(records)
+    frame = vocab_order_per_query(records) if per_query is None else per_query
     columns = ["model", "task", "n_demos", "method", "estimate", "ci_low", "ci_high", "bound", "top_k", "n"]
     rows = []
     for (model, task, n_demos, method), group in frame.groupby(["model", "task", "n_demos", "method"], sort=True):

@@ -91,6 +91,9 @@ class AnalysisOutput:
     bayes: dict[tuple[Any, Any, int], Any] = field(default_factory=dict)
     #: adaptive runs: per confirmatory comparison, its per-set statistics, confidence sequence and stop
     adaptive: list[dict[str, Any]] = field(default_factory=list)
+    #: :func:`hyptest.analysis.descriptive.vocab_order_per_query` of every record (zero-shot included), computed
+    #: once: the vocabulary comparisons use its trained methods' rows, the descriptive table all of them
+    vocab: pd.DataFrame | None = None
 
 
 def margin_table(spec: AnalysisSpec) -> list[dict[str, Any]]:
@@ -407,7 +410,8 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                      f"{needed} demo sets would. 'different' is unreachable in this design")
     comparisons: list[Comparison] = []
     for (model, task, n_demos), group in records.groupby(_GROUP, sort=True):
-        if a.reference not in set(group["method"]):
+        methods = set(group["method"].unique())
+        if a.reference not in methods:
             notes.append(f"{model}/{task}/N={n_demos}: no {a.reference} rows; no comparisons")
             continue
         # orders are numbered within each set (or across sets: only the count per set matters)
@@ -416,7 +420,7 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
         cube_ref, mask, sets, orders = order_cube(group, a.reference)
         labels_ref = order_cube(group, a.reference, "label_probs")[0]
         binary = int(labels_ref.shape[-1]) == 2
-        for method in sorted(set(group["method"]) - {a.reference}):
+        for method in sorted(methods - {a.reference}):
             keys = {"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
                     "method_b": method}
             if adaptive:  # a method that stopped early has fewer demo sets than the reference: compare on its own
@@ -481,7 +485,9 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                         "method_b": method}
                 comparisons.append(_paired_comparison(x[ok], y[ok], sets, keys=keys, analysis=metric, spec=a,
                                                       cluster=cluster and len(np.unique(sets)) >= 2))
-    comparisons += _vocab_comparisons(records, a, cluster=cluster)
+    # per (set, seed) groups with a single order give no row, so the single-order slices drop out by themselves
+    vocab = vocab_order_per_query(all_records)
+    comparisons += _vocab_comparisons(vocab[~vocab["method"].isin(baselines)], a, cluster=cluster)
     bayes = _bayes(records, study, comparisons, notes, controls=controls) if a.bayes else {}
     for c in comparisons:  # an untrained control's rows: its own secondary families, never the confirmatory one
         if c.model in controls:
@@ -502,12 +508,14 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
         # pooled rows have no N: keep the others integers rather than floats
         table["n_demos"] = table["n_demos"].map(lambda v: None if pd.isna(v) else int(v)).astype(object)
     return AnalysisOutput(table, draws, all_per_query, agreement, margin_table(a), notes, bayes,
-                          adaptive=trajectories)
+                          adaptive=trajectories, vocab=vocab)
 
 
-def _vocab_comparisons(records: pd.DataFrame, a: AnalysisSpec, *, cluster: bool) -> list[Comparison]:
-    """Vocabulary order sensitivity, reference vs each method; never "different" within the truncation bound."""
-    vocab = vocab_order_per_query(records)
+def _vocab_comparisons(vocab: pd.DataFrame, a: AnalysisSpec, *, cluster: bool) -> list[Comparison]:
+    """Vocabulary order sensitivity, reference vs each method; never "different" within the truncation bound.
+
+    ``vocab`` is :func:`hyptest.analysis.descriptive.vocab_order_per_query` of the records compared.
+    """
     out: list[Comparison] = []
     for (model, task, n_demos), group in vocab.groupby(_GROUP, sort=True):
         ref = group[group["method"] == a.reference].set_index(["demo_set", "query_id"])

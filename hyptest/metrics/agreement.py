@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .rows import stack_rows
 from .overlap import label_js, label_kl, overlap_cosine, token_overlap
 
 __all__ = ["AGREEMENT_METRICS", "agreement_table", "pair_metrics"]
@@ -25,7 +26,7 @@ _UNIT = ["model", "task", "n_demos", "demo_set", "query_id"]
 
 
 def _stack(frame: pd.DataFrame, column: str) -> np.ndarray:
-    return np.stack(frame[column].map(np.asarray).to_list())
+    return stack_rows(frame[column].to_numpy())
 
 
 def pair_metrics(a: pd.DataFrame, b: pd.DataFrame, k: int) -> dict[str, np.ndarray]:
@@ -82,6 +83,7 @@ def agreement_table(records: pd.DataFrame, *, reference: str = "icl", k: int = 1
     missing = [c for c in needed if c not in records.columns]
     if missing:
         raise ValueError(f"`records` lacks the column(s) {missing}")
+    records = records[needed]  # the merges below copy every column they are given
     if records[records["method"] == reference].empty:
         raise ValueError(f"`reference` method {reference!r} has no rows in `records`")
     # label sets (and so label_probs widths) differ between tasks: one slice at a time

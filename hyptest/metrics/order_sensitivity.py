@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .rows import stack_rows
+
 __all__ = ["accuracy_table", "order_sensitivity"]
 
 _GROUP = ["model", "task", "n_demos", "method", "method_kind", "demo_set", "query_id"]
@@ -57,6 +59,29 @@ def order_sensitivity(records: pd.DataFrame) -> pd.DataFrame:
        in-context by gradient descent? arXiv:2310.08540.
     """
     _validate_records(records, [*_GROUP, "seed", "order_id", "p_gold", "label_probs"])
+    per_seed = _per_seed_vectorised(records)
+    if per_seed is None:  # duplicate orders, missing keys or ragged label lists: the plain loop (and its errors)
+        per_seed = _per_seed_loop(records)
+    out = (
+        per_seed.groupby(_GROUP, sort=True)
+        .agg(
+            sd_gold=("sd_gold", "mean"),
+            sd_labels=("sd_labels", "mean"),
+            spread=("spread", "max"),
+            n_orders=("n_orders", "min"),
+            n_seeds=("seed", "nunique"),
+            n_labels=("n_labels", "max"),
+        )
+        .reset_index()
+    )
+    return out
+
+
+_PER_SEED = [*_GROUP, "seed", "sd_gold", "sd_labels", "spread", "n_orders", "n_labels"]
+
+
+def _per_seed_loop(records: pd.DataFrame) -> pd.DataFrame:
+    """Per (unit, seed) statistics, one group at a time (the reference the vectorised path must equal)."""
     rows = []
     for key, group in records.groupby([*_GROUP, "seed"], sort=True):
         if group["order_id"].nunique() != len(group):
@@ -71,22 +96,56 @@ def order_sensitivity(records: pd.DataFrame) -> pd.DataFrame:
             sd_labels = float(np.std(probs, axis=0, ddof=1).mean())
         spread = float((probs.max(axis=0) - probs.min(axis=0)).max())
         rows.append((*key, sd_gold, sd_labels, spread, n_orders, probs.shape[1]))
-    per_seed = pd.DataFrame(
-        rows, columns=[*_GROUP, "seed", "sd_gold", "sd_labels", "spread", "n_orders", "n_labels"]
-    )
-    out = (
-        per_seed.groupby(_GROUP, sort=True)
-        .agg(
-            sd_gold=("sd_gold", "mean"),
-            sd_labels=("sd_labels", "mean"),
-            spread=("spread", "max"),
-            n_orders=("n_orders", "min"),
-            n_seeds=("seed", "nunique"),
-            n_labels=("n_labels", "max"),
-        )
-        .reset_index()
-    )
-    return out
+    return pd.DataFrame(rows, columns=_PER_SEED)
+
+
+def _per_seed_vectorised(records: pd.DataFrame) -> pd.DataFrame | None:
+    """What :func:`_per_seed_loop` returns, computed on whole blocks of groups at once.
+
+    Groups are numbered as ``groupby(sort=True)`` numbers them; groups with
+    the same number of orders and labels form one (groups, orders, labels)
+    block, whose rows keep their order within each group, and numpy reduces
+    each block along the order axis exactly as it reduces one group's array
+    (same summation order, so the same floats). Returns None where the loop
+    must decide: no rows, rows whose keys are missing (groupby drops them),
+    duplicate orders (the loop raises), or label lists of different lengths
+    within a group.
+    """
+    if records.empty:
+        return None
+    grouper = records.groupby([*_GROUP, "seed"], sort=True)
+    codes = grouper.ngroup().to_numpy()
+    if codes.dtype.kind != "i" or (codes < 0).any():
+        return None
+    n_groups = grouper.ngroups
+    sizes = np.bincount(codes, minlength=n_groups)
+    if (grouper["order_id"].nunique().to_numpy() != sizes).any():
+        return None
+    rows = np.argsort(codes, kind="stable")  # each group's rows, in their order in `records`
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    labels = records["label_probs"].to_numpy()[rows]
+    widths = np.fromiter((len(v) for v in labels), dtype=np.int64, count=len(labels))
+    first_width = widths[starts]
+    if (widths != np.repeat(first_width, sizes)).any():
+        return None
+    p_gold = records["p_gold"].to_numpy(dtype=float)[rows]
+    sd_gold = np.full(n_groups, np.nan)
+    sd_labels = np.full(n_groups, np.nan)
+    spread = np.empty(n_groups)
+    for size, width in sorted(set(zip(sizes.tolist(), first_width.tolist()))):
+        block = np.flatnonzero((sizes == size) & (first_width == width))
+        take = (starts[block][:, None] + np.arange(size)).ravel()
+        if width:
+            probs = stack_rows(labels[take], dtype=float).reshape(len(block), size, width)
+            spread[block] = (probs.max(axis=1) - probs.min(axis=1)).max(axis=1)
+        else:  # the loop's max over no labels raises; let it
+            return None
+        if size >= 2:
+            sd_gold[block] = np.std(p_gold[take].reshape(len(block), size), axis=1, ddof=1)
+            sd_labels[block] = np.std(probs, axis=1, ddof=1).mean(axis=1)
+    keys = records[[*_GROUP, "seed"]].iloc[rows[starts]].reset_index(drop=True)
+    return keys.assign(sd_gold=sd_gold, sd_labels=sd_labels, spread=spread, n_orders=sizes,
+                       n_labels=first_width)
 
 
 def accuracy_table(records: pd.DataFrame) -> pd.DataFrame:

@@ -385,6 +385,9 @@ def bootstrap_ci(
 
     estimate = float(_row_statistic(xa, name))
     if codes is None:
+        # resamples in blocks of a few MiB (SciPy draws each block's indices in turn from the same stream,
+        # so the distribution is the same as in one block, bit for bit)
+        block = block or max(1, _BLOCK_ELEMENTS // xa.size)
         ref = stats.bootstrap((xa,), np.mean if name == "mean" else np.median, n_resamples=b, batch=block,
                               vectorized=True, confidence_level=conf, method=meth, rng=gen)
         boot = np.asarray(ref.bootstrap_distribution, dtype=np.float64)

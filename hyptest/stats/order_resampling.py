@@ -55,8 +55,11 @@ ZERO_TOL: float = 1e-5
 Statistic = Literal["log_mean_sd_ratio", "mean_log_var_ratio", "mean_sd_difference"]
 Side = Literal["greater", "less"]
 
-#: Draws computed per block (bounds memory: block x sets x queries x labels floats).
+#: Draws whose random numbers are drawn together (the streams: changing it changes every draw).
 _BLOCK = 4096
+#: Draws whose statistic is computed together (bounds memory: chunk x sets x queries x labels floats;
+#: any value gives the same draws, bit for bit).
+_CHUNK = 256
 
 
 def _as_cube(cube: np.ndarray, name: str) -> np.ndarray:
@@ -81,8 +84,14 @@ def _counts(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _query_weights(mask: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Multinomial query weights within each set, (size, S, Q); padded queries (mask False) get 0."""
-    out = np.zeros((size, *mask.shape))
+    """Multinomial query weights within each set, (size, S, Q); padded queries (mask False) get 0.
+
+    Counts are whole numbers at most Q, so they are kept in the smallest
+    unsigned integer type that holds Q (exact; a quarter of the memory of
+    floats or less) and turned into floats one chunk of draws at a time.
+    """
+    dtype = np.uint16 if mask.shape[1] <= np.iinfo(np.uint16).max else np.int64
+    out = np.zeros((size, *mask.shape), dtype=dtype)
     for s, row in enumerate(mask):
         idx = np.flatnonzero(row)
         out[:, s, idx] = _counts(len(idx), size, rng)
@@ -222,8 +231,12 @@ def _resample(a: np.ndarray, b: np.ndarray, statistic: Callable[[np.ndarray, np.
     out = np.empty(int(n_resamples))
     for start in range(0, len(out), _BLOCK):
         size = min(_BLOCK, len(out) - start)
-        out[start:start + size] = statistic(_order_counts(n_sets, n_orders, size, resample_orders, rng),
-                                            _query_weights(m, size, rng))
+        # the random numbers of a whole block, in the same calls as always; the statistic chunk by chunk
+        counts = _order_counts(n_sets, n_orders, size, resample_orders, rng)
+        weights = _query_weights(m, size, rng)
+        for first in range(0, size, _CHUNK):
+            last = min(first + _CHUNK, size)
+            out[start + first:start + last] = statistic(counts[first:last], weights[first:last].astype(float))
     return out
 
 

@@ -452,7 +452,8 @@ def _descriptive_tables(run: RunDir, study: Study, records: pd.DataFrame, all_st
         "trajectories": _records_json(trajectories),
         "closest_to_icl": _records_json(closest) if not trajectories.empty or
         len(set(map(family, study.method_names()))) < len(study.method_names()) else [],
-        "vocab_order_sensitivity": _records_json(vocab_order_table(records, confidence=a.confidence, rng=rng)),
+        "vocab_order_sensitivity": _records_json(vocab_order_table(  # per query: computed once, by run_analyses
+            records, confidence=a.confidence, rng=rng, per_query=output.vocab)),
     }
     groups = study.checkpoint_groups()
     checkpoints = checkpoint_table(sweep, groups) if groups else pd.DataFrame()
