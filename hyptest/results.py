@@ -39,6 +39,7 @@ from typing import Any, Callable, Literal, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
+from ._validation import validate_probability
 from .stats.multiplicity import adjust_optional
 
 __all__ = ["CONFIRMATORY", "Comparison", "Distribution", "VERDICTS", "decide", "monte_carlo_budget"]
@@ -229,8 +230,7 @@ def decide(
     draws : dict
         Row index -> resampling draws (bootstrap) of testable rows, for plots.
     """
-    if not 0 < alpha < 1:
-        raise ValueError(f"`alpha` must lie in (0, 1), got {alpha!r}")
+    validate_probability(alpha, "alpha")
     comps = list(comparisons)
     families: dict[str, list[int]] = {}
     for i, c in enumerate(comps):

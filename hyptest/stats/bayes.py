@@ -41,12 +41,14 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from .._validation import (validate_choice, validate_count, validate_frame, validate_probability,
+                           validate_real)
 from . import _arviz
 
 __all__ = [
@@ -285,32 +287,15 @@ class _Design:
     n_seeds: int
 
 
-def _check_real(value: object, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
-        raise TypeError(f"`{name}` must be a real number, got {value!r}")
-    return float(value)
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-        raise TypeError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {int(value)}")
-    return int(value)
-
-
 def _validate_sampler_args(
     rope: object, hdi_prob: object, draws: object, tune: object, chains: object,
     sampler: object, seed: object,
 ) -> _SamplerArgs:
-    r = _check_real(rope, "rope")
+    r = validate_real(rope, "rope")
     if not (math.isfinite(r) and r > 0):
         raise ValueError(f"`rope` must be a positive finite half-width, got {r!r}")
-    p = _check_real(hdi_prob, "hdi_prob")
-    if not 0 < p < 1:
-        raise ValueError(f"`hdi_prob` must lie in (0, 1), got {p!r}")
-    if sampler not in ("auto", "nutpie", "pymc"):
-        raise ValueError(f"`sampler` must be one of 'auto', 'nutpie', 'pymc', got {sampler!r}")
+    p = validate_probability(hdi_prob, "hdi_prob")
+    validate_choice(sampler, "sampler", ("auto", "nutpie", "pymc"))
     if sampler == "auto":
         chosen = "nutpie" if _nutpie_available() else "pymc"
     elif sampler == "nutpie" and not _nutpie_available():
@@ -323,31 +308,24 @@ def _validate_sampler_args(
     return _SamplerArgs(
         rope=r,
         hdi_prob=p,
-        draws=_check_int(draws, "draws", 1),
-        tune=_check_int(tune, "tune", 0),
-        chains=_check_int(chains, "chains", 2),
+        draws=validate_count(draws, "draws"),
+        tune=validate_count(tune, "tune", minimum=0),
+        chains=validate_count(chains, "chains", minimum=2),
         sampler=chosen,
-        seed=_check_int(seed, "seed", 0),
+        seed=validate_count(seed, "seed", minimum=0),
     )
 
 
 def _validate_target_accept(target_accept: object) -> float:
-    ta = _check_real(target_accept, "target_accept")
-    if not 0 < ta < 1:
-        raise ValueError(f"`target_accept` must lie in (0, 1), got {ta!r}")
-    return ta
+    return validate_probability(target_accept, "target_accept")
 
 
 def _validate_per_order(
     per_order: object, reference: object, methods: object, zero_spread_tol: object,
     *, need_outcome: bool = True,
 ) -> _Design:
-    if not isinstance(per_order, pd.DataFrame):
-        raise TypeError(f"`per_order` must be a pandas DataFrame, got {type(per_order).__name__}")
     needed = [*_SLICE, *_KEY] + (["p_gold"] if need_outcome else [])
-    missing = [c for c in needed if c not in per_order.columns]
-    if missing:
-        raise ValueError(f"`per_order` lacks the column(s) {missing}; it needs {needed}")
+    per_order = validate_frame(per_order, "per_order", needed, hint=f"; it needs {needed}")
     if per_order.empty:
         raise ValueError("`per_order` has no rows")
     slices = per_order[_SLICE].drop_duplicates()
@@ -377,7 +355,7 @@ def _validate_per_order(
             raise ValueError(f"`methods` has duplicates: {list(chosen)}")
     if not chosen:
         raise ValueError(f"`per_order` has no method besides the reference {reference!r} to compare")
-    tol = _check_real(zero_spread_tol, "zero_spread_tol")
+    tol = validate_real(zero_spread_tol, "zero_spread_tol")
     if not (math.isfinite(tol) and tol >= 0):
         raise ValueError(f"`zero_spread_tol` must be a finite number >= 0, got {tol!r}")
 
@@ -1110,17 +1088,9 @@ def fit_order_variance(
 
 
 def _validate_effects(per_task_effects: object) -> pd.DataFrame:
-    if not isinstance(per_task_effects, pd.DataFrame):
-        raise TypeError(
-            f"`per_task_effects` must be a pandas DataFrame, got {type(per_task_effects).__name__}"
-        )
     needed = ["model", "task", "method_a", "method_b", "estimate", "posterior_sd"]
-    missing = [c for c in needed if c not in per_task_effects.columns]
-    if missing:
-        raise ValueError(
-            f"`per_task_effects` lacks the column(s) {missing}; it needs {needed} "
-            "(the `table` of fit_order_variance has them)"
-        )
+    per_task_effects = validate_frame(per_task_effects, "per_task_effects", needed,
+                                      hint=f"; it needs {needed} (the `table` of fit_order_variance has them)")
     keys = ["method_a", "method_b"] + (["n_demos"] if "n_demos" in per_task_effects.columns else [])
     groups = per_task_effects[keys].drop_duplicates()
     if len(groups) != 1:
@@ -1385,7 +1355,7 @@ def prior_predictive(
        in Bayesian workflow. JRSS A 182(2), 389-402.
     """
     design = _validate_per_order(per_order, reference, methods, 0.0, need_outcome=False)
-    n_draws = _check_int(draws, "draws", 1)
+    n_draws = validate_count(draws, "draws")
     if rng is not None and not isinstance(rng, np.random.Generator):
         if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, Integral):
             raise TypeError(f"`rng` must be None, a non-negative int seed or a numpy Generator, got {rng!r}")
