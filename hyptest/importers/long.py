@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .._validation import validate_count, validate_flag
 from ..store import RECORD_COLUMNS
 from ._long_columns import (
     _arr,
@@ -1271,10 +1272,8 @@ def read_long(
     >>> float(row.p_gold), row.pred, bool(row.correct), res.n_rows_skipped
     (0.75, 'pos', True, 0)
     """
-    if not isinstance(strict, (bool, np.bool_)):
-        raise TypeError(f"`strict` must be True or False, got {strict!r}")
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, Integral) or batch_rows < 1:
-        raise ValueError(f"`batch_rows` must be a positive integer, got {batch_rows!r}")
+    validate_flag(strict, "strict")
+    validate_count(batch_rows, "batch_rows")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"`path` {str(path)!r} is not a file")

@@ -46,6 +46,7 @@ import yaml
 from ..contract import SCHEMA_VERSION, read_results
 from .. import __version__
 from .._util import atomic_write_bytes, atomic_write_text
+from .._validation import validate_flag
 from .._util import python_scalar as _plain
 from ..importers import (
     ColumnMapping,
@@ -723,8 +724,7 @@ def reanalyse(
     fmt = detect_format(path, mapping=mapping) if format == "auto" else format
     if fmt not in ("long", "dai", "summaries", "lm_eval"):
         raise ValueError(f"`format` must be 'auto', 'long', 'dai', 'summaries' or 'lm_eval', got {format!r}")
-    if not isinstance(strict, (bool, np.bool_)):
-        raise TypeError(f"`strict` must be True or False, got {strict!r}")
+    validate_flag(strict, "strict")
     if study_overrides is not None and not isinstance(study_overrides, Mapping):
         raise TypeError(f"`study_overrides` must be a mapping, got {type(study_overrides).__name__}")
     cmap = load_mapping(mapping)
