@@ -19,7 +19,8 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 __all__ = ["ArgumentTypeError", "validate_choice", "validate_count", "validate_flag", "validate_frame",
-           "validate_probability", "validate_real", "validate_real_array", "validate_rng", "validate_sample"]
+           "validate_paired", "validate_probability", "validate_real", "validate_real_array", "validate_rng",
+           "validate_sample"]
 
 
 class ArgumentTypeError(TypeError, ValueError):
@@ -330,3 +331,33 @@ def validate_sample(value: ArrayLike, name: str, *, min_size: int = 1) -> np.nda
             f"them first), got {float(arr[idx[0]])!r} at index {int(idx[0])} ({idx.size} non-finite value(s) "
             "in total)")
     return arr
+
+
+def validate_paired(x: ArrayLike, y: ArrayLike, *, min_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` as paired samples: each checked by :func:`validate_sample`, and of the same length.
+
+    Parameters
+    ----------
+    x, y : array_like
+        The paired observations.
+    min_size : int, default 1
+        The least number of pairs.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``x`` and ``y`` as finite 1-D float64 arrays.
+
+    Raises
+    ------
+    ArgumentTypeError, ValueError
+        As :func:`validate_sample`, or when the lengths differ.
+    """
+    xa = validate_sample(x, "x", min_size=min_size)
+    ya = validate_sample(y, "y", min_size=min_size)
+    if xa.shape != ya.shape:
+        raise ValueError(
+            "`y` must have the same length as `x` (paired observations), "
+            f"got len(x)={xa.size} and len(y)={ya.size}"
+        )
+    return xa, ya

@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 from scipy.special import ndtr, ndtri
 
-from .._validation import validate_choice, validate_count, validate_probability, validate_rng, validate_sample
+from .._validation import validate_choice, validate_count, validate_paired, validate_probability, validate_rng, validate_sample
 
 __all__ = [
     "BootstrapResult",
@@ -393,13 +393,7 @@ def bootstrap_ci(
 
 def _validate_paired(x: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Validate paired samples and return ``x - y``."""
-    xa = validate_sample(x, "x", min_size=2)
-    ya = validate_sample(y, "y", min_size=2)
-    if xa.shape != ya.shape:
-        raise ValueError(
-            "`y` must have the same length as `x` (paired observations), "
-            f"got len(x)={xa.size} and len(y)={ya.size}"
-        )
+    xa, ya = validate_paired(x, y, min_size=2)
     return xa - ya
 
 

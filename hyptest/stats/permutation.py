@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._validation import validate_choice, validate_count, validate_rng, validate_sample
+from .._validation import validate_choice, validate_count, validate_paired, validate_rng, validate_sample
 
 __all__ = [
     "PermutationResult",
@@ -99,17 +99,11 @@ def _validate_paired(
     rng: object,
 ) -> tuple[np.ndarray, int, str, bool | str, int | None, np.random.Generator]:
     """Validate the arguments of :func:`paired_permutation_test`."""
-    xa = validate_sample(x, "x")
     if y is not None:
-        ya = validate_sample(y, "y")
-        if ya.shape != xa.shape:
-            raise ValueError(
-                "`y` must have the same length as `x` (paired observations), "
-                f"got len(x)={xa.size} and len(y)={ya.size}"
-            )
+        xa, ya = validate_paired(x, y)
         d = xa - ya
     else:
-        d = xa
+        d = validate_sample(x, "x")
     b = validate_count(n_resamples, "n_resamples")
     alt = validate_choice(alternative, "alternative", _ALTERNATIVES)
     if isinstance(exact, str):
