@@ -156,3 +156,22 @@ def test_paired():
         validate_paired([1, 2], [1, 2, 3])
     with pytest.raises(ValueError, match="at least 2"):
         validate_paired([1], [2], min_size=2)
+
+
+def test_one_jsonl_reader_for_task_files_and_datasets(tmp_path):
+    from hyptest.tasks.datasets import _read_table
+    from hyptest.tasks.task import TaskError, _read_rows
+
+    path = tmp_path / "rows.jsonl"
+    # a U+2028 inside a string is text (JSON Lines breaks lines at \n only); \r\n endings and blank lines are fine
+    path.write_bytes('{"a": "x\u2028y"}\r\n\n{"a": 2}\n'.encode())
+    assert _read_rows(path) == [(1, {"a": "x\u2028y"}), (3, {"a": 2})]
+    assert list(_read_table(path)) == [(f"{path}:1", {"a": "x\u2028y"}), (f"{path}:3", {"a": 2})]
+    path.write_text('{"a": 1}\n[1, 2]\n', encoding="utf-8")
+    for read in (_read_rows, lambda p: list(_read_table(p))):
+        with pytest.raises(TaskError, match=rf"{path}:2: expected a JSON object, got list"):
+            read(path)
+    path.write_text('{"a": 1}\n\n{"a": \n', encoding="utf-8")
+    for read in (_read_rows, lambda p: list(_read_table(p))):
+        with pytest.raises(TaskError, match=rf"{path}:3: malformed JSON"):
+            read(path)
