@@ -43,6 +43,7 @@ from ..study import MarginSpec
 from .summary_units import UnitPlan, plan_units
 
 from .._util import python_scalar as _plain
+from ..names import DAI_NAMES  # re-exported: hyptest.analysis.baseline_tests.DAI_NAMES keeps working
 from .._validation import validate_choice, validate_count, validate_probability, validate_rng
 
 __all__ = [
@@ -77,9 +78,6 @@ _ADJUST: tuple[str, ...] = ("holm", "bonferroni", "bh")
 _DAI_BASELINES = {"simaou": "random-update SimAOU", "simam": "ICL vs ZS map (ZSL SimAM)",
                   "kendall": "random attention weights", "kendall_demo_token": "random attention weights",
                   "kendall_demo_example": "random attention weights", "rec2ftp": "P(ICL right | ZS wrong, FT wrong)"}
-#: Display names of Dai et al.'s metrics (reports, sentences).
-DAI_NAMES = {"rec2ftp": "Rec2FTP", "simaou": "SimAOU", "simam": "SimAM", "kendall": "Kendall",
-              "kendall_demo_token": "Kendall (demo tokens)", "kendall_demo_example": "Kendall (demo examples)"}
 #: The exact sign-flip test enumerates 2**n sign patterns: used when 2**n <= n_resamples and n <= this.
 _EXACT_MAX_UNITS = 16
 #: Rec2FTP's two-sample bootstrap needs at least this many examples in each group for a verdict.

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .baseline_tests import DAI_NAMES as NAMES
+from ..names import DAI_NAMES as NAMES
 from .baseline_tests import REC2FTP_MIN_GROUP, DecisionOptions, decision_options
 from ..results import Comparison, decide
 from ..stats.order_resampling import BootstrapDistribution

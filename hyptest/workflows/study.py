@@ -29,6 +29,7 @@ from ..store import RunDir
 from ..store.run_dir import StoreError, is_url
 from ..study import Study, check_feasible
 from ..collect.stages import run_model_stages
+from ..names import AGREEMENT_METRICS, RATIO_ANALYSES, SENTENCE_METHOD_NAMES
 from ..records import final_step_rows
 from ..analysis.descriptive import checkpoint_table, closest_to_reference, n_sweep_table, trajectory_table, vocab_order_table
 from ..tasks import Task, task_from_spec
@@ -42,7 +43,7 @@ _KEY_LIBRARIES = ("torch", "transformers")
 #: Null-distribution values kept in results.json per comparison (for the report's histogram).
 _NULL_KEEP = 1000
 #: Analyses whose permutation null distribution is kept for the report's histograms.
-_NULL_ANALYSES = {"order_sensitivity", "order_sensitivity_labels", "order_alignment", "log_variance_ratio"}
+_NULL_ANALYSES = {*RATIO_ANALYSES, "order_alignment"}
 #: Columns of per_order.parquet: P(gold) of every (unit, query), for the report's scatter plots.
 _PER_ORDER_COLUMNS = ["model", "task", "n_demos", "method", "method_kind", "demo_set", "order_id", "seed",
                       "step", "query_id", "p_gold"]
@@ -585,19 +586,15 @@ def _family_summary(comparisons: pd.DataFrame, a: Any) -> list[dict[str, Any]]:
     return sorted(out, key=lambda f: (order.get(f["role"], 3), f["family"]))
 
 
-_NAMES = {"icl": "ICL", "zs": "zero-shot", "gd": "full-batch GD", "sgd": "SGD", "adam": "Adam",
-          "layer_causal_gd": "layer-causal GD"}
-
-
 def _agreement_summary(agreement: pd.DataFrame) -> list[dict[str, Any]]:
-    metrics = [m for m in ("token_overlap", "overlap_cosine", "label_js", "label_kl") if m in agreement.columns]
+    metrics = [m for m in AGREEMENT_METRICS if m in agreement.columns]
     grouped = agreement.groupby(["model", "task", "n_demos", "method"])[metrics].mean().reset_index()
     return grouped.to_dict("records")
 
 
 def _summary_text(row: dict[str, Any]) -> str:
-    a = _NAMES.get(row["method_a"], row["method_a"])
-    b = _NAMES.get(row["method_b"], row["method_b"])
+    a = SENTENCE_METHOD_NAMES.get(row["method_a"], row["method_a"])
+    b = SENTENCE_METHOD_NAMES.get(row["method_b"], row["method_b"])
     n = f"over {row['n']} (demo set, query) units"
     analysis = row["analysis"]
     if analysis in {"order_sensitivity", "order_sensitivity_labels"}:
