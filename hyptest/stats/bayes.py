@@ -40,7 +40,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Any, Literal
 
@@ -361,6 +361,24 @@ def _validate_per_order(
 
     data = per_order[per_order["method"].astype(str).isin((reference, *chosen))].copy()
     data["method"] = data["method"].astype(str)
+    data, n_seeds = _average_seeds(_with_logits(data, need_outcome))
+    grids, spread = _order_grids(data, (reference, *chosen), tol)
+    row = slices.iloc[0]
+    n_demos = row["n_demos"]
+    return _Design(
+        model=row["model"],
+        task=row["task"],
+        n_demos=int(n_demos) if isinstance(n_demos, (Integral, np.integer)) else n_demos,
+        reference=reference,
+        methods=chosen,
+        grids=grids,
+        spread=spread,
+        n_seeds=n_seeds,
+    )
+
+
+def _with_logits(data: pd.DataFrame, need_outcome: bool) -> pd.DataFrame:
+    """``data`` with ``y``, the clipped logit of ``p_gold`` (0 when the outcome is not needed)."""
     if need_outcome:
         p = pd.to_numeric(data["p_gold"], errors="coerce").to_numpy(float)
         bad = ~np.isfinite(p) | (p < 0) | (p > 1)
@@ -374,6 +392,17 @@ def _validate_per_order(
         data["y"] = np.log(pc) - np.log1p(-pc)
     else:
         data["y"] = 0.0
+    return data
+
+
+def _average_seeds(data: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One ``y`` per (method, demo set, order, query), averaged over training seeds; and the most seeds of a key.
+
+    Raises
+    ------
+    ValueError
+        For a duplicate row (of a seed, or of a key when there is no ``seed`` column).
+    """
     n_seeds = 1
     if "seed" in data.columns:
         n_seeds = int(data.groupby(_KEY, sort=False)["seed"].nunique().max())
@@ -392,6 +421,20 @@ def _validate_per_order(
                 f"row(s), e.g. {data.loc[dup, _KEY].iloc[0].to_dict()}; with several training seeds "
                 "add a `seed` column (logits are then averaged over seeds)"
             )
+    return data, n_seeds
+
+
+def _order_grids(data: pd.DataFrame, methods: tuple[str, ...],
+                 tol: float) -> tuple[dict[tuple[str, Any], pd.DataFrame], dict[str, float]]:
+    """Each (method, demo set)'s order x query grid of ``y``, and each method's largest spread across orders.
+
+    A spread of at most ``tol`` is set to 0 (the method is taken as order-invariant).
+
+    Raises
+    ------
+    ValueError
+        For a grid with a missing cell, or fewer than 2 orders or 2 queries.
+    """
     grids: dict[tuple[str, Any], pd.DataFrame] = {}
     spread: dict[str, float] = {}
     for (method, demo_set), part in data.groupby(["method", "demo_set"], sort=True):
@@ -411,20 +454,9 @@ def _validate_per_order(
         grids[(method, demo_set)] = grid
         values = grid.to_numpy(float)
         spread[method] = max(spread.get(method, 0.0), float(np.ptp(values, axis=0).max()))
-    for method in (reference, *chosen):
+    for method in methods:
         spread[method] = spread[method] if spread.get(method, 0.0) > tol else 0.0
-    row = slices.iloc[0]
-    n_demos = row["n_demos"]
-    return _Design(
-        model=row["model"],
-        task=row["task"],
-        n_demos=int(n_demos) if isinstance(n_demos, (Integral, np.integer)) else n_demos,
-        reference=reference,
-        methods=chosen,
-        grids=grids,
-        spread=spread,
-        n_seeds=n_seeds,
-    )
+    return grids, spread
 
 
 # ---------------------------------------------------------------------------
@@ -677,6 +709,158 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------
+
+
+@dataclass
+class _OrderFit:
+    """What the variance-components fit of the modelled (order-sensitive) methods gives.
+
+    Order-invariant methods have their posterior means fixed at 0; with no
+    modelled method, nothing is sampled (``sampler`` is ``"none"``).
+    """
+
+    sigma_order_mean: dict[str, float]
+    sigma_resid_mean: dict[str, float]
+    sd_query_mean: dict[str, float]
+    log_ratio_draws: dict[str, np.ndarray]
+    idata: Any = None
+    diagnostics: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(_arviz.SUMMARY_COLUMNS)))
+    converged: bool = True
+    reason: str = ""
+    n_divergences: int = 0
+    compile_s: float = 0.0
+    sample_s: float = 0.0
+    compile_cached: bool = False
+    sampler: str = "none"
+
+
+def _fit_modelled(design: _Design, modelled: tuple[str, ...], invariant: tuple[str, ...],
+                  no_interaction: tuple[str, ...], stats: dict[str, Any], args: _SamplerArgs,
+                  target_accept: float) -> _OrderFit:
+    """Sample the order model of the ``modelled`` methods and summarise it (posterior means, diagnostics)."""
+    fit = _OrderFit({m: 0.0 for m in invariant}, {m: 0.0 for m in invariant}, {m: 0.0 for m in invariant}, {})
+    if not modelled:
+        return fit
+    fit.sampler = args.sampler
+    n_blocks = len(stats["method_idx"])
+    draws_, diverging, fit.compile_s, fit.sample_s, fit.compile_cached = _sample(
+        "order", (len(modelled), n_blocks), lambda pm: _build_order_model(pm, len(modelled), stats),
+        stats, _ORDER_VARS, args, target_accept=target_accept,
+    )
+    draws_ = {"mu": _draw_mu(draws_, stats, len(modelled), args.seed), **draws_}
+    derived = _derived(draws_, stats, len(modelled))
+    sdq = derived["sd_query"]
+    pairs = [m for m in design.methods if design.reference in modelled and m in modelled]
+    posterior = {k: v for k, v in draws_.items() if k != "z_order"}
+    posterior["sigma_order_set"] = derived["sigma_order_set"]
+    posterior["sd_query"] = sdq
+    dims: dict[str, list[str]] = {
+        v: ["method"] for v in ("mu", "sigma_query", "sigma_order", "sigma_resid", "sd_query")
+    }
+    dims["sigma_order_set"] = ["block"]
+    if pairs:
+        i_ref = modelled.index(design.reference)
+        posterior["log_ratio"] = np.stack(
+            [np.log(sdq[:, :, i_ref]) - np.log(sdq[:, :, modelled.index(m)]) for m in pairs], axis=-1
+        )
+        dims["log_ratio"] = ["method_b"]
+    fit.idata = _arviz.from_draws(
+        posterior,
+        sample_stats={"diverging": diverging},
+        coords={"method": list(modelled), "method_b": pairs, "block": _block_labels(design.grids, modelled)},
+        dims=dims,
+        attrs={"sampler": fit.sampler, "reference": design.reference, "model_name": str(design.model),
+               "task": str(design.task), "n_demos": str(design.n_demos), "quantity": QUANTITY,
+               "no_interaction": ",".join(no_interaction)},
+    )
+    for i, m in enumerate(modelled):
+        fit.sigma_order_mean[m] = float(draws_["sigma_order"][:, :, i].mean())
+        fit.sigma_resid_mean[m] = 0.0 if m in no_interaction else float(draws_["sigma_resid"][:, :, i].mean())
+        fit.sd_query_mean[m] = float(sdq[:, :, i].mean())
+    for j, m in enumerate(pairs):
+        fit.log_ratio_draws[m] = _readonly(posterior["log_ratio"][:, :, j].reshape(-1))
+    fit.diagnostics = _arviz.summary_table(fit.idata, list(posterior), hdi_prob=args.hdi_prob)
+    fit.n_divergences = int(diverging.sum())
+    fit.converged, fit.reason = _gate(fit.diagnostics, fit.n_divergences)
+    return fit
+
+
+def _comparison_row(design: _Design, method: str, fit: _OrderFit, invariant: tuple[str, ...],
+                    no_interaction: tuple[str, ...], args: _SamplerArgs,
+                    zero_spread_tol: float) -> tuple[dict[str, Any], np.ndarray]:
+    """One reference-vs-``method`` row of :func:`fit_order_variance` and its log-ratio draws.
+
+    A pair where both methods are modelled reads the posterior; an order-invariant
+    method (spread at most ``zero_spread_tol``) gives a fixed verdict: both
+    invariant, equivalent with an undefined ratio; one of them, different with
+    an infinite log ratio.
+    """
+    n_draws = args.chains * args.draws
+    ref_inv = design.reference in invariant
+    m_inv = method in invariant
+    note = ""
+    if method in fit.log_ratio_draws:
+        d = fit.log_ratio_draws[method]
+        est, sd = float(d.mean()), float(d.std(ddof=1))
+        low, high = _arviz.hdi(d, args.hdi_prob)
+        p_rope = float(np.mean(np.abs(d) <= args.rope))
+        p_pos = float(np.mean(d > 0))
+        verdict = _hdi_rope(low, high, args.rope)
+    elif ref_inv and m_inv:
+        est = sd = low = high = float("nan")
+        p_rope, p_pos = 1.0, 0.0
+        verdict = "equivalent"
+        note = (f"both {design.reference!r} and {method!r} are order-invariant (spread <= "
+                f"{zero_spread_tol:g}): per-query SD fixed at 0 for both; log ratio undefined")
+        d = _readonly(np.full(n_draws, np.nan))
+    else:
+        sign = 1.0 if m_inv else -1.0
+        inv = method if m_inv else design.reference
+        est = low = high = sign * math.inf
+        sd = 0.0
+        p_rope, p_pos = 0.0, 1.0 if m_inv else 0.0
+        verdict = "different"
+        note = (f"{inv!r} is order-invariant (max range of logit p across orders <= "
+                f"{zero_spread_tol:g}): per-query SD (sigma_order, sigma_resid) fixed at 0, "
+                f"log ratio = {sign * math.inf}")
+        d = _readonly(np.full(n_draws, sign * math.inf))
+    shifts = [x for x in (design.reference, method) if x in no_interaction]
+    if shifts:
+        note = "; ".join(filter(None, [note, (
+            f"{' and '.join(map(repr, shifts))} shift(s) every query alike with the order (no order x "
+            f"query interaction, residual mean square <= {zero_spread_tol:g}^2): sigma_resid fixed at 0")]))
+    if not fit.converged:
+        verdict = "did_not_converge"
+    row = {
+        "model": design.model,
+        "task": design.task,
+        "n_demos": design.n_demos,
+        "method_a": design.reference,
+        "method_b": method,
+        "analysis": "bayes_order_variance",
+        "estimate": est,
+        "posterior_sd": sd,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "ci_level": args.hdi_prob,
+        "ci_method": "HDI",
+        "p_rope": p_rope,
+        "p_positive": p_pos,
+        "rope": args.rope,
+        "verdict": verdict,
+        "converged": fit.converged,
+        "diagnostics": fit.reason,
+        "note": note,
+        "sampler": fit.sampler,
+        "sigma_order_a": fit.sigma_order_mean[design.reference],
+        "sigma_order_b": fit.sigma_order_mean[method],
+        "sigma_resid_a": fit.sigma_resid_mean[design.reference],
+        "sigma_resid_b": fit.sigma_resid_mean[method],
+        "sd_query_a": fit.sd_query_mean[design.reference],
+        "sd_query_b": fit.sd_query_mean[method],
+        "quantity": QUANTITY,
+    }
+    return row, d
 
 
 def fit_order_variance(
@@ -940,150 +1124,34 @@ def fit_order_variance(
     no_interaction = tuple(
         m for i, m in enumerate(modelled) if not stats["has_int"][stats["method_idx"] == i].any()
     )
+    fit = _fit_modelled(design, modelled, invariant, no_interaction, stats, args, ta)
 
-    sigma_order_mean = {m: 0.0 for m in invariant}
-    sigma_resid_mean = {m: 0.0 for m in invariant}
-    sd_query_mean = {m: 0.0 for m in invariant}
-    idata = None
-    diagnostics = pd.DataFrame(columns=list(_arviz.SUMMARY_COLUMNS))
-    converged, reason, n_div = True, "", 0
-    compile_s = sample_s = 0.0
-    cached = False
-    used = "none"
-    lr_draws: dict[str, np.ndarray] = {}
-    if modelled:
-        used = args.sampler
-        n_blocks = len(stats["method_idx"])
-        draws_, diverging, compile_s, sample_s, cached = _sample(
-            "order", (len(modelled), n_blocks), lambda pm: _build_order_model(pm, len(modelled), stats),
-            stats, _ORDER_VARS, args, target_accept=ta,
-        )
-        draws_ = {"mu": _draw_mu(draws_, stats, len(modelled), args.seed), **draws_}
-        derived = _derived(draws_, stats, len(modelled))
-        sdq = derived["sd_query"]
-        pairs = [m for m in design.methods if design.reference in modelled and m in modelled]
-        posterior = {k: v for k, v in draws_.items() if k != "z_order"}
-        posterior["sigma_order_set"] = derived["sigma_order_set"]
-        posterior["sd_query"] = sdq
-        dims: dict[str, list[str]] = {
-            v: ["method"] for v in ("mu", "sigma_query", "sigma_order", "sigma_resid", "sd_query")
-        }
-        dims["sigma_order_set"] = ["block"]
-        if pairs:
-            i_ref = modelled.index(design.reference)
-            posterior["log_ratio"] = np.stack(
-                [np.log(sdq[:, :, i_ref]) - np.log(sdq[:, :, modelled.index(m)]) for m in pairs], axis=-1
-            )
-            dims["log_ratio"] = ["method_b"]
-        idata = _arviz.from_draws(
-            posterior,
-            sample_stats={"diverging": diverging},
-            coords={"method": list(modelled), "method_b": pairs, "block": _block_labels(design.grids, modelled)},
-            dims=dims,
-            attrs={"sampler": used, "reference": design.reference, "model_name": str(design.model),
-                   "task": str(design.task), "n_demos": str(design.n_demos), "quantity": QUANTITY,
-                   "no_interaction": ",".join(no_interaction)},
-        )
-        for i, m in enumerate(modelled):
-            sigma_order_mean[m] = float(draws_["sigma_order"][:, :, i].mean())
-            sigma_resid_mean[m] = 0.0 if m in no_interaction else float(draws_["sigma_resid"][:, :, i].mean())
-            sd_query_mean[m] = float(sdq[:, :, i].mean())
-        for j, m in enumerate(pairs):
-            lr_draws[m] = _readonly(posterior["log_ratio"][:, :, j].reshape(-1))
-        diagnostics = _arviz.summary_table(idata, list(posterior), hdi_prob=args.hdi_prob)
-        n_div = int(diverging.sum())
-        converged, reason = _gate(diagnostics, n_div)
-
-    n_draws = args.chains * args.draws
-    n_sets = len({s for (_, s) in design.grids})
-    n_orders = max(g.shape[0] for g in design.grids.values())
-    n_queries = max(g.shape[1] for g in design.grids.values())
+    sizes = {
+        "n_sets": len({s for (_, s) in design.grids}),
+        "n_orders": max(g.shape[0] for g in design.grids.values()),
+        "n_queries": max(g.shape[1] for g in design.grids.values()),
+        "n_seeds": design.n_seeds,
+    }
+    lr_draws = fit.log_ratio_draws
     rows: list[dict[str, Any]] = []
     for method in design.methods:
-        ref_inv = design.reference in invariant
-        m_inv = method in invariant
-        note = ""
-        if method in lr_draws:
-            d = lr_draws[method]
-            est, sd = float(d.mean()), float(d.std(ddof=1))
-            low, high = _arviz.hdi(d, args.hdi_prob)
-            p_rope = float(np.mean(np.abs(d) <= args.rope))
-            p_pos = float(np.mean(d > 0))
-            verdict = _hdi_rope(low, high, args.rope)
-        elif ref_inv and m_inv:
-            est = sd = low = high = float("nan")
-            p_rope, p_pos = 1.0, 0.0
-            verdict = "equivalent"
-            note = (f"both {design.reference!r} and {method!r} are order-invariant (spread <= "
-                    f"{zero_spread_tol:g}): per-query SD fixed at 0 for both; log ratio undefined")
-            lr_draws[method] = _readonly(np.full(n_draws, np.nan))
-        else:
-            sign = 1.0 if m_inv else -1.0
-            inv = method if m_inv else design.reference
-            est = low = high = sign * math.inf
-            sd = 0.0
-            p_rope, p_pos = 0.0, 1.0 if m_inv else 0.0
-            verdict = "different"
-            note = (f"{inv!r} is order-invariant (max range of logit p across orders <= "
-                    f"{zero_spread_tol:g}): per-query SD (sigma_order, sigma_resid) fixed at 0, "
-                    f"log ratio = {sign * math.inf}")
-            lr_draws[method] = _readonly(np.full(n_draws, sign * math.inf))
-        shifts = [x for x in (design.reference, method) if x in no_interaction]
-        if shifts:
-            note = "; ".join(filter(None, [note, (
-                f"{' and '.join(map(repr, shifts))} shift(s) every query alike with the order (no order x "
-                f"query interaction, residual mean square <= {zero_spread_tol:g}^2): sigma_resid fixed at 0")]))
-        if not converged:
-            verdict = "did_not_converge"
-        rows.append(
-            {
-                "model": design.model,
-                "task": design.task,
-                "n_demos": design.n_demos,
-                "method_a": design.reference,
-                "method_b": method,
-                "analysis": "bayes_order_variance",
-                "estimate": est,
-                "posterior_sd": sd,
-                "ci_low": float(low),
-                "ci_high": float(high),
-                "ci_level": args.hdi_prob,
-                "ci_method": "HDI",
-                "p_rope": p_rope,
-                "p_positive": p_pos,
-                "rope": args.rope,
-                "verdict": verdict,
-                "converged": converged,
-                "diagnostics": reason,
-                "note": note,
-                "sampler": used,
-                "sigma_order_a": sigma_order_mean[design.reference],
-                "sigma_order_b": sigma_order_mean[method],
-                "sigma_resid_a": sigma_resid_mean[design.reference],
-                "sigma_resid_b": sigma_resid_mean[method],
-                "sd_query_a": sd_query_mean[design.reference],
-                "sd_query_b": sd_query_mean[method],
-                "quantity": QUANTITY,
-                "n_sets": n_sets,
-                "n_orders": n_orders,
-                "n_queries": n_queries,
-                "n_seeds": design.n_seeds,
-            }
-        )
+        row, lr_draws[method] = _comparison_row(design, method, fit, invariant, no_interaction, args,
+                                                float(zero_spread_tol))
+        rows.append({**row, **sizes})
     return BayesResult(
         table=pd.DataFrame(rows),
-        diagnostics=diagnostics,
-        idata=idata,
+        diagnostics=fit.diagnostics,
+        idata=fit.idata,
         log_ratio_draws=lr_draws,
         order_invariant=invariant,
-        converged=converged,
-        reason=reason,
-        n_divergences=n_div,
-        sampler=used,
-        compile_s=compile_s,
-        sample_s=sample_s,
+        converged=fit.converged,
+        reason=fit.reason,
+        n_divergences=fit.n_divergences,
+        sampler=fit.sampler,
+        compile_s=fit.compile_s,
+        sample_s=fit.sample_s,
         wall_time_s=time.perf_counter() - t_start,
-        compile_cached=cached,
+        compile_cached=fit.compile_cached,
     )
 
 
@@ -1119,6 +1187,74 @@ def _validate_effects(per_task_effects: object) -> pd.DataFrame:
     if finite.all() and not (np.isfinite(sd).all() and (sd > 0).all()):
         raise ValueError("`per_task_effects['posterior_sd']` must be positive and finite")
     return per_task_effects.reset_index(drop=True)
+
+
+@dataclass
+class _PooledFit:
+    """The pooled effect of :func:`fit_pooled`: its draws, summary, shrunk per-task effects and diagnostics."""
+
+    delta_draws: np.ndarray
+    mean: float
+    sd: float
+    low: float
+    high: float
+    p_rope: float
+    p_positive: float
+    sigma_between: float
+    nu: float
+    verdict: str
+    shrunk: np.ndarray  # (n, 3): mean, HDI low, HDI high of each task's shrunk effect
+    note: str = ""
+    diagnostics: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(_arviz.SUMMARY_COLUMNS)))
+    idata: Any = None
+    n_divergences: int = 0
+    compile_s: float = 0.0
+    sample_s: float = 0.0
+    sampler: str = "none"
+    converged: bool = True
+    reason: str = ""
+
+
+def _pooled_infinite(est: np.ndarray, args: _SamplerArgs) -> _PooledFit:
+    """Every effect infinite, of one sign (an order-invariant method in every task): nothing to sample."""
+    sign = float(np.sign(est[0]))
+    inf = sign * math.inf
+    return _PooledFit(
+        delta_draws=np.full(args.chains * args.draws, inf), mean=inf, sd=0.0, low=inf, high=inf, p_rope=0.0,
+        p_positive=1.0 if sign > 0 else 0.0, sigma_between=0.0, nu=float("nan"), verdict="different",
+        shrunk=np.column_stack([est, est, est]),
+        note=f"every effect is {inf}: an order-invariant method in every task",
+    )
+
+
+def _pooled_sampled(effects: pd.DataFrame, est: np.ndarray, se: np.ndarray, args: _SamplerArgs,
+                    target_accept: float) -> _PooledFit:
+    """Sample the Student-t hierarchy over the finite effects and summarise the pooled effect."""
+    n = len(est)
+    draws_, diverging, compile_s, sample_s, _ = _sample(
+        "pooled", n, lambda pm: _build_pooled_model(pm, est, se),
+        {"estimate": est, "posterior_sd": se}, _POOLED_VARS, args, target_accept=target_accept,
+    )
+    idata = _arviz.from_draws(
+        draws_, sample_stats={"diverging": diverging},
+        coords={"effect": [f"{r.model}/{r.task}" for r in effects.itertuples()]},
+        dims={"delta_task": ["effect"]}, attrs={"sampler": args.sampler},
+    )
+    diagnostics = _arviz.summary_table(idata, list(_POOLED_VARS), hdi_prob=args.hdi_prob)
+    n_div = int(diverging.sum())
+    converged, reason = _gate(diagnostics, n_div)
+    d = draws_["delta"].reshape(-1)
+    low, high = _arviz.hdi(d, args.hdi_prob)
+    dt = draws_["delta_task"].reshape(-1, n)
+    return _PooledFit(
+        delta_draws=d, mean=float(d.mean()), sd=float(d.std(ddof=1)), low=low, high=high,
+        p_rope=float(np.mean(np.abs(d) <= args.rope)), p_positive=float(np.mean(d > 0)),
+        sigma_between=float(draws_["sigma_between"].mean()), nu=float(np.median(draws_["nu"])),
+        verdict=_hdi_rope(low, high, args.rope),
+        shrunk=np.array([[dt[:, i].mean(), *_arviz.hdi(dt[:, i], args.hdi_prob)] for i in range(n)]),
+        diagnostics=diagnostics, idata=idata, n_divergences=n_div, compile_s=compile_s, sample_s=sample_s,
+        sampler=args.sampler, converged=converged, reason=reason,
+    )
 
 
 def fit_pooled(
@@ -1207,44 +1343,16 @@ def fit_pooled(
     if "converged" in effects.columns:
         upstream_failed = [f"{r.model}/{r.task}" for r in effects.itertuples() if not bool(r.converged)]
 
-    note = ""
-    diagnostics = pd.DataFrame(columns=list(_arviz.SUMMARY_COLUMNS))
-    idata = None
-    n_div, compile_s, sample_s, used = 0, 0.0, 0.0, "none"
-    converged, reason = True, ""
-    if not np.isfinite(est).all():
-        sign = float(np.sign(est[0]))
-        d = np.full(args.chains * args.draws, sign * math.inf)
-        mean = low = high = sign * math.inf
-        sd, p_rope, p_pos = 0.0, 0.0, 1.0 if sign > 0 else 0.0
-        sigma_b, nu = 0.0, float("nan")
-        verdict = "different"
-        shrunk = np.column_stack([est, est, est])
-        note = f"every effect is {sign * math.inf}: an order-invariant method in every task"
+    if np.isfinite(est).all():
+        pooled = _pooled_sampled(effects, est, se, args, ta)
     else:
-        used = args.sampler
-        draws_, diverging, compile_s, sample_s, _ = _sample(
-            "pooled", n, lambda pm: _build_pooled_model(pm, est, se),
-            {"estimate": est, "posterior_sd": se}, _POOLED_VARS, args, target_accept=ta,
-        )
-        idata = _arviz.from_draws(
-            draws_, sample_stats={"diverging": diverging},
-            coords={"effect": [f"{r.model}/{r.task}" for r in effects.itertuples()]},
-            dims={"delta_task": ["effect"]}, attrs={"sampler": used},
-        )
-        diagnostics = _arviz.summary_table(idata, list(_POOLED_VARS), hdi_prob=args.hdi_prob)
-        n_div = int(diverging.sum())
-        converged, reason = _gate(diagnostics, n_div)
-        d = draws_["delta"].reshape(-1)
-        mean, sd = float(d.mean()), float(d.std(ddof=1))
-        low, high = _arviz.hdi(d, args.hdi_prob)
-        p_rope = float(np.mean(np.abs(d) <= args.rope))
-        p_pos = float(np.mean(d > 0))
-        sigma_b = float(draws_["sigma_between"].mean())
-        nu = float(np.median(draws_["nu"]))
-        verdict = _hdi_rope(low, high, args.rope)
-        dt = draws_["delta_task"].reshape(-1, n)
-        shrunk = np.array([[dt[:, i].mean(), *_arviz.hdi(dt[:, i], args.hdi_prob)] for i in range(n)])
+        pooled = _pooled_infinite(est, args)
+    d, shrunk, diagnostics, idata = pooled.delta_draws, pooled.shrunk, pooled.diagnostics, pooled.idata
+    mean, sd, low, high = pooled.mean, pooled.sd, pooled.low, pooled.high
+    p_rope, p_pos, sigma_b, nu, verdict, note = (pooled.p_rope, pooled.p_positive, pooled.sigma_between, pooled.nu,
+                                                  pooled.verdict, pooled.note)
+    n_div, compile_s, sample_s, used = pooled.n_divergences, pooled.compile_s, pooled.sample_s, pooled.sampler
+    converged, reason = pooled.converged, pooled.reason
     if upstream_failed:
         converged = False
         reason = "; ".join(filter(None, [reason, f"first-level fit(s) did not converge: {', '.join(upstream_failed)}"]))

@@ -361,43 +361,14 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
     accuracy = accuracy_table(records)
     rng = np.random.default_rng([study.seed, 11])
     a = study.analysis
-    keep_rng = np.random.default_rng(0)
-    null_json = {}
-    for index, null in nulls.items():
-        if len(null) == 0 or comparisons["analysis"].iloc[index] not in _NULL_ANALYSES:
-            continue
-        sample = null if len(null) <= _NULL_KEEP else keep_rng.choice(null, _NULL_KEEP, replace=False)
-        null_json[str(index)] = [float(f"{v:.6g}") for v in sample]
+    null_json = _kept_nulls(nulls, comparisons)
     comparisons["summary"] = [_summary_text(row) for row in comparisons.to_dict("records")]
-    finished = _dt.datetime.now(_dt.timezone.utc)
     timings = dict(timings or {})
     timings["analyse"] = time.perf_counter() - t0
     timings["total"] = timings.get("collect", 0.0) + timings.get("model_stages", 0.0) + timings["analyse"]
-    previous = {}
-    if run.exists("results.json") and not extra_provenance:
-        previous = run.read_json("results.json").get("provenance", {})
-    provenance = {
-        **previous,
-        "hyptest_version": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "device": _device_text(),
-        "libraries": library_versions(),
-        "models": [{"name": name, **ident} for name, ident in manifest["models"].items()],
-        "tasks": manifest["tasks"],
-        "seeds": {"root": study.seed},
-        "started": (extra_provenance or {}).get("started", previous.get("started", manifest.get("started"))),
-        "finished": finished.isoformat(timespec="seconds"),
-        "wall_time_s": {**previous.get("wall_time_s", {}), **{k: round(v, 2) for k, v in timings.items()}},
-        "run_dir": run.location,
-        **(extra_provenance or {}),
-    }
+    provenance = _provenance(run, study, manifest, timings, extra_provenance)
     provenance["warnings"] = _warnings(study, per_query, accuracy) + output.notes + list(
         provenance.get("stage_notes", []))
-    wall = provenance["wall_time_s"]
-    wall["total"] = round(wall.get("collect", 0.0) + wall.get("model_stages", 0.0) + wall.get("analyse", 0.0), 2)
     bayes_files = _write_bayes(run, output.bayes)
     descriptive = _descriptive_tables(run, study, records, all_steps, output)
     descriptive["dai"] = _dai_results(run, study)
@@ -429,6 +400,48 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
     if report:
         _write_report(run, results, per_query, manifest["study_text"])
     return results
+
+
+def _kept_nulls(nulls: dict[int, np.ndarray], comparisons: pd.DataFrame) -> dict[str, list[float]]:
+    """Up to ``_NULL_KEEP`` draws (a fixed subsample) of the null distribution of each order comparison row."""
+    keep_rng = np.random.default_rng(0)
+    null_json = {}
+    for index, null in nulls.items():
+        if len(null) == 0 or comparisons["analysis"].iloc[index] not in _NULL_ANALYSES:
+            continue
+        sample = null if len(null) <= _NULL_KEEP else keep_rng.choice(null, _NULL_KEEP, replace=False)
+        null_json[str(index)] = [float(f"{v:.6g}") for v in sample]
+    return null_json
+
+
+def _provenance(run: RunDir, study: Study, manifest: dict[str, Any], timings: dict[str, float],
+                extra_provenance: dict[str, Any] | None) -> dict[str, Any]:
+    """The provenance block of ``results.json``: versions, machine, inputs, seeds, times (kept from a previous one)."""
+    finished = _dt.datetime.now(_dt.timezone.utc)
+    previous = {}
+    if run.exists("results.json") and not extra_provenance:
+        previous = run.read_json("results.json").get("provenance", {})
+    provenance = {
+        **previous,
+        "hyptest_version": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "device": _device_text(),
+        "libraries": library_versions(),
+        "models": [{"name": name, **ident} for name, ident in manifest["models"].items()],
+        "tasks": manifest["tasks"],
+        "seeds": {"root": study.seed},
+        "started": (extra_provenance or {}).get("started", previous.get("started", manifest.get("started"))),
+        "finished": finished.isoformat(timespec="seconds"),
+        "wall_time_s": {**previous.get("wall_time_s", {}), **{k: round(v, 2) for k, v in timings.items()}},
+        "run_dir": run.location,
+        **(extra_provenance or {}),
+    }
+    wall = provenance["wall_time_s"]
+    wall["total"] = round(wall.get("collect", 0.0) + wall.get("model_stages", 0.0) + wall.get("analyse", 0.0), 2)
+    return provenance
 
 
 def _records_json(frame: pd.DataFrame) -> list[dict[str, Any]]:
