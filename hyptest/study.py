@@ -923,6 +923,10 @@ class Study(_Strict):
         """Names of the methods, defaulting to their kind."""
         return [m.name or m.kind for m in self.methods]
 
+    def slices(self) -> list[tuple[str, str, int]]:
+        """Every (model, task, N) of the design, by name, in the study file's order (model, then task, then N)."""
+        return [(m.name, t.name, int(n)) for m in self.models for t in self.tasks for n in self.demos.n_demos]
+
     def method(self, name: str) -> AnyMethod:
         """Return the method called ``name``."""
         for method, method_name in zip(self.methods, self.method_names()):

@@ -88,11 +88,9 @@ def _needs(study: Study, keys: list[FamilyKey], state: FamilyState) -> dict[tupl
     ce = study.collection.check_every
     need: dict[tuple[str, str, int, str], int] = {}
     ref = study.analysis.reference
-    for model in study.models:
-        for task in study.tasks:
-            for n in study.demos.n_demos:
-                for method in study.method_names():  # everything gets the first round
-                    need[(model.name, task.name, int(n), method)] = min(ce, set_budget(study, int(n)))
+    for model, task, n in study.slices():
+        for method in study.method_names():  # everything gets the first round
+            need[(model, task, n, method)] = min(ce, set_budget(study, n))
     for key, s in zip(keys, state.comparisons):
         want = s.n_used if s.stopped else min((state.n_looks + 1) * ce, set_budget(study, key.n_demos))
         for method in (key.method, ref):
