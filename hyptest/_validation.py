@@ -37,9 +37,9 @@ def validate_flag(value: object, name: str) -> bool:
     Parameters
     ----------
     value : object
-        The argument.
+        The flag to check.
     name : str
-        Its name, for the message.
+        Its name in the message (``strict``, ``normalise``).
 
     Returns
     -------
@@ -61,9 +61,9 @@ def validate_choice(value: object, name: str, options: Iterable[str]) -> str:
     Parameters
     ----------
     value : object
-        The argument.
+        The option to check.
     name : str
-        Its name, for the message.
+        Its name in the message (``adjust``, ``method``).
     options : iterable of str
         The accepted values, listed in the message in this order.
 
@@ -89,9 +89,9 @@ def validate_real(value: object, name: str, *, finite: bool = False, minimum: fl
     Parameters
     ----------
     value : object
-        The argument.
+        The number to check.
     name : str
-        Its name, for the message.
+        Its name in the message (``eta``, ``threshold``).
     finite : bool, default False
         Reject NaN and infinities.
     minimum : float, optional
@@ -126,9 +126,9 @@ def validate_probability(value: object, name: str) -> float:
     Parameters
     ----------
     value : object
-        The argument.
+        The level to check.
     name : str
-        Its name, for the message.
+        Its name in the message (``alpha``, ``confidence``, ``hdi_prob``).
 
     Returns
     -------
@@ -180,9 +180,9 @@ def validate_count(value: object, name: str, *, minimum: int = 1, allow_none: bo
     Parameters
     ----------
     value : object
-        The argument.
+        The count to check.
     name : str
-        Its name, for the message.
+        Its name in the message (``n_resamples``, ``batch_size``).
     minimum : int, default 1
         The smallest accepted value.
     allow_none : bool, default False
@@ -221,9 +221,9 @@ def validate_real_array(value: ArrayLike, name: str, *, ndim: int | None = None,
     Parameters
     ----------
     value : array_like
-        The argument.
+        The array to check.
     name : str
-        Its name, for the message.
+        Its name in the message (``icl``, ``values``).
     ndim : int, optional
         The exact number of dimensions required (``None``: any).
     min_ndim : int, default 0
@@ -268,9 +268,9 @@ def validate_frame(value: object, name: str, columns: Sequence[str], *, hint: st
     Parameters
     ----------
     value : object
-        The argument.
+        The table to check.
     name : str
-        Its name, for the message.
+        Its name in the message (``records``, ``per_order``).
     columns : sequence of str
         The columns it needs.
     hint : str, optional
