@@ -172,18 +172,7 @@ def synthetic_study(
             f"mapping file (methods seen: {', '.join(map(str, kinds))})"
         )
     reference = "icl" if "icl" in icl else icl[0]
-    methods = []
-    for method in sorted(kinds, key=lambda m: (m != reference, m)):
-        kind = kinds[method]
-        seeds = sorted(int(s) for s in records.loc[records["method"] == method, "seed"].unique())
-        if kind == "other":
-            notes.append(f"method {method!r} has no known kind; declared as sgd in the synthetic study "
-                         "(kind only decides the GD order-invariance warning and the alignment test)")
-            kind = "sgd"
-        spec: dict[str, Any] = {"kind": kind, "name": None if method == kind else method}
-        if kind != "icl":
-            spec["train_seeds"] = seeds
-        methods.append(spec)
+    methods = _declared_methods(records, kinds, reference, notes)
     per_set = records.groupby(["model", "task", "n_demos", "demo_set"])["order_id"].nunique()
     n_orders = int(per_set.max()) if len(per_set) else 2
     if n_orders < 2:
@@ -208,6 +197,27 @@ def synthetic_study(
     if overrides:
         study = _deep_merge(study, overrides)
     return parse_study(study, source="synthetic study (reanalyse)"), notes
+
+
+def _declared_methods(records: pd.DataFrame, kinds: dict[str, str], reference: str,
+                      notes: list[str]) -> list[dict[str, Any]]:
+    """The ``methods`` of a synthetic study: the reference first, each with its kind and the seeds seen.
+
+    A method of kind "other" is declared as ``sgd``, with a note appended to ``notes``.
+    """
+    methods = []
+    for method in sorted(kinds, key=lambda m: (m != reference, m)):
+        kind = kinds[method]
+        seeds = sorted(int(s) for s in records.loc[records["method"] == method, "seed"].unique())
+        if kind == "other":
+            notes.append(f"method {method!r} has no known kind; declared as sgd in the synthetic study "
+                         "(kind only decides the GD order-invariance warning and the alignment test)")
+            kind = "sgd"
+        spec: dict[str, Any] = {"kind": kind, "name": None if method == kind else method}
+        if kind != "icl":
+            spec["train_seeds"] = seeds
+        methods.append(spec)
+    return methods
 
 
 def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
