@@ -1347,66 +1347,29 @@ def fit_pooled(
         pooled = _pooled_sampled(effects, est, se, args, ta)
     else:
         pooled = _pooled_infinite(est, args)
-    d, shrunk, diagnostics, idata = pooled.delta_draws, pooled.shrunk, pooled.diagnostics, pooled.idata
-    mean, sd, low, high = pooled.mean, pooled.sd, pooled.low, pooled.high
-    p_rope, p_pos, sigma_b, nu, verdict, note = (pooled.p_rope, pooled.p_positive, pooled.sigma_between, pooled.nu,
-                                                  pooled.verdict, pooled.note)
-    n_div, compile_s, sample_s, used = pooled.n_divergences, pooled.compile_s, pooled.sample_s, pooled.sampler
-    converged, reason = pooled.converged, pooled.reason
+    converged, reason, verdict = pooled.converged, pooled.reason, pooled.verdict
     if upstream_failed:
         converged = False
         reason = "; ".join(filter(None, [reason, f"first-level fit(s) did not converge: {', '.join(upstream_failed)}"]))
     if not converged:
         verdict = "did_not_converge"
-    table = pd.DataFrame(
-        [
-            {
-                **base,
-                "analysis": "bayes_order_variance_pooled",
-                "n": n,
-                "estimate": mean,
-                "posterior_sd": sd,
-                "ci_low": float(low),
-                "ci_high": float(high),
-                "ci_level": args.hdi_prob,
-                "ci_method": "HDI",
-                "p_rope": p_rope,
-                "p_positive": p_pos,
-                "rope": args.rope,
-                "verdict": verdict,
-                "converged": converged,
-                "diagnostics": reason,
-                "note": note,
-                "sampler": used,
-                "sigma_between": sigma_b,
-                "nu": nu,
-            }
-        ]
-    )
-    per_task = pd.DataFrame(
-        {
-            "model": effects["model"],
-            "task": effects["task"],
-            "estimate": est,
-            "posterior_sd": se,
-            "shrunk_mean": shrunk[:, 0],
-            "shrunk_low": shrunk[:, 1],
-            "shrunk_high": shrunk[:, 2],
-        }
-    )
+    table = pd.DataFrame([{
+        **base, "analysis": "bayes_order_variance_pooled", "n": n, "estimate": pooled.mean,
+        "posterior_sd": pooled.sd, "ci_low": float(pooled.low), "ci_high": float(pooled.high),
+        "ci_level": args.hdi_prob, "ci_method": "HDI", "p_rope": pooled.p_rope, "p_positive": pooled.p_positive,
+        "rope": args.rope, "verdict": verdict, "converged": converged, "diagnostics": reason, "note": pooled.note,
+        "sampler": pooled.sampler, "sigma_between": pooled.sigma_between, "nu": pooled.nu,
+    }])
+    shrunk = pooled.shrunk
+    per_task = pd.DataFrame({
+        "model": effects["model"], "task": effects["task"], "estimate": est, "posterior_sd": se,
+        "shrunk_mean": shrunk[:, 0], "shrunk_low": shrunk[:, 1], "shrunk_high": shrunk[:, 2],
+    })
     return PooledResult(
-        table=table,
-        per_task=per_task,
-        diagnostics=diagnostics,
-        idata=idata,
-        delta_draws=_readonly(d),
-        converged=converged,
-        reason=reason,
-        n_divergences=n_div,
-        sampler=used,
-        compile_s=compile_s,
-        sample_s=sample_s,
-        wall_time_s=time.perf_counter() - t_start,
+        table=table, per_task=per_task, diagnostics=pooled.diagnostics, idata=pooled.idata,
+        delta_draws=_readonly(pooled.delta_draws), converged=converged, reason=reason,
+        n_divergences=pooled.n_divergences, sampler=pooled.sampler, compile_s=pooled.compile_s,
+        sample_s=pooled.sample_s, wall_time_s=time.perf_counter() - t_start,
     )
 
 
