@@ -278,6 +278,20 @@ def _layer_rows(lists: dict[str, list[Any]], found: Mapping[str, Any], errors: l
     return rows
 
 
+def _import_notes(name_notes: list[str], overruled: set[str], untested: dict[str, str],
+                  clash: list[str]) -> list[str]:
+    """The notes of an import: settings the fields overruled, lists not tested, fields dropped for a clash."""
+    notes = list(name_notes)
+    if overruled:
+        notes.append(f"setting(s) {sorted(overruled)} read from the file names differ from the runs' fields; the "
+                     "fields are used")
+    if untested:
+        notes.append(f"per-layer lists not tested: {', '.join(sorted(untested))} (see `untested` for why)")
+    if clash:
+        notes.append(f"fields {clash} clash with column names of the table and were dropped")
+    return notes
+
+
 def _why_untested(key: str) -> str:
     """Why the per-layer list ``key`` has no test: a baseline without its metric, or a metric without a baseline."""
     if _is_baseline(key):
@@ -401,14 +415,6 @@ def read_run_summaries(
     settings_list = [s for s in settings_seen if s not in reserved]
     columns = ["file", "line", "run", *settings_list, "metric", "baseline_name", "layer", "value", "baseline"]
     table = pd.DataFrame(rows, columns=columns)
-    notes = list(name_notes)
-    if overruled:
-        notes.append(f"setting(s) {sorted(overruled)} read from the file names differ from the runs' fields; the "
-                     "fields are used")
     untested = {key: _why_untested(key) for key in sorted(unpaired)}
-    if untested:
-        notes.append(f"per-layer lists not tested: {', '.join(sorted(untested))} (see `untested` for why)")
-    clash = sorted(set(settings_seen) & reserved)
-    if clash:
-        notes.append(f"fields {clash} clash with column names of the table and were dropped")
+    notes = _import_notes(name_notes, overruled, untested, sorted(set(settings_seen) & reserved))
     return SummariesImport(table, settings_list, log.problems(), n_read, n_skipped, notes, untested, source)
