@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from .._validation import (validate_choice, validate_count, validate_frame, validate_probability,
-                           validate_real)
+                           validate_real, validate_rng)
 from . import _arviz
 
 __all__ = [
@@ -1427,12 +1427,7 @@ def prior_predictive(
     """
     design = _validate_per_order(per_order, reference, methods, 0.0, need_outcome=False)
     n_draws = validate_count(draws, "draws")
-    if rng is not None and not isinstance(rng, np.random.Generator):
-        if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, Integral):
-            raise TypeError(f"`rng` must be None, a non-negative int seed or a numpy Generator, got {rng!r}")
-        if int(rng) < 0:
-            raise ValueError(f"`rng` seed must be a non-negative integer, got {int(rng)}")
-    gen = np.random.default_rng(rng)
+    gen = validate_rng(rng)
     all_methods = (design.reference, *design.methods)
     stats = _block_stats(design.grids, all_methods)
     pm = _import_pymc()
