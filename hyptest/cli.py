@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 from rich.console import Console
 
+from .names import SHORT_METHOD_NAMES
+
 if TYPE_CHECKING:
     from .collect.executors import Executor
     from .study import ExecutorSpec
@@ -266,9 +268,6 @@ def _make_executor(chosen: ExecutorSpec, name: Optional[str], address: Optional[
                       .replace("`executor`", "--executor")))
 
 
-_SHORT = {"icl": "ICL", "zs": "ZS", "gd": "GD", "sgd": "SGD", "adam": "Adam", "layer_causal_gd": "LC-GD"}
-
-
 def _short(value: object) -> str:
     if value is None:
         return "inf"
@@ -295,7 +294,7 @@ def _render_summary(results: dict, run_dir: Path | str, n_units: int, n_reused: 
         suffix = shown.get(row["analysis"], "" if row["analysis"] == "order_sensitivity" else f" ({row['analysis']})")
         table.add_row(
             _escape(f"{row['task']} · {row['n_demos'] if row['n_demos'] is not None else 'all'}"),
-            _escape(_SHORT.get(row["method_b"], row["method_b"]) + suffix),
+            _escape(SHORT_METHOD_NAMES.get(row["method_b"], row["method_b"]) + suffix),
             f"{_short(row['estimate'])} [{_short(row['ci_low'])}, {_short(row['ci_high'])}]",
             _short(row.get("ratio")),
             "—" if p_adj is None else f"{p_adj:.2g}",

@@ -39,6 +39,7 @@ from typing import Any, Callable, Literal, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
+from ._validation import validate_probability
 from .stats.multiplicity import adjust_optional
 
 __all__ = ["CONFIRMATORY", "Comparison", "Distribution", "VERDICTS", "decide", "monte_carlo_budget"]
@@ -229,8 +230,7 @@ def decide(
     draws : dict
         Row index -> resampling draws (bootstrap) of testable rows, for plots.
     """
-    if not 0 < alpha < 1:
-        raise ValueError(f"`alpha` must lie in (0, 1), got {alpha!r}")
+    validate_probability(alpha, "alpha")
     comps = list(comparisons)
     families: dict[str, list[int]] = {}
     for i, c in enumerate(comps):
@@ -257,75 +257,84 @@ def decide(
         adj_diff = adjust_optional(p_diff, method=adjust)
         adj_eq = adjust_optional(p_eq, method=adjust)
         for j, i in enumerate(testable):
-            c, dist = comps[i], dists[i]
-            pd_, pd_adj = p_diff[j], adj_diff[j]
-            pe, pe_adj = p_eq[j], adj_eq[j]
-            assert pd_ is not None and pd_adj is not None
-            a_d = _effective_level(alpha, pd_, pd_adj)
-            sig = pd_adj <= alpha
-            eq = pe is not None and pe_adj is not None and pe_adj <= alpha
-            a_e = _effective_level(alpha, pe, pe_adj) if pe is not None and pe_adj is not None else alpha / max(m, 1)
-            if c.rule == "threshold":
-                ci = (dist.bound(a_e, "greater"), dist.bound(a_d, "less"))
-                ci_level = None
-                eq_interval = (ci[0], math.inf)
-                eq_level = 1 - a_e
-                ci_method = (f"one-sided bounds: lower at {1 - a_e:.4g} (equivalence: above ρ₀), "
-                             f"upper at {1 - a_d:.4g} (difference: below ρ₀)")
-            else:
-                ci = (dist.bound(a_d / 2, "greater"), dist.bound(a_d / 2, "less"))
-                ci_level = 1 - a_d
-                eq_interval = (dist.bound(a_e, "greater"), dist.bound(a_e, "less"))
-                eq_level = 1 - 2 * a_e
-                ci_method = f"{'exact sign-flip inversion' if dist.exact else 'percentile bootstrap'} at the level the verdict used"
-            verdict = _verdict(c, sig, eq)
-            notes = [c.note] if c.note else []
-            if c.resolution is not None and abs(c.estimate) <= c.resolution and verdict in ("different", "negligible"):
-                verdict = "inconclusive"
-                notes.append(f"|estimate| {abs(c.estimate):.3g} is within the measurement's resolution "
-                             f"{c.resolution:.3g}: cannot be told apart")
-            floor = _floor_note(dist, alpha / max(m, 1) / (2 if c.rule == "two_sided" else 1))
-            if floor:
-                notes.append(floor)
-            if c.rule == "two_sided":
-                lo, hi = eq_interval
-                min_margin = max(c.null_value - lo, hi - c.null_value)
-            else:
-                min_margin = None
-            rows[i] = {
-                "ci_low": ci[0], "ci_high": ci[1], "ci_level": ci_level, "ci_method": ci_method,
-                "eq_low": eq_interval[0], "eq_high": eq_interval[1], "eq_level": eq_level,
-                "p_value": pd_, "p_adjusted": pd_adj, "p_equivalence": pe, "p_equivalence_adjusted": pe_adj,
-                "level_difference": a_d, "level_equivalence": a_e,
-                "family_size": m, "n_resamples": None if dist.exact else dist.n,
-                "min_equivalence_margin": min_margin,
-                # on the ratio the margin was declared in (for log variance ratios: the SD ratio)
-                "min_equivalence_ratio": (math.exp(min_margin * math.log(c.margin_ratio) / c.margin)
-                                          if min_margin is not None and c.margin_ratio and c.margin
-                                          and math.isfinite(min_margin) else None),
-                "verdict": verdict, "note": "; ".join(notes) or None,
-            }
+            rows[i] = _tested_row(comps[i], dists[i], alpha, m, p_diff[j], adj_diff[j], p_eq[j], adj_eq[j])
         for i in members:
-            if rows[i]:
-                continue
-            c = comps[i]
-            low, high, level = c.given_interval or (math.nan, math.nan, None)
-            if c.rule == "anytime":  # decided by the anytime-valid tests of an adaptive run (hyptest/workflows/adaptive.py)
-                rows[i] = _anytime_row(c, low, high, level)
-                continue
-            rows[i] = {
-                "ci_low": low, "ci_high": high, "ci_level": level, "ci_method": c.extra.get("ci_method"),
-                "eq_low": None, "eq_high": None, "eq_level": None, "p_value": None, "p_adjusted": None,
-                "p_equivalence": None, "p_equivalence_adjusted": None, "level_difference": None,
-                "level_equivalence": None, "family_size": m, "n_resamples": None,
-                "min_equivalence_margin": None, "min_equivalence_ratio": None,
-                "verdict": c.given_verdict if c.rule == "given" else "not_estimable",
-                "note": c.note if c.rule == "given" else "; ".join(x for x in (c.note, c.not_estimable) if x),
-            }
+            if not rows[i]:
+                rows[i] = _untested_row(comps[i], m)
     table = pd.DataFrame([_base(c) | rows[i] for i, c in enumerate(comps)])
     if not table.empty:
         table["adjust_method"] = adjust
     return table, draws
+
+
+def _tested_row(c: Comparison, dist: Distribution, alpha: float, m: int, pd_: float | None, pd_adj: float | None,
+                pe: float | None, pe_adj: float | None) -> dict[str, Any]:
+    """The decision fields of a tested comparison: intervals at the levels its verdict used, p-values, verdict.
+
+    ``pd_`` / ``pe`` are its difference / equivalence p-values and ``pd_adj`` /
+    ``pe_adj`` their adjusted values within a family of ``m`` tested rows.
+    """
+    assert pd_ is not None and pd_adj is not None
+    a_d = _effective_level(alpha, pd_, pd_adj)
+    sig = pd_adj <= alpha
+    eq = pe is not None and pe_adj is not None and pe_adj <= alpha
+    a_e = _effective_level(alpha, pe, pe_adj) if pe is not None and pe_adj is not None else alpha / max(m, 1)
+    if c.rule == "threshold":
+        ci = (dist.bound(a_e, "greater"), dist.bound(a_d, "less"))
+        ci_level = None
+        eq_interval = (ci[0], math.inf)
+        eq_level = 1 - a_e
+        ci_method = (f"one-sided bounds: lower at {1 - a_e:.4g} (equivalence: above ρ₀), "
+                     f"upper at {1 - a_d:.4g} (difference: below ρ₀)")
+    else:
+        ci = (dist.bound(a_d / 2, "greater"), dist.bound(a_d / 2, "less"))
+        ci_level = 1 - a_d
+        eq_interval = (dist.bound(a_e, "greater"), dist.bound(a_e, "less"))
+        eq_level = 1 - 2 * a_e
+        ci_method = f"{'exact sign-flip inversion' if dist.exact else 'percentile bootstrap'} at the level the verdict used"
+    verdict = _verdict(c, sig, eq)
+    notes = [c.note] if c.note else []
+    if c.resolution is not None and abs(c.estimate) <= c.resolution and verdict in ("different", "negligible"):
+        verdict = "inconclusive"
+        notes.append(f"|estimate| {abs(c.estimate):.3g} is within the measurement's resolution "
+                     f"{c.resolution:.3g}: cannot be told apart")
+    floor = _floor_note(dist, alpha / max(m, 1) / (2 if c.rule == "two_sided" else 1))
+    if floor:
+        notes.append(floor)
+    if c.rule == "two_sided":
+        lo, hi = eq_interval
+        min_margin = max(c.null_value - lo, hi - c.null_value)
+    else:
+        min_margin = None
+    return {
+        "ci_low": ci[0], "ci_high": ci[1], "ci_level": ci_level, "ci_method": ci_method,
+        "eq_low": eq_interval[0], "eq_high": eq_interval[1], "eq_level": eq_level,
+        "p_value": pd_, "p_adjusted": pd_adj, "p_equivalence": pe, "p_equivalence_adjusted": pe_adj,
+        "level_difference": a_d, "level_equivalence": a_e,
+        "family_size": m, "n_resamples": None if dist.exact else dist.n,
+        "min_equivalence_margin": min_margin,
+        # on the ratio the margin was declared in (for log variance ratios: the SD ratio)
+        "min_equivalence_ratio": (math.exp(min_margin * math.log(c.margin_ratio) / c.margin)
+                                  if min_margin is not None and c.margin_ratio and c.margin
+                                  and math.isfinite(min_margin) else None),
+        "verdict": verdict, "note": "; ".join(notes) or None,
+    }
+
+
+def _untested_row(c: Comparison, m: int) -> dict[str, Any]:
+    """The fields of a comparison decided elsewhere (``given``, ``anytime``) or not estimable (no test, no p-value)."""
+    low, high, level = c.given_interval or (math.nan, math.nan, None)
+    if c.rule == "anytime":  # decided by the anytime-valid tests of an adaptive run (hyptest/workflows/adaptive.py)
+        return _anytime_row(c, low, high, level)
+    return {
+        "ci_low": low, "ci_high": high, "ci_level": level, "ci_method": c.extra.get("ci_method"),
+        "eq_low": None, "eq_high": None, "eq_level": None, "p_value": None, "p_adjusted": None,
+        "p_equivalence": None, "p_equivalence_adjusted": None, "level_difference": None,
+        "level_equivalence": None, "family_size": m, "n_resamples": None,
+        "min_equivalence_margin": None, "min_equivalence_ratio": None,
+        "verdict": c.given_verdict if c.rule == "given" else "not_estimable",
+        "note": c.note if c.rule == "given" else "; ".join(x for x in (c.note, c.not_estimable) if x),
+    }
 
 
 def _anytime_row(c: Comparison, low: float, high: float, level: float | None) -> dict[str, Any]:

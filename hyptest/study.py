@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .names import ANALYSES, DAI_METRIC_NAMES, RATIO_ANALYSES  # re-exported (hyptest.study.ANALYSES, ...)
+
 __all__ = [
     "AdamMethod",
     "ANALYSES",
@@ -578,13 +580,6 @@ def _expand_grid(method: Any) -> list[Any]:
     return out
 
 
-#: Analyses a study can name in ``analysis.margins`` and ``analysis.confirmatory``.
-ANALYSES: tuple[str, ...] = (
-    "order_sensitivity", "order_sensitivity_labels", "log_variance_ratio", "order_alignment",
-    "token_overlap", "overlap_cosine", "label_js", "label_kl", "order_sensitivity_vocab",
-)
-#: Analyses whose statistic is a ratio of order spreads (a ``ratio`` margin applies).
-RATIO_ANALYSES: tuple[str, ...] = ("order_sensitivity", "order_sensitivity_labels", "log_variance_ratio")
 
 
 class MarginSpec(_Strict):
@@ -705,9 +700,6 @@ class AnalysisSpec(_Strict):
         return self
 
 
-#: Dai et al.'s metrics as the Dai stage computes them (:func:`hyptest.workflows.reanalyse.dai_comparisons`).
-DAI_METRIC_NAMES: tuple[str, ...] = ("rec2ftp", "simaou", "simam", "kendall", "kendall_demo_token",
-                                     "kendall_demo_example")
 
 
 #: Method kinds that can be collected as a Dai et al. FT setting (one demo per optimisation step).
@@ -751,8 +743,8 @@ class DaiSpec(_Strict):
         return value
 
 
-#: Confirmatory analyses the adaptive collection can test anytime-validly (per-set order-spread ratios).
-ADAPTIVE_ANALYSES: tuple[str, ...] = ("order_sensitivity", "order_sensitivity_labels", "log_variance_ratio")
+#: Confirmatory analyses the adaptive collection can test anytime-validly: the per-set order-spread ratios.
+ADAPTIVE_ANALYSES: tuple[str, ...] = RATIO_ANALYSES
 
 
 class CollectionSpec(_Strict):
@@ -930,6 +922,10 @@ class Study(_Strict):
     def method_names(self) -> list[str]:
         """Names of the methods, defaulting to their kind."""
         return [m.name or m.kind for m in self.methods]
+
+    def slices(self) -> list[tuple[str, str, int]]:
+        """Every (model, task, N) of the design, by name, in the study file's order (model, then task, then N)."""
+        return [(m.name, t.name, int(n)) for m in self.models for t in self.tasks for n in self.demos.n_demos]
 
     def method(self, name: str) -> AnyMethod:
         """Return the method called ``name``."""

@@ -43,6 +43,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                        "hyptest.study"),
     # the experiments of validation/ are run by the CLI and the study workflow, never the reverse
     "hyptest.validation": ("hyptest.workflows",),
+    # display names and metric lists are plain data below every layer (the report reads them too)
+    "hyptest.names": ("hyptest",),
 }
 
 

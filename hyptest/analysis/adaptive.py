@@ -65,16 +65,14 @@ def family_keys(study: Study, labels: dict[str, int]) -> list[FamilyKey]:
     a = study.analysis
     compared = [n for n in study.method_names() if n != a.reference and study.method(n).kind != "zs"]
     out = []
-    for model in study.models:
-        for task in study.tasks:
-            for n in study.demos.n_demos:
-                if orders_per_set(study, n) < 2:
-                    continue
-                for method in compared:
-                    for analysis in a.confirmatory:
-                        if analysis == "order_sensitivity_labels" and labels.get(task.name, 3) == 2:
-                            continue  # with two labels it is order_sensitivity itself
-                        out.append(FamilyKey(model.name, task.name, int(n), method, analysis))
+    for model, task, n in study.slices():
+        if orders_per_set(study, n) < 2:
+            continue
+        for method in compared:
+            for analysis in a.confirmatory:
+                if analysis == "order_sensitivity_labels" and labels.get(task, 3) == 2:
+                    continue  # with two labels it is order_sensitivity itself
+                out.append(FamilyKey(model, task, n, method, analysis))
     return out
 
 

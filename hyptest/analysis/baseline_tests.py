@@ -43,6 +43,8 @@ from ..study import MarginSpec
 from .summary_units import UnitPlan, plan_units
 
 from .._util import python_scalar as _plain
+from ..names import DAI_NAMES  # re-exported: hyptest.analysis.baseline_tests.DAI_NAMES keeps working
+from .._validation import validate_choice, validate_count, validate_probability, validate_rng
 
 __all__ = [
     "CLAIMED_DIRECTION",
@@ -76,9 +78,6 @@ _ADJUST: tuple[str, ...] = ("holm", "bonferroni", "bh")
 _DAI_BASELINES = {"simaou": "random-update SimAOU", "simam": "ICL vs ZS map (ZSL SimAM)",
                   "kendall": "random attention weights", "kendall_demo_token": "random attention weights",
                   "kendall_demo_example": "random attention weights", "rec2ftp": "P(ICL right | ZS wrong, FT wrong)"}
-#: Display names of Dai et al.'s metrics (reports, sentences).
-DAI_NAMES = {"rec2ftp": "Rec2FTP", "simaou": "SimAOU", "simam": "SimAM", "kendall": "Kendall",
-              "kendall_demo_token": "Kendall (demo tokens)", "kendall_demo_example": "Kendall (demo examples)"}
 #: The exact sign-flip test enumerates 2**n sign patterns: used when 2**n <= n_resamples and n <= this.
 _EXACT_MAX_UNITS = 16
 #: Rec2FTP's two-sample bootstrap needs at least this many examples in each group for a verdict.
@@ -96,7 +95,23 @@ NO_CONFIRMATORY = ("no confirmatory family: these formats carry no order-sensiti
 
 
 @dataclass(frozen=True, slots=True)
-class _TestOptions:
+class DecisionOptions:
+    """The validated settings of a metric-vs-baseline family: what :func:`~hyptest.results.decide` needs.
+
+    Attributes
+    ----------
+    alpha : float
+        Level of each test.
+    n_resamples : int
+        Resamples per comparison.
+    adjust : str
+        Multiplicity adjustment (``holm``, ``bonferroni`` or ``bh``).
+    seed : int
+        The one integer seed every row's stream is derived from.
+    margins : dict of str to MarginSpec
+        Declared absolute equivalence margins per metric.
+    """
+
     alpha: float
     n_resamples: int
     adjust: str
@@ -104,30 +119,50 @@ class _TestOptions:
     margins: dict[str, MarginSpec]
 
 
-def _generator(rng: object) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, Integral) and not isinstance(rng, bool) and int(rng) >= 0:
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"`rng` must be a numpy.random.Generator or a non-negative integer seed, got {rng!r}")
+#: What an absolute margin of the Dai and summaries analyses is a difference of.
+_BASELINE_MARGIN_HINT = ("on the metric's own scale, metric − baseline); a `ratio` margin applies to the order-SD "
+                         "analyses of a study only")
 
 
-def _validate_options(alpha: object, confidence: object, n_resamples: object, adjust: object, rng: object,
-                      margins: object = None) -> _TestOptions:
-    for name, value in (("alpha", alpha), ("confidence", confidence)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < 1:
-            raise ValueError(f"`{name}` must be a number in (0, 1), got {value!r}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, Integral) or int(n_resamples) < 1:
-        raise ValueError(f"`n_resamples` must be a positive integer, got {n_resamples!r}")
-    if adjust not in _ADJUST:
-        raise ValueError(f"`adjust` must be one of {', '.join(_ADJUST)}, got {adjust!r}")
-    gen = _generator(rng)
+def decision_options(alpha: object, n_resamples: object, adjust: object, rng: object, margins: object = None, *,
+                     confidence: object = 0.95, margin_hint: str = _BASELINE_MARGIN_HINT) -> DecisionOptions:
+    """Validate the settings shared by the metric-vs-baseline analyses (Dai, summaries, untrained control).
+
+    Parameters
+    ----------
+    alpha, confidence : float
+        Levels in (0, 1).
+    n_resamples : int
+        A positive number of resamples.
+    adjust : {"holm", "bonferroni", "bh"}
+        The multiplicity adjustment.
+    rng : numpy.random.Generator or int
+        A Generator (one integer seed is drawn from it) or a non-negative seed.
+    margins : mapping, optional
+        ``{metric: {absolute: x}}``; ratio-only margins are refused.
+    margin_hint : str
+        The rest of the refusal of a margin without ``absolute``: what it is a difference of.
+
+    Returns
+    -------
+    DecisionOptions
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad setting, naming it.
+    """
+    validate_probability(alpha, "alpha")
+    validate_probability(confidence, "confidence")
+    b = validate_count(n_resamples, "n_resamples")
+    adj = validate_choice(adjust, "adjust", _ADJUST)
+    gen = validate_rng(rng, allow_none=False)
     # decide() derives every row's stream from one integer seed and the row's key
     seed = int(rng) if isinstance(rng, Integral) else int(gen.integers(2**63))
-    return _TestOptions(float(alpha), int(n_resamples), str(adjust), seed, _margins(margins))
+    return DecisionOptions(float(alpha), b, adj, seed, _margins(margins, margin_hint))  # type: ignore[arg-type]
 
 
-def _margins(margins: object) -> dict[str, MarginSpec]:
+def _margins(margins: object, hint: str) -> dict[str, MarginSpec]:
     """Declared absolute margins per metric (``{metric: {absolute: x}}``); ratio margins do not apply."""
     if margins is None:
         return {}
@@ -139,8 +174,7 @@ def _margins(margins: object) -> dict[str, MarginSpec]:
             continue
         m = spec if isinstance(spec, MarginSpec) else MarginSpec.model_validate(spec)
         if m.absolute is None:
-            raise ValueError(f"margins.{name}: give an `absolute` margin (on the metric's own scale, metric − "
-                             "baseline); a `ratio` margin applies to the order-SD analyses of a study only")
+            raise ValueError(f"margins.{name}: give an `absolute` margin ({hint}")
         out[str(name)] = m
     return out
 
@@ -159,7 +193,7 @@ def _paired_sampler(d: np.ndarray, n_resamples: int):
 
 
 def _vs_baseline(values: np.ndarray, baseline: np.ndarray, *, context: dict[str, Any], analysis: str,
-                 layer: int | None, baseline_name: str, family: str, opts: _TestOptions, unit: str, name: str,
+                 layer: int | None, baseline_name: str, family: str, opts: DecisionOptions, unit: str, name: str,
                  what: str, extra: dict[str, Any] | None = None) -> Comparison:
     """Metric − baseline over the independent units (finite pairs), as a two-sided Comparison."""
     values = np.asarray(values, dtype=float)
@@ -194,7 +228,7 @@ def _vs_baseline(values: np.ndarray, baseline: np.ndarray, *, context: dict[str,
     return Comparison(**common, sampler=sampler, resampling=resampling, test=test)
 
 
-def _decide(comparisons: list[Comparison], opts: _TestOptions, front: list[str] | None = None) -> pd.DataFrame:
+def _decide(comparisons: list[Comparison], opts: DecisionOptions, front: list[str] | None = None) -> pd.DataFrame:
     """The shared decision layer on these comparisons; columns in :data:`COMPARISON_COLUMNS` order."""
     if not comparisons:
         return pd.DataFrame(columns=[*(front or []), *COMPARISON_COLUMNS])
@@ -306,7 +340,7 @@ def dai_metric_values(
     """
     if simaou_baseline not in ("normal", "uniform"):
         raise ValueError(f"`simaou_baseline` must be 'normal' or 'uniform', got {simaou_baseline!r}")
-    gen = _generator(rng)
+    gen = validate_rng(rng, allow_none=False)
     tasks = find_dai_tasks(path, ft_setting=ft_setting)
     if not tasks:
         raise ValueError(_not_found(path, ft_setting))
@@ -459,7 +493,7 @@ def dai_comparisons(
     within each of the two groups; with fewer than 10 examples in a group
     the row is "not_estimable".
     """
-    opts = _validate_options(alpha, confidence, n_resamples, adjust, rng, margins)
+    opts = decision_options(alpha, n_resamples, adjust, rng, margins, confidence=confidence)
     controls = set(controls)
     comparisons: list[Comparison] = []
     keys = sorted(set(zip(values.correctness["model"], values.correctness["task"])))
@@ -593,7 +627,7 @@ def layers_by_direction(comparisons: pd.DataFrame) -> dict[tuple[Any, Any, Any],
     return out
 
 
-def _rec2ftp_comparison(c: pd.DataFrame, context: dict[str, Any], opts: _TestOptions) -> Comparison:
+def _rec2ftp_comparison(c: pd.DataFrame, context: dict[str, Any], opts: DecisionOptions) -> Comparison:
     """P(ICL right | ZS wrong, FT right) − P(ICL right | ZS wrong, FT wrong), two independent groups."""
     zs, ft, icl = (c[k].to_numpy(bool) for k in ("zs_correct", "ft_correct", "icl_correct"))
     fixed, other = ~zs & ft, ~zs & ~ft
@@ -704,7 +738,7 @@ def analyse_summaries(
     (a shared direction of all updates, the scale of the vectors) cancels.
     The pooled row is 0 by construction and is not tested.
     """
-    opts = _validate_options(alpha, confidence, n_resamples, adjust, rng, margins)
+    opts = decision_options(alpha, n_resamples, adjust, rng, margins, confidence=confidence)
     table = summaries.table if isinstance(summaries, SummariesImport) else summaries
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"`summaries` must be a SummariesImport or a DataFrame, got {type(summaries).__name__}")

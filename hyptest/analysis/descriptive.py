@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..names import AGREEMENT_METRICS, SWEEP_METRICS, TRAJECTORY_METRICS
 from ..records import final_step_rows
 from ..metrics.agreement import pair_metrics
 from ..metrics.overlap import vocab_order_sensitivity
@@ -31,10 +32,6 @@ __all__ = [
     "vocab_order_table",
 ]
 
-#: metrics of the N sweep (and of the checkpoint table)
-SWEEP_METRICS: tuple[str, ...] = ("accuracy", "order_sd", "token_overlap", "overlap_cosine", "label_js", "label_kl")
-#: metrics recorded along a GD trajectory
-TRAJECTORY_METRICS: tuple[str, ...] = ("label_js_to_icl", "token_overlap_to_icl", "p_gold", "accuracy")
 _UNIT = ["model", "task", "n_demos", "demo_set", "query_id"]
 
 
@@ -106,7 +103,7 @@ def n_sweep_table(records: pd.DataFrame, per_query: pd.DataFrame, agreement: pd.
     acc = records.groupby([*_UNIT, "method"], sort=True)["correct"].mean().rename("accuracy").reset_index()
     rows = _rows_for(acc, keys, {"accuracy": "accuracy"}, confidence=confidence, rng=rng)
     rows += _rows_for(per_query, keys, {"sd_gold": "order_sd"}, confidence=confidence, rng=rng)
-    rows += _rows_for(agreement, keys, {m: m for m in ("token_overlap", "overlap_cosine", "label_js", "label_kl")},
+    rows += _rows_for(agreement, keys, {m: m for m in AGREEMENT_METRICS},
                       confidence=confidence, rng=rng)
     out = pd.DataFrame(rows, columns=[*keys, "metric", "estimate", "ci_low", "ci_high", "n"])
     if not out.empty:

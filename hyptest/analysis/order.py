@@ -63,6 +63,7 @@ from ..stats.order_resampling import (
 )
 from ..study import AnalysisSpec, MarginSpec, Study
 from .descriptive import vocab_order_per_query
+from .slices import iter_slices
 
 __all__ = ["AnalysisOutput", "cluster_reaches_alpha", "margin_table", "order_comparison", "order_cube",
            "paired_unit_sampler", "run_analyses", "uses_clusters"]
@@ -409,9 +410,9 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                      f"α/{m_conf} = {a.alpha / m_conf:.3g} (smallest two-sided p {2.0 ** (1 - n_sets):.3g}); "
                      f"{needed} demo sets would. 'different' is unreachable in this design")
     comparisons: list[Comparison] = []
-    for (model, task, n_demos), group in records.groupby(_GROUP, sort=True):
-        methods = set(group["method"].unique())
-        if a.reference not in methods:
+    for sl in iter_slices(records, a.reference):
+        model, task, n_demos, group = sl.model, sl.task, sl.n_demos, sl.rows
+        if a.reference not in set(group["method"].unique()):
             notes.append(f"{model}/{task}/N={n_demos}: no {a.reference} rows; no comparisons")
             continue
         # orders are numbered within each set (or across sets: only the count per set matters)
@@ -420,9 +421,8 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
         cube_ref, mask, sets, orders = order_cube(group, a.reference)
         labels_ref = order_cube(group, a.reference, "label_probs")[0]
         binary = int(labels_ref.shape[-1]) == 2
-        for method in sorted(methods - {a.reference}):
-            keys = {"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
-                    "method_b": method}
+        for method in sl.methods:
+            keys = sl.keys(method)
             if adaptive:  # a method that stopped early has fewer demo sets than the reference: compare on its own
                 own = group[group["demo_set"].isin(set(group.loc[group["method"] == method, "demo_set"]))]
                 cube_ref, mask, sets, orders = order_cube(own, a.reference)
@@ -469,9 +469,10 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
     if len(single_keys):  # ICL vs "ICL under another order" is ICL vs itself there: no reference row
         trivial = agreement.set_index(_GROUP).index.isin(single_keys) & (agreement["method"] == a.reference)
         agreement = agreement[~trivial]
-    for (model, task, n_demos), group in agreement.groupby(_GROUP, sort=True):
+    for sl in iter_slices(agreement, a.reference):
+        group = sl.rows
         ref = group[group["method"] == a.reference].set_index(["demo_set", "query_id"])
-        for method in sorted(set(group["method"]) - {a.reference}):
+        for method in sl.methods:
             other = group[group["method"] == method].set_index(["demo_set", "query_id"])
             joined = ref.merge(other, how="inner", left_index=True, right_index=True, suffixes=("_ref", ""))
             for metric in AGREEMENT_METRICS:
@@ -481,8 +482,7 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                 if ok.sum() < 2:
                     continue
                 sets = joined.index.get_level_values("demo_set").to_numpy()[ok]
-                keys = {"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
-                        "method_b": method}
+                keys = sl.keys(method)
                 comparisons.append(_paired_comparison(x[ok], y[ok], sets, keys=keys, analysis=metric, spec=a,
                                                       cluster=cluster and len(np.unique(sets)) >= 2))
     # per (set, seed) groups with a single order give no row, so the single-order slices drop out by themselves
@@ -517,11 +517,12 @@ def _vocab_comparisons(vocab: pd.DataFrame, a: AnalysisSpec, *, cluster: bool) -
     ``vocab`` is :func:`hyptest.analysis.descriptive.vocab_order_per_query` of the records compared.
     """
     out: list[Comparison] = []
-    for (model, task, n_demos), group in vocab.groupby(_GROUP, sort=True):
+    for sl in iter_slices(vocab, a.reference):
+        group = sl.rows
         ref = group[group["method"] == a.reference].set_index(["demo_set", "query_id"])
         if ref.empty:
             continue
-        for method in sorted(set(group["method"]) - {a.reference}):
+        for method in sl.methods:
             other = group[group["method"] == method].set_index(["demo_set", "query_id"])
             joined = ref.merge(other, how="inner", left_index=True, right_index=True, suffixes=("_ref", ""))
             if len(joined) < 2:
@@ -529,8 +530,7 @@ def _vocab_comparisons(vocab: pd.DataFrame, a: AnalysisSpec, *, cluster: bool) -
             # each per-query value moves by at most its bound, so a difference of means by at most the sum
             bound = float(joined["bound_ref"].max() + joined["bound"].max())
             sets = joined.index.get_level_values("demo_set").to_numpy()
-            keys = {"model": model, "task": task, "n_demos": int(n_demos), "method_a": a.reference,
-                    "method_b": method}
+            keys = sl.keys(method)
             out.append(_paired_comparison(
                 joined["value_ref"].to_numpy(float), joined["value"].to_numpy(float), sets, keys=keys,
                 analysis="order_sensitivity_vocab", spec=a, cluster=cluster and len(np.unique(sets)) >= 2,
@@ -551,7 +551,8 @@ def _bayes(records: pd.DataFrame, study: Study, comparisons: list[Comparison],
     a = study.analysis
     fits: dict[tuple[Any, Any, int], Any] = {}
     columns = ["method", "demo_set", "order_id", "query_id", "seed", "p_gold"]
-    for (model, task, n_demos), group in records.groupby(_GROUP, sort=True):
+    for sl in iter_slices(records, a.reference):
+        model, task, n_demos, group = sl.model, sl.task, sl.n_demos, sl.rows
         per_order = group[columns].copy()
         per_order.insert(0, "n_demos", int(n_demos))
         per_order.insert(0, "task", task)

@@ -252,7 +252,28 @@ def plan_units(
                 pd.Series("", index=settings.index))
     files = table.groupby("run", sort=True)["file"].first() if "file" in table.columns else None
     lists = _lists(table)
-    # 2. identical lists in different units
+    _merge_identical_lists(lists, group_of, uf, files, checks, merged_by)  # check 2
+    _merge_setting_partners(settings, known, groups, group_of, lists, uf, checks, merged_by)  # check 3
+    labels: dict[int, int] = {}
+    roots: dict[int, int] = {}
+    for run in runs:
+        labels[run] = roots.setdefault(uf.find(run), len(roots))
+    n_units = len(roots)
+    if n_units < n_base:
+        how += f"; the data checks merged {n_base} units into {n_units}"
+    if groups:
+        how += f"; the groups of {', '.join(groups)} are tested separately, so units never span them"
+    if n_units == n_runs and n_runs > 1:
+        warnings += _every_run_its_own_unit(n_runs, files, stated)
+    return UnitPlan(labels, by, stated, n_runs, n_units, how, checks, warnings, merged_by)
+
+
+def _merge_identical_lists(lists: dict[str, pd.DataFrame], group_of: pd.Series, uf: "_Union", files: Any,
+                           checks: list[str], merged_by: list[str]) -> None:
+    """Check 2: runs of different units with identical per-layer lists share a pass; join their units.
+
+    What was merged is appended to ``checks`` and ``merged_by``.
+    """
     for name, matrix in lists.items():
         seen: dict[tuple[Any, ...], int] = {}
         pairs = []
@@ -273,7 +294,16 @@ def plan_units(
             checks.append(f"{len(pairs)} pair(s) of runs in different units have identical '{name}' lists{example}: "
                           "they share a pass, so they were merged into one unit")
             merged_by.append(f"identical {name}")
-    # 3. nearly identical lists of runs that differ in one setting only
+
+
+def _merge_setting_partners(settings: pd.DataFrame, known: list[str], groups: list[str], group_of: pd.Series,
+                            lists: dict[str, pd.DataFrame], uf: "_Union", checks: list[str],
+                            merged_by: list[str]) -> None:
+    """Check 3: runs differing in one setting only whose lists are each other's nearest neighbours share passes.
+
+    The first list that shows it for a setting joins those runs' units; what
+    was found is appended to ``checks`` (and the setting to ``merged_by``).
+    """
     varying = [c for c in known if c not in groups and settings[c].nunique(dropna=False) > 1]
     for s in (c for c in varying if c.lower() not in REPLICATION_SETTINGS):
         others = [c for c in varying if c != s]
@@ -302,25 +332,19 @@ def plan_units(
             else:
                 checks.append(evidence + "; they are already in one unit")
             break
-    labels: dict[int, int] = {}
-    roots: dict[int, int] = {}
-    for run in runs:
-        labels[run] = roots.setdefault(uf.find(run), len(roots))
-    n_units = len(roots)
-    if n_units < n_base:
-        how += f"; the data checks merged {n_base} units into {n_units}"
-    if groups:
-        how += f"; the groups of {', '.join(groups)} are tested separately, so units never span them"
-    if n_units == n_runs and n_runs > 1:
-        stems = [Path(str(f)).stem for f in files] if files is not None else []
-        template = counter_template(stems) if stems else None
-        if template is not None:
-            warnings.append(f"EVERY RUN IS ITS OWN UNIT ({n_runs} runs) and the file names differ only by a counter "
-                            f"({template!r}): nothing says which runs share seeds, demo sets or passes. If any do, "
-                            "these p-values are too small (pseudo-replication). State the units with --cluster-by "
-                            "(mapping: cluster_by) or name the settings with --pattern (mapping: pattern)")
-        elif not stated:
-            warnings.append(f"each of the {n_runs} runs is its own unit: the runs have no task or seed setting to "
-                            "cluster by. If runs share seeds, demo sets or passes, state the units with --cluster-by "
-                            "(mapping: cluster_by) or name the settings with --pattern")
-    return UnitPlan(labels, by, stated, n_runs, n_units, how, checks, warnings, merged_by)
+
+
+def _every_run_its_own_unit(n_runs: int, files: Any, stated: bool) -> list[str]:
+    """The warning for a plan where every run is its own unit: loud when the file names are only a counter."""
+    stems = [Path(str(f)).stem for f in files] if files is not None else []
+    template = counter_template(stems) if stems else None
+    if template is not None:
+        return [f"EVERY RUN IS ITS OWN UNIT ({n_runs} runs) and the file names differ only by a counter "
+                f"({template!r}): nothing says which runs share seeds, demo sets or passes. If any do, "
+                "these p-values are too small (pseudo-replication). State the units with --cluster-by "
+                "(mapping: cluster_by) or name the settings with --pattern (mapping: pattern)"]
+    if not stated:
+        return [f"each of the {n_runs} runs is its own unit: the runs have no task or seed setting to "
+                "cluster by. If runs share seeds, demo sets or passes, state the units with --cluster-by "
+                "(mapping: cluster_by) or name the settings with --pattern"]
+    return []

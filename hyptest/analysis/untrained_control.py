@@ -42,18 +42,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from numbers import Integral
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .baseline_tests import DAI_NAMES as NAMES
-from .baseline_tests import REC2FTP_MIN_GROUP
+from ..names import DAI_NAMES as NAMES
+from .baseline_tests import REC2FTP_MIN_GROUP, DecisionOptions, decision_options
 from ..results import Comparison, decide
 from ..stats.order_resampling import BootstrapDistribution
-from ..study import MarginSpec
 
 __all__ = ["FAMILY", "FAMILY_BY_LAYER", "dai_vs_untrained", "untrained_layer_table", "untrained_statements"]
 
@@ -71,38 +68,10 @@ COLUMNS = ["model", "task", "method_a", "method_b", "analysis", "layer", "family
            "min_equivalence_margin", "verdict", "direction", "note", "adjust_method"]
 
 
-@dataclass(frozen=True)
-class _Options:
-    alpha: float
-    n_resamples: int
-    adjust: str
-    seed: int
-    margins: dict[str, MarginSpec]
-
-
-def _options(alpha: Any, n_resamples: Any, adjust: Any, rng: Any, margins: Any) -> _Options:
+def _options(alpha: Any, n_resamples: Any, adjust: Any, rng: Any, margins: Any) -> DecisionOptions:
     """Validated settings; a clear ValueError / TypeError for a bad one."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < float(alpha) < 1:
-        raise ValueError(f"`alpha` must be a number in (0, 1), got {alpha!r}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, Integral) or int(n_resamples) < 1:
-        raise ValueError(f"`n_resamples` must be a positive integer, got {n_resamples!r}")
-    if adjust not in ("holm", "bonferroni", "bh"):
-        raise ValueError(f"`adjust` must be one of holm, bonferroni, bh, got {adjust!r}")
-    if isinstance(rng, np.random.Generator):
-        seed = int(rng.integers(2**63))
-    elif isinstance(rng, Integral) and not isinstance(rng, bool) and int(rng) >= 0:
-        seed = int(rng)
-    else:
-        raise TypeError(f"`rng` must be a numpy.random.Generator or a non-negative integer seed, got {rng!r}")
-    parsed: dict[str, MarginSpec] = {}
-    for name, spec in (margins or {}).items():
-        if spec is None:
-            continue
-        m = spec if isinstance(spec, MarginSpec) else MarginSpec.model_validate(spec)
-        if m.absolute is None:
-            raise ValueError(f"margins.{name}: give an `absolute` margin (trained − untrained, on the metric's scale)")
-        parsed[str(name)] = m
-    return _Options(float(alpha), int(n_resamples), str(adjust), seed, parsed)
+    return decision_options(alpha, n_resamples, adjust, rng, margins,
+                            margin_hint="trained − untrained, on the metric's scale)")
 
 
 def _two_way_sampler(t: np.ndarray, u: np.ndarray):
@@ -129,7 +98,7 @@ def _resampling_text(n: int, s: int) -> str:
 
 
 def _comparison(t: np.ndarray, u: np.ndarray, *, context: dict[str, Any], analysis: str, layer: int | None,
-                family: str, opts: _Options, seeds: list[int], what: str) -> Comparison:
+                family: str, opts: DecisionOptions, seeds: list[int], what: str) -> Comparison:
     """Trained − untrained of one metric on the examples finite in every model."""
     ok = np.isfinite(t) & np.isfinite(u).all(axis=0)
     t, u = t[ok], u[:, ok]
@@ -156,7 +125,7 @@ def _comparison(t: np.ndarray, u: np.ndarray, *, context: dict[str, Any], analys
 
 
 def _rec2ftp(correct: dict[str, pd.DataFrame], trained: str, controls: list[str], *, context: dict[str, Any],
-             opts: _Options, seeds: list[int]) -> Comparison:
+             opts: DecisionOptions, seeds: list[int]) -> Comparison:
     """Rec2FTP = P(ICL right | ZS wrong, FT right), trained − mean over controls, on the shared examples."""
     frames = [correct[m].set_index("example") for m in (trained, *controls)]
     shared = sorted(set.intersection(*(set(f.index) for f in frames)))

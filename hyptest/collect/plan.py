@@ -103,20 +103,41 @@ def _unrank(index: int, n: int) -> list[int]:
     return out
 
 
-def sample_orders(n: int, n_orders: int | str, *, rng: np.random.Generator) -> list[list[int]]:
+def sample_orders(n: int, n_orders: int | str, *, rng: np.random.Generator,
+                  identity_first: bool = True) -> list[list[int]]:
     """Distinct permutations of ``range(n)``: all of them, or ``n_orders`` at random.
 
-    The identity order is always included first, so order 0 is the demo set as drawn.
+    Parameters
+    ----------
+    n : int
+        Number of demonstrations.
+    n_orders : int or "all"
+        How many orders.
+    rng : numpy.random.Generator
+        The stream the orders are drawn from.
+    identity_first : bool, default True
+        The fixed design: the identity order is always included first, so order 0
+        is the demo set as drawn, and ``n_orders >= n!`` (or ``"all"``) gives every
+        permutation in lexicographic order without drawing. False (adaptive
+        collection): ``n_orders`` orders drawn uniformly without replacement, none
+        forced; asking for more than ``n!`` raises numpy's ``ValueError``.
+
+    Returns
+    -------
+    list of list of int
     """
     total = math.factorial(n)
-    if n_orders == "all" or int(n_orders) >= total:
+    if identity_first and (n_orders == "all" or int(n_orders) >= total):
         return [list(p) for p in itertools.permutations(range(n))]
     k = int(n_orders)
     if total <= 10**6:
-        ranks = [0, *(1 + rng.choice(total - 1, size=k - 1, replace=False))]
+        if identity_first:
+            ranks = [0, *(1 + rng.choice(total - 1, size=k - 1, replace=False))]
+        else:
+            ranks = rng.choice(total, size=k, replace=False)
         return [_unrank(int(r), n) for r in ranks]
-    seen = {tuple(range(n))}
-    orders = [list(range(n))]
+    orders = [list(range(n))] if identity_first else []
+    seen = {tuple(o) for o in orders}
     while len(orders) < k:
         perm = tuple(int(i) for i in rng.permutation(n))
         if perm not in seen:

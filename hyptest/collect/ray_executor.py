@@ -42,6 +42,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
+from .._validation import validate_count, validate_flag, validate_real
 from .executors import Executor, LocalExecutor, OnUnit, WorkGroup
 from .plan import Unit
 
@@ -94,37 +95,23 @@ def _validate_ray_options(
     batch_size: Any,
     allow_tf32: Any,
 ) -> _RayOptions:
-    def is_int(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    def is_number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
 
     if address is not None and (not isinstance(address, str) or not address):
         raise TypeError(
             f"`address` must be None (start or join a local Ray), 'auto' or a cluster address such as "
             f"'ray://HEAD:10001', got {address!r}"
         )
-    if num_workers is not None and (not is_int(num_workers) or num_workers < 1):
-        raise ValueError(f"`num_workers` must be a positive integer or None (one per free slot), got {num_workers!r}")
-    if not is_number(num_cpus_per_worker) or not num_cpus_per_worker > 0:
-        raise ValueError(f"`num_cpus_per_worker` must be a number > 0, got {num_cpus_per_worker!r}")
-    if not is_number(num_gpus_per_worker) or num_gpus_per_worker < 0:
-        raise ValueError(f"`num_gpus_per_worker` must be a number >= 0, got {num_gpus_per_worker!r}")
-    if memory_per_worker is not None and (not is_int(memory_per_worker) or memory_per_worker < 1):
-        raise ValueError(
-            f"`memory_per_worker` must be a positive integer number of bytes or None, got {memory_per_worker!r}"
-        )
-    if not is_int(max_retries) or max_retries < 0:
-        raise ValueError(f"`max_retries` must be an integer >= 0, got {max_retries!r}")
+    validate_count(num_workers, "num_workers", allow_none=True, none_means="one per free slot")
+    validate_real(num_cpus_per_worker, "num_cpus_per_worker", minimum=0.0, strict=True)
+    validate_real(num_gpus_per_worker, "num_gpus_per_worker", minimum=0.0)
+    validate_count(memory_per_worker, "memory_per_worker", allow_none=True, none_means="no reservation; a number of bytes")
+    validate_count(max_retries, "max_retries", minimum=0)
     if init_kwargs is not None and not isinstance(init_kwargs, dict):
         raise TypeError(f"`init_kwargs` must be a dict of ray.init keyword arguments or None, got {init_kwargs!r}")
     if init_kwargs and "address" in init_kwargs:
         raise ValueError("pass the cluster address as `address`, not inside `init_kwargs`")
-    if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
-        raise ValueError(f"`batch_size` must be a positive integer or None (automatic), got {batch_size!r}")
-    if not isinstance(allow_tf32, bool):
-        raise TypeError(f"`allow_tf32` must be True or False, got {allow_tf32!r}")
+    validate_count(batch_size, "batch_size", allow_none=True, none_means="automatic")
+    validate_flag(allow_tf32, "allow_tf32")
     return _RayOptions(
         address=address,
         num_workers=num_workers,

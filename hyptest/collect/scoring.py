@@ -50,6 +50,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .._validation import validate_count
 from .memory import MemoryBudget
 
 __all__ = [
@@ -565,13 +566,9 @@ def _validate_score_args(head_ids: Any, orders: Any, query_ids: Any, label_ids: 
         raise ValueError("every query must have at least one token (`query_ids` has an empty one)")
     if not labels or any(len(lab) == 0 for lab in labels):
         raise ValueError("`label_ids` must hold at least one label, each of at least one token")
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise ValueError(f"`top_k` must be a positive integer, got {top_k!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                   or batch_size < 1):
-        raise ValueError(f"`batch_size` must be a positive integer or None (automatic), got {batch_size!r}")
-    if isinstance(row_tokens, bool) or not isinstance(row_tokens, (int, np.integer)) or row_tokens < 1:
-        raise ValueError(f"`row_tokens` must be a positive integer, got {row_tokens!r}")
+    validate_count(top_k, "top_k")
+    validate_count(batch_size, "batch_size", allow_none=True, none_means="automatic")
+    validate_count(row_tokens, "row_tokens")
     norm_orders = tuple(tuple(tuple(int(t) for t in piece) for piece in order) for order in orders)
     if not norm_orders:
         raise ValueError("`orders` is empty; give at least one order (an empty order scores after the head)")

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import validate_choice
 from ._problems import ImportProblems, Problem, ProblemLog
 
 __all__ = ["DAI_SETTINGS", "DaiExample", "DaiImport", "DaiTaskData", "DaiTaskDir", "RECORD_FILE", "find_dai_tasks",
@@ -202,8 +203,7 @@ class DaiTaskReader:
     def __init__(self, task: DaiTaskDir, *, ft_setting: str = "ftzs", log: ProblemLog | None = None,
                  strict: bool = True, hidden_key: str = "self_attn_out_hiddens", attn_key: str = "attn_map",
                  batch_examples: int = 1000) -> None:
-        if ft_setting not in _FT_SETTINGS:
-            raise ValueError(f"`ft_setting` must be one of {_FT_SETTINGS}, got {ft_setting!r}")
+        validate_choice(ft_setting, "ft_setting", _FT_SETTINGS)
         self.task = task
         self.roles = {"zs": "zs", "ft": ft_setting, "icl": "icl"}
         self.log = log if log is not None else ProblemLog()

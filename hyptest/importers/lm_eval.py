@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._validation import validate_flag
 from ..store import RECORD_COLUMNS
 from ._problems import ImportProblems, ProblemLog
 from .long import ImportResult, unit_key
@@ -432,8 +433,7 @@ def read_lm_eval(path: str | Path, *, strict: bool = True, max_problems: int = 1
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"`path` {str(path)!r} does not exist")
-    if not isinstance(strict, (bool, np.bool_)):
-        raise TypeError(f"`strict` must be True or False, got {strict!r}")
+    validate_flag(strict, "strict")
     found = find_lm_eval_runs(path)
     if not found:
         raise ValueError(f"{path}: no lm-eval samples file (samples_<task>_<date>.jsonl, written by "

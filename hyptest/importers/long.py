@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .._validation import validate_count, validate_flag
 from ..store import RECORD_COLUMNS
 from ._long_columns import (
     _arr,
@@ -502,6 +503,12 @@ class _RowChecks:
 # ---------------------------------------------------------------------------
 
 
+def _first_rows(*columns: np.ndarray) -> list[tuple[tuple[int, ...], int]]:
+    """Distinct combinations of the code ``columns`` in order of first appearance, with the index of that first row."""
+    first = _firsts(_groups(*columns))
+    return list(zip(zip(*(c[first].tolist() for c in columns)), first.tolist()))
+
+
 class _Reader:
     """Checks segments of rows, keeps the good ones (as codes and arrays) and the state of the accepted rows."""
 
@@ -902,22 +909,73 @@ class _Reader:
         if not (p.id_given.all() or not p.id_given.any()) or not (has_order.all() or not has_order.any()):
             return None  # rows of different layouts (JSONL): row by row
         lines = p.lines
-
-        def firsts(*columns: np.ndarray) -> list[tuple[tuple[int, ...], int]]:
-            """Distinct combinations in order of first appearance, with the index of that first row."""
-            first = _firsts(_groups(*columns))
-            return list(zip(zip(*(c[first].tolist() for c in columns)), first.tolist()))
-
         kinds: dict[int, int] = {}
-        for (method, kind), _ in firsts(p.method, p.kind):
+        for (method, kind), _ in _first_rows(p.method, p.kind):
             prior = self.method_kinds.get(method)
             if kind != (prior[0] if prior else kinds.setdefault(method, kind)):
                 return None
+        relabelled = self._task_label_orders(p)
+        if relabelled is None:
+            return None
+        labels, permute, orders = relabelled
+        k_len = p.k_off[1:] - p.k_off[:-1]
+        with_topk = np.flatnonzero(p.has_topk)
+        if len(with_topk):
+            k = self.topk_len[0] if self.topk_len is not None else int(k_len[with_topk[0]])
+            if (k_len[with_topk] != k).any():
+                return None
+        set_index = _groups(p.model, p.task, p.n_demos, p.demo_set)
+        first = _firsts(set_index)
+        set_keys = dict(enumerate(zip(*(c[first].tolist() for c in (p.model, p.task, p.n_demos, p.demo_set)))))
+        numbered = self._order_ids(p, set_index, set_keys)
+        if numbered is None:
+            return None
+        order_id, order = numbered
+        units = self._unit_codes(p, order_id)
+        keys = (units << 32) | p.query
+        if len(np.unique(keys)) != n:
+            return None
+        seen = self.seen
+        listed = keys.tolist()
+        if any(key in seen for key in listed):
+            return None
+        # every row is accepted: remember what they fix
+        seen.update(zip(listed, lines.tolist()))
+        for (method, kind), i in _first_rows(p.method, p.kind):
+            self.method_kinds.setdefault(method, (kind, int(lines[i])))
+        for (task,), i in _first_rows(p.task):
+            self.task_labels.setdefault(task, (int(labels[i]), int(lines[i])))
+        for (s, oid, oc), i in _first_rows(set_index, order_id, order):
+            key = set_keys[s]
+            self.order_by_id.setdefault((*key, oid), (oc, int(lines[i])))
+            if (*key, oc) not in self.id_by_order:
+                self.id_by_order[(*key, oc)] = (oid, int(lines[i]))
+                self.n_orders[key] = max(self.n_orders.get(key, 0), oid + 1)
+        if len(with_topk) and self.topk_len is None:
+            self.topk_len = (int(k_len[with_topk[0]]), int(lines[with_topk[0]]))
+        p_val = p.p_val
+        if orders:
+            p_val = p_val.copy()
+            for i in np.flatnonzero(permute >= 0):
+                start = p.p_off[i]
+                positions = orders[permute[i]]
+                p_val[start:start + len(positions)] = p.p_val[start + np.asarray(positions)]
+        return _Parsed(lines, p.model, p.task, p.method, p.query, p.gold, p.kind, p.n_demos, p.demo_set, order_id,
+                       np.ones(n, bool), p.seed, p.step, order, labels, p.total, p.has_topk, units, p.p_off, p_val,
+                       p.k_off, p.k_ids, p.k_probs)
+
+    def _task_label_orders(self, p: _Parsed) -> tuple[np.ndarray, np.ndarray, list[list[int]]] | None:
+        """Each row's labels as its task's first label tuple; None if a task's rows disagree on the label set.
+
+        Returns the label codes, for each row the index into the permutations
+        (-1: labels already in the task's order) and the permutations (positions
+        that put a row's label probabilities in the first row's order).
+        """
         task_first: dict[int, int] = {}
-        permute = np.full(n, -1, np.int64)  # rows whose labels come in another order than their task's first
+        permute = np.full(len(p), -1, np.int64)  # rows whose labels come in another order than their task's first
         orders: list[list[int]] = []  # positions that put them in the first row's order
         labels = p.labels.copy()
-        for (task, code), _ in firsts(p.task, p.labels):
+        for (task, code), _ in _first_rows(p.task, p.labels):
             prior = self.task_labels.get(task)
             first = prior[0] if prior else task_first.setdefault(task, code)
             if code != first:
@@ -928,20 +986,20 @@ class _Reader:
                 permute[rows] = len(orders)
                 orders.append([b.index(x) for x in a])
                 labels[rows] = first
-        k_len = p.k_off[1:] - p.k_off[:-1]
-        with_topk = np.flatnonzero(p.has_topk)
-        if len(with_topk):
-            k = self.topk_len[0] if self.topk_len is not None else int(k_len[with_topk[0]])
-            if (k_len[with_topk] != k).any():
-                return None
-        set_index = _groups(p.model, p.task, p.n_demos, p.demo_set)
-        first = _firsts(set_index)
-        set_keys = dict(enumerate(zip(*(c[first].tolist() for c in (p.model, p.task, p.n_demos, p.demo_set)))))
+        return labels, permute, orders
+
+    def _order_ids(self, p: _Parsed, set_index: np.ndarray,
+                   set_keys: dict[int, tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each row's (order id, order code): checked one-to-one within a demo set, or the missing one derived.
+
+        None if an order id names two orders (or an order two ids) here or in earlier rows.
+        """
+        has_order = p.order >= 0
         order_id, order = p.order_id.copy(), p.order.copy()
         if has_order.all() and p.id_given.all():
             by_id: dict[tuple[int, ...], int] = {}
             by_order: dict[tuple[int, ...], int] = {}
-            for (s, oid, oc), i in firsts(set_index, order_id, order):
+            for (s, oid, oc), i in _first_rows(set_index, order_id, order):
                 key = set_keys[s]
                 prior = self.order_by_id.get((*key, oid))
                 if (prior[0] if prior else by_id.setdefault((*key, oid), oc)) != oc:
@@ -952,7 +1010,7 @@ class _Reader:
         elif has_order.all():
             next_id: dict[tuple[int, ...], int] = {}
             assigned: dict[tuple[int, int], int] = {}
-            for (s, oc), i in firsts(set_index, order):
+            for (s, oc), i in _first_rows(set_index, order):
                 key = set_keys[s]
                 known = self.id_by_order.get((*key, oc))
                 if known is not None:
@@ -972,38 +1030,7 @@ class _Reader:
             distinct, inverse = np.unique(order_id, return_inverse=True)
             order = np.array([self.tcode((str(v),)) for v in distinct.tolist()], np.int64)[inverse.reshape(-1)]
             self.checks.defaults.add("order = [str(order_id)] (no 'order' column)")
-        units = self._unit_codes(p, order_id)
-        keys = (units << 32) | p.query
-        if len(np.unique(keys)) != n:
-            return None
-        seen = self.seen
-        listed = keys.tolist()
-        if any(key in seen for key in listed):
-            return None
-        # every row is accepted: remember what they fix
-        seen.update(zip(listed, lines.tolist()))
-        for (method, kind), i in firsts(p.method, p.kind):
-            self.method_kinds.setdefault(method, (kind, int(lines[i])))
-        for (task,), i in firsts(p.task):
-            self.task_labels.setdefault(task, (int(labels[i]), int(lines[i])))
-        for (s, oid, oc), i in firsts(set_index, order_id, order):
-            key = set_keys[s]
-            self.order_by_id.setdefault((*key, oid), (oc, int(lines[i])))
-            if (*key, oc) not in self.id_by_order:
-                self.id_by_order[(*key, oc)] = (oid, int(lines[i]))
-                self.n_orders[key] = max(self.n_orders.get(key, 0), oid + 1)
-        if len(with_topk) and self.topk_len is None:
-            self.topk_len = (int(k_len[with_topk[0]]), int(lines[with_topk[0]]))
-        p_val = p.p_val
-        if orders:
-            p_val = p_val.copy()
-            for i in np.flatnonzero(permute >= 0):
-                start = p.p_off[i]
-                positions = orders[permute[i]]
-                p_val[start:start + len(positions)] = p.p_val[start + np.asarray(positions)]
-        return _Parsed(lines, p.model, p.task, p.method, p.query, p.gold, p.kind, p.n_demos, p.demo_set, order_id,
-                       np.ones(n, bool), p.seed, p.step, order, labels, p.total, p.has_topk, units, p.p_off, p_val,
-                       p.k_off, p.k_ids, p.k_probs)
+        return order_id, order
 
     def _accept_row_by_row(self, p: _Parsed) -> tuple[_Parsed, list[tuple[int, list[str]]]]:
         """The checks against earlier rows, one row after the other (where some row conflicts)."""
@@ -1271,10 +1298,8 @@ def read_long(
     >>> float(row.p_gold), row.pred, bool(row.correct), res.n_rows_skipped
     (0.75, 'pos', True, 0)
     """
-    if not isinstance(strict, (bool, np.bool_)):
-        raise TypeError(f"`strict` must be True or False, got {strict!r}")
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, Integral) or batch_rows < 1:
-        raise ValueError(f"`batch_rows` must be a positive integer, got {batch_rows!r}")
+    validate_flag(strict, "strict")
+    validate_count(batch_rows, "batch_rows")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"`path` {str(path)!r} is not a file")

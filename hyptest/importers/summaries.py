@@ -224,6 +224,82 @@ def _pair_values(value: Any, n: int) -> tuple[str, list[Any]] | None:
     return f"constant {float(value):g}", [float(value)] * n
 
 
+def _run_fields(obj: dict[str, Any], settings: dict[str, Any], from_names: Mapping[str, Any],
+                errors: list[str], overruled: set[str]) -> dict[str, list[Any]]:
+    """A run's per-layer lists; its scalar fields go into ``settings``.
+
+    A field overrides a setting read from the names (``from_names``; recorded in
+    ``overruled`` when they differ); one that disagrees with a setting of
+    ``pattern`` is an error appended to ``errors``.
+    """
+    lists = {}
+    for key, value in obj.items():
+        if isinstance(value, list):
+            lists[key] = value
+        elif value is None or isinstance(value, (str, bool, int, float)):
+            if key in from_names:
+                if settings[key] != value:
+                    overruled.add(key)
+            elif key in settings and settings[key] != value:
+                errors.append(f"setting {key!r} is {value!r} in the run but {settings[key]!r} in "
+                              "the file name")
+            settings[key] = value
+    return lists
+
+
+def _layer_rows(lists: dict[str, list[Any]], found: Mapping[str, Any], errors: list[str]) -> list[dict[str, Any]]:
+    """One row per (metric, layer) of the metric -> baseline pairs in ``found``; problems go to ``errors``."""
+    if not found:
+        errors.append("no per-layer metric with a baseline: looked for lists named like 'X' and "
+                      "'Random X' / 'ZSL X' / 'X_baseline' (or pass `pairs`)")
+    rows: list[dict[str, Any]] = []
+    for metric, base in found.items():
+        constant = _pair_values(base, len(lists[metric])) if metric in lists else None
+        if metric not in lists or (constant is None and base not in lists):
+            missing = [k for k in (metric, base) if isinstance(k, str) and k not in lists]
+            errors.append(f"missing per-layer list(s) {missing}")
+            continue
+        values = lists[metric]
+        base, baseline = constant if constant is not None else (base, lists[base])
+        if len(values) != len(baseline):
+            errors.append(f"{metric!r} has {len(values)} layers but {base!r} has {len(baseline)}")
+            continue
+        if not values:
+            errors.append(f"{metric!r} is empty")
+            continue
+        for layer, (v, b) in enumerate(zip(values, baseline)):
+            fv, fb = _number(v), _number(b)
+            if fv is None or fb is None:
+                bad = metric if fv is None else base
+                errors.append(f"{bad!r} at layer {layer} is {(v if fv is None else b)!r}, not a "
+                              "finite number")
+                continue
+            rows.append({"metric": metric, "baseline_name": base, "layer": layer, "value": fv, "baseline": fb})
+    return rows
+
+
+def _import_notes(name_notes: list[str], overruled: set[str], untested: dict[str, str],
+                  clash: list[str]) -> list[str]:
+    """The notes of an import: settings the fields overruled, lists not tested, fields dropped for a clash."""
+    notes = list(name_notes)
+    if overruled:
+        notes.append(f"setting(s) {sorted(overruled)} read from the file names differ from the runs' fields; the "
+                     "fields are used")
+    if untested:
+        notes.append(f"per-layer lists not tested: {', '.join(sorted(untested))} (see `untested` for why)")
+    if clash:
+        notes.append(f"fields {clash} clash with column names of the table and were dropped")
+    return notes
+
+
+def _why_untested(key: str) -> str:
+    """Why the per-layer list ``key`` has no test: a baseline without its metric, or a metric without a baseline."""
+    if _is_baseline(key):
+        return "a baseline list without its metric (no list named like it without 'random' / 'zsl' / 'baseline')"
+    return (f"no baseline list (looked for 'Random {key}', 'ZSL {key}', '{key}_baseline'); declare "
+            f"one in the mapping file: pairs: {{{key!r}: <another list, or a constant such as 0>}}")
+
+
 def read_run_summaries(
     paths: str | Path | Iterable[str | Path],
     *,
@@ -288,7 +364,6 @@ def read_run_summaries(
         auto, name_notes = _names_settings(files, paths)
         source = "names" if any(auto) else "none"
     overruled: set[str] = set()
-    untested: dict[str, str] = {}
     log = ProblemLog()
     rows: list[dict[str, Any]] = []
     settings_seen: dict[str, None] = {}
@@ -319,45 +394,9 @@ def read_run_summaries(
             new_rows: list[dict[str, Any]] = []
             settings = dict(from_name)
             if isinstance(obj, dict):
-                lists = {}
-                for key, value in obj.items():
-                    if isinstance(value, list):
-                        lists[key] = value
-                    elif value is None or isinstance(value, (str, bool, int, float)):
-                        if key in from_names and regex is None:
-                            if settings[key] != value:
-                                overruled.add(key)
-                        elif key in settings and settings[key] != value:
-                            errors.append(f"setting {key!r} is {value!r} in the run but {settings[key]!r} in "
-                                          "the file name")
-                        settings[key] = value
+                lists = _run_fields(obj, settings, from_names if regex is None else {}, errors, overruled)
                 found: dict[str, Any] = {**baseline_pairs(lists), **(pairs or {})}
-                if not found:
-                    errors.append("no per-layer metric with a baseline: looked for lists named like 'X' and "
-                                  "'Random X' / 'ZSL X' / 'X_baseline' (or pass `pairs`)")
-                for metric, base in found.items():
-                    constant = _pair_values(base, len(lists[metric])) if metric in lists else None
-                    if metric not in lists or (constant is None and base not in lists):
-                        missing = [k for k in (metric, base) if isinstance(k, str) and k not in lists]
-                        errors.append(f"missing per-layer list(s) {missing}")
-                        continue
-                    values = lists[metric]
-                    base, baseline = constant if constant is not None else (base, lists[base])
-                    if len(values) != len(baseline):
-                        errors.append(f"{metric!r} has {len(values)} layers but {base!r} has {len(baseline)}")
-                        continue
-                    if not values:
-                        errors.append(f"{metric!r} is empty")
-                        continue
-                    for layer, (v, b) in enumerate(zip(values, baseline)):
-                        fv, fb = _number(v), _number(b)
-                        if fv is None or fb is None:
-                            bad = metric if fv is None else base
-                            errors.append(f"{bad!r} at layer {layer} is {(v if fv is None else b)!r}, not a "
-                                          "finite number")
-                            continue
-                        new_rows.append({"metric": metric, "baseline_name": base, "layer": layer,
-                                         "value": fv, "baseline": fb})
+                new_rows = _layer_rows(lists, found, errors)
                 unpaired |= set(lists) - set(found) - {v for v in found.values() if isinstance(v, str)}
             if errors:
                 n_skipped += 1
@@ -376,20 +415,6 @@ def read_run_summaries(
     settings_list = [s for s in settings_seen if s not in reserved]
     columns = ["file", "line", "run", *settings_list, "metric", "baseline_name", "layer", "value", "baseline"]
     table = pd.DataFrame(rows, columns=columns)
-    notes = list(name_notes)
-    if overruled:
-        notes.append(f"setting(s) {sorted(overruled)} read from the file names differ from the runs' fields; the "
-                     "fields are used")
-    for key in sorted(unpaired):
-        if _is_baseline(key):
-            untested[key] = "a baseline list without its metric (no list named like it without 'random' / " \
-                            "'zsl' / 'baseline')"
-        else:
-            untested[key] = (f"no baseline list (looked for 'Random {key}', 'ZSL {key}', '{key}_baseline'); declare "
-                             f"one in the mapping file: pairs: {{{key!r}: <another list, or a constant such as 0>}}")
-    if untested:
-        notes.append(f"per-layer lists not tested: {', '.join(sorted(untested))} (see `untested` for why)")
-    clash = sorted(set(settings_seen) & reserved)
-    if clash:
-        notes.append(f"fields {clash} clash with column names of the table and were dropped")
+    untested = {key: _why_untested(key) for key in sorted(unpaired)}
+    notes = _import_notes(name_notes, overruled, untested, sorted(set(settings_seen) & reserved))
     return SummariesImport(table, settings_list, log.problems(), n_read, n_skipped, notes, untested, source)

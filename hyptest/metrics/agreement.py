@@ -13,14 +13,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..names import AGREEMENT_METRICS  # metric name -> whether larger means more agreement
 from .rows import stack_rows
 from .overlap import label_js, label_kl, overlap_cosine, token_overlap
 
 __all__ = ["AGREEMENT_METRICS", "agreement_table", "pair_metrics"]
 
-#: metric name -> whether larger means more agreement
-AGREEMENT_METRICS: dict[str, bool] = {"token_overlap": True, "overlap_cosine": True, "label_js": False,
-                                      "label_kl": False}
 
 _UNIT = ["model", "task", "n_demos", "demo_set", "query_id"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._validation import validate_rng
+from .._validation import validate_choice, validate_flag, validate_real_array, validate_rng
 
 __all__ = [
     "Rec2FTPResult",
@@ -42,21 +42,12 @@ _BLOCK_ELEMENTS: int = 2**20
 
 
 def _validate_real(x: ArrayLike, name: str, *, min_ndim: int, min_last: int = 1) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"`{name}` must hold real numbers, got an array of dtype {arr.dtype}")
-    if arr.ndim < min_ndim:
-        raise ValueError(f"`{name}` must have at least {min_ndim} dimension(s), got shape {arr.shape}")
+    arr = validate_real_array(x, name, min_ndim=min_ndim, finite=False)
     if arr.shape[-1] < min_last:
         raise ValueError(
             f"`{name}` must have at least {min_last} entries on its last axis, got shape {arr.shape}"
         )
-    arr = arr.astype(np.float64, copy=False)
-    if not np.isfinite(arr).all():
-        raise ValueError(
-            f"`{name}` must be finite (pad ragged positions with 0, not NaN), got NaN or inf"
-        )
-    return arr
+    return validate_real_array(arr, name, finite_hint="pad ragged positions with 0, not NaN")
 
 
 def _validate_same_shape(arrays: dict[str, np.ndarray]) -> None:
@@ -78,12 +69,6 @@ def _validate_flags(x: ArrayLike, name: str) -> np.ndarray:
     if arr.ndim < 1 or arr.shape[-1] < 1:
         raise ValueError(f"`{name}` must have a non-empty example axis (last axis), got shape {arr.shape}")
     return arr.astype(bool)
-
-
-def _validate_normalise(normalise: object) -> bool:
-    if not isinstance(normalise, (bool, np.bool_)):
-        raise TypeError(f"`normalise` must be True or False, got {normalise!r}")
-    return bool(normalise)
 
 
 # ---------------------------------------------------------------------------
@@ -296,7 +281,7 @@ def simaou(
     >>> np.round(simaou(icl, ft, zs), 4)  # (0.293 + 0.707) / (1.4142 * 0.7654)
     array([[0.9239]])
     """
-    norm = _validate_normalise(normalise)
+    norm = validate_flag(normalise, "normalise")
     a = _validate_real(icl, "icl", min_ndim=1)
     f = _validate_real(ft, "ft", min_ndim=1)
     z = _validate_real(zs, "zs", min_ndim=1)
@@ -372,13 +357,12 @@ def simaou_random_baseline(
     >>> base.shape, bool(abs(base.mean()) < 0.01)
     ((200, 2), True)
     """
-    norm = _validate_normalise(normalise)
+    norm = validate_flag(normalise, "normalise")
     gen = validate_rng(rng, allow_none=False)
     a = _validate_real(icl, "icl", min_ndim=1)
     z = _validate_real(zs, "zs", min_ndim=1)
     _validate_same_shape({"icl": a, "zs": z})
-    if distribution not in _DISTRIBUTIONS:
-        raise ValueError(f"`distribution` must be one of {_DISTRIBUTIONS}, got {distribution!r}")
+    validate_choice(distribution, "distribution", _DISTRIBUTIONS)
     if norm:
         a, z = _unit(a), _unit(z)
     if distribution == "normal":

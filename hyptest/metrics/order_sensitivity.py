@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .._validation import validate_frame
 from .rows import stack_rows
 
 __all__ = ["accuracy_table", "order_sensitivity"]
@@ -13,11 +14,7 @@ _GROUP = ["model", "task", "n_demos", "method", "method_kind", "demo_set", "quer
 
 
 def _validate_records(records: pd.DataFrame, needed: list[str]) -> None:
-    if not isinstance(records, pd.DataFrame):
-        raise TypeError(f"`records` must be a pandas DataFrame, got {type(records).__name__}")
-    missing = [c for c in needed if c not in records.columns]
-    if missing:
-        raise ValueError(f"`records` lacks the column(s) {missing}; see the result schema in README.md")
+    validate_frame(records, "records", needed, hint="; see the result schema in README.md")
 
 
 def order_sensitivity(records: pd.DataFrame) -> pd.DataFrame:

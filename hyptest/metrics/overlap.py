@@ -11,10 +11,11 @@ full-vocabulary softmax, *not* renormalised over the top-k), as stored in the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral, Real
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from .._validation import validate_choice, validate_count, validate_real
 
 __all__ = [
     "VocabOrderSensitivity",
@@ -34,14 +35,6 @@ _SUPPORTS: tuple[str, ...] = ("shared", "union")
 # ---------------------------------------------------------------------------
 # validation helpers
 # ---------------------------------------------------------------------------
-
-
-def _validate_k(k: object) -> int:
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, Integral):
-        raise TypeError(f"`k` must be a positive integer, got {k!r}")
-    if int(k) < 1:
-        raise ValueError(f"`k` must be a positive integer, got {int(k)}")
-    return int(k)
 
 
 def _validate_ids(ids: ArrayLike, name: str, k: int) -> np.ndarray:
@@ -91,7 +84,7 @@ def _validate_pair_shapes(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str
 
 
 def _validate_overlap(ids_a: ArrayLike, ids_b: ArrayLike, k: object) -> tuple[np.ndarray, np.ndarray, int]:
-    kk = _validate_k(k)
+    kk = validate_count(k, "k")
     a = _validate_ids(ids_a, "ids_a", kk)
     b = _validate_ids(ids_b, "ids_b", kk)
     _validate_pair_shapes(a, b, "ids_a", "ids_b")
@@ -137,9 +130,7 @@ def _validate_label_pair(p: ArrayLike, q: ArrayLike) -> tuple[np.ndarray, np.nda
 
 
 def _validate_eps(eps: object, n_labels: int) -> float:
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, Real):
-        raise TypeError(f"`eps` must be a real number, got {eps!r}")
-    e = float(eps)
+    e = validate_real(eps, "eps")
     if not (0.0 < e < 1.0 / n_labels):
         raise ValueError(f"`eps` must lie in (0, 1/n_labels) = (0, {1.0 / n_labels:g}), got {e!r}")
     return e
@@ -167,8 +158,7 @@ def _validate_vocab(topk_ids: ArrayLike, topk_probs: ArrayLike, vocab_size: obje
     if (ids < 0).any():
         raise ValueError(f"`topk_ids` must be non-negative token ids, got {int(ids.min())}")
     if vocab_size is not None:
-        if isinstance(vocab_size, (bool, np.bool_)) or not isinstance(vocab_size, Integral):
-            raise TypeError(f"`vocab_size` must be None or a positive integer, got {vocab_size!r}")
+        validate_count(vocab_size, "vocab_size", minimum=0, allow_none=True)
         if int(vocab_size) < k:
             raise ValueError(f"`vocab_size` must be at least K = {k}, got {int(vocab_size)}")
         if (ids >= int(vocab_size)).any():
@@ -345,14 +335,13 @@ def overlap_cosine(
     ...                            [5, 7, 8], [0.6, 0.2, 0.1], k=3)), 6)
     0.759257
     """
-    kk = _validate_k(k)
+    kk = validate_count(k, "k")
     ia = _validate_ids(ids_a, "ids_a", kk)
     ib = _validate_ids(ids_b, "ids_b", kk)
     pa = _validate_probs(probs_a, "probs_a", ia.shape)
     pb = _validate_probs(probs_b, "probs_b", ib.shape)
     _validate_pair_shapes(ia, ib, "ids_a", "ids_b")
-    if support not in _SUPPORTS:
-        raise ValueError(f"`support` must be one of {_SUPPORTS}, got {support!r}")
+    validate_choice(support, "support", _SUPPORTS)
     ia, pa = _top_k(ia, pa, kk)
     ib, pb = _top_k(ib, pb, kk)
 

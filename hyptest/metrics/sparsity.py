@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
+
+from .._validation import validate_flag, validate_real, validate_real_array
 
 __all__ = ["attention_sparsity_by_layer", "weight_sparsity"]
 
@@ -34,30 +36,11 @@ _GPT2_OUT = re.compile(r"(?:^|\.)h\.(\d+)\.attn\.c_proj\.weight$")
 # ---------------------------------------------------------------------------
 
 
-def _validate_threshold(threshold: object) -> float:
-    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, Real):
-        raise TypeError(f"`threshold` must be a non-negative real number, got {threshold!r}")
-    t = float(threshold)
-    if not np.isfinite(t) or t < 0:
-        raise ValueError(f"`threshold` must be finite and >= 0, got {t!r}")
-    return t
-
-
-def _validate_relative(relative: object) -> bool:
-    if not isinstance(relative, (bool, np.bool_)):
-        raise TypeError(f"`relative` must be True or False, got {relative!r}")
-    return bool(relative)
-
-
 def _validate_matrix(matrix: ArrayLike, name: str) -> np.ndarray:
-    arr = np.asarray(matrix)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"`{name}` must hold real numbers, got an array of dtype {arr.dtype}")
+    arr = validate_real_array(matrix, name, finite=False)
     if arr.size == 0:
         raise ValueError(f"`{name}` must not be empty, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"`{name}` must be finite, got NaN or inf")
-    return arr
+    return validate_real_array(arr, name)
 
 
 def _validate_axis(axis: object, ndim: int) -> tuple[int, ...] | None:
@@ -158,8 +141,8 @@ def weight_sparsity(
     0.75
     """
     arr = _validate_matrix(matrix, "matrix")
-    t = _validate_threshold(threshold)
-    rel = _validate_relative(relative)
+    t = validate_real(threshold, "threshold", finite=True, minimum=0.0)
+    rel = validate_flag(relative, "relative")
     ax = _validate_axis(axis, arr.ndim)
     mag = np.abs(arr.astype(np.float64, copy=False))
     cut = t * mag.max(axis=ax, keepdims=True) if rel else t
@@ -235,8 +218,8 @@ def attention_sparsity_by_layer(
     0      0      q       0.5          4
     """
     weights = _validate_named_weights(named_weights)
-    t = _validate_threshold(threshold)
-    rel = _validate_relative(relative)
+    t = validate_real(threshold, "threshold", finite=True, minimum=0.0)
+    rel = validate_flag(relative, "relative")
     rows: dict[tuple[int, str], dict[str, object]] = {}
 
     def _add(layer: int, matrix: str, arr: np.ndarray, name: str) -> None:

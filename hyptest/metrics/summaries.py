@@ -14,21 +14,15 @@ from numpy.typing import ArrayLike
 from hyptest.stats.bootstrap import bootstrap_ci
 from hyptest.stats.permutation import paired_permutation_test
 
-from .._validation import validate_rng
+from .._validation import validate_real_array, validate_rng
 
 __all__ = ["WEAK_FLOOR_RATIO", "WEAK_SPREAD_RATIO", "baseline_strength", "metric_vs_baseline",
            "metric_with_ci"]
 
 
 def _validate_vector(x: ArrayLike, name: str) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"`{name}` must hold real numbers, got an array of dtype {arr.dtype}")
-    if arr.ndim != 1:
-        raise ValueError(
-            f"`{name}` must be 1-D (one value per example; average layers first), got shape {arr.shape}"
-        )
-    return arr.astype(np.float64, copy=False)
+    return validate_real_array(x, name, ndim=1, finite=False,
+                               shape_hint="one value per example; average layers first")
 
 
 def metric_with_ci(

@@ -30,12 +30,13 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .._validation import validate_count, validate_probability
 
 __all__ = [
     "RankHistogram",
@@ -76,15 +77,6 @@ def _az() -> Any:
             "`pip install 'hyptest[bayes]'`"
         ) from exc
     return az
-
-
-def _validate_prob(prob: object, name: str) -> float:
-    if isinstance(prob, (bool, np.bool_)) or not isinstance(prob, Real):
-        raise TypeError(f"`{name}` must be a float in (0, 1), got {prob!r}")
-    value = float(prob)
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"`{name}` must be a float in (0, 1), got {value!r}")
-    return value
 
 
 def _validate_var_names(idata: Any, var_names: Sequence[str] | None) -> list[str]:
@@ -216,7 +208,7 @@ def summary_table(
        Rank-normalization, folding, and localization: an improved R-hat for
        assessing convergence of MCMC. Bayesian Analysis 16(2), 667-718.
     """
-    prob = _validate_prob(hdi_prob, "hdi_prob")
+    prob = validate_probability(hdi_prob, "hdi_prob")
     names = _validate_var_names(idata, var_names)
     az = _az()
     post = idata.posterior[names]
@@ -280,7 +272,7 @@ def hdi(samples: np.ndarray | Sequence[float], prob: float = 0.94) -> tuple[floa
     >>> round(high - low, 9)
     0.9
     """
-    p = _validate_prob(prob, "prob")
+    p = validate_probability(prob, "prob")
     arr = np.asarray(samples, dtype=float)
     if arr.ndim != 1:
         raise ValueError(f"`samples` must be 1-D, got an array of shape {arr.shape}")
@@ -443,11 +435,7 @@ def rank_plot_data(idata: Any, var_name: str, *, n_bins: int | None = None) -> R
     if n_bins is None:
         bins = min(n_draws, 2 * (int(math.ceil(math.log2(n_draws))) + 1))
     else:
-        if isinstance(n_bins, (bool, np.bool_)) or not isinstance(n_bins, (int, np.integer)):
-            raise TypeError(f"`n_bins` must be a positive integer or None, got {n_bins!r}")
-        bins = int(n_bins)
-        if bins < 1:
-            raise ValueError(f"`n_bins` must be a positive integer, got {bins}")
+        bins = validate_count(n_bins, "n_bins", allow_none=True)
     total = n_chains * n_draws
     edges = np.linspace(0.0, float(total), bins + 1)
     counts = np.empty((flat.shape[2], n_chains, bins), dtype=np.int64)

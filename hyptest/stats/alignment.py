@@ -17,8 +17,8 @@ from itertools import permutations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from hyptest._validation import validate_count, validate_rng
-from hyptest.stats.permutation import Alternative, _validate_alternative
+from hyptest._validation import validate_choice, validate_count, validate_rng
+from hyptest.stats.permutation import _ALTERNATIVES, Alternative
 
 __all__ = ["AlignmentResult", "order_alignment_test"]
 
@@ -126,7 +126,7 @@ def _validate_alignment(a: ArrayLike, b: ArrayLike, n_resamples: object, alterna
         aa,
         bb,
         validate_count(n_resamples, "n_resamples"),
-        _validate_alternative(alternative),
+        validate_choice(alternative, "alternative", _ALTERNATIVES),
         validate_rng(rng),
     )
 

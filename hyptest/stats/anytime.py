@@ -69,6 +69,7 @@ from typing import Literal
 
 import numpy as np
 
+from .._validation import validate_probability
 from .multiplicity import adjust_pvalues
 
 __all__ = [
@@ -115,8 +116,7 @@ def predictable_bets(x: np.ndarray, m: float, *, lo: float, hi: float, side: Sid
     x = _check(x, lo, hi)
     if not lo < m < hi:
         raise ValueError(f"the candidate mean must lie strictly inside ({lo:g}, {hi:g}), got {m!r}")
-    if not 0 < c < 1:
-        raise ValueError(f"`c` must lie in (0, 1), got {c!r}")
+    validate_probability(c, "c")
     if not 0 <= first_bet <= 1:
         raise ValueError(f"`first_bet` must lie in [0, 1], got {first_bet!r}")
     n = len(x)
@@ -188,8 +188,7 @@ def confidence_sequence(x: np.ndarray, alpha: float, *, lo: float, hi: float, c:
     ``lo`` / ``hi``). A value never excluded on the grid keeps the interval
     at the grid's ends (``lo`` / ``hi``).
     """
-    if not 0 < alpha < 1:
-        raise ValueError(f"`alpha` must lie in (0, 1), got {alpha!r}")
+    validate_probability(alpha, "alpha")
     x = _check(x, lo, hi)
     n = len(x)
     grid = _grid(lo, hi, points, include)

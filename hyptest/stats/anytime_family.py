@@ -58,6 +58,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._validation import validate_probability
 from .anytime import DEFAULT_C, DEFAULT_FIRST_BET, AnytimeTest, anytime_test
 from .multiplicity import adjust_optional
 
@@ -218,8 +219,7 @@ def monitor_family(
     -------
     FamilyState
     """
-    if not 0 < alpha < 1:
-        raise ValueError(f"`alpha` must lie in (0, 1), got {alpha!r}")
+    validate_probability(alpha, "alpha")
     if check_every < 1:
         raise ValueError(f"`check_every` must be at least 1, got {check_every!r}")
     if not len(observations) == len(margins) == len(max_n):

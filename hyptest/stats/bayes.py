@@ -40,13 +40,15 @@ import math
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from numbers import Integral, Real
+from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from .._validation import (validate_choice, validate_count, validate_frame, validate_probability,
+                           validate_real, validate_rng)
 from . import _arviz
 
 __all__ = [
@@ -285,32 +287,15 @@ class _Design:
     n_seeds: int
 
 
-def _check_real(value: object, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
-        raise TypeError(f"`{name}` must be a real number, got {value!r}")
-    return float(value)
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-        raise TypeError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {int(value)}")
-    return int(value)
-
-
 def _validate_sampler_args(
     rope: object, hdi_prob: object, draws: object, tune: object, chains: object,
     sampler: object, seed: object,
 ) -> _SamplerArgs:
-    r = _check_real(rope, "rope")
+    r = validate_real(rope, "rope")
     if not (math.isfinite(r) and r > 0):
         raise ValueError(f"`rope` must be a positive finite half-width, got {r!r}")
-    p = _check_real(hdi_prob, "hdi_prob")
-    if not 0 < p < 1:
-        raise ValueError(f"`hdi_prob` must lie in (0, 1), got {p!r}")
-    if sampler not in ("auto", "nutpie", "pymc"):
-        raise ValueError(f"`sampler` must be one of 'auto', 'nutpie', 'pymc', got {sampler!r}")
+    p = validate_probability(hdi_prob, "hdi_prob")
+    validate_choice(sampler, "sampler", ("auto", "nutpie", "pymc"))
     if sampler == "auto":
         chosen = "nutpie" if _nutpie_available() else "pymc"
     elif sampler == "nutpie" and not _nutpie_available():
@@ -323,31 +308,24 @@ def _validate_sampler_args(
     return _SamplerArgs(
         rope=r,
         hdi_prob=p,
-        draws=_check_int(draws, "draws", 1),
-        tune=_check_int(tune, "tune", 0),
-        chains=_check_int(chains, "chains", 2),
+        draws=validate_count(draws, "draws"),
+        tune=validate_count(tune, "tune", minimum=0),
+        chains=validate_count(chains, "chains", minimum=2),
         sampler=chosen,
-        seed=_check_int(seed, "seed", 0),
+        seed=validate_count(seed, "seed", minimum=0),
     )
 
 
 def _validate_target_accept(target_accept: object) -> float:
-    ta = _check_real(target_accept, "target_accept")
-    if not 0 < ta < 1:
-        raise ValueError(f"`target_accept` must lie in (0, 1), got {ta!r}")
-    return ta
+    return validate_probability(target_accept, "target_accept")
 
 
 def _validate_per_order(
     per_order: object, reference: object, methods: object, zero_spread_tol: object,
     *, need_outcome: bool = True,
 ) -> _Design:
-    if not isinstance(per_order, pd.DataFrame):
-        raise TypeError(f"`per_order` must be a pandas DataFrame, got {type(per_order).__name__}")
     needed = [*_SLICE, *_KEY] + (["p_gold"] if need_outcome else [])
-    missing = [c for c in needed if c not in per_order.columns]
-    if missing:
-        raise ValueError(f"`per_order` lacks the column(s) {missing}; it needs {needed}")
+    per_order = validate_frame(per_order, "per_order", needed, hint=f"; it needs {needed}")
     if per_order.empty:
         raise ValueError("`per_order` has no rows")
     slices = per_order[_SLICE].drop_duplicates()
@@ -377,12 +355,30 @@ def _validate_per_order(
             raise ValueError(f"`methods` has duplicates: {list(chosen)}")
     if not chosen:
         raise ValueError(f"`per_order` has no method besides the reference {reference!r} to compare")
-    tol = _check_real(zero_spread_tol, "zero_spread_tol")
+    tol = validate_real(zero_spread_tol, "zero_spread_tol")
     if not (math.isfinite(tol) and tol >= 0):
         raise ValueError(f"`zero_spread_tol` must be a finite number >= 0, got {tol!r}")
 
     data = per_order[per_order["method"].astype(str).isin((reference, *chosen))].copy()
     data["method"] = data["method"].astype(str)
+    data, n_seeds = _average_seeds(_with_logits(data, need_outcome))
+    grids, spread = _order_grids(data, (reference, *chosen), tol)
+    row = slices.iloc[0]
+    n_demos = row["n_demos"]
+    return _Design(
+        model=row["model"],
+        task=row["task"],
+        n_demos=int(n_demos) if isinstance(n_demos, (Integral, np.integer)) else n_demos,
+        reference=reference,
+        methods=chosen,
+        grids=grids,
+        spread=spread,
+        n_seeds=n_seeds,
+    )
+
+
+def _with_logits(data: pd.DataFrame, need_outcome: bool) -> pd.DataFrame:
+    """``data`` with ``y``, the clipped logit of ``p_gold`` (0 when the outcome is not needed)."""
     if need_outcome:
         p = pd.to_numeric(data["p_gold"], errors="coerce").to_numpy(float)
         bad = ~np.isfinite(p) | (p < 0) | (p > 1)
@@ -396,6 +392,17 @@ def _validate_per_order(
         data["y"] = np.log(pc) - np.log1p(-pc)
     else:
         data["y"] = 0.0
+    return data
+
+
+def _average_seeds(data: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One ``y`` per (method, demo set, order, query), averaged over training seeds; and the most seeds of a key.
+
+    Raises
+    ------
+    ValueError
+        For a duplicate row (of a seed, or of a key when there is no ``seed`` column).
+    """
     n_seeds = 1
     if "seed" in data.columns:
         n_seeds = int(data.groupby(_KEY, sort=False)["seed"].nunique().max())
@@ -414,6 +421,20 @@ def _validate_per_order(
                 f"row(s), e.g. {data.loc[dup, _KEY].iloc[0].to_dict()}; with several training seeds "
                 "add a `seed` column (logits are then averaged over seeds)"
             )
+    return data, n_seeds
+
+
+def _order_grids(data: pd.DataFrame, methods: tuple[str, ...],
+                 tol: float) -> tuple[dict[tuple[str, Any], pd.DataFrame], dict[str, float]]:
+    """Each (method, demo set)'s order x query grid of ``y``, and each method's largest spread across orders.
+
+    A spread of at most ``tol`` is set to 0 (the method is taken as order-invariant).
+
+    Raises
+    ------
+    ValueError
+        For a grid with a missing cell, or fewer than 2 orders or 2 queries.
+    """
     grids: dict[tuple[str, Any], pd.DataFrame] = {}
     spread: dict[str, float] = {}
     for (method, demo_set), part in data.groupby(["method", "demo_set"], sort=True):
@@ -433,20 +454,9 @@ def _validate_per_order(
         grids[(method, demo_set)] = grid
         values = grid.to_numpy(float)
         spread[method] = max(spread.get(method, 0.0), float(np.ptp(values, axis=0).max()))
-    for method in (reference, *chosen):
+    for method in methods:
         spread[method] = spread[method] if spread.get(method, 0.0) > tol else 0.0
-    row = slices.iloc[0]
-    n_demos = row["n_demos"]
-    return _Design(
-        model=row["model"],
-        task=row["task"],
-        n_demos=int(n_demos) if isinstance(n_demos, (Integral, np.integer)) else n_demos,
-        reference=reference,
-        methods=chosen,
-        grids=grids,
-        spread=spread,
-        n_seeds=n_seeds,
-    )
+    return grids, spread
 
 
 # ---------------------------------------------------------------------------
@@ -699,6 +709,158 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------
+
+
+@dataclass
+class _OrderFit:
+    """What the variance-components fit of the modelled (order-sensitive) methods gives.
+
+    Order-invariant methods have their posterior means fixed at 0; with no
+    modelled method, nothing is sampled (``sampler`` is ``"none"``).
+    """
+
+    sigma_order_mean: dict[str, float]
+    sigma_resid_mean: dict[str, float]
+    sd_query_mean: dict[str, float]
+    log_ratio_draws: dict[str, np.ndarray]
+    idata: Any = None
+    diagnostics: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(_arviz.SUMMARY_COLUMNS)))
+    converged: bool = True
+    reason: str = ""
+    n_divergences: int = 0
+    compile_s: float = 0.0
+    sample_s: float = 0.0
+    compile_cached: bool = False
+    sampler: str = "none"
+
+
+def _fit_modelled(design: _Design, modelled: tuple[str, ...], invariant: tuple[str, ...],
+                  no_interaction: tuple[str, ...], stats: dict[str, Any], args: _SamplerArgs,
+                  target_accept: float) -> _OrderFit:
+    """Sample the order model of the ``modelled`` methods and summarise it (posterior means, diagnostics)."""
+    fit = _OrderFit({m: 0.0 for m in invariant}, {m: 0.0 for m in invariant}, {m: 0.0 for m in invariant}, {})
+    if not modelled:
+        return fit
+    fit.sampler = args.sampler
+    n_blocks = len(stats["method_idx"])
+    draws_, diverging, fit.compile_s, fit.sample_s, fit.compile_cached = _sample(
+        "order", (len(modelled), n_blocks), lambda pm: _build_order_model(pm, len(modelled), stats),
+        stats, _ORDER_VARS, args, target_accept=target_accept,
+    )
+    draws_ = {"mu": _draw_mu(draws_, stats, len(modelled), args.seed), **draws_}
+    derived = _derived(draws_, stats, len(modelled))
+    sdq = derived["sd_query"]
+    pairs = [m for m in design.methods if design.reference in modelled and m in modelled]
+    posterior = {k: v for k, v in draws_.items() if k != "z_order"}
+    posterior["sigma_order_set"] = derived["sigma_order_set"]
+    posterior["sd_query"] = sdq
+    dims: dict[str, list[str]] = {
+        v: ["method"] for v in ("mu", "sigma_query", "sigma_order", "sigma_resid", "sd_query")
+    }
+    dims["sigma_order_set"] = ["block"]
+    if pairs:
+        i_ref = modelled.index(design.reference)
+        posterior["log_ratio"] = np.stack(
+            [np.log(sdq[:, :, i_ref]) - np.log(sdq[:, :, modelled.index(m)]) for m in pairs], axis=-1
+        )
+        dims["log_ratio"] = ["method_b"]
+    fit.idata = _arviz.from_draws(
+        posterior,
+        sample_stats={"diverging": diverging},
+        coords={"method": list(modelled), "method_b": pairs, "block": _block_labels(design.grids, modelled)},
+        dims=dims,
+        attrs={"sampler": fit.sampler, "reference": design.reference, "model_name": str(design.model),
+               "task": str(design.task), "n_demos": str(design.n_demos), "quantity": QUANTITY,
+               "no_interaction": ",".join(no_interaction)},
+    )
+    for i, m in enumerate(modelled):
+        fit.sigma_order_mean[m] = float(draws_["sigma_order"][:, :, i].mean())
+        fit.sigma_resid_mean[m] = 0.0 if m in no_interaction else float(draws_["sigma_resid"][:, :, i].mean())
+        fit.sd_query_mean[m] = float(sdq[:, :, i].mean())
+    for j, m in enumerate(pairs):
+        fit.log_ratio_draws[m] = _readonly(posterior["log_ratio"][:, :, j].reshape(-1))
+    fit.diagnostics = _arviz.summary_table(fit.idata, list(posterior), hdi_prob=args.hdi_prob)
+    fit.n_divergences = int(diverging.sum())
+    fit.converged, fit.reason = _gate(fit.diagnostics, fit.n_divergences)
+    return fit
+
+
+def _comparison_row(design: _Design, method: str, fit: _OrderFit, invariant: tuple[str, ...],
+                    no_interaction: tuple[str, ...], args: _SamplerArgs,
+                    zero_spread_tol: float) -> tuple[dict[str, Any], np.ndarray]:
+    """One reference-vs-``method`` row of :func:`fit_order_variance` and its log-ratio draws.
+
+    A pair where both methods are modelled reads the posterior; an order-invariant
+    method (spread at most ``zero_spread_tol``) gives a fixed verdict: both
+    invariant, equivalent with an undefined ratio; one of them, different with
+    an infinite log ratio.
+    """
+    n_draws = args.chains * args.draws
+    ref_inv = design.reference in invariant
+    m_inv = method in invariant
+    note = ""
+    if method in fit.log_ratio_draws:
+        d = fit.log_ratio_draws[method]
+        est, sd = float(d.mean()), float(d.std(ddof=1))
+        low, high = _arviz.hdi(d, args.hdi_prob)
+        p_rope = float(np.mean(np.abs(d) <= args.rope))
+        p_pos = float(np.mean(d > 0))
+        verdict = _hdi_rope(low, high, args.rope)
+    elif ref_inv and m_inv:
+        est = sd = low = high = float("nan")
+        p_rope, p_pos = 1.0, 0.0
+        verdict = "equivalent"
+        note = (f"both {design.reference!r} and {method!r} are order-invariant (spread <= "
+                f"{zero_spread_tol:g}): per-query SD fixed at 0 for both; log ratio undefined")
+        d = _readonly(np.full(n_draws, np.nan))
+    else:
+        sign = 1.0 if m_inv else -1.0
+        inv = method if m_inv else design.reference
+        est = low = high = sign * math.inf
+        sd = 0.0
+        p_rope, p_pos = 0.0, 1.0 if m_inv else 0.0
+        verdict = "different"
+        note = (f"{inv!r} is order-invariant (max range of logit p across orders <= "
+                f"{zero_spread_tol:g}): per-query SD (sigma_order, sigma_resid) fixed at 0, "
+                f"log ratio = {sign * math.inf}")
+        d = _readonly(np.full(n_draws, sign * math.inf))
+    shifts = [x for x in (design.reference, method) if x in no_interaction]
+    if shifts:
+        note = "; ".join(filter(None, [note, (
+            f"{' and '.join(map(repr, shifts))} shift(s) every query alike with the order (no order x "
+            f"query interaction, residual mean square <= {zero_spread_tol:g}^2): sigma_resid fixed at 0")]))
+    if not fit.converged:
+        verdict = "did_not_converge"
+    row = {
+        "model": design.model,
+        "task": design.task,
+        "n_demos": design.n_demos,
+        "method_a": design.reference,
+        "method_b": method,
+        "analysis": "bayes_order_variance",
+        "estimate": est,
+        "posterior_sd": sd,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "ci_level": args.hdi_prob,
+        "ci_method": "HDI",
+        "p_rope": p_rope,
+        "p_positive": p_pos,
+        "rope": args.rope,
+        "verdict": verdict,
+        "converged": fit.converged,
+        "diagnostics": fit.reason,
+        "note": note,
+        "sampler": fit.sampler,
+        "sigma_order_a": fit.sigma_order_mean[design.reference],
+        "sigma_order_b": fit.sigma_order_mean[method],
+        "sigma_resid_a": fit.sigma_resid_mean[design.reference],
+        "sigma_resid_b": fit.sigma_resid_mean[method],
+        "sd_query_a": fit.sd_query_mean[design.reference],
+        "sd_query_b": fit.sd_query_mean[method],
+        "quantity": QUANTITY,
+    }
+    return row, d
 
 
 def fit_order_variance(
@@ -962,165 +1124,41 @@ def fit_order_variance(
     no_interaction = tuple(
         m for i, m in enumerate(modelled) if not stats["has_int"][stats["method_idx"] == i].any()
     )
+    fit = _fit_modelled(design, modelled, invariant, no_interaction, stats, args, ta)
 
-    sigma_order_mean = {m: 0.0 for m in invariant}
-    sigma_resid_mean = {m: 0.0 for m in invariant}
-    sd_query_mean = {m: 0.0 for m in invariant}
-    idata = None
-    diagnostics = pd.DataFrame(columns=list(_arviz.SUMMARY_COLUMNS))
-    converged, reason, n_div = True, "", 0
-    compile_s = sample_s = 0.0
-    cached = False
-    used = "none"
-    lr_draws: dict[str, np.ndarray] = {}
-    if modelled:
-        used = args.sampler
-        n_blocks = len(stats["method_idx"])
-        draws_, diverging, compile_s, sample_s, cached = _sample(
-            "order", (len(modelled), n_blocks), lambda pm: _build_order_model(pm, len(modelled), stats),
-            stats, _ORDER_VARS, args, target_accept=ta,
-        )
-        draws_ = {"mu": _draw_mu(draws_, stats, len(modelled), args.seed), **draws_}
-        derived = _derived(draws_, stats, len(modelled))
-        sdq = derived["sd_query"]
-        pairs = [m for m in design.methods if design.reference in modelled and m in modelled]
-        posterior = {k: v for k, v in draws_.items() if k != "z_order"}
-        posterior["sigma_order_set"] = derived["sigma_order_set"]
-        posterior["sd_query"] = sdq
-        dims: dict[str, list[str]] = {
-            v: ["method"] for v in ("mu", "sigma_query", "sigma_order", "sigma_resid", "sd_query")
-        }
-        dims["sigma_order_set"] = ["block"]
-        if pairs:
-            i_ref = modelled.index(design.reference)
-            posterior["log_ratio"] = np.stack(
-                [np.log(sdq[:, :, i_ref]) - np.log(sdq[:, :, modelled.index(m)]) for m in pairs], axis=-1
-            )
-            dims["log_ratio"] = ["method_b"]
-        idata = _arviz.from_draws(
-            posterior,
-            sample_stats={"diverging": diverging},
-            coords={"method": list(modelled), "method_b": pairs, "block": _block_labels(design.grids, modelled)},
-            dims=dims,
-            attrs={"sampler": used, "reference": design.reference, "model_name": str(design.model),
-                   "task": str(design.task), "n_demos": str(design.n_demos), "quantity": QUANTITY,
-                   "no_interaction": ",".join(no_interaction)},
-        )
-        for i, m in enumerate(modelled):
-            sigma_order_mean[m] = float(draws_["sigma_order"][:, :, i].mean())
-            sigma_resid_mean[m] = 0.0 if m in no_interaction else float(draws_["sigma_resid"][:, :, i].mean())
-            sd_query_mean[m] = float(sdq[:, :, i].mean())
-        for j, m in enumerate(pairs):
-            lr_draws[m] = _readonly(posterior["log_ratio"][:, :, j].reshape(-1))
-        diagnostics = _arviz.summary_table(idata, list(posterior), hdi_prob=args.hdi_prob)
-        n_div = int(diverging.sum())
-        converged, reason = _gate(diagnostics, n_div)
-
-    n_draws = args.chains * args.draws
-    n_sets = len({s for (_, s) in design.grids})
-    n_orders = max(g.shape[0] for g in design.grids.values())
-    n_queries = max(g.shape[1] for g in design.grids.values())
+    sizes = {
+        "n_sets": len({s for (_, s) in design.grids}),
+        "n_orders": max(g.shape[0] for g in design.grids.values()),
+        "n_queries": max(g.shape[1] for g in design.grids.values()),
+        "n_seeds": design.n_seeds,
+    }
+    lr_draws = fit.log_ratio_draws
     rows: list[dict[str, Any]] = []
     for method in design.methods:
-        ref_inv = design.reference in invariant
-        m_inv = method in invariant
-        note = ""
-        if method in lr_draws:
-            d = lr_draws[method]
-            est, sd = float(d.mean()), float(d.std(ddof=1))
-            low, high = _arviz.hdi(d, args.hdi_prob)
-            p_rope = float(np.mean(np.abs(d) <= args.rope))
-            p_pos = float(np.mean(d > 0))
-            verdict = _hdi_rope(low, high, args.rope)
-        elif ref_inv and m_inv:
-            est = sd = low = high = float("nan")
-            p_rope, p_pos = 1.0, 0.0
-            verdict = "equivalent"
-            note = (f"both {design.reference!r} and {method!r} are order-invariant (spread <= "
-                    f"{zero_spread_tol:g}): per-query SD fixed at 0 for both; log ratio undefined")
-            lr_draws[method] = _readonly(np.full(n_draws, np.nan))
-        else:
-            sign = 1.0 if m_inv else -1.0
-            inv = method if m_inv else design.reference
-            est = low = high = sign * math.inf
-            sd = 0.0
-            p_rope, p_pos = 0.0, 1.0 if m_inv else 0.0
-            verdict = "different"
-            note = (f"{inv!r} is order-invariant (max range of logit p across orders <= "
-                    f"{zero_spread_tol:g}): per-query SD (sigma_order, sigma_resid) fixed at 0, "
-                    f"log ratio = {sign * math.inf}")
-            lr_draws[method] = _readonly(np.full(n_draws, sign * math.inf))
-        shifts = [x for x in (design.reference, method) if x in no_interaction]
-        if shifts:
-            note = "; ".join(filter(None, [note, (
-                f"{' and '.join(map(repr, shifts))} shift(s) every query alike with the order (no order x "
-                f"query interaction, residual mean square <= {zero_spread_tol:g}^2): sigma_resid fixed at 0")]))
-        if not converged:
-            verdict = "did_not_converge"
-        rows.append(
-            {
-                "model": design.model,
-                "task": design.task,
-                "n_demos": design.n_demos,
-                "method_a": design.reference,
-                "method_b": method,
-                "analysis": "bayes_order_variance",
-                "estimate": est,
-                "posterior_sd": sd,
-                "ci_low": float(low),
-                "ci_high": float(high),
-                "ci_level": args.hdi_prob,
-                "ci_method": "HDI",
-                "p_rope": p_rope,
-                "p_positive": p_pos,
-                "rope": args.rope,
-                "verdict": verdict,
-                "converged": converged,
-                "diagnostics": reason,
-                "note": note,
-                "sampler": used,
-                "sigma_order_a": sigma_order_mean[design.reference],
-                "sigma_order_b": sigma_order_mean[method],
-                "sigma_resid_a": sigma_resid_mean[design.reference],
-                "sigma_resid_b": sigma_resid_mean[method],
-                "sd_query_a": sd_query_mean[design.reference],
-                "sd_query_b": sd_query_mean[method],
-                "quantity": QUANTITY,
-                "n_sets": n_sets,
-                "n_orders": n_orders,
-                "n_queries": n_queries,
-                "n_seeds": design.n_seeds,
-            }
-        )
+        row, lr_draws[method] = _comparison_row(design, method, fit, invariant, no_interaction, args,
+                                                float(zero_spread_tol))
+        rows.append({**row, **sizes})
     return BayesResult(
         table=pd.DataFrame(rows),
-        diagnostics=diagnostics,
-        idata=idata,
+        diagnostics=fit.diagnostics,
+        idata=fit.idata,
         log_ratio_draws=lr_draws,
         order_invariant=invariant,
-        converged=converged,
-        reason=reason,
-        n_divergences=n_div,
-        sampler=used,
-        compile_s=compile_s,
-        sample_s=sample_s,
+        converged=fit.converged,
+        reason=fit.reason,
+        n_divergences=fit.n_divergences,
+        sampler=fit.sampler,
+        compile_s=fit.compile_s,
+        sample_s=fit.sample_s,
         wall_time_s=time.perf_counter() - t_start,
-        compile_cached=cached,
+        compile_cached=fit.compile_cached,
     )
 
 
 def _validate_effects(per_task_effects: object) -> pd.DataFrame:
-    if not isinstance(per_task_effects, pd.DataFrame):
-        raise TypeError(
-            f"`per_task_effects` must be a pandas DataFrame, got {type(per_task_effects).__name__}"
-        )
     needed = ["model", "task", "method_a", "method_b", "estimate", "posterior_sd"]
-    missing = [c for c in needed if c not in per_task_effects.columns]
-    if missing:
-        raise ValueError(
-            f"`per_task_effects` lacks the column(s) {missing}; it needs {needed} "
-            "(the `table` of fit_order_variance has them)"
-        )
+    per_task_effects = validate_frame(per_task_effects, "per_task_effects", needed,
+                                      hint=f"; it needs {needed} (the `table` of fit_order_variance has them)")
     keys = ["method_a", "method_b"] + (["n_demos"] if "n_demos" in per_task_effects.columns else [])
     groups = per_task_effects[keys].drop_duplicates()
     if len(groups) != 1:
@@ -1149,6 +1187,74 @@ def _validate_effects(per_task_effects: object) -> pd.DataFrame:
     if finite.all() and not (np.isfinite(sd).all() and (sd > 0).all()):
         raise ValueError("`per_task_effects['posterior_sd']` must be positive and finite")
     return per_task_effects.reset_index(drop=True)
+
+
+@dataclass
+class _PooledFit:
+    """The pooled effect of :func:`fit_pooled`: its draws, summary, shrunk per-task effects and diagnostics."""
+
+    delta_draws: np.ndarray
+    mean: float
+    sd: float
+    low: float
+    high: float
+    p_rope: float
+    p_positive: float
+    sigma_between: float
+    nu: float
+    verdict: str
+    shrunk: np.ndarray  # (n, 3): mean, HDI low, HDI high of each task's shrunk effect
+    note: str = ""
+    diagnostics: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(_arviz.SUMMARY_COLUMNS)))
+    idata: Any = None
+    n_divergences: int = 0
+    compile_s: float = 0.0
+    sample_s: float = 0.0
+    sampler: str = "none"
+    converged: bool = True
+    reason: str = ""
+
+
+def _pooled_infinite(est: np.ndarray, args: _SamplerArgs) -> _PooledFit:
+    """Every effect infinite, of one sign (an order-invariant method in every task): nothing to sample."""
+    sign = float(np.sign(est[0]))
+    inf = sign * math.inf
+    return _PooledFit(
+        delta_draws=np.full(args.chains * args.draws, inf), mean=inf, sd=0.0, low=inf, high=inf, p_rope=0.0,
+        p_positive=1.0 if sign > 0 else 0.0, sigma_between=0.0, nu=float("nan"), verdict="different",
+        shrunk=np.column_stack([est, est, est]),
+        note=f"every effect is {inf}: an order-invariant method in every task",
+    )
+
+
+def _pooled_sampled(effects: pd.DataFrame, est: np.ndarray, se: np.ndarray, args: _SamplerArgs,
+                    target_accept: float) -> _PooledFit:
+    """Sample the Student-t hierarchy over the finite effects and summarise the pooled effect."""
+    n = len(est)
+    draws_, diverging, compile_s, sample_s, _ = _sample(
+        "pooled", n, lambda pm: _build_pooled_model(pm, est, se),
+        {"estimate": est, "posterior_sd": se}, _POOLED_VARS, args, target_accept=target_accept,
+    )
+    idata = _arviz.from_draws(
+        draws_, sample_stats={"diverging": diverging},
+        coords={"effect": [f"{r.model}/{r.task}" for r in effects.itertuples()]},
+        dims={"delta_task": ["effect"]}, attrs={"sampler": args.sampler},
+    )
+    diagnostics = _arviz.summary_table(idata, list(_POOLED_VARS), hdi_prob=args.hdi_prob)
+    n_div = int(diverging.sum())
+    converged, reason = _gate(diagnostics, n_div)
+    d = draws_["delta"].reshape(-1)
+    low, high = _arviz.hdi(d, args.hdi_prob)
+    dt = draws_["delta_task"].reshape(-1, n)
+    return _PooledFit(
+        delta_draws=d, mean=float(d.mean()), sd=float(d.std(ddof=1)), low=low, high=high,
+        p_rope=float(np.mean(np.abs(d) <= args.rope)), p_positive=float(np.mean(d > 0)),
+        sigma_between=float(draws_["sigma_between"].mean()), nu=float(np.median(draws_["nu"])),
+        verdict=_hdi_rope(low, high, args.rope),
+        shrunk=np.array([[dt[:, i].mean(), *_arviz.hdi(dt[:, i], args.hdi_prob)] for i in range(n)]),
+        diagnostics=diagnostics, idata=idata, n_divergences=n_div, compile_s=compile_s, sample_s=sample_s,
+        sampler=args.sampler, converged=converged, reason=reason,
+    )
 
 
 def fit_pooled(
@@ -1237,98 +1343,33 @@ def fit_pooled(
     if "converged" in effects.columns:
         upstream_failed = [f"{r.model}/{r.task}" for r in effects.itertuples() if not bool(r.converged)]
 
-    note = ""
-    diagnostics = pd.DataFrame(columns=list(_arviz.SUMMARY_COLUMNS))
-    idata = None
-    n_div, compile_s, sample_s, used = 0, 0.0, 0.0, "none"
-    converged, reason = True, ""
-    if not np.isfinite(est).all():
-        sign = float(np.sign(est[0]))
-        d = np.full(args.chains * args.draws, sign * math.inf)
-        mean = low = high = sign * math.inf
-        sd, p_rope, p_pos = 0.0, 0.0, 1.0 if sign > 0 else 0.0
-        sigma_b, nu = 0.0, float("nan")
-        verdict = "different"
-        shrunk = np.column_stack([est, est, est])
-        note = f"every effect is {sign * math.inf}: an order-invariant method in every task"
+    if np.isfinite(est).all():
+        pooled = _pooled_sampled(effects, est, se, args, ta)
     else:
-        used = args.sampler
-        draws_, diverging, compile_s, sample_s, _ = _sample(
-            "pooled", n, lambda pm: _build_pooled_model(pm, est, se),
-            {"estimate": est, "posterior_sd": se}, _POOLED_VARS, args, target_accept=ta,
-        )
-        idata = _arviz.from_draws(
-            draws_, sample_stats={"diverging": diverging},
-            coords={"effect": [f"{r.model}/{r.task}" for r in effects.itertuples()]},
-            dims={"delta_task": ["effect"]}, attrs={"sampler": used},
-        )
-        diagnostics = _arviz.summary_table(idata, list(_POOLED_VARS), hdi_prob=args.hdi_prob)
-        n_div = int(diverging.sum())
-        converged, reason = _gate(diagnostics, n_div)
-        d = draws_["delta"].reshape(-1)
-        mean, sd = float(d.mean()), float(d.std(ddof=1))
-        low, high = _arviz.hdi(d, args.hdi_prob)
-        p_rope = float(np.mean(np.abs(d) <= args.rope))
-        p_pos = float(np.mean(d > 0))
-        sigma_b = float(draws_["sigma_between"].mean())
-        nu = float(np.median(draws_["nu"]))
-        verdict = _hdi_rope(low, high, args.rope)
-        dt = draws_["delta_task"].reshape(-1, n)
-        shrunk = np.array([[dt[:, i].mean(), *_arviz.hdi(dt[:, i], args.hdi_prob)] for i in range(n)])
+        pooled = _pooled_infinite(est, args)
+    converged, reason, verdict = pooled.converged, pooled.reason, pooled.verdict
     if upstream_failed:
         converged = False
         reason = "; ".join(filter(None, [reason, f"first-level fit(s) did not converge: {', '.join(upstream_failed)}"]))
     if not converged:
         verdict = "did_not_converge"
-    table = pd.DataFrame(
-        [
-            {
-                **base,
-                "analysis": "bayes_order_variance_pooled",
-                "n": n,
-                "estimate": mean,
-                "posterior_sd": sd,
-                "ci_low": float(low),
-                "ci_high": float(high),
-                "ci_level": args.hdi_prob,
-                "ci_method": "HDI",
-                "p_rope": p_rope,
-                "p_positive": p_pos,
-                "rope": args.rope,
-                "verdict": verdict,
-                "converged": converged,
-                "diagnostics": reason,
-                "note": note,
-                "sampler": used,
-                "sigma_between": sigma_b,
-                "nu": nu,
-            }
-        ]
-    )
-    per_task = pd.DataFrame(
-        {
-            "model": effects["model"],
-            "task": effects["task"],
-            "estimate": est,
-            "posterior_sd": se,
-            "shrunk_mean": shrunk[:, 0],
-            "shrunk_low": shrunk[:, 1],
-            "shrunk_high": shrunk[:, 2],
-        }
-    )
+    table = pd.DataFrame([{
+        **base, "analysis": "bayes_order_variance_pooled", "n": n, "estimate": pooled.mean,
+        "posterior_sd": pooled.sd, "ci_low": float(pooled.low), "ci_high": float(pooled.high),
+        "ci_level": args.hdi_prob, "ci_method": "HDI", "p_rope": pooled.p_rope, "p_positive": pooled.p_positive,
+        "rope": args.rope, "verdict": verdict, "converged": converged, "diagnostics": reason, "note": pooled.note,
+        "sampler": pooled.sampler, "sigma_between": pooled.sigma_between, "nu": pooled.nu,
+    }])
+    shrunk = pooled.shrunk
+    per_task = pd.DataFrame({
+        "model": effects["model"], "task": effects["task"], "estimate": est, "posterior_sd": se,
+        "shrunk_mean": shrunk[:, 0], "shrunk_low": shrunk[:, 1], "shrunk_high": shrunk[:, 2],
+    })
     return PooledResult(
-        table=table,
-        per_task=per_task,
-        diagnostics=diagnostics,
-        idata=idata,
-        delta_draws=_readonly(d),
-        converged=converged,
-        reason=reason,
-        n_divergences=n_div,
-        sampler=used,
-        compile_s=compile_s,
-        sample_s=sample_s,
-        wall_time_s=time.perf_counter() - t_start,
+        table=table, per_task=per_task, diagnostics=pooled.diagnostics, idata=pooled.idata,
+        delta_draws=_readonly(pooled.delta_draws), converged=converged, reason=reason,
+        n_divergences=pooled.n_divergences, sampler=pooled.sampler, compile_s=pooled.compile_s,
+        sample_s=pooled.sample_s, wall_time_s=time.perf_counter() - t_start,
     )
 
 
@@ -1385,13 +1426,8 @@ def prior_predictive(
        in Bayesian workflow. JRSS A 182(2), 389-402.
     """
     design = _validate_per_order(per_order, reference, methods, 0.0, need_outcome=False)
-    n_draws = _check_int(draws, "draws", 1)
-    if rng is not None and not isinstance(rng, np.random.Generator):
-        if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, Integral):
-            raise TypeError(f"`rng` must be None, a non-negative int seed or a numpy Generator, got {rng!r}")
-        if int(rng) < 0:
-            raise ValueError(f"`rng` seed must be a non-negative integer, got {int(rng)}")
-    gen = np.random.default_rng(rng)
+    n_draws = validate_count(draws, "draws")
+    gen = validate_rng(rng)
     all_methods = (design.reference, *design.methods)
     stats = _block_stats(design.grids, all_methods)
     pm = _import_pymc()

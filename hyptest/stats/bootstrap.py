@@ -12,7 +12,6 @@ vectorised blocks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Real
 from typing import Literal
 
 import numpy as np
@@ -20,7 +19,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 from scipy.special import ndtr, ndtri
 
-from .._validation import validate_count, validate_rng, validate_sample
+from .._validation import validate_choice, validate_count, validate_paired, validate_probability, validate_rng, validate_sample
 
 __all__ = [
     "BootstrapResult",
@@ -140,24 +139,13 @@ def _validate_bootstrap(
 ) -> tuple[np.ndarray, str, float, int, str, np.ndarray | None, int | None, np.random.Generator]:
     """Validate the arguments of :func:`bootstrap_ci`."""
     xa = validate_sample(x, "x", min_size=2)
-    if not isinstance(statistic, str) or statistic not in _STATISTICS:
-        raise ValueError(
-            f"`statistic` must be one of {', '.join(map(repr, _STATISTICS))}, "
-            f"got {statistic!r}"
-        )
-    if isinstance(confidence, (bool, np.bool_)) or not isinstance(confidence, Real):
-        raise TypeError(f"`confidence` must be a float in (0, 1), got {confidence!r}")
-    conf = float(confidence)
-    if not 0.0 < conf < 1.0:
-        raise ValueError(f"`confidence` must be a float in (0, 1), got {conf!r}")
+    stat = validate_choice(statistic, "statistic", _STATISTICS)
+    conf = validate_probability(confidence, "confidence")
     b = validate_count(n_resamples, "n_resamples")
-    if not isinstance(method, str) or method not in _METHODS:
-        raise ValueError(
-            f"`method` must be one of {', '.join(map(repr, _METHODS))}, got {method!r}"
-        )
+    meth = validate_choice(method, "method", _METHODS)
     codes = None if clusters is None else _validate_clusters(clusters, xa.size)
     bt = None if batch is None else validate_count(batch, "batch")
-    return xa, statistic, conf, b, method, codes, bt, validate_rng(rng)
+    return xa, stat, conf, b, meth, codes, bt, validate_rng(rng)
 
 
 # ---------------------------------------------------------------------------
@@ -408,13 +396,7 @@ def bootstrap_ci(
 
 def _validate_paired(x: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Validate paired samples and return ``x - y``."""
-    xa = validate_sample(x, "x", min_size=2)
-    ya = validate_sample(y, "y", min_size=2)
-    if xa.shape != ya.shape:
-        raise ValueError(
-            "`y` must have the same length as `x` (paired observations), "
-            f"got len(x)={xa.size} and len(y)={ya.size}"
-        )
+    xa, ya = validate_paired(x, y, min_size=2)
     return xa - ya
 
 

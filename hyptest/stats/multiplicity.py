@@ -16,6 +16,8 @@ from typing import Literal, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._validation import validate_choice
+
 __all__ = ["adjust_optional", "adjust_pvalues"]
 
 AdjustMethod = Literal["holm", "bonferroni", "bh"]
@@ -25,10 +27,7 @@ _METHODS: tuple[str, ...] = ("holm", "bonferroni", "bh")
 
 def _validate_adjust(pvalues: ArrayLike, method: object) -> tuple[np.ndarray, str]:
     """Validate the arguments of :func:`adjust_pvalues`."""
-    if not isinstance(method, str) or method not in _METHODS:
-        raise ValueError(
-            f"`method` must be one of {', '.join(map(repr, _METHODS))}, got {method!r}"
-        )
+    validate_choice(method, "method", _METHODS)
     if isinstance(pvalues, (str, bytes)):
         raise TypeError(
             f"`pvalues` must be an array-like of floats in [0, 1], got {type(pvalues).__name__}"

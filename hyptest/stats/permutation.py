@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._validation import validate_count, validate_rng, validate_sample
+from .._validation import validate_choice, validate_count, validate_paired, validate_rng, validate_sample
 
 __all__ = [
     "PermutationResult",
@@ -89,21 +89,6 @@ class PermutationResult:
 # ---------------------------------------------------------------------------
 
 
-def _validate_alternative(alternative: object) -> str:
-    if not isinstance(alternative, str) or alternative not in _ALTERNATIVES:
-        raise ValueError(
-            f"`alternative` must be one of {', '.join(map(repr, _ALTERNATIVES))}, "
-            f"got {alternative!r}"
-        )
-    return alternative
-
-
-def _validate_batch(batch: object) -> int | None:
-    if batch is None:
-        return None
-    return validate_count(batch, "batch")
-
-
 def _validate_paired(
     x: ArrayLike,
     y: ArrayLike | None,
@@ -114,19 +99,13 @@ def _validate_paired(
     rng: object,
 ) -> tuple[np.ndarray, int, str, bool | str, int | None, np.random.Generator]:
     """Validate the arguments of :func:`paired_permutation_test`."""
-    xa = validate_sample(x, "x")
     if y is not None:
-        ya = validate_sample(y, "y")
-        if ya.shape != xa.shape:
-            raise ValueError(
-                "`y` must have the same length as `x` (paired observations), "
-                f"got len(x)={xa.size} and len(y)={ya.size}"
-            )
+        xa, ya = validate_paired(x, y)
         d = xa - ya
     else:
-        d = xa
+        d = validate_sample(x, "x")
     b = validate_count(n_resamples, "n_resamples")
-    alt = _validate_alternative(alternative)
+    alt = validate_choice(alternative, "alternative", _ALTERNATIVES)
     if isinstance(exact, str):
         if exact != "auto":
             raise ValueError(f"`exact` must be 'auto', True or False, got {exact!r}")
@@ -140,7 +119,7 @@ def _validate_paired(
             f"`exact`=True enumerates 2**n sign vectors and is allowed only for "
             f"n <= {_MAX_EXACT_N} pairs, got n={d.size}; use exact='auto' or False"
         )
-    return d, b, alt, ex, _validate_batch(batch), validate_rng(rng)
+    return d, b, alt, ex, None if batch is None else validate_count(batch, "batch"), validate_rng(rng)
 
 
 def _validate_two_sample(
@@ -158,8 +137,8 @@ def _validate_two_sample(
         xa,
         ya,
         validate_count(n_resamples, "n_resamples"),
-        _validate_alternative(alternative),
-        _validate_batch(batch),
+        validate_choice(alternative, "alternative", _ALTERNATIVES),
+        None if batch is None else validate_count(batch, "batch"),
         validate_rng(rng),
     )
 

@@ -54,7 +54,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .task import Example, Task, TaskError, csv_error, json_row, read_text_file, sample_examples
+from .task import Example, Task, TaskError, csv_error, jsonl_rows, read_text_file, sample_examples
 
 __all__ = [
     "DATASET_TASKS",
@@ -428,12 +428,7 @@ def _read_json(path: Path) -> Iterator[_Row]:
                 raise TaskError(f"{path}: item {index + 1}: expected a JSON object, got {type(row).__name__}")
             yield f"{path}: item {index + 1}", row
         return
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = json_row(path, line_no, line)
-        if not isinstance(row, dict):
-            raise TaskError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+    for line_no, row in jsonl_rows(path, text):
         yield f"{path}:{line_no}", row
 
 

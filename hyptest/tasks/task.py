@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import yaml
 
@@ -160,6 +160,38 @@ def json_row(path: Path, line_no: int, line: str) -> Any:
         raise TaskError(f"{path}:{line_no}: malformed JSON ({error})") from None
 
 
+def jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSON Lines text read from ``path``.
+
+    Lines end at ``\n`` only, as JSON Lines says (a U+2028 inside a string is
+    text, not a line break); a trailing ``\r`` is whitespace to JSON.
+
+    Parameters
+    ----------
+    path : Path
+        The file the text came from, named in the errors.
+    text : str
+        Its decoded text (:func:`read_text_file`).
+
+    Yields
+    ------
+    tuple of (int, dict)
+        The 1-based line number and the JSON object on it.
+
+    Raises
+    ------
+    TaskError
+        ``path:line: ...`` for malformed JSON or a value that is not an object.
+    """
+    for line_no, line in enumerate(io.StringIO(text, newline="\n"), start=1):
+        if not line.strip():
+            continue
+        row = json_row(path, line_no, line)
+        if not isinstance(row, dict):
+            raise TaskError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+        yield line_no, row
+
+
 def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """Read (line number, row) pairs from a JSONL or CSV file."""
     rows: list[tuple[int, dict[str, Any]]] = []
@@ -172,14 +204,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
         except csv.Error as error:
             raise csv_error(path, reader.line_num + 1, error) from None
         return rows
-    for line_no, line in enumerate(io.StringIO(text, newline="\n"), start=1):  # \n only, as JSON Lines says
-        if not line.strip():
-            continue
-        row = json_row(path, line_no, line)
-        if not isinstance(row, dict):
-            raise TaskError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-        rows.append((line_no, row))
-    return rows
+    return list(jsonl_rows(path, text))
 
 
 def _examples_from_rows(

@@ -69,6 +69,7 @@ import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
 from ..analysis.order import _complete_slots, order_comparison
+from ..analysis.slices import comparison_keys
 from ..results import CONFIRMATORY, decide, monte_carlo_budget
 from ..study import MarginSpec
 
@@ -303,8 +304,7 @@ def run_family(design: CalibrationDesign, family_size: int, ratio: float | None,
         for j, (cube, truth) in enumerate(zip(sim.methods, sim.true_log_ratio)):
             if len(comparisons) == family_size:
                 break
-            keys = {"model": f"sim{slice_no}", "task": "sim", "n_demos": sd.n_demos, "method_a": "icl",
-                    "method_b": f"method{j}"}
+            keys = comparison_keys(f"sim{slice_no}", "sim", sd.n_demos, "icl", f"method{j}")
             icl, mask = sim.icl, None
             if missing > 0:
                 kept = _drop_cells(sim.icl, cube, missing, rng)

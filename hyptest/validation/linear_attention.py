@@ -19,10 +19,11 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Real
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from .._validation import validate_count, validate_real
 
 __all__ = [
     "LSAWeights",
@@ -67,20 +68,8 @@ class LSAWeights:
     eta: float
 
 
-def _validate_dim(d: object) -> int:
-    if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
-        raise TypeError(f"`d` must be a positive integer, got {d!r}")
-    if int(d) < 1:
-        raise ValueError(f"`d` must be a positive integer, got {int(d)}")
-    return int(d)
-
-
 def _validate_eta(eta: object) -> float:
-    if isinstance(eta, (bool, np.bool_)) or not isinstance(eta, Real):
-        raise TypeError(f"`eta` must be a finite real number, got {eta!r}")
-    if not np.isfinite(float(eta)):
-        raise ValueError(f"`eta` must be finite, got {eta!r}")
-    return float(eta)
+    return validate_real(eta, "eta", finite=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +158,7 @@ def lsa_weights(d: int, eta: float) -> LSAWeights:
            [ 0.,  0.,  0.],
            [ 0.,  0., -1.]])
     """
-    d = _validate_dim(d)
+    d = validate_count(d, "d")
     eta = _validate_eta(eta)
     W_K = np.zeros((d + 1, d + 1))
     W_K[:d, :d] = np.eye(d)

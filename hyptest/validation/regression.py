@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Real
 
 import numpy as np
 
-from .._validation import validate_count
+from .._validation import validate_count, validate_real
 
 __all__ = ["RegressionTask", "sample_regression_task"]
 
@@ -84,10 +83,7 @@ def sample_regression_task(
     d = validate_count(d, "d", minimum=1)
     n_demos = validate_count(n_demos, "n_demos", minimum=1)
     n_queries = validate_count(n_queries, "n_queries", minimum=0)
-    if isinstance(noise_sd, (bool, np.bool_)) or not isinstance(noise_sd, Real):
-        raise TypeError(f"`noise_sd` must be a real number >= 0, got {noise_sd!r}")
-    if not (np.isfinite(float(noise_sd)) and float(noise_sd) >= 0):
-        raise ValueError(f"`noise_sd` must be a finite number >= 0, got {noise_sd!r}")
+    validate_real(noise_sd, "noise_sd", finite=True, minimum=0.0)
     gen = np.random.default_rng(rng)
     w = gen.standard_normal(d)
     X = gen.standard_normal((n_demos, d))

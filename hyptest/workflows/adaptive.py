@@ -37,7 +37,6 @@ families still run on every collected unit, as exploratory rows.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -45,7 +44,7 @@ import pandas as pd
 
 from .._util import stable_hash
 from ..analysis.adaptive import FamilyKey, monitor_sets, SetObservations, family_keys, orders_per_set, set_budget
-from ..collect.plan import DemoSet, Unit, _name_code, _unrank, method_settings, sample_queries
+from ..collect.plan import DemoSet, Unit, _name_code, method_settings, sample_orders, sample_queries
 from ..stats.anytime_family import FamilyState
 from ..study import Study
 from ..tasks import Task, sample_examples
@@ -57,19 +56,7 @@ def adaptive_demo_set(task: Task, n_demos: int, index: int, study: Study) -> Dem
     rng = np.random.default_rng([study.seed, _name_code(task.name), 5, n_demos, index])
     demos = sample_examples(task.demos, n_demos, rng=rng, balanced=study.demos.balanced)
     ids = tuple(e.id for e in demos)
-    k = orders_per_set(study, n_demos)
-    total = math.factorial(n_demos)
-    if total <= 10**6:
-        ranks = rng.choice(total, size=k, replace=False)
-        orders = [_unrank(int(r), n_demos) for r in ranks]
-    else:
-        seen: set[tuple[int, ...]] = set()
-        orders = []
-        while len(orders) < k:
-            perm = tuple(int(i) for i in rng.permutation(n_demos))
-            if perm not in seen:
-                seen.add(perm)
-                orders.append(list(perm))
+    orders = sample_orders(n_demos, orders_per_set(study, n_demos), rng=rng, identity_first=False)
     return DemoSet(task.name, n_demos, index, ids, tuple(tuple(ids[i] for i in o) for o in orders))
 
 
@@ -101,11 +88,9 @@ def _needs(study: Study, keys: list[FamilyKey], state: FamilyState) -> dict[tupl
     ce = study.collection.check_every
     need: dict[tuple[str, str, int, str], int] = {}
     ref = study.analysis.reference
-    for model in study.models:
-        for task in study.tasks:
-            for n in study.demos.n_demos:
-                for method in study.method_names():  # everything gets the first round
-                    need[(model.name, task.name, int(n), method)] = min(ce, set_budget(study, int(n)))
+    for model, task, n in study.slices():
+        for method in study.method_names():  # everything gets the first round
+            need[(model, task, n, method)] = min(ce, set_budget(study, n))
     for key, s in zip(keys, state.comparisons):
         want = s.n_used if s.stopped else min((state.n_looks + 1) * ce, set_budget(study, key.n_demos))
         for method in (key.method, ref):

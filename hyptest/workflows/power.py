@@ -27,6 +27,7 @@ import pandas as pd
 from scipy.special import expit
 
 from ..analysis.order import order_comparison, uses_clusters
+from ..analysis.slices import comparison_keys
 from ..records import final_step_rows
 from ..results import CONFIRMATORY, decide, monte_carlo_budget
 from ..stats.power import (
@@ -180,8 +181,7 @@ def simulate_verdicts(design: PowerDesign, sds: dict[str, float], *, sd_ref: flo
             cubes = expit(logits_from_draws(draws, scale, rank1_share=shares, between_query_sd=between_query_sd,
                                             mean_logit=mean_logit))
             for k, method in enumerate(methods, start=1):
-                keys = {"model": sl.model, "task": sl.task, "n_demos": sl.n_demos, "method_a": design.reference,
-                        "method_b": method}
+                keys = comparison_keys(sl.model, sl.task, sl.n_demos, design.reference, method)
                 for analysis in design.analyses:
                     comparisons.append(order_comparison(
                         cubes[0], cubes[k], keys=keys, analysis=analysis, family=CONFIRMATORY,

@@ -46,6 +46,7 @@ import yaml
 from ..contract import SCHEMA_VERSION, read_results
 from .. import __version__
 from .._util import atomic_write_bytes, atomic_write_text
+from .._validation import validate_flag
 from .._util import python_scalar as _plain
 from ..importers import (
     ColumnMapping,
@@ -171,18 +172,7 @@ def synthetic_study(
             f"mapping file (methods seen: {', '.join(map(str, kinds))})"
         )
     reference = "icl" if "icl" in icl else icl[0]
-    methods = []
-    for method in sorted(kinds, key=lambda m: (m != reference, m)):
-        kind = kinds[method]
-        seeds = sorted(int(s) for s in records.loc[records["method"] == method, "seed"].unique())
-        if kind == "other":
-            notes.append(f"method {method!r} has no known kind; declared as sgd in the synthetic study "
-                         "(kind only decides the GD order-invariance warning and the alignment test)")
-            kind = "sgd"
-        spec: dict[str, Any] = {"kind": kind, "name": None if method == kind else method}
-        if kind != "icl":
-            spec["train_seeds"] = seeds
-        methods.append(spec)
+    methods = _declared_methods(records, kinds, reference, notes)
     per_set = records.groupby(["model", "task", "n_demos", "demo_set"])["order_id"].nunique()
     n_orders = int(per_set.max()) if len(per_set) else 2
     if n_orders < 2:
@@ -207,6 +197,27 @@ def synthetic_study(
     if overrides:
         study = _deep_merge(study, overrides)
     return parse_study(study, source="synthetic study (reanalyse)"), notes
+
+
+def _declared_methods(records: pd.DataFrame, kinds: dict[str, str], reference: str,
+                      notes: list[str]) -> list[dict[str, Any]]:
+    """The ``methods`` of a synthetic study: the reference first, each with its kind and the seeds seen.
+
+    A method of kind "other" is declared as ``sgd``, with a note appended to ``notes``.
+    """
+    methods = []
+    for method in sorted(kinds, key=lambda m: (m != reference, m)):
+        kind = kinds[method]
+        seeds = sorted(int(s) for s in records.loc[records["method"] == method, "seed"].unique())
+        if kind == "other":
+            notes.append(f"method {method!r} has no known kind; declared as sgd in the synthetic study "
+                         "(kind only decides the GD order-invariance warning and the alignment test)")
+            kind = "sgd"
+        spec: dict[str, Any] = {"kind": kind, "name": None if method == kind else method}
+        if kind != "icl":
+            spec["train_seeds"] = seeds
+        methods.append(spec)
+    return methods
 
 
 def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
@@ -723,8 +734,7 @@ def reanalyse(
     fmt = detect_format(path, mapping=mapping) if format == "auto" else format
     if fmt not in ("long", "dai", "summaries", "lm_eval"):
         raise ValueError(f"`format` must be 'auto', 'long', 'dai', 'summaries' or 'lm_eval', got {format!r}")
-    if not isinstance(strict, (bool, np.bool_)):
-        raise TypeError(f"`strict` must be True or False, got {strict!r}")
+    validate_flag(strict, "strict")
     if study_overrides is not None and not isinstance(study_overrides, Mapping):
         raise TypeError(f"`study_overrides` must be a mapping, got {type(study_overrides).__name__}")
     cmap = load_mapping(mapping)

@@ -29,6 +29,7 @@ from ..store import RunDir
 from ..store.run_dir import StoreError, is_url
 from ..study import Study, check_feasible
 from ..collect.stages import run_model_stages
+from ..names import AGREEMENT_METRICS, RATIO_ANALYSES, SENTENCE_METHOD_NAMES
 from ..records import final_step_rows
 from ..analysis.descriptive import checkpoint_table, closest_to_reference, n_sweep_table, trajectory_table, vocab_order_table
 from ..tasks import Task, task_from_spec
@@ -42,7 +43,7 @@ _KEY_LIBRARIES = ("torch", "transformers")
 #: Null-distribution values kept in results.json per comparison (for the report's histogram).
 _NULL_KEEP = 1000
 #: Analyses whose permutation null distribution is kept for the report's histograms.
-_NULL_ANALYSES = {"order_sensitivity", "order_sensitivity_labels", "order_alignment", "log_variance_ratio"}
+_NULL_ANALYSES = {*RATIO_ANALYSES, "order_alignment"}
 #: Columns of per_order.parquet: P(gold) of every (unit, query), for the report's scatter plots.
 _PER_ORDER_COLUMNS = ["model", "task", "n_demos", "method", "method_kind", "demo_set", "order_id", "seed",
                       "step", "query_id", "p_gold"]
@@ -360,43 +361,14 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
     accuracy = accuracy_table(records)
     rng = np.random.default_rng([study.seed, 11])
     a = study.analysis
-    keep_rng = np.random.default_rng(0)
-    null_json = {}
-    for index, null in nulls.items():
-        if len(null) == 0 or comparisons["analysis"].iloc[index] not in _NULL_ANALYSES:
-            continue
-        sample = null if len(null) <= _NULL_KEEP else keep_rng.choice(null, _NULL_KEEP, replace=False)
-        null_json[str(index)] = [float(f"{v:.6g}") for v in sample]
+    null_json = _kept_nulls(nulls, comparisons)
     comparisons["summary"] = [_summary_text(row) for row in comparisons.to_dict("records")]
-    finished = _dt.datetime.now(_dt.timezone.utc)
     timings = dict(timings or {})
     timings["analyse"] = time.perf_counter() - t0
     timings["total"] = timings.get("collect", 0.0) + timings.get("model_stages", 0.0) + timings["analyse"]
-    previous = {}
-    if run.exists("results.json") and not extra_provenance:
-        previous = run.read_json("results.json").get("provenance", {})
-    provenance = {
-        **previous,
-        "hyptest_version": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "device": _device_text(),
-        "libraries": library_versions(),
-        "models": [{"name": name, **ident} for name, ident in manifest["models"].items()],
-        "tasks": manifest["tasks"],
-        "seeds": {"root": study.seed},
-        "started": (extra_provenance or {}).get("started", previous.get("started", manifest.get("started"))),
-        "finished": finished.isoformat(timespec="seconds"),
-        "wall_time_s": {**previous.get("wall_time_s", {}), **{k: round(v, 2) for k, v in timings.items()}},
-        "run_dir": run.location,
-        **(extra_provenance or {}),
-    }
+    provenance = _provenance(run, study, manifest, timings, extra_provenance)
     provenance["warnings"] = _warnings(study, per_query, accuracy) + output.notes + list(
         provenance.get("stage_notes", []))
-    wall = provenance["wall_time_s"]
-    wall["total"] = round(wall.get("collect", 0.0) + wall.get("model_stages", 0.0) + wall.get("analyse", 0.0), 2)
     bayes_files = _write_bayes(run, output.bayes)
     descriptive = _descriptive_tables(run, study, records, all_steps, output)
     descriptive["dai"] = _dai_results(run, study)
@@ -428,6 +400,48 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
     if report:
         _write_report(run, results, per_query, manifest["study_text"])
     return results
+
+
+def _kept_nulls(nulls: dict[int, np.ndarray], comparisons: pd.DataFrame) -> dict[str, list[float]]:
+    """Up to ``_NULL_KEEP`` draws (a fixed subsample) of the null distribution of each order comparison row."""
+    keep_rng = np.random.default_rng(0)
+    null_json = {}
+    for index, null in nulls.items():
+        if len(null) == 0 or comparisons["analysis"].iloc[index] not in _NULL_ANALYSES:
+            continue
+        sample = null if len(null) <= _NULL_KEEP else keep_rng.choice(null, _NULL_KEEP, replace=False)
+        null_json[str(index)] = [float(f"{v:.6g}") for v in sample]
+    return null_json
+
+
+def _provenance(run: RunDir, study: Study, manifest: dict[str, Any], timings: dict[str, float],
+                extra_provenance: dict[str, Any] | None) -> dict[str, Any]:
+    """The provenance block of ``results.json``: versions, machine, inputs, seeds, times (kept from a previous one)."""
+    finished = _dt.datetime.now(_dt.timezone.utc)
+    previous = {}
+    if run.exists("results.json") and not extra_provenance:
+        previous = run.read_json("results.json").get("provenance", {})
+    provenance = {
+        **previous,
+        "hyptest_version": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "device": _device_text(),
+        "libraries": library_versions(),
+        "models": [{"name": name, **ident} for name, ident in manifest["models"].items()],
+        "tasks": manifest["tasks"],
+        "seeds": {"root": study.seed},
+        "started": (extra_provenance or {}).get("started", previous.get("started", manifest.get("started"))),
+        "finished": finished.isoformat(timespec="seconds"),
+        "wall_time_s": {**previous.get("wall_time_s", {}), **{k: round(v, 2) for k, v in timings.items()}},
+        "run_dir": run.location,
+        **(extra_provenance or {}),
+    }
+    wall = provenance["wall_time_s"]
+    wall["total"] = round(wall.get("collect", 0.0) + wall.get("model_stages", 0.0) + wall.get("analyse", 0.0), 2)
+    return provenance
 
 
 def _records_json(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -586,19 +600,15 @@ def _family_summary(comparisons: pd.DataFrame, a: Any) -> list[dict[str, Any]]:
     return sorted(out, key=lambda f: (order.get(f["role"], 3), f["family"]))
 
 
-_NAMES = {"icl": "ICL", "zs": "zero-shot", "gd": "full-batch GD", "sgd": "SGD", "adam": "Adam",
-          "layer_causal_gd": "layer-causal GD"}
-
-
 def _agreement_summary(agreement: pd.DataFrame) -> list[dict[str, Any]]:
-    metrics = [m for m in ("token_overlap", "overlap_cosine", "label_js", "label_kl") if m in agreement.columns]
+    metrics = [m for m in AGREEMENT_METRICS if m in agreement.columns]
     grouped = agreement.groupby(["model", "task", "n_demos", "method"])[metrics].mean().reset_index()
     return grouped.to_dict("records")
 
 
 def _summary_text(row: dict[str, Any]) -> str:
-    a = _NAMES.get(row["method_a"], row["method_a"])
-    b = _NAMES.get(row["method_b"], row["method_b"])
+    a = SENTENCE_METHOD_NAMES.get(row["method_a"], row["method_a"])
+    b = SENTENCE_METHOD_NAMES.get(row["method_b"], row["method_b"])
     n = f"over {row['n']} (demo set, query) units"
     analysis = row["analysis"]
     if analysis in {"order_sensitivity", "order_sensitivity_labels"}:
