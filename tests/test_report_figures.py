@@ -20,7 +20,8 @@ import pytest
 
 from hyptest.report import render_report, write_report
 from hyptest.report import svg
-from hyptest.report.html import _dai_rows, _rank_view
+from hyptest.report.views.bayes import _rank_view
+from hyptest.report.views.dai import _dai_rows
 
 from .test_report import synthetic
 
