@@ -6,10 +6,16 @@ names, study text, provenance) are autoescaped by Jinja2; only the SVG strings
 built by :mod:`hyptest.report.svg` (which escape their own text) are inserted
 as :class:`markupsafe.Markup`.
 
+The report only draws: every number comes from the typed results
+(:class:`hyptest.contract.Results`, validated once, here, when given as the
+content of ``results.json``) and the run's per-query and per-order frames.
+Each section's view is built in its own module of :mod:`hyptest.report.views`;
+this module assembles them (:func:`page_context`) and fills the template.
+
 Public API
 ----------
 render_report
-    Build the HTML text from a ``results`` dict, the per-query frame and,
+    Build the HTML text from the results, the per-query frame and,
     optionally, the per-order frame.
 write_report
     Render and write ``report.html`` atomically into a run directory.
@@ -17,37 +23,36 @@ write_report
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
-import json
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-from hyptest.report import svg
+from hyptest.contract import Results, read_results
 
-from .views.agreement import _agreement_view  # noqa: F401
-from .views.bayes import RANK_PLOT_VAR, _bayes_view  # noqa: F401
-from .views.comparison import _comparison_view, _is_threshold, _role, banner_text, effect_text, headline_text  # noqa: F401
-from .views.dai import DAI_METRICS, _dai_view, _untrained_view  # noqa: F401
-from .views.descriptive import (  # noqa: F401
+from .views.adaptive import adaptive_view
+from .views.agreement import agreement_view
+from .views.bayes import RANK_PLOT_VAR, bayes_view
+from .views.comparison import banner_text, effect_text, headline_text
+from .views.dai import DAI_METRICS, dai_view, untrained_view
+from .views.descriptive import (
     CHECKPOINT_METRICS,
     N_SWEEP_METRICS,
     TRAJECTORY_METRICS,
-    _checkpoints_view,
-    _n_sweep_view,
-    _sparsity_view,
-    _trajectories_view,
-    _vocab_view,
+    checkpoints_view,
+    n_sweep_view,
+    sparsity_view,
+    trajectories_view,
+    vocab_view,
 )
-from .views.format import _as_float, _group_key, _pct, _rows, _scalar, _sort_key, fmt_ci, fmt_num, fmt_p, fmt_ratio  # noqa: F401
-from .views.methods import _families_view, _margins_view, _resampling_figures, _resampling_view  # noqa: F401
-from .views.names import (  # noqa: F401
-    _ESTIMATE_LEGEND,
+from .views.format import analysis_spec, fmt_ci, fmt_num, fmt_p, fmt_ratio
+from .views.header import header_view, method_palette
+from .views.methods import methods_context, resampling_figures
+from .views.names import (
     AGREEMENT_METRICS,
     ANALYSIS_NAMES,
     ANALYSIS_ORDER,
@@ -55,15 +60,13 @@ from .views.names import (  # noqa: F401
     METHOD_NAMES,
     PRIMARY_ANALYSIS,
     VERDICT_PHRASES,
-    _adjust_name,
-    _methods_order,
     analysis_display,
     method_display,
     verdict_phrase,
 )
-from .views.order import SCATTER_MAX_POINTS, _accuracy_table, _order_sensitivity_groups, order_pairs  # noqa: F401
-from .views.provenance import DATA_FILE_DESCRIPTIONS, _data_files, _provenance_view, _version  # noqa: F401
-from .views.verdicts import _VERDICT_RANK, _others_text, _verdict_tables  # noqa: F401
+from .views.order import SCATTER_MAX_POINTS, accuracy_view, order_pairs, order_sensitivity_view
+from .views.provenance import DATA_FILE_DESCRIPTIONS, data_files_view, provenance_view
+from .views.verdicts import comparison_views, link_details, verdicts_context
 
 __all__ = [
     "render_report",
@@ -124,16 +127,9 @@ def _environment() -> Environment:
     return env
 
 
-def _adaptive_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The adaptive section (confidence sequences, stopping points); None for fixed runs."""
-    from .adaptive_view import adaptive_view
-
-    return adaptive_view(results)
-
-
 def render_report(
-    results: dict,
-    per_query: pd.DataFrame,
+    results: Results | Mapping[str, Any],
+    per_query: pd.DataFrame | None,
     *,
     study_text: str,
     per_order: pd.DataFrame | None = None,
@@ -142,36 +138,26 @@ def render_report(
 
     Parameters
     ----------
-    results : dict
-        The analysis results (the content of ``results.json``): keys
-        ``study``, ``comparisons``, ``order_sensitivity``, ``accuracy`` and,
-        optionally, ``null_distributions`` (comparison index as str ->
-        bootstrap draws of the row's statistic, drawn as resampling
-        distributions), ``agreement`` (rows of
-        model, task, n_demos, method and the :data:`AGREEMENT_METRICS`;
-        the reference method's row is its agreement with itself under
-        another order), ``margins`` (analysis, kind, value, margin, source),
-        ``families`` (family, role, size, adjust, alpha, analyses,
-        n_resamples), ``bayes`` (one entry per
-        (model, task, N): file, converged, reason, order_invariant, sampler,
-        wall_time_s, posteriors ``{method: {"counts", "edges"}}`` and
-        diagnostics), ``provenance`` and ``data_files``.  Optional
-        sections, each shown only when its key holds rows: ``n_sweep``
-        (:func:`_n_sweep_view`), ``trajectories`` and ``closest_to_icl``
-        (:func:`_trajectories_view`), ``checkpoints``
-        (:func:`_checkpoints_view`), ``vocab_order_sensitivity``
-        (:func:`_vocab_view`), ``dai`` (``{"comparisons", "correctness"}``;
-        else comparison rows carrying ``layer``, as written by
-        ``hyptest reanalyse``, and ``correctness``; :func:`_dai_view`) and
-        ``sparsity`` (:func:`_sparsity_view`).  Missing keys are
-        rendered as empty sections or ``"—"``; unknown keys are ignored.
-        Comparison rows of any analysis are listed in the verdict table,
-        one table per role (confirmatory, exploratory, Bayesian), grouped by
-        method; only confirmatory rows get a banner (every row does when
-        there is none).  Missing fields read
-        ``"—"`` and a verdict outside :data:`VERDICT_PHRASES` gets a neutral
-        style.
-    per_query : pandas.DataFrame
+    results : hyptest.contract.Results or mapping
+        The analysis results: a :class:`~hyptest.contract.Results`, or the
+        content of ``results.json``, validated here with
+        :func:`hyptest.contract.read_results` (older schema versions are
+        migrated; content off the contract raises :class:`ValueError` naming
+        the field).  The report draws what they hold and computes nothing:
+        the verdict tables and banners (``comparisons``; one table per role,
+        grouped by method; only confirmatory rows get a banner, every row
+        does when there is none), the order-sensitivity and accuracy tables,
+        the resampling distributions (``null_distributions``), the
+        distribution agreement (``agreement``), the Bayesian slices
+        (``bayes``: posteriors, diagnostics against ``bayes_gate``, the rank
+        plots in ``rank_plot``), the families and margins, provenance and data
+        files, and, each only when it holds rows, ``n_sweep``,
+        ``trajectories`` and ``closest_to_icl``, ``checkpoints``,
+        ``vocab_order_sensitivity``, ``dai`` (else comparison rows carrying
+        ``layer``, as written by ``hyptest reanalyse``, and ``correctness``),
+        ``sparsity`` and ``adaptive``.  Missing fields read ``"—"`` and a
+        verdict outside :data:`VERDICT_PHRASES` gets a neutral style.
+    per_query : pandas.DataFrame or None
         Long frame with columns ``model``, ``task``, ``n_demos``, ``method``,
         ``demo_set``, ``query_id``, ``sd_gold`` and ``sd_labels``; one row per
         (demo set, query) unit and method.  Used for the strip plots.
@@ -202,194 +188,77 @@ def render_report(
     .. [2] Kruschke (2018), Rejecting or accepting parameter values in
        Bayesian estimation. AMPPS 1(2), 270-280.
     """
-    return _render(results, per_query, study_text=study_text, per_order=per_order, run_dir=None)
+    return _draw(_as_results(results), per_query, study_text=study_text, per_order=per_order, run_dir=None)
 
 
-def _render(
-    results: Mapping[str, Any] | None,
+def _as_results(results: Results | Mapping[str, Any]) -> Results:
+    """``results`` as a validated :class:`Results` (validated here when given as a mapping)."""
+    return results if isinstance(results, Results) else read_results(dict(results))
+
+
+def _draw(
+    res: Results,
     per_query: pd.DataFrame | None,
     *,
     study_text: str | None,
     per_order: pd.DataFrame | None,
     run_dir: pathlib.Path | None,
 ) -> str:
-    results = dict(results or {})
-    study = results.get("study") if isinstance(results.get("study"), Mapping) else {}
-    prov = results.get("provenance") if isinstance(results.get("provenance"), Mapping) else {}
-    comparisons = _rows(results, "comparisons")
-    alpha = _as_float(study.get("alpha"))
-    if alpha is None and isinstance(study.get("analysis"), Mapping):
-        alpha = _as_float(study["analysis"].get("alpha"))
-
-    analysis_spec = study.get("analysis") if isinstance(study.get("analysis"), Mapping) else {}
-    bayes_slices = _rows(results, "bayes")
-
-    seen: list[str] = []
-    for frame in (per_query, per_order):
-        if isinstance(frame, pd.DataFrame) and "method" in frame.columns:
-            seen.extend(str(m) for m in pd.unique(frame["method"].astype(str)))
-    for key in ("order_sensitivity", "accuracy", "agreement"):
-        seen.extend(str(r.get("method")) for r in _rows(results, key) if r.get("method") is not None)
-    for c in comparisons:
-        seen.extend(str(c[k]) for k in ("method_a", "method_b") if c.get(k) is not None)
-    for sl in bayes_slices:
-        if isinstance(sl.get("posteriors"), Mapping):
-            seen.extend(str(m) for m in sl["posteriors"])
-    methods_order = _methods_order(study, seen)
-    colors = svg.method_colors(m for m in methods_order if m in set(seen))
-
-    invariant_by_key: dict[tuple[str, str, Any], list[str]] = {}
-    for sl in bayes_slices:
-        inv = sl.get("order_invariant")
-        if isinstance(inv, Sequence) and not isinstance(inv, str):
-            invariant_by_key[_group_key(sl.get("model"), sl.get("task"), sl.get("n_demos"))] = [
-                str(m) for m in inv
-            ]
-    views = [
-        _comparison_view(
-            i, c, invariant=invariant_by_key.get(_group_key(c.get("model"), c.get("task"), c.get("n_demos")), ()),
-        )
-        for i, c in enumerate(comparisons)
-    ]
-    counts: dict[str, int] = {}
-    for v in views:
-        counts[v["verdict_word"]] = counts.get(v["verdict_word"], 0) + 1
-    # headline verdicts: the confirmatory family (every row when a file has none)
-    banners = sorted(
-        [v for v in views if v["primary"]] or views,
-        key=lambda v: (
-            *_sort_key(v["key"]),
-            methods_order.index(v["method_b"]) if v["method_b"] in methods_order else len(methods_order),
-            v["index"],
-        ),
-    )
-    for v in banners:
-        v["others"] = _others_text(views, v) if v["primary"] else ""
-
-    tests = sorted({str(c.get("test")) for c in comparisons if c.get("test")})
-    finished = prov.get("finished") or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    pv = _provenance_view(prov)
-
-    other_study = [
-        (str(k), _scalar(v))
-        for k, v in study.items()
-        if k not in ("name",) and not isinstance(v, (Mapping, list, tuple))
-        and not (v is None or (isinstance(v, str) and not v.strip()))
-    ]
-
-    os_groups = _order_sensitivity_groups(results, per_query, methods_order, per_order=per_order, colors=colors)
-    resampling_figures = _resampling_figures(results, comparisons, views)
-    bayes = _bayes_view(results, comparisons, methods_order, colors, run_dir)
-    reference = str(analysis_spec.get("reference") or "icl")
-    agreement = _agreement_view(results, comparisons, methods_order, colors, reference)
-    n_sweep = _n_sweep_view(results, methods_order, colors, reference)
-    trajectories = _trajectories_view(results, methods_order, colors, reference)
-    checkpoints = _checkpoints_view(results, methods_order, colors)
-    vocab = _vocab_view(results, methods_order, colors)
-    dai = _dai_view(results, comparisons)
-    untrained = _untrained_view(results)
-    sparsity = _sparsity_view(results)
-
-    # where each verdict-table row's details are
-    os_anchor = {g["label_key"]: g["anchor"] for g in os_groups}
-    bayes_anchor = {sl["key"]: sl["anchor"] for sl in bayes["slices"]}
-    agreement_anchor = {g["key"]: g["anchor"] for g in agreement["groups"]}
-    figure_anchor = {n["key"]: n["anchor"] for n in resampling_figures}
-    for v in views:
-        a = v["analysis_key"]
-        if v["role"] == "bayesian" and v["key"] in bayes_anchor:
-            v["detail_href"] = "#" + bayes_anchor[v["key"]]
-        elif str(v["index"]) in figure_anchor:
-            v["detail_href"] = "#" + figure_anchor[str(v["index"])]
-        elif a in AGREEMENT_METRICS and v["key"] in agreement_anchor:
-            v["detail_href"] = "#" + agreement_anchor[v["key"]]
-        elif v["key"] in os_anchor:
-            v["detail_href"] = "#" + os_anchor[v["key"]]
-
-    analyses_present = [a for a in ANALYSIS_ORDER if any(v["analysis_key"] == a for v in views)]
-    verdict_tables = _verdict_tables(views, methods_order)
-    families = _families_view(results, comparisons)
-    margins = _margins_view(results, comparisons)
-    bayes_rows = [c for c in comparisons if _role(c) == "bayesian"]
-    rope = next((_as_float(c.get("rope")) for c in bayes_rows if _as_float(c.get("rope")) is not None),
-                _as_float(analysis_spec.get("rope")))
-    rho0 = next((_as_float(c.get("null_value")) for c in comparisons if _is_threshold(c)),
-                _as_float(analysis_spec.get("alignment_rho0")))
-    bayes_scale = next((str(c.get("scale")) for c in bayes_rows if c.get("scale")), "")
-    adjusts = sorted({_adjust_name(c.get("adjust_method")) for c in comparisons if c.get("adjust_method")})
-
-    # a reanalysis shows only the sections that apply to its format (a study shows every section, empty ones say so)
-    imported = results.get("import") if isinstance(results.get("import"), Mapping) else {}
-    run_format = str(study.get("format") or imported.get("format") or "")
-    reanalysed = run_format in ("dai", "summaries")
-    accuracy = _accuracy_table(results, methods_order)
-    context = {
-        "title": str(study.get("name") or "hyptest study"),
-        "run_format": run_format,
-        "show_order_sensitivity": bool(os_groups) or not reanalysed,
-        "show_accuracy": bool(accuracy) or not reanalysed,
-        "has_confirmatory": any(v["primary"] for v in views),
-        "has_margins": bool(margins.get("items")) or any(c.get("margin") is not None for c in comparisons),
-        "skipped_analyses": [{"name": str(s.get("name") or s.get("analysis") or ""), "reason": str(s.get("reason") or "")}
-                             for s in _rows(results, "skipped_analyses")],
-        "version": _version(prov),
-        "generated": str(finished),
-        "study_fields": other_study,
-        "alpha": fmt_num(alpha) if alpha is not None else "the study's α",
-        "comparisons": views,
-        "banners": banners,
-        "verdict_tables": verdict_tables,
-        "has_bayes_rows": bool(bayes_rows),
-        "analyses_present": analyses_present,
-        "estimate_legend": list(
-            dict.fromkeys(_ESTIMATE_LEGEND[a] for a in analyses_present if a in _ESTIMATE_LEGEND)
-        ),
-        "verdict_counts": sorted(counts.items(), key=lambda kv: _VERDICT_RANK.get(kv[0], len(_VERDICT_RANK))),
-        "order_sensitivity": os_groups,
-        "accuracy": accuracy,
-        "resampling_figures": resampling_figures,
-        "bayes": bayes,
-        "agreement": agreement,
-        "n_sweep": n_sweep,
-        "trajectories": trajectories,
-        "adaptive": _adaptive_view(results),
-        "checkpoints": checkpoints,
-        "vocab": vocab,
-        "dai": dai,
-        "untrained": untrained,
-        "sparsity": sparsity,
-        "families": families,
-        "margins": margins,
-        "resampling": _resampling_view(comparisons),
-        "rope": fmt_num(rope) if rope is not None else "",
-        "rho0": fmt_num(rho0) if rho0 is not None and "order_alignment" in analyses_present else "",
-        "bayes_scale": bayes_scale,
-        "adjust": " / ".join(adjusts) if adjusts else "Holm",
-        "provenance": pv,
-        "has_provenance": bool(prov),
-        "data_files": _data_files(results, run_dir),
-        "study_text": "" if study_text is None else str(study_text),
-        "tests": tests,
-        "study_json": json.dumps(study, indent=2, sort_keys=True, default=str) if study else "",
-        "layer_causal": _layer_causal_methods(study, per_order),
-    }
+    """The report's HTML: every section's view of ``res``, filled into the template."""
+    context = page_context(res, per_query, study_text=study_text, per_order=per_order, run_dir=run_dir)
     return _environment().get_template("report.html.j2").render(**context)
 
 
-def _layer_causal_methods(study: Mapping[str, Any], per_order: pd.DataFrame | None) -> list[str]:
-    """Names of the study's layer-causal GD methods (from the study, else from ``per_order``'s kinds)."""
-    raw = study.get("methods") if isinstance(study, Mapping) else None
-    names = [str(m.get("name") or m.get("kind")) for m in raw if isinstance(m, Mapping)
-             and m.get("kind") == "layer_causal_gd"] if isinstance(raw, list) else []
-    if not names and isinstance(per_order, pd.DataFrame) and {"method", "method_kind"} <= set(per_order.columns):
-        names = sorted(set(per_order.loc[per_order["method_kind"] == "layer_causal_gd", "method"].astype(str)))
-    return names
+def page_context(
+    res: Results,
+    per_query: pd.DataFrame | None,
+    *,
+    study_text: str | None,
+    per_order: pd.DataFrame | None,
+    run_dir: pathlib.Path | None,
+) -> dict[str, Any]:
+    """What the template draws: the header, the verdicts, each section's view, the methods and provenance."""
+    methods_order, colors = method_palette(res, per_query, per_order)
+    views = comparison_views(res.comparisons, res.bayes)
+    reference = str(analysis_spec(res.study).get("reference") or "icl")
+    sections = {
+        "order_sensitivity": order_sensitivity_view(res.order_sensitivity, res.study, per_query, methods_order,
+                                                    per_order=per_order, colors=colors),
+        "accuracy": accuracy_view(res.accuracy, methods_order),
+        "resampling_figures": resampling_figures(res.null_distributions, res.comparisons, views),
+        "bayes": bayes_view(res.bayes, res.bayes_gate, res.study, res.comparisons, methods_order, colors, run_dir),
+        "agreement": agreement_view(res.agreement, res.study, res.comparisons, methods_order, colors, reference),
+        "n_sweep": n_sweep_view(res.n_sweep, methods_order, colors, reference),
+        "trajectories": trajectories_view(res.trajectories, res.closest_to_icl, res.accuracy, methods_order, colors,
+                                          reference),
+        "adaptive": adaptive_view(res.adaptive),
+        "checkpoints": checkpoints_view(res.checkpoints, methods_order, colors),
+        "vocab": vocab_view(res.vocab_order_sensitivity, methods_order, colors),
+        "dai": dai_view(res.dai, res.correctness, res.comparisons),
+        "untrained": untrained_view(res.dai),
+        "sparsity": sparsity_view(res.sparsity),
+    }
+    link_details(views, sections["order_sensitivity"], sections["bayes"]["slices"], sections["agreement"]["groups"],
+                 sections["resampling_figures"])
+    verdicts = verdicts_context(views, methods_order)
+    header = header_view(res, study_text, per_order)
+    reanalysed = header["run_format"] in ("dai", "summaries")
+    return {
+        **header, **verdicts, **sections,
+        # a reanalysis shows only the sections that apply to its format (a study shows every section)
+        "show_order_sensitivity": bool(sections["order_sensitivity"]) or not reanalysed,
+        "show_accuracy": bool(sections["accuracy"]) or not reanalysed,
+        **methods_context(res.families, res.margins, res.comparisons, res.study, verdicts["analyses_present"]),
+        "provenance": provenance_view(res.provenance),
+        "has_provenance": True,
+        "data_files": data_files_view(res.data_files, run_dir),
+    }
 
 
 def write_report(
     run_dir: pathlib.Path,
-    results: dict,
-    per_query: pd.DataFrame,
+    results: Results | Mapping[str, Any],
+    per_query: pd.DataFrame | None,
     study_text: str,
     per_order: pd.DataFrame | None = None,
 ) -> pathlib.Path:
@@ -403,7 +272,7 @@ def write_report(
     ----------
     run_dir : pathlib.Path
         Run directory (created if missing).
-    results : dict
+    results : hyptest.contract.Results or mapping
         See :func:`render_report`.  Entries of ``results["data_files"]`` that
         do not exist in ``run_dir`` are listed as missing instead of linked.
     per_query : pandas.DataFrame
@@ -418,11 +287,11 @@ def write_report(
 
     Notes
     -----
-    Only here (not in :func:`render_report`) the Bayes section gets its rank
-    plots: for every slice whose ``file`` exists in ``run_dir`` and can be
-    read with ArviZ, the per-chain rank histograms of ``sd_query``
-    (:func:`hyptest.stats._arviz.rank_plot_data`); otherwise the plot is left
-    out without a message.
+    The rank plots of the Bayes section are drawn from each slice's
+    ``rank_plot`` (computed by the analysis); a results file written before
+    that field has none, and ``hyptest report`` computes them from the
+    slice's NetCDF file before rendering
+    (:func:`hyptest.workflows.study.complete_results`).
 
     Returns
     -------
@@ -433,7 +302,7 @@ def write_report(
     run_dir.mkdir(parents=True, exist_ok=True)
     if per_order is None and (run_dir / "per_order.parquet").is_file():
         per_order = pd.read_parquet(run_dir / "per_order.parquet")
-    text = _render(results, per_query, study_text=study_text, per_order=per_order, run_dir=run_dir)
+    text = _draw(_as_results(results), per_query, study_text=study_text, per_order=per_order, run_dir=run_dir)
     from .._util import atomic_write_bytes
 
     target = run_dir / "report.html"

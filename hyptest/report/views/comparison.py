@@ -6,12 +6,13 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from hyptest.contract import ComparisonRow
+
 from .format import _DASH, _as_float, _context_label, _group_key, _pct, fmt_ci, fmt_num, fmt_p, fmt_ratio
 from .names import (
     _BAYES,
     AGREEMENT_METRICS,
     PRIMARY_ANALYSIS,
-    ROLES,
     SHORT_METHOD_NAMES,
     _analysis_display,
     _verdict_class,
@@ -19,17 +20,6 @@ from .names import (
     method_display,
     verdict_phrase,
 )
-
-
-def _role(comp: Mapping[str, Any]) -> str:
-    """``confirmatory`` / ``exploratory`` / ``bayesian``: the row's own, else from its analysis (old files)."""
-    role = comp.get("role")
-    if role in ROLES:
-        return str(role)
-    analysis = str(comp.get("analysis") or PRIMARY_ANALYSIS)
-    if analysis.startswith(_BAYES):
-        return "bayesian"
-    return "confirmatory" if analysis == PRIMARY_ANALYSIS else "exploratory"
 
 
 def _log_factor(comp: Mapping[str, Any]) -> float | None:
@@ -97,7 +87,7 @@ def _min_margin_text(comp: Mapping[str, Any]) -> str:
 
 def _pair_text(comp: Mapping[str, Any], *, short: bool = False) -> str:
     names = [
-        SHORT_METHOD_NAMES.get(str(comp[k]).lower(), str(comp[k])) if short else method_display(comp[k])
+        SHORT_METHOD_NAMES.get(str(comp.get(k)).lower(), str(comp.get(k))) if short else method_display(comp.get(k))
         for k in ("method_a", "method_b")
         if comp.get(k) is not None
     ]
@@ -280,10 +270,15 @@ def headline_text(comp: Mapping[str, Any]) -> str:
     return f"{_pair_text(comp)} · {_analysis_display(comp.get('analysis'))} · {where}: {phrase}"
 
 
-def _comparison_view(i: int, comp: Mapping[str, Any], *, invariant: Iterable[str] = ()) -> dict[str, Any]:
-    verdict = comp.get("verdict") or "inconclusive"
-    analysis = str(comp.get("analysis")) if comp.get("analysis") is not None else None
-    role = _role(comp)
+def comparison_view(i: int, comp: ComparisonRow, *, invariant: Iterable[str] = ()) -> dict[str, Any]:
+    """Row ``i`` in words and numbers, for the banners, the verdict tables and the details list.
+
+    ``invariant``: the methods whose order SD the Bayesian model of the row's
+    slice fixed at 0 (a null Bayesian estimate then reads ±∞).
+    """
+    verdict = comp.verdict or "inconclusive"
+    analysis = comp.analysis
+    role = comp.role
     margin = _margin_text(comp)
     sign = _infinite_sign(comp, invariant)
     estimate = fmt_num(comp.get("estimate"))
@@ -302,12 +297,12 @@ def _comparison_view(i: int, comp: Mapping[str, Any], *, invariant: Iterable[str
         "index": i,
         "anchor": f"comparison-{i}",
         "banner_anchor": f"banner-{i}",
-        "key": _group_key(comp.get("model"), comp.get("task"), comp.get("n_demos")),
+        "key": _group_key(comp.model, comp.task, comp.n_demos),
         "analysis_key": analysis,
         "role": role,
         "primary": role == "confirmatory",
-        "method_a": None if comp.get("method_a") is None else str(comp.get("method_a")),
-        "method_b": None if comp.get("method_b") is None else str(comp.get("method_b")),
+        "method_a": comp.method_a,
+        "method_b": comp.method_b,
         "context": _context_label(comp.get("model"), comp.get("task"), comp.get("n_demos")),
         "pair": _pair_text(comp),
         "pair_short": _pair_text(comp, short=True),

@@ -7,8 +7,10 @@ from typing import Any
 
 from markupsafe import Markup
 
+from hyptest.contract import ComparisonRow, DaiSection
+
 from .. import svg
-from .format import _DASH, _as_float, _est_ci, _point, _rows, _scalar, fmt_num, fmt_p
+from .format import _DASH, _as_float, _est_ci, _point, _scalar, fmt_num, fmt_p
 from .names import _verdict_word
 
 #: Dai et al. (2023) analyses -> (display name, y axis label); Rec2FTP has no layer.
@@ -81,21 +83,20 @@ def _dai_side(r: Mapping[str, Any]) -> str | None:
 _DAI_SIDE_WORDS = {"greater": "above its baseline", "less": "below its baseline"}
 
 
-def _dai_rows(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+def _dai_rows(dai: DaiSection, comparisons: list[ComparisonRow]) -> tuple[list[dict[str, Any]], bool]:
     """Dai rows in one shape, and whether they were read from a ``hyptest reanalyse`` view.
 
-    ``results["dai"]["comparisons"]`` is used as given.  Otherwise the
+    ``dai.comparisons`` (a study's own Dai logs) are used as given.  Otherwise the
     comparison rows that carry a ``layer`` key and a Dai analysis are used;
     rows reworded by ``hyptest reanalyse`` (``estimate`` = the difference
     from the baseline, ``difference`` kept) are turned back into the metric:
     estimate = baseline + difference, and the interval is the difference's
     CI shifted by the baseline.
     """
-    dai = results.get("dai") if isinstance(results.get("dai"), Mapping) else None
     shifted = False
-    if dai is not None and _rows(dai, "comparisons"):
+    if dai.comparisons:
         rows = []
-        for r in _rows(dai, "comparisons"):
+        for r in dai.comparisons:
             metric = _dai_metric(r)
             if metric is None:
                 continue
@@ -116,7 +117,7 @@ def _dai_rows(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> 
         metric = _dai_metric(c)
         if metric is None:
             continue
-        r = dict(c, _metric=metric, _side=_dai_side(c))
+        r = {**c.model_dump(exclude_unset=True), "_metric": metric, "_side": _dai_side(c)}
         if "difference" in c and str(c.get("analysis") or "").lower() not in DAI_METRICS:
             base = _as_float(c.get("baseline"))
             diff = _as_float(c.get("difference"))
@@ -129,20 +130,20 @@ def _dai_rows(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> 
     return rows, shifted
 
 
-def _dai_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> dict[str, Any] | None:
+def dai_view(dai: DaiSection, correctness: list[dict[str, Any]], comparisons: list[ComparisonRow]
+             ) -> dict[str, Any] | None:
     """Dai et al. metrics by layer per (model, task), the layer-averaged table and correctness.
 
     Reads ``model``, ``task``, ``analysis``, ``layer``, ``estimate``,
     ``ci_low``, ``ci_high``, ``baseline``, ``baseline_name``, ``p_value``,
     ``p_adj`` (or ``p_adjusted``) and ``verdict`` of
-    ``results["dai"]["comparisons"]`` (else of the comparison rows with a
-    ``layer``), and ``model``, ``task``, ``zs_correct``, ``ft_correct``,
-    ``icl_correct`` of ``results["dai"]["correctness"]`` (else
-    ``results["correctness"]``).  None without Dai rows.
+    ``dai.comparisons`` (else of the comparison rows with a ``layer``, as
+    ``hyptest reanalyse`` writes them), and ``model``, ``task``,
+    ``zs_correct``, ``ft_correct``, ``icl_correct`` of ``dai.correctness``
+    (else of ``correctness``, a reanalysis's).  None without Dai rows.
     """
-    rows, shifted = _dai_rows(results, comparisons)
-    dai = results.get("dai") if isinstance(results.get("dai"), Mapping) else {}
-    correctness = _rows(dai, "correctness") or _rows(results, "correctness")
+    rows, shifted = _dai_rows(dai, comparisons)
+    correctness = dai.correctness or correctness
     if not rows and not correctness:
         return None
     color = "#0072B2"
@@ -211,19 +212,16 @@ def _dai_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> 
 _UNTRAINED_COLORS = {"trained": "#0072B2", "untrained": "#999999"}
 
 
-def _untrained_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
+def untrained_view(dai: DaiSection) -> dict[str, Any] | None:
     """Dai metrics of each trained model against its untrained control (Deutch et al. 2024); None without one.
 
-    Reads ``results["dai"]``: ``untrained_statements`` (one sentence per
+    Reads ``untrained_statements`` (one sentence per
     metric), ``vs_untrained`` (rows of :func:`hyptest.analysis.untrained_control.dai_vs_untrained`;
     the layer-averaged ones and Rec2FTP form the table, the per-layer ones
     mark the figure) and ``untrained_layers`` (per layer: the trained mean and
     the controls' seed means, min and max), and ``controls``.
     """
-    dai = results.get("dai") if isinstance(results.get("dai"), Mapping) else {}
-    rows = _rows(dai, "vs_untrained")
-    layers = _rows(dai, "untrained_layers")
-    statements = _rows(dai, "untrained_statements")
+    rows, layers, statements = dai.vs_untrained, dai.untrained_layers, dai.untrained_statements
     if not rows and not statements:
         return None
     groups: dict[tuple[str, str], dict[str, Any]] = {}
@@ -236,61 +234,64 @@ def _untrained_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
     for r in statements:
         key = (_scalar(r.get("model")), _scalar(r.get("task")))
         groups.setdefault(key, {"rows": [], "layers": [], "statements": []})["statements"].append(r)
-    out = []
-    for gi, (key, g) in enumerate(sorted(groups.items())):
-        panels = []
-        for metric in (m for m in DAI_METRICS if m != "rec2ftp"):
-            per_layer = sorted((r for r in g["layers"] if r.get("analysis") == metric),
-                               key=lambda r: _as_float(r.get("layer")) or 0.0)
-            if not per_layer:
-                continue
-            higher = {int(_as_float(r.get("layer"))) for r in g["rows"] if r.get("analysis") == metric
-                      and _as_float(r.get("layer")) is not None and r.get("direction") == "trained higher"}
-            trained = [svg.SeriesPoint(x=_as_float(r.get("layer")), y=_as_float(r.get("trained")),
-                                       marked=int(_as_float(r.get("layer"))) in higher) for r in per_layer]
-            untrained = [svg.SeriesPoint(x=_as_float(r.get("layer")), y=_as_float(r.get("untrained")),
-                                         lo=_as_float(r.get("untrained_min")), hi=_as_float(r.get("untrained_max")))
-                         for r in per_layer]
-            name, y_label = DAI_METRICS[metric]
-            seeds = int(_as_float(per_layer[0].get("n_seeds")) or 0)
-            panels.append(svg.Panel(title=name, y_label=y_label,
-                                    series={"trained": trained, "untrained": untrained},
-                                    note=f"{len(higher)} of {len(per_layer)} layers: trained higher"
-                                    + (f" · {seeds} seeds" if seeds else "")))
-        figure = None
-        if panels:
-            figure = Markup(svg.line_panels(
-                panels, title=f"Trained vs untrained control by layer — {key[1]} · {key[0]}",
-                x_label="layer (0-based)", interval="band", colors=_UNTRAINED_COLORS,
-                series_labels={"trained": f"{key[0]} (trained)",
-                               "untrained": "untrained control: mean of the seeds (band: min–max of the seed means)"},
-                marker_label="trained significantly higher than untrained (per-layer family, adjusted p < α)",
-                interval_label="min–max over control seeds"))
-        table = []
-        order = list(DAI_METRICS)
-        for r in sorted((r for r in g["rows"] if _as_float(r.get("layer")) is None),
-                        key=lambda r: order.index(str(r.get("analysis"))) if r.get("analysis") in order else 99):
-            metric = str(r.get("analysis"))
-            seed_means = r.get("seed_means") if isinstance(r.get("seed_means"), list) else []
-            seeds = r.get("seeds") if isinstance(r.get("seeds"), list) else []
-            verdict = r.get("verdict") or "inconclusive"
-            word = _verdict_word(verdict)
-            if verdict == "different" and r.get("direction"):
-                word = f"{word}: {r.get('direction')}"
-            table.append({
-                "metric": DAI_METRICS.get(metric, (metric, ""))[0],
-                "where": "examples ZS got wrong, FT right" if metric == "rec2ftp" else "averaged over layers",
-                "trained": fmt_num(r.get("mean_a")), "untrained": fmt_num(r.get("mean_b")),
-                "seeds": ", ".join(f"s{s}: {fmt_num(m)}" for s, m in zip(seeds, seed_means)) or _DASH,
-                "difference": _est_ci(r), "margin": fmt_num(r.get("margin")) if r.get("margin") is not None else _DASH,
-                "p_adj": fmt_p(r.get("p_adjusted")), "verdict": word,
-                "tells_apart": r.get("direction") == "trained higher",
-            })
-        resampling = next((str(r.get("resampling")) for r in g["rows"] if r.get("resampling") not in (None, "none")),
-                          "")
-        out.append({"anchor": f"untrained-{gi}", "label": f"{key[1]} · {key[0]}", "figure": figure, "table": table,
-                    "statements": [{"text": str(s.get("text")), "tells_apart": s.get("tells_apart")}
-                                   for s in g["statements"]], "resampling": resampling})
     controls = [{"model": _scalar(c.get("model")), "of": _scalar(c.get("control_of")),
-                 "seed": _scalar(c.get("init_seed"))} for c in _rows(dai, "controls")]
-    return {"groups": out, "controls": controls}
+                 "seed": _scalar(c.get("init_seed"))} for c in dai.controls]
+    return {"groups": [_untrained_group(gi, key, g) for gi, (key, g) in enumerate(sorted(groups.items()))],
+            "controls": controls}
+
+
+def _untrained_group(gi: int, key: tuple[str, str], g: dict[str, Any]) -> dict[str, Any]:
+    """One (model, task): the figure by layer, the layer-averaged table, the statements, the resampling scheme."""
+    panels = []
+    for metric in (m for m in DAI_METRICS if m != "rec2ftp"):
+        per_layer = sorted((r for r in g["layers"] if r.get("analysis") == metric),
+                           key=lambda r: _as_float(r.get("layer")) or 0.0)
+        if not per_layer:
+            continue
+        higher = {int(_as_float(r.get("layer"))) for r in g["rows"] if r.get("analysis") == metric
+                  and _as_float(r.get("layer")) is not None and r.get("direction") == "trained higher"}
+        trained = [svg.SeriesPoint(x=_as_float(r.get("layer")), y=_as_float(r.get("trained")),
+                                   marked=int(_as_float(r.get("layer"))) in higher) for r in per_layer]
+        untrained = [svg.SeriesPoint(x=_as_float(r.get("layer")), y=_as_float(r.get("untrained")),
+                                     lo=_as_float(r.get("untrained_min")), hi=_as_float(r.get("untrained_max")))
+                     for r in per_layer]
+        name, y_label = DAI_METRICS[metric]
+        seeds = int(_as_float(per_layer[0].get("n_seeds")) or 0)
+        panels.append(svg.Panel(title=name, y_label=y_label,
+                                series={"trained": trained, "untrained": untrained},
+                                note=f"{len(higher)} of {len(per_layer)} layers: trained higher"
+                                + (f" · {seeds} seeds" if seeds else "")))
+    figure = None
+    if panels:
+        figure = Markup(svg.line_panels(
+            panels, title=f"Trained vs untrained control by layer — {key[1]} · {key[0]}",
+            x_label="layer (0-based)", interval="band", colors=_UNTRAINED_COLORS,
+            series_labels={"trained": f"{key[0]} (trained)",
+                           "untrained": "untrained control: mean of the seeds (band: min–max of the seed means)"},
+            marker_label="trained significantly higher than untrained (per-layer family, adjusted p < α)",
+            interval_label="min–max over control seeds"))
+    table = []
+    order = list(DAI_METRICS)
+    for r in sorted((r for r in g["rows"] if _as_float(r.get("layer")) is None),
+                    key=lambda r: order.index(str(r.get("analysis"))) if r.get("analysis") in order else 99):
+        metric = str(r.get("analysis"))
+        seed_means = r.get("seed_means") if isinstance(r.get("seed_means"), list) else []
+        seeds = r.get("seeds") if isinstance(r.get("seeds"), list) else []
+        verdict = r.get("verdict") or "inconclusive"
+        word = _verdict_word(verdict)
+        if verdict == "different" and r.get("direction"):
+            word = f"{word}: {r.get('direction')}"
+        table.append({
+            "metric": DAI_METRICS.get(metric, (metric, ""))[0],
+            "where": "examples ZS got wrong, FT right" if metric == "rec2ftp" else "averaged over layers",
+            "trained": fmt_num(r.get("mean_a")), "untrained": fmt_num(r.get("mean_b")),
+            "seeds": ", ".join(f"s{s}: {fmt_num(m)}" for s, m in zip(seeds, seed_means)) or _DASH,
+            "difference": _est_ci(r), "margin": fmt_num(r.get("margin")) if r.get("margin") is not None else _DASH,
+            "p_adj": fmt_p(r.get("p_adjusted")), "verdict": word,
+            "tells_apart": r.get("direction") == "trained higher",
+        })
+    resampling = next((str(r.get("resampling")) for r in g["rows"] if r.get("resampling") not in (None, "none")),
+                      "")
+    return {"anchor": f"untrained-{gi}", "label": f"{key[1]} · {key[0]}", "figure": figure, "table": table,
+            "statements": [{"text": str(s.get("text")), "tells_apart": s.get("tells_apart")}
+                           for s in g["statements"]], "resampling": resampling}

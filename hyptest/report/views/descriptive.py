@@ -17,7 +17,6 @@ from .format import (
     _n_demos_key,
     _num_sort,
     _point,
-    _rows,
     _scalar,
     _sort_key,
     fmt_ci,
@@ -25,7 +24,7 @@ from .format import (
 )
 from .names import AGREEMENT_METRICS, _short_method, method_display
 
-#: ``results["n_sweep"]`` metric -> (display name, y axis label with units).
+#: ``n_sweep`` metric -> (display name, y axis label with units).
 N_SWEEP_METRICS: dict[str, tuple[str, str]] = {
     "accuracy": ("accuracy", "accuracy (share correct, 0–1)"),
     "order_sd": ("order sensitivity", "mean std of P(gold) across orders"),
@@ -35,7 +34,7 @@ N_SWEEP_METRICS: dict[str, tuple[str, str]] = {
     "label_kl": ("label KL divergence", "KL(ICL ‖ method) (nats)"),
 }
 
-#: ``results["trajectories"]`` metric -> (display name, y axis label with units).
+#: ``trajectories`` metric -> (display name, y axis label with units).
 TRAJECTORY_METRICS: dict[str, tuple[str, str]] = {
     "label_js_to_icl": ("label JS divergence to ICL", "JS divergence (nats)"),
     "token_overlap_to_icl": ("token overlap with ICL", "share of top-k tokens shared (0–1)"),
@@ -43,7 +42,7 @@ TRAJECTORY_METRICS: dict[str, tuple[str, str]] = {
     "accuracy": ("accuracy", "accuracy (share correct, 0–1)"),
 }
 
-#: ``results["checkpoints"]`` metric -> (display name, y axis label with units).
+#: ``checkpoints`` metric -> (display name, y axis label with units).
 CHECKPOINT_METRICS: dict[str, tuple[str, str]] = {
     "accuracy": ("accuracy", "accuracy (share correct, 0–1)"),
     "order_sd": ("order sensitivity", "mean std of P(gold) across orders"),
@@ -76,15 +75,15 @@ def _ordered_methods(present: Iterable[str], methods_order: Sequence[str], refer
     return sorted(present, key=rank)
 
 
-def _n_sweep_view(
-    results: Mapping[str, Any], methods_order: list[str], colors: dict[str, str], reference: str
+def n_sweep_view(
+    rows: list[dict[str, Any]], methods_order: list[str], colors: dict[str, str], reference: str
 ) -> dict[str, Any] | None:
-    """Figures and tables of ``results["n_sweep"]``, one per (model, task); None without rows.
+    """Figures and tables of the ``n_sweep`` rows, one per (model, task); None without rows.
 
     Reads ``model``, ``task``, ``method``, ``n_demos``, ``metric``,
     ``estimate``, ``ci_low`` and ``ci_high`` of each row.
     """
-    rows = [r for r in _rows(results, "n_sweep") if r.get("metric") is not None and r.get("method") is not None]
+    rows = [r for r in rows if r.get("metric") is not None and r.get("method") is not None]
     if not rows:
         return None
     ref = _short_method(reference)
@@ -130,12 +129,13 @@ def _n_sweep_view(
 
 
 def _reference_value(
-    traj: list[dict[str, Any]], results: Mapping[str, Any], key: tuple[str, str, Any], metric: str, reference: str
+    traj: list[dict[str, Any]], accuracy: list[dict[str, Any]], key: tuple[str, str, Any], metric: str,
+    reference: str
 ) -> float | None:
     """The reference's (ICL's) value of ``metric`` for a trajectory group.
 
     Taken from the group's rows of the reference method (the last step), else
-    from ``results["accuracy"]`` (``accuracy`` or ``mean_p_gold``).
+    from the ``accuracy`` rows (``accuracy`` or ``mean_p_gold``).
     """
     own = [r for r in traj if str(r.get("method")) == reference and str(r.get("metric")) == metric
            and _as_float(r.get("estimate")) is not None]
@@ -145,17 +145,18 @@ def _reference_value(
     column = {"accuracy": "accuracy", "p_gold": "mean_p_gold"}.get(metric)
     if column is None:
         return None
-    for r in _rows(results, "accuracy"):
+    for r in accuracy:
         if (str(r.get("method")) == reference
                 and _group_key(r.get("model"), r.get("task"), r.get("n_demos")) == key):
             return _as_float(r.get(column))
     return None
 
 
-def _trajectories_view(
-    results: Mapping[str, Any], methods_order: list[str], colors: dict[str, str], reference: str
+def trajectories_view(
+    trajectories: list[dict[str, Any]], closest: list[dict[str, Any]], accuracy: list[dict[str, Any]],
+    methods_order: list[str], colors: dict[str, str], reference: str
 ) -> dict[str, Any] | None:
-    """Figures per (model, task, N) of ``results["trajectories"]`` and the ``closest_to_icl`` table.
+    """Figures per (model, task, N) of the ``trajectories`` rows and the ``closest_to_icl`` table.
 
     Reads ``model``, ``task``, ``n_demos``, ``method``, ``step``, ``metric``,
     ``estimate``, ``ci_low`` and ``ci_high`` of ``trajectories`` rows, and
@@ -163,8 +164,7 @@ def _trajectories_view(
     ``label_js_to_icl``, ``ci_low`` and ``ci_high`` of ``closest_to_icl``
     rows; None when both are missing.
     """
-    traj = [r for r in _rows(results, "trajectories") if r.get("metric") is not None and r.get("method") is not None]
-    closest = _rows(results, "closest_to_icl")
+    traj = [r for r in trajectories if r.get("metric") is not None and r.get("method") is not None]
     if not traj and not closest:
         return None
     ref = _short_method(reference)
@@ -188,7 +188,7 @@ def _trajectories_view(
                     series.setdefault(str(r["method"]), []).append(_point(_as_float(r.get("step")), r))
             hlines = []
             if metric in ("p_gold", "accuracy"):
-                v = _reference_value(grp, results, key, metric, reference)
+                v = _reference_value(grp, accuracy, key, metric, reference)
                 if v is not None:
                     hlines.append((v, f"{ref} (no training)"))
             panels.append(svg.Panel(title=name, y_label=y_label, series=series, hlines=hlines))
@@ -220,16 +220,16 @@ def _trajectories_view(
     return {"groups": out, "closest": closest_rows, "reference": method_display(reference), "ref_short": ref}
 
 
-def _checkpoints_view(
-    results: Mapping[str, Any], methods_order: list[str], colors: dict[str, str]
+def checkpoints_view(
+    rows: list[dict[str, Any]], methods_order: list[str], colors: dict[str, str]
 ) -> dict[str, Any] | None:
-    """One figure per base model (``group``) of ``results["checkpoints"]``; None without rows.
+    """One figure per base model (``group``) of the ``checkpoints`` rows; None without rows.
 
     Reads ``group``, ``checkpoint``, ``model``, ``task``, ``n_demos``,
     ``method``, ``metric``, ``estimate``, ``ci_low`` and ``ci_high``.  The
     checkpoints keep the order in which they are listed.
     """
-    rows = [r for r in _rows(results, "checkpoints")
+    rows = [r for r in rows
             if r.get("checkpoint") is not None and r.get("metric") is not None and r.get("method") is not None]
     if not rows:
         return None
@@ -272,13 +272,13 @@ def _checkpoints_view(
     return {"groups": out}
 
 
-def _vocab_view(results: Mapping[str, Any], methods_order: list[str], colors: dict[str, str]) -> dict[str, Any] | None:
-    """Bar chart and table of ``results["vocab_order_sensitivity"]``; None without rows.
+def vocab_view(rows: list[dict[str, Any]], methods_order: list[str], colors: dict[str, str]) -> dict[str, Any] | None:
+    """Bar chart and table of the ``vocab_order_sensitivity`` rows; None without rows.
 
     Reads ``model``, ``task``, ``n_demos``, ``method``, ``estimate``,
     ``ci_low``, ``ci_high`` and ``bound``.
     """
-    rows = [r for r in _rows(results, "vocab_order_sensitivity") if r.get("method") is not None]
+    rows = [r for r in rows if r.get("method") is not None]
     if not rows:
         return None
     keys = sorted({_group_key(r.get("model"), r.get("task"), r.get("n_demos")) for r in rows}, key=_sort_key)
@@ -307,13 +307,13 @@ def _vocab_view(results: Mapping[str, Any], methods_order: list[str], colors: di
     return {"figure": Markup(figure), "table": table}
 
 
-def _sparsity_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
-    """One figure per model of ``results["sparsity"]``; None without rows.
+def sparsity_view(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One figure per model of the ``sparsity`` rows; None without rows.
 
     Reads ``model``, ``layer``, ``matrix``, ``threshold``, ``relative`` and
     ``sparsity`` (a share in [0, 1]).
     """
-    rows = [r for r in _rows(results, "sparsity")
+    rows = [r for r in rows
             if r.get("matrix") is not None and _as_float(r.get("layer")) is not None]
     if not rows:
         return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -136,11 +136,10 @@ def _sort_key(key: tuple[str, str, Any]) -> tuple:
     return (key[0], key[1], (0, n) if isinstance(n, (int, float)) else (1, str(n)))
 
 
-def _rows(results: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
-    val = results.get(key)
-    if not isinstance(val, Sequence) or isinstance(val, str):
-        return []
-    return [dict(r) for r in val if isinstance(r, Mapping)]
+def analysis_spec(study: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The study's ``analysis`` settings (``{}`` when the study has none: a reanalysis of summaries)."""
+    spec = study.get("analysis")
+    return spec if isinstance(spec, Mapping) else {}
 
 
 def _est_ci(r: Mapping[str, Any], est: str = "estimate") -> str:

@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from markupsafe import Markup
 
+from hyptest.contract import ComparisonRow, FamilyRow, MarginRow
+
 from .. import svg
-from .comparison import _ci_level_text, _is_threshold, _log_factor, _margin_text, _role
-from .format import _as_float, _context_label, _rows, fmt_ci, fmt_num
+from .comparison import _ci_level_text, _is_threshold, _log_factor, _margin_text
+from .format import _as_float, analysis_spec, fmt_ci, fmt_num
 from .names import _adjust_name, _verdict_word, analysis_display
 
 
-def _resampling_figures(
-    results: Mapping[str, Any], comparisons: list[dict[str, Any]], views: list[dict[str, Any]]
+def resampling_figures(
+    draws: dict[str, list[float | None]], comparisons: list[ComparisonRow], views: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """One figure per entry of ``results["null_distributions"]`` (keys: comparison index).
+    """One figure per entry of ``null_distributions`` (keys: comparison index; null: an infinite draw).
 
     The entries are the bootstrap draws of each row's statistic; the figure
     marks the estimate, the null value (ρ₀ for order alignment), the
     equivalence margin around it and the interval the verdict used.
     """
-    draws = results.get("null_distributions")
-    if not isinstance(draws, Mapping):
-        return []
     out = []
 
     def order(k: Any) -> tuple:
@@ -33,10 +31,7 @@ def _resampling_figures(
         return (0, int(s)) if s.isdigit() else (1, s)
 
     for k in sorted(draws, key=order):
-        try:
-            arr = np.asarray(draws[k], dtype=float).ravel()
-        except (TypeError, ValueError):
-            continue
+        arr = np.asarray(draws[k], dtype=float).ravel()  # null reads NaN: not counted among the finite draws
         idx = int(str(k)) if str(k).isdigit() else None
         comp = comparisons[idx] if idx is not None and idx < len(comparisons) else {}
         view = views[idx] if idx is not None and idx < len(views) else None
@@ -85,57 +80,44 @@ def _resampling_figures(
     return out
 
 
-def _families_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``results["families"]`` in words; from the rows when the key is missing (older results files)."""
-    fams = _rows(results, "families")
+def families_view(families: list[FamilyRow], comparisons: list[ComparisonRow]) -> list[dict[str, Any]]:
+    """The families in words; derived from the rows with a p-value when the results list none."""
+    fams: list[FamilyRow] = list(families)
     if not fams:
-        derived: dict[str, dict[str, Any]] = {}
+        derived: dict[str, FamilyRow] = {}
         for c in comparisons:
-            if _as_float(c.get("p_value")) is None:
+            if _as_float(c.p_value) is None:
                 continue
-            named = isinstance(c.get("family"), str)
-            name = str(c.get("family")) if named else "all comparisons with a p-value"
-            f = derived.setdefault(name, {"family": name, "role": _role(c) if named else "", "size": 0,
-                                          "adjust": c.get("adjust_method"), "analyses": []})
-            f["size"] += 1
-            if c.get("analysis") is not None and c.get("analysis") not in f["analyses"]:
-                f["analyses"].append(c.get("analysis"))
+            f = derived.setdefault(c.family, FamilyRow.model_construct(
+                family=c.family, role=c.role, size=0, adjust=c.get("adjust_method"), analyses=[]))
+            f.size += 1
+            if c.analysis not in f.analyses:
+                f.analyses.append(c.analysis)
         fams = list(derived.values())
-    out = []
-    for f in fams:
-        size = _as_float(f.get("size"))
-        n = int(size) if size is not None else None
-        analyses = f.get("analyses") if isinstance(f.get("analyses"), Sequence) else []
-        out.append({
-            "name": str(f.get("family") or ""),
-            "role": str(f.get("role") or ""),
-            "size": f"{n} comparison{'' if n == 1 else 's'}" if n is not None else "",
-            "adjust": _adjust_name(f.get("adjust")) if f.get("adjust") else "",
-            "alpha": fmt_num(f.get("alpha")) if _as_float(f.get("alpha")) is not None else "",
-            "label": ", ".join(analysis_display(a) for a in analyses if not isinstance(a, Mapping))
-            or analysis_display(f.get("family")),
-            "n_resamples": fmt_num(f.get("n_resamples")) if _as_float(f.get("n_resamples")) is not None else "",
-        })
-    return out
+    return [{
+        "name": f.family,
+        "role": f.role,
+        "size": f"{f.size} comparison{'' if f.size == 1 else 's'}",
+        "adjust": _adjust_name(f.adjust) if f.adjust else "",
+        "alpha": fmt_num(f.alpha) if _as_float(f.get("alpha")) is not None else "",
+        "label": ", ".join(analysis_display(a) for a in f.analyses) or analysis_display(f.family),
+        "n_resamples": fmt_num(f.n_resamples) if _as_float(f.get("n_resamples")) is not None else "",
+    } for f in fams]
 
 
-def _margins_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]]) -> dict[str, Any]:
-    """The declared margins (``results["margins"]``), in words, and the analyses that have none."""
+def margins_view(margins: list[MarginRow], comparisons: list[ComparisonRow]) -> dict[str, Any]:
+    """The declared margins in words, and the analyses that have none."""
     items = []
     ratios, rope = set(), None
-    for r in _rows(results, "margins"):
-        kind, v, m = r.get("kind"), _as_float(r.get("value")), _as_float(r.get("margin"))
-        if r.get("analysis") is not None:
-            name = analysis_display(r.get("analysis"))
-        else:  # older files: one margin per (model, task, N)
-            name = _context_label(r.get("model"), r.get("task"), r.get("n_demos"))
-        if kind == "ratio" and v is not None:
+    for r in margins:
+        v, m = _as_float(r.value), _as_float(r.margin)
+        if r.kind == "ratio" and v is not None:
             ratios.add(round(v, 9))
             text = f"SD ratio within [1/{fmt_num(v)}, {fmt_num(v)}]" + (
                 f" (±{fmt_num(m)} on the estimate's log scale)" if m is not None else "")
-        elif kind == "rho0" and v is not None:
+        elif r.kind == "rho0" and v is not None:
             text = f"ρ₀ = {fmt_num(v)}: different if r lies below it, equivalent if above it (equivalence predicts r = 1)"
-        elif kind == "rope" and m is not None:
+        elif r.kind == "rope" and m is not None:
             rope = v
             text = f"ROPE ±{fmt_num(m)} on the log SD ratio" + (
                 f", i.e. ratio within [1/{fmt_num(v)}, {fmt_num(v)}]" if v is not None else "")
@@ -143,23 +125,45 @@ def _margins_view(results: Mapping[str, Any], comparisons: list[dict[str, Any]])
             text = f"±{fmt_num(m)}"
         else:
             text = "no equivalence test: can be different, never equivalent"
-        items.append({"name": name, "text": text, "source": str(r.get("source") or "")})
-    none = list(dict.fromkeys(
-        analysis_display(c.get("analysis")) for c in comparisons
-        if c.get("rule") == "two_sided" and _as_float(c.get("margin")) is None
-    ))
+        items.append({"name": analysis_display(r.analysis), "text": text, "source": r.source or ""})
+    none = list(dict.fromkeys(analysis_display(c.analysis) for c in comparisons
+                              if c.rule == "two_sided" and _as_float(c.margin) is None))
     return {"items": items, "none": ", ".join(none),
             "rope_is_ratio": rope is not None and round(rope, 9) in ratios}
 
 
-def _resampling_view(comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def resampling_view(comparisons: list[ComparisonRow]) -> list[dict[str, Any]]:
     """Each distinct resampling scheme of the rows (plain words) with the analyses that used it."""
     by_text: dict[str, list[str]] = {}
     for c in comparisons:
         text = c.get("resampling")
-        if text and _role(c) != "bayesian":
+        if text and c.role != "bayesian":
             names = by_text.setdefault(str(text), [])
-            name = analysis_display(c.get("analysis"))
+            name = analysis_display(c.analysis)
             if name not in names:
                 names.append(name)
     return [{"text": t, "analyses": ", ".join(a)} for t, a in by_text.items()]
+
+
+def methods_context(families: list[FamilyRow], margins: list[MarginRow], comparisons: list[ComparisonRow],
+                    study: dict[str, Any], analyses_present: list[str]) -> dict[str, Any]:
+    """The statistical-methods section: families, margins, resampling schemes, ROPE, ρ₀, adjustments, tests."""
+    spec = analysis_spec(study)
+    bayes_rows = [c for c in comparisons if c.role == "bayesian"]
+    rope = next((_as_float(c.get("rope")) for c in bayes_rows if _as_float(c.get("rope")) is not None),
+                _as_float(spec.get("rope")))
+    rho0 = next((_as_float(c.get("null_value")) for c in comparisons if c.rule == "threshold"),
+                _as_float(spec.get("alignment_rho0")))
+    adjusts = sorted({_adjust_name(c.get("adjust_method")) for c in comparisons if c.get("adjust_method")})
+    margin_view = margins_view(margins, comparisons)
+    return {
+        "families": families_view(families, comparisons),
+        "margins": margin_view,
+        "has_margins": bool(margin_view["items"]) or any(c.margin is not None for c in comparisons),
+        "resampling": resampling_view(comparisons),
+        "rope": fmt_num(rope) if rope is not None else "",
+        "rho0": fmt_num(rho0) if rho0 is not None and "order_alignment" in analyses_present else "",
+        "bayes_scale": next((str(c.get("scale")) for c in bayes_rows if c.get("scale")), ""),
+        "adjust": " / ".join(adjusts) if adjusts else "Holm",
+        "tests": sorted({str(c.get("test")) for c in comparisons if c.get("test")}),
+    }

@@ -9,7 +9,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from .. import svg
-from .format import _DASH, _as_float, _context_label, _group_key, _rows, _sort_key, fmt_ci, fmt_num
+from .format import _DASH, _as_float, _context_label, _group_key, _sort_key, analysis_spec, fmt_ci, fmt_num
 from .names import method_display
 
 #: Columns per_order needs for the ICL-vs-GD scatter.
@@ -51,8 +51,7 @@ def _scatter_methods(
     else:
         kinds = {m: m.lower() for m in present}
     icl = [m for m in present if kinds.get(m) == "icl"]
-    analysis = study.get("analysis") if isinstance(study.get("analysis"), Mapping) else {}
-    wanted = analysis.get("reference")
+    wanted = analysis_spec(study).get("reference")
     if wanted is not None and str(wanted) in icl:
         reference = str(wanted)
     elif icl:
@@ -103,16 +102,16 @@ def order_pairs(per_order: pd.DataFrame, reference: str, methods: Sequence[str])
     return pd.concat(parts, ignore_index=True)
 
 
-def _order_sensitivity_groups(
-    results: Mapping[str, Any],
+def order_sensitivity_view(
+    rows: list[dict[str, Any]],
+    study: dict[str, Any],
     per_query: pd.DataFrame | None,
     methods_order: list[str],
     *,
     per_order: pd.DataFrame | None = None,
     colors: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    os_rows = _rows(results, "order_sensitivity")
-    study = results.get("study") if isinstance(results.get("study"), Mapping) else {}
+    """One group per (model, task, N) of the summary rows or the frames: strip plot, scatter, summary table."""
     keys: dict[tuple[str, str, Any], None] = {}
     pq = _with_key(per_query, ("model", "task", "n_demos", "method"))
     po = _with_key(per_order, _PER_ORDER_NEEDED)
@@ -122,73 +121,46 @@ def _order_sensitivity_groups(
                 keys.setdefault(k, None)
     if pq is None:
         pq = pd.DataFrame(columns=["model", "task", "n_demos", "method", "sd_gold", "_key"])
-    for r in os_rows:
+    for r in rows:
         keys.setdefault(_group_key(r.get("model"), r.get("task"), r.get("n_demos")), None)
-
     pq_by_key, po_by_key = _split(pq if len(pq) else None), _split(po)
-    groups = []
-    for gi, key in enumerate(sorted(keys, key=_sort_key)):
-        sub = pq_by_key.get(key, pq.iloc[:0])
-        rows = [r for r in os_rows if _group_key(r.get("model"), r.get("task"), r.get("n_demos")) == key]
-        order = [m for m in methods_order if m in {str(r.get("method")) for r in rows}]
-        rows.sort(
-            key=lambda r: order.index(str(r.get("method")))
-            if str(r.get("method")) in order
-            else len(order)
-        )
-        summary = pd.DataFrame(
-            [
-                {
-                    "method": str(r.get("method")),
-                    "mean_sd_gold": _as_float(r.get("mean_sd_gold")),
-                    "ci_low": _as_float(r.get("ci_low")),
-                    "ci_high": _as_float(r.get("ci_high")),
-                }
-                for r in rows
-                if _as_float(r.get("mean_sd_gold")) is not None
-            ],
-            columns=["method", "mean_sd_gold", "ci_low", "ci_high"],
-        )
-        label = _context_label(key[0] or None, key[1] or None, key[2])
-        figure = None
-        if len(sub) and "sd_gold" in sub.columns:
-            figure = Markup(
-                svg.order_sensitivity_plot(
-                    sub,
-                    methods_order=methods_order,
-                    title=f"Order sensitivity — {label}",
-                    summary=summary.astype({"ci_low": float, "ci_high": float, "mean_sd_gold": float}),
-                    colors=colors,
-                )
-            )
-        scatter = _scatter_view(po_by_key.get(key), study, methods_order, label, colors)
-        table = [
-            {
-                "method": str(r.get("method")),
-                "method_name": method_display(r.get("method")),
-                "mean_sd_gold": fmt_num(r.get("mean_sd_gold")),
-                "ci": fmt_ci(r.get("ci_low"), r.get("ci_high")),
-                "mean_sd_labels": fmt_num(r.get("mean_sd_labels")),
-                "max_spread": fmt_num(r.get("max_spread")),
-                "n_queries": fmt_num(r.get("n_queries")),
-            }
-            for r in rows
-        ]
-        methods_here = {str(r.get("method")) for r in rows} | (
-            set(sub["method"].astype(str)) if len(sub) else set()
-        )
-        groups.append(
-            {
-                "anchor": f"os-{gi}",
-                "label_key": key,
-                "label": label,
-                "figure": figure,
-                "table": table,
-                "scatter": scatter,
-                "has_gd": "gd" in methods_here,
-            }
-        )
-    return groups
+    return [
+        _order_group(gi, key, [r for r in rows if _group_key(r.get("model"), r.get("task"), r.get("n_demos")) == key],
+                     pq_by_key.get(key, pq.iloc[:0]), po_by_key.get(key), study, methods_order, colors)
+        for gi, key in enumerate(sorted(keys, key=_sort_key))
+    ]
+
+
+def _order_group(gi: int, key: tuple[str, str, Any], rows: list[dict[str, Any]], sub: pd.DataFrame,
+                 po: pd.DataFrame | None, study: dict[str, Any], methods_order: list[str],
+                 colors: dict[str, str] | None) -> dict[str, Any]:
+    """One (model, task, N): the strip plot of the per-query SDs with the summary, the scatter, the table."""
+    order = [m for m in methods_order if m in {str(r.get("method")) for r in rows}]
+    rows = sorted(rows, key=lambda r: order.index(str(r.get("method"))) if str(r.get("method")) in order
+                  else len(order))
+    summary = pd.DataFrame(
+        [{"method": str(r.get("method")), "mean_sd_gold": _as_float(r.get("mean_sd_gold")),
+          "ci_low": _as_float(r.get("ci_low")), "ci_high": _as_float(r.get("ci_high"))}
+         for r in rows if _as_float(r.get("mean_sd_gold")) is not None],
+        columns=["method", "mean_sd_gold", "ci_low", "ci_high"],
+    )
+    label = _context_label(key[0] or None, key[1] or None, key[2])
+    figure = None
+    if len(sub) and "sd_gold" in sub.columns:
+        figure = Markup(svg.order_sensitivity_plot(
+            sub, methods_order=methods_order, title=f"Order sensitivity — {label}",
+            summary=summary.astype({"ci_low": float, "ci_high": float, "mean_sd_gold": float}), colors=colors,
+        ))
+    table = [
+        {"method": str(r.get("method")), "method_name": method_display(r.get("method")),
+         "mean_sd_gold": fmt_num(r.get("mean_sd_gold")), "ci": fmt_ci(r.get("ci_low"), r.get("ci_high")),
+         "mean_sd_labels": fmt_num(r.get("mean_sd_labels")), "max_spread": fmt_num(r.get("max_spread")),
+         "n_queries": fmt_num(r.get("n_queries"))}
+        for r in rows
+    ]
+    methods_here = {str(r.get("method")) for r in rows} | (set(sub["method"].astype(str)) if len(sub) else set())
+    return {"anchor": f"os-{gi}", "label_key": key, "label": label, "figure": figure, "table": table,
+            "scatter": _scatter_view(po, study, methods_order, label, colors), "has_gd": "gd" in methods_here}
 
 
 def _scatter_view(
@@ -229,8 +201,8 @@ def _scatter_view(
     }
 
 
-def _accuracy_table(results: Mapping[str, Any], methods_order: list[str]) -> list[dict[str, Any]]:
-    rows = _rows(results, "accuracy")
+def accuracy_view(rows: list[dict[str, Any]], methods_order: list[str]) -> list[dict[str, Any]]:
+    """The accuracy table, by (model, task, N) and method."""
 
     def key(r: Mapping[str, Any]) -> tuple:
         m = str(r.get("method"))

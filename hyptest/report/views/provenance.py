@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .format import _DASH, _scalar, _seconds
+from hyptest.contract import Provenance
+
+from .format import _scalar, _seconds
 
 #: Known files of a run directory -> what they hold (shown beside the links).
 DATA_FILE_DESCRIPTIONS: dict[str, str] = {
@@ -65,16 +66,15 @@ _PROV_LABELS = {
 _PROV_SPECIAL = {"libraries", "models", "wall_time_s", "warnings"}
 
 
-def _model_view(m: Any) -> dict[str, Any]:
-    if not isinstance(m, Mapping):
-        return {"name": _scalar(m), "source": _DASH, "hashes": [], "extra": ""}
+def _model_view(m: dict[str, Any]) -> dict[str, Any]:
+    """A model's name, source, file hashes and any further fields."""
     sha = m.get("sha256")
     hashes: list[tuple[str, str]] = []
-    if isinstance(sha, Mapping):
+    if isinstance(sha, dict):  # one hash per file
         hashes = [(str(k), _scalar(v)) for k, v in sha.items()]
     elif sha is not None:
         hashes = [(_scalar(m.get("file")) if m.get("file") is not None else "", _scalar(sha))]
-    skip = {"name", "source", "sha256"} | ({"file"} if not isinstance(sha, Mapping) and sha is not None else set())
+    skip = {"name", "source", "sha256"} | ({"file"} if not isinstance(sha, dict) and sha is not None else set())
     extra = {k: v for k, v in m.items() if k not in skip}
     return {
         "name": _scalar(m.get("name")),
@@ -84,48 +84,22 @@ def _model_view(m: Any) -> dict[str, Any]:
     }
 
 
-def _provenance_view(prov: Mapping[str, Any]) -> dict[str, Any]:
-    fields = []
-    for k in _PROV_ORDER:
-        if k in prov:
-            fields.append((_PROV_LABELS.get(k, k), _scalar(prov[k])))
-    for k, v in prov.items():
-        if k not in _PROV_ORDER and k not in _PROV_SPECIAL:
-            fields.append((str(k), _scalar(v)))
-    libs = prov.get("libraries")
-    libraries = (
-        [(str(k), _scalar(v)) for k, v in sorted(libs.items(), key=lambda kv: str(kv[0]).lower())]
-        if isinstance(libs, Mapping)
-        else []
-    )
-    raw_models = prov.get("models")
-    models = []
-    if isinstance(raw_models, Mapping):
-        raw_models = [{"name": k, **v} if isinstance(v, Mapping) else {"name": k, "source": v}
-                      for k, v in raw_models.items()]
-    if isinstance(raw_models, Sequence) and not isinstance(raw_models, str):
-        models = [_model_view(m) for m in raw_models]
-    wt = prov.get("wall_time_s")
-    wall = []
-    if isinstance(wt, Mapping):
-        names = [k for k in _STAGES if k in wt] + [str(k) for k in wt if k not in _STAGES]
-        for k in names:
-            wall.append({"stage": k, "time": _seconds(wt[k]), "what": _STAGES.get(k, ""),
-                         "total": k == "total"})
-    warns = prov.get("warnings")
-    if isinstance(warns, str):
-        warnings = [warns]
-    elif isinstance(warns, Sequence):
-        warnings = [str(w) for w in warns]
-    else:
-        warnings = []
+def provenance_view(prov: Provenance) -> dict[str, Any]:
+    """Versions, machine, seeds and the run's other fields; libraries, models, wall time per stage, warnings."""
+    fields = [(_PROV_LABELS.get(k, k), _scalar(prov.get(k))) for k in _PROV_ORDER if k in prov]
+    fields += [(str(k), _scalar(v)) for k, v in (prov.model_extra or {}).items()
+               if k not in _PROV_ORDER and k not in _PROV_SPECIAL]
+    models = [_model_view(m) for m in prov.models]
+    wt = prov.wall_time_s
+    names = [k for k in _STAGES if k in wt] + [str(k) for k in wt if k not in _STAGES]
     return {
         "fields": fields,
-        "libraries": libraries,
+        "libraries": [(str(k), _scalar(v)) for k, v in sorted(prov.libraries.items(), key=lambda kv: str(kv[0]).lower())],
         "models": models,
         "models_extra": any(m["extra"] for m in models),
-        "wall": wall,
-        "warnings": warnings,
+        "wall": [{"stage": k, "time": _seconds(wt[k]), "what": _STAGES.get(k, ""), "total": k == "total"}
+                 for k in names],
+        "warnings": list(prov.warnings),
     }
 
 
@@ -139,15 +113,10 @@ def _is_relative_path(p: str) -> bool:
     return ".." not in pathlib.PurePosixPath(p).parts
 
 
-def _data_files(results: Mapping[str, Any], run_dir: pathlib.Path | None = None) -> list[dict[str, Any]]:
-    raw = results.get("data_files")
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, Sequence):
-        return []
+def data_files_view(files: list[str], run_dir: pathlib.Path | None = None) -> list[dict[str, Any]]:
+    """The run's files as relative links (plain text when unsafe), with what each holds and whether it is missing."""
     out = []
-    for f in raw:
-        s = str(f)
+    for s in files:
         ok = _is_relative_path(s)
         missing = bool(ok and run_dir is not None and not (run_dir / s).exists())
         out.append(
@@ -159,12 +128,3 @@ def _data_files(results: Mapping[str, Any], run_dir: pathlib.Path | None = None)
             }
         )
     return out
-
-
-def _version(prov: Mapping[str, Any]) -> str:
-    v = prov.get("hyptest_version")
-    if v:
-        return str(v)
-    from ...provenance import package_version
-
-    return package_version("hyptest")
