@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..contract import SCHEMA_VERSION, migrate, read_results
+from ..contract import SCHEMA_VERSION, Results, migrate, read_results
 from ..provenance import library_versions, package_version
 from .. import __version__
 from ..collect.plan import Unit, make_plan
@@ -425,9 +425,9 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
     run.write_parquet("per_order.parquet", per_order)
     run.write_json("results.json", results)
     results = run.read_json("results.json")  # what readers of the file see: NaN/inf became null
-    read_results(results)  # the analysis writes what the results contract says (a ValueError names the field)
+    typed = read_results(results)  # the analysis writes what the results contract says (a ValueError names the field)
     if report:
-        _write_report(run, results, per_query, manifest["study_text"])
+        _write_report(run, typed, per_query, manifest["study_text"])  # validated once: the report draws it as is
     return results
 
 
@@ -495,7 +495,7 @@ def _dai_results(run: RunDir, study: Study) -> dict[str, Any]:
     return out
 
 
-def _write_report(run: RunDir, results: dict[str, Any], per_query: pd.DataFrame, study_text: str) -> Path | str:
+def _write_report(run: RunDir, results: Results, per_query: pd.DataFrame, study_text: str) -> Path | str:
     """Write report.html: atomically in place on local folders, through the store on fsspec URLs."""
     from ..report import render_report, write_report
 
@@ -606,10 +606,10 @@ def rebuild_report(run_dir: str | Path) -> Path | str:
         results = migrate(run.read_json("results.json"))  # refuses a newer schema version
         if run.is_local:  # an older results.json: the rank plots from the run's NetCDF files
             results = complete_results(run.path, results)
-        read_results(results)
+        typed = read_results(results)
         manifest = run.read_json("manifest.json")
         per_query = run.read_parquet("per_query.parquet")  # StoreError "... is missing; run `hyptest study` again"
-        return _write_report(run, results, per_query, manifest["study_text"])
+        return _write_report(run, typed, per_query, manifest["study_text"])
 
 
 def _family_summary(comparisons: pd.DataFrame, a: Any) -> list[dict[str, Any]]:
