@@ -215,7 +215,7 @@ _analysis_display = analysis_display
 
 def _methods_order(study: Mapping[str, Any], seen: Iterable[str]) -> list[str]:
     order: list[str] = []
-    raw = study.get("methods") if isinstance(study, Mapping) else None
+    raw = study.get("methods")
     if isinstance(raw, Mapping):
         raw = list(raw.keys())
     if isinstance(raw, Sequence) and not isinstance(raw, str):
