@@ -181,6 +181,13 @@ def render_report(
         HTML-escaped.  Files of the run directory (data files, the Bayesian
         NetCDF files) are linked by relative path only.
 
+    Raises
+    ------
+    ValueError
+        ``results`` given as a mapping do not follow the results contract
+        (the message names the field; a newer schema version raises
+        :class:`hyptest.contract.ResultsVersionError`).
+
     References
     ----------
     .. [1] Shen, Mishra & Khashabi (2023), Do pretrained Transformers learn
@@ -297,12 +304,18 @@ def write_report(
     -------
     pathlib.Path
         Path of the written ``report.html``.
+
+    Raises
+    ------
+    ValueError
+        ``results`` do not follow the results contract (nothing is written).
     """
+    res = _as_results(results)  # before anything is written: results off the contract leave the folder as it was
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if per_order is None and (run_dir / "per_order.parquet").is_file():
         per_order = pd.read_parquet(run_dir / "per_order.parquet")
-    text = _draw(_as_results(results), per_query, study_text=study_text, per_order=per_order, run_dir=run_dir)
+    text = _draw(res, per_query, study_text=study_text, per_order=per_order, run_dir=run_dir)
     from .._util import atomic_write_bytes
 
     target = run_dir / "report.html"
