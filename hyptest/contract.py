@@ -44,9 +44,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["SCHEMA_VERSION", "BayesGate", "BayesSlice", "ComparisonRow", "DaiSection", "Diagnostic", "FamilyRow", "MarginRow",
-           "Posterior", "Provenance", "RankPlot", "Results",
-           "ResultsVersionError", "json_schema", "migrate", "read_results"]
+__all__ = ["SCHEMA_VERSION", "BayesGate", "BayesSlice", "ComparisonRow", "DaiSection", "Diagnostic", "FamilyRow",
+           "MarginRow", "Posterior", "Provenance", "RankPlot", "Results", "ResultsVersionError", "json_schema",
+           "migrate", "read_results"]
 
 #: The version of the contract this hyptest writes.
 SCHEMA_VERSION = 2
@@ -141,7 +141,7 @@ class Provenance(_Row):
 class Posterior(_Row):
     """A histogram of the posterior draws of one method's log SD ratio (``counts`` per bin between ``edges``)."""
 
-    counts: list[float]
+    counts: list[int | float]  # numpy's histogram counts: ints stay ints
     edges: list[float]
 
 
