@@ -181,17 +181,17 @@ def test_adaptive_study_end_to_end_and_resumed(tmp_path):
 def test_report_view_escapes_and_marks_the_stop():
     import xml.dom.minidom
 
-    from hyptest.report.adaptive_view import adaptive_view
+    from hyptest.report.views.adaptive import adaptive_view
 
     traj = {"model": "m<1>", "task": "t&", "n_demos": 4, "method_a": "icl", "method_b": "sgd<script>",
             "analysis": "order_sensitivity", "verdict": "different", "status": "decided", "stop_sets": 3,
             "orders_per_set": 2, "units_per_set": 2, "bound": 1.386, "margin": 0.223, "cs_level": 0.975,
             "x": [1.0, 1.2, 1.3], "estimate": [1.0, 1.1, 1.17], "cs_low": [-1.0, -0.2, 0.1],
             "cs_high": [1.386, 1.386, 1.386], "e_difference": [1.0, 5.0, 45.0], "e_equivalence": [0.6, 0.5, 0.4]}
-    view = adaptive_view({"adaptive": [traj]})
+    view = adaptive_view([traj])
     svg_text = str(view["figure"])
     assert "<script>" not in svg_text and "sgd&lt;script&gt;" in svg_text
     xml.dom.minidom.parseString(svg_text)  # well-formed
     (row,) = view["rows"]
     assert row["units"] == "12" and row["cs"] == "[0.1, 1.39]" and row["e_difference"] == "45"
-    assert adaptive_view({"comparisons": []}) is None
+    assert adaptive_view([]) is None

@@ -37,10 +37,11 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # the analysis reads records and writes comparisons; it never runs models, touches the store or draws
     "hyptest.analysis": ("hyptest.collect", "hyptest.models", "hyptest.store", "hyptest.workflows",
                          "hyptest.validation", "hyptest.report"),
-    # the report draws what the analysis wrote; it never collects, analyses or orchestrates
+    # the report only draws what the analysis wrote: it reads the contract, never the numeric core or the versions
     "hyptest.report": ("hyptest.collect", "hyptest.models", "hyptest.store", "hyptest.tasks", "hyptest.importers",
                        "hyptest.analysis", "hyptest.workflows", "hyptest.validation", "hyptest.results",
-                       "hyptest.study"),
+                       "hyptest.study", "hyptest.stats", "hyptest.metrics", "hyptest.provenance",
+                       "hyptest.records", "hyptest.preflight"),
     # the experiments of validation/ are run by the CLI and the study workflow, never the reverse
     "hyptest.validation": ("hyptest.workflows",),
     # display names and metric lists are plain data below every layer (the report reads them too)
@@ -125,6 +126,14 @@ def test_the_graph_is_read():
     assert len(MODULES) > 50
     assert "hyptest.results" in GRAPH["hyptest.analysis.order"]  # a module-level import
     assert "hyptest.analysis.baseline_tests" in GRAPH["hyptest.workflows.study"]  # an import inside a function
+
+
+def test_the_report_imports_only_the_contract():
+    """report/ reads typed results: besides its own modules, only hyptest.contract and hyptest._util."""
+    used = {t for name, targets in GRAPH.items() if name == "hyptest.report" or name.startswith("hyptest.report.")
+            for t in targets if not t.startswith("hyptest.report")}
+    assert used <= {"hyptest.contract", "hyptest._util"}, used
+    assert "hyptest.contract" in used
 
 
 def test_no_import_cycles():

@@ -329,10 +329,11 @@ def test_report_names_the_method_and_carries_its_citable_note():
     from hyptest.report.html import METHOD_NAMES, render_report
 
     assert "Deutch" in METHOD_NAMES["layer_causal_gd"]
-    html = render_report({"study": {"name": "lc", "methods": [{"kind": "icl"},
-                                                              {"kind": "layer_causal_gd", "name": "lc_ft"}]}},
+    bare = {"comparisons": [], "provenance": {"hyptest_version": "0", "python": "3.11", "libraries": {}}}
+    html = render_report({**bare, "study": {"name": "lc", "methods": [{"kind": "icl"},
+                                                                      {"kind": "layer_causal_gd", "name": "lc_ft"}]}},
                          pd.DataFrame(), study_text="")
     assert 'id="method-layer-causal"' in html and "arXiv:2311.07772" in html and "(lc_ft;" in html
-    plain = render_report({"study": {"name": "s", "methods": [{"kind": "icl"}, {"kind": "sgd"}]}}, pd.DataFrame(),
-                          study_text="")
+    plain = render_report({**bare, "study": {"name": "s", "methods": [{"kind": "icl"}, {"kind": "sgd"}]}},
+                          pd.DataFrame(), study_text="")
     assert "method-layer-causal" not in plain

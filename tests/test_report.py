@@ -13,10 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hyptest.report import render_report, write_report
-from hyptest.report import svg
+from hyptest.report import render_report, svg, write_report
 from hyptest.report.html import (
-    _pct,
     banner_text,
     effect_text,
     fmt_num,
@@ -25,6 +23,7 @@ from hyptest.report.html import (
     headline_text,
     verdict_phrase,
 )
+from hyptest.report.views.format import _pct
 
 EVIL_TASK = '<script>alert("x")</script>'
 EVIL_MODEL = "m'o\"del<b>&"
@@ -114,6 +113,20 @@ def _expected_pairs(po: pd.DataFrame, model, task, n, method) -> int:
 
 
 LOG125 = math.log(1.25)
+#: What the results contract (hyptest.contract.Results) requires of every results.json; tests add their sections.
+PROVENANCE = {"hyptest_version": "0.0.test", "python": "3.11", "libraries": {}}
+
+
+def contract_results(**sections) -> dict:
+    """The smallest results.json the contract accepts, with ``sections`` added."""
+    return {"study": {}, "comparisons": [], "provenance": dict(PROVENANCE), **sections}
+
+
+def contract_row(verdict: str, analysis: str = "order_sensitivity", role: str = "confirmatory", **kw) -> dict:
+    """A comparison row with only the fields the contract requires."""
+    return {"model": "m", "task": "t", "analysis": analysis, "family": analysis, "role": role, "rule": "two_sided",
+            "verdict": verdict, **kw}
+
 RESAMPLING = ("bootstrap: orders resampled within demo sets (a sample of the N! orders), the same for both methods; "
               "queries resampled within demo sets; the 3 demo set(s) fixed (inference conditional on the sampled "
               "demo sets)")
@@ -242,7 +255,8 @@ def _results(per_query: pd.DataFrame, evil_task: str = EVIL_TASK) -> dict:
                     p_value=0.8, p_adjusted=1.0, p_equivalence=0.004, p_equivalence_adjusted=0.012,
                     min_equivalence_margin=0.15, p_lower=0.003, p_upper=0.001),
         {"model": "smollm2-135m", "task": "sentiment", "n_demos": 4, "method_a": "icl",
-         "method_b": "adam", "analysis": "bayes_order_variance", "role": "bayesian", "rule": "given",
+         "method_b": "adam", "analysis": "bayes_order_variance", "family": "bayes_order_variance", "role": "bayesian",
+         "rule": "given",
          "verdict": "did_not_converge", "estimate": None, "ci_low": None, "ci_high": None, "rhat": 1.31,
          "ess_bulk": 12.0, "summary": "R-hat 1.31 > 1.01: the sampler did not converge."},
         # 6: order alignment against rho0 (one-sided bounds)
@@ -689,13 +703,16 @@ def test_family_and_margins_are_stated(data):
     assert "log ratio of the per-query SD across orders" in text
     for gone in ("noise floor", "auto", "alignment margin", "Brown", "permutation test"):
         assert gone not in text, gone
-    # without the keys (older results files), the rows tell: one family of the rows with a p-value
+    # without the families (older results files), the rows tell: each row with a p-value counted in its family
     bare = {k: v for k, v in res.items() if k not in ("margins", "families")}
-    bare["comparisons"] = [{k: v for k, v in c.items() if k not in ("family", "role", "rule", "scale")}
-                           for c in res["comparisons"]]
     text = " ".join(_text(render_report(bare, pd.DataFrame(), study_text="")).split())
-    assert "Families, each adjusted on its own (difference and equivalence p-values alike): order sensitivity, " in text
-    assert "label JS divergence: 11 comparisons, Holm." in text
+    sizes: dict[str, int] = {}
+    for c in res["comparisons"]:
+        if c.get("p_value") is not None:
+            sizes[c["family"]] = sizes.get(c["family"], 0) + 1
+    assert sizes["confirmatory"] == 4
+    assert ("Families, each adjusted on its own (difference and equivalence p-values alike): confirmatory — "
+            f"order sensitivity: {sizes['confirmatory']} comparisons, Holm;") in text
 
 
 def test_bayes_section(data):
@@ -946,7 +963,7 @@ def test_colours_are_shared_between_figures():
     po.loc[po.method == "adam", "method"] = "mystery"
     pq.loc[pq.method == "sgd", "method"] = "other"
     po.loc[po.method == "sgd", "method"] = "other"
-    res = {"study": {"methods": ["icl", "gd", "other", "mystery"]}}
+    res = contract_results(study={"methods": ["icl", "gd", "other", "mystery"]})
     out = render_report(res, pq, study_text="", per_order=po)
     strip = _figs(out, "order-sensitivity")[0]
     scatter = _figs(out, "order-scatter")[0]
@@ -1106,28 +1123,44 @@ def test_wall_time_table(data):
 
 
 def test_missing_optional_keys():
-    out = render_report({"comparisons": [{"verdict": "different"}]}, pd.DataFrame(), study_text="")
+    out = render_report(contract_results(comparisons=[contract_row("different")]), pd.DataFrame(), study_text="")
     assert 'class="banner verdict-different"' in out
-    assert "No provenance recorded." in out
     assert "No accuracy results." in out
-    out2 = render_report({}, pd.DataFrame(), study_text="")
+    out2 = render_report(contract_results(), pd.DataFrame(), study_text="")
     assert "No comparisons" in out2
-    # odd verdicts and odd rows are tolerated
+    # odd verdicts are tolerated: a neutral style, escaped
     out3 = render_report(
-        {"comparisons": [{"verdict": "weird<x>", "analysis": "new_thing"}, "not a row", {}],
-         "provenance": {"wall_time_s": {"collect": "n/a"}, "models": {"m": {"sha256": "00"}}}},
+        contract_results(comparisons=[contract_row("weird<x>", "new_thing", "exploratory"), contract_row("inconclusive")],
+                         provenance={**PROVENANCE, "wall_time_s": {"collect": None}, "models": [{"sha256": "00"}]}),
         pd.DataFrame(), study_text="",
     )
-    # the row without an analysis counts as primary: the only banner
+    # the confirmatory row is the only banner
     assert [b[0] for b in _banners(out3)] == ["inconclusive"]
     assert 'id="banner-1"' in out3
     rows = _glance_rows(out3)
     assert [(cls, i) for cls, i, _ in rows] == [("inconclusive", "1"), ("unknown", "0")]
     assert "weird&lt;x&gt;" in rows[1][2] and "All: new thing" in _text(out3)
-    # with no primary row at all, every row gets a banner
-    out4 = render_report({"comparisons": [{"verdict": "weird<x>", "analysis": "new_thing"}]},
+    # with no confirmatory row at all, every row gets a banner
+    out4 = render_report(contract_results(comparisons=[contract_row("weird<x>", "new_thing", "exploratory")]),
                          pd.DataFrame(), study_text="")
     assert 'class="banner verdict-unknown" id="banner-0" data-verdict="weird&lt;x&gt;"' in out4
+
+
+def test_results_off_the_contract_are_refused():
+    """The report validates what it is given once, at its entry: a dict off the contract names the field."""
+    row = {k: v for k, v in contract_row("different").items() if k != "family"}
+    with pytest.raises(ValueError, match=r"comparisons\.0\.family: Field required"):
+        render_report(contract_results(comparisons=[row]), pd.DataFrame(), study_text="")
+    with pytest.raises(ValueError, match="study: Field required"):
+        render_report({"comparisons": []}, pd.DataFrame(), study_text="")
+    from hyptest.contract import ResultsVersionError, read_results
+
+    with pytest.raises(ResultsVersionError, match="newer hyptest"):
+        render_report({**contract_results(), "schema_version": 99}, pd.DataFrame(), study_text="")
+    # a validated Results is drawn as given, the same as its dict
+    res = contract_results(comparisons=[contract_row("different", estimate=0.5)])
+    assert render_report(read_results(res), pd.DataFrame(), study_text="") == \
+        render_report(res, pd.DataFrame(), study_text="")
 
 
 def test_write_report(tmp_path: pathlib.Path, data):
@@ -1165,7 +1198,7 @@ def test_write_report_failure_leaves_no_temp(tmp_path: pathlib.Path, monkeypatch
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
-        write_report(tmp_path, {}, pd.DataFrame(), "")
+        write_report(tmp_path, contract_results(), pd.DataFrame(), "")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -1174,7 +1207,7 @@ def test_write_report_respects_the_umask(tmp_path: pathlib.Path):
 
     old = os.umask(0o022)
     try:
-        path = write_report(tmp_path, {}, pd.DataFrame(), "")
+        path = write_report(tmp_path, contract_results(), pd.DataFrame(), "")
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
@@ -1216,7 +1249,8 @@ def test_no_printed_row_contradicts_its_own_interval():
             for r in table.to_dict("records")]
     verdicts = {r["verdict"] for r in rows}
     assert {"different", "equivalent", "negligible", "inconclusive"} <= verdicts
-    out = render_report({"comparisons": rows, "null_distributions": {str(k): v.tolist() for k, v in draws.items()}},
+    out = render_report(contract_results(comparisons=rows,
+                                         null_distributions={str(k): v.tolist() for k, v in draws.items()}),
                         pd.DataFrame(), study_text="")
     checked = {"different": 0, "equivalent": 0}
     for _, i, body in _glance_rows(out):

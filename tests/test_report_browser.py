@@ -66,10 +66,13 @@ def synthetic_run(tmp_path_factory) -> tuple[pathlib.Path, dict]:
     per_query, results, per_order, study_text = synthetic(evil_task=CANARY)
     # every further-analysis section, with the canary as the model / group name
     results.update(new_sections(evil=CANARY))
-    try:  # the first Bayes slice's posterior file, for its rank plot
+    try:  # the first Bayes slice's posterior file, and its rank plot computed by the analysis
+        from hyptest.analysis.bayes_ranks import rank_plot_from_file
+
         from .test_report_figures import _write_idata
 
         _write_idata(run_dir / results["bayes"][0]["file"])
+        results["bayes"][0]["rank_plot"] = rank_plot_from_file(run_dir / results["bayes"][0]["file"])
     except ImportError:
         pass
     write_report(run_dir, results, per_query, study_text, per_order=per_order)

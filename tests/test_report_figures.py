@@ -3,13 +3,15 @@
 N sweep, training trajectories (and the closest-to-ICL table), checkpoints,
 vocabulary-level order sensitivity, Dai et al. metrics by layer (from
 ``results["dai"]`` and from the comparison rows of ``hyptest reanalyse``),
-weight sparsity, and the Bayes rank plots read from the slice's NetCDF file.
+weight sparsity, and the Bayes rank plots, drawn from the histograms the analysis wrote (``hyptest
+report`` computes them from the NetCDF file of an older run directory).
 Every input is synthetic; :func:`new_sections` is shared with the browser test.
 """
 
 from __future__ import annotations
 
 import html as html_lib
+import json
 import pathlib
 import re
 import xml.etree.ElementTree as ET
@@ -18,11 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hyptest.report import render_report, write_report
-from hyptest.report import svg
-from hyptest.report.html import _dai_rows, _rank_view
+from hyptest.contract import ComparisonRow, DaiSection
+from hyptest.report import render_report, svg
+from hyptest.report.views.dai import _dai_rows
 
-from .test_report import synthetic
+from .test_report import contract_results, contract_row, synthetic
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 EVIL = "<script>alert('m')</script>"
@@ -175,8 +177,8 @@ def test_sections_absent_without_keys():
         assert f'id="{sid}"' not in out, sid
         assert f'href="#{sid}"' not in out, sid
     assert "rank-plot" not in out
-    # an old results file without any of these keys still renders
-    out2 = render_report({"comparisons": [{"verdict": "different"}]}, pd.DataFrame(), study_text="")
+    # a results file without any of these keys still renders
+    out2 = render_report(contract_results(comparisons=[contract_row("different")]), pd.DataFrame(), study_text="")
     assert all(f'id="{sid}"' not in out2 for sid in SECTION_IDS)
 
 
@@ -293,20 +295,21 @@ def test_dai_from_reanalyse_comparisons():
     for r in raw:
         diff = r["estimate"] - r["baseline"]
         where = "averaged over layers" if r["layer"] is None else f"layer {r['layer']}"
-        view.append({**r, "method_a": "icl", "method_b": "ft",
+        view.append({**r, "method_a": "icl", "method_b": "ft", "family": "dai", "role": "exploratory",
+                     "rule": "two_sided",
                      "analysis": f"{names[r['analysis']]} minus its baseline ({r['baseline_name']}), {where}",
                      "estimate": diff, "ci_low": diff - 0.01, "ci_high": diff + 0.01, "difference": diff,
                      "difference_ci_low": diff - 0.01, "difference_ci_high": diff + 0.01,
                      "p_adjusted": r.pop("p_adj"),
                      "verdict": ("differs from its baseline" if r["verdict"] == "different"
                                  else "not distinguished from its baseline")})
-    rows, shifted = _dai_rows({"comparisons": view}, view)
+    rows, shifted = _dai_rows(DaiSection(), [ComparisonRow.model_validate(v) for v in view])
     assert shifted and len(rows) == len(view)
     assert rows[0]["estimate"] == pytest.approx(raw[0]["estimate"])
     assert rows[0]["ci_low"] == pytest.approx(raw[0]["estimate"] - 0.01)
-    out = render_report({"comparisons": view, "correctness": [{"model": "gpt2", "task": "sst2", "zs_correct": 0.5,
-                                                               "ft_correct": 0.6, "icl_correct": 0.7}]},
-                        pd.DataFrame(), study_text="")
+    out = render_report(contract_results(comparisons=view, correctness=[
+        {"model": "gpt2", "task": "sst2", "zs_correct": 0.5, "ft_correct": 0.6, "icl_correct": 0.7}]),
+        pd.DataFrame(), study_text="")
     body = _section(out, "dai")
     root = _svg_in(body)
     panels = _cls(root, "g", "panel")
@@ -418,15 +421,21 @@ def test_rank_plot_direct():
     assert "no rank data" in svg.rank_plot(np.empty((0, 0, 0)), [], 1.0, title="r")
 
 
-def test_rank_plot_from_the_bayes_file(tmp_path):
+def _rank_figures(out: str) -> list[str]:
+    return re.findall(r'<figure class="rank-plot">(.*?)</figure>', out, flags=re.S)
+
+
+def test_rank_plot_is_drawn_from_the_results(tmp_path):
+    """The report draws the rank histograms the analysis wrote into the slice (``rank_plot``); it reads no file."""
     pytest.importorskip("arviz")
+    from hyptest.analysis.bayes_ranks import rank_plot_from_file
+
     pq, res, po, text = synthetic()
-    name = res["bayes"][0]["file"]
-    _write_idata(tmp_path / name)
-    write_report(tmp_path, res, pq, text, per_order=po)
-    out = (tmp_path / "report.html").read_text(encoding="utf-8")
-    figs = re.findall(r'<figure class="rank-plot">(.*?)</figure>', out, flags=re.S)
-    assert len(figs) == 1  # the second slice's file does not exist: skipped silently
+    _write_idata(tmp_path / "x.nc")
+    res["bayes"][0]["rank_plot"] = rank_plot_from_file(tmp_path / "x.nc")
+    out = render_report(res, pq, study_text=text, per_order=po)  # no run directory
+    figs = _rank_figures(out)
+    assert len(figs) == 1  # the second slice has no rank_plot
     root = _svg_in(figs[0])
     panels = _cls(root, "g", "panel")
     assert [p.get("data-parameter") for p in panels] == ["SD_query ICL", "SD_query SGD", "SD_query Adam"]
@@ -437,25 +446,74 @@ def test_rank_plot_from_the_bayes_file(tmp_path):
     first = [int(b.get("data-count")) for b in _cls(panels[0], "rect", "bar") if b.get("data-chain") == "0"]
     assert sum(first) == 200
     assert "near-uniform bars" in out
+    # without the field the figure is left out, silently
+    del res["bayes"][0]["rank_plot"]
+    assert _rank_figures(render_report(res, pq, study_text=text, per_order=po)) == []
 
 
-def test_rank_plot_skipped_silently(tmp_path, monkeypatch):
-    sl = {"file": "bayes_x.nc"}
-    assert _rank_view(sl, None, {}, "x") is None  # render_report: no run directory
-    assert _rank_view(sl, tmp_path, {}, "x") is None  # file missing
+def _old_run_dir(path: pathlib.Path) -> tuple[pathlib.Path, dict]:
+    """A run directory as an older hyptest left it: results.json without rank plots beside the NetCDF file."""
+    pq, res, po, text = synthetic()
+    assert all("rank_plot" not in sl for sl in res["bayes"])
+    _write_idata(path / res["bayes"][0]["file"])
+    (path / "results.json").write_text(json.dumps(res))
+    (path / "manifest.json").write_text(json.dumps({"study_text": text}))
+    pq.to_parquet(path / "per_query.parquet")
+    po.to_parquet(path / "per_order.parquet")
+    return path, res
+
+
+def test_hyptest_report_on_an_older_run_dir_computes_the_rank_plots(tmp_path):
+    """``hyptest report`` on results.json of the previous shape: the workflow computes the missing rank plots."""
+    pytest.importorskip("arviz")
+    from typer.testing import CliRunner
+
+    from hyptest.analysis.bayes_ranks import rank_plot_from_file
+    from hyptest.cli import app
+
+    run, res = _old_run_dir(tmp_path)
+    result = CliRunner().invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    out = (run / "report.html").read_text(encoding="utf-8")
+    (fig,) = _rank_figures(out)
+    # the same figure as from results that carry the histograms (computed here from the same file)
+    res["bayes"][0]["rank_plot"] = rank_plot_from_file(run / res["bayes"][0]["file"])
+    text = json.loads((run / "manifest.json").read_text())["study_text"]
+    drawn = render_report(res, pd.read_parquet(run / "per_query.parquet"), study_text=text,
+                          per_order=pd.read_parquet(run / "per_order.parquet"))
+    assert _rank_figures(drawn) == [fig]
+    # results.json itself is left as it was: the report computes nothing into the run's results
+    assert "rank_plot" not in (run / "results.json").read_text()
+
+
+def test_complete_results_leaves_out_what_it_cannot_read(tmp_path, monkeypatch):
+    """A missing, unreadable or outside file, or no ArviZ: the slice gets ``rank_plot`` None, nothing fails."""
+    from hyptest.workflows.study import complete_results
+
+    base = contract_results(bayes=[{"file": "bayes_x.nc"}, {"file": "../escape.nc"}, {"file": None}, {}])
+    done = complete_results(tmp_path, base)
+    assert [sl["rank_plot"] for sl in done["bayes"]] == [None] * 4  # file missing
+    assert all("rank_plot" not in sl for sl in base["bayes"])  # the input is not modified
     (tmp_path / "bayes_x.nc").write_bytes(b"not netcdf")
-    assert _rank_view(sl, tmp_path, {}, "x") is None  # unreadable
-    assert _rank_view({"file": "../escape.nc"}, tmp_path, {}, "x") is None
-    # ArviZ missing: the import inside the adapter fails, the figure is left out
+    assert complete_results(tmp_path, base)["bayes"][0]["rank_plot"] is None  # unreadable
+    (tmp_path.parent / "escape.nc").write_bytes(b"x")
+    assert complete_results(tmp_path, base)["bayes"][1]["rank_plot"] is None  # outside the run directory
+    # a slice that has the field keeps it; results without slices come back as they are
+    kept = {**base, "bayes": [{"file": "bayes_x.nc", "rank_plot": None}]}
+    assert complete_results(tmp_path, kept) is kept
+    pytest.importorskip("arviz")
     import hyptest.stats._arviz as adapter
+
+    _write_idata(tmp_path / "bayes_y.nc")
 
     def no_arviz(*a, **k):
         raise ImportError("no arviz")
 
     monkeypatch.setattr(adapter, "from_netcdf", no_arviz)
-    pytest.importorskip("arviz")
-    _write_idata(tmp_path / "bayes_y.nc")
-    assert _rank_view({"file": "bayes_y.nc"}, tmp_path, {}, "y") is None
+    import hyptest.analysis.bayes_ranks as ranks
+
+    monkeypatch.setattr(ranks, "from_netcdf", no_arviz)
+    assert complete_results(tmp_path, contract_results(bayes=[{"file": "bayes_y.nc"}]))["bayes"][0]["rank_plot"] is None
 
 
 def test_ticks_of_tiny_ranges_stay_distinct():

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..contract import SCHEMA_VERSION, migrate, read_results
+from ..contract import SCHEMA_VERSION, Results, migrate, read_results
 from ..provenance import library_versions, package_version
 from .. import __version__
 from ..collect.plan import Unit, make_plan
@@ -384,6 +384,7 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
         "null_distributions": null_json,
         "provenance": provenance,
         "bayes": _bayes_summary(output.bayes),
+        "bayes_gate": _bayes_gate(),
         "adaptive": output.adaptive,
         **descriptive,
         "data_files": ["manifest.json", "per_query.parquet", "per_order.parquet", "agreement.parquet",
@@ -396,9 +397,9 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
     run.write_parquet("per_order.parquet", per_order)
     run.write_json("results.json", results)
     results = run.read_json("results.json")  # what readers of the file see: NaN/inf became null
-    read_results(results)  # the analysis writes what the results contract says (a ValueError names the field)
+    typed = read_results(results)  # the analysis writes what the results contract says (a ValueError names the field)
     if report:
-        _write_report(run, results, per_query, manifest["study_text"])
+        _write_report(run, typed, per_query, manifest["study_text"])  # validated once: the report draws it as is
     return results
 
 
@@ -509,7 +510,7 @@ def _dai_results(run: RunDir, study: Study) -> dict[str, Any]:
     return out
 
 
-def _write_report(run: RunDir, results: dict[str, Any], per_query: pd.DataFrame, study_text: str) -> Path | str:
+def _write_report(run: RunDir, results: Results, per_query: pd.DataFrame, study_text: str) -> Path | str:
     """Write report.html: atomically in place on local folders, through the store on fsspec URLs."""
     from ..report import render_report, write_report
 
@@ -549,8 +550,17 @@ def _write_bayes(run: RunDir, fits: dict[tuple[Any, Any, int], Any]) -> list[str
     return names
 
 
+def _bayes_gate() -> dict[str, float]:
+    """The convergence gate the Bayesian fits were held to (the report's diagnostics table highlights it)."""
+    from ..stats.bayes import ESS_MIN, RHAT_MAX
+
+    return {"r_hat_max": float(RHAT_MAX), "ess_min": float(ESS_MIN)}
+
+
 def _bayes_summary(fits: dict[tuple[Any, Any, int], Any]) -> list[dict[str, Any]]:
-    """Per slice: diagnostics, sampler, timing and a histogram of each log-ratio posterior."""
+    """Per slice: diagnostics, sampler, timing, a histogram of each log-ratio posterior, the chains' rank plots."""
+    from ..analysis.bayes_ranks import rank_plot
+
     out = []
     for key, fit in fits.items():
         posteriors = {}
@@ -568,19 +578,53 @@ def _bayes_summary(fits: dict[tuple[Any, Any, int], Any]) -> list[dict[str, Any]
             "converged": bool(fit.converged), "reason": fit.reason, "order_invariant": list(fit.order_invariant),
             "sampler": getattr(fit, "sampler", None), "wall_time_s": getattr(fit, "wall_time_s", None),
             "posteriors": posteriors, "diagnostics": diagnostics,
+            "rank_plot": rank_plot(fit.idata) if fit.idata is not None else None,
         })
     return out
 
 
+def complete_results(run_dir: str | Path, results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` with what a ``results.json`` of an older hyptest lacks and the report draws, computed here.
+
+    The report only draws: since the rank plots of the Bayesian slices are
+    computed by the analysis (``rank_plot`` of each ``bayes`` entry), a
+    results file written before them has none.  For each slice without the
+    key whose NetCDF ``file`` lies inside ``run_dir``, they are computed from
+    that file (:func:`hyptest.analysis.bayes_ranks.rank_plot_from_file`; None
+    when it cannot be read, and the report leaves the figure out, as before).
+    Everything else is returned as given; ``results`` is not modified.
+    """
+    slices = results.get("bayes") if isinstance(results, dict) else None
+    if not isinstance(slices, list) or all(not isinstance(s, dict) or "rank_plot" in s for s in slices):
+        return results
+    from ..analysis.bayes_ranks import rank_plot_from_file
+
+    root = Path(run_dir).resolve()
+    completed = []
+    for sl in slices:
+        if isinstance(sl, dict) and "rank_plot" not in sl:
+            path = (root / str(sl["file"])).resolve() if isinstance(sl.get("file"), str) and sl["file"] else None
+            inside = path is not None and path.is_relative_to(root) and path.is_file()
+            sl = {**sl, "rank_plot": rank_plot_from_file(path) if inside else None}
+        completed.append(sl)
+    return {**results, "bayes": completed}
+
+
 def rebuild_report(run_dir: str | Path) -> Path | str:
-    """Rewrite ``report.html`` from ``results.json`` and ``per_query.parquet`` without recomputing."""
+    """Rewrite ``report.html`` from ``results.json`` and ``per_query.parquet`` without recomputing the analysis.
+
+    A ``results.json`` written before the rank plots were part of it gets them from the run's NetCDF files
+    (:func:`complete_results`).
+    """
     run = RunDir(run_dir)
     with run.lock().acquire():
         results = migrate(run.read_json("results.json"))  # refuses a newer schema version
-        read_results(results)
+        if run.is_local:  # an older results.json: the rank plots from the run's NetCDF files
+            results = complete_results(run.path, results)
+        typed = read_results(results)
         manifest = run.read_json("manifest.json")
         per_query = run.read_parquet("per_query.parquet")  # StoreError "... is missing; run `hyptest study` again"
-        return _write_report(run, results, per_query, manifest["study_text"])
+        return _write_report(run, typed, per_query, manifest["study_text"])
 
 
 def _family_summary(comparisons: pd.DataFrame, a: Any) -> list[dict[str, Any]]:

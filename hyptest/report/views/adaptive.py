@@ -1,6 +1,6 @@
 """The report's view of an adaptive run: confidence sequences against units collected, and stopping points.
 
-Reads ``results["adaptive"]`` (written by :func:`hyptest.analysis.adaptive.adaptive_comparisons`):
+Reads the ``adaptive`` rows of the results (written by :func:`hyptest.analysis.adaptive.adaptive_comparisons`):
 per confirmatory comparison its clipped per-set statistics ``x``, running
 ``estimate``, confidence sequence ``cs_low``/``cs_high`` at ``cs_level``,
 ``stop_sets``, ``status``, ``verdict``, ``units_per_set``, ``margin`` and
@@ -12,11 +12,12 @@ template.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from markupsafe import Markup
 
-from . import svg
+from .. import svg
 
 __all__ = ["adaptive_view"]
 
@@ -29,7 +30,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return f"{f:.{digits}g}" if math.isfinite(f) else "—"
 
 
-def adaptive_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
+def adaptive_view(adaptive: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """Figure and table of the adaptive section; None when the run was not adaptive.
 
     x: units collected for the comparison (reference + method, cumulative over
@@ -37,7 +38,7 @@ def adaptive_view(results: Mapping[str, Any]) -> dict[str, Any] | None:
     confidence sequence as a band; dashed lines at 0 and ±margin; the last
     point (the stopping point) is marked.
     """
-    items = [t for t in results.get("adaptive") or [] if t.get("x")]
+    items = [t for t in adaptive if t.get("x")]
     if not items:
         return None
     panels = []
