@@ -31,7 +31,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-from hyptest.report import svg
+from hyptest.report import figures as svg
 from hyptest.stats.bayes import ESS_MIN, RHAT_MAX  # the convergence gate the diagnostics table highlights
 
 __all__ = [
