@@ -738,10 +738,10 @@ def test_bayes_section(data):
     assert re.findall(r'<figure class="posterior" data-method="([a-z]+)">', evil) == ["sgd", "adam"]
     for fig, method, colour in zip(figs, ("SGD", "Adam"), (figures.PALETTE["sgd"], figures.PALETTE["adam"]), strict=True):
         root = ET.fromstring(fig)
-        assert len(_all(root, f"bar")) == 40
-        assert len(_all(root, f"rope")) == 1
-        assert len(_all(root, f"zero")) == 1
-        assert len(_all(root, f"hdi")) == 1
+        assert len(_all(root, "bar")) == 40
+        assert len(_all(root, "rope")) == 1
+        assert len(_all(root, "zero")) == 1
+        assert len(_all(root, "hdi")) == 1
         texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
         assert f"log(SD ICL / SD {method}), per-query SD across orders" in texts
         assert "94% HDI" in texts
@@ -789,7 +789,7 @@ def test_posterior_plot_direct():
     fig = figures.posterior_plot(counts, edges, title="t <x>", hdi=(-0.5, 2.0), hdi_prob=0.9, rope=1.0,
                              mean=0.5, color="#009E73")
     root = ET.fromstring(fig)
-    bars = _all(root, f"bar")
+    bars = _all(root, "bar")
     assert [int(b.get("data-count")) for b in bars] == counts
     # bin centres -4.75, -4.25, ..., 4.75: inside [-0.5, 2] are -0.25 ... 1.75
     assert [i for i, b in enumerate(bars) if b.get("data-in-hdi") == "1"] == [9, 10, 11, 12, 13]
@@ -851,7 +851,7 @@ def test_agreement_section(data):
                    ("sentiment · N=4 · smollm2-135m", "adam"): 0.65}
     refs = [b for b in bars if "reference-bar" in b.get("class")]
     assert {b.get("data-series") for b in refs} == {"icl"} and len(refs) == 2
-    assert len(_all(root, f"reference")) == 2
+    assert len(_all(root, "reference")) == 2
     for b in bars:  # consistent method colours
         assert _fill(b) == figures.PALETTE[b.get("data-series")].lower()
     texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
@@ -884,7 +884,7 @@ def test_svg_parses_and_counts_points(data):
         assert root.tag == f"{{{SVG_NS}}}svg"
         assert root.get("viewBox")
         n_rows = int(((pq["model"] == model) & (pq["task"] == task) & (pq["n_demos"] == n)).sum())
-        pts = _all(root, f"pt")
+        pts = _all(root, "pt")
         assert len(pts) == n_rows
         assert fig.count('class="pt"') == n_rows
         texts = " ".join(t.text or "" for t in root.iter(f"{{{SVG_NS}}}text"))
@@ -901,14 +901,14 @@ def test_scatter_one_point_per_pair(data):
     assert len(figs) == len(GROUPS)
     for fig, (model, task, n) in zip(figs, sorted(GROUPS, key=lambda g: (g[0], g[1], g[2])), strict=True):
         root = ET.fromstring(fig)
-        panels = _all(root, f"panel")
+        panels = _all(root, "panel")
         assert [p.get("data-method") for p in panels] == ["gd", "sgd", "adam"]
         for panel in panels:
             method = panel.get("data-method")
             expected = _expected_pairs(po, model, task, n, method)
-            pts = _all(panel, f"pt")
+            pts = _all(panel, "pt")
             assert len(pts) == expected, method
-            assert len(_all(panel, f"diagonal")) == 1
+            assert len(_all(panel, "diagonal")) == 1
             texts = [t.text or "" for t in panel.iter(f"{{{SVG_NS}}}text")]
             assert "ICL P(gold)" in texts and f"{method} P(gold)" in texts
             assert any(t.startswith(f"n = {expected}") for t in texts)
@@ -950,9 +950,9 @@ def test_scatter_subsamples_deterministically():
     b = figures.order_scatter_plot(pairs, methods=["gd", "sgd"], title="big <&>", max_points=3000)
     assert a == b
     root = ET.fromstring(a)
-    gd, sgd = _all(root, f"panel")
-    assert len(_all(gd, f"pt")) == 3000
-    assert len(_all(sgd, f"pt")) == 0
+    gd, sgd = _all(root, "panel")
+    assert len(_all(gd, "pt")) == 3000
+    assert len(_all(sgd, "pt")) == 0
     texts = " ".join(t.text or "" for t in root.iter(f"{{{SVG_NS}}}text"))
     assert "3000 of 5000 pairs (subsample)" in texts and "no paired data" in texts
     assert "big &lt;&amp;&gt;" in a
@@ -998,7 +998,7 @@ def test_svg_plot_direct():
     b = figures.order_sensitivity_plot(sub, methods_order=["icl", "gd", "sgd"], title='T <&> "q"')
     assert a == b  # deterministic jitter
     root = ET.fromstring(a)
-    assert len(_all(root, f"pt")) == len(sub)
+    assert len(_all(root, "pt")) == len(sub)
     assert "T &lt;&amp;&gt; &quot;q&quot;" in a
     # palette: fixed colours for known methods, next colour for unknown ones
     cols = figures.method_colors(["icl", "gd", "sgd", "adam", "mystery", "other"])
@@ -1006,8 +1006,8 @@ def test_svg_plot_direct():
     assert cols["icl"] == figures.PALETTE["icl"] and cols["mystery"] == figures.EXTRA_COLORS[0]
     assert figures.method_colors(["gd"])["gd"] == cols["gd"]
     # mean + CI computed when no summary given: one mean marker per method
-    assert len(_all(root, f"mean")) == 4
-    assert len(_all(root, f"ci")) == 4
+    assert len(_all(root, "mean")) == 4
+    assert len(_all(root, "ci")) == 4
     # an explicit colour map wins
     c = figures.order_sensitivity_plot(sub, methods_order=["icl"], title="x", colors={"mystery": "#123456"})
     assert "fill: #123456" in c
@@ -1021,9 +1021,9 @@ def test_resampling_plot():
     s = figures.resampling_distribution_plot(draws, 0.1, title="boot <x>", null_value=0.0, margin=LOG125,
                                          interval=(0.02, 0.18))
     root = ET.fromstring(s)
-    assert len(_all(root, f"bar")) == 40
+    assert len(_all(root, "bar")) == 40
     for cls, n in (("estimate", 1), ("null", 1), ("margin", 2), ("interval", 1)):
-        assert len(_all(root, f"{cls}")) == n, cls
+        assert len(_all(root, cls)) == n, cls
     # the margin lines sit symmetrically around the null line
     lo, hi = (_box(el)[0] for el in _all(root, "margin"))
     np.testing.assert_allclose((lo + hi) / 2, _box(_all(root, "null")[0])[0], atol=0.02)
@@ -1055,11 +1055,11 @@ def test_resampling_section(data):
     root = ET.fromstring(_svgs(figs[0][2])[0])
     texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
     assert "log ratio of mean per-query order SD (icl / gd)" in texts
-    assert len(_all(root, f"margin")) == 2
+    assert len(_all(root, "margin")) == 2
     align = figs[2][2]
     root = ET.fromstring(_svgs(align)[0])
     assert root.find(f"{{{SVG_NS}}}title").text == "#6 ICL vs SGD · order alignment · sentiment · N=4 · smollm2-135m"
-    assert not _all(root, f"margin")  # a threshold, no margin
+    assert not _all(root, "margin")  # a threshold, no margin
     assert "ρ₀ 0.9, bounds [0.3, 0.48] (one-sided 95% / 97.5%)" in _text(align)
     extra = render_report({**res, "null_distributions": {"99": [0.0, 1.0, 2.0]}}, pd.DataFrame(), study_text="")
     assert "Resampling distribution — comparison 99" in extra

@@ -9,7 +9,7 @@ write_report
     Render and atomically write ``report.html`` into a run directory
     (reading ``per_order.parquet`` from it when no per-order frame is given).
 
-The figures are drawn by the dependency-free :mod:`hyptest.report.svg`.
+The figures are drawn with matplotlib as deterministic inline SVG by :mod:`hyptest.report.figures`.
 """
 
 from hyptest.report.html import render_report, write_report

@@ -57,7 +57,6 @@ _S = f"{{{SVG_NS}}}"
 RC: dict[str, Any] = {
     "svg.fonttype": "none",
     "svg.hashsalt": "hyptest-report",
-    "svg.id": None,
     "text.parse_math": False,
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans"],
