@@ -241,7 +241,7 @@ def test_trajectory_figure(full):
     xs, _ = _axis_labels(root)
     assert set(xs) == {"optimisation step (0 = before training)"}
     # one family, one hue: the three SGD grid members get three shades of SGD's colour, Adam keeps its own
-    colours = {s.get("data-series"): _fill(_cls(s, "pt")[0]) for s in _cls(panels[0], "series")}
+    colours = {s.get("data-series"): _fill(_cls(s, "pts")[0]) for s in _cls(panels[0], "series")}
     sgd = [colours[m] for m in TRAJ_METHODS if m.startswith("sgd@")]
     assert len(set(sgd)) == 3
     assert figures.shade(figures.PALETTE["sgd"], -0.35) == sgd[0]
@@ -589,3 +589,28 @@ def test_inline_svg_has_no_date_prolog_or_foreign_url():
         assert root[0].tag == f"{SVG_NS}title" and root[0].text == root.get("aria-label")
         ids = [e.get("id") for e in root.iter() if e.get("id")]
         assert len(ids) == len(set(ids)) and all(not i.startswith(("figure_", "axes_", "hyptest-tag")) for i in ids)
+
+
+def test_a_tooltip_never_lands_on_another_point():
+    """Tooltips are matched to markers by order; a count mismatch is an error, not a shifted tooltip."""
+    import matplotlib
+
+    from hyptest.report.figures.canvas import RC, Sketch, add_line
+
+    with matplotlib.rc_context(RC):
+        sk = Sketch(200, 100)
+        ax = sk.axes(20, 10, 160, 80)
+        ax.set_xlim(0, 3)
+        ax.set_ylim(0, 3)
+        line = add_line(ax, [1, 2, 2.5], [1, 2, 2.5], ls="none", marker="o")
+        sk.tag(line, "pts", child_class="pt", children=[{"title": "a"}, {"title": "b"}])
+        with pytest.raises(RuntimeError, match="2 tooltips for 3 markers"):
+            sk.svg(title="t", kind="x")
+
+
+def test_figures_use_matplotlib_object_api_only():
+    """No pyplot (global state, a GUI backend): a Figure and the SVG backend only."""
+    folder = pathlib.Path(figures.__file__).parent
+    for path in folder.glob("*.py"):
+        src = path.read_text(encoding="utf-8")
+        assert "import matplotlib.pyplot" not in src and "from matplotlib import pyplot" not in src, path

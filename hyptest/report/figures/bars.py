@@ -209,9 +209,10 @@ def rank_plot(
                 ax.set_ylim(0, cmax)
                 ax.set_axis_off()
                 sk.tag(ax, "chain-row", wrap=group, chain=c)
-                for b in range(n_bins):
-                    v = float(arr[pi, c, b])
-                    (bar,) = ax.bar(b + 0.02, min(v, cmax), width=0.96, align="edge", color=color, alpha=0.75)
+                row = arr[pi, c]
+                bars = ax.bar(np.arange(n_bins) + 0.02, np.minimum(row, cmax), width=0.96, align="edge", color=color,
+                              alpha=0.75)
+                for b, (bar, v) in enumerate(zip(bars, row.tolist(), strict=True)):
                     sk.tag(bar, "bar", title=f"chain {c}, bin {b + 1}: {int(round(v))} draws", chain=c,
                            count=int(round(v)), clipped="1" if v > cmax else None)
                 sk.tag(ax.axhline(expected, color="#111111", lw=1, ls=(0, (4, 3))), "expected")

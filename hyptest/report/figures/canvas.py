@@ -32,7 +32,8 @@ import math
 import re
 import textwrap
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -45,7 +46,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
-__all__ = ["SVG_NS", "RC", "Sketch", "drawing", "message_svg", "data_range", "finite", "style_axes", "wrap_label",
+__all__ = ["SVG_NS", "RC", "Sketch", "add_line", "drawing", "message_svg", "data_range", "finite", "style_axes", "wrap_label",
            "pixel_box"]
 
 #: The SVG namespace; the only URL that appears in generated SVG.
@@ -149,6 +150,13 @@ def data_range(
     return (float(a), float(b)) if b > a else (float(a), float(a) + 1.0)
 
 
+def add_line(ax: Axes, xs: Sequence[float], ys: Sequence[float], **kw: Any) -> Line2D:
+    """Add a :class:`~matplotlib.lines.Line2D` to ``ax`` directly (much cheaper than ``ax.plot`` per point)."""
+    ln = Line2D(xs, ys, **kw)
+    ax.add_line(ln)
+    return ln
+
+
 def style_axes(ax: Axes, *, grid: str | None = "y", frame: bool = False) -> None:
     """The report's look for one axes: light grid under the data, left and bottom spines only.
 
@@ -188,7 +196,7 @@ class Sketch:
         self.width, self.height = float(width), float(height)
         self.fig = Figure(figsize=(self.width / 72.0, self.height / 72.0), dpi=72)
         FigureCanvasSVG(self.fig)
-        self._tags: dict[str, tuple[dict[str, str], str | None, str | None, tuple[str, ...] | None]] = {}
+        self._tags: dict[str, _Tag] = {}
 
     # -- placement ---------------------------------------------------------
     def fx(self, x: float) -> float:
@@ -223,7 +231,8 @@ class Sketch:
 
     # -- tags --------------------------------------------------------------
     def tag(self, artist: Artist, cls: str, *, title: str | None = None, wrap: tuple[str, ...] | None = None,
-            child_class: str | None = None, **data: object) -> Artist:
+            child_class: str | None = None, children: Sequence[Mapping[str, object]] | None = None,
+            **data: object) -> Artist:
         """Give an artist a class, ``data-*`` attributes and a tooltip in the SVG.
 
         Parameters
@@ -238,8 +247,13 @@ class Sketch:
             ``(class, attribute, value)`` of a ``<g>`` that wraps every artist
             tagged with the same tuple (e.g. the parts of one series).
         child_class : str, optional
-            Class given to each drawn element of the artist (each marker of a
-            line of points).
+            Class given to each marker the artist draws (each point of a line
+            of points).
+        children : sequence of mapping, optional
+            One mapping per marker, in data order: its ``"title"`` (tooltip)
+            and ``data-*`` attributes.  Writing the SVG fails if the artist
+            drew a different number of markers, so a tooltip never lands on
+            another point.
         **data : object
             ``data-<name>`` attributes (``_`` becomes ``-``); None is left out.
         """
@@ -247,7 +261,11 @@ class Sketch:
         artist.set_gid(gid)
         attrs = {"class": cls}
         attrs.update({f"data-{k.replace('_', '-')}": str(v) for k, v in data.items() if v is not None})
-        self._tags[gid] = (attrs, title, child_class, wrap)
+        kids = None
+        if children is not None:
+            kids = [{("title" if k == "title" else f"data-{k.replace('_', '-')}"): str(v) for k, v in c.items()
+                     if v is not None} for c in children]
+        self._tags[gid] = _Tag(attrs, title, child_class, wrap, kids)
         return artist
 
     # -- output ------------------------------------------------------------
@@ -304,7 +322,18 @@ _WS = re.compile(r"\s+")
 _DQ, _SQ = "\ue000", "\ue001"  # placeholders of quotes in text (private-use code points)
 
 
-def _inline(doc: str, tags: dict[str, tuple[dict[str, str], str | None, str | None, tuple[str, ...] | None]], *,
+@dataclass(frozen=True)
+class _Tag:
+    """What :meth:`Sketch.tag` asked for one artist."""
+
+    attrs: dict[str, str]
+    title: str | None
+    child_class: str | None
+    wrap: tuple[str, ...] | None
+    children: list[dict[str, str]] | None
+
+
+def _inline(doc: str, tags: dict[str, _Tag], *,
             title: str, kind: str, width: float, height: float) -> str:
     doc = doc.replace(_DQ, "").replace(_SQ, "")
     root = ET.fromstring(doc[doc.index("<svg"):])
@@ -337,13 +366,22 @@ def _inline(doc: str, tags: dict[str, tuple[dict[str, str], str | None, str | No
         if gid is None:
             continue
         if gid in tags:
-            attrs, tip, child_class, group = tags[gid]
+            tag = tags[gid]
             del el.attrib["id"]
-            el.attrib.update(attrs)
-            if child_class is not None:
-                for d in el.iter(f"{_S}use"):
-                    d.set("class", child_class)
-            pending[el] = (tip, group)
+            el.attrib.update(tag.attrs)
+            uses = list(el.iter(f"{_S}use"))
+            if tag.child_class is not None:
+                for d in uses:
+                    d.set("class", tag.child_class)
+            if tag.children is not None:
+                if len(tag.children) != len(uses):
+                    raise RuntimeError(f"{len(tag.children)} tooltips for {len(uses)} markers of {tag.attrs}")
+                for d, kid in zip(uses, tag.children, strict=True):
+                    d.attrib.update({k: v for k, v in kid.items() if k != "title"})
+                    if "title" in kid:
+                        t = ET.SubElement(d, f"{_S}title")
+                        t.text = kid["title"]
+            pending[el] = (tag.title, tag.wrap)
         elif gid not in referenced:
             del el.attrib["id"]
     _unwrap_bare_groups(root)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .canvas import data_range, drawing, finite, message_svg, style_axes
+from .canvas import add_line, data_range, drawing, finite, message_svg, style_axes
 from .colors import method_colors
 
 __all__ = ["order_sensitivity_plot", "resampling_distribution_plot", "posterior_plot"]
@@ -133,9 +133,9 @@ def order_sensitivity_plot(
             if m in stats:
                 mean, lo, hi = stats[m]
                 if math.isfinite(lo) and math.isfinite(hi):
-                    (ci,) = ax.plot([i + 0.3] * 2, [lo, hi], color="#111111", lw=1.6, marker="_", ms=10, mew=1.6)
+                    ci = add_line(ax, [i + 0.3] * 2, [lo, hi], color="#111111", lw=1.6, marker="_", ms=10, mew=1.6)
                     sk.tag(ci, "ci", wrap=group, low=f"{lo:.6g}", high=f"{hi:.6g}")
-                (mk,) = ax.plot([i + 0.3], [mean], "D", ms=8, mfc=color, mec="#111111", mew=1.2)
+                mk = add_line(ax, [i + 0.3], [mean], ls="none", marker="D", ms=8, mfc=color, mec="#111111", mew=1.2)
                 ci_txt = f" [{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) and math.isfinite(hi) else ""
                 sk.tag(mk, "mean", title=f"{m}: mean {mean:.3g}{ci_txt}, n = {v.size}", wrap=group,
                        value=f"{mean:.6g}")
@@ -214,8 +214,8 @@ def resampling_distribution_plot(
         sk.tag(ax.yaxis.label, "y-label")
         ax.set_xlabel(x_label)
         sk.tag(ax.xaxis.label, "x-label")
-        for c, a, b in zip(counts, edges[:-1], edges[1:], strict=True):
-            (bar,) = ax.bar(a, c, width=(b - a) * 0.98, align="edge", color="#bfcbd9")
+        bars = ax.bar(edges[:-1], counts, width=np.diff(edges) * 0.98, align="edge", color="#bfcbd9")
+        for bar, c, a, b in zip(bars, counts, edges[:-1], edges[1:], strict=True):
             sk.tag(bar, "bar", title=f"[{a:.3g}, {b:.3g}): {int(c)} draws", count=int(c))
         if interval is not None:
             ia, ib = (finite(v) if v is not None else None for v in interval)
@@ -299,7 +299,8 @@ def posterior_plot(
     Returns
     -------
     str
-        Inline SVG with one ``class="bar"`` per bin (``data-count``,
+        Inline SVG (its x axis covers the bins that hold draws and every
+        marked value) with one ``class="bar"`` per bin (``data-count``,
         ``data-in-hdi``), a ``class="rope"`` band (``data-low``/``data-high``),
         a ``class="zero"`` line and a ``class="hdi"`` bar (``data-low``,
         ``data-high``).  Counts and edges that do not match or are not finite
@@ -330,18 +331,21 @@ def posterior_plot(
         ax.spines["left"].set_visible(False)
         ax.set_yticks([])
         marks = [0.0] + ([-r, r] if r is not None else []) + ([lo_h, hi_h] if lo_h is not None else [])
-        ax.set_xlim(*data_range([e[0], e[-1]], include=marks))
+        nz = np.flatnonzero(c > 0)  # the axis covers the bins that hold draws, not empty edges
+        span = [e[nz[0]], e[nz[-1] + 1]] if nz.size else [e[0], e[-1]]
+        ax.set_xlim(*data_range(span, include=marks))
         ax.set_ylim(0, float(dens.max()) * 1.08 if dens.max() > 0 else 1.0)
         ax.set_xlabel(x_label, fontsize=10, labelpad=18)
         sk.tag(ax.xaxis.label, "x-label")
         if r is not None:
             sk.tag(ax.axvspan(-r, r, color="#9e9e9e", alpha=0.28, lw=0), "rope", title=f"ROPE ±{r:.3g}",
                    low=f"{-r:.6g}", high=f"{r:.6g}")
-        for cnt, d, a, b in zip(c, dens, e[:-1], e[1:], strict=True):
-            inside = lo_h is not None and lo_h <= (a + b) / 2 <= hi_h  # type: ignore[operator]
-            (bar,) = ax.bar(a, d, width=(b - a) * 0.97, align="edge", color=color,
-                            alpha=0.85 if inside or lo_h is None else 0.35)
-            sk.tag(bar, "bar", title=f"[{a:.3g}, {b:.3g}): {int(round(cnt))} draws", in_hdi=int(inside),
+        centres = (e[:-1] + e[1:]) / 2
+        inside = [lo_h is not None and lo_h <= x <= hi_h for x in centres.tolist()]  # type: ignore[operator]
+        bars = ax.bar(e[:-1], dens, width=np.diff(e) * 0.97, align="edge", color=color)
+        for bar, cnt, a, b, ins in zip(bars, c, e[:-1], e[1:], inside, strict=True):
+            bar.set_alpha(0.85 if ins or lo_h is None else 0.35)
+            sk.tag(bar, "bar", title=f"[{a:.3g}, {b:.3g}): {int(round(cnt))} draws", in_hdi=int(ins),
                    count=int(round(cnt)))
         sk.tag(ax.axvline(0.0, color="#222222", lw=1.2, ls=(0, (4, 3))), "zero")
         if lo_h is not None:

@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import offset_copy
 
-from .canvas import Sketch, data_range, drawing, finite, message_svg, style_axes, wrap_label
+from .canvas import Sketch, add_line, data_range, drawing, finite, message_svg, style_axes, wrap_label
 from .colors import method_colors
 
 __all__ = ["SeriesPoint", "Panel", "line_panels"]
@@ -303,23 +303,30 @@ def _series(sk: Sketch, ax: Axes, name: str, si: int, raw: list[SeriesPoint], *,
         for k, pt in pts:
             lo, hi = finite(pt.lo), finite(pt.hi)
             if lo is not None and hi is not None:
-                (ci,) = ax.plot([to_x(k, si)] * 2, [lo, hi], color=color, lw=1.4, marker="_", ms=6, mew=1.4)
+                ci = add_line(ax, [to_x(k, si)] * 2, [lo, hi], color=color, lw=1.4, marker="_", ms=6, mew=1.4)
                 sk.tag(ci, "ci", wrap=group, low=f"{lo:.6g}", high=f"{hi:.6g}")
     if len(pts) > 1:
         (ln,) = ax.plot([to_x(k, si) for k, _ in pts], [float(pt.y) for _, pt in pts], color=color, lw=1.8)
         sk.tag(ln, "line", wrap=group)
-    above = offset_copy(ax.transData, fig=sk.fig, y=9, units="points")
+    # one line of markers for the points (one artist per point made big reports slow); each marker gets its tooltip
+    tips = []
     for k, pt in pts:
         lo, hi = finite(pt.lo), finite(pt.hi)
-        y = float(pt.y)  # type: ignore[arg-type]
         where = k if isinstance(k, str) else f"{k:g}"
-        tip = f"{label} · {where}: {y:.3g}" + (f" [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else "")
-        (dot,) = ax.plot([to_x(k, si)], [y], "o", ms=6, mfc=color, mec="#ffffff", mew=0.8)
-        sk.tag(dot, "pt", title=tip, wrap=group, x=where, y=f"{y:.6g}")
+        tip = f"{label} · {where}: {float(pt.y):.3g}" + (f" [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None
+                                                           else "")
+        tips.append({"title": tip, "x": where, "y": f"{float(pt.y):.6g}"})
+    dots = add_line(ax, [to_x(k, si) for k, _ in pts], [float(pt.y) for _, pt in pts], ls="none", marker="o", ms=6,
+                    mfc=color, mec="#ffffff", mew=0.8)
+    sk.tag(dots, "pts", child_class="pt", children=tips, wrap=group)
+    above = offset_copy(ax.transData, fig=sk.fig, y=9, units="points")
+    for k, pt in pts:
         if pt.marked:
+            hi = finite(pt.hi)
+            y = float(pt.y)  # type: ignore[arg-type]
             top = max(y, hi) if hi is not None and interval == "whiskers" else y
-            (mk,) = ax.plot([to_x(k, si)], [top], "v", ms=8, mfc=_MARK, mec="#111111", mew=0.6, transform=above,
-                            clip_on=False)
+            mk = add_line(ax, [to_x(k, si)], [top], ls="none", marker="v", ms=8, mfc=_MARK, mec="#111111",
+                          mew=0.6, transform=above, clip_on=False)
             sk.tag(mk, "marked", wrap=group)
 
 
