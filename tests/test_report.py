@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hyptest.report import render_report, svg, write_report
+from hyptest.report import render_report, write_report
+from hyptest.report import figures
+from hyptest.report.figures.canvas import pixel_box
 from hyptest.report.html import (
     banner_text,
     effect_text,
@@ -405,6 +407,23 @@ def _figs(doc: str, cls: str) -> list[str]:
     return [s for s in _svgs(doc) if re.match(rf'<svg [^>]*class="hyptest-fig {cls}"', s)]
 
 
+def _all(root: ET.Element, cls: str) -> list[ET.Element]:
+    """Elements of any tag whose class list contains ``cls`` (document order)."""
+    return [e for e in root.iter() if cls in (e.get("class") or "").split()]
+
+
+def _fill(el: ET.Element) -> str:
+    """Fill colour of an element or of its nearest styled group, from matplotlib's ``style`` attribute."""
+    m = re.search(r"fill: (#[0-9a-fA-F]{6})", el.get("style") or "")
+    return m.group(1).lower() if m else ""
+
+
+def _box(el: ET.Element) -> tuple[float, float, float, float]:
+    """Pixel bounding box (x0, y0, x1, y1) of the first path drawn by an element (itself or inside it)."""
+    path = el if el.tag.endswith("path") else next(p for p in el.iter(f"{{{SVG_NS}}}path") if p.get("d"))
+    return pixel_box(path.get("d"))
+
+
 def _text(fragment: str) -> str:
     return html_lib.unescape(re.sub(r"<[^>]+>", "", fragment))
 
@@ -735,16 +754,16 @@ def test_bayes_section(data):
     figs = _figs(evil, "posterior")
     assert len(figs) == 2
     assert re.findall(r'<figure class="posterior" data-method="([a-z]+)">', evil) == ["sgd", "adam"]
-    for fig, method, colour in zip(figs, ("SGD", "Adam"), (svg.PALETTE["sgd"], svg.PALETTE["adam"]), strict=True):
+    for fig, method, colour in zip(figs, ("SGD", "Adam"), (figures.PALETTE["sgd"], figures.PALETTE["adam"]), strict=True):
         root = ET.fromstring(fig)
-        assert len(root.findall(f".//{{{SVG_NS}}}rect[@class='bar']")) == 40
-        assert len(root.findall(f".//{{{SVG_NS}}}rect[@class='rope']")) == 1
-        assert len(root.findall(f".//{{{SVG_NS}}}line[@class='zero']")) == 1
-        assert len(root.findall(f".//{{{SVG_NS}}}line[@class='hdi']")) == 1
+        assert len(_all(root, "bar")) == 40
+        assert len(_all(root, "rope")) == 1
+        assert len(_all(root, "zero")) == 1
+        assert len(_all(root, "hdi")) == 1
         texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
         assert f"log(SD ICL / SD {method}), per-query SD across orders" in texts
         assert "94% HDI" in texts
-        assert f'fill="{colour}"' in fig
+        assert f"fill: {colour.lower()}" in fig
     items = {m: _text(li) for m, li in re.findall(
         r'<li class="verdict-[a-z_]+" data-method="([a-z]+)">(.*?)</li>', evil, re.S)}
     assert list(items) == ["gd", "sgd", "adam"]
@@ -785,29 +804,31 @@ def test_bayes_section(data):
 def test_posterior_plot_direct():
     counts = [0] * 10 + [5, 10, 20, 40, 20, 10, 5] + [0] * 3
     edges = np.linspace(-5, 5, 21).tolist()
-    fig = svg.posterior_plot(counts, edges, title="t <x>", hdi=(-0.5, 2.0), hdi_prob=0.9, rope=1.0,
+    fig = figures.posterior_plot(counts, edges, title="t <x>", hdi=(-0.5, 2.0), hdi_prob=0.9, rope=1.0,
                              mean=0.5, color="#009E73")
     root = ET.fromstring(fig)
-    bars = root.findall(f".//{{{SVG_NS}}}rect[@class='bar']")
+    bars = _all(root, "bar")
     assert [int(b.get("data-count")) for b in bars] == counts
     # bin centres -4.75, -4.25, ..., 4.75: inside [-0.5, 2] are -0.25 ... 1.75
     assert [i for i, b in enumerate(bars) if b.get("data-in-hdi") == "1"] == [9, 10, 11, 12, 13]
-    # the ROPE band spans [-1, 1] and the zero line sits half way along it
-    rope = root.find(f".//{{{SVG_NS}}}rect[@class='rope']")
-    x0, w = float(rope.get("x")), float(rope.get("width"))
-    zero = float(root.find(f".//{{{SVG_NS}}}line[@class='zero']").get("x1"))
-    np.testing.assert_allclose(zero, x0 + w / 2, atol=0.02)
-    first, last = bars[0], bars[-1]
-    span = float(last.get("x")) - float(first.get("x"))  # 19 bins of width 0.5
-    np.testing.assert_allclose(w, span / 19 * 4, rtol=0.01)
-    hdi = root.find(f".//{{{SVG_NS}}}line[@class='hdi']")
-    np.testing.assert_allclose(float(hdi.get("x2")) - float(hdi.get("x1")), span / 19 * 5, rtol=0.01)
+    # the ROPE band spans [-1, 1], the HDI [-0.5, 2], and the zero line sits half way along the ROPE
+    rope_el, hdi_el = _all(root, "rope")[0], _all(root, "hdi")[0]
+    assert (float(rope_el.get("data-low")), float(rope_el.get("data-high"))) == (-1.0, 1.0)
+    assert (float(hdi_el.get("data-low")), float(hdi_el.get("data-high"))) == (-0.5, 2.0)
+    rope, zero, hdi = _box(rope_el), _box(_all(root, "zero")[0]), _box(hdi_el)
+    np.testing.assert_allclose(zero[0], (rope[0] + rope[2]) / 2, atol=0.02)
+    per_unit = (_box(bars[-1])[0] - _box(bars[0])[0]) / (edges[-2] - edges[0])  # pixels per unit of x
+    np.testing.assert_allclose(rope[2] - rope[0], 2.0 * per_unit, rtol=0.01)
+    np.testing.assert_allclose(hdi[2] - hdi[0], 2.5 * per_unit, rtol=0.01)
+    # taller bars for larger counts, with a common base
+    heights = [_box(b)[3] - _box(b)[1] for b in bars]
+    np.testing.assert_allclose([h / max(heights) for h in heights], [c / max(counts) for c in counts], atol=0.01)
     assert "t &lt;x&gt;" in fig
     texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
     assert "90% HDI" in texts and "log(SD_query ICL / SD_query method), per-query SD across orders" in texts
     # bad input: a message, still valid SVG
     for bad in (([1, 2], [0.0, 1.0]), ([], []), ([1.0, float("nan")], [0.0, 1.0, 2.0])):
-        s = svg.posterior_plot(*bad, title="x")
+        s = figures.posterior_plot(*bad, title="x")
         ET.fromstring(s)
         assert "no posterior draws available" in s
 
@@ -837,8 +858,7 @@ def test_agreement_section(data):
     figs = _figs(sec, "grouped-bars")
     assert len(figs) == 3
     root = ET.fromstring(figs[0])
-    bars = root.findall(f".//{{{SVG_NS}}}rect")
-    bars = [b for b in bars if (b.get("class") or "").startswith("bar")]
+    bars = _all(root, "bar")
     got = {(html_lib.unescape(b.get("data-group")), b.get("data-series")): float(b.get("data-value"))
            for b in bars}
     evil_label = f"{EVIL_TASK} · N=8 · {EVIL_MODEL}"
@@ -849,28 +869,28 @@ def test_agreement_section(data):
                    ("sentiment · N=4 · smollm2-135m", "adam"): 0.65}
     refs = [b for b in bars if "reference-bar" in b.get("class")]
     assert {b.get("data-series") for b in refs} == {"icl"} and len(refs) == 2
-    assert len(root.findall(f".//{{{SVG_NS}}}line[@class='reference']")) == 2
+    assert len(_all(root, "reference")) == 2
     for b in bars:  # consistent method colours
-        assert b.get("fill") == svg.PALETTE[b.get("data-series")]
+        assert _fill(b) == figures.PALETTE[b.get("data-series")].lower()
     texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
     assert "ICL vs ICL (another order)" in texts and "ICL vs GD" in texts
 
 
 def test_grouped_bar_chart_direct():
-    fig = svg.grouped_bar_chart(["a <1>", "b"], ["ref", "x"], {("a <1>", "ref"): 2.0, ("a <1>", "x"): 1.0,
+    fig = figures.grouped_bar_chart(["a <1>", "b"], ["ref", "x"], {("a <1>", "ref"): 2.0, ("a <1>", "x"): 1.0,
                                                               ("b", "x"): float("nan")},
                                 title="T", y_label="y", reference="ref")
     root = ET.fromstring(fig)
-    bars = [b for b in root.iter(f"{{{SVG_NS}}}rect") if (b.get("class") or "").startswith("bar")]
+    bars = _all(root, "bar")
     assert [(b.get("data-group"), b.get("data-series")) for b in bars] == [("a <1>", "ref"), ("a <1>", "x")]
-    ref, x = bars
-    base = float(ref.get("y")) + float(ref.get("height"))
-    np.testing.assert_allclose(float(x.get("y")) + float(x.get("height")), base, atol=0.01)  # common zero
-    np.testing.assert_allclose(float(ref.get("height")), 2 * float(x.get("height")), rtol=1e-3)
-    line = root.find(f".//{{{SVG_NS}}}line[@class='reference']")
-    np.testing.assert_allclose(float(line.get("y1")), float(ref.get("y")), atol=0.01)
+    assert [b.find(f"{{{SVG_NS}}}title").text for b in bars] == ["ref: 2", "x: 1"]
+    ref, x = (_box(b) for b in bars)
+    np.testing.assert_allclose(x[3], ref[3], atol=0.01)  # common zero
+    np.testing.assert_allclose(ref[3] - ref[1], 2 * (x[3] - x[1]), rtol=1e-3)  # heights in proportion 2:1
+    line = _box(_all(root, "reference")[0])
+    np.testing.assert_allclose(line[1], ref[1], atol=0.01)  # the reference line at the reference bar's top
     assert "a &lt;1&gt;" in fig
-    assert "no values" in svg.grouped_bar_chart([], [], {}, title="T", y_label="y")
+    assert "no values" in figures.grouped_bar_chart([], [], {}, title="T", y_label="y")
 
 
 def test_svg_parses_and_counts_points(data):
@@ -882,9 +902,9 @@ def test_svg_parses_and_counts_points(data):
         assert root.tag == f"{{{SVG_NS}}}svg"
         assert root.get("viewBox")
         n_rows = int(((pq["model"] == model) & (pq["task"] == task) & (pq["n_demos"] == n)).sum())
-        pts = root.findall(f".//{{{SVG_NS}}}circle[@class='pt']")
+        pts = _all(root, "pt")
         assert len(pts) == n_rows
-        assert fig.count('<circle class="pt"') == n_rows
+        assert fig.count('class="pt"') == n_rows
         texts = " ".join(t.text or "" for t in root.iter(f"{{{SVG_NS}}}text"))
         assert "std of P(gold) across orders" in texts
         for m in METHODS:
@@ -899,14 +919,14 @@ def test_scatter_one_point_per_pair(data):
     assert len(figs) == len(GROUPS)
     for fig, (model, task, n) in zip(figs, sorted(GROUPS, key=lambda g: (g[0], g[1], g[2])), strict=True):
         root = ET.fromstring(fig)
-        panels = root.findall(f"{{{SVG_NS}}}g[@class='panel']")
+        panels = _all(root, "panel")
         assert [p.get("data-method") for p in panels] == ["gd", "sgd", "adam"]
         for panel in panels:
             method = panel.get("data-method")
             expected = _expected_pairs(po, model, task, n, method)
-            pts = panel.findall(f".//{{{SVG_NS}}}circle[@class='pt']")
+            pts = _all(panel, "pt")
             assert len(pts) == expected, method
-            assert len(panel.findall(f"{{{SVG_NS}}}line[@class='diagonal']")) == 1
+            assert len(_all(panel, "diagonal")) == 1
             texts = [t.text or "" for t in panel.iter(f"{{{SVG_NS}}}text")]
             assert "ICL P(gold)" in texts and f"{method} P(gold)" in texts
             assert any(t.startswith(f"n = {expected}") for t in texts)
@@ -928,31 +948,34 @@ def test_scatter_uses_the_last_step_and_right_coordinates():
     raw = po[(po.demo_set == 0) & (po.order_id == 0) & (po.query_id == "q2")]
     assert one.x.iloc[0] == raw[raw.method == "icl"].p_gold.iloc[0]
     assert one.y.iloc[0] == raw[(raw.method == "sgd") & (raw.step == 3)].p_gold.iloc[0]
-    # drawn at x = left + p * size, y = bottom - p * size inside the panel frame
-    fig = svg.order_scatter_plot(one.assign(method="sgd"), methods=["sgd"], title="t")
+    # drawn where the panel's axis limits put (x, y) inside its frame
+    fig = figures.order_scatter_plot(one.assign(method="sgd"), methods=["sgd"], title="t")
     root = ET.fromstring(fig)
-    frame = root.find(f".//{{{SVG_NS}}}g[@class='panel']/{{{SVG_NS}}}rect")
-    left, top, size = (float(frame.get(k)) for k in ("x", "y", "width"))
-    pt = root.find(f".//{{{SVG_NS}}}circle[@class='pt']")
-    np.testing.assert_allclose(float(pt.get("cx")), left + one.x.iloc[0] * size, atol=0.01)
-    np.testing.assert_allclose(float(pt.get("cy")), top + size - one.y.iloc[0] * size, atol=0.01)
+    (panel,) = _all(root, "panel")
+    x0, y0, x1, y1 = _box(_all(panel, "frame")[0])
+    (lo, hi), (ylo, yhi) = ((float(v) for v in panel.get(k).split()) for k in ("data-xlim", "data-ylim"))
+    px, py = one.x.iloc[0], one.y.iloc[0]
+    assert lo <= min(px, py) and max(px, py) <= hi and 0.0 <= lo and hi <= 1.0  # limits fit the data within [0, 1]
+    pt = _all(root, "pt")[0]
+    np.testing.assert_allclose(float(pt.get("x")), x0 + (px - lo) / (hi - lo) * (x1 - x0), atol=0.01)
+    np.testing.assert_allclose(float(pt.get("y")), y1 - (py - ylo) / (yhi - ylo) * (y1 - y0), atol=0.01)
 
 
 def test_scatter_subsamples_deterministically():
     rng = np.random.default_rng(1)
     pairs = pd.DataFrame({"method": "gd", "x": rng.uniform(size=5000), "y": rng.uniform(size=5000)})
-    a = svg.order_scatter_plot(pairs, methods=["gd", "sgd"], title="big <&>", max_points=3000)
-    b = svg.order_scatter_plot(pairs, methods=["gd", "sgd"], title="big <&>", max_points=3000)
+    a = figures.order_scatter_plot(pairs, methods=["gd", "sgd"], title="big <&>", max_points=3000)
+    b = figures.order_scatter_plot(pairs, methods=["gd", "sgd"], title="big <&>", max_points=3000)
     assert a == b
     root = ET.fromstring(a)
-    gd, sgd = root.findall(f"{{{SVG_NS}}}g[@class='panel']")
-    assert len(gd.findall(f".//{{{SVG_NS}}}circle[@class='pt']")) == 3000
-    assert len(sgd.findall(f".//{{{SVG_NS}}}circle[@class='pt']")) == 0
+    gd, sgd = _all(root, "panel")
+    assert len(_all(gd, "pt")) == 3000
+    assert len(_all(sgd, "pt")) == 0
     texts = " ".join(t.text or "" for t in root.iter(f"{{{SVG_NS}}}text"))
     assert "3000 of 5000 pairs (subsample)" in texts and "no paired data" in texts
     assert "big &lt;&amp;&gt;" in a
-    np.testing.assert_array_equal(svg.subsample_index(10, 20), np.arange(10))
-    idx = svg.subsample_index(100, 7)
+    np.testing.assert_array_equal(figures.subsample_index(10, 20), np.arange(10))
+    idx = figures.subsample_index(100, 7)
     assert len(idx) == 7 and len(set(idx.tolist())) == 7 and np.all(np.diff(idx) > 0)
 
 
@@ -967,12 +990,12 @@ def test_colours_are_shared_between_figures():
     out = render_report(res, pq, study_text="", per_order=po)
     strip = _figs(out, "order-sensitivity")[0]
     scatter = _figs(out, "order-scatter")[0]
-    for m, colour in (("other", svg.EXTRA_COLORS[0]), ("mystery", svg.EXTRA_COLORS[1]),
-                      ("gd", svg.PALETTE["gd"])):
-        assert re.search(rf'<g class="method" data-method="{m}">\s*<circle class="pt"[^>]*fill="{colour}"',
-                         strip)
-        assert re.search(rf'<g class="panel" data-method="{m}">.*?<g class="pts" fill="{colour}"[^>]*>\s*'
-                         r'<circle class="pt"', scatter, re.S)
+    for m, colour in (("other", figures.EXTRA_COLORS[0]), ("mystery", figures.EXTRA_COLORS[1]),
+                      ("gd", figures.PALETTE["gd"])):
+        strip_group = next(g for g in _all(ET.fromstring(strip), "method") if g.get("data-method") == m)
+        assert _fill(_all(strip_group, "pts")[0]) == colour.lower() and _all(strip_group, "pt")
+        panel = next(g for g in _all(ET.fromstring(scatter), "panel") if g.get("data-method") == m)
+        assert _fill(_all(panel, "pts")[0]) == colour.lower() and _all(panel, "pt")
 
 
 def test_no_scatter_without_per_order(data):
@@ -989,47 +1012,50 @@ def test_svg_plot_direct():
     pq = _per_query()
     sub = pq[pq["task"] == "sentiment"].copy()
     sub.loc[sub["method"] == "adam", "method"] = "mystery"
-    a = svg.order_sensitivity_plot(sub, methods_order=["icl", "gd", "sgd"], title='T <&> "q"')
-    b = svg.order_sensitivity_plot(sub, methods_order=["icl", "gd", "sgd"], title='T <&> "q"')
+    a = figures.order_sensitivity_plot(sub, methods_order=["icl", "gd", "sgd"], title='T <&> "q"')
+    b = figures.order_sensitivity_plot(sub, methods_order=["icl", "gd", "sgd"], title='T <&> "q"')
     assert a == b  # deterministic jitter
     root = ET.fromstring(a)
-    assert len(root.findall(f".//{{{SVG_NS}}}circle[@class='pt']")) == len(sub)
+    assert len(_all(root, "pt")) == len(sub)
     assert "T &lt;&amp;&gt; &quot;q&quot;" in a
     # palette: fixed colours for known methods, next colour for unknown ones
-    cols = svg.method_colors(["icl", "gd", "sgd", "adam", "mystery", "other"])
+    cols = figures.method_colors(["icl", "gd", "sgd", "adam", "mystery", "other"])
     assert len(set(cols.values())) == 6
-    assert cols["icl"] == svg.PALETTE["icl"] and cols["mystery"] == svg.EXTRA_COLORS[0]
-    assert svg.method_colors(["gd"])["gd"] == cols["gd"]
+    assert cols["icl"] == figures.PALETTE["icl"] and cols["mystery"] == figures.EXTRA_COLORS[0]
+    assert figures.method_colors(["gd"])["gd"] == cols["gd"]
     # mean + CI computed when no summary given: one mean marker per method
-    assert len(root.findall(f".//{{{SVG_NS}}}path[@class='mean']")) == 4
-    assert len(root.findall(f".//{{{SVG_NS}}}line[@class='ci']")) == 4
+    assert len(_all(root, "mean")) == 4
+    assert len(_all(root, "ci")) == 4
     # an explicit colour map wins
-    c = svg.order_sensitivity_plot(sub, methods_order=["icl"], title="x", colors={"mystery": "#123456"})
-    assert 'fill="#123456"' in c
+    c = figures.order_sensitivity_plot(sub, methods_order=["icl"], title="x", colors={"mystery": "#123456"})
+    assert "fill: #123456" in c
     # empty input still gives valid SVG
-    ET.fromstring(svg.order_sensitivity_plot(pd.DataFrame(), methods_order=["icl"], title="x"))
-    ET.fromstring(svg.order_scatter_plot(pd.DataFrame(), methods=[], title="x"))
+    ET.fromstring(figures.order_sensitivity_plot(pd.DataFrame(), methods_order=["icl"], title="x"))
+    ET.fromstring(figures.order_scatter_plot(pd.DataFrame(), methods=[], title="x"))
 
 
 def test_resampling_plot():
     draws = np.random.default_rng(0).normal(0.1, 0.05, size=1000)
-    s = svg.resampling_distribution_plot(draws, 0.1, title="boot <x>", null_value=0.0, margin=LOG125,
+    s = figures.resampling_distribution_plot(draws, 0.1, title="boot <x>", null_value=0.0, margin=LOG125,
                                          interval=(0.02, 0.18))
     root = ET.fromstring(s)
-    assert len(root.findall(f".//{{{SVG_NS}}}rect[@class='bar']")) == 40
+    assert len(_all(root, "bar")) == 40
     for cls, n in (("estimate", 1), ("null", 1), ("margin", 2), ("interval", 1)):
-        assert len(root.findall(f".//{{{SVG_NS}}}line[@class='{cls}']")) == n, cls
+        assert len(_all(root, cls)) == n, cls
     # the margin lines sit symmetrically around the null line
-    x = lambda el: float(el.get("x1"))  # noqa: E731
-    lo, hi = (x(el) for el in root.findall(f".//{{{SVG_NS}}}line[@class='margin']"))
-    np.testing.assert_allclose((lo + hi) / 2, x(root.find(f".//{{{SVG_NS}}}line[@class='null']")), atol=0.02)
+    lo, hi = (_box(el)[0] for el in _all(root, "margin"))
+    np.testing.assert_allclose((lo + hi) / 2, _box(_all(root, "null")[0])[0], atol=0.02)
+    assert [float(el.get("data-value")) for el in _all(root, "margin")] == pytest.approx([-LOG125, LOG125], rel=1e-5)
+    # one bar per bin, and the counts are the histogram of the draws
+    want, _ = np.histogram(draws, bins=40)
+    assert [int(b.get("data-count")) for b in _all(root, "bar")] == want.tolist()
     texts = " ".join(t.text or "" for t in root.iter(f"{{{SVG_NS}}}text"))
     assert "count" in texts and "estimate = 0.1" in texts and "resampling draws" in texts
     assert "boot &lt;x&gt;" in s
-    ET.fromstring(svg.resampling_distribution_plot(np.zeros(10), 0.0, title="degenerate"))
-    assert "no resampling draws" in svg.resampling_distribution_plot(np.array([]), 1.0, title="empty")
+    ET.fromstring(figures.resampling_distribution_plot(np.zeros(10), 0.0, title="degenerate"))
+    assert "no resampling draws" in figures.resampling_distribution_plot(np.array([]), 1.0, title="empty")
     # a one-sided bound (infinite end) is clipped to the axis, not an error
-    ET.fromstring(svg.resampling_distribution_plot(draws, 0.1, title="x", interval=(0.0, float("inf"))))
+    ET.fromstring(figures.resampling_distribution_plot(draws, 0.1, title="x", interval=(0.0, float("inf"))))
 
 
 def test_resampling_section(data):
@@ -1047,11 +1073,11 @@ def test_resampling_section(data):
     root = ET.fromstring(_svgs(figs[0][2])[0])
     texts = [t.text or "" for t in root.iter(f"{{{SVG_NS}}}text")]
     assert "log ratio of mean per-query order SD (icl / gd)" in texts
-    assert len(root.findall(f".//{{{SVG_NS}}}line[@class='margin']")) == 2
+    assert len(_all(root, "margin")) == 2
     align = figs[2][2]
     root = ET.fromstring(_svgs(align)[0])
     assert root.find(f"{{{SVG_NS}}}title").text == "#6 ICL vs SGD · order alignment · sentiment · N=4 · smollm2-135m"
-    assert not root.findall(f".//{{{SVG_NS}}}line[@class='margin']")  # a threshold, no margin
+    assert not _all(root, "margin")  # a threshold, no margin
     assert "ρ₀ 0.9, bounds [0.3, 0.48] (one-sided 95% / 97.5%)" in _text(align)
     extra = render_report({**res, "null_distributions": {"99": [0.0, 1.0, 2.0]}}, pd.DataFrame(), study_text="")
     assert "Resampling distribution — comparison 99" in extra

@@ -204,7 +204,11 @@ def test_every_figure_has_a_size(loaded):
     panels = loaded.page.locator("svg.order-scatter >> nth=0").locator("g.panel")
     assert panels.count() == 3
     for i in range(3):
-        assert panels.nth(i).locator("circle.pt").count() > 0
+        pts = panels.nth(i).locator(".pt")
+        assert pts.count() > 0
+        # a point is a <use> of matplotlib's marker (SVG 2 href): the browser draws it with a size
+        box = pts.first.bounding_box()
+        assert box is not None and 0 < box["width"] < 20 and 0 < box["height"] < 20, box
 
 
 @pytest.mark.parametrize("loaded", ["synthetic"], indirect=True)
@@ -295,10 +299,15 @@ def test_new_sections_in_the_browser(loaded):
         # the hostile model name is shown as text (escaped), never run
         assert CANARY in section.inner_text(), sid
     assert page.locator("svg.line-panels").count() >= 5
+    # every point of the line figures carries its tooltip, and is drawn where the browser can hover it
+    pts = page.locator("section#n-sweep svg.line-panels .pt")
+    assert pts.count() > 0 and pts.count() == page.locator("section#n-sweep svg.line-panels .pt > title").count()
+    box = pts.first.bounding_box()
+    assert box is not None and box["width"] > 0 and box["height"] > 0
     assert page.evaluate("typeof window.__pwned") == "undefined"
     if (loaded.run_dir / loaded.results["bayes"][0]["file"]).exists():
         rank = page.locator("#bayes figure.rank-plot svg")
         assert rank.count() == 1
-        assert rank.locator("rect.bar").count() > 0
+        assert rank.locator(".bar").count() > 0
     # nothing is wider than the screen
     assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"]

@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 
 from hyptest.contract import ComparisonRow, DaiSection
-from hyptest.report import render_report, svg
+from hyptest.report import figures, render_report
 from hyptest.report.views.dai import _dai_rows
 
-from .test_report import contract_results, contract_row, synthetic
+from .test_report import _fill, contract_results, contract_row, synthetic
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 EVIL = "<script>alert('m')</script>"
@@ -152,13 +152,15 @@ def _svg_in(fragment: str) -> ET.Element:
     return ET.fromstring(svgs[0])
 
 
-def _cls(el: ET.Element, tag: str, cls: str) -> list[ET.Element]:
-    return [e for e in el.iter(f"{SVG_NS}{tag}") if cls in (e.get("class") or "").split()]
+def _cls(el: ET.Element, cls: str) -> list[ET.Element]:
+    """Elements of any tag whose class list contains ``cls``: matplotlib draws a point as a <use>, a bar as a <path>."""
+    return [e for e in el.iter() if cls in (e.get("class") or "").split()]
 
 
 def _axis_labels(root: ET.Element) -> tuple[list[str], list[str]]:
-    xs = ["".join(e.itertext()) for e in _cls(root, "text", "x-label")]
-    ys = ["".join(e.itertext()) for e in _cls(root, "text", "y-label")]
+    # a long label is wrapped into lines (one <text> each): join them with spaces
+    xs = [" ".join(t for t in e.itertext() if t.strip()) for e in _cls(root, "x-label")]
+    ys = [" ".join(t for t in e.itertext() if t.strip()) for e in _cls(root, "y-label")]
     return xs, ys
 
 
@@ -203,17 +205,17 @@ def test_sections_present_with_a_method_note(full):
 def test_n_sweep_figure(full):
     body = _section(full, "n-sweep")
     root = _svg_in(body)
-    panels = _cls(root, "g", "panel")
+    panels = _cls(root, "panel")
     assert len(panels) == len(N_SWEEP_METRICS)
     for p in panels:
-        series = _cls(p, "g", "series")
+        series = _cls(p, "series")
         assert [s.get("data-series") for s in series] == N_SWEEP_METHODS
         for s in series:
-            assert len(_cls(s, "circle", "pt")) == len(NS)
-            assert len(_cls(s, "line", "ci")) == len(NS)
-            assert len(_cls(s, "path", "line")) == 1
+            assert len(_cls(s, "pt")) == len(NS)
+            assert len(_cls(s, "ci")) == len(NS)
+            assert len(_cls(s, "line")) == 1
         # categorical x: one tick label per N
-        assert [t.get("data-category") for t in _cls(p, "text", "x-tick")] == ["1", "2", "4", "8"]
+        assert [t.get("data-category") for t in _cls(p, "x-tick")] == ["1", "2", "4", "8"]
     xs, ys = _axis_labels(root)
     assert xs == ["N (demonstrations per prompt)"] * len(N_SWEEP_METRICS)
     assert "accuracy (share correct, 0–1)" in ys and "mean std of P(gold) across orders" in ys
@@ -227,25 +229,25 @@ def test_n_sweep_figure(full):
 def test_trajectory_figure(full):
     body = _section(full, "trajectories")
     root = _svg_in(body)
-    panels = _cls(root, "g", "panel")
+    panels = _cls(root, "panel")
     assert [p.get("data-panel") for p in panels] == [
         "label JS divergence to ICL", "token overlap with ICL", "P(gold)", "accuracy"]
     for p in panels:
-        series = _cls(p, "g", "series")
+        series = _cls(p, "series")
         assert [s.get("data-series") for s in series] == TRAJ_METHODS  # ICL is a line, not a series
         for s in series:
-            assert len(_cls(s, "circle", "pt")) == len(STEPS)
-            assert len(_cls(s, "path", "band")) == 1
+            assert len(_cls(s, "pt")) == len(STEPS)
+            assert len(_cls(s, "band")) == 1
     # the ICL value as a dashed line where the metric is P(gold) or accuracy only
-    assert [len(_cls(p, "line", "hline")) for p in panels] == [0, 0, 1, 1]
+    assert [len(_cls(p, "hline")) for p in panels] == [0, 0, 1, 1]
     xs, _ = _axis_labels(root)
     assert set(xs) == {"optimisation step (0 = before training)"}
     # one family, one hue: the three SGD grid members get three shades of SGD's colour, Adam keeps its own
-    colours = {s.get("data-series"): _cls(s, "circle", "pt")[0].get("fill") for s in _cls(panels[0], "g", "series")}
+    colours = {s.get("data-series"): _fill(_cls(s, "pts")[0]) for s in _cls(panels[0], "series")}
     sgd = [colours[m] for m in TRAJ_METHODS if m.startswith("sgd@")]
     assert len(set(sgd)) == 3
-    assert svg.shade(svg.PALETTE["sgd"], -0.35) == sgd[0]
-    assert colours["adam@lr=0.001"] == svg.PALETTE["adam"] and colours["gd"] == svg.PALETTE["gd"]
+    assert figures.shade(figures.PALETTE["sgd"], -0.35) == sgd[0]
+    assert colours["adam@lr=0.001"] == figures.PALETTE["adam"].lower() and colours["gd"] == figures.PALETTE["gd"].lower()
     # the closest-to-ICL table
     table = re.search(r'<table class="closest">(.*?)</table>', body, flags=re.S).group(1)
     assert table.count("<tr>") == 1 + 2 and "sgd@lr=0.0003" in table and "0.031 [0.02, 0.04]" in table
@@ -258,7 +260,7 @@ def test_trajectory_icl_line_falls_back_to_the_accuracy_table():
             "mean_p_gold": 0.55, "n": 10}]
     out = render_report({**res, "accuracy": acc, "trajectories": rows}, pq, study_text=text)
     root = _svg_in(_section(out, "trajectories"))
-    hl = {p.get("data-panel"): [h.get("y1") for h in _cls(p, "line", "hline")] for p in _cls(root, "g", "panel")}
+    hl = {p.get("data-panel"): [h.get("y1") for h in _cls(p, "hline")] for p in _cls(root, "panel")}
     assert len(hl["P(gold)"]) == 1 and len(hl["accuracy"]) == 1
     titles = ["".join(t.itertext()) for t in root.iter(f"{SVG_NS}title")]
     assert any(t.endswith(": 0.55") for t in titles) and any(t.endswith(": 0.66") for t in titles)
@@ -267,15 +269,15 @@ def test_trajectory_icl_line_falls_back_to_the_accuracy_table():
 def test_dai_figure_and_table(full):
     body = _section(full, "dai")
     root = _svg_in(body)
-    panels = _cls(root, "g", "panel")
+    panels = _cls(root, "panel")
     assert [p.get("data-panel") for p in panels] == ["SimAOU", "SimAM", "Kendall"]
     for p, key in zip(panels, ("simaou", "simam", "kendall"), strict=True):
-        (series,) = _cls(p, "g", "series")
-        assert len(_cls(series, "circle", "pt")) == len(LAYERS)
-        assert len(_cls(series, "path", "band")) == 1
-        assert len(_cls(series, "path", "marked")) == len(DIFFERENT_LAYERS[key])
-        assert len(_cls(p, "path", "ref-line")) == 1  # the baseline, dashed
-        assert _cls(p, "path", "ref-line")[0].get("stroke-dasharray")
+        (series,) = _cls(p, "series")
+        assert len(_cls(series, "pt")) == len(LAYERS)
+        assert len(_cls(series, "band")) == 1
+        assert len(_cls(series, "marked")) == len(DIFFERENT_LAYERS[key])
+        assert len(_cls(p, "ref-line")) == 1  # the baseline, dashed
+        assert "stroke-dasharray" in _cls(p, "ref-line")[0].get("style")
     xs, ys = _axis_labels(root)
     assert set(xs) == {"layer (0-based)"} and "Kendall's τ of attention weights" in ys
     table = re.search(r'<table class="dai">(.*?)</table>', body, flags=re.S).group(1)
@@ -312,11 +314,11 @@ def test_dai_from_reanalyse_comparisons():
         pd.DataFrame(), study_text="")
     body = _section(out, "dai")
     root = _svg_in(body)
-    panels = _cls(root, "g", "panel")
+    panels = _cls(root, "panel")
     assert [p.get("data-panel") for p in panels] == ["SimAOU", "SimAM", "Kendall"]
     for p, key in zip(panels, ("simaou", "simam", "kendall"), strict=True):
-        assert len(_cls(p, "circle", "pt")) == len(LAYERS)
-        assert len(_cls(p, "path", "marked")) == len(DIFFERENT_LAYERS[key])
+        assert len(_cls(p, "pt")) == len(LAYERS)
+        assert len(_cls(p, "marked")) == len(DIFFERENT_LAYERS[key])
     assert "the CI of its difference from the baseline" in body
     assert "differs from its baseline" in body and '<table class="dai-correctness">' in body
 
@@ -324,13 +326,13 @@ def test_dai_from_reanalyse_comparisons():
 def test_sparsity_figure(full):
     body = _section(full, "sparsity")
     root = _svg_in(body)
-    panels = _cls(root, "g", "panel")
+    panels = _cls(root, "panel")
     assert len(panels) == 2  # one per (threshold, relative)
     for p in panels:
-        series = _cls(p, "g", "series")
+        series = _cls(p, "series")
         assert [s.get("data-series") for s in series] == MATRICES
         for s in series:
-            assert len(_cls(s, "circle", "pt")) == len(LAYERS)
+            assert len(_cls(s, "pt")) == len(LAYERS)
     xs, ys = _axis_labels(root)
     assert set(xs) == {"layer (0-based)"} and set(ys) == {"share of entries below threshold"}
     text = html_lib.unescape(re.sub(r"<[^>]+>", "", body))
@@ -342,16 +344,16 @@ def test_sparsity_figure(full):
 def test_checkpoint_figure(full):
     body = _section(full, "checkpoints")
     root = _svg_in(body)
-    panels = _cls(root, "g", "panel")
+    panels = _cls(root, "panel")
     assert len(panels) == 2  # accuracy and order_sd for the one (task, N)
     for p in panels:
-        series = _cls(p, "g", "series")
+        series = _cls(p, "series")
         assert [s.get("data-series") for s in series] == ["icl", "sgd"]
         for s in series:
-            assert len(_cls(s, "circle", "pt")) == len(CHECKPOINTS)
-            assert len(_cls(s, "line", "ci")) == len(CHECKPOINTS)
+            assert len(_cls(s, "pt")) == len(CHECKPOINTS)
+            assert len(_cls(s, "ci")) == len(CHECKPOINTS)
         # x is the checkpoints in listed order (not sorted)
-        ticks = _cls(p, "text", "x-tick")
+        ticks = _cls(p, "x-tick")
         assert [t.get("data-category") for t in ticks] == CHECKPOINTS
         xs = [float(t.get("x")) for t in ticks]
         assert xs == sorted(xs)
@@ -362,7 +364,7 @@ def test_checkpoint_figure(full):
 def test_vocab_section(full):
     body = _section(full, "vocab-order")
     root = _svg_in(body)
-    assert len(_cls(root, "rect", "bar")) == 6
+    assert len(_cls(root, "bar")) == 6
     assert _axis_labels(root)[1] == ["Σ over tokens of std across orders"]
     table = re.search(r'<table class="vocab-order">(.*?)</table>', body, flags=re.S).group(1)
     assert table.count("<tr>") == 1 + 6 and table.count(">0.002<") == 6
@@ -379,24 +381,24 @@ def test_escaping_in_each_section(sid):
 
 
 def test_line_panels_direct():
-    p = svg.Panel(title="a<b", y_label="y (units)", series={
-        "x": [svg.SeriesPoint(1, 0.1, 0.0, 0.2), svg.SeriesPoint(2, None), svg.SeriesPoint(3, 0.3, 0.2, 0.4)]})
-    out = svg.line_panels([p], title="t", x_label="step", interval="band")
+    p = figures.Panel(title="a<b", y_label="y (units)", series={
+        "x": [figures.SeriesPoint(1, 0.1, 0.0, 0.2), figures.SeriesPoint(2, None), figures.SeriesPoint(3, 0.3, 0.2, 0.4)]})
+    out = figures.line_panels([p], title="t", x_label="step", interval="band")
     root = ET.fromstring(out)
-    assert len(_cls(root, "circle", "pt")) == 2  # the missing value leaves a gap
+    assert len(_cls(root, "pt")) == 2  # the missing value leaves a gap
     assert _axis_labels(root) == (["step"], ["y (units)"])
     with pytest.raises(ValueError):
-        svg.line_panels([p], title="t", x_label="x", interval="dots")
-    empty = ET.fromstring(svg.line_panels([], title="t", x_label="x"))
+        figures.line_panels([p], title="t", x_label="x", interval="dots")
+    empty = ET.fromstring(figures.line_panels([], title="t", x_label="x"))
     assert "no values" in "".join(empty.itertext())
 
 
 def test_family_colors():
-    cols = svg.family_colors(["icl", "sgd@lr=1", "sgd@lr=2", "adam@lr=1", "mystery"], {"icl": "#D55E00"})
-    assert cols["icl"] == "#D55E00" and cols["adam@lr=1"] == svg.PALETTE["adam"]
+    cols = figures.family_colors(["icl", "sgd@lr=1", "sgd@lr=2", "adam@lr=1", "mystery"], {"icl": "#D55E00"})
+    assert cols["icl"] == "#D55E00" and cols["adam@lr=1"] == figures.PALETTE["adam"]
     assert cols["sgd@lr=1"] != cols["sgd@lr=2"]
-    assert cols["mystery"] in svg.EXTRA_COLORS
-    assert svg.shade("#000000", 1.0) == "#ffffff" and svg.shade("red", 0.5) == "red"
+    assert cols["mystery"] in figures.EXTRA_COLORS
+    assert figures.shade("#000000", 1.0) == "#ffffff" and figures.shade("red", 0.5) == "red"
 
 
 # --------------------------------------------------------------------------- #
@@ -413,12 +415,12 @@ def _write_idata(path: pathlib.Path, methods=("icl", "sgd", "adam"), n_chains=4,
 
 def test_rank_plot_direct():
     counts = np.full((2, 3, 8), 5)
-    out = svg.rank_plot(counts, ["σ_order <i>", "b"], 5.0, title="r")
+    out = figures.rank_plot(counts, ["σ_order <i>", "b"], 5.0, title="r")
     root = ET.fromstring(out)
-    assert len(_cls(root, "rect", "bar")) == 2 * 3 * 8
-    assert len(_cls(root, "line", "expected")) == 2 * 3
+    assert len(_cls(root, "bar")) == 2 * 3 * 8
+    assert len(_cls(root, "expected")) == 2 * 3
     assert "&lt;i&gt;" in out
-    assert "no rank data" in svg.rank_plot(np.empty((0, 0, 0)), [], 1.0, title="r")
+    assert "no rank data" in figures.rank_plot(np.empty((0, 0, 0)), [], 1.0, title="r")
 
 
 def _rank_figures(out: str) -> list[str]:
@@ -437,13 +439,13 @@ def test_rank_plot_is_drawn_from_the_results(tmp_path):
     figs = _rank_figures(out)
     assert len(figs) == 1  # the second slice has no rank_plot
     root = _svg_in(figs[0])
-    panels = _cls(root, "g", "panel")
+    panels = _cls(root, "panel")
     assert [p.get("data-parameter") for p in panels] == ["SD_query ICL", "SD_query SGD", "SD_query Adam"]
     for p in panels:
-        assert len({b.get("data-chain") for b in _cls(p, "rect", "bar")}) == 4
-        assert len(_cls(p, "line", "expected")) == 4
+        assert len({b.get("data-chain") for b in _cls(p, "bar")}) == 4
+        assert len(_cls(p, "expected")) == 4
     # the bars of one chain add up to its draws
-    first = [int(b.get("data-count")) for b in _cls(panels[0], "rect", "bar") if b.get("data-chain") == "0"]
+    first = [int(b.get("data-count")) for b in _cls(panels[0], "bar") if b.get("data-chain") == "0"]
     assert sum(first) == 200
     assert "near-uniform bars" in out
     # without the field the figure is left out, silently
@@ -516,12 +518,25 @@ def test_complete_results_leaves_out_what_it_cannot_read(tmp_path, monkeypatch):
     assert complete_results(tmp_path, contract_results(bayes=[{"file": "bayes_y.nc"}]))["bayes"][0]["rank_plot"] is None
 
 
+def test_data_range_fits_the_data():
+    # the span plus 6% each side; a natural bound closer than the data's span is included
+    assert figures.data_range([0.4, 0.6]) == pytest.approx((0.388, 0.612))
+    assert figures.data_range([0.005, 0.02], floor=0.0) == pytest.approx((0.0, 0.0209))
+    assert figures.data_range([0.4, 0.6], floor=0.0) == pytest.approx((0.388, 0.612))
+    assert figures.data_range([0.9, 0.99], floor=0.0, ceiling=1.0) == pytest.approx((0.8946, 1.0))
+    assert figures.data_range([2.0], include=[0.0]) == pytest.approx((-0.12, 2.12))
+    assert figures.data_range([float("nan"), None]) == (0.0, 1.0)
+    lo, hi = figures.data_range([3.0, 3.0])  # one value: a range around it
+    assert lo < 3.0 < hi
+
+
 def test_ticks_of_tiny_ranges_stay_distinct():
     for lo, hi in [(0.0, 1e-13), (1e-14, 3e-13), (-2e-15, 5e-15)]:
-        ticks = svg.nice_ticks(lo, hi)
-        assert len(set(ticks)) == len(ticks) >= 2
-        assert ticks[0] <= lo and ticks[-1] >= hi
-    assert svg.nice_ticks(0.1, 0.7) == [0.0, 0.2, 0.4, 0.6, 0.8]  # float noise still cleaned
+        p = figures.Panel(title="t", y_label="y", series={"a": [figures.SeriesPoint(0, lo), figures.SeriesPoint(1, hi)]})
+        root = ET.fromstring(figures.line_panels([p], title="t", x_label="x"))
+        (panel,) = _cls(root, "panel")
+        y0, y1 = (float(v) for v in panel.get("data-ylim").split())
+        assert y0 <= lo < hi <= y1 and y1 - y0 < 10 * (hi - lo)
 
 
 def test_report_renders_when_every_order_sd_is_below_1e_12():
@@ -531,3 +546,129 @@ def test_report_renders_when_every_order_sd_is_below_1e_12():
             pq[column] = pq[column] * 1e-13
     out = render_report(res, pq, study_text=text, per_order=po)
     assert "<svg" in out
+
+
+# --------------------------------------------------------------------------- #
+# Axes fitted to the data, tooltips equal to the data, deterministic bytes
+# --------------------------------------------------------------------------- #
+def test_sparsity_axis_fits_small_shares():
+    """Shares of 0.005–0.02 get an axis from 0 to about 0.02, not 0–1 (and every point is inside it)."""
+    rows = [{**r, "sparsity": 0.005 + 0.0025 * r["layer"] + 0.0001 * MATRICES.index(r["matrix"])}
+            for r in sparsity_rows()]
+    root = _svg_in(_section(_render({"sparsity": rows}), "sparsity"))
+    values = [r["sparsity"] for r in rows]
+    for panel in _cls(root, "panel"):
+        y0, y1 = (float(v) for v in panel.get("data-ylim").split())
+        assert y0 == 0.0 and max(values) <= y1 <= 1.1 * max(values)
+        for series in _cls(panel, "series"):
+            mine = [r["sparsity"] for r in rows if r["matrix"] == series.get("data-series") and r["relative"]]
+            pts = _cls(series, "pt")
+            assert len(pts) == len(LAYERS)
+            assert [float(pt.get("data-y")) for pt in pts] == pytest.approx(mine)
+            assert [pt.find(f"{SVG_NS}title").text.rsplit(": ", 1)[1] for pt in pts] == [f"{v:.3g}" for v in mine]
+
+
+def test_tooltips_and_limits_of_the_n_sweep_equal_the_data(full):
+    rows = [r for r in n_sweep_rows() if r["metric"] == "accuracy"]
+    root = _svg_in(_section(full, "n-sweep"))
+    panel = next(p for p in _cls(root, "panel") if p.get("data-panel") == "accuracy")
+    y0, y1 = (float(v) for v in panel.get("data-ylim").split())
+    assert y0 <= min(r["ci_low"] for r in rows) and max(r["ci_high"] for r in rows) <= y1
+    for s in _cls(panel, "series"):
+        got = [(pt.get("data-x"), float(pt.get("data-y"))) for pt in _cls(s, "pt")]
+        want = [(str(r["n_demos"]), r["estimate"]) for r in rows if r["method"] == s.get("data-series")]
+        assert got == [(x, pytest.approx(y)) for x, y in want]
+        tips = ["".join(pt.find(f"{SVG_NS}title").itertext()) for pt in _cls(s, "pt")]
+        assert [t.rsplit(": ", 1)[1] for t in tips] == [
+            f"{r['estimate']:.3g} [{r['ci_low']:.3g}, {r['ci_high']:.3g}]" for r in rows
+            if r["method"] == s.get("data-series")]
+
+
+def test_bar_tooltips_equal_the_data():
+    values = {("g1", "icl"): 0.81, ("g1", "gd"): 0.5, ("g2", "gd"): 0.0042}
+    root = ET.fromstring(figures.grouped_bar_chart(["g1", "g2"], ["icl", "gd"], values, title="t", y_label="y",
+                                                   series_labels={"icl": "ICL", "gd": "GD"}))
+    bars = _cls(root, "bar")
+    assert len(bars) == len(values)
+    got = {(b.get("data-group"), b.get("data-series")): b.find(f"{SVG_NS}title").text for b in bars}
+    assert got == {("g1", "icl"): "ICL: 0.81", ("g1", "gd"): "GD: 0.5", ("g2", "gd"): "GD: 0.0042"}
+
+
+def _all_figures() -> dict[str, str]:
+    """One of every figure kind, from fixed inputs."""
+    rng = np.random.default_rng(3)
+    per_query = pd.DataFrame({"method": np.repeat(["icl", "gd", "sgd"], 20), "sd_gold": rng.uniform(0, 0.05, 60)})
+    pairs = pd.DataFrame({"method": "gd", "x": rng.uniform(size=200), "y": rng.uniform(size=200)})
+    panel = figures.Panel(title="p", y_label="y", series={"a": [figures.SeriesPoint(i, 0.1 * i, 0.1 * i - 0.05,
+                                                                                     0.1 * i + 0.05, i == 2)
+                                                              for i in range(4)]}, hlines=[(0.2, "ref")])
+    return {
+        "strip": figures.order_sensitivity_plot(per_query, methods_order=["icl", "gd", "sgd"], title="s"),
+        "boot": figures.resampling_distribution_plot(rng.normal(size=500), 0.1, title="b", null_value=0.0,
+                                                     margin=0.2, interval=(-0.1, 0.3)),
+        "scatter": figures.order_scatter_plot(pairs, methods=["gd"], title="c"),
+        "posterior": figures.posterior_plot([1, 4, 9, 4, 1], np.linspace(-1, 1, 6), title="p", hdi=(-0.5, 0.5),
+                                            rope=0.2, mean=0.0),
+        "bars": figures.grouped_bar_chart(["a", "b"], ["x", "y"], {("a", "x"): 1.0, ("b", "y"): 2.0}, title="g",
+                                          y_label="v", reference="x"),
+        "lines": figures.line_panels([panel], title="l", x_label="x", marker_label="m"),
+        "rank": figures.rank_plot(np.full((2, 2, 5), 4), ["a", "b"], 4.0, title="r"),
+    }
+
+
+def test_figures_are_byte_identical_across_calls_and_processes():
+    import hashlib
+    import json
+    import os
+    import subprocess
+    import sys
+
+    first, second = _all_figures(), _all_figures()
+    assert first == second
+    code = ("import hashlib, json, sys; sys.path.insert(0, sys.argv[1]); from tests.test_report_figures import "
+            "_all_figures; print(json.dumps({k: hashlib.sha256(v.encode()).hexdigest() "
+            "for k, v in _all_figures().items()}))")
+    root = pathlib.Path(__file__).resolve().parent.parent
+    here = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in first.items()}
+    for seed in ("0", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
+        out = subprocess.run([sys.executable, "-c", code, str(root)], env=env, capture_output=True, text=True,
+                             check=True, cwd=root)
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == here, seed
+
+
+def test_inline_svg_has_no_date_prolog_or_foreign_url():
+    for name, fig in _all_figures().items():
+        assert fig.startswith("<svg ") and "<?xml" not in fig and "DOCTYPE" not in fig, name
+        for bad in ("dc:date", "<metadata", "Date", "matplotlib.org", "xlink", "url(", "clip-path"):
+            assert bad not in fig, (name, bad)
+        root = ET.fromstring(fig)
+        assert root.get("role") == "img" and root.get("aria-label")
+        assert root[0].tag == f"{SVG_NS}title" and root[0].text == root.get("aria-label")
+        ids = [e.get("id") for e in root.iter() if e.get("id")]
+        assert len(ids) == len(set(ids)) and all(not i.startswith(("figure_", "axes_", "hyptest-tag")) for i in ids)
+
+
+def test_a_tooltip_never_lands_on_another_point():
+    """Tooltips are matched to markers by order; a count mismatch is an error, not a shifted tooltip."""
+    import matplotlib
+
+    from hyptest.report.figures.canvas import RC, Sketch, add_line
+
+    with matplotlib.rc_context(RC):
+        sk = Sketch(200, 100)
+        ax = sk.axes(20, 10, 160, 80)
+        ax.set_xlim(0, 3)
+        ax.set_ylim(0, 3)
+        line = add_line(ax, [1, 2, 2.5], [1, 2, 2.5], ls="none", marker="o")
+        sk.tag(line, "pts", child_class="pt", children=[{"title": "a"}, {"title": "b"}])
+        with pytest.raises(RuntimeError, match="2 tooltips for 3 markers"):
+            sk.svg(title="t", kind="x")
+
+
+def test_figures_use_matplotlib_object_api_only():
+    """No pyplot (global state, a GUI backend): a Figure and the SVG backend only."""
+    folder = pathlib.Path(figures.__file__).parent
+    for path in folder.glob("*.py"):
+        src = path.read_text(encoding="utf-8")
+        assert "import matplotlib.pyplot" not in src and "from matplotlib import pyplot" not in src, path

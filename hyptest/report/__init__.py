@@ -12,7 +12,8 @@ write_report
 
 The report only draws: each section's view is built in its own module of
 :mod:`hyptest.report.views`, :mod:`hyptest.report.html` assembles them, and the
-figures are drawn by the dependency-free :mod:`hyptest.report.svg`.
+figures are drawn with matplotlib as deterministic inline SVG by
+:mod:`hyptest.report.figures`.
 """
 
 from hyptest.report.html import render_report, write_report

@@ -3,7 +3,7 @@
 The report is a single HTML file: inline CSS, inline SVG figures, no scripts,
 no external resources.  All values that come from the run (model and task
 names, study text, provenance) are autoescaped by Jinja2; only the SVG strings
-built by :mod:`hyptest.report.svg` (which escape their own text) are inserted
+built by :mod:`hyptest.report.figures` (which escape their own text) are inserted
 as :class:`markupsafe.Markup`.
 
 The report only draws: every number comes from the typed results

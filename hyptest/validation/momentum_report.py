@@ -1,7 +1,7 @@
 """The self-contained HTML report of a momentum-attention run (figure, verdict table, method note).
 
 Rendered from ``results.json`` alone by a Jinja2 template with autoescaping;
-the figures are inline SVG from :func:`hyptest.report.svg.line_panels` (their
+the figures are inline SVG from :func:`hyptest.report.figures.line_panels` (their
 text is escaped there), so the file opens offline and fetches nothing.
 """
 
@@ -30,7 +30,7 @@ def _environment() -> Environment:
 
 
 def _band(summary: list[dict], variant: str) -> list[Any]:
-    from ..report.svg import SeriesPoint
+    from ..report.figures import SeriesPoint
 
     return [SeriesPoint(x=row["k"], y=row["mean"], lo=row["min"], hi=row["max"])
             for row in summary if row["variant"] == variant]
@@ -40,7 +40,7 @@ def figures(results: dict[str, Any]) -> dict[str, str]:
     """The report's SVG figures: ICL loss vs k (with the optimum), the per-k log ratio, the training loss."""
     import numpy as np
 
-    from ..report.svg import Panel, SeriesPoint, line_panels
+    from ..report.figures import Panel, SeriesPoint, line_panels
 
     summary = results["summary"]
     eta = results["study"]["momentum"]["eta"]

@@ -4,7 +4,7 @@ Reads the ``adaptive`` rows of the results (written by :func:`hyptest.analysis.a
 per confirmatory comparison its clipped per-set statistics ``x``, running
 ``estimate``, confidence sequence ``cs_low``/``cs_high`` at ``cs_level``,
 ``stop_sets``, ``status``, ``verdict``, ``units_per_set``, ``margin`` and
-``bound``. Figures reuse :func:`hyptest.report.svg.line_panels` (every
+``bound``. Figures reuse :func:`hyptest.report.figures.line_panels` (every
 string escaped there); the rows are plain strings for the autoescaping
 template.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from .. import svg
+from .. import figures
 
 __all__ = ["adaptive_view"]
 
@@ -47,7 +47,7 @@ def adaptive_view(adaptive: Sequence[Mapping[str, Any]]) -> dict[str, Any] | Non
         per_set = 2 * int(t.get("orders_per_set") or 0) if not t.get("units_per_set") else \
             int(t["orders_per_set"]) + int(t["units_per_set"])
         est, low, high = t.get("estimate") or [], t.get("cs_low") or [], t.get("cs_high") or []
-        points = [svg.SeriesPoint(x=(i + 1) * per_set, y=est[i], lo=low[i], hi=high[i], marked=i == len(est) - 1)
+        points = [figures.SeriesPoint(x=(i + 1) * per_set, y=est[i], lo=low[i], hi=high[i], marked=i == len(est) - 1)
                   for i in range(len(est))]
         margin = t.get("margin")
         hlines = [(0.0, "no difference")]
@@ -57,7 +57,7 @@ def adaptive_view(adaptive: Sequence[Mapping[str, Any]]) -> dict[str, Any] | Non
         title = f"{t['model']} · {t['task']} · N={t['n_demos']} · {name}"
         if t.get("analysis") != "order_sensitivity":
             title += f" · {t['analysis']}"
-        panels.append(svg.Panel(title=title, y_label="log ratio (clipped, per set)", series={name: points},
+        panels.append(figures.Panel(title=title, y_label="log ratio (clipped, per set)", series={name: points},
                                 hlines=hlines))
         rows.append({
             "context": f"{t['model']} · {t['task']} · N={t['n_demos']}", "comparison": name,
@@ -69,7 +69,7 @@ def adaptive_view(adaptive: Sequence[Mapping[str, Any]]) -> dict[str, Any] | Non
             "e_equivalence": _fmt((t.get("e_equivalence") or [math.nan])[-1]),
         })
     level = items[0].get("cs_level")
-    figure = svg.line_panels(panels, title="Adaptive collection: confidence sequences", x_label="units collected",
+    figure = figures.line_panels(panels, title="Adaptive collection: confidence sequences", x_label="units collected",
                              interval="band", marker_label="stopping point",
                              interval_label=f"{_fmt(level, 4)} confidence sequence", max_columns=2,
                              panel_width=380)

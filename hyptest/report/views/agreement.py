@@ -8,7 +8,7 @@ from markupsafe import Markup
 
 from hyptest.contract import ComparisonRow
 
-from .. import svg
+from .. import figures
 from .format import _as_float, _context_label, _group_key, _scalar, _sort_key, analysis_spec, fmt_ci, fmt_num, fmt_p
 from .names import AGREEMENT_METRICS, SHORT_METHOD_NAMES, _verdict_class, _verdict_word, method_display
 
@@ -131,16 +131,16 @@ def _agreement_figures(keys: list[tuple[str, str, Any]], values: dict[_Key, floa
     labels = {m: (f"{ref_name} vs {ref_name} (another order)" if m == reference
                   else f"{ref_name} vs {SHORT_METHOD_NAMES.get(m.lower(), m)}") for m in series}
     glabels = [_context_label(k[0] or None, k[1] or None, k[2]) for k in keys]
-    figures = []
+    charts = []
     for mv in metric_views:
         vals = {(gl, meth): values[(k, meth, mv["key"])]
                 for k, gl in zip(keys, glabels, strict=True) for meth in series
                 if (k, meth, mv["key"]) in values}
-        figures.append({"metric": mv["name"], "figure": Markup(svg.grouped_bar_chart(
+        charts.append({"metric": mv["name"], "figure": Markup(figures.grouped_bar_chart(
             glabels, series, vals,
             title=f"{mv['name'][:1].upper()}{mv['name'][1:]} {mv['arrow']}",
             y_label=mv["name"].split(" (")[0],
             series_labels=labels, colors=colors, reference=reference,
             width=max(400, 80 + len(keys) * (len(series) * 30 + 26)),
         ))})
-    return figures
+    return charts

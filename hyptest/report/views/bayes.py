@@ -18,7 +18,7 @@ from markupsafe import Markup
 
 from hyptest.contract import BayesGate, BayesSlice, ComparisonRow, Diagnostic, RankPlot
 
-from .. import svg
+from .. import figures
 from .format import _as_float, _context_label, _group_key, _scalar, _seconds, _sort_key, analysis_spec, fmt_ci, fmt_num
 from .names import (
     _BAYES,
@@ -209,7 +209,7 @@ def _method_view(m: str, found: tuple[int, ComparisonRow] | None, shared: dict[s
     post = sl.posteriors.get(m)
     figure = None
     if post is not None and not is_inv:
-        figure = Markup(svg.posterior_plot(
+        figure = Markup(figures.posterior_plot(
             post.counts, post.edges, title=f"{ref_name} vs {name}",
             hdi=(lo, hi) if lo is not None and hi is not None else None, hdi_prob=shared["level"], rope=rope,
             mean=mean, color=colors.get(m, "#444444"),
@@ -242,7 +242,7 @@ def _rank_view(rank: RankPlot | None, colors: dict[str, str], label: str) -> dic
     var = rank.var_name
     methods = [lbl[len(var) + 1:-1] if lbl.startswith(var + "[") else lbl for lbl in rank.labels]
     labels = [f"SD_query {_short_method(m)}" for m in methods]
-    figure = svg.rank_plot(counts, labels, float(rank.expected),
+    figure = figures.rank_plot(counts, labels, float(rank.expected),
                            title=f"Rank plots of the per-query SD across orders — {label}",
                            colors=[colors.get(m, "#0072B2") for m in methods])
     return {"figure": Markup(figure), "n_chains": int(counts.shape[1]), "n_bins": int(counts.shape[2]),

@@ -9,7 +9,7 @@ from markupsafe import Markup
 
 from hyptest.contract import ComparisonRow, DaiSection
 
-from .. import svg
+from .. import figures
 from .format import _DASH, _as_float, _est_ci, _point, _scalar, fmt_num, fmt_p
 from .names import _verdict_word
 
@@ -163,7 +163,7 @@ def dai_view(dai: DaiSection, correctness: list[dict[str, Any]], comparisons: li
             pts = [_point(_as_float(r.get("layer")), r, marked=r.get("_side") == "greater") for r in by_layer]
             baseline_name = next((str(r.get("baseline_name")) for r in by_layer if r.get("baseline_name")), "baseline")
             base = [(_as_float(r.get("layer")), _as_float(r.get("baseline"))) for r in by_layer]
-            panels.append(svg.Panel(title=name, y_label=y_label, series={name: pts},
+            panels.append(figures.Panel(title=name, y_label=y_label, series={name: pts},
                                     ref_lines=({f"baseline: {baseline_name}": base}
                                                if any(b is not None for _, b in base) else {}),
                                     note=f"dashed: {baseline_name}"))
@@ -176,7 +176,7 @@ def dai_view(dai: DaiSection, correctness: list[dict[str, Any]], comparisons: li
                            "n_below": len(below), "below": ", ".join(map(str, below)) or "none"})
         figure = None
         if panels:
-            figure = Markup(svg.line_panels(
+            figure = Markup(figures.line_panels(
                 panels, title=f"Dai et al. metrics by layer — {key[1]} · {key[0]}", x_label="layer (0-based)",
                 interval="band", colors={p.title: color for p in panels},
                 series_labels={p.title: f"{p.title} (estimate)" for p in panels},
@@ -250,20 +250,20 @@ def _untrained_group(gi: int, key: tuple[str, str], g: dict[str, Any]) -> dict[s
             continue
         higher = {int(_as_float(r.get("layer"))) for r in g["rows"] if r.get("analysis") == metric
                   and _as_float(r.get("layer")) is not None and r.get("direction") == "trained higher"}
-        trained = [svg.SeriesPoint(x=_as_float(r.get("layer")), y=_as_float(r.get("trained")),
+        trained = [figures.SeriesPoint(x=_as_float(r.get("layer")), y=_as_float(r.get("trained")),
                                    marked=int(_as_float(r.get("layer"))) in higher) for r in per_layer]
-        untrained = [svg.SeriesPoint(x=_as_float(r.get("layer")), y=_as_float(r.get("untrained")),
+        untrained = [figures.SeriesPoint(x=_as_float(r.get("layer")), y=_as_float(r.get("untrained")),
                                      lo=_as_float(r.get("untrained_min")), hi=_as_float(r.get("untrained_max")))
                      for r in per_layer]
         name, y_label = DAI_METRICS[metric]
         seeds = int(_as_float(per_layer[0].get("n_seeds")) or 0)
-        panels.append(svg.Panel(title=name, y_label=y_label,
+        panels.append(figures.Panel(title=name, y_label=y_label,
                                 series={"trained": trained, "untrained": untrained},
                                 note=f"{len(higher)} of {len(per_layer)} layers: trained higher"
                                 + (f" · {seeds} seeds" if seeds else "")))
     figure = None
     if panels:
-        figure = Markup(svg.line_panels(
+        figure = Markup(figures.line_panels(
             panels, title=f"Trained vs untrained control by layer — {key[1]} · {key[0]}",
             x_label="layer (0-based)", interval="band", colors=_UNTRAINED_COLORS,
             series_labels={"trained": f"{key[0]} (trained)",

@@ -7,7 +7,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from .. import svg
+from .. import figures
 from .format import (
     _DASH,
     _as_float,
@@ -67,7 +67,7 @@ def _ordered_methods(present: Iterable[str], methods_order: Sequence[str], refer
     present = list(dict.fromkeys(str(m) for m in present))
 
     def rank(m: str) -> tuple:
-        fam = svg.method_family(m)
+        fam = figures.method_family(m)
         i = methods_order.index(m) if m in methods_order else (
             methods_order.index(fam) if fam in methods_order else len(methods_order))
         return (0 if m == reference else 1, i, fam, 0 if m == fam else 1, present.index(m))
@@ -96,17 +96,17 @@ def n_sweep_view(
         cats = [fmt_num(n) for n in ns]
         metrics = _ordered_metrics(N_SWEEP_METRICS, (str(r["metric"]) for r in grp))
         methods = _ordered_methods((str(r["method"]) for r in grp), methods_order, reference)
-        cols = svg.family_colors(methods, colors)
+        cols = figures.family_colors(methods, colors)
         panels, table = [], []
         for metric in metrics:
             name, y_label = _metric_names(N_SWEEP_METRICS, metric)
             mine = [r for r in grp if str(r["metric"]) == metric]
-            series: dict[str, list[svg.SeriesPoint]] = {}
+            series: dict[str, list[figures.SeriesPoint]] = {}
             for r in mine:
                 series.setdefault(str(r["method"]), []).append(_point(fmt_num(_n_demos_key(r.get("n_demos"))), r))
             agreement = metric in AGREEMENT_METRICS
             note = f"{ref}: vs {ref}, another order · others: vs {ref}, same order" if agreement else ""
-            panels.append(svg.Panel(title=name, y_label=y_label, series=series, note=note))
+            panels.append(figures.Panel(title=name, y_label=y_label, series=series, note=note))
             for m in methods:
                 cells = {fmt_num(_n_demos_key(r.get("n_demos"))): _est_ci(r) for r in mine if str(r["method"]) == m}
                 if not cells:
@@ -118,7 +118,7 @@ def n_sweep_view(
                 table.append({"metric": name, "method": m, "label": label, "color": cols.get(m, "#444444"),
                               "cells": [cells.get(c, _DASH) for c in cats]})
         title = f"N sweep — {key[1]} · {key[0]}"
-        figure = svg.line_panels(
+        figure = figures.line_panels(
             panels, title=title, x_label="N (demonstrations per prompt)", categories=cats,
             interval="whiskers", series_order=methods,
             series_labels={m: method_display(m) for m in methods}, colors=cols, panel_width=340,
@@ -177,12 +177,12 @@ def trajectories_view(
         label = _context_label(key[0] or None, key[1] or None, key[2])
         metrics = _ordered_metrics(TRAJECTORY_METRICS, (str(r["metric"]) for r in grp))
         methods = _ordered_methods((str(r["method"]) for r in grp if str(r["method"]) != reference), methods_order)
-        cols = svg.family_colors(methods, colors)
+        cols = figures.family_colors(methods, colors)
         panels, table = [], []
         for metric in metrics:
             name, y_label = _metric_names(TRAJECTORY_METRICS, metric)
             mine = [r for r in grp if str(r["metric"]) == metric and str(r["method"]) != reference]
-            series: dict[str, list[svg.SeriesPoint]] = {}
+            series: dict[str, list[figures.SeriesPoint]] = {}
             for r in mine:
                 if _as_float(r.get("step")) is not None:
                     series.setdefault(str(r["method"]), []).append(_point(_as_float(r.get("step")), r))
@@ -191,7 +191,7 @@ def trajectories_view(
                 v = _reference_value(grp, accuracy, key, metric, reference)
                 if v is not None:
                     hlines.append((v, f"{ref} (no training)"))
-            panels.append(svg.Panel(title=name, y_label=y_label, series=series, hlines=hlines))
+            panels.append(figures.Panel(title=name, y_label=y_label, series=series, hlines=hlines))
             for m in methods:
                 pts = sorted((r for r in mine if str(r["method"]) == m and _as_float(r.get("step")) is not None),
                              key=lambda r: _as_float(r.get("step")))
@@ -202,7 +202,7 @@ def trajectories_view(
                               "first_step": fmt_num(_n_demos_key(first.get("step"))), "first": _est_ci(first),
                               "last_step": fmt_num(_n_demos_key(last.get("step"))), "last": _est_ci(last),
                               "reference": fmt_num(hlines[0][0]) if hlines else ""})
-        figure = svg.line_panels(
+        figure = figures.line_panels(
             panels, title=f"Training trajectories — {label}", x_label="optimisation step (0 = before training)",
             interval="band", series_order=methods, series_labels={m: method_display(m) for m in methods},
             colors=cols, max_columns=2, panel_width=380,
@@ -241,7 +241,7 @@ def checkpoints_view(
         cats = list(dict.fromkeys(_scalar(r.get("checkpoint")) for r in grp))
         models = {c: _scalar(r.get("model")) for r in grp for c in [_scalar(r.get("checkpoint"))]}
         methods = _ordered_methods((str(r["method"]) for r in grp), methods_order)
-        cols = svg.family_colors(methods, colors)
+        cols = figures.family_colors(methods, colors)
         slices = list(dict.fromkeys((_scalar(r.get("task")), _n_demos_key(r.get("n_demos"))) for r in grp))
         metrics = _ordered_metrics(CHECKPOINT_METRICS, (str(r["metric"]) for r in grp))
         panels, table = [], []
@@ -252,17 +252,17 @@ def checkpoints_view(
                 if not mine:
                     continue
                 name, y_label = _metric_names(CHECKPOINT_METRICS, metric)
-                series: dict[str, list[svg.SeriesPoint]] = {}
+                series: dict[str, list[figures.SeriesPoint]] = {}
                 for r in mine:
                     series.setdefault(str(r["method"]), []).append(_point(_scalar(r.get("checkpoint")), r))
                 where = f"{task} · N={fmt_num(n)}"
-                panels.append(svg.Panel(title=f"{name} · {where}", y_label=y_label, series=series))
+                panels.append(figures.Panel(title=f"{name} · {where}", y_label=y_label, series=series))
                 for m in methods:
                     cells = {_scalar(r.get("checkpoint")): _est_ci(r) for r in mine if str(r["method"]) == m}
                     if cells:
                         table.append({"where": where, "metric": name, "method": method_display(m),
                                       "color": cols.get(m, "#444444"), "cells": [cells.get(c, _DASH) for c in cats]})
-        figure = svg.line_panels(
+        figure = figures.line_panels(
             panels, title=f"Checkpoints of {group}", x_label="checkpoint (in listed order)", categories=cats,
             interval="whiskers", series_order=methods, series_labels={m: method_display(m) for m in methods},
             colors=cols, max_columns=2, panel_width=max(340, 70 + 60 * len(cats)),
@@ -283,14 +283,14 @@ def vocab_view(rows: list[dict[str, Any]], methods_order: list[str], colors: dic
         return None
     keys = sorted({_group_key(r.get("model"), r.get("task"), r.get("n_demos")) for r in rows}, key=_sort_key)
     methods = _ordered_methods((str(r["method"]) for r in rows), methods_order)
-    cols = svg.family_colors(methods, colors)
+    cols = figures.family_colors(methods, colors)
     glabels = {k: _context_label(k[0] or None, k[1] or None, k[2]) for k in keys}
     values = {}
     for r in rows:
         v = _as_float(r.get("estimate"))
         if v is not None:
             values[(glabels[_group_key(r.get("model"), r.get("task"), r.get("n_demos"))], str(r["method"]))] = v
-    figure = svg.grouped_bar_chart(
+    figure = figures.grouped_bar_chart(
         [glabels[k] for k in keys], methods, values,
         title="Order sensitivity over the vocabulary",
         y_label="Σ over tokens of std across orders",
@@ -323,19 +323,19 @@ def sparsity_view(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     out = []
     for gi, (model, grp) in enumerate(sorted(groups.items())):
         matrices = list(dict.fromkeys(str(r["matrix"]) for r in grp))
-        cols = svg.method_colors(matrices)
+        cols = figures.method_colors(matrices)
         settings = list(dict.fromkeys((_as_float(r.get("threshold")), bool(r.get("relative"))) for r in grp))
         panels, table, captions = [], [], []
         for thr, rel in settings:
             what = (f"|w| < {fmt_num(thr)} × max |w| of the matrix" if rel else f"|w| < {fmt_num(thr)}")
             captions.append(what + (" (relative to the matrix's largest |w|)" if rel else " (absolute)"))
             mine = [r for r in grp if _as_float(r.get("threshold")) == thr and bool(r.get("relative")) == rel]
-            series: dict[str, list[svg.SeriesPoint]] = {}
+            series: dict[str, list[figures.SeriesPoint]] = {}
             for r in mine:
                 series.setdefault(str(r["matrix"]), []).append(
-                    svg.SeriesPoint(x=_as_float(r.get("layer")), y=_as_float(r.get("sparsity"))))
+                    figures.SeriesPoint(x=_as_float(r.get("layer")), y=_as_float(r.get("sparsity"))))
             # the axis follows the data (shares of 0.005 were drawn on a 0-1 axis) and includes 0
-            panels.append(svg.Panel(title=what, y_label="share of entries below threshold", series=series,
+            panels.append(figures.Panel(title=what, y_label="share of entries below threshold", series=series,
                                     y_min=0.0))
             for mtx in matrices:
                 vals = [(int(_as_float(r.get("layer"))), _as_float(r.get("sparsity"))) for r in mine
@@ -347,7 +347,7 @@ def sparsity_view(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
                 table.append({"setting": what, "matrix": mtx, "color": cols[mtx], "n_layers": len(vals),
                               "mean": fmt_num(sum(v for _, v in vals) / len(vals)),
                               "min": f"{fmt_num(lo[1])} (layer {lo[0]})", "max": f"{fmt_num(hi[1])} (layer {hi[0]})"})
-        figure = svg.line_panels(
+        figure = figures.line_panels(
             panels, title=f"Weight sparsity by layer — {model}", x_label="layer (0-based)", interval="whiskers",
             series_order=matrices, colors=cols, max_columns=2, panel_width=380,
         )

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import svg
+from .. import figures
 
 _DASH = "—"
 _P_FLOOR = 1e-4
@@ -148,8 +148,8 @@ def _est_ci(r: Mapping[str, Any], est: str = "estimate") -> str:
     return fmt_num(r.get(est)) + ("" if ci == _DASH else f" {ci}")
 
 
-def _point(x: Any, r: Mapping[str, Any], est: str = "estimate", *, marked: bool = False) -> svg.SeriesPoint:
-    return svg.SeriesPoint(x=x, y=_as_float(r.get(est)), lo=_as_float(r.get("ci_low")),
+def _point(x: Any, r: Mapping[str, Any], est: str = "estimate", *, marked: bool = False) -> figures.SeriesPoint:
+    return figures.SeriesPoint(x=x, y=_as_float(r.get(est)), lo=_as_float(r.get("ci_low")),
                            hi=_as_float(r.get("ci_high")), marked=marked)
 
 

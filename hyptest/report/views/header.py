@@ -10,7 +10,7 @@ import pandas as pd
 
 from hyptest.contract import Results
 
-from .. import svg
+from .. import figures
 from .format import _DASH, _as_float, _scalar, analysis_spec, fmt_num
 from .names import _methods_order
 
@@ -36,7 +36,7 @@ def method_palette(res: Results, per_query: pd.DataFrame | None,
     for sl in res.bayes:
         seen.extend(str(m) for m in sl.posteriors)
     methods_order = _methods_order(res.study, seen)
-    return methods_order, svg.method_colors(m for m in methods_order if m in set(seen))
+    return methods_order, figures.method_colors(m for m in methods_order if m in set(seen))
 
 
 def header_view(res: Results, study_text: str | None, per_order: pd.DataFrame | None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from markupsafe import Markup
 
 from hyptest.contract import ComparisonRow, FamilyRow, MarginRow
 
-from .. import svg
+from .. import figures
 from .comparison import _ci_level_text, _is_threshold, _log_factor, _margin_text
 from .format import _as_float, analysis_spec, fmt_ci, fmt_num
 from .names import _adjust_name, _verdict_word, analysis_display
@@ -63,7 +63,7 @@ def resampling_figures(
                 "verdict": _verdict_word(comp.get("verdict")) if comp.get("verdict") else "",
                 "n_draws": int(np.isfinite(arr).sum()),
                 "figure": Markup(
-                    svg.resampling_distribution_plot(
+                    figures.resampling_distribution_plot(
                         arr,
                         estimate if estimate is not None else float("nan"),
                         title=title,

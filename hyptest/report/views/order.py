@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from markupsafe import Markup
 
-from .. import svg
+from .. import figures
 from .format import _DASH, _as_float, _context_label, _group_key, _sort_key, analysis_spec, fmt_ci, fmt_num
 from .names import method_display
 
@@ -147,7 +147,7 @@ def _order_group(gi: int, key: tuple[str, str, Any], rows: list[dict[str, Any]],
     label = _context_label(key[0] or None, key[1] or None, key[2])
     figure = None
     if len(sub) and "sd_gold" in sub.columns:
-        figure = Markup(svg.order_sensitivity_plot(
+        figure = Markup(figures.order_sensitivity_plot(
             sub, methods_order=methods_order, title=f"Order sensitivity — {label}",
             summary=summary.astype({"ci_low": float, "ci_high": float, "mean_sd_gold": float}), colors=colors,
         ))
@@ -178,7 +178,7 @@ def _scatter_view(
         return None
     pairs = order_pairs(po, reference, methods)
     n_pairs = {m: int((pairs["method"] == m).sum()) for m in methods}
-    figure = svg.order_scatter_plot(
+    figure = figures.order_scatter_plot(
         pairs,
         methods=methods,
         title=f"{method_display(reference)} vs gradient-based P(gold) per order — {label}",
