@@ -1299,3 +1299,17 @@ def test_no_printed_row_contradicts_its_own_interval():
                 assert 1 / 1.25 <= rlo and rhi <= 1.25
         checked[r["verdict"]] += 1
     assert checked["different"] >= 2 and checked["equivalent"] >= 2
+
+
+def test_the_reports_display_tables_name_exactly_the_known_metrics():
+    """The report's display tables (names and directions) cover hyptest.names' lists, no more, no less."""
+    from hyptest import names
+    from hyptest.report.views import dai, descriptive
+    from hyptest.report.views import names as shown
+
+    assert {k: larger for k, (_, larger) in shown.AGREEMENT_METRICS.items()} == names.AGREEMENT_METRICS
+    assert set(dai.DAI_METRICS) == set(names.DAI_NAMES)
+    assert {k: dai.DAI_METRICS[k][0] for k in names.DAI_NAMES} == names.DAI_NAMES
+    assert tuple(descriptive.N_SWEEP_METRICS) == names.SWEEP_METRICS
+    assert tuple(descriptive.TRAJECTORY_METRICS) == names.TRAJECTORY_METRICS
+    assert set(names.ANALYSES) <= set(shown.ANALYSIS_NAMES)

@@ -6,17 +6,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from hyptest.names import METHOD_NAMES, SHORT_METHOD_NAMES  # one home for display names
+
 from .format import _DASH, _as_float, fmt_num
 
-#: Plain-words display names of the known methods.
-METHOD_NAMES: dict[str, str] = {
-    "icl": "ICL",
-    "gd": "full-batch GD",
-    "sgd": "SGD (batch 1, in order)",
-    "adam": "Adam (batch 1, in order)",
-    "layer_causal_gd": "layer-causal GD (Deutch et al.; batch 1, in order)",
-    "zs": "zero-shot (no demos)",
-}
 
 #: Verdict word -> plain-words phrase (``{margin}`` is filled in when known).
 VERDICT_PHRASES: dict[str, str] = {
@@ -124,9 +117,6 @@ _ESTIMATE_LEGEND: dict[str, tuple[str, str]] = {
 #: Names of the multiplicity adjustments.
 _ADJUST_NAMES: dict[str, str] = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini–Hochberg"}
 
-#: Short method names for the verdict table (the banners use :data:`METHOD_NAMES`).
-SHORT_METHOD_NAMES: dict[str, str] = {"icl": "ICL", "zs": "ZS", "gd": "GD", "sgd": "SGD", "adam": "Adam",
-                                      "layer_causal_gd": "LC-GD"}
 
 #: Column order of methods in figures and tables.
 DEFAULT_METHOD_ORDER: tuple[str, ...] = ("icl", "zs", "gd", "sgd", "adam", "layer_causal_gd")
