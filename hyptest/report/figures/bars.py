@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .canvas import Sketch, data_range, drawing, finite, message_svg, style_axes
+from .canvas import Sketch, data_range, drawing, finite, message_svg, style_axes, wrap_label
 from .colors import method_colors
 
 __all__ = ["grouped_bar_chart", "rank_plot"]
@@ -103,7 +103,7 @@ def grouped_bar_chart(
         style_axes(ax)
         lo, hi = data_range(finite_vals, include=[0.0], pad=0.1)
         ax.set_ylim(min(lo, 0.0), hi)
-        ax.set_ylabel(y_label)
+        ax.set_ylabel(wrap_label(y_label, bottom - top))
         sk.tag(ax.yaxis.label, "y-label")
         slot_px = (width - right_pad - left) / len(groups)
         unit = 1.0 / slot_px  # data units per pixel: one group is one unit wide

@@ -296,8 +296,9 @@ def drawing(width: float, height: float, title: str | None = None) -> Iterator[S
     """A :class:`Sketch` of ``width × height`` pixels drawn under :data:`RC`, its title (if given) centred on top."""
     with matplotlib.rc_context(RC):
         sk = Sketch(width, height)
-        if title is not None:
-            sk.tag(sk.text(width / 2, 22, title, ha="center", fontsize=14, fontweight="bold", color="#222222"),
+        if title is not None:  # bold DejaVu Sans is about 0.65 em per character: shrink a long title to fit
+            size = min(14.0, max(9.0, (width - 16) / (0.65 * max(len(title), 1))))
+            sk.tag(sk.text(width / 2, 22, title, ha="center", fontsize=size, fontweight="bold", color="#222222"),
                    "fig-title")
         yield sk
 
