@@ -74,9 +74,10 @@ def _replay(run: Path, adaptive_text: str, fixed: dict[str, Any], fixed_units: i
     from hyptest.records import final_step_rows
     from hyptest.stats.order_resampling import per_set_statistics
     from hyptest.study import parse_study
+    from hyptest.workflows.adaptive import sets_needed
 
     study = parse_study(yaml.safe_load(adaptive_text))
-    ref, ce = study.analysis.reference, study.collection.check_every
+    ref = study.analysis.reference
     records = final_step_rows(pd.concat([pd.read_parquet(f) for f in sorted((run / "units").glob("*.parquet"))],
                                         ignore_index=True))
     labels = {t: len(g["labels"].iloc[0]) for t, g in records.groupby("task")}
@@ -115,16 +116,7 @@ def _replay(run: Path, adaptive_text: str, fixed: dict[str, Any], fixed_units: i
                       for i, (s, idx) in enumerate(draws[slice_key])}
             obs.values[key] = values
         state = monitor_sets(study, keys, obs)
-        need: dict[tuple[Any, ...], int] = {}
-        for model in study.models:
-            for task in study.tasks:
-                for n in study.demos.n_demos:
-                    for method in study.method_names():
-                        need[(model.name, task.name, int(n), method)] = min(ce, set_budget(study, int(n)))
-        for key, st in zip(keys, state.comparisons):
-            for method in (key.method, ref):
-                slot = (key.model, key.task, key.n_demos, method)
-                need[slot] = max(need[slot], int(st.n_used))
+        need = sets_needed(study, keys, state)  # the rounds' own rule: all comparisons stopped here
         totals.append(sum(sets * orders_per_set(study, slot[2]) * seeds[slot[3]] for slot, sets in need.items()))
         verdicts = {(k.model, k.task, k.n_demos, k.method, k.analysis): st.verdict
                     for k, st in zip(keys, state.comparisons)}

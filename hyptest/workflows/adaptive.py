@@ -49,7 +49,7 @@ from ..stats.anytime_family import FamilyState
 from ..study import Study
 from ..tasks import Task, sample_examples
 
-__all__ = ["adaptive_demo_set", "adaptive_units", "collect_adaptive", "run_adaptive_rounds"]
+__all__ = ["adaptive_demo_set", "adaptive_units", "collect_adaptive", "run_adaptive_rounds", "sets_needed"]
 
 def adaptive_demo_set(task: Task, n_demos: int, index: int, study: Study) -> DemoSet:
     """Demo set ``index`` of a slice: an independent draw from the pool with k distinct random orders."""
@@ -83,7 +83,7 @@ def adaptive_units(study: Study, task: Task, model: str, n_demos: int, method: s
     return out
 
 
-def _needs(study: Study, keys: list[FamilyKey], state: FamilyState) -> dict[tuple[str, str, int, str], int]:
+def sets_needed(study: Study, keys: list[FamilyKey], state: FamilyState) -> dict[tuple[str, str, int, str], int]:
     """Sets each (model, task, N, method) slice needs for the next look (its current count when stopped)."""
     ce = study.collection.check_every
     need: dict[tuple[str, str, int, str], int] = {}
@@ -129,7 +129,7 @@ def collect_adaptive(study: Study, tasks: dict[str, Task], identities: dict[str,
     seen: set[str] = set()
     while True:
         state = monitor_sets(study, keys, obs)
-        need = _needs(study, keys, state)
+        need = sets_needed(study, keys, state)
         new: list[Unit] = []
         for (model, task, n, method), count in need.items():
             have = planned.get((model, task, n, method), 0)
