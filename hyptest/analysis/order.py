@@ -412,7 +412,7 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
     comparisons: list[Comparison] = []
     for sl in iter_slices(records, a.reference):
         model, task, n_demos, group = sl.model, sl.task, sl.n_demos, sl.rows
-        if a.reference not in set(group["method"].unique()):
+        if not sl.has_reference:
             notes.append(f"{model}/{task}/N={n_demos}: no {a.reference} rows; no comparisons")
             continue
         # orders are numbered within each set (or across sets: only the count per set matters)

@@ -73,7 +73,7 @@ def run_adaptive_family(design: AdaptiveDesign, family_size: int, ratio: float |
     while len(xs) < family_size:
         sd = SliceDesign(n_demos=design.n_demos, n_sets=design.max_sets, n_orders=design.orders,
                          n_queries=design.n_queries, n_methods=design.n_methods)
-        sim = simulate_slice(sd, ratio if np.ndim(ratio) == 0 else per_method, model, rng)
+        sim = simulate_slice(sd, per_method, model, rng)
         for cube, true in zip(sim.methods, per_method):
             if len(xs) == family_size:
                 break
