@@ -255,8 +255,8 @@ def monitor_family(
         for i in range(m):
             s = states[i]
             if ever:  # a rejection at any look stands (Ville): keep the smallest adjusted p-value so far
-                adj_d[i] = _running_min(s.p_difference_adjusted if look > 1 else None, adj_d[i])
-                adj_e[i] = _running_min(s.p_equivalence_adjusted if look > 1 else None, adj_e[i])
+                adj_d[i] = _running_min(s.p_difference_adjusted, adj_d[i])  # NaN / None before the first look
+                adj_e[i] = _running_min(s.p_equivalence_adjusted, adj_e[i])
             s.p_difference_adjusted = float(adj_d[i])  # type: ignore[arg-type]
             s.p_equivalence_adjusted = adj_e[i]
             if s.stopped:
