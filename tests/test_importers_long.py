@@ -627,3 +627,69 @@ def test_the_benchmark_file_reads_cleanly_and_as_pandas_reads_it(tmp_path):
     # full-batch GD is order-invariant in the synthetic data: one value per (task, set, query)
     gd = res.records[res.records["method"] == "gd"]
     assert (gd.groupby(["task", "demo_set", "query_id"])["p_gold"].nunique() == 1).all()
+
+
+# ---------------------------------------------------------------------------
+# the read-ahead thread between the file reader and the conversion
+# ---------------------------------------------------------------------------
+
+
+def test_prefetched_gives_the_items_in_order_and_raises_where_the_source_did():
+    import threading
+
+    from hyptest.importers.long import _prefetched
+
+    assert list(_prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield from range(3)
+        raise ValueError("bad block")
+
+    seen = []
+    with pytest.raises(ValueError, match="bad block"):
+        for item in _prefetched(failing()):
+            seen.append(item)
+    assert seen == [0, 1, 2]
+
+    # a consumer that stops early (strict mode) stops the thread too
+    pulled = []
+
+    def endless():
+        i = 0
+        while True:
+            pulled.append(i)
+            yield i
+            i += 1
+
+    reader = _prefetched(endless(), depth=2)
+    assert [next(reader) for _ in range(3)] == [0, 1, 2]
+    reader.close()
+    assert not any(t.name == "hyptest-read-ahead" and t.is_alive() for t in threading.enumerate())
+    assert len(pulled) <= 3 + 2 + 1  # read ahead by at most the queue's depth, plus the item in hand
+
+
+def test_read_long_with_read_ahead_equals_a_plain_loop(tmp_path, monkeypatch):
+    """The records and the Arrow table are the same with the source read in the caller's thread."""
+    from hyptest.importers import long as long_module
+
+    lines = ["model,task,method,n_demos,demo_set,order_id,seed,step,query_id,gold,prob_negative,prob_positive"]
+    for order in range(6):
+        for query in range(40):
+            p = 0.1 + 0.8 * ((order * 7 + query * 3) % 11) / 10
+            lines.append(f"m,sst2,icl,2,0,{order},0,0,{query},{'positive' if query % 2 else 'negative'},"
+                         f"{1 - p:.6f},{p:.6f}")
+    path = tmp_path / "long.csv"
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(long_module, "_BLOCK_BYTES", 1024)  # many segments: the queue really runs ahead
+    segments = list(long_module._source(path, long_module.load_mapping(None), 16).segments())
+    assert len(segments) > 5
+    fast = long_module.read_long(path, as_table=True, batch_rows=16)
+    monkeypatch.setattr(long_module, "_prefetched", lambda segments, depth=2: segments)
+    plain = long_module.read_long(path, as_table=True, batch_rows=16)
+    assert fast.table.equals(plain.table)
+    pd.testing.assert_frame_equal(fast.records.drop(columns=["label_probs", "label_logprobs", "topk_ids",
+                                                             "topk_probs"], errors="ignore"),
+                                  plain.records.drop(columns=["label_probs", "label_logprobs", "topk_ids",
+                                                              "topk_probs"], errors="ignore"))
+    for a, b in zip(fast.records["label_probs"], plain.records["label_probs"]):
+        np.testing.assert_array_equal(a, b)

@@ -24,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+import queue
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
@@ -1331,13 +1333,59 @@ def read_long(
             return finish()
         reader.layout_for(frozenset(source.names))
 
-    for segment in source.segments():
+    for segment in _prefetched(source.segments()):
         reader.process(segment)
         if strict:
             reader.strict_check(int(batch_rows), final=False)
     if strict:
         reader.strict_check(int(batch_rows), final=True)
     return finish()
+
+
+def _prefetched(segments: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """The items of ``segments``, read ahead in a thread while the caller converts the previous ones.
+
+    The source (pyarrow's CSV reader, line lookups) and the conversion both
+    spend most of their time in C code that releases the GIL, so on two cores
+    they overlap. The items come in the source's order; an exception of the
+    source is raised here, where the caller's loop would have met it; a caller
+    that stops early (``strict`` mode) stops the thread at its next item.
+    """
+    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in segments:
+                while not stop.is_set():
+                    try:
+                        items.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(("end", None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+            items.put(("error", error))
+
+    worker = threading.Thread(target=produce, name="hyptest-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
 
 
 _HINT = "Fix these rows, or read with strict=False (CLI: --skip-bad) to skip bad rows and count them."
