@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..names import AGREEMENT_METRICS, SWEEP_METRICS, TRAJECTORY_METRICS
 from ..records import final_step_rows
-from ..metrics.agreement import pair_metrics
+from ..metrics.agreement import RowLists, pair_metrics
 from ..metrics.overlap import vocab_order_sensitivity
 from ..metrics.rows import stack_rows
 from ..stats.bootstrap import bootstrap_ci
@@ -274,23 +274,34 @@ def vocab_order_per_query(records: pd.DataFrame) -> pd.DataFrame:
     """
     per: list[dict[str, Any]] = []
     group_keys = ["model", "task", "n_demos", "method", "demo_set", "seed"]
-    # each group is a copy of the columns it is given: only those used
-    records = records[[*group_keys, "query_id", "order_id", "topk_ids", "topk_probs"]]
+    # the groups are made of the keys and each row's position (``_row``), not of the list cells: the top-k
+    # cells are stacked once (RowLists) when they are uniform, and each group's rows are picked from that
+    cells = records[["topk_ids", "topk_probs"]]
+    lists = RowLists.stack(cells, ("topk_ids", "topk_probs"))
+    lengths = np.fromiter(map(len, cells["topk_ids"].to_numpy()), dtype=np.int64, count=len(cells))
+    records = records[[*group_keys, "query_id", "order_id"]].assign(_row=np.arange(len(records)))
     for key, group in records.groupby(group_keys, sort=True):
         if group["order_id"].nunique() < 2:
             continue
-        k = int(group["topk_ids"].map(len).min())
+        k = int(lengths[group["_row"].to_numpy()].min())
         if k == 0:
             continue
         group = group.sort_values(["query_id", "order_id"])
         n_orders = group["order_id"].nunique()
-        counts = group.groupby("query_id")["order_id"].nunique()
-        group = group[group["query_id"].isin(counts[counts == n_orders].index)]
+        # the queries scored under every order (a NaN query_id is in no group: left out, as isin left it)
+        group = group[group.groupby("query_id")["order_id"].transform("nunique").to_numpy() == n_orders]
         queries = group["query_id"].unique()
         if len(queries) == 0:
             continue
-        ids = stack_rows([v[:k] for v in group["topk_ids"]]).reshape(len(queries), n_orders, k)
-        probs = stack_rows([v[:k] for v in group["topk_probs"]], dtype=float).reshape(len(queries), n_orders, k)
+        rows = group["_row"].to_numpy()
+        if lists is not None:  # the same arrays as stacking the group's cells cut to k
+            ids = np.ascontiguousarray(lists.arrays["topk_ids"][rows, :k]).reshape(len(queries), n_orders, k)
+            probs = np.ascontiguousarray(lists.arrays["topk_probs"][rows, :k].astype(float, copy=False)
+                                         ).reshape(len(queries), n_orders, k)
+        else:
+            ids = stack_rows([v[:k] for v in cells["topk_ids"].to_numpy()[rows]]).reshape(len(queries), n_orders, k)
+            probs = stack_rows([v[:k] for v in cells["topk_probs"].to_numpy()[rows]], dtype=float
+                               ).reshape(len(queries), n_orders, k)
         res = vocab_order_sensitivity(ids, probs)
         for q, value, bound in zip(queries, np.atleast_1d(res.value), np.atleast_1d(res.error_bound)):
             per.append({**dict(zip(group_keys, key)), "query_id": q, "value": float(value),

@@ -1,0 +1,281 @@
+"""The fast agreement and vocabulary paths (issue 17, item 5) give the numbers of the plain code, bit for bit.
+
+``agreement_table`` pairs the records on their keys and gathers the list
+cells from arrays stacked once (``RowLists``); ``vocab_order_per_query``
+picks each group's rows from the same stacked arrays; ``overlap_cosine``
+picks the shared token's probability instead of summing a (k, k) product,
+and skips the sort of a top-k already in order.  Each is checked here
+against the code it replaced, kept below as a plain reference, on generated
+records with the awkward cases: shuffled rows, unequal orders per set, a
+single-order set, training seeds, rows missing for one method, queries not
+scored under every order, ties and zeros in the top-k, top-k lists of
+different widths (the frame path) and narrower than k (no token metrics).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hyptest.analysis.descriptive import vocab_order_per_query
+from hyptest.metrics.agreement import AGREEMENT_METRICS, agreement_table
+from hyptest.metrics.overlap import (
+    _pick_shared,
+    _validate_ids,
+    _validate_pair_shapes,
+    _validate_probs,
+    label_js,
+    label_kl,
+    overlap_cosine,
+    token_overlap,
+    vocab_order_sensitivity,
+)
+from hyptest.metrics.rows import stack_rows
+from hyptest._validation import validate_choice, validate_count
+
+_UNIT = ["model", "task", "n_demos", "demo_set", "query_id"]
+
+
+# ---------------------------------------------------------------------------
+# the plain code the fast paths replaced (hyptest before issue 17, item 5)
+# ---------------------------------------------------------------------------
+
+
+def _plain_overlap_cosine(ids_a, probs_a, ids_b, probs_b, *, k=10, support="shared"):
+    kk = validate_count(k, "k")
+    ia = _validate_ids(ids_a, "ids_a", kk)
+    ib = _validate_ids(ids_b, "ids_b", kk)
+    pa = _validate_probs(probs_a, "probs_a", ia.shape)
+    pb = _validate_probs(probs_b, "probs_b", ib.shape)
+    _validate_pair_shapes(ia, ib, "ids_a", "ids_b")
+    validate_choice(support, "support", ("shared", "union"))
+
+    def top_k(ids, probs):
+        order = np.argsort(-probs, axis=-1, kind="stable")[..., :kk]
+        return np.take_along_axis(ids, order, axis=-1), np.take_along_axis(probs, order, axis=-1)
+
+    ia, pa = top_k(ia, pa)
+    ib, pb = top_k(ib, pb)
+    eq = ia[..., :, None] == ib[..., None, :]
+    pb_on_a = (eq * pb[..., None, :]).sum(axis=-1)
+    dot = (pa * pb_on_a).sum(axis=-1)
+    if support == "shared":
+        sq_a = (pa**2 * eq.any(axis=-1)).sum(axis=-1)
+        sq_b = (pb**2 * eq.any(axis=-2)).sum(axis=-1)
+    else:
+        sq_a = (pa**2).sum(axis=-1)
+        sq_b = (pb**2).sum(axis=-1)
+    denom = np.sqrt(sq_a) * np.sqrt(sq_b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), 0.0)
+    return np.clip(cos, 0.0, 1.0)[()]
+
+
+def _plain_pair_metrics(a: pd.DataFrame, b: pd.DataFrame, k: int) -> dict[str, np.ndarray]:
+    def stack(frame, column):
+        return stack_rows(frame[column].to_numpy())
+
+    pa, pb = stack(a, "label_probs"), stack(b, "label_probs")
+    js = np.asarray(label_js(pa, pb), dtype=float)
+    kl = np.asarray(label_kl(pa, pb), dtype=float)
+    width = min(min((len(v) for v in a["topk_ids"]), default=0), min((len(v) for v in b["topk_ids"]), default=0))
+    if width < k:
+        missing = np.full(len(a), np.nan)
+        return {"token_overlap": missing, "overlap_cosine": missing.copy(), "label_js": js, "label_kl": kl}
+    ids_a, ids_b = stack(a, "topk_ids"), stack(b, "topk_ids")
+    return {
+        "token_overlap": np.asarray(token_overlap(ids_a, ids_b, k=k), dtype=float),
+        "overlap_cosine": np.asarray(
+            _plain_overlap_cosine(ids_a, stack(a, "topk_probs"), ids_b, stack(b, "topk_probs"), k=k), dtype=float),
+        "label_js": js,
+        "label_kl": kl,
+    }
+
+
+def _plain_agreement_slice(records: pd.DataFrame, reference: str, k: int) -> pd.DataFrame:
+    keys = [*_UNIT, "order_id"]
+    ref = records[records["method"] == reference].sort_values(keys)
+    frames = []
+    shifted = ref.copy()
+    n_orders = shifted.groupby(_UNIT)["order_id"].transform("nunique")
+    rank = shifted.groupby(_UNIT)["order_id"].rank(method="first").astype(int) - 1
+    shifted["_next"] = (rank + 1) % n_orders
+    shifted["_rank"] = rank
+    left = shifted.sort_values([*_UNIT, "_rank"])
+    right = left.set_index([*_UNIT, "_rank"]).loc[
+        pd.MultiIndex.from_frame(left[[*_UNIT, "_next"]].rename(columns={"_next": "_rank"}))
+    ].reset_index()
+    values = _plain_pair_metrics(left, right, k)
+    frames.append(left[_UNIT].assign(method=reference, seed=0, **values))
+    for method in sorted(set(records["method"]) - {reference}):
+        other = records[records["method"] == method]
+        joined = ref.merge(other, on=keys, suffixes=("_a", "_b"))
+        if joined.empty:
+            continue
+        a = joined[[f"{c}_a" for c in ("topk_ids", "topk_probs", "label_probs")]]
+        b = joined[[f"{c}_b" for c in ("topk_ids", "topk_probs", "label_probs")]]
+        a.columns = b.columns = ["topk_ids", "topk_probs", "label_probs"]
+        values = _plain_pair_metrics(a, b, k)
+        frames.append(joined[_UNIT].assign(method=method, seed=joined["seed_b"].to_numpy(), **values))
+    long = pd.concat(frames, ignore_index=True)
+    per_seed = long.groupby([*_UNIT, "method", "seed"], sort=True)[list(AGREEMENT_METRICS)].mean()
+    return per_seed.groupby([*_UNIT, "method"], sort=True).mean().reset_index()
+
+
+def _plain_agreement_table(records: pd.DataFrame, *, reference: str = "icl", k: int = 10) -> pd.DataFrame:
+    needed = [*_UNIT, "method", "order_id", "seed", "topk_ids", "topk_probs", "label_probs"]
+    records = records[needed]
+    slices = [_plain_agreement_slice(group, reference, k)
+              for _, group in records.groupby(["model", "task", "n_demos"], sort=True)
+              if (group["method"] == reference).any()]
+    return pd.concat(slices, ignore_index=True)
+
+
+def _plain_vocab_order_per_query(records: pd.DataFrame) -> pd.DataFrame:
+    per: list[dict[str, Any]] = []
+    group_keys = ["model", "task", "n_demos", "method", "demo_set", "seed"]
+    records = records[[*group_keys, "query_id", "order_id", "topk_ids", "topk_probs"]]
+    for key, group in records.groupby(group_keys, sort=True):
+        if group["order_id"].nunique() < 2:
+            continue
+        k = int(group["topk_ids"].map(len).min())
+        if k == 0:
+            continue
+        group = group.sort_values(["query_id", "order_id"])
+        n_orders = group["order_id"].nunique()
+        counts = group.groupby("query_id")["order_id"].nunique()
+        group = group[group["query_id"].isin(counts[counts == n_orders].index)]
+        queries = group["query_id"].unique()
+        if len(queries) == 0:
+            continue
+        ids = stack_rows([v[:k] for v in group["topk_ids"]]).reshape(len(queries), n_orders, k)
+        probs = stack_rows([v[:k] for v in group["topk_probs"]], dtype=float).reshape(len(queries), n_orders, k)
+        res = vocab_order_sensitivity(ids, probs)
+        for q, value, bound in zip(queries, np.atleast_1d(res.value), np.atleast_1d(res.error_bound)):
+            per.append({**dict(zip(group_keys, key)), "query_id": q, "value": float(value),
+                        "bound": float(bound), "top_k": k})
+    columns = [*_UNIT, "method", "value", "bound", "top_k"]
+    if not per:
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame(per).groupby([*_UNIT, "method"], sort=True).agg(
+        value=("value", "mean"), bound=("bound", "mean"), top_k=("top_k", "min")).reset_index()[columns]
+
+
+# ---------------------------------------------------------------------------
+# generated records
+# ---------------------------------------------------------------------------
+
+
+def _topk(rng: np.random.Generator, width: int, *, ties: bool) -> tuple[np.ndarray, np.ndarray]:
+    ids = rng.choice(40, size=width, replace=False).astype(np.int64)  # a small vocabulary: many shared tokens
+    probs = np.sort(rng.dirichlet(np.ones(width + 1))[:width])[::-1].copy()
+    if ties and width >= 3:
+        probs[1] = probs[2]  # a tie inside the top-k
+        if rng.random() < 0.5:
+            probs[-1] = 0.0
+    if rng.random() < 0.05:
+        probs = rng.permutation(probs)  # a top-k not stored in order: the sorting path
+    return ids, probs
+
+
+def _records(seed: int = 0, *, width=lambda method, rng: 10) -> pd.DataFrame:
+    """Two tasks (2 and 3 labels), ICL, GD, SGD (2 seeds) and a zero-shot method; awkward cases included."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for task, n_labels in (("bin", 2), ("tri", 3)):
+        for method, kind, seeds in (("icl", "icl", (0,)), ("gd", "gd", (0,)), ("sgd", "sgd", (0, 1)),
+                                    ("zs", "zs", (0,))):
+            for seed_ in seeds:
+                for demo_set, n_orders in ((0, 4), (1, 3), (2, 1)):
+                    for order_id in range(n_orders):
+                        for q in range(5):
+                            if method == "sgd" and rng.random() < 0.08:
+                                continue  # a row missing for one method: the merge drops its pair
+                            if q == 4 and order_id == 1 and method != "icl":
+                                continue  # a query not scored under every order
+                            ids, probs = _topk(rng, width(method, rng), ties=rng.random() < 0.3)
+                            label_probs = rng.dirichlet(np.ones(n_labels))
+                            rows.append({"model": "m", "task": task, "n_demos": 3, "method": method,
+                                         "method_kind": kind, "demo_set": demo_set, "query_id": f"{task}-{q:02d}",
+                                         "seed": seed_, "order_id": order_id, "label_probs": label_probs,
+                                         "topk_ids": ids, "topk_probs": probs})
+    frame = pd.DataFrame(rows)
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # rows in no particular order
+
+
+def _same_bits(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    for column in want.columns:
+        if want[column].dtype.kind == "f":  # NaN where NaN, and the sign of every zero
+            assert np.array_equal(got[column].to_numpy().view(np.int64), want[column].to_numpy().view(np.int64)), column
+
+
+_WIDTHS = {
+    "uniform": lambda method, rng: 10,
+    "wider than k": lambda method, rng: 12,
+    "ragged": lambda method, rng: 10 if method == "icl" else 11,  # RowLists refuses: the frame path
+    "narrower than k": lambda method, rng: 4,  # no token metrics
+}
+
+
+# ---------------------------------------------------------------------------
+# the checks
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("widths", list(_WIDTHS))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_agreement_table_is_the_plain_one_bit_for_bit(seed, widths):
+    records = _records(seed, width=_WIDTHS[widths])
+    _same_bits(agreement_table(records, k=10), _plain_agreement_table(records, k=10))
+
+
+@pytest.mark.parametrize("widths", ["uniform", "wider than k", "ragged"])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_vocab_order_per_query_is_the_plain_one_bit_for_bit(seed, widths):
+    records = _records(seed, width=_WIDTHS[widths])
+    _same_bits(vocab_order_per_query(records), _plain_vocab_order_per_query(records))
+
+
+def test_vocab_order_per_query_with_float32_probabilities_and_lists():
+    records = _records(5)
+    records["topk_probs"] = [p.astype(np.float32) for p in records["topk_probs"]]
+    _same_bits(vocab_order_per_query(records), _plain_vocab_order_per_query(records))
+    records["topk_ids"] = [list(v) for v in records["topk_ids"]]  # lists, not arrays
+    _same_bits(vocab_order_per_query(records), _plain_vocab_order_per_query(records))
+
+
+@pytest.mark.parametrize("support", ["shared", "union"])
+def test_overlap_cosine_is_the_plain_one_bit_for_bit(support):
+    rng = np.random.default_rng(7)
+    for n, width, k in ((50, 10, 10), (40, 12, 10), (30, 5, 3), (1, 4, 4)):
+        pairs = [_topk(rng, width, ties=True) for _ in range(2 * n)]
+        ids = np.stack([p[0] for p in pairs])
+        probs = np.stack([p[1] for p in pairs])
+        got = overlap_cosine(ids[:n], probs[:n], ids[n:], probs[n:], k=k, support=support)
+        want = _plain_overlap_cosine(ids[:n], probs[:n], ids[n:], probs[n:], k=k, support=support)
+        assert np.array_equal(np.asarray(got).view(np.int64), np.asarray(want).view(np.int64))
+    # one query against a batch (broadcast leading axes), and 1-D inputs
+    got = overlap_cosine(ids[0], probs[0], ids[:5], probs[:5], k=3, support=support)
+    want = _plain_overlap_cosine(ids[0], probs[0], ids[:5], probs[:5], k=3, support=support)
+    assert np.array_equal(np.asarray(got).view(np.int64), np.asarray(want).view(np.int64))
+    assert float(overlap_cosine(ids[0], probs[0], ids[1], probs[1], k=4, support=support)) == float(
+        _plain_overlap_cosine(ids[0], probs[0], ids[1], probs[1], k=4, support=support))
+
+
+def test_pick_shared_is_the_summed_product_with_every_zero_sign():
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        n, k = int(rng.integers(1, 40)), int(rng.integers(1, 12))
+        ia = np.stack([rng.permutation(20)[:k] for _ in range(n)])
+        ib = np.stack([rng.permutation(20)[:k] for _ in range(n)])
+        pb = rng.random((n, k))
+        pb[rng.random((n, k)) < 0.2] = 0.0
+        if trial % 2:
+            pb[rng.random((n, k)) < 0.2] = -0.0  # the sign of a zero sum then depends on numpy: summed as before
+        eq = ia[..., :, None] == ib[..., None, :]
+        want = (eq * pb[..., None, :]).sum(axis=-1)
+        assert np.array_equal(_pick_shared(eq, pb).view(np.int64), want.view(np.int64))
