@@ -279,3 +279,94 @@ def test_pick_shared_is_the_summed_product_with_every_zero_sign():
         eq = ia[..., :, None] == ib[..., None, :]
         want = (eq * pb[..., None, :]).sum(axis=-1)
         assert np.array_equal(_pick_shared(eq, pb).view(np.int64), want.view(np.int64))
+
+
+# ---------------------------------------------------------------------------
+# the N sweep of a single-N run: the generator advanced instead of the table computed
+# ---------------------------------------------------------------------------
+
+
+def _sweep_inputs(n_sets: int, seed: int = 0):
+    from hyptest.metrics import order_sensitivity
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for method, kind in (("icl", "icl"), ("sgd", "sgd")):
+        for demo_set in range(n_sets):
+            for order_id in range(3):
+                for q in range(4 + demo_set % 3):  # clusters of unequal sizes
+                    ids, probs = _topk(rng, 10, ties=False)
+                    label_probs = rng.dirichlet(np.ones(2))
+                    rows.append({"model": "m", "task": "t", "n_demos": 4, "method": method, "method_kind": kind,
+                                 "demo_set": demo_set, "query_id": f"q{q}", "seed": 0, "order_id": order_id,
+                                 "label_probs": label_probs, "p_gold": float(label_probs[0]),
+                                 "correct": bool(rng.random() < 0.6), "topk_ids": ids, "topk_probs": probs})
+    records = pd.DataFrame(rows)
+    return records, order_sensitivity(records), agreement_table(records, k=10)
+
+
+@pytest.mark.parametrize("n_sets", [5, 7])
+def test_n_sweep_draws_leaves_the_generator_where_the_table_does(n_sets):
+    from hyptest.analysis.descriptive import n_sweep_draws, n_sweep_table
+
+    records, per_query, agreement = _sweep_inputs(n_sets)
+    computed, advanced = np.random.default_rng([3, 13]), np.random.default_rng([3, 13])
+    n_sweep_table(records, per_query, agreement, rng=computed)
+    draws = n_sweep_draws(records, per_query, agreement)
+    assert draws is not None and draws > 0
+    advanced.bit_generator.advance(draws)
+    assert advanced.bit_generator.state == computed.bit_generator.state
+    assert advanced.random(5).tolist() == computed.random(5).tolist()
+
+
+def test_n_sweep_draws_is_unknown_for_ordinary_bootstraps():
+    from hyptest.analysis.descriptive import n_sweep_draws
+
+    records, per_query, agreement = _sweep_inputs(3)  # fewer than 5 demo sets: SciPy's bootstrap
+    assert n_sweep_draws(records, per_query, agreement) is None
+
+
+def test_reanalysis_is_identical_with_the_plain_agreement_vocab_and_sweep(tmp_path, monkeypatch):
+    """A whole single-N reanalysis: agreement and vocabulary tables by the plain code, the N sweep computed."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from hyptest.analysis import descriptive, order
+    from hyptest.workflows import study as study_module
+    from hyptest.workflows.reanalyse import reanalyse
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_reanalyse", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_reanalyse.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    data = tmp_path / "long.csv"
+    bench.synthesise(data, 0.6)
+    overrides = {"analysis": {"bayes": False, "n_resamples": 2000}}
+    advanced = []
+
+    def counting(*args, **kwargs):
+        draws = descriptive.n_sweep_draws(*args, **kwargs)
+        advanced.append(draws)
+        return draws
+
+    with monkeypatch.context() as m:
+        m.setattr(study_module, "n_sweep_draws", counting)
+        reanalyse(data, out_dir=tmp_path / "fast", study_overrides=overrides)
+    assert advanced and advanced[0] is not None  # the sweep was skipped, the generator advanced
+    with monkeypatch.context() as m:
+        m.setattr(order, "agreement_table", _plain_agreement_table)
+        m.setattr(order, "vocab_order_per_query", _plain_vocab_order_per_query)
+        m.setattr(study_module, "n_sweep_draws", lambda *a, **k: None)
+        reanalyse(data, out_dir=tmp_path / "plain", study_overrides=overrides)
+    outputs = []
+    for folder in (tmp_path / "fast", tmp_path / "plain"):
+        results = json.loads((folder / "results.json").read_text())
+        for key in ("provenance", "import"):
+            results.pop(key)
+        outputs.append((results, {p.name: pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}))
+    (fast, fast_tables), (plain, plain_tables) = outputs
+    assert fast == plain
+    assert fast_tables.keys() == plain_tables.keys()
+    for name in fast_tables:
+        _same_bits(fast_tables[name], plain_tables[name])
