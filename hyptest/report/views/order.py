@@ -43,7 +43,9 @@ def _split(frame: pd.DataFrame | None) -> dict[tuple[str, str, Any], pd.DataFram
     if frame is None:
         return {}
     index = frame.groupby("_key", sort=False).indices
-    return {k: frame.iloc[idx] for k, idx in index.items()}
+    # a group's rows are usually one run of the frame: a slice (no copy of its string columns), the same rows
+    return {k: frame.iloc[idx[0]:idx[-1] + 1] if idx[-1] - idx[0] + 1 == len(idx) else frame.iloc[idx]
+            for k, idx in index.items()}
 
 
 def _scatter_methods(
