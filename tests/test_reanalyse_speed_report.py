@@ -1,4 +1,4 @@
-"""The fast agreement and vocabulary paths (issue 17, item 5) give the numbers of the plain code, bit for bit.
+"""The fast agreement, vocabulary, sweep and report paths (issue 17, item 5) give what the plain code gives, bit for bit.
 
 ``agreement_table`` pairs the records on their keys and gathers the list
 cells from arrays stacked once (``RowLists``); ``vocab_order_per_query``
@@ -10,6 +10,13 @@ records with the awkward cases: shuffled rows, unequal orders per set, a
 single-order set, training seeds, rows missing for one method, queries not
 scored under every order, ties and zeros in the top-k, top-k lists of
 different widths (the frame path) and narrower than k (no token metrics).
+
+A single-N run advances the generator past the N sweep instead of computing
+it (``n_sweep_draws``): the generator's state is checked against the
+computed sweep's, and a whole reanalysis against the plain code.  The
+report's fast paths (group keys, axis ranges of arrays, markers styled once
+per line) are checked against the row-by-row keys, the list ranges and
+matplotlib's own SVG canvas.
 """
 
 from __future__ import annotations
@@ -370,3 +377,60 @@ def test_reanalysis_is_identical_with_the_plain_agreement_vocab_and_sweep(tmp_pa
     assert fast_tables.keys() == plain_tables.keys()
     for name in fast_tables:
         _same_bits(fast_tables[name], plain_tables[name])
+
+
+# ---------------------------------------------------------------------------
+# the report's fast paths: the same keys, ranges and SVG text as the plain ones
+# ---------------------------------------------------------------------------
+
+
+def test_data_range_of_an_array_is_that_of_its_list():
+    from hyptest.report.figures.canvas import data_range
+
+    rng = np.random.default_rng(4)
+    for trial in range(200):
+        values = rng.normal(size=int(rng.integers(0, 30))) * 10.0 ** rng.integers(-3, 3)
+        if trial % 3 == 0 and values.size:
+            values[rng.random(values.size) < 0.3] = np.nan
+        if trial % 5 == 0 and values.size:
+            values[0] = np.inf
+        if trial % 7 == 0:
+            values = np.abs(values)
+        include = [float(v) for v in rng.normal(size=int(rng.integers(0, 3)))] + ([None, np.nan] if trial % 2 else [])
+        kw = [{}, {"floor": 0.0}, {"floor": 0.0, "ceiling": 1.0, "pad": 0.04}, {"ceiling": 2.0}][trial % 4]
+        assert data_range(values, include=include, **kw) == data_range(values.tolist(), include=include, **kw)
+
+
+def test_group_keys_of_the_per_order_view_are_those_of_each_row():
+    from hyptest.report.views.format import _group_key
+    from hyptest.report.views.order import _split, _with_key
+
+    frame = pd.DataFrame({
+        "model": pd.array(["a", "a", None, "b", "a", "b"], dtype="str"),
+        "task": pd.array(["t", "t", "t", "u", "t", "u"], dtype="str"),
+        "n_demos": [4.0, 4.0, np.nan, 2.0, 4.0, 8.0],
+        "method": pd.array(["icl", "gd", "icl", "gd", "sgd", "icl"], dtype="str"),
+    })
+    keyed = _with_key(frame, ("model", "task", "n_demos", "method"))
+    assert list(keyed["_key"]) == [_group_key(m, t, n) for m, t, n in
+                                   zip(frame["model"], frame["task"], frame["n_demos"], strict=True)]
+    for key, part in _split(keyed).items():  # slices and gathered rows alike: the rows of the key, in order
+        pd.testing.assert_frame_equal(part, keyed[[k == key for k in keyed["_key"]]])
+
+
+def test_markers_styled_once_write_the_svg_of_matplotlib_canvas(monkeypatch):
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+
+    from hyptest.report.figures import canvas, order_scatter_plot, order_sensitivity_plot
+
+    rng = np.random.default_rng(0)
+    per_query = pd.DataFrame({"method": np.repeat(["icl", "gd", "sgd"], 300), "sd_gold": rng.random(900) * 0.2})
+    pairs = pd.DataFrame({"method": np.repeat(["gd", "sgd"], 400), "x": rng.random(800), "y": rng.random(800)})
+
+    def draw() -> list[str]:
+        return [order_sensitivity_plot(per_query, methods_order=["icl", "gd", "sgd"], title="t"),
+                order_scatter_plot(pairs, methods=["gd", "sgd"], title="s", max_points=300)]
+
+    fast = draw()
+    monkeypatch.setattr(canvas, "_Canvas", FigureCanvasSVG)
+    assert draw() == fast
