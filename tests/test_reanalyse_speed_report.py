@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hyptest._validation import validate_choice, validate_count
 from hyptest.analysis.descriptive import vocab_order_per_query
 from hyptest.metrics.agreement import AGREEMENT_METRICS, agreement_table
 from hyptest.metrics.overlap import (
@@ -41,7 +42,6 @@ from hyptest.metrics.overlap import (
     vocab_order_sensitivity,
 )
 from hyptest.metrics.rows import stack_rows
-from hyptest._validation import validate_choice, validate_count
 
 _UNIT = ["model", "task", "n_demos", "demo_set", "query_id"]
 

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ..names import AGREEMENT_METRICS  # metric name -> whether larger means more agreement
-from .rows import stack_rows
 from .overlap import label_js, label_kl, overlap_cosine, token_overlap
+from .rows import stack_rows
 
 __all__ = ["AGREEMENT_METRICS", "agreement_table", "pair_metrics"]
 
