@@ -330,12 +330,14 @@ def vocab_order_per_query(records: pd.DataFrame) -> pd.DataFrame:
     # cells are stacked once (RowLists) when they are uniform, and each group's rows are picked from that
     cells = records[["topk_ids", "topk_probs"]]
     lists = RowLists.stack(cells, ("topk_ids", "topk_probs"))
-    lengths = np.fromiter(map(len, cells["topk_ids"].to_numpy()), dtype=np.int64, count=len(cells))
+    ids_cells = cells["topk_ids"].to_numpy()
     records = records[[*group_keys, "query_id", "order_id"]].assign(_row=np.arange(len(records)))
     for key, group in records.groupby(group_keys, sort=True):
         if group["order_id"].nunique() < 2:
             continue
-        k = int(lengths[group["_row"].to_numpy()].min())
+        # every cell is as wide as the stacked arrays when they exist
+        k = int(lists.arrays["topk_ids"].shape[1]) if lists is not None else \
+            int(min(map(len, ids_cells[group["_row"].to_numpy()])))
         if k == 0:
             continue
         group = group.sort_values(["query_id", "order_id"])
@@ -351,7 +353,7 @@ def vocab_order_per_query(records: pd.DataFrame) -> pd.DataFrame:
             probs = np.ascontiguousarray(lists.arrays["topk_probs"][rows, :k].astype(float, copy=False)
                                          ).reshape(len(queries), n_orders, k)
         else:
-            ids = stack_rows([v[:k] for v in cells["topk_ids"].to_numpy()[rows]]).reshape(len(queries), n_orders, k)
+            ids = stack_rows([v[:k] for v in ids_cells[rows]]).reshape(len(queries), n_orders, k)
             probs = stack_rows([v[:k] for v in cells["topk_probs"].to_numpy()[rows]], dtype=float
                                ).reshape(len(queries), n_orders, k)
         res = vocab_order_sensitivity(ids, probs)

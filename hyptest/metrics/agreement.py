@@ -147,13 +147,14 @@ def agreement_table(records: pd.DataFrame, *, reference: str = "icl", k: int = 1
     # the pairing works on the keys and each row's position (no list cell is copied by the merges); the
     # metrics gather the pairs' rows from the slice's list columns, stacked once (RowLists)
     light = records[[*_UNIT, "method", "order_id", "seed"]].assign(_row=np.arange(len(records)))
+    cells = records[["topk_ids", "topk_probs", "label_probs"]]
     slices = []
     # label sets (and so label_probs widths) differ between tasks: one slice at a time
     for _, group in light.groupby(["model", "task", "n_demos"], sort=True):
         if not (group["method"] == reference).any():
             continue
         rows = group["_row"].to_numpy()
-        lists = RowLists.stack(records.iloc[rows])
+        lists = RowLists.stack(cells.iloc[rows])
         if lists is None:  # cells of different lengths or dtypes: the frames' way (stack_rows decides)
             slices.append(_agreement_slice_frames(records[needed].iloc[rows], reference, k))
         else:

@@ -130,13 +130,13 @@ def data_range(
     (float, float)
         ``lo < hi``; ``(0, 1)`` when there is no finite value.
     """
-    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+    if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind == "f":
         # a float array (a figure's hundreds of thousands of points): its finite values' extremes in numpy, the
-        # same numbers as the element-by-element path below
-        arr = values[np.isfinite(values)].ravel()
-        xs = [f for f in (finite(v) for v in include) if f is not None]
-        if arr.size:
-            xs += [float(arr.min()), float(arr.max())]
+        # same numbers as the element-by-element path below; each extreme is its first occurrence (min and max
+        # keep the first of equal items: the sign of a zero), and the values come before ``include``
+        arr = values[np.isfinite(values)]
+        xs = [float(arr[np.argmax(arr == arr.min())]), float(arr[np.argmax(arr == arr.max())])] if arr.size else []
+        xs += [f for f in (finite(v) for v in include) if f is not None]
     else:
         xs = [f for f in (finite(v) for v in [*values, *include]) if f is not None]
     if not xs:
