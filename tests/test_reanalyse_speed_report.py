@@ -438,3 +438,59 @@ def test_markers_styled_once_write_the_svg_of_matplotlib_canvas(monkeypatch):
     fast = draw()
     monkeypatch.setattr(canvas, "_Canvas", FigureCanvasSVG)
     assert draw() == fast
+
+
+def _plain_descriptive_tables(run, study, records, all_steps, output):
+    """``_descriptive_tables`` as it was: the N sweep always computed."""
+    from hyptest.analysis.descriptive import (checkpoint_table, closest_to_reference, n_sweep_table,
+                                              trajectory_table, vocab_order_table)
+    from hyptest.workflows.study import _records_json
+
+    a = study.analysis
+    rng = np.random.default_rng([study.seed, 13])
+    sweep = n_sweep_table(records, output.per_query, output.agreement, confidence=a.confidence, rng=rng)
+    trajectories = trajectory_table(all_steps, reference=a.reference, k=a.overlap_k, confidence=a.confidence,
+                                    rng=rng)
+    family = study.method_family
+    baselines = {a.reference, *(n for n in study.method_names() if study.method(n).kind == "zs")}
+    closest = closest_to_reference(trajectories[trajectories["step"] >= 1] if not trajectories.empty else trajectories,
+                                   sweep[~sweep["method"].isin(baselines)], family)
+    out = {
+        "n_sweep": _records_json(sweep) if sweep["n_demos"].nunique() > 1 else [],
+        "trajectories": _records_json(trajectories),
+        "closest_to_icl": _records_json(closest) if not trajectories.empty or
+        len(set(map(family, study.method_names()))) < len(study.method_names()) else [],
+        "vocab_order_sensitivity": _records_json(vocab_order_table(
+            records, confidence=a.confidence, rng=rng, per_query=output.vocab)),
+    }
+    groups = study.checkpoint_groups()
+    checkpoints = checkpoint_table(sweep, groups) if groups else pd.DataFrame()
+    out["checkpoints"] = _records_json(checkpoints) if not checkpoints.empty else []
+    out["sparsity"] = []
+    return out
+
+
+@pytest.mark.parametrize("case", ["one N", "one N, a grid family", "two N", "checkpoints", "few sets"])
+def test_descriptive_tables_are_the_plain_ones(case):
+    from types import SimpleNamespace
+
+    from hyptest.metrics import order_sensitivity
+    from hyptest.workflows.study import _descriptive_tables
+
+    records, _, _ = _sweep_inputs(3 if case == "few sets" else 6, seed=2)
+    records = records.assign(step=1)
+    if case == "two N":
+        records = pd.concat([records, records.assign(n_demos=8)], ignore_index=True)
+    output = SimpleNamespace(per_query=order_sensitivity(records), agreement=agreement_table(records, k=10),
+                             vocab=vocab_order_per_query(records))
+    kinds = {"icl": "icl", "sgd": "sgd"}
+    families = {"icl": "icl", "sgd": "icl" if case == "one N, a grid family" else "sgd"}
+    study = SimpleNamespace(
+        seed=5, analysis=SimpleNamespace(confidence=0.95, reference="icl", overlap_k=10),
+        method_family=lambda m: families[m], method_names=lambda: ["icl", "sgd"],
+        method=lambda m: SimpleNamespace(kind=kinds[m]),
+        checkpoint_groups=lambda: {"m": ["m"]} if case == "checkpoints" else {})
+    run = SimpleNamespace(exists=lambda name: False)
+    got = _descriptive_tables(run, study, records, records, output)
+    assert got == _plain_descriptive_tables(run, study, records, records, output)
+    assert got["vocab_order_sensitivity"]  # the table drawn after the sweep's place in the stream
