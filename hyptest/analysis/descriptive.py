@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..names import AGREEMENT_METRICS, SWEEP_METRICS, TRAJECTORY_METRICS
 from ..records import final_step_rows
-from ..metrics.agreement import pair_metrics
+from ..metrics.agreement import RowLists, pair_metrics
 from ..metrics.overlap import vocab_order_sensitivity
 from ..metrics.rows import stack_rows
 from ..stats.bootstrap import bootstrap_ci
@@ -26,6 +26,7 @@ __all__ = [
     "TRAJECTORY_METRICS",
     "checkpoint_table",
     "closest_to_reference",
+    "n_sweep_draws",
     "n_sweep_table",
     "trajectory_table",
     "vocab_order_per_query",
@@ -35,8 +36,12 @@ __all__ = [
 _UNIT = ["model", "task", "n_demos", "demo_set", "query_id"]
 
 
+#: resamples of the descriptive tables' intervals (:func:`_mean_ci`)
+_SWEEP_RESAMPLES = 2000
+
+
 def _mean_ci(values: np.ndarray, clusters: np.ndarray | None, *, confidence: float,
-             rng: np.random.Generator, n_resamples: int = 2000) -> tuple[float, float, float]:
+             rng: np.random.Generator, n_resamples: int = _SWEEP_RESAMPLES) -> tuple[float, float, float]:
     values = np.asarray(values, dtype=float)
     ok = np.isfinite(values)
     values = values[ok]
@@ -99,16 +104,63 @@ def n_sweep_table(records: pd.DataFrame, per_query: pd.DataFrame, agreement: pd.
         another order), as in :mod:`hyptest.metrics.agreement`.
     """
     rng = np.random.default_rng(rng)
-    keys = ["model", "task", "method", "n_demos"]
-    acc = records.groupby([*_UNIT, "method"], sort=True)["correct"].mean().rename("accuracy").reset_index()
-    rows = _rows_for(acc, keys, {"accuracy": "accuracy"}, confidence=confidence, rng=rng)
-    rows += _rows_for(per_query, keys, {"sd_gold": "order_sd"}, confidence=confidence, rng=rng)
-    rows += _rows_for(agreement, keys, {m: m for m in AGREEMENT_METRICS},
-                      confidence=confidence, rng=rng)
+    keys, parts = _sweep_parts(records, per_query, agreement)
+    rows = []
+    for frame, columns in parts:
+        rows += _rows_for(frame, keys, columns, confidence=confidence, rng=rng)
     out = pd.DataFrame(rows, columns=[*keys, "metric", "estimate", "ci_low", "ci_high", "n"])
     if not out.empty:
         out["n_demos"] = out["n_demos"].astype(int)
     return out
+
+
+def _sweep_parts(records: pd.DataFrame, per_query: pd.DataFrame, agreement: pd.DataFrame
+                 ) -> tuple[list[str], list[tuple[pd.DataFrame, dict[str, str]]]]:
+    """The group keys of :func:`n_sweep_table` and its (frame, {column: metric}) parts, in the order it draws."""
+    keys = ["model", "task", "method", "n_demos"]
+    acc = records.groupby([*_UNIT, "method"], sort=True)["correct"].mean().rename("accuracy").reset_index()
+    return keys, [(acc, {"accuracy": "accuracy"}), (per_query, {"sd_gold": "order_sd"}),
+                  (agreement, {m: m for m in AGREEMENT_METRICS})]
+
+
+def n_sweep_draws(records: pd.DataFrame, per_query: pd.DataFrame, agreement: pd.DataFrame, *,
+                  confidence: float = 0.95) -> int | None:
+    """How many uniforms :func:`n_sweep_table` draws from its generator, without drawing them; None if unknown.
+
+    The table's intervals are cluster bootstraps (over demo sets) when a
+    group has at least 5 of them: :func:`hyptest.stats.bootstrap.bootstrap_ci`
+    then draws ``n_resamples × K × (1 + largest cluster)`` uniforms, one
+    64-bit output each, whatever their values. A caller that does not use
+    the table but draws from the same generator after it can advance the
+    generator by this count (``bit_generator.advance``, PCG64) and get the
+    same numbers as after computing the table. None when some interval
+    would be an ordinary bootstrap (SciPy draws integers, whose count
+    depends on their values): compute the table then.
+    """
+    from ..stats.bootstrap import _validate_bootstrap
+
+    keys, parts = _sweep_parts(records, per_query, agreement)
+    total = 0
+    for frame, columns in parts:
+        for _, group in frame.groupby(list(keys), sort=True):  # _rows_for's groups and columns, in its order
+            for column in columns:
+                if column not in group.columns:
+                    continue
+                values = group[column].to_numpy(float)  # _mean_ci's tests, in its order
+                clusters = group["demo_set"].to_numpy()
+                ok = np.isfinite(values)
+                values = values[ok]
+                if len(values) < 2 or np.ptp(values) == 0:
+                    continue  # no interval drawn
+                if len(np.unique(clusters[ok])) < 5:
+                    return None
+                xa, _, _, n, _, codes, _, _ = _validate_bootstrap(values, "mean", confidence, _SWEEP_RESAMPLES,
+                                                                  "percentile", clusters[ok], None, 0)
+                if np.all(xa == xa[0]):
+                    continue  # bootstrap_ci's degenerate case: no draws
+                sizes = np.bincount(codes)
+                total += n * int(sizes.size) * (1 + int(sizes.max()))
+    return total
 
 
 def checkpoint_table(sweep: pd.DataFrame, groups: Mapping[str, Sequence[str]], *,
@@ -274,23 +326,36 @@ def vocab_order_per_query(records: pd.DataFrame) -> pd.DataFrame:
     """
     per: list[dict[str, Any]] = []
     group_keys = ["model", "task", "n_demos", "method", "demo_set", "seed"]
-    # each group is a copy of the columns it is given: only those used
-    records = records[[*group_keys, "query_id", "order_id", "topk_ids", "topk_probs"]]
+    # the groups are made of the keys and each row's position (``_row``), not of the list cells: the top-k
+    # cells are stacked once (RowLists) when they are uniform, and each group's rows are picked from that
+    cells = records[["topk_ids", "topk_probs"]]
+    lists = RowLists.stack(cells, ("topk_ids", "topk_probs"))
+    ids_cells = cells["topk_ids"].to_numpy()
+    records = records[[*group_keys, "query_id", "order_id"]].assign(_row=np.arange(len(records)))
     for key, group in records.groupby(group_keys, sort=True):
         if group["order_id"].nunique() < 2:
             continue
-        k = int(group["topk_ids"].map(len).min())
+        # every cell is as wide as the stacked arrays when they exist
+        k = int(lists.arrays["topk_ids"].shape[1]) if lists is not None else \
+            int(min(map(len, ids_cells[group["_row"].to_numpy()])))
         if k == 0:
             continue
         group = group.sort_values(["query_id", "order_id"])
         n_orders = group["order_id"].nunique()
-        counts = group.groupby("query_id")["order_id"].nunique()
-        group = group[group["query_id"].isin(counts[counts == n_orders].index)]
+        # the queries scored under every order (a NaN query_id is in no group: left out, as isin left it)
+        group = group[group.groupby("query_id")["order_id"].transform("nunique").to_numpy() == n_orders]
         queries = group["query_id"].unique()
         if len(queries) == 0:
             continue
-        ids = stack_rows([v[:k] for v in group["topk_ids"]]).reshape(len(queries), n_orders, k)
-        probs = stack_rows([v[:k] for v in group["topk_probs"]], dtype=float).reshape(len(queries), n_orders, k)
+        rows = group["_row"].to_numpy()
+        if lists is not None:  # the same arrays as stacking the group's cells cut to k
+            ids = np.ascontiguousarray(lists.arrays["topk_ids"][rows, :k]).reshape(len(queries), n_orders, k)
+            probs = np.ascontiguousarray(lists.arrays["topk_probs"][rows, :k].astype(float, copy=False)
+                                         ).reshape(len(queries), n_orders, k)
+        else:
+            ids = stack_rows([v[:k] for v in ids_cells[rows]]).reshape(len(queries), n_orders, k)
+            probs = stack_rows([v[:k] for v in cells["topk_probs"].to_numpy()[rows]], dtype=float
+                               ).reshape(len(queries), n_orders, k)
         res = vocab_order_sensitivity(ids, probs)
         for q, value, bound in zip(queries, np.atleast_1d(res.value), np.atleast_1d(res.error_bound)):
             per.append({**dict(zip(group_keys, key)), "query_id": q, "value": float(value),

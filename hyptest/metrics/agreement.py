@@ -10,12 +10,14 @@ its agreement with ICL would be as high as ICL's agreement with itself.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import numpy as np
 import pandas as pd
 
 from ..names import AGREEMENT_METRICS  # metric name -> whether larger means more agreement
-from .rows import stack_rows
 from .overlap import label_js, label_kl, overlap_cosine, token_overlap
+from .rows import stack_rows
 
 __all__ = ["AGREEMENT_METRICS", "agreement_table", "pair_metrics"]
 
@@ -51,6 +53,65 @@ def pair_metrics(a: pd.DataFrame, b: pd.DataFrame, k: int) -> dict[str, np.ndarr
     }
 
 
+def _metrics(pa: np.ndarray, pb: np.ndarray, tokens: tuple[np.ndarray, ...] | None, k: int
+             ) -> dict[str, np.ndarray]:
+    """:func:`pair_metrics` of stacked rows (the same operations): label distributions, and the top-k
+    ``(ids_a, probs_a, ids_b, probs_b)`` or None when either side has fewer than ``k`` tokens."""
+    js = np.asarray(label_js(pa, pb), dtype=float)
+    kl = np.asarray(label_kl(pa, pb), dtype=float)  # KL(a || b): a is the reference (ICL)
+    if tokens is None:  # logs without (enough) top-k: the token metrics are not defined, JS still is
+        missing = np.full(len(pa), np.nan)
+        return {"token_overlap": missing, "overlap_cosine": missing.copy(), "label_js": js, "label_kl": kl}
+    ids_a, probs_a, ids_b, probs_b = tokens
+    return {
+        "token_overlap": np.asarray(token_overlap(ids_a, ids_b, k=k), dtype=float),
+        "overlap_cosine": np.asarray(overlap_cosine(ids_a, probs_a, ids_b, probs_b, k=k), dtype=float),
+        "label_js": js,
+        "label_kl": kl,
+    }
+
+
+class RowLists:
+    """The list columns of some records, each stacked once into a 2-D array; rows picked by position.
+
+    Merging frames that hold the list cells, then stacking each merged side
+    again, is most of the cost of the agreement metrics; here the cells of
+    ``topk_ids``, ``topk_probs`` and ``label_probs`` are stacked once and
+    :meth:`metrics` gathers the rows of each side by position: the same
+    arrays (values, dtype, shape) as stacking the merged sides'
+    cells. :meth:`stack` gives None (the caller goes the frame way) unless
+    every cell of each column is a 1-D array of one dtype and one length.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.arrays = arrays
+
+    @classmethod
+    def stack(cls, frame: pd.DataFrame, columns: tuple[str, ...] = ("topk_ids", "topk_probs", "label_probs")
+              ) -> RowLists | None:
+        """The stacked columns of ``frame``'s rows (in its order), or None when their cells are not uniform."""
+        if not len(frame):
+            return None
+        arrays = {}
+        for column in columns:
+            cells = list(map(np.asarray, frame[column].to_numpy()))
+            if set(map(attrgetter("ndim"), cells)) != {1} or len(set(map(attrgetter("dtype"), cells))) != 1:
+                return None
+            lengths = np.fromiter(map(len, cells), dtype=np.int64, count=len(cells))
+            if (lengths != lengths[0]).any():
+                return None
+            arrays[column] = np.concatenate(cells).reshape(len(cells), int(lengths[0]))
+        return cls(arrays)
+
+    def metrics(self, rows_a: np.ndarray, rows_b: np.ndarray, k: int) -> dict[str, np.ndarray]:
+        """:func:`pair_metrics` of the rows at positions ``rows_a`` against those at ``rows_b`` (both non-empty)."""
+        ids, probs, labels = self.arrays["topk_ids"], self.arrays["topk_probs"], self.arrays["label_probs"]
+        tokens = None
+        if ids.shape[1] >= k:  # every cell has this width
+            tokens = (ids[rows_a], probs[rows_a], ids[rows_b], probs[rows_b])
+        return _metrics(labels[rows_a], labels[rows_b], tokens, k)
+
+
 def agreement_table(records: pd.DataFrame, *, reference: str = "icl", k: int = 10) -> pd.DataFrame:
     """Per-(demo set, query) agreement of each method with the reference.
 
@@ -81,17 +142,57 @@ def agreement_table(records: pd.DataFrame, *, reference: str = "icl", k: int = 1
     missing = [c for c in needed if c not in records.columns]
     if missing:
         raise ValueError(f"`records` lacks the column(s) {missing}")
-    records = records[needed]  # the merges below copy every column they are given
-    if records[records["method"] == reference].empty:
+    if not (records["method"] == reference).any():
         raise ValueError(f"`reference` method {reference!r} has no rows in `records`")
+    # the pairing works on the keys and each row's position (no list cell is copied by the merges); the
+    # metrics gather the pairs' rows from the slice's list columns, stacked once (RowLists)
+    light = records[[*_UNIT, "method", "order_id", "seed"]].assign(_row=np.arange(len(records)))
+    cells = records[["topk_ids", "topk_probs", "label_probs"]]
+    slices = []
     # label sets (and so label_probs widths) differ between tasks: one slice at a time
-    slices = [_agreement_slice(group, reference, k)
-              for _, group in records.groupby(["model", "task", "n_demos"], sort=True)
-              if (group["method"] == reference).any()]
+    for _, group in light.groupby(["model", "task", "n_demos"], sort=True):
+        if not (group["method"] == reference).any():
+            continue
+        rows = group["_row"].to_numpy()
+        lists = RowLists.stack(cells.iloc[rows])
+        if lists is None:  # cells of different lengths or dtypes: the frames' way (stack_rows decides)
+            slices.append(_agreement_slice_frames(records[needed].iloc[rows], reference, k))
+        else:
+            slices.append(_agreement_slice(group.drop(columns="_row").assign(_row=np.arange(len(group))), lists,
+                                           reference, k))
     return pd.concat(slices, ignore_index=True)
 
 
-def _agreement_slice(records: pd.DataFrame, reference: str, k: int) -> pd.DataFrame:
+def _agreement_slice(records: pd.DataFrame, lists: RowLists, reference: str, k: int) -> pd.DataFrame:
+    """:func:`_agreement_slice_frames` on the keys of the records (``_row``: each row's position in ``lists``)."""
+    keys = [*_UNIT, "order_id"]
+    ref = records[records["method"] == reference].sort_values(keys)
+    frames = []
+    # reference vs itself under the next order of the same demo set
+    shifted = ref.copy()
+    n_orders = shifted.groupby(_UNIT)["order_id"].transform("nunique")
+    rank = shifted.groupby(_UNIT)["order_id"].rank(method="first").astype(int) - 1
+    shifted["_next"] = (rank + 1) % n_orders
+    shifted["_rank"] = rank
+    left = shifted.sort_values([*_UNIT, "_rank"])
+    right = left.set_index([*_UNIT, "_rank"]).loc[
+        pd.MultiIndex.from_frame(left[[*_UNIT, "_next"]].rename(columns={"_next": "_rank"}))
+    ].reset_index()
+    values = lists.metrics(left["_row"].to_numpy(), right["_row"].to_numpy(), k)
+    frames.append(left[_UNIT].assign(method=reference, seed=0, **values))
+    for method in sorted(set(records["method"].unique()) - {reference}):
+        other = records[records["method"] == method]
+        joined = ref.merge(other, on=keys, suffixes=("_a", "_b"))
+        if joined.empty:
+            continue
+        values = lists.metrics(joined["_row_a"].to_numpy(), joined["_row_b"].to_numpy(), k)
+        frames.append(joined[_UNIT].assign(method=method, seed=joined["seed_b"].to_numpy(), **values))
+    long = pd.concat(frames, ignore_index=True)
+    per_seed = long.groupby([*_UNIT, "method", "seed"], sort=True)[list(AGREEMENT_METRICS)].mean()
+    return per_seed.groupby([*_UNIT, "method"], sort=True).mean().reset_index()
+
+
+def _agreement_slice_frames(records: pd.DataFrame, reference: str, k: int) -> pd.DataFrame:
     keys = [*_UNIT, "order_id"]
     ref = records[records["method"] == reference].sort_values(keys)
     frames = []

@@ -93,6 +93,8 @@ def _validate_overlap(ids_a: ArrayLike, ids_b: ArrayLike, k: object) -> tuple[np
 
 def _top_k(ids: np.ndarray, probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k most probable (id, prob) pairs, probability descending, ties by position."""
+    if (probs[..., :-1] >= probs[..., 1:]).all():  # already in that order (the stored top-k): the first k
+        return ids[..., :k], probs[..., :k]
     order = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
     return np.take_along_axis(ids, order, axis=-1), np.take_along_axis(probs, order, axis=-1)
 
@@ -178,6 +180,22 @@ def _validate_vocab(topk_ids: ArrayLike, topk_probs: ArrayLike, vocab_size: obje
     return _VocabInput(
         ids=ids.reshape(-1, n_orders, k), probs=probs.reshape(-1, n_orders, k), batch_shape=batch
     )
+
+
+def _pick_shared(eq: np.ndarray, pb: np.ndarray) -> np.ndarray:
+    """``(eq * pb[..., None, :]).sum(axis=-1)`` without the (..., k, k) product, bit for bit.
+
+    ``eq[..., i, :]`` holds at most one True (ids do not repeat in a row), so
+    each sum is one ``pb`` value plus zeros, all non-negative: that value,
+    exactly, in any order of summation, or +0.0.  Only a -0.0 in ``pb``
+    (``False * -0.0`` is -0.0) makes the sign of a zero sum depend on how
+    numpy sums; then the product is summed as before.
+    """
+    if (np.signbit(pb) & (pb == 0)).any():
+        return (eq * pb[..., None, :]).sum(axis=-1)
+    pb = np.broadcast_to(pb, eq.shape[:-2] + pb.shape[-1:])
+    picked = np.take_along_axis(pb, eq.argmax(axis=-1), axis=-1)  # [..., i] = pb[..., j of a's i-th token]
+    return np.where(eq.any(axis=-1), picked, 0.0)
 
 
 def _scalar_or_array(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | float:
@@ -346,7 +364,7 @@ def overlap_cosine(
     ib, pb = _top_k(ib, pb, kk)
 
     eq = ia[..., :, None] == ib[..., None, :]  # (..., k, k), at most one True per row/column
-    pb_on_a = (eq * pb[..., None, :]).sum(axis=-1)  # p_b of a's i-th token, 0 if absent
+    pb_on_a = _pick_shared(eq, pb)  # p_b of a's i-th token, 0 if absent
     dot = (pa * pb_on_a).sum(axis=-1)
     if support == "shared":
         in_a = eq.any(axis=-1)

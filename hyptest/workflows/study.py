@@ -31,7 +31,8 @@ from ..study import Study, check_feasible
 from ..collect.stages import run_model_stages
 from ..names import AGREEMENT_METRICS, RATIO_ANALYSES, SENTENCE_METHOD_NAMES
 from ..records import final_step_rows
-from ..analysis.descriptive import checkpoint_table, closest_to_reference, n_sweep_table, trajectory_table, vocab_order_table
+from ..analysis.descriptive import (checkpoint_table, closest_to_reference, n_sweep_draws, n_sweep_table,
+                                     trajectory_table, vocab_order_table)
 from ..tasks import Task, task_from_spec
 
 __all__ = ["RunSummary", "analyse_run", "default_run_dir", "load_tasks", "plan_study", "rebuild_report", "run_study"]
@@ -454,23 +455,41 @@ def _descriptive_tables(run: RunDir, study: Study, records: pd.DataFrame, all_st
     """The N sweep, trajectories, closest-to-ICL, vocabulary, checkpoint and sparsity tables for results.json."""
     a = study.analysis
     rng = np.random.default_rng([study.seed, 13])
-    sweep = n_sweep_table(records, output.per_query, output.agreement, confidence=a.confidence, rng=rng)
+    groups = study.checkpoint_groups()
+    start = rng.bit_generator.state
+    sweep = None
+    # the N sweep is shown for several N, and feeds the checkpoints and closest-to-ICL tables; a single-N run
+    # with none of them only needs the generator where the sweep would have left it (the same later draws)
+    if records["n_demos"].nunique() > 1 or groups:
+        sweep = n_sweep_table(records, output.per_query, output.agreement, confidence=a.confidence, rng=rng)
+    else:
+        draws = n_sweep_draws(records, output.per_query, output.agreement, confidence=a.confidence)
+        if draws is None:
+            sweep = n_sweep_table(records, output.per_query, output.agreement, confidence=a.confidence, rng=rng)
+        else:
+            rng.bit_generator.advance(draws)
     trajectories = trajectory_table(all_steps, reference=a.reference, k=a.overlap_k, confidence=a.confidence,
                                     rng=rng)
     family = study.method_family
+    show_closest = not trajectories.empty or len(set(map(family, study.method_names()))) < len(study.method_names())
+    if sweep is None and show_closest:  # drawn from where the generator was before the trajectories
+        replay = np.random.Generator(np.random.PCG64())
+        replay.bit_generator.state = start
+        sweep = n_sweep_table(records, output.per_query, output.agreement, confidence=a.confidence, rng=replay)
     # GD's best case: trained models only (step >= 1; step 0 is the pretrained model, i.e. zero-shot)
     baselines = {a.reference, *(n for n in study.method_names() if study.method(n).kind == "zs")}
-    closest = closest_to_reference(trajectories[trajectories["step"] >= 1] if not trajectories.empty else trajectories,
-                                   sweep[~sweep["method"].isin(baselines)], family)
+    closest = None
+    if sweep is not None:
+        closest = closest_to_reference(
+            trajectories[trajectories["step"] >= 1] if not trajectories.empty else trajectories,
+            sweep[~sweep["method"].isin(baselines)], family)
     out: dict[str, Any] = {
-        "n_sweep": _records_json(sweep) if sweep["n_demos"].nunique() > 1 else [],
+        "n_sweep": _records_json(sweep) if sweep is not None and sweep["n_demos"].nunique() > 1 else [],
         "trajectories": _records_json(trajectories),
-        "closest_to_icl": _records_json(closest) if not trajectories.empty or
-        len(set(map(family, study.method_names()))) < len(study.method_names()) else [],
+        "closest_to_icl": _records_json(closest) if show_closest and closest is not None else [],
         "vocab_order_sensitivity": _records_json(vocab_order_table(  # per query: computed once, by run_analyses
             records, confidence=a.confidence, rng=rng, per_query=output.vocab)),
     }
-    groups = study.checkpoint_groups()
     checkpoints = checkpoint_table(sweep, groups) if groups else pd.DataFrame()
     out["checkpoints"] = _records_json(checkpoints) if not checkpoints.empty else []
     out["sparsity"] = (_records_json(run.read_parquet("sparsity.parquet")) if run.exists("sparsity.parquet")

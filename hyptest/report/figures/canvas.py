@@ -26,6 +26,7 @@ The same input always gives the same bytes (in any process, whatever
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import math
@@ -38,9 +39,11 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+from matplotlib import cbook
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_svg import FigureCanvasSVG
+from matplotlib.backends.backend_mixed import MixedModeRenderer
+from matplotlib.backends.backend_svg import FigureCanvasSVG, RendererSVG
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
@@ -110,7 +113,8 @@ def data_range(
     Parameters
     ----------
     values : iterable
-        The data drawn on the axis (non-finite values are ignored).
+        The data drawn on the axis (non-finite values are ignored); a float
+        :class:`numpy.ndarray` is reduced in numpy (same limits, much faster).
     include : iterable, optional
         Values the axis must show (a reference line, a null value).
     floor, ceiling : float, optional
@@ -126,7 +130,15 @@ def data_range(
     (float, float)
         ``lo < hi``; ``(0, 1)`` when there is no finite value.
     """
-    xs = [f for f in (finite(v) for v in [*values, *include]) if f is not None]
+    if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind == "f":
+        # a float array (a figure's hundreds of thousands of points): its finite values' extremes in numpy, the
+        # same numbers as the element-by-element path below; each extreme is its first occurrence (min and max
+        # keep the first of equal items: the sign of a zero), and the values come before ``include``
+        arr = values[np.isfinite(values)]
+        xs = [float(arr[np.argmax(arr == arr.min())]), float(arr[np.argmax(arr == arr.max())])] if arr.size else []
+        xs += [f for f in (finite(v) for v in include) if f is not None]
+    else:
+        xs = [f for f in (finite(v) for v in [*values, *include]) if f is not None]
     if not xs:
         lo, hi = (floor if floor is not None else 0.0), (ceiling if ceiling is not None else 1.0)
         return (lo, hi) if hi > lo else (lo, lo + 1.0)
@@ -177,6 +189,47 @@ def style_axes(ax: Axes, *, grid: str | None = "y", frame: bool = False) -> None
     ax.tick_params(length=4, width=0.8, pad=3)
 
 
+class _Renderer(RendererSVG):
+    """matplotlib's SVG renderer, with each line of markers styled once instead of once per marker.
+
+    :meth:`RendererSVG.draw_markers` writes one ``<use>`` per point and asks
+    ``_get_style(gc, rgbFace)`` for each of them, with the same arguments for
+    the whole line: the style is computed once here and handed back to every
+    point (the same text, so the same bytes); a strip plot of thousands of
+    points spent most of its drawing time there.
+    """
+
+    def draw_markers(self, gc: Any, marker_path: Any, marker_trans: Any, path: Any, trans: Any,
+                     rgbFace: Any = None) -> None:
+        style = self._get_style(gc, rgbFace)
+        self._get_style = lambda *args, **kwargs: style  # type: ignore[method-assign]
+        try:
+            super().draw_markers(gc, marker_path, marker_trans, path, trans, rgbFace)
+        finally:
+            del self._get_style
+
+
+class _Canvas(FigureCanvasSVG):
+    """:class:`FigureCanvasSVG` drawing with :class:`_Renderer` (its ``print_svg``, the renderer swapped)."""
+
+    def print_svg(self, filename: Any, *, bbox_inches_restore: Any = None, metadata: Any = None,
+                  **ignored: Any) -> None:
+        # ``ignored``: dpi, facecolor, edgecolor, orientation, which savefig passes to a canvas outside
+        # matplotlib and matplotlib's own print_svg is never given
+        with cbook.open_file_cm(filename, "w", encoding="utf-8") as fh:
+            if not cbook.file_requires_unicode(fh):
+                fh = codecs.getwriter("utf-8")(fh)
+            dpi = self.figure.dpi
+            self.figure.dpi = 72
+            width, height = self.figure.get_size_inches()
+            w, h = width * 72, height * 72
+            renderer = MixedModeRenderer(self.figure, width, height, dpi,
+                                         _Renderer(w, h, fh, image_dpi=dpi, metadata=metadata),
+                                         bbox_inches_restore=bbox_inches_restore)
+            self.figure.draw(renderer)
+            renderer.finalize()
+
+
 class Sketch:
     """A figure of ``width × height`` pixels, placed in pixels from the top-left corner.
 
@@ -195,7 +248,7 @@ class Sketch:
     def __init__(self, width: float, height: float):
         self.width, self.height = float(width), float(height)
         self.fig = Figure(figsize=(self.width / 72.0, self.height / 72.0), dpi=72)
-        FigureCanvasSVG(self.fig)
+        _Canvas(self.fig)
         self._tags: dict[str, _Tag] = {}
 
     # -- placement ---------------------------------------------------------

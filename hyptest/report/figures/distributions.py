@@ -114,8 +114,8 @@ def order_sensitivity_plot(
     with drawing(width, height, title) as sk:
         ax = sk.axes(78, 40, width - 98, height - 106)
         style_axes(ax)
-        allv = [x for v in values.values() for x in v.tolist()] + [x for s in stats.values() for x in s]
-        ax.set_ylim(*data_range(allv, floor=0.0))
+        allv = np.concatenate([np.asarray(v, dtype=float) for v in values.values()])
+        ax.set_ylim(*data_range(allv, include=[x for s in stats.values() for x in s], floor=0.0))
         ax.set_xlim(-0.5, len(methods) - 0.5)
         ax.set_ylabel(y_label)
         sk.tag(ax.yaxis.label, "y-label")

@@ -132,7 +132,7 @@ def order_scatter_plot(
             keep = subsample_index(int(x.size), max_points)
             xs, ys = x[keep], y[keep]
             color, name = cols.get(m, "#444444"), labels.get(m, m)
-            lim = data_range([*x.tolist(), *y.tolist()], floor=0.0, ceiling=1.0, pad=0.04)
+            lim = data_range(np.concatenate([x, y]), floor=0.0, ceiling=1.0, pad=0.04)
             ax = sk.axes(ox + pad_left, oy + pad_top, plot, plot)
             style_axes(ax, grid="both", frame=True)
             ax.set_facecolor("#fbfbfc")

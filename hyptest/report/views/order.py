@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
@@ -24,9 +25,15 @@ def _with_key(frame: pd.DataFrame | None, needed: Iterable[str]) -> pd.DataFrame
     if not isinstance(frame, pd.DataFrame) or not len(frame) or not set(needed) <= set(frame.columns):
         return None
     out = frame.copy()
-    out["_key"] = [
-        _group_key(m, t, n) for m, t, n in zip(out["model"], out["task"], out["n_demos"], strict=True)
-    ]
+    # one key per distinct (model, task, n_demos), made from that combination's first row: iterating the
+    # (Arrow-backed) columns row by row took seconds on a few hundred thousand rows
+    codes = out.groupby(["model", "task", "n_demos"], dropna=False, sort=False).ngroup().to_numpy()
+    _, first = np.unique(codes, return_index=True)
+    keys = np.empty(len(first), dtype=object)
+    for i, (m, t, n) in enumerate(zip(out["model"].iloc[first], out["task"].iloc[first],
+                                      out["n_demos"].iloc[first], strict=True)):
+        keys[i] = _group_key(m, t, n)
+    out["_key"] = keys[codes]
     out["method"] = out["method"].astype(str)
     return out
 
@@ -36,17 +43,21 @@ def _split(frame: pd.DataFrame | None) -> dict[tuple[str, str, Any], pd.DataFram
     if frame is None:
         return {}
     index = frame.groupby("_key", sort=False).indices
-    return {k: frame.iloc[idx] for k, idx in index.items()}
+    # a group's rows are usually one run of the frame: a slice (no copy of its string columns), the same rows
+    return {k: frame.iloc[idx[0]:idx[-1] + 1] if idx[-1] - idx[0] + 1 == len(idx) else frame.iloc[idx]
+            for k, idx in index.items()}
 
 
 def _scatter_methods(
     po: pd.DataFrame, study: Mapping[str, Any], methods_order: list[str]
 ) -> tuple[str | None, list[str]]:
     """Pick the reference (ICL) method and the gradient-based methods of a per-order frame."""
-    present = [m for m in methods_order if m in set(po["method"])]
+    names = set(po["method"].unique())
+    present = [m for m in methods_order if m in names]
     kinds: dict[str, str] = {}
     if "method_kind" in po.columns:
-        for m, k in zip(po["method"], po["method_kind"].astype(str), strict=True):
+        first = ~po["method"].duplicated()  # each method's kind is that of its first row
+        for m, k in zip(po.loc[first, "method"], po.loc[first, "method_kind"].astype(str), strict=True):
             kinds.setdefault(m, k.lower())
     else:
         kinds = {m: m.lower() for m in present}
@@ -117,7 +128,7 @@ def order_sensitivity_view(
     po = _with_key(per_order, _PER_ORDER_NEEDED)
     for frame in (pq, po):
         if frame is not None:
-            for k in frame["_key"]:
+            for k in frame["_key"].drop_duplicates():  # in order of first appearance
                 keys.setdefault(k, None)
     if pq is None:
         pq = pd.DataFrame(columns=["model", "task", "n_demos", "method", "sd_gold", "_key"])
