@@ -269,12 +269,17 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     out.write_json("manifest.json", manifest)
     out.write_json("import_problems.json", [_problem_json(p) for p in imported.problems])
     import_s = time.perf_counter() - t0
-    # the analysis reads the units back from the store: keep only what is needed after it
-    records = records[["topk_ids"]]
+    # records read by read_long (they come with their Arrow table) go to the analysis from memory, as
+    # `RunDir.read_units` would read them back from the unit files just written (see _analysed_rows); other
+    # importers' records (lm_eval: list cells) are read back from the files. Keep only what is needed after it
+    all_steps = _analysed_rows(records, units) if imported.table is not None else None
     imported = replace(imported, records=records.iloc[:0], table=None)
+    records = records[["topk_ids"]]
     _release_memory()
     analyse_run(out.path, timings={"import": import_s}, report=False,  # rendered once, below, with the import
-                extra_provenance={"started": started.isoformat(timespec="seconds"), "import": import_info})
+                extra_provenance={"started": started.isoformat(timespec="seconds"), "import": import_info},
+                all_steps=all_steps)
+    del all_steps
     results = out.read_json("results.json")
     skipped = _skipped_token_analyses(records, results)
     warnings = _import_warnings(path, imported.n_rows_read, imported.n_rows_skipped, imported.problems, notes)
@@ -309,9 +314,7 @@ def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table
 
     if table is None:
         table = pa.Table.from_pandas(records[list(RECORD_COLUMNS)], preserve_index=False)
-    codes, keys = pd.factorize(records["unit_key"].to_numpy())  # numbered by first appearance
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(keys) + 1))
+    keys, order, bounds = _unit_rows(records)
 
     def write(u: int) -> None:
         buffer = io.BytesIO()
@@ -328,6 +331,41 @@ def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table
                       "order": [str(x) for x in columns["order"][u]]}
         (units if bool(analysed[firsts[u]]) else trajectory).append(descriptor)
     return units, trajectory
+
+
+def _unit_rows(records: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each unit's rows: ``(keys, order, bounds)``, unit ``u``'s rows (in file order) ``order[bounds[u]:bounds[u + 1]]``.
+
+    Units are numbered by first appearance of their ``unit_key``.
+    """
+    codes, keys = pd.factorize(records["unit_key"].to_numpy())
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(keys) + 1))
+    return keys, order, bounds
+
+
+#: Columns of the records that no analysis reads (the unit files keep them): not handed to the analysis.
+_NOT_ANALYSED = ("order", "gold", "pred", "label_logprobs")
+
+
+def _analysed_rows(records: pd.DataFrame, units: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows of ``units`` (the manifest's analysed units), as ``RunDir.read_units`` reads them from their files.
+
+    ``records`` as :func:`hyptest.importers.read_long` returns them (list
+    cells are numpy arrays). Units in the order of ``units``, each unit's rows
+    in file order, a fresh RangeIndex: the frame ``read_units`` returns for
+    the unit files that :func:`_write_units` wrote from ``records`` (the same
+    values, dtypes and cell types; tests/test_reanalyse_speed.py checks it),
+    less the columns in ``_NOT_ANALYSED``. The cells are shared with
+    ``records`` and read-only (``labels`` cells are shared by the rows with
+    the same labels); nothing in the analysis writes into a cell.
+    """
+    keys, order, bounds = _unit_rows(records)
+    where = {str(key): u for u, key in enumerate(keys)}
+    parts = [order[bounds[where[unit["key"]]]:bounds[where[unit["key"]] + 1]] for unit in units]
+    rows = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    columns = [c for c in RECORD_COLUMNS if c not in _NOT_ANALYSED]
+    return records[columns].take(rows).reset_index(drop=True)
 
 
 def _release_memory() -> None:

@@ -333,6 +333,7 @@ def analyse_run(
     extra_provenance: dict[str, Any] | None = None,
     manifest: dict[str, Any] | None = None,
     report: bool = True,
+    all_steps: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Compute metrics, statistics and verdicts from a run directory's units.
 
@@ -341,20 +342,26 @@ def analyse_run(
     ``report.html``, and returns the results dictionary. ``manifest`` is the
     run's manifest as its writer holds it (what :func:`run_study` passes);
     without it, ``manifest.json`` is read, under the directory's writer lock.
+    ``all_steps`` is the rows of the manifest's ``units`` as their writer
+    holds them, in the order, dtypes and cells that ``RunDir.read_units``
+    would return (what ``hyptest reanalyse`` passes, having just written the
+    unit files from them); without it, the unit files are read.
     """
     run = RunDir(run_dir)
     with run.lock().acquire():  # a no-op inside run_study, which holds it already
         return _analyse_locked(run, timings=timings, extra_provenance=extra_provenance, manifest=manifest,
-                               report=report)
+                               report=report, all_steps=all_steps)
 
 
 def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_provenance: dict[str, Any] | None,
-                    manifest: dict[str, Any] | None, report: bool = True) -> dict[str, Any]:
+                    manifest: dict[str, Any] | None, report: bool = True,
+                    all_steps: pd.DataFrame | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     if manifest is None:
         manifest = run.read_json("manifest.json")
     study = Study.model_validate(manifest["study"])
-    all_steps = run.read_units(u["key"] for u in manifest["units"])
+    if all_steps is None:
+        all_steps = run.read_units(u["key"] for u in manifest["units"])
     records = final_step_rows(all_steps)  # a unit's answer is its last step; earlier steps feed the trajectories
     output = run_analyses(records, study)
     per_query, comparisons, nulls = output.per_query, output.comparisons, output.nulls
