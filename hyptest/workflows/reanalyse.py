@@ -223,7 +223,7 @@ def _declared_methods(records: pd.DataFrame, kinds: dict[str, str], reference: s
 def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
               overrides: Mapping[str, Any] | None, imported: ImportResult | None = None, fmt: str = "long",
               import_extra: Mapping[str, Any] | None = None) -> None:
-    from .study import analyse_run, rebuild_report
+    from .study import analyse_run, cpu_text, rebuild_report
 
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
@@ -277,7 +277,9 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     records = records[["topk_ids"]]
     _release_memory()
     analyse_run(out.path, timings={"import": import_s}, report=False,  # rendered once, below, with the import
-                extra_provenance={"started": started.isoformat(timespec="seconds"), "import": import_info},
+                # no model runs in a reanalysis: the analysis ran on the CPU (torch is not imported to say so)
+                extra_provenance={"started": started.isoformat(timespec="seconds"), "import": import_info,
+                                  "device": cpu_text()},
                 all_steps=all_steps)
     del all_steps
     results = out.read_json("results.json")

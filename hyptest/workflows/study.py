@@ -436,7 +436,8 @@ def _provenance(run: RunDir, study: Study, manifest: dict[str, Any], timings: di
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "device": _device_text(),
+        # a caller that ran no model says where the analysis ran (a reanalysis: the CPU, without importing torch)
+        "device": (extra_provenance or {}).get("device") or _device_text(),
         "libraries": library_versions(),
         "models": [{"name": name, **ident} for name, ident in manifest["models"].items()],
         "tasks": manifest["tasks"],
@@ -691,4 +692,9 @@ def _device_text() -> str:
         return "unknown"
     if torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"
+    return cpu_text()
+
+
+def cpu_text() -> str:
+    """``cpu (N cores)``: provenance's device where no model runs on an accelerator (no torch import)."""
     return f"cpu ({os.cpu_count()} cores)"
