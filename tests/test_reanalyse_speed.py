@@ -398,3 +398,22 @@ def test_cached_bayes_model_gives_the_draws_of_a_fresh_compile(monkeypatch):
     for name in fresh.idata.posterior.data_vars:
         np.testing.assert_array_equal(reused.idata.posterior[name].values, fresh.idata.posterior[name].values)
     pd.testing.assert_frame_equal(reused.table, fresh.table, check_exact=True)
+
+
+@pytest.mark.parametrize("mask_rows", [
+    [[True] * 9, [True] * 9],  # every query in every set: slices
+    [[False, False, True, True, True, False, False, False, False], [True] * 9],  # one run not at 0: a slice
+    [[True, False, True, True, False, False, True, True, True], [False] * 8 + [True]],  # gaps: the index
+])
+def test_query_weights_equal_the_indexed_assignment(mask_rows):
+    """The slice assignment for a set whose queries are one run of slots gives the counts of the index."""
+    mask = np.array(mask_rows, dtype=bool)
+    got = order_resampling._query_weights(mask, 50, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    expected = np.zeros((50, *mask.shape), dtype=np.uint16)
+    for s, row in enumerate(mask):  # the code before: float counts into the index
+        idx = np.flatnonzero(row)
+        expected[:, s, idx] = order_resampling._counts(len(idx), 50, rng)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+    assert (got.sum(axis=2)[:, mask.any(axis=1)] == mask.sum(axis=1)).all()
