@@ -246,7 +246,12 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
         notes.append(f"{int((~analysed).sum())} row(s) of earlier optimisation steps are stored (manifest "
                      "'trajectory_units') but not analysed: the analyses use each trajectory's last step")
     out.path.mkdir(parents=True, exist_ok=True)
-    units, trajectory = _write_units(out, records, analysed.to_numpy(), imported.table)
+    # records read by read_long (they come with their Arrow table) go to the analysis from memory (see
+    # _analysed_rows), so their unit files are written in the background while it runs; other importers'
+    # records (lm_eval: list cells) are read back from the unit files, written first
+    in_memory = imported.table is not None
+    units, trajectory, writes = _write_units(out, records, analysed.to_numpy(), imported.table,
+                                             background=in_memory)
     order = ["model", "task", "n_demos", "method", "demo_set", "order_id", "seed", "step"]
     units.sort(key=lambda u: tuple(u[c] for c in order))
     study_dump = study.model_dump(mode="json")
@@ -266,21 +271,27 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
         "import": import_info,
         "started": started.isoformat(timespec="seconds"),
     }
+    # like a study's, the manifest is the plan: written before every unit file is; results.json, the mark of a
+    # finished run, is written only once they all are (the analysis joins the writes before its first file)
     out.write_json("manifest.json", manifest)
     out.write_json("import_problems.json", [_problem_json(p) for p in imported.problems])
     import_s = time.perf_counter() - t0
-    # records read by read_long (they come with their Arrow table) go to the analysis from memory, as
-    # `RunDir.read_units` would read them back from the unit files just written (see _analysed_rows); other
-    # importers' records (lm_eval: list cells) are read back from the files. Keep only what is needed after it
-    all_steps = _analysed_rows(records, units) if imported.table is not None else None
+    # the rows `RunDir.read_units` would read back from the unit files; keep only what is needed after it
+    all_steps = _analysed_rows(records, units) if in_memory else None
+    if all_steps is None:
+        writes.wait()  # the analysis reads the unit files
     imported = replace(imported, records=records.iloc[:0], table=None)
     records = records[["topk_ids"]]
     _release_memory()
-    analyse_run(out.path, timings={"import": import_s}, report=False,  # rendered once, below, with the import
-                # no model runs in a reanalysis: the analysis ran on the CPU (torch is not imported to say so)
-                extra_provenance={"started": started.isoformat(timespec="seconds"), "import": import_info,
-                                  "device": cpu_text()},
-                all_steps=all_steps)
+    try:
+        analyse_run(out.path, timings={"import": import_s}, report=False,  # rendered once, below, with the import
+                    # no model runs in a reanalysis: the analysis ran on the CPU (torch is not imported to say so)
+                    extra_provenance={"started": started.isoformat(timespec="seconds"), "import": import_info,
+                                      "device": cpu_text()},
+                    all_steps=all_steps, before_write=writes.wait)
+        writes.wait()  # (done by then)
+    finally:
+        writes.cancel()  # the analysis failed: write no further unit (those in flight finish, atomically)
     del all_steps
     results = out.read_json("results.json")
     skipped = _skipped_token_analyses(records, results)
@@ -299,15 +310,42 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     rebuild_report(out.path)
 
 
-def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table: Any | None
-                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+class _UnitWrites:
+    """Unit files being written on a thread pool: :meth:`wait` for them, or :meth:`cancel` the rest."""
+
+    def __init__(self, pool: Any, futures: list[Any]) -> None:
+        self._pool, self._futures = pool, futures
+
+    def wait(self) -> None:
+        """Return once every unit file is written; raise the first failed write's error (in unit order)."""
+        if self._pool is None:
+            return
+        try:
+            for future in self._futures:
+                future.result()
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Start no further write; wait for those in flight (each is atomic: a unit file is whole or absent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table: Any | None, *,
+                 background: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]], _UnitWrites]:
     """Write each unit's rows to the store; the manifest's unit descriptors (analysed units, earlier steps).
 
     Units are written from a pyarrow Table (``read_long(..., as_table=True)``;
     built from `records` otherwise), several at a time: each write is atomic
     and fsynced, and the waits overlap. String columns may be dictionary
     encoded; the files do not store the Arrow schema, so they read back as
-    plain strings, as units written from a DataFrame do.
+    plain strings, as units written from a DataFrame do. With ``background``
+    the writes go on after the return, on 2 threads (encoding Parquet is most
+    of their time, and the caller's analysis has the other core): the caller
+    must ``wait()`` on the returned handle before it marks the run finished,
+    and ``cancel()`` it when it fails; otherwise they are done on return.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -323,8 +361,11 @@ def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table
         pq.write_table(table.take(pa.array(order[bounds[u]:bounds[u + 1]])), buffer, store_schema=False)
         out.write_bytes(f"units/{keys[u]}.parquet", buffer.getvalue())
 
-    with ThreadPoolExecutor(max_workers=min(8, max(len(keys), 1))) as pool:
-        list(pool.map(write, range(len(keys))))
+    pool = ThreadPoolExecutor(max_workers=min(2 if background else 8, max(len(keys), 1)),
+                              thread_name_prefix="hyptest-units")
+    writes = _UnitWrites(pool, [pool.submit(write, u) for u in range(len(keys))])
+    if not background:
+        writes.wait()
     firsts = order[bounds[:-1]]
     columns = {c: records[c].to_numpy()[firsts] for c in (*_IDENTITY, "method_kind", "step", "order")}
     units, trajectory = [], []
@@ -332,7 +373,7 @@ def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table
         descriptor = {"key": str(key), **{c: _plain(columns[c][u]) for c in (*_IDENTITY, "method_kind", "step")},
                       "order": [str(x) for x in columns["order"][u]]}
         (units if bool(analysed[firsts[u]]) else trajectory).append(descriptor)
-    return units, trajectory
+    return units, trajectory, writes
 
 
 def _unit_rows(records: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

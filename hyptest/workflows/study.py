@@ -334,6 +334,7 @@ def analyse_run(
     manifest: dict[str, Any] | None = None,
     report: bool = True,
     all_steps: pd.DataFrame | None = None,
+    before_write: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Compute metrics, statistics and verdicts from a run directory's units.
 
@@ -344,18 +345,22 @@ def analyse_run(
     without it, ``manifest.json`` is read, under the directory's writer lock.
     ``all_steps`` is the rows of the manifest's ``units`` as their writer
     holds them, in the order, dtypes and cells that ``RunDir.read_units``
-    would return (what ``hyptest reanalyse`` passes, having just written the
-    unit files from them); without it, the unit files are read.
+    would return (what ``hyptest reanalyse`` passes, writing the unit files
+    from them meanwhile); without it, the unit files are read.
+    ``before_write`` is called once everything is computed, before the first
+    file is written (``hyptest reanalyse`` waits there for its unit files:
+    ``results.json`` never exists before they all do).
     """
     run = RunDir(run_dir)
     with run.lock().acquire():  # a no-op inside run_study, which holds it already
         return _analyse_locked(run, timings=timings, extra_provenance=extra_provenance, manifest=manifest,
-                               report=report, all_steps=all_steps)
+                               report=report, all_steps=all_steps, before_write=before_write)
 
 
 def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_provenance: dict[str, Any] | None,
                     manifest: dict[str, Any] | None, report: bool = True,
-                    all_steps: pd.DataFrame | None = None) -> dict[str, Any]:
+                    all_steps: pd.DataFrame | None = None,
+                    before_write: Callable[[], None] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     if manifest is None:
         manifest = run.read_json("manifest.json")
@@ -376,6 +381,8 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
     provenance = _provenance(run, study, manifest, timings, extra_provenance)
     provenance["warnings"] = _warnings(study, per_query, accuracy) + output.notes + list(
         provenance.get("stage_notes", []))
+    if before_write is not None:
+        before_write()
     bayes_files = _write_bayes(run, output.bayes)
     descriptive = _descriptive_tables(run, study, records, all_steps, output)
     descriptive["dai"] = _dai_results(run, study)
