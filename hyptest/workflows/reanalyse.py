@@ -280,8 +280,9 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     all_steps = _analysed_rows(records, units) if in_memory else None
     if all_steps is None:
         writes.wait()  # the analysis reads the unit files
-    imported = replace(imported, records=records.iloc[:0], table=None)
-    records = records[["topk_ids"]]
+    # copies: a slice or a column selection is a view that would keep every column's block (and its cells) alive
+    imported = replace(imported, records=records.iloc[:0].copy(), table=None)
+    records = records[["topk_ids"]].copy()
     _release_memory()
     try:
         analyse_run(out.path, timings={"import": import_s}, report=False,  # rendered once, below, with the import
