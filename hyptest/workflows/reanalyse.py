@@ -250,8 +250,9 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     # _analysed_rows), so their unit files are written in the background while it runs; other importers'
     # records (lm_eval: list cells) are read back from the unit files, written first
     in_memory = imported.table is not None
+    unit_rows = _unit_rows(records)
     units, trajectory, writes = _write_units(out, records, analysed.to_numpy(), imported.table,
-                                             background=in_memory)
+                                             background=in_memory, unit_rows=unit_rows)
     order = ["model", "task", "n_demos", "method", "demo_set", "order_id", "seed", "step"]
     units.sort(key=lambda u: tuple(u[c] for c in order))
     study_dump = study.model_dump(mode="json")
@@ -277,7 +278,7 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     out.write_json("import_problems.json", [_problem_json(p) for p in imported.problems])
     import_s = time.perf_counter() - t0
     # the rows `RunDir.read_units` would read back from the unit files; keep only what is needed after it
-    all_steps = _analysed_rows(records, units) if in_memory else None
+    all_steps = _analysed_rows(records, units, unit_rows) if in_memory else None
     if all_steps is None:
         writes.wait()  # the analysis reads the unit files
     # copies: a slice or a column selection is a view that would keep every column's block (and its cells) alive
@@ -335,7 +336,8 @@ class _UnitWrites:
 
 
 def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table: Any | None, *,
-                 background: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]], _UnitWrites]:
+                 background: bool = False, unit_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], _UnitWrites]:
     """Write each unit's rows to the store; the manifest's unit descriptors (analysed units, earlier steps).
 
     Units are written from a pyarrow Table (``read_long(..., as_table=True)``;
@@ -347,6 +349,7 @@ def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table
     of their time, and the caller's analysis has the other core): the caller
     must ``wait()`` on the returned handle before it marks the run finished,
     and ``cancel()`` it when it fails; otherwise they are done on return.
+    ``unit_rows`` is :func:`_unit_rows` of ``records``, when the caller has it.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -355,7 +358,7 @@ def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table
 
     if table is None:
         table = pa.Table.from_pandas(records[list(RECORD_COLUMNS)], preserve_index=False)
-    keys, order, bounds = _unit_rows(records)
+    keys, order, bounds = _unit_rows(records) if unit_rows is None else unit_rows
 
     def write(u: int) -> None:
         buffer = io.BytesIO()
@@ -392,7 +395,8 @@ def _unit_rows(records: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarra
 _NOT_ANALYSED = ("order", "gold", "pred", "label_logprobs")
 
 
-def _analysed_rows(records: pd.DataFrame, units: list[dict[str, Any]]) -> pd.DataFrame:
+def _analysed_rows(records: pd.DataFrame, units: list[dict[str, Any]],
+                   unit_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
     """The rows of ``units`` (the manifest's analysed units), as ``RunDir.read_units`` reads them from their files.
 
     ``records`` as :func:`hyptest.importers.read_long` returns them (list
@@ -402,9 +406,10 @@ def _analysed_rows(records: pd.DataFrame, units: list[dict[str, Any]]) -> pd.Dat
     values, dtypes and cell types; tests/test_reanalyse_speed.py checks it),
     less the columns in ``_NOT_ANALYSED``. The cells are shared with
     ``records`` and read-only (``labels`` cells are shared by the rows with
-    the same labels); nothing in the analysis writes into a cell.
+    the same labels); nothing in the analysis writes into a cell. ``unit_rows``
+    is :func:`_unit_rows` of ``records``, when the caller has it.
     """
-    keys, order, bounds = _unit_rows(records)
+    keys, order, bounds = _unit_rows(records) if unit_rows is None else unit_rows
     where = {str(key): u for u, key in enumerate(keys)}
     parts = [order[bounds[where[unit["key"]]]:bounds[where[unit["key"]] + 1]] for unit in units]
     rows = np.concatenate(parts) if parts else np.zeros(0, np.int64)
