@@ -27,7 +27,9 @@ from typing import Any
 #: (module, attribute, label): the stages timed
 STAGES = [
     ("hyptest.workflows.reanalyse", "read_long", "read_long"),
-    ("hyptest.workflows.reanalyse", "_write_units", "unit files"),
+    ("hyptest.workflows.reanalyse", "_write_units", "unit files"),  # in the background since the records stay in memory:
+    ("hyptest.workflows.reanalyse", "_UnitWrites.wait", "unit files (waits for the background writes)"),
+    ("hyptest.workflows.reanalyse", "_analysed_rows", "analysed rows (from memory)"),
     ("hyptest.store.run_dir", "RunDir.read_units", "read_units"),
     ("hyptest.workflows.study", "final_step_rows", "final_step_rows"),
     ("hyptest.workflows.study", "run_analyses", "run_analyses"),

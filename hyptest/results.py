@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Protocol, Sequence
 
@@ -237,18 +238,18 @@ def decide(
         families.setdefault(c.family, []).append(i)
     rows: list[dict[str, Any]] = [{} for _ in comps]
     draws: dict[int, np.ndarray] = {}
+    budgets = {i: monte_carlo_budget(sum(comps[j].testable for j in members), alpha, n_resamples)
+               for members in families.values() for i in members if comps[i].testable}
+    sampled = _distributions(comps, budgets, seed)
     for family, members in families.items():
         testable = [i for i in members if comps[i].testable]
         m = len(testable)
-        budget = monte_carlo_budget(m, alpha, n_resamples)
         dists: dict[int, Distribution] = {}
         p_diff: list[float | None] = []
         p_eq: list[float | None] = []
         for i in testable:
             c = comps[i]
-            assert c.sampler is not None
-            # rows that differ only in a stratum (a layer, a group) still get their own streams
-            dist = c.sampler(budget, _seed_of((c.key, repr(sorted(c.extra.items(), key=str))), seed))
+            dist = sampled[i]
             dists[i] = dist
             p_diff.append(_difference_pvalue(c, dist))
             p_eq.append(_equivalence_pvalue(c, dist))
@@ -265,6 +266,35 @@ def decide(
     if not table.empty:
         table["adjust_method"] = adjust
     return table, draws
+
+
+#: Comparisons resampled at the same time, on threads (numpy's einsum and array operations, most of the work,
+#: release the GIL). Each comparison draws from its own stream: the numbers do not depend on the schedule.
+DECIDE_WORKERS = 2
+
+
+def _distributions(comps: list[Comparison], budgets: dict[int, int], seed: int) -> dict[int, Distribution]:
+    """Each testable comparison's distribution (``budgets``: index -> resamples), on up to ``DECIDE_WORKERS`` threads.
+
+    A comparison's stream is derived from ``seed`` and its key alone, and its
+    sampler reads only its own data, so each distribution is the one a single
+    thread computes, bit for bit; an error is raised as the first failing
+    comparison (in order) raises it.
+    """
+    def sample(i: int) -> Distribution:
+        c = comps[i]
+        assert c.sampler is not None
+        # rows that differ only in a stratum (a layer, a group) still get their own streams
+        return c.sampler(budgets[i], _seed_of((c.key, repr(sorted(c.extra.items(), key=str))), seed))
+
+    order = list(budgets)
+    workers = min(DECIDE_WORKERS, os.cpu_count() or 1, len(order))
+    if workers <= 1:
+        return {i: sample(i) for i in order}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hyptest-decide") as pool:
+        return dict(zip(order, pool.map(sample, order)))
 
 
 def _tested_row(c: Comparison, dist: Distribution, alpha: float, m: int, pd_: float | None, pd_adj: float | None,

@@ -336,3 +336,45 @@ def test_order_ids_numbered_across_sets_are_orders_within_their_set():
     few = few.assign(order_id=few["order_id"] + 4 * few["demo_set"])  # 8 distinct ids, 4 per set
     row = run_analyses(few, _study()).comparisons.set_index("analysis").loc["order_sensitivity"]
     assert "orders resampled within demo sets" in row["resampling"]
+
+
+# --- decide resamples comparisons on threads: the numbers of one thread, bit for bit ---------------------
+
+
+def test_threaded_decide_equals_one_thread(monkeypatch):
+    """Bootstrap, alignment, paired and sign-flip rows in two families (a failing sampler raises as before)."""
+    from hyptest import results
+    from hyptest.analysis.order import _alignment_comparison, paired_unit_sampler
+    from hyptest.study import AnalysisSpec
+
+    rng = np.random.default_rng(11)
+    comps = _family([1.0, 1.3, 2.0, 0.7])
+    a, b = _cubes(rng, 1.5, sets=3)
+    mask = rng.random((3, 32)) < 0.7
+    mask[:, 0] = True
+    comps.append(order_comparison(a, b, keys={**KEYS, "method_b": "masked"}, mask=mask, margin=RATIO,
+                                  analysis="log_variance_ratio", family="log_variance_ratio"))
+    comps.append(order_comparison(a, b, keys={**KEYS, "method_b": "clusters"}, cluster=True, margin=RATIO))
+    comps.append(_alignment_comparison(pd.DataFrame({"method": ["sgd"], "seed": [0]}), a[..., None], b[..., None],
+                                       np.ones((3, 32), bool), keys=KEYS, spec=AnalysisSpec(), resample_orders=True))
+    d = rng.normal(0.1, 1.0, size=60)
+    comps.append(Comparison(**{**KEYS, "method_b": "paired"}, analysis="label_js", family="label_js",
+                            estimate=float(d.mean()), scale="difference",
+                            sampler=paired_unit_sampler(d, np.repeat(np.arange(3), 20), False)))
+    monkeypatch.setattr(results, "DECIDE_WORKERS", 1)
+    one, draws_one = decide(comps, n_resamples=3000, seed=4)
+    monkeypatch.setattr(results, "DECIDE_WORKERS", 2)
+    monkeypatch.setattr(results.os, "cpu_count", lambda: 2)
+    two, draws_two = decide(comps, n_resamples=3000, seed=4)
+    pd.testing.assert_frame_equal(one, two, check_exact=True)
+    assert draws_one.keys() == draws_two.keys() and len(draws_one) >= 7
+    for i in draws_one:
+        np.testing.assert_array_equal(draws_one[i], draws_two[i])
+
+    def broken(n, rng):
+        raise ValueError("sampler failed")
+
+    comps.insert(2, Comparison(**{**KEYS, "method_b": "broken"}, analysis="label_kl", family="label_kl",
+                               estimate=0.0, scale="difference", sampler=broken))
+    with pytest.raises(ValueError, match="sampler failed"):
+        decide(comps, n_resamples=3000, seed=4)

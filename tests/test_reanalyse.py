@@ -556,3 +556,89 @@ def test_dai_report_says_which_side_of_the_baseline(tmp_path):
     section = html[html.index('<section id="dai">'):]
     section = section[: section.index("</section>")]
     assert 'data-panel="SimAM"' in section and 'class="marked"' not in section
+
+
+# ---------------------------------------------------------------------------
+# unit files written in the background while the analysis runs
+# ---------------------------------------------------------------------------
+
+
+def test_results_are_written_only_after_every_unit_file(tmp_path, monkeypatch):
+    """Slow unit writes: every unit file is in place before results.json (the mark of a finished run)."""
+    import threading
+    import time
+
+    path = write_jsonl(tmp_path / "log.jsonl", synthetic_rows(steps=(1, 2)))
+    written: list[str] = []
+    original = RunDir.write_bytes
+
+    def slow(self, name, data):
+        if name.startswith("units/"):
+            time.sleep(0.05)
+        written.append(name)
+        return original(self, name, data)
+
+    monkeypatch.setattr(RunDir, "write_bytes", slow)
+    out = reanalyse(path, out_dir=tmp_path / "out", study_overrides=OVERRIDES)
+    manifest = json.loads((out / "manifest.json").read_text())
+    keys = {u["key"] for u in manifest["units"] + manifest["trajectory_units"]}
+    assert {n[len("units/"):-len(".parquet")] for n in written if n.startswith("units/")} == keys
+    first_result = written.index("results.json")
+    assert all(written.index(f"units/{k}.parquet") < first_result for k in keys)
+    assert not [t for t in threading.enumerate() if t.name.startswith("hyptest-units")]
+
+
+def test_a_failed_unit_write_or_analysis_leaves_no_finished_run(tmp_path, monkeypatch):
+    """A unit that cannot be written stops the run before results.json; a failed analysis stops the writes."""
+    import threading
+
+    from hyptest.store import StoreError
+    from hyptest.workflows import study as study_module
+
+    path = write_jsonl(tmp_path / "log.jsonl", synthetic_rows(steps=(1, 2)))
+    original = RunDir.write_bytes
+    calls = {"units": 0}
+
+    def fail_third_unit(self, name, data):
+        if name.startswith("units/"):
+            calls["units"] += 1
+            if calls["units"] == 3:
+                raise StoreError(f"cannot write {name}: No space left on device")
+        return original(self, name, data)
+
+    with monkeypatch.context() as m:
+        m.setattr(RunDir, "write_bytes", fail_third_unit)
+        with pytest.raises(StoreError, match="No space left"):
+            reanalyse(path, out_dir=tmp_path / "full", study_overrides=OVERRIDES)
+    assert not (tmp_path / "full" / "results.json").exists() and not (tmp_path / "full" / "report.html").exists()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("analysis failed")
+
+    monkeypatch.setattr(study_module, "run_analyses", broken)
+    with pytest.raises(RuntimeError, match="analysis failed"):
+        reanalyse(path, out_dir=tmp_path / "broken", study_overrides=OVERRIDES)
+    assert not (tmp_path / "broken" / "results.json").exists()
+    assert not [t for t in threading.enumerate() if t.name.startswith("hyptest-units")]  # no write goes on
+    assert not [p for p in (tmp_path / "broken" / "units").iterdir() if p.name.startswith(".")]  # no partial file
+
+
+def test_a_reanalysis_does_not_import_torch(tmp_path):
+    """No model runs in a reanalysis: provenance names the CPU without importing torch (a second)."""
+    import os
+    import subprocess
+    import sys
+
+    path = write_jsonl(tmp_path / "log.jsonl", synthetic_rows())
+    code = ("import json, sys\n"
+            "from hyptest.workflows.reanalyse import reanalyse\n"
+            "reanalyse(sys.argv[1], out_dir=sys.argv[2], study_overrides=json.loads(sys.argv[3]))\n"
+            "print('torch' in sys.modules)\n")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "out"), json.dumps(OVERRIDES)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+    provenance = json.loads((tmp_path / "out" / "results.json").read_text())["provenance"]
+    assert provenance["device"] == f"cpu ({os.cpu_count()} cores)"

@@ -284,6 +284,93 @@ def test_reanalysis_is_identical_with_the_plain_paths(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------
+# the analysis takes the imported records from memory instead of reading the unit files back
+# ---------------------------------------------------------------------------
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location(
+        "bench_reanalyse", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_reanalyse.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    return bench
+
+
+def _cell_kinds(column: pd.Series) -> set:
+    return {(type(v).__name__, getattr(v, "dtype", None), getattr(v, "shape", None)) for v in column}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_analysed_rows_are_what_read_units_reads_back(tmp_path, suffix):
+    """Earlier steps (trajectory units), rows in no particular order, two tasks: the frame handed to the
+    analysis equals the unit files read back (values, dtypes, cell types, row order, index), less the columns
+    no analysis reads."""
+    from hyptest.importers import read_long
+    from hyptest.store import RunDir
+    from hyptest.workflows import reanalyse as module
+
+    from .test_reanalyse import synthetic_rows
+
+    rows = synthetic_rows(steps=(1, 2)) + [{**r, "task": "t2", "query_id": r["query_id"] + "b"}
+                                           for r in synthetic_rows(steps=(3,), seed=1)]
+    rows = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]
+    frame = pd.DataFrame(rows)
+    path = tmp_path / f"log{suffix}"
+    if suffix == ".csv":
+        for column in ("topk_ids", "topk_probs"):
+            frame[column] = frame[column].map(json.dumps)
+        frame.to_csv(path, index=False)
+    elif suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        frame.to_parquet(path, index=False)
+    out = module.reanalyse(path, out_dir=tmp_path / "out", study_overrides={"analysis": {"bayes": False,
+                                                                                          "n_resamples": 1000}})
+    run = RunDir(out)
+    manifest = run.read_json("manifest.json")
+    assert manifest["trajectory_units"] and manifest["units"]
+    imported = read_long(path, as_table=True)
+    got = module._analysed_rows(imported.records, manifest["units"])
+    expected = run.read_units(u["key"] for u in manifest["units"]).drop(columns=list(module._NOT_ANALYSED))
+    assert list(got.columns) == list(expected.columns)
+    assert [repr(t) for t in got.dtypes] == [repr(t) for t in expected.dtypes]
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    for column in expected.columns:
+        if expected[column].dtype == object:
+            assert _cell_kinds(got[column]) == _cell_kinds(expected[column]), column
+            assert all(np.array_equal(x, y) for x, y in zip(got[column], expected[column])), column
+
+
+def test_reanalysis_from_memory_equals_reading_the_units_back(tmp_path, monkeypatch):
+    """results.json, every Parquet table, the unit files and the report are the same as when the analysis
+    reads the units back from the files (the code before the records were kept in memory)."""
+    from hyptest.workflows import reanalyse as module
+
+    data = tmp_path / "long.csv"
+    _bench_module().synthesise(data, 0.6)
+    overrides = {"analysis": {"bayes": False, "n_resamples": 2000}}
+    handed = []
+    original = module._analysed_rows
+    monkeypatch.setattr(module, "_analysed_rows", lambda *a: handed.append(1) or original(*a))
+    module.reanalyse(data, out_dir=tmp_path / "memory", study_overrides=overrides)
+    assert handed  # the in-memory path ran
+    monkeypatch.setattr(module, "_analysed_rows", lambda *a: None)  # analyse_run reads the unit files
+    module.reanalyse(data, out_dir=tmp_path / "files", study_overrides=overrides)
+    memory, files = _outputs(tmp_path / "memory"), _outputs(tmp_path / "files")
+    assert memory[0] == files[0]
+    assert memory[1].keys() == files[1].keys()
+    for name in memory[1]:
+        pd.testing.assert_frame_equal(memory[1][name], files[1][name], check_exact=True)
+    assert memory[2].replace(str(tmp_path / "memory"), "RUN") == files[2].replace(str(tmp_path / "files"), "RUN")
+    units = [sorted((tmp_path / name / "units").iterdir()) for name in ("memory", "files")]
+    assert [p.name for p in units[0]] == [p.name for p in units[1]]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(*units))
+    results = [json.loads((tmp_path / name / "results.json").read_text()) for name in ("memory", "files")]
+    assert results[0]["import"] == results[1]["import"]
+    assert results[0]["provenance"]["warnings"] == results[1]["provenance"]["warnings"]
+
+
+# ---------------------------------------------------------------------------
 # Bayes: one compiled model serves every slice of the same shape
 # ---------------------------------------------------------------------------
 
@@ -311,3 +398,22 @@ def test_cached_bayes_model_gives_the_draws_of_a_fresh_compile(monkeypatch):
     for name in fresh.idata.posterior.data_vars:
         np.testing.assert_array_equal(reused.idata.posterior[name].values, fresh.idata.posterior[name].values)
     pd.testing.assert_frame_equal(reused.table, fresh.table, check_exact=True)
+
+
+@pytest.mark.parametrize("mask_rows", [
+    [[True] * 9, [True] * 9],  # every query in every set: slices
+    [[False, False, True, True, True, False, False, False, False], [True] * 9],  # one run not at 0: a slice
+    [[True, False, True, True, False, False, True, True, True], [False] * 8 + [True]],  # gaps: the index
+])
+def test_query_weights_equal_the_indexed_assignment(mask_rows):
+    """The slice assignment for a set whose queries are one run of slots gives the counts of the index."""
+    mask = np.array(mask_rows, dtype=bool)
+    got = order_resampling._query_weights(mask, 50, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    expected = np.zeros((50, *mask.shape), dtype=np.uint16)
+    for s, row in enumerate(mask):  # the code before: float counts into the index
+        idx = np.flatnonzero(row)
+        expected[:, s, idx] = order_resampling._counts(len(idx), 50, rng)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+    assert (got.sum(axis=2)[:, mask.any(axis=1)] == mask.sum(axis=1)).all()

@@ -223,7 +223,7 @@ def _declared_methods(records: pd.DataFrame, kinds: dict[str, str], reference: s
 def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
               overrides: Mapping[str, Any] | None, imported: ImportResult | None = None, fmt: str = "long",
               import_extra: Mapping[str, Any] | None = None) -> None:
-    from .study import analyse_run, rebuild_report
+    from .study import analyse_run, cpu_text, rebuild_report
 
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
@@ -246,7 +246,13 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
         notes.append(f"{int((~analysed).sum())} row(s) of earlier optimisation steps are stored (manifest "
                      "'trajectory_units') but not analysed: the analyses use each trajectory's last step")
     out.path.mkdir(parents=True, exist_ok=True)
-    units, trajectory = _write_units(out, records, analysed.to_numpy(), imported.table)
+    # records read by read_long (they come with their Arrow table) go to the analysis from memory (see
+    # _analysed_rows), so their unit files are written in the background while it runs; other importers'
+    # records (lm_eval: list cells) are read back from the unit files, written first
+    in_memory = imported.table is not None
+    unit_rows = _unit_rows(records)
+    units, trajectory, writes = _write_units(out, records, analysed.to_numpy(), imported.table,
+                                             background=in_memory, unit_rows=unit_rows)
     order = ["model", "task", "n_demos", "method", "demo_set", "order_id", "seed", "step"]
     units.sort(key=lambda u: tuple(u[c] for c in order))
     study_dump = study.model_dump(mode="json")
@@ -266,15 +272,29 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
         "import": import_info,
         "started": started.isoformat(timespec="seconds"),
     }
+    # like a study's, the manifest is the plan: written before every unit file is; results.json, the mark of a
+    # finished run, is written only once they all are (the analysis joins the writes before its first file)
     out.write_json("manifest.json", manifest)
     out.write_json("import_problems.json", [_problem_json(p) for p in imported.problems])
     import_s = time.perf_counter() - t0
-    # the analysis reads the units back from the store: keep only what is needed after it
-    records = records[["topk_ids"]]
-    imported = replace(imported, records=records.iloc[:0], table=None)
+    # the rows `RunDir.read_units` would read back from the unit files; keep only what is needed after it
+    all_steps = _analysed_rows(records, units, unit_rows) if in_memory else None
+    if all_steps is None:
+        writes.wait()  # the analysis reads the unit files
+    # copies: a slice or a column selection is a view that would keep every column's block (and its cells) alive
+    imported = replace(imported, records=records.iloc[:0].copy(), table=None)
+    records = records[["topk_ids"]].copy()
     _release_memory()
-    analyse_run(out.path, timings={"import": import_s}, report=False,  # rendered once, below, with the import
-                extra_provenance={"started": started.isoformat(timespec="seconds"), "import": import_info})
+    try:
+        analyse_run(out.path, timings={"import": import_s}, report=False,  # rendered once, below, with the import
+                    # no model runs in a reanalysis: the analysis ran on the CPU (torch is not imported to say so)
+                    extra_provenance={"started": started.isoformat(timespec="seconds"), "import": import_info,
+                                      "device": cpu_text()},
+                    all_steps=all_steps, before_write=writes.wait)
+        writes.wait()  # (done by then)
+    finally:
+        writes.cancel()  # the analysis failed: write no further unit (those in flight finish, atomically)
+    del all_steps
     results = out.read_json("results.json")
     skipped = _skipped_token_analyses(records, results)
     warnings = _import_warnings(path, imported.n_rows_read, imported.n_rows_skipped, imported.problems, notes)
@@ -292,15 +312,44 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     rebuild_report(out.path)
 
 
-def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table: Any | None
-                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+class _UnitWrites:
+    """Unit files being written on a thread pool: :meth:`wait` for them, or :meth:`cancel` the rest."""
+
+    def __init__(self, pool: Any, futures: list[Any]) -> None:
+        self._pool, self._futures = pool, futures
+
+    def wait(self) -> None:
+        """Return once every unit file is written; raise the first failed write's error (in unit order)."""
+        if self._pool is None:
+            return
+        try:
+            for future in self._futures:
+                future.result()
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Start no further write; wait for those in flight (each is atomic: a unit file is whole or absent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table: Any | None, *,
+                 background: bool = False, unit_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], _UnitWrites]:
     """Write each unit's rows to the store; the manifest's unit descriptors (analysed units, earlier steps).
 
     Units are written from a pyarrow Table (``read_long(..., as_table=True)``;
     built from `records` otherwise), several at a time: each write is atomic
     and fsynced, and the waits overlap. String columns may be dictionary
     encoded; the files do not store the Arrow schema, so they read back as
-    plain strings, as units written from a DataFrame do.
+    plain strings, as units written from a DataFrame do. With ``background``
+    the writes go on after the return, on 2 threads (encoding Parquet is most
+    of their time, and the caller's analysis has the other core): the caller
+    must ``wait()`` on the returned handle before it marks the run finished,
+    and ``cancel()`` it when it fails; otherwise they are done on return.
+    ``unit_rows`` is :func:`_unit_rows` of ``records``, when the caller has it.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -309,17 +358,18 @@ def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table
 
     if table is None:
         table = pa.Table.from_pandas(records[list(RECORD_COLUMNS)], preserve_index=False)
-    codes, keys = pd.factorize(records["unit_key"].to_numpy())  # numbered by first appearance
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(keys) + 1))
+    keys, order, bounds = _unit_rows(records) if unit_rows is None else unit_rows
 
     def write(u: int) -> None:
         buffer = io.BytesIO()
         pq.write_table(table.take(pa.array(order[bounds[u]:bounds[u + 1]])), buffer, store_schema=False)
         out.write_bytes(f"units/{keys[u]}.parquet", buffer.getvalue())
 
-    with ThreadPoolExecutor(max_workers=min(8, max(len(keys), 1))) as pool:
-        list(pool.map(write, range(len(keys))))
+    pool = ThreadPoolExecutor(max_workers=min(2 if background else 8, max(len(keys), 1)),
+                              thread_name_prefix="hyptest-units")
+    writes = _UnitWrites(pool, [pool.submit(write, u) for u in range(len(keys))])
+    if not background:
+        writes.wait()
     firsts = order[bounds[:-1]]
     columns = {c: records[c].to_numpy()[firsts] for c in (*_IDENTITY, "method_kind", "step", "order")}
     units, trajectory = [], []
@@ -327,7 +377,44 @@ def _write_units(out: RunDir, records: pd.DataFrame, analysed: np.ndarray, table
         descriptor = {"key": str(key), **{c: _plain(columns[c][u]) for c in (*_IDENTITY, "method_kind", "step")},
                       "order": [str(x) for x in columns["order"][u]]}
         (units if bool(analysed[firsts[u]]) else trajectory).append(descriptor)
-    return units, trajectory
+    return units, trajectory, writes
+
+
+def _unit_rows(records: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each unit's rows: ``(keys, order, bounds)``, unit ``u``'s rows (in file order) ``order[bounds[u]:bounds[u + 1]]``.
+
+    Units are numbered by first appearance of their ``unit_key``.
+    """
+    codes, keys = pd.factorize(records["unit_key"].to_numpy())
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(keys) + 1))
+    return keys, order, bounds
+
+
+#: Columns of the records that no analysis reads (the unit files keep them): not handed to the analysis.
+_NOT_ANALYSED = ("order", "gold", "pred", "label_logprobs")
+
+
+def _analysed_rows(records: pd.DataFrame, units: list[dict[str, Any]],
+                   unit_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
+    """The rows of ``units`` (the manifest's analysed units), as ``RunDir.read_units`` reads them from their files.
+
+    ``records`` as :func:`hyptest.importers.read_long` returns them (list
+    cells are numpy arrays). Units in the order of ``units``, each unit's rows
+    in file order, a fresh RangeIndex: the frame ``read_units`` returns for
+    the unit files that :func:`_write_units` wrote from ``records`` (the same
+    values, dtypes and cell types; tests/test_reanalyse_speed.py checks it),
+    less the columns in ``_NOT_ANALYSED``. The cells are shared with
+    ``records`` and read-only (``labels`` cells are shared by the rows with
+    the same labels); nothing in the analysis writes into a cell. ``unit_rows``
+    is :func:`_unit_rows` of ``records``, when the caller has it.
+    """
+    keys, order, bounds = _unit_rows(records) if unit_rows is None else unit_rows
+    where = {str(key): u for u, key in enumerate(keys)}
+    parts = [order[bounds[where[unit["key"]]]:bounds[where[unit["key"]] + 1]] for unit in units]
+    rows = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    columns = [c for c in RECORD_COLUMNS if c not in _NOT_ANALYSED]
+    return records[columns].take(rows).reset_index(drop=True)
 
 
 def _release_memory() -> None:

@@ -334,6 +334,8 @@ def analyse_run(
     extra_provenance: dict[str, Any] | None = None,
     manifest: dict[str, Any] | None = None,
     report: bool = True,
+    all_steps: pd.DataFrame | None = None,
+    before_write: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Compute metrics, statistics and verdicts from a run directory's units.
 
@@ -342,20 +344,30 @@ def analyse_run(
     ``report.html``, and returns the results dictionary. ``manifest`` is the
     run's manifest as its writer holds it (what :func:`run_study` passes);
     without it, ``manifest.json`` is read, under the directory's writer lock.
+    ``all_steps`` is the rows of the manifest's ``units`` as their writer
+    holds them, in the order, dtypes and cells that ``RunDir.read_units``
+    would return (what ``hyptest reanalyse`` passes, writing the unit files
+    from them meanwhile); without it, the unit files are read.
+    ``before_write`` is called once everything is computed, before the first
+    file is written (``hyptest reanalyse`` waits there for its unit files:
+    ``results.json`` never exists before they all do).
     """
     run = RunDir(run_dir)
     with run.lock().acquire():  # a no-op inside run_study, which holds it already
         return _analyse_locked(run, timings=timings, extra_provenance=extra_provenance, manifest=manifest,
-                               report=report)
+                               report=report, all_steps=all_steps, before_write=before_write)
 
 
 def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_provenance: dict[str, Any] | None,
-                    manifest: dict[str, Any] | None, report: bool = True) -> dict[str, Any]:
+                    manifest: dict[str, Any] | None, report: bool = True,
+                    all_steps: pd.DataFrame | None = None,
+                    before_write: Callable[[], None] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     if manifest is None:
         manifest = run.read_json("manifest.json")
     study = Study.model_validate(manifest["study"])
-    all_steps = run.read_units(u["key"] for u in manifest["units"])
+    if all_steps is None:
+        all_steps = run.read_units(u["key"] for u in manifest["units"])
     records = final_step_rows(all_steps)  # a unit's answer is its last step; earlier steps feed the trajectories
     output = run_analyses(records, study)
     per_query, comparisons, nulls = output.per_query, output.comparisons, output.nulls
@@ -370,6 +382,8 @@ def _analyse_locked(run: RunDir, *, timings: dict[str, float] | None, extra_prov
     provenance = _provenance(run, study, manifest, timings, extra_provenance)
     provenance["warnings"] = _warnings(study, per_query, accuracy) + output.notes + list(
         provenance.get("stage_notes", []))
+    if before_write is not None:
+        before_write()
     bayes_files = _write_bayes(run, output.bayes)
     descriptive = _descriptive_tables(run, study, records, all_steps, output)
     descriptive["dai"] = _dai_results(run, study)
@@ -430,7 +444,8 @@ def _provenance(run: RunDir, study: Study, manifest: dict[str, Any], timings: di
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "device": _device_text(),
+        # a caller that ran no model says where the analysis ran (a reanalysis: the CPU, without importing torch)
+        "device": (extra_provenance or {}).get("device") or _device_text(),
         "libraries": library_versions(),
         "models": [{"name": name, **ident} for name, ident in manifest["models"].items()],
         "tasks": manifest["tasks"],
@@ -703,4 +718,9 @@ def _device_text() -> str:
         return "unknown"
     if torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"
+    return cpu_text()
+
+
+def cpu_text() -> str:
+    """``cpu (N cores)``: provenance's device where no model runs on an accelerator (no torch import)."""
     return f"cpu ({os.cpu_count()} cores)"
