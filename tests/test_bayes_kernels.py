@@ -10,6 +10,8 @@ central finite differences, scipy.special.digamma, PyMC's initial point, and
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -208,3 +210,96 @@ def test_initial_points_are_pymc_s_jittered():
 
 def test_self_check_passes():
     assert K.self_check() == ""
+
+
+def _mc_close(a: pd.DataFrame, b: pd.DataFrame, name: str, draws_a: np.ndarray, draws_b: np.ndarray) -> None:
+    """Means, medians and 10%/90% quantiles of two posteriors within 4.5 Monte-Carlo standard errors.
+
+    The MC errors come from each run's own ESS (ArviZ's bulk and tail ESS of ``name``): the mean's
+    sd / sqrt(ess_bulk), the median's 1.25 times that, the 10% and 90% quantiles' 1.71 sd / sqrt(ess_tail)
+    (normal approximations).
+    """
+    ra, rb = a.set_index("parameter").loc[name], b.set_index("parameter").loc[name]
+    sd = max(ra["sd"], rb["sd"])
+    se_bulk = sd * math.hypot(1 / math.sqrt(ra["ess_bulk"]), 1 / math.sqrt(rb["ess_bulk"]))
+    se_tail = sd * math.hypot(1 / math.sqrt(ra["ess_tail"]), 1 / math.sqrt(rb["ess_tail"]))
+    assert abs(draws_a.mean() - draws_b.mean()) <= 4.5 * se_bulk, name
+    assert abs(np.median(draws_a) - np.median(draws_b)) <= 4.5 * 1.25 * se_bulk, name
+    for q in (0.1, 0.9):
+        assert abs(np.quantile(draws_a, q) - np.quantile(draws_b, q)) <= 4.5 * 1.71 * se_tail, (name, q)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS")
+def test_posteriors_equal_the_pymc_compiled_nutpie_model():
+    """The kernel path and nutpie on PyMC's compiled model sample the same posterior (order and pooled)."""
+    pytest.importorskip("nutpie")
+    from hyptest.stats import _arviz
+
+    from .test_bayes import simulate
+
+    data = simulate({"icl": 0.8, "sgd": 0.3}, n_sets=3, n_orders=6, n_queries=12, seed=11)
+    fits = {s: bayes.fit_order_variance(data, sampler=s, seed=4) for s in ("nutpie", "nutpie-pymc")}
+    assert fits["nutpie"].sampler == "nutpie" and fits["nutpie-pymc"].sampler == "nutpie-pymc"
+    new, old = fits["nutpie"], fits["nutpie-pymc"]
+    assert new.converged and old.converged
+    for var in ("sigma_set", "sigma_query", "sigma_order", "sigma_resid", "sd_query", "sigma_order_set"):
+        a, b = _arviz.posterior_draws(new.idata, var), _arviz.posterior_draws(old.idata, var)
+        a, b = a.reshape(a.shape[0] * a.shape[1], -1), b.reshape(b.shape[0] * b.shape[1], -1)
+        labels = [p for p in new.diagnostics["parameter"] if p == var or p.startswith(var + "[")]
+        assert len(labels) == a.shape[1]
+        for j, label in enumerate(labels):
+            _mc_close(new.diagnostics, old.diagnostics, label, a[:, j], b[:, j])
+    _mc_close(new.diagnostics, old.diagnostics, "log_ratio[sgd]", new.log_ratio_draws["sgd"],
+              old.log_ratio_draws["sgd"])
+    effects = pd.DataFrame({"model": list("abcdef"), "task": "t", "method_a": "icl", "method_b": "sgd",
+                            "estimate": [0.2, 0.5, 0.35, 0.9, 0.1, 0.4], "posterior_sd": [0.1, 0.2, 0.15, 0.3, 0.1, 0.2]})
+    pooled = {s: bayes.fit_pooled(effects, sampler=s, seed=4) for s in ("nutpie", "nutpie-pymc")}
+    pn, po = pooled["nutpie"], pooled["nutpie-pymc"]
+    assert pn.sampler == "nutpie" and po.sampler == "nutpie-pymc"
+    for var in ("delta", "sigma_between", "nu"):
+        a = _arviz.posterior_draws(pn.idata, var).reshape(-1)
+        b = _arviz.posterior_draws(po.idata, var).reshape(-1)
+        _mc_close(pn.diagnostics, po.diagnostics, var, a, b)
+
+
+def test_kernel_fits_do_not_depend_on_earlier_slices():
+    """Each fit hands nutpie its own buffer: a slice of another shape fitted in between changes nothing."""
+    pytest.importorskip("nutpie")
+    from .test_bayes import simulate
+
+    kwargs = {"seed": 3, "draws": 200, "tune": 200, "chains": 2, "sampler": "nutpie"}
+    first = simulate({"icl": 1.2, "gd": 0.0, "sgd": 0.2}, seed=11)
+    other = simulate({"icl": 0.5, "sgd": 0.9, "adam": 0.4}, n_sets=3, seed=12)
+    a = bayes.fit_order_variance(first, **kwargs)
+    bayes.fit_order_variance(other, **kwargs)
+    b = bayes.fit_order_variance(first, **kwargs)
+    assert a.sampler == b.sampler == "nutpie" and b.compile_cached
+    for name in a.idata.posterior.data_vars:
+        np.testing.assert_array_equal(a.idata.posterior[name].values, b.idata.posterior[name].values)
+    pd.testing.assert_frame_equal(a.table, b.table, check_exact=True)
+
+
+def test_no_pymc_import_on_the_kernel_path():
+    """A fresh process fits both models with sampler="nutpie" without importing PyMC or PyTensor."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("nutpie")
+    code = (
+        "import sys, numpy as np, pandas as pd\n"
+        "from hyptest.stats import bayes\n"
+        "rng = np.random.default_rng(0)\n"
+        "rows = [dict(model='m', task='t', n_demos=4, method=m, demo_set=s, order_id=o, query_id=q,\n"
+        "             p_gold=1 / (1 + np.exp(-(q / 4 + sd * rng.normal() + 0.3 * rng.normal()))))\n"
+        "        for m, sd in (('icl', 1.0), ('sgd', 0.3)) for s in range(2) for o in range(4) for q in range(6)]\n"
+        "fit = bayes.fit_order_variance(pd.DataFrame(rows), draws=100, tune=100, chains=2)\n"
+        "eff = pd.DataFrame({'model': ['a', 'b', 'c'], 'task': 't', 'method_a': 'icl', 'method_b': 'sgd',\n"
+        "                    'estimate': [0.1, 0.3, 0.2], 'posterior_sd': [0.1, 0.2, 0.1]})\n"
+        "pooled = bayes.fit_pooled(eff, draws=100, tune=100, chains=2)\n"
+        "print(fit.sampler, pooled.sampler, 'pymc' in sys.modules, 'pytensor' in sys.modules)\n"
+    )
+    root = str(Path(bayes.__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["nutpie", "nutpie", "False", "False"]
