@@ -303,3 +303,38 @@ def test_no_pymc_import_on_the_kernel_path():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.split() == ["nutpie", "nutpie", "False", "False"]
+
+
+@pytest.mark.slow
+def test_a_stale_cache_is_caught_and_recompiled(tmp_path):
+    """numba keys its cache on the file's mtime and size only: a kernel compiled from other source
+    with the same stamp is loaded, fails the self-check, and is recompiled, with a warning."""
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("nutpie")
+    src = Path(K.__file__).resolve().parents[1]
+    pkg = tmp_path / "pkg" / "hyptest"
+    shutil.copytree(src, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    kernel = pkg / "stats" / "_bayes_kernels.py"
+    good = kernel.read_text()
+    stale = good.replace("math.log(2.0 * math.pi)", "math.log(3.0 * math.pi)", 1)
+    assert stale != good and len(stale) == len(good)
+    kernel.write_text(stale)
+    stamp = kernel.stat().st_mtime_ns
+    env = {**os.environ, "PYTHONPATH": str(pkg.parent), "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    run = [sys.executable, "-W", "always::RuntimeWarning", "-c"]
+    # cwd: with -c, Python puts the working directory before PYTHONPATH
+    subprocess.run([*run, "import hyptest.stats._bayes_kernels"], check=True, env=env, capture_output=True,
+                   cwd=tmp_path)
+    kernel.write_text(good)
+    os.utime(kernel, ns=(stamp, stamp))  # same mtime and size: numba takes the stale entries
+    code = ("import hyptest.stats._bayes_kernels as K\n"
+            "print('stale' if K.self_check() else 'fresh')\n"
+            "from hyptest.stats import bayes\n"
+            "m, problem, compiled = bayes._load_kernels()\n"
+            "print(problem == '', compiled, m.self_check() == '')\n")
+    out = subprocess.run([*run, code], check=True, env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.split() == ["stale", "True", "True", "True"]
+    assert "compiling them afresh" in out.stderr

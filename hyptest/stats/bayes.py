@@ -51,12 +51,16 @@ References
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import functools
 import importlib.util
 import logging
 import math
+import shutil
+import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -321,29 +325,58 @@ def _nutpie_internals_problem() -> str:
     return ""
 
 
+def _import_kernels(private_cache: bool) -> tuple[Any, str, bool]:
+    """Import :mod:`._bayes_kernels` and self-check it: ``(module or None, problem, numba compiled)``.
+
+    With ``private_cache`` numba's cache for this import is a fresh temporary
+    directory (removed at exit), so the kernels are compiled from this source
+    whatever the user's cache holds.
+    """
+    import numba
+
+    name = f"{__package__}._bayes_kernels"
+    if private_cache:
+        sys.modules.pop(name, None)
+    previous = numba.config.CACHE_DIR
+    if private_cache:
+        numba.config.CACHE_DIR = tempfile.mkdtemp(prefix="hyptest-numba-")
+        atexit.register(shutil.rmtree, numba.config.CACHE_DIR, True)
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - e.g. a corrupt numba cache file
+        sys.modules.pop(name, None)
+        return None, f"importing {name} failed ({type(exc).__name__}: {exc})", False
+    finally:
+        numba.config.CACHE_DIR = previous
+    cfuncs = (module.order_logp_c, module.order_expand_c, module.pooled_logp_c, module.pooled_expand_c)
+    compiled = any(getattr(f, "_cache_hits", 0) == 0 for f in cfuncs)
+    problem = module.self_check()
+    if problem:
+        return None, f"the compiled kernels disagree with their source ({problem})", compiled
+    return module, "", compiled
+
+
 def _load_kernels() -> tuple[Any, str, bool]:
     """Import and self-check :mod:`._bayes_kernels` once per process.
 
-    Returns the module (None when unusable), the problem ("" when none) and
-    whether numba compiled anything (False: every callback came from its
-    on-disk cache, or the module was already loaded).
+    A kernel that numba's on-disk cache cannot load (a corrupt file) or that
+    fails :func:`._bayes_kernels.self_check` (a cache entry not from this
+    source) is recompiled once into a private cache, with a warning naming the
+    problem. Returns the module (None when unusable), the problem ("" when
+    none) and whether numba compiled anything (False: every callback came
+    from its on-disk cache, or the module was already loaded).
     """
     if "module" in _KERNELS:
         return _KERNELS["module"], _KERNELS["problem"], False
     module, problem, compiled = None, _nutpie_internals_problem(), False
     if not problem:
-        try:
-            from . import _bayes_kernels as module
-        except Exception as exc:  # noqa: BLE001 - e.g. a corrupt numba cache file: fall back, say why
-            problem = (f"importing hyptest.stats._bayes_kernels failed ({type(exc).__name__}: {exc}); "
-                       "if numba's cache is corrupt, delete it (NUMBA_CACHE_DIR or __pycache__)")
-        if module is not None:
-            cfuncs = (module.order_logp_c, module.order_expand_c, module.pooled_logp_c, module.pooled_expand_c)
-            compiled = any(getattr(f, "_cache_hits", 0) == 0 for f in cfuncs)
-            problem = module.self_check()
-            if problem:
-                problem = f"the compiled kernels disagree with their source ({problem}); clear numba's cache"
-                module = None
+        module, problem, compiled = _import_kernels(private_cache=False)
+        if module is None:
+            warnings.warn(f"{problem}; numba's cache of hyptest's Bayes kernels looks corrupt or stale "
+                          "(NUMBA_CACHE_DIR, hyptest/stats/__pycache__ or ~/.cache/numba): compiling them "
+                          "afresh for this process; delete that cache to stop this", RuntimeWarning, stacklevel=4)
+            module, again, compiled = _import_kernels(private_cache=True)
+            problem = f"{problem}; recompiled: {again}" if again else ""
     _KERNELS.update(module=module, problem=problem)
     return module, problem, compiled
 
