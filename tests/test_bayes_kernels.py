@@ -338,3 +338,32 @@ def test_a_stale_cache_is_caught_and_recompiled(tmp_path):
     out = subprocess.run([*run, code], check=True, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.split() == ["stale", "True", "True", "True"]
     assert "compiling them afresh" in out.stderr
+
+
+def test_missing_nutpie_internals_fall_back_to_the_pymc_compiled_model(monkeypatch):
+    """Without the nutpie internals the kernels are handed to, sampler="nutpie" warns and runs nutpie-pymc."""
+    import dataclasses
+
+    nutpie_compile = pytest.importorskip("nutpie.compile_pymc")
+
+    @dataclasses.dataclass(frozen=True)
+    class OtherCompiledModel:  # a nutpie whose CompiledPyMCModel has other fields
+        dims: dict
+        compiled_logp_func: object
+
+    monkeypatch.setattr(nutpie_compile, "CompiledPyMCModel", OtherCompiledModel)
+    problem = bayes._nutpie_internals_problem()
+    assert "lacks" in problem and "user_data" in problem
+    monkeypatch.setattr(bayes, "_KERNELS", {})
+    assert bayes._load_kernels() == (None, problem, False)
+
+    # the fallback samples nutpie's PyMC-compiled model; a stand-in keeps this test fast
+    monkeypatch.undo()
+    spec = bayes._KernelSpec("pooled", estimate=np.array([0.1, 0.4, 0.2]), se=np.array([0.1, 0.2, 0.1]))
+    stand_in, _, _ = bayes._kernel_compiled(spec)
+    monkeypatch.setattr(bayes, "_KERNELS", {"module": None, "problem": "no kernels here"})
+    monkeypatch.setattr(bayes, "_pymc_compiled", lambda *a, **k: (stand_in, False))
+    args = bayes._validate_sampler_args(0.2, 0.94, 50, 50, 2, "nutpie", 0)
+    with pytest.warns(RuntimeWarning, match="no kernels here.*nutpie-pymc"):
+        out = bayes._sample("pooled", 3, None, {}, bayes._POOLED_VARS, args, kernel=spec)
+    assert out[-1] == "nutpie-pymc" and out[0]["delta"].shape == (2, 50)
