@@ -367,3 +367,28 @@ def test_missing_nutpie_internals_fall_back_to_the_pymc_compiled_model(monkeypat
     with pytest.warns(RuntimeWarning, match="no kernels here.*nutpie-pymc"):
         out = bayes._sample("pooled", 3, None, {}, bayes._POOLED_VARS, args, kernel=spec)
     assert out[-1] == "nutpie-pymc" and out[0]["delta"].shape == (2, 50)
+
+
+@pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS")
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_underflow_and_overflow_are_non_finite_where_pymc_s_are(capfd):
+    """Scales of exp(+-400) (squares 0 or inf): the callback returns 0 exactly where PyMC's log density and
+    gradient are finite, 3 or 4 elsewhere (nutpie rejects the step), and raises nothing inside C (no
+    "Exception ignored" on stderr)."""
+    _, stats = _order_case(2, 2, set())
+    buf = K.order_buffer(stats, 2, bayes.PRIOR_SCALES, bayes.PRIOR_SET_NU)
+    n_dim = 7 + len(stats["method_idx"])
+    pm = bayes._import_pymc()
+    with bayes._quiet_pymc():
+        _, logp, dlogp = _pymc_fns(bayes._build_order_model(pm, 2, stats))
+    n_rejected = 0
+    for u in (-400.0, 400.0):
+        for i in (0, 1, 3, 5, n_dim - 1):  # sigma_set, sigma_query, sigma_order, z_order, sigma_resid
+            x = np.zeros(n_dim)
+            x[i] = u
+            code = K.call_logp(K.order_logp_c, x, buf)[0]
+            finite = bool(np.isfinite(logp(x)) and np.isfinite(dlogp(x)).all())
+            assert (code == 0) == finite and code in (0, 3, 4), (u, i, code)
+            n_rejected += code != 0
+    assert n_rejected >= 3
+    assert "Exception" not in capfd.readouterr().err

@@ -41,6 +41,16 @@ A call whose buffer has the wrong magic number or whose ``dim`` does not match
 the header returns -1 (nutpie then reports an error instead of sampling a
 wrong density).
 
+Floating point
+--------------
+Every kernel is compiled with ``error_model="numpy"``: far out in the tails
+(a warm-up step to ``log sigma = -400``) a scale underflows to 0 and a
+division gives inf or nan, the callback returns the non-finite code (3 or 4)
+and nutpie rejects the step, as with PyTensor's generated code. With numba's
+default (Python's) error model the division would raise inside the C
+callback, where an exception cannot propagate: numba prints "Exception
+ignored" and the step would go on with whatever the outputs held.
+
 Cache safety
 ------------
 numba keys its cache on this file's modification time and size, the numba
@@ -103,7 +113,7 @@ _HALFNORM_CONST = 0.5 * math.log(2.0 / math.pi)
 # ---------------------------------------------------------------------------
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def digamma(x: float) -> float:
     """Digamma function for ``x > 0``: recurrence up to 10, then the asymptotic series (|error| < 1e-14)."""
     acc = 0.0
@@ -116,14 +126,14 @@ def digamma(x: float) -> float:
     return acc + math.log(x) - 0.5 / x - series
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _log_halfnormal(u: float, scale: float) -> tuple[float, float]:
     """HalfNormal(scale) log density of ``x = exp(u)`` plus the Jacobian ``u``, and its u-derivative."""
     t = math.exp(u) / scale
     return _HALFNORM_CONST - math.log(scale) - 0.5 * t * t + u, 1.0 - t * t
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _log_halfstudentt(u: float, nu: float, scale: float) -> tuple[float, float]:
     """HalfStudentT(nu, scale) log density of ``x = exp(u)`` plus ``u``, and its u-derivative."""
     t = math.exp(u) / scale
@@ -132,7 +142,7 @@ def _log_halfstudentt(u: float, nu: float, scale: float) -> tuple[float, float]:
     return const - math.log(scale) - 0.5 * (nu + 1.0) * math.log1p(q) + u, 1.0 - (nu + 1.0) * q / (1.0 + q)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _log_gamma_density(u: float, alpha: float, beta: float) -> tuple[float, float]:
     """Gamma(alpha, rate beta) log density of ``x = exp(u)`` plus ``u``, and its u-derivative."""
     x = math.exp(u)
@@ -145,7 +155,7 @@ def _log_gamma_density(u: float, alpha: float, beta: float) -> tuple[float, floa
 # ---------------------------------------------------------------------------
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _order_priors(x: np.ndarray, buf: np.ndarray, grad: np.ndarray, n_m: int, n_b: int) -> float:
     """Priors (with log-transform Jacobians) of the order model; writes their gradient into ``grad``."""
     lp, g = _log_halfstudentt(x[0], buf[5], buf[4])
@@ -165,7 +175,7 @@ def _order_priors(x: np.ndarray, buf: np.ndarray, grad: np.ndarray, n_m: int, n_
     return lp
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _order_within(x: np.ndarray, buf: np.ndarray, n_m: int, n_b: int, var: np.ndarray,
                   g_var: np.ndarray) -> float:
     """Within-block (Helmert) log likelihood of every block.
@@ -207,7 +217,7 @@ def _order_within(x: np.ndarray, buf: np.ndarray, n_m: int, n_b: int, var: np.nd
     return lp
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _order_means(x: np.ndarray, buf: np.ndarray, n_m: int, n_b: int, var: np.ndarray,
                  g_d: np.ndarray) -> float:
     """Log density of the block means with each method's ``mu ~ N(0, a)`` integrated out.
@@ -241,7 +251,7 @@ def _order_means(x: np.ndarray, buf: np.ndarray, n_m: int, n_b: int, var: np.nda
     return lp
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def order_logp_grad(x: np.ndarray, buf: np.ndarray, grad: np.ndarray) -> float:
     """Log density of the order-variance model at unconstrained ``x``; its gradient into ``grad``.
 
@@ -283,7 +293,7 @@ def order_logp_grad(x: np.ndarray, buf: np.ndarray, grad: np.ndarray) -> float:
     return lp
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def order_expand(x: np.ndarray, out: np.ndarray, n_m: int, n_b: int) -> None:
     """Constrained values ``sigma_set, sigma_query, sigma_order, z_order, sigma_resid`` of ``x``."""
     for i in range(1 + 3 * n_m + n_b):
@@ -291,7 +301,7 @@ def order_expand(x: np.ndarray, out: np.ndarray, n_m: int, n_b: int) -> None:
         out[i] = x[i] if is_z else math.exp(x[i])
 
 
-@numba.cfunc(LOGP_SIGNATURE, cache=True)
+@numba.cfunc(LOGP_SIGNATURE, cache=True, error_model="numpy")
 def order_logp_c(dim, x_, grad_, logp_, user_data_):  # type: ignore[no-untyped-def]
     """nutpie logp callback of the order model (C ABI; 0 ok, -1 bad buffer, 3/4 non-finite)."""
     head = numba.carray(user_data_, (ORDER_HEADER,), dtype=np.float64)
@@ -311,7 +321,7 @@ def order_logp_c(dim, x_, grad_, logp_, user_data_):  # type: ignore[no-untyped-
     return 0
 
 
-@numba.cfunc(EXPAND_SIGNATURE, cache=True)
+@numba.cfunc(EXPAND_SIGNATURE, cache=True, error_model="numpy")
 def order_expand_c(dim, n_expanded, x_, out_, user_data_):  # type: ignore[no-untyped-def]
     """nutpie expand callback of the order model: the constrained draws (0 ok, -1 bad sizes)."""
     head = numba.carray(user_data_, (ORDER_HEADER,), dtype=np.float64)
@@ -327,7 +337,7 @@ def order_expand_c(dim, n_expanded, x_, out_, user_data_):  # type: ignore[no-un
 # ---------------------------------------------------------------------------
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def pooled_logp_grad(x: np.ndarray, buf: np.ndarray, grad: np.ndarray) -> float:
     """Log density of the pooled model at unconstrained ``x``; its gradient into ``grad``.
 
@@ -365,7 +375,7 @@ def pooled_logp_grad(x: np.ndarray, buf: np.ndarray, grad: np.ndarray) -> float:
     return lp
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def pooled_expand(x: np.ndarray, out: np.ndarray, n: int) -> None:
     """Constrained values ``delta, sigma_between, nu, delta_task[n]`` of ``x``."""
     sb = math.exp(x[1])
@@ -376,7 +386,7 @@ def pooled_expand(x: np.ndarray, out: np.ndarray, n: int) -> None:
         out[3 + i] = x[0] + sb * x[3 + i]
 
 
-@numba.cfunc(LOGP_SIGNATURE, cache=True)
+@numba.cfunc(LOGP_SIGNATURE, cache=True, error_model="numpy")
 def pooled_logp_c(dim, x_, grad_, logp_, user_data_):  # type: ignore[no-untyped-def]
     """nutpie logp callback of the pooled model (C ABI; 0 ok, -1 bad buffer, 3/4 non-finite)."""
     head = numba.carray(user_data_, (POOLED_HEADER,), dtype=np.float64)
@@ -396,7 +406,7 @@ def pooled_logp_c(dim, x_, grad_, logp_, user_data_):  # type: ignore[no-untyped
     return 0
 
 
-@numba.cfunc(EXPAND_SIGNATURE, cache=True)
+@numba.cfunc(EXPAND_SIGNATURE, cache=True, error_model="numpy")
 def pooled_expand_c(dim, n_expanded, x_, out_, user_data_):  # type: ignore[no-untyped-def]
     """nutpie expand callback of the pooled model: ``delta, sigma_between, nu, delta_task``."""
     head = numba.carray(user_data_, (POOLED_HEADER,), dtype=np.float64)
