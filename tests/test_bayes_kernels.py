@@ -337,7 +337,7 @@ def test_a_stale_cache_is_caught_and_recompiled(tmp_path):
             "print(problem == '', compiled, m.self_check() == '')\n")
     out = subprocess.run([*run, code], check=True, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.split() == ["stale", "True", "True", "True"]
-    assert "compiling them afresh" in out.stderr
+    assert "compiling them into a temporary cache" in out.stderr
 
 
 def test_missing_nutpie_internals_fall_back_to_the_pymc_compiled_model(monkeypatch):

@@ -359,10 +359,11 @@ def _import_kernels(private_cache: bool) -> tuple[Any, str, bool]:
 def _load_kernels() -> tuple[Any, str, bool]:
     """Import and self-check :mod:`._bayes_kernels` once per process.
 
-    A kernel that numba's on-disk cache cannot load (a corrupt file) or that
-    fails :func:`._bayes_kernels.self_check` (a cache entry not from this
-    source) is recompiled once into a private cache, with a warning naming the
-    problem. Returns the module (None when unusable), the problem ("" when
+    A kernel that numba cannot cache (no writable cache directory), cannot
+    load from its cache (a corrupt file) or that fails
+    :func:`._bayes_kernels.self_check` (a cache entry not from this source) is
+    compiled once more into a private temporary cache, with a warning naming
+    the problem. Returns the module (None when unusable), the problem ("" when
     none) and whether numba compiled anything (False: every callback came
     from its on-disk cache, or the module was already loaded).
     """
@@ -372,9 +373,11 @@ def _load_kernels() -> tuple[Any, str, bool]:
     if not problem:
         module, problem, compiled = _import_kernels(private_cache=False)
         if module is None:
-            warnings.warn(f"{problem}; numba's cache of hyptest's Bayes kernels looks corrupt or stale "
-                          "(NUMBA_CACHE_DIR, hyptest/stats/__pycache__ or ~/.cache/numba): compiling them "
-                          "afresh for this process; delete that cache to stop this", RuntimeWarning, stacklevel=4)
+            warnings.warn(f"{problem}; numba could not use its cache of hyptest's Bayes kernels (none writable, "
+                          "or corrupt or stale): compiling them into a temporary cache for this process (~5 s); "
+                          "set NUMBA_CACHE_DIR to a writable directory, or delete the corrupt cache "
+                          "(NUMBA_CACHE_DIR, hyptest/stats/__pycache__ or ~/.cache/numba)", RuntimeWarning,
+                          stacklevel=4)
             module, again, compiled = _import_kernels(private_cache=True)
             problem = f"{problem}; recompiled: {again}" if again else ""
     _KERNELS.update(module=module, problem=problem)
