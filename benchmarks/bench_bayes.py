@@ -1,4 +1,4 @@
-"""Time hyptest's Bayesian order-variance fit with nutpie and with PyMC's sampler.
+"""Time hyptest's Bayesian fits: nutpie on the hand-written numba kernels vs nutpie on the PyMC-compiled model.
 
 The data have the size of hyptest's default study for one (model, task, N)
 slice: 2 demo sets x 8 orders x 32 queries x 4 methods (icl, gd, sgd, adam),
@@ -6,24 +6,30 @@ simulated on the logit scale with order standard deviations icl 1.0, gd 0
 (full-batch GD: exactly order-invariant), sgd 0.3, adam 0.15 and residual
 (order x query) standard deviations 0.3, 0, 0.1, 0.05 (per-query SDs across
 orders sqrt(sigma_order^2 + sigma_resid^2), the compared quantity: 1.04, 0,
-0.32, 0.16). Each sampler runs
-``fit_order_variance`` with its defaults (4 chains x 1000 draws after 1000
-warm-up steps); nutpie runs first in a fresh process, so its time includes
-compiling the model (PyTensor's and numba's on-disk caches may be warm from
-earlier runs). Run from the repository root:
+0.32, 0.16). Each path runs ``fit_order_variance`` with its defaults (4
+chains x 1000 draws after 1000 warm-up steps) and then ``fit_pooled`` on two
+slices' log ratios. The kernel path (``sampler="nutpie"``) runs first, so its
+time is that of a fresh process: importing nutpie and numba and loading the
+kernels from numba's on-disk cache (compiling them if the cache is cold);
+PyMC is not imported until the PyMC-compiled path (``sampler="nutpie-pymc"``,
+what ``"nutpie"`` meant before) runs, whose time includes importing PyMC and
+``nutpie.compile_pymc_model`` for both models. ``--with-pymc`` adds PyMC's
+own NUTS (``sampler="pymc"``, slow). Run from the repository root:
 
-    python benchmarks/bench_bayes.py
+    python benchmarks/bench_bayes.py [--with-pymc]
 
 The last line printed is machine-readable:
 
-    RESULT bayes ratio=<pymc_time/nutpie_time> max_abs_diff=<max |difference of posterior mean log ratios|>
+    RESULT bayes ratio=<nutpie-pymc time / nutpie-kernel time> max_abs_diff=<max |difference of posterior mean log ratios|>
 
-where both times are of the first (cold) fit. A second slice of the same
-design is timed too: nutpie then reuses its compiled model.
+where both times are of the first order fit plus the pooled fit in the
+process (each path's first, cold, use). A second slice of the same design is
+timed too (no compile on either path).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,10 +38,10 @@ import numpy as np
 import pandas as pd
 
 try:
-    from hyptest.stats.bayes import fit_order_variance
+    from hyptest.stats.bayes import fit_order_variance, fit_pooled
 except ImportError:  # not installed: use the checkout this script lives in
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from hyptest.stats.bayes import fit_order_variance
+    from hyptest.stats.bayes import fit_order_variance, fit_pooled
 
 N_SETS, N_ORDERS, N_QUERIES = 2, 8, 32
 SIGMA_ORDER = {"icl": 1.0, "gd": 0.0, "sgd": 0.3, "adam": 0.15}
@@ -78,33 +84,44 @@ def _run(data: pd.DataFrame, sampler: str):
     return time.perf_counter() - t0, res
 
 
+def _pool(fits, sampler: str) -> tuple[float, object]:
+    rows = pd.concat([f.table.assign(model=f"slice{i}") for i, f in enumerate(fits)], ignore_index=True)
+    effects = rows[rows["method_b"] == "sgd"][["model", "task", "method_a", "method_b", "estimate", "posterior_sd"]]
+    t0 = time.perf_counter()
+    res = fit_pooled(effects, sampler=sampler, seed=1)
+    return time.perf_counter() - t0, res
+
+
 def main() -> None:
-    data = simulate()
-    t_nut, nut = _run(data, "nutpie")
-    t_nut2, nut2 = _run(simulate(seed=7), "nutpie")  # another slice, same design: cached compile
-    t_pym, pym = _run(data, "pymc")
-    t_pym2, pym2 = _run(simulate(seed=7), "pymc")  # PyTensor's compile cache now warm
+    samplers = ["nutpie", "nutpie-pymc"] + (["pymc"] if "--with-pymc" in sys.argv[1:] else [])
+    data, data2 = simulate(), simulate(seed=7)
     print(f"rows={len(data)} sets={N_SETS} orders={N_ORDERS} queries={N_QUERIES} methods={len(SIGMA_ORDER)}")
-    runs = (("nutpie", t_nut, nut), ("nutpie (cached)", t_nut2, nut2), ("pymc", t_pym, pym),
-            ("pymc (2nd slice)", t_pym2, pym2))
-    for name, t, res in runs:
-        print(
-            f"{name:16s} total {t:7.2f} s  compile {res.compile_s:6.2f} s  sample {res.sample_s:6.2f} s  "
-            f"converged={res.converged} divergences={res.n_divergences}"
-        )
-    a = nut.table.set_index("method_b")
-    b = pym.table.set_index("method_b")
+    first: dict[str, float] = {}
+    tables = {}
+    for sampler in samplers:
+        t1, fit = _run(data, sampler)
+        t2, fit2 = _run(data2, sampler)  # another slice, same design
+        tp, pooled = _pool([fit, fit2], sampler)
+        first[sampler] = t1 + tp
+        tables[sampler] = fit.table.set_index("method_b")
+        for name, t, res in ((f"{sampler} order", t1, fit), (f"{sampler} order, 2nd", t2, fit2),
+                             (f"{sampler} pooled", tp, pooled)):
+            print(f"{name:24s} total {t:7.2f} s  compile {res.compile_s:6.2f} s  sample {res.sample_s:6.2f} s  "
+                  f"sampler={res.sampler} converged={res.converged} divergences={res.n_divergences}")
+        print(f"{sampler:24s} pooled icl/sgd {pooled.table['estimate'].iloc[0]:7.3f} "
+              f"[{pooled.table['ci_low'].iloc[0]:.3f}, {pooled.table['ci_high'].iloc[0]:.3f}]")
+    a, b = tables["nutpie"], tables["nutpie-pymc"]
     for method in a.index:
         print(
-            f"icl/{method:5s} nutpie {a.loc[method, 'estimate']:7.3f} [{a.loc[method, 'ci_low']:.3f}, "
-            f"{a.loc[method, 'ci_high']:.3f}] {a.loc[method, 'verdict']:12s} pymc {b.loc[method, 'estimate']:7.3f} "
-            f"[{b.loc[method, 'ci_low']:.3f}, {b.loc[method, 'ci_high']:.3f}] {b.loc[method, 'verdict']}"
+            f"icl/{method:5s} kernels {a.loc[method, 'estimate']:7.3f} [{a.loc[method, 'ci_low']:.3f}, "
+            f"{a.loc[method, 'ci_high']:.3f}] {a.loc[method, 'verdict']:12s} pymc-compiled "
+            f"{b.loc[method, 'estimate']:7.3f} [{b.loc[method, 'ci_low']:.3f}, {b.loc[method, 'ci_high']:.3f}] "
+            f"{b.loc[method, 'verdict']}"
         )
     finite = np.isfinite(a["estimate"].to_numpy(float))
     diff = np.abs(a["estimate"].to_numpy(float)[finite] - b.loc[a.index, "estimate"].to_numpy(float)[finite])
-    print("(pymc's compile column is model construction; PyTensor compiles inside its sample time)")
-    print(f"per further slice of the same design: nutpie {t_nut2:.2f} s, pymc {t_pym2:.2f} s")
-    print(f"RESULT bayes ratio={t_pym / t_nut:.2f} max_abs_diff={diff.max():.4f}")
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    print(f"RESULT bayes ratio={first['nutpie-pymc'] / first['nutpie']:.2f} max_abs_diff={diff.max():.4f}")
 
 
 if __name__ == "__main__":

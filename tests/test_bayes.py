@@ -672,7 +672,10 @@ def test_equal_per_query_sd_with_different_split_is_not_called_different():
     so = _arviz.posterior_draws(res.idata, "sigma_order").reshape(-1, 2)
     old = np.log(so[:, 0] / so[:, 1])
     old_low, _ = _arviz.hdi(old, 0.94)
-    assert old_low > 1.0  # the old model's verdict would have been "different"
+    # the old model's verdict would have been "different" (HDI above the ROPE); the HDI's lower end
+    # is noisy (a long left tail): 0.92-1.09 over seeds 0-3 with the numba kernels, 0.98-1.15 with
+    # the PyMC-compiled model, so the bound sits at 0.7, still three ROPEs above 0
+    assert old_low > 0.7
     assert math.log(row["sigma_order_a"] / row["sigma_order_b"]) > 1.5
 
 

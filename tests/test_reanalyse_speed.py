@@ -379,7 +379,11 @@ def test_reanalysis_from_memory_equals_reading_the_units_back(tmp_path, monkeypa
 @pytest.mark.filterwarnings("ignore")
 def test_cached_bayes_model_gives_the_draws_of_a_fresh_compile(monkeypatch):
     """A slice fitted on the model compiled for another slice (data swapped in with ``with_data``)
-    gets the same posterior draws, bit for bit, as when its own model is compiled."""
+    gets the same posterior draws, bit for bit, as when its own model is compiled.
+
+    This in-process cache is that of ``sampler="nutpie-pymc"`` (nutpie on the PyMC-compiled model);
+    the default ``"nutpie"`` compiles nothing per slice (tests/test_bayes_kernels.py checks that its
+    fits do not depend on the slices fitted before)."""
     pytest.importorskip("nutpie")
     from hyptest.stats import bayes
 
@@ -387,7 +391,7 @@ def test_cached_bayes_model_gives_the_draws_of_a_fresh_compile(monkeypatch):
 
     first = simulate({"icl": 1.2, "gd": 0.0, "sgd": 0.2}, seed=11)
     second = simulate({"icl": 0.5, "gd": 0.0, "sgd": 0.9}, seed=12)  # same design, other data
-    kwargs = {"seed": 3, "draws": 200, "tune": 200, "chains": 2, "sampler": "nutpie"}
+    kwargs = {"seed": 3, "draws": 200, "tune": 200, "chains": 2, "sampler": "nutpie-pymc"}
     monkeypatch.setattr(bayes, "_NUTPIE_CACHE", {})
     bayes.fit_order_variance(first, **kwargs)
     reused = bayes.fit_order_variance(second, **kwargs)

@@ -577,6 +577,11 @@ def _bayes(records: pd.DataFrame, study: Study, comparisons: list[Comparison],
     return fits
 
 
+#: How each sampler of hyptest.stats.bayes is named in a comparison's ``test``.
+_SAMPLER_WORDS: dict[Any, str] = {"nutpie": "nutpie, numba density", "nutpie-pymc": "PyMC model, nutpie",
+                                  "pymc": "PyMC"}
+
+
 def _bayes_comparison(row: dict[str, Any], key: tuple[Any, Any, int | None], analysis: str, *, n: int,
                       test: str | None = None) -> Comparison:
     est = float(row["estimate"])
@@ -589,7 +594,8 @@ def _bayes_comparison(row: dict[str, Any], key: tuple[Any, Any, int | None], ana
         mean_a=row.get("sd_query_a", row.get("sigma_order_a")), mean_b=row.get("sd_query_b", row.get("sigma_order_b")),
         ratio=float(np.exp(est)) if np.isfinite(est) else None, n=n, note=row.get("note"),
         resampling="posterior (hierarchical model: queries, demo sets and orders as random effects)",
-        test=test or f"hierarchical Bayes (PyMC, {row.get('sampler')}): HDI + ROPE ±{row['rope']:.3g}",
+        test=test or f"hierarchical Bayes ({_SAMPLER_WORDS.get(row.get('sampler'), row.get('sampler'))}): "
+                     f"HDI + ROPE ±{row['rope']:.3g}",
         extra={"p_rope": row["p_rope"], "rope": row["rope"],
                "ci_method": f"{row['ci_level']:.0%} HDI of the log ratio of {quantity}"},
     )

@@ -18,7 +18,24 @@ moves each query on its own. :func:`fit_pooled` then shrinks the
 per-(model, task) estimates toward a common effect with a Student-t
 hierarchical model (Corani et al. [3]_).
 
-PyMC (and nutpie) are imported here only, and lazily; ArviZ only through
+**Samplers.** ``sampler="nutpie"`` (the default through ``"auto"`` when
+nutpie and numba are installed) runs nutpie's NUTS on the log density and
+gradient of both models written by hand in numba
+(:mod:`hyptest.stats._bayes_kernels`): module-level ``numba.cfunc`` functions with
+nutpie's C ABI, compiled once per machine into numba's on-disk cache, the data
+and shapes passed in a buffer, so a fresh process neither imports PyMC nor
+compiles anything (about 0.1 s to load the kernels instead of 9-12 s of
+``nutpie.compile_pymc_model`` per model and process, plus ~3 s to import
+PyMC). The densities equal PyMC's for the models built by
+:func:`_build_order_model` and :func:`_build_pooled_model` (tested to ~1e-9),
+which remain the reference: ``sampler="nutpie-pymc"`` samples them with nutpie
+(the previous default, and the fallback, with a warning, when nutpie lacks the
+0.16 internals the kernels are handed to or the kernels fail their self-check)
+and ``sampler="pymc"`` with PyMC's own NUTS. The posteriors are the same up
+to Monte-Carlo error; the draws for a given seed are not (other initial
+points and floating-point order).
+
+PyMC and nutpie are imported here only, and lazily; ArviZ only through
 :mod:`hyptest.stats._arviz`. Install them with ``pip install 'hyptest[bayes]'``.
 
 References
@@ -34,9 +51,16 @@ References
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import dataclasses
+import functools
+import importlib.util
 import logging
 import math
+import shutil
+import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -60,7 +84,7 @@ __all__ = [
     "prior_predictive",
 ]
 
-Sampler = Literal["auto", "nutpie", "pymc"]
+Sampler = Literal["auto", "nutpie", "nutpie-pymc", "pymc"]
 
 #: Verdicts of this module: the shared vocabulary minus ``negligible``
 #: (HDI + ROPE has no such outcome), plus the convergence gate's outcome.
@@ -105,7 +129,7 @@ _STAT_KEYS: tuple[str, ...] = (
 _KEY = ["method", "demo_set", "order_id", "query_id"]
 _SLICE = ["model", "task", "n_demos"]
 
-#: Compiled nutpie models, keyed by structure (kind and the shapes of the free
+#: Compiled nutpie models of sampler="nutpie-pymc", keyed by structure (kind and the shapes of the free
 #: random variables). A pure performance cache: the data are swapped in with
 #: ``with_data``, so a study whose slices share a design compiles once per process.
 _NUTPIE_CACHE: dict[tuple[Any, ...], Any] = {}
@@ -150,12 +174,14 @@ class BayesResult:
     n_divergences : int
         Divergent transitions after warm-up.
     sampler : str
-        ``"nutpie"``, ``"pymc"`` or ``"none"`` (nothing sampled).
+        ``"nutpie"`` (the numba kernels), ``"nutpie-pymc"`` (nutpie on the
+        PyMC-compiled model), ``"pymc"`` or ``"none"`` (nothing sampled).
     compile_s, sample_s, wall_time_s : float
-        Seconds spent compiling the model (0 when a cached nutpie model was
-        reused), sampling, and in the whole call.
+        Seconds spent compiling (or loading) the model, sampling, and in the
+        whole call.
     compile_cached : bool
-        Whether a compiled nutpie model was reused.
+        Whether nothing was compiled: the kernels came from numba's on-disk
+        cache or were already loaded, or a compiled nutpie-pymc model was reused.
     """
 
     table: pd.DataFrame
@@ -250,11 +276,171 @@ def _import_pymc() -> Any:
 
 
 def _nutpie_available() -> bool:
+    """Whether nutpie and numba (its compiler, and that of the kernels) are installed; imports neither."""
+    return all(importlib.util.find_spec(name) is not None for name in ("nutpie", "numba"))
+
+
+# ---------------------------------------------------------------------------
+# nutpie on the hand-written kernels (hyptest.stats._bayes_kernels)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _KernelSpec:
+    """Which hand-written model to sample, and its data.
+
+    ``kind`` is ``"order"`` (``stats`` from :func:`_block_stats`, ``n_methods``
+    modelled methods) or ``"pooled"`` (``estimate`` and ``se``).
+    """
+
+    kind: str
+    n_methods: int = 0
+    stats: dict[str, np.ndarray] | None = None
+    estimate: np.ndarray | None = None
+    se: np.ndarray | None = None
+
+
+#: The kernels module once imported and self-checked in this process, or why not.
+_KERNELS: dict[str, Any] = {}
+#: Fields of nutpie.compile_pymc.CompiledPyMCModel and members of nutpie._lib that
+#: _kernel_compiled relies on (nutpie 0.16; pinned in pyproject.toml).
+_NUTPIE_FIELDS = frozenset({"dims", "compiled_logp_func", "compiled_expand_func", "initial_point_func",
+                            "shared_data", "user_data", "n_expanded", "shape_info", "logp_func",
+                            "expand_func", "_n_dim", "_shapes", "_coords"})
+_NUTPIE_LIB = ("LogpFunc", "ExpandFunc", "PyMcModel", "PyVariable", "PySampler")
+
+
+def _nutpie_internals_problem() -> str:
+    """"" when nutpie has the internals the kernel path hands its cfuncs to, else what is missing."""
     try:
-        import nutpie  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        from nutpie import _lib
+        from nutpie.compile_pymc import CompiledPyMCModel
+    except ImportError as exc:
+        return f"nutpie's internals are not importable: {exc}"
+    fields = {f.name for f in dataclasses.fields(CompiledPyMCModel)}
+    missing = sorted(_NUTPIE_FIELDS - fields) + [n for n in _NUTPIE_LIB if not hasattr(_lib, n)]
+    if missing:
+        version = getattr(_lib, "__version__", "?")
+        return f"nutpie {version} lacks {', '.join(missing)} (hyptest uses nutpie 0.16's internals)"
+    return ""
+
+
+def _import_kernels(private_cache: bool) -> tuple[Any, str, bool]:
+    """Import :mod:`._bayes_kernels` and self-check it: ``(module or None, problem, numba compiled)``.
+
+    With ``private_cache`` numba's cache for this import is a fresh temporary
+    directory (removed at exit), so the kernels are compiled from this source
+    whatever the user's cache holds.
+    """
+    import numba
+
+    name = f"{__package__}._bayes_kernels"
+    if private_cache:
+        sys.modules.pop(name, None)
+    previous = numba.config.CACHE_DIR
+    if private_cache:
+        numba.config.CACHE_DIR = tempfile.mkdtemp(prefix="hyptest-numba-")
+        atexit.register(shutil.rmtree, numba.config.CACHE_DIR, True)
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - e.g. a corrupt numba cache file
+        sys.modules.pop(name, None)
+        return None, f"importing {name} failed ({type(exc).__name__}: {exc})", False
+    finally:
+        numba.config.CACHE_DIR = previous
+    cfuncs = (module.order_logp_c, module.order_expand_c, module.pooled_logp_c, module.pooled_expand_c)
+    compiled = any(getattr(f, "_cache_hits", 0) == 0 for f in cfuncs)
+    problem = module.self_check()
+    if problem:
+        return None, f"the compiled kernels disagree with their source ({problem})", compiled
+    return module, "", compiled
+
+
+def _load_kernels() -> tuple[Any, str, bool]:
+    """Import and self-check :mod:`._bayes_kernels` once per process.
+
+    A kernel that numba cannot cache (no writable cache directory), cannot
+    load from its cache (a corrupt file) or that fails
+    :func:`._bayes_kernels.self_check` (a cache entry not from this source) is
+    compiled once more into a private temporary cache, with a warning naming
+    the problem. Returns the module (None when unusable), the problem ("" when
+    none) and whether numba compiled anything (False: every callback came
+    from its on-disk cache, or the module was already loaded).
+    """
+    if "module" in _KERNELS:
+        return _KERNELS["module"], _KERNELS["problem"], False
+    module, problem, compiled = None, _nutpie_internals_problem(), False
+    if not problem:
+        module, problem, compiled = _import_kernels(private_cache=False)
+        if module is None:
+            warnings.warn(f"{problem}; numba could not use its cache of hyptest's Bayes kernels (none writable, "
+                          "or corrupt or stale): compiling them into a temporary cache for this process (~5 s); "
+                          "set NUMBA_CACHE_DIR to a writable directory, or delete the corrupt cache "
+                          "(NUMBA_CACHE_DIR, hyptest/stats/__pycache__ or ~/.cache/numba)", RuntimeWarning,
+                          stacklevel=4)
+            module, again, compiled = _import_kernels(private_cache=True)
+            problem = f"{problem}; recompiled: {again}" if again else ""
+    _KERNELS.update(module=module, problem=problem)
+    return module, problem, compiled
+
+
+def _unconstrained_names(names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> list[str]:
+    """PyMC-style labels of the unconstrained coordinates (``sigma_query_log___0`` ...), as nutpie's coords."""
+    out: list[str] = []
+    for name, shape in zip(names, shapes):
+        out += [name] if not shape else [f"{name}_{i}" for i in range(shape[0])]
+    return out
+
+
+def _kernel_layout(spec: _KernelSpec, kernels: Any) -> tuple[np.ndarray, Any, Any, Any, list[str],
+                                                             list[tuple[int, ...]], list[str]]:
+    """Buffer, logp and expand cfuncs, initial-point function, names and shapes of the draws, unconstrained labels."""
+    if spec.kind == "order":
+        assert spec.stats is not None
+        m, b = spec.n_methods, len(spec.stats["method_idx"])
+        buf = kernels.order_buffer(spec.stats, m, PRIOR_SCALES, PRIOR_SET_NU)
+        shapes: list[tuple[int, ...]] = [(), (m,), (m,), (b,), (m,)]
+        value_names = ["sigma_set_log__", "sigma_query_log__", "sigma_order_log__", "z_order", "sigma_resid_log__"]
+        return (buf, kernels.order_logp_c, kernels.order_expand_c, kernels.order_initial_point,
+                list(_ORDER_VARS), shapes, _unconstrained_names(value_names, shapes))
+    assert spec.estimate is not None and spec.se is not None
+    n = len(spec.estimate)
+    buf = kernels.pooled_buffer(spec.estimate, spec.se, POOLED_PRIORS)
+    labels = _unconstrained_names(["delta", "sigma_between_log__", "nu_log__", "z"], [(), (), (), (n,)])
+    return (buf, kernels.pooled_logp_c, kernels.pooled_expand_c, kernels.pooled_initial_point,
+            list(_POOLED_VARS), [(), (), (), (n,)], labels)
+
+
+def _kernel_compiled(spec: _KernelSpec) -> tuple[Any, bool, str]:
+    """A nutpie model that samples the hand-written density of ``spec``.
+
+    nutpie's ``CompiledPyMCModel`` is given the kernels' cfuncs, their data
+    buffer (the ``user_data`` pointer) and a PyMC-like initial point: its
+    ``_make_model`` hands the addresses to nutpie's sampler exactly as for a
+    PyMC-compiled model, and nothing from PyMC or PyTensor is involved.
+
+    Returns the model (None if the kernels cannot be used), whether no numba
+    compilation was needed, and the problem ("" when none).
+    """
+    kernels, problem, compiled_now = _load_kernels()
+    if kernels is None:
+        return None, False, problem
+    from nutpie.compile_pymc import CompiledPyMCModel
+
+    buf, logp_c, expand_c, init, names, shapes, labels = _kernel_layout(spec, kernels)
+    n_dim = len(labels)
+    sizes = [math.prod(sh) for sh in shapes]
+    starts = np.cumsum([0, *sizes])
+    model = CompiledPyMCModel(
+        dims={}, _n_dim=n_dim, _coords={"unconstrained_parameter": pd.Index(labels)},
+        _shapes={name: sh for name, sh in zip(names, shapes)},
+        compiled_logp_func=logp_c, compiled_expand_func=expand_c,
+        initial_point_func=functools.partial(init, buf), shared_data={}, user_data=buf,
+        n_expanded=int(starts[-1]),
+        shape_info=(names, [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])], shapes),
+        logp_func=None, expand_func=None,
+    )
+    return model, not compiled_now, ""
 
 
 # ---------------------------------------------------------------------------
@@ -295,12 +481,12 @@ def _validate_sampler_args(
     if not (math.isfinite(r) and r > 0):
         raise ValueError(f"`rope` must be a positive finite half-width, got {r!r}")
     p = validate_probability(hdi_prob, "hdi_prob")
-    validate_choice(sampler, "sampler", ("auto", "nutpie", "pymc"))
+    validate_choice(sampler, "sampler", ("auto", "nutpie", "nutpie-pymc", "pymc"))
     if sampler == "auto":
         chosen = "nutpie" if _nutpie_available() else "pymc"
-    elif sampler == "nutpie" and not _nutpie_available():
+    elif sampler in ("nutpie", "nutpie-pymc") and not _nutpie_available():
         raise ImportError(
-            "`sampler='nutpie'` needs nutpie; install it with `pip install 'hyptest[bayes]'` "
+            f"`sampler={sampler!r}` needs nutpie and numba; install them with `pip install 'hyptest[bayes]'` "
             "or pass sampler='pymc'"
         )
     else:
@@ -623,55 +809,77 @@ def _build_pooled_model(pm: Any, estimate: np.ndarray, se: np.ndarray) -> Any:
 
 def _sample(
     kind: str, size: Any, build: Any, data: dict[str, np.ndarray], var_names: Sequence[str],
-    args: _SamplerArgs, *, target_accept: float | None = None,
-) -> tuple[dict[str, np.ndarray], np.ndarray, float, float, bool]:
-    """Sample ``build(pm)`` with the chosen sampler.
+    args: _SamplerArgs, *, target_accept: float | None = None, kernel: _KernelSpec | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray, float, float, bool, str]:
+    """Sample the model with the chosen sampler.
 
-    ``(kind, size)`` keys the nutpie compile cache: ``size`` must determine the
-    shapes of the model's free variables (an int or a tuple of ints).
+    ``nutpie`` samples the hand-written density of ``kernel`` (falling back to
+    ``nutpie-pymc`` with a warning if the kernels cannot be used);
+    ``nutpie-pymc`` and ``pymc`` sample ``build(pm)``, the PyMC model.
+    ``(kind, size)`` keys the nutpie compile cache of ``nutpie-pymc``: ``size``
+    must determine the shapes of the model's free variables (an int or a tuple
+    of ints).
 
     Returns the posterior draws of ``var_names`` as ``(chain, draw, ...)``
     arrays, the ``diverging`` flags ``(chain, draw)``, compile and sample
-    seconds and whether a cached compiled model was used.
+    seconds, whether a cached compiled model was used and the sampler that ran.
     """
-    pm = _import_pymc()
+    sampler = args.sampler
     t0 = time.perf_counter()
-    if args.sampler == "nutpie":
-        import nutpie
-
-        key = (kind, size)
-        cached = key in _NUTPIE_CACHE
-        if not cached:
-            with _quiet_pymc():
-                _NUTPIE_CACHE[key] = nutpie.compile_pymc_model(build(pm), var_names=list(var_names))
-        compiled = _NUTPIE_CACHE[key].with_data(**data)
-        compile_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        extra = {} if target_accept is None else {"target_accept": target_accept}
-        with _quiet_pymc():
-            idata = nutpie.sample(
-                compiled, draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed,
-                progress_bar=False, save_warmup=False, **extra,
-            )
-        sample_s = time.perf_counter() - t1
-    else:
+    if sampler == "nutpie" and kernel is not None:
+        compiled, cached, problem = _kernel_compiled(kernel)
+        if compiled is None:
+            warnings.warn(f"hyptest's numba kernels for nutpie are unavailable ({problem}); "
+                          "sampling the PyMC-compiled model instead (sampler='nutpie-pymc', slower)",
+                          RuntimeWarning, stacklevel=3)
+            sampler = "nutpie-pymc"
+    elif sampler == "nutpie":
+        sampler = "nutpie-pymc"
+    if sampler == "nutpie-pymc":
+        compiled, cached = _pymc_compiled(kind, size, build, data, var_names)
+    compile_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    extra = {} if target_accept is None else {"target_accept": target_accept}
+    if sampler == "pymc":
         cached = False
+        pm = _import_pymc()
         with _quiet_pymc():
             model = build(pm)
         compile_s = time.perf_counter() - t0  # model build; PyTensor compiles inside pm.sample
         t1 = time.perf_counter()
-        extra = {} if target_accept is None else {"target_accept": target_accept}
         with _quiet_pymc():
             idata = pm.sample(
                 draws=args.draws, tune=args.tune, chains=args.chains, random_seed=args.seed,
                 model=model, progressbar=False, compute_convergence_checks=False, **extra,
             )
-        sample_s = time.perf_counter() - t1
+    else:
+        import nutpie
+
+        with _quiet_pymc():
+            idata = nutpie.sample(
+                compiled, draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed,
+                progress_bar=False, save_warmup=False, **extra,
+            )
+    sample_s = time.perf_counter() - t1
     draws = {v: _arviz.posterior_draws(idata, v) for v in var_names}
     diverging = _arviz.sample_stat_draws(idata, "diverging")
     if diverging is None:
         diverging = np.zeros((args.chains, args.draws), dtype=bool)
-    return draws, diverging.astype(bool), compile_s, sample_s, cached
+    return draws, diverging.astype(bool), compile_s, sample_s, cached, sampler
+
+
+def _pymc_compiled(kind: str, size: Any, build: Any, data: dict[str, np.ndarray],
+                   var_names: Sequence[str]) -> tuple[Any, bool]:
+    """nutpie's compiled PyMC model (``nutpie.compile_pymc_model``), cached per process by ``(kind, size)``."""
+    import nutpie
+
+    pm = _import_pymc()
+    key = (kind, size)
+    cached = key in _NUTPIE_CACHE
+    if not cached:
+        with _quiet_pymc():
+            _NUTPIE_CACHE[key] = nutpie.compile_pymc_model(build(pm), var_names=list(var_names))
+    return _NUTPIE_CACHE[key].with_data(**data), cached
 
 
 def _gate(diagnostics: pd.DataFrame, n_div: int) -> tuple[bool, str]:
@@ -741,11 +949,11 @@ def _fit_modelled(design: _Design, modelled: tuple[str, ...], invariant: tuple[s
     fit = _OrderFit({m: 0.0 for m in invariant}, {m: 0.0 for m in invariant}, {m: 0.0 for m in invariant}, {})
     if not modelled:
         return fit
-    fit.sampler = args.sampler
     n_blocks = len(stats["method_idx"])
-    draws_, diverging, fit.compile_s, fit.sample_s, fit.compile_cached = _sample(
+    draws_, diverging, fit.compile_s, fit.sample_s, fit.compile_cached, fit.sampler = _sample(
         "order", (len(modelled), n_blocks), lambda pm: _build_order_model(pm, len(modelled), stats),
         stats, _ORDER_VARS, args, target_accept=target_accept,
+        kernel=_KernelSpec("order", n_methods=len(modelled), stats=stats),
     )
     draws_ = {"mu": _draw_mu(draws_, stats, len(modelled), args.seed), **draws_}
     derived = _derived(draws_, stats, len(modelled))
@@ -913,8 +1121,11 @@ def fit_order_variance(
         Mass of the highest-density interval.
     draws, tune, chains : int, default 1000, 1000, 4
         Posterior draws and warm-up steps per chain, and chains (>= 2, for R-hat).
-    sampler : {"auto", "nutpie", "pymc"}, default "auto"
-        ``auto`` uses nutpie when it is importable, else ``pymc.sample``.
+    sampler : {"auto", "nutpie", "nutpie-pymc", "pymc"}, default "auto"
+        ``nutpie``: nutpie's NUTS on the hand-written numba density (module
+        docstring); ``nutpie-pymc``: nutpie on the PyMC-compiled model;
+        ``pymc``: ``pymc.sample``. ``auto`` is ``nutpie`` when nutpie and
+        numba are installed, else ``pymc``.
     seed : int, default 0
         Seed of the sampler.
     target_accept : float, default 0.9
@@ -951,7 +1162,8 @@ def fit_order_variance(
     TypeError, ValueError
         On malformed input, naming the argument.
     ImportError
-        If PyMC (or nutpie, with ``sampler="nutpie"``) is not installed.
+        If PyMC (or nutpie and numba, with ``sampler="nutpie"`` or
+        ``"nutpie-pymc"``) is not installed.
 
     See Also
     --------
@@ -1078,9 +1290,11 @@ def fit_order_variance(
     - 1)`` cells and the log ratio is precise enough (sd ~0.05 for 2 x 8 x
     32) to show "equivalent".
 
-    Compiled nutpie models are cached in-process by the number of modelled
-    methods and of (method, demo set) blocks (the data are swapped in), so the
-    slices of a study compile once.
+    With ``sampler="nutpie"`` nothing is compiled per slice or per process:
+    the numba kernels serve every shape and load from numba's on-disk cache.
+    With ``"nutpie-pymc"`` compiled models are cached in-process by the number
+    of modelled methods and of (method, demo set) blocks (the data are swapped
+    in), so the slices of a study compile once per process.
 
     References
     ----------
@@ -1231,14 +1445,15 @@ def _pooled_sampled(effects: pd.DataFrame, est: np.ndarray, se: np.ndarray, args
                     target_accept: float) -> _PooledFit:
     """Sample the Student-t hierarchy over the finite effects and summarise the pooled effect."""
     n = len(est)
-    draws_, diverging, compile_s, sample_s, _ = _sample(
+    draws_, diverging, compile_s, sample_s, _, sampler = _sample(
         "pooled", n, lambda pm: _build_pooled_model(pm, est, se),
         {"estimate": est, "posterior_sd": se}, _POOLED_VARS, args, target_accept=target_accept,
+        kernel=_KernelSpec("pooled", estimate=est, se=se),
     )
     idata = _arviz.from_draws(
         draws_, sample_stats={"diverging": diverging},
         coords={"effect": [f"{r.model}/{r.task}" for r in effects.itertuples()]},
-        dims={"delta_task": ["effect"]}, attrs={"sampler": args.sampler},
+        dims={"delta_task": ["effect"]}, attrs={"sampler": sampler},
     )
     diagnostics = _arviz.summary_table(idata, list(_POOLED_VARS), hdi_prob=args.hdi_prob)
     n_div = int(diverging.sum())
@@ -1253,7 +1468,7 @@ def _pooled_sampled(effects: pd.DataFrame, est: np.ndarray, se: np.ndarray, args
         verdict=_hdi_rope(low, high, args.rope),
         shrunk=np.array([[dt[:, i].mean(), *_arviz.hdi(dt[:, i], args.hdi_prob)] for i in range(n)]),
         diagnostics=diagnostics, idata=idata, n_divergences=n_div, compile_s=compile_s, sample_s=sample_s,
-        sampler=args.sampler, converged=converged, reason=reason,
+        sampler=sampler, converged=converged, reason=reason,
     )
 
 
