@@ -255,23 +255,10 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
                                              background=in_memory, unit_rows=unit_rows)
     order = ["model", "task", "n_demos", "method", "demo_set", "order_id", "seed", "step"]
     units.sort(key=lambda u: tuple(u[c] for c in order))
-    study_dump = study.model_dump(mode="json")
-    study_text = ("# synthetic study written by `hyptest reanalyse`: " + description + "\n"
-                  + yaml.safe_dump(study_dump, sort_keys=False))
     import_info = {"source": str(path), "format": fmt, "n_rows_read": imported.n_rows_read,
                    "n_rows_skipped": imported.n_rows_skipped, "n_problems": len(imported.problems),
                    "n_rows_stored": int(len(records)), "n_rows_analysed": int(analysed.sum())}
-    manifest = {
-        "hyptest_version": __version__,
-        "study": study_dump,
-        "study_text": study_text,
-        "models": {m.name: {"source": "imported", "file": str(path)} for m in study.models},
-        "tasks": {t.name: "imported" for t in study.tasks},
-        "units": units,
-        "trajectory_units": trajectory,
-        "import": import_info,
-        "started": started.isoformat(timespec="seconds"),
-    }
+    manifest = _long_manifest(path, study, description, units, trajectory, import_info, started)
     # like a study's, the manifest is the plan: written before every unit file is; results.json, the mark of a
     # finished run, is written only once they all are (the analysis joins the writes before its first file)
     out.write_json("manifest.json", manifest)
@@ -295,12 +282,40 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
     finally:
         writes.cancel()  # the analysis failed: write no further unit (those in flight finish, atomically)
     del all_steps
+    _add_import_results(out, path, imported, records, notes, import_info, import_extra)
+    rebuild_report(out.path)
+
+
+def _long_manifest(path: Path, study: Any, description: str, units: list[dict[str, Any]],
+                   trajectory: list[dict[str, Any]], import_info: dict[str, Any],
+                   started: _dt.datetime) -> dict[str, Any]:
+    """The manifest of a reanalysed long file: its synthetic study, units and import summary."""
+    study_dump = study.model_dump(mode="json")
+    study_text = ("# synthetic study written by `hyptest reanalyse`: " + description + "\n"
+                  + yaml.safe_dump(study_dump, sort_keys=False))
+    return {
+        "hyptest_version": __version__,
+        "study": study_dump,
+        "study_text": study_text,
+        "models": {m.name: {"source": "imported", "file": str(path)} for m in study.models},
+        "tasks": {t.name: "imported" for t in study.tasks},
+        "units": units,
+        "trajectory_units": trajectory,
+        "import": import_info,
+        "started": started.isoformat(timespec="seconds"),
+    }
+
+
+def _add_import_results(out: RunDir, path: Path, imported: ImportResult, records: pd.DataFrame,
+                        notes: list[str], import_info: dict[str, Any],
+                        import_extra: Mapping[str, Any] | None) -> None:
+    """Add the import's summary, its warnings and the analyses it left out to the run's results.json."""
     results = out.read_json("results.json")
     skipped = _skipped_token_analyses(records, results)
     warnings = _import_warnings(path, imported.n_rows_read, imported.n_rows_skipped, imported.problems, notes)
     # right after the import line: what was not analysed, and why (the CLI prints these too)
     warnings[1:1] = [f"not analysed: {s['name']} ({s['analysis']}): {s['reason']}" for s in skipped]
-    notes += [f"{s['name']} not analysed: {s['reason']}" for s in skipped]
+    notes = notes + [f"{s['name']} not analysed: {s['reason']}" for s in skipped]
     results["provenance"]["warnings"] = warnings + list(results["provenance"].get("warnings", []))
     results["import"] = {**import_info, "notes": notes, **dict(import_extra or {})}
     if skipped:
@@ -309,7 +324,6 @@ def _long_run(path: Path, out: RunDir, *, mapping: ColumnMapping, strict: bool,
         results.setdefault("data_files", []).append("import_problems.json")
     out.write_json("results.json", results)
     read_results(out.read_json("results.json"))
-    rebuild_report(out.path)
 
 
 class _UnitWrites:
