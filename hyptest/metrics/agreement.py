@@ -163,12 +163,11 @@ def agreement_table(records: pd.DataFrame, *, reference: str = "icl", k: int = 1
     return pd.concat(slices, ignore_index=True)
 
 
-def _agreement_slice(records: pd.DataFrame, lists: RowLists, reference: str, k: int) -> pd.DataFrame:
-    """:func:`_agreement_slice_frames` on the keys of the records (``_row``: each row's position in ``lists``)."""
-    keys = [*_UNIT, "order_id"]
-    ref = records[records["method"] == reference].sort_values(keys)
-    frames = []
-    # reference vs itself under the next order of the same demo set
+def _next_order_pairs(ref: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The reference's rows (left) and the same demo set's rows under its next order (right), row by row.
+
+    Orders are ranked within each (unit of) demo set and the last is paired with the first.
+    """
     shifted = ref.copy()
     n_orders = shifted.groupby(_UNIT)["order_id"].transform("nunique")
     rank = shifted.groupby(_UNIT)["order_id"].rank(method="first").astype(int) - 1
@@ -178,6 +177,15 @@ def _agreement_slice(records: pd.DataFrame, lists: RowLists, reference: str, k: 
     right = left.set_index([*_UNIT, "_rank"]).loc[
         pd.MultiIndex.from_frame(left[[*_UNIT, "_next"]].rename(columns={"_next": "_rank"}))
     ].reset_index()
+    return left, right
+
+
+def _agreement_slice(records: pd.DataFrame, lists: RowLists, reference: str, k: int) -> pd.DataFrame:
+    """:func:`_agreement_slice_frames` on the keys of the records (``_row``: each row's position in ``lists``)."""
+    keys = [*_UNIT, "order_id"]
+    ref = records[records["method"] == reference].sort_values(keys)
+    frames = []
+    left, right = _next_order_pairs(ref)
     values = lists.metrics(left["_row"].to_numpy(), right["_row"].to_numpy(), k)
     frames.append(left[_UNIT].assign(method=reference, seed=0, **values))
     for method in sorted(set(records["method"].unique()) - {reference}):
@@ -196,16 +204,7 @@ def _agreement_slice_frames(records: pd.DataFrame, reference: str, k: int) -> pd
     keys = [*_UNIT, "order_id"]
     ref = records[records["method"] == reference].sort_values(keys)
     frames = []
-    # reference vs itself under the next order of the same demo set
-    shifted = ref.copy()
-    n_orders = shifted.groupby(_UNIT)["order_id"].transform("nunique")
-    rank = shifted.groupby(_UNIT)["order_id"].rank(method="first").astype(int) - 1
-    shifted["_next"] = (rank + 1) % n_orders
-    shifted["_rank"] = rank
-    left = shifted.sort_values([*_UNIT, "_rank"])
-    right = left.set_index([*_UNIT, "_rank"]).loc[
-        pd.MultiIndex.from_frame(left[[*_UNIT, "_next"]].rename(columns={"_next": "_rank"}))
-    ].reset_index()
+    left, right = _next_order_pairs(ref)
     values = pair_metrics(left, right, k)
     frames.append(left[_UNIT].assign(method=reference, seed=0, **values))
     for method in sorted(set(records["method"]) - {reference}):

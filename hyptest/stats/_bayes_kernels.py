@@ -301,6 +301,17 @@ def order_expand(x: np.ndarray, out: np.ndarray, n_m: int, n_b: int) -> None:
         out[i] = x[i] if is_z else math.exp(x[i])
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _finite_code(grad: np.ndarray, logp: float) -> int:
+    """nutpie's status of a logp call: 3 for a non-finite gradient, 4 for a non-finite density, else 0."""
+    for i in range(len(grad)):
+        if not math.isfinite(grad[i]):
+            return 3
+    if not math.isfinite(logp):
+        return 4
+    return 0
+
+
 @numba.cfunc(LOGP_SIGNATURE, cache=True, error_model="numpy")
 def order_logp_c(dim, x_, grad_, logp_, user_data_):  # type: ignore[no-untyped-def]
     """nutpie logp callback of the order model (C ABI; 0 ok, -1 bad buffer, 3/4 non-finite)."""
@@ -313,12 +324,7 @@ def order_logp_c(dim, x_, grad_, logp_, user_data_):  # type: ignore[no-untyped-
     grad = numba.carray(grad_, (dim,))
     logp = numba.carray(logp_, (1,))
     logp[0] = order_logp_grad(x, buf, grad)
-    for i in range(dim):
-        if not math.isfinite(grad[i]):
-            return 3
-    if not math.isfinite(logp[0]):
-        return 4
-    return 0
+    return _finite_code(grad, logp[0])
 
 
 @numba.cfunc(EXPAND_SIGNATURE, cache=True, error_model="numpy")
@@ -398,12 +404,7 @@ def pooled_logp_c(dim, x_, grad_, logp_, user_data_):  # type: ignore[no-untyped
     grad = numba.carray(grad_, (dim,))
     logp = numba.carray(logp_, (1,))
     logp[0] = pooled_logp_grad(x, buf, grad)
-    for i in range(dim):
-        if not math.isfinite(grad[i]):
-            return 3
-    if not math.isfinite(logp[0]):
-        return 4
-    return 0
+    return _finite_code(grad, logp[0])
 
 
 @numba.cfunc(EXPAND_SIGNATURE, cache=True, error_model="numpy")
