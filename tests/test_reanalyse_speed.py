@@ -235,7 +235,12 @@ def test_bootstrap_ci_in_blocks_equals_one_block(statistic, method):
 
 
 def _plain_paths(monkeypatch) -> None:
-    """Replace every fast path of this issue with the plain code it replaced."""
+    """Replace the fast paths of the first pass of this issue with the plain code they replaced.
+
+    ``agreement.stack_rows`` now serves only agreement's fallback for ragged cells; its fast path
+    (``RowLists``) and the vocabulary and sweep shortcuts are checked against their plain code in
+    ``tests/test_reanalyse_speed_report.py``.
+    """
     from hyptest.analysis import cubes, descriptive
     from hyptest.metrics import agreement
 
