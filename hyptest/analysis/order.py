@@ -410,6 +410,42 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                      f"α/{m_conf} = {a.alpha / m_conf:.3g} (smallest two-sided p {2.0 ** (1 - n_sets):.3g}); "
                      f"{needed} demo sets would. 'different' is unreachable in this design")
     comparisons: list[Comparison] = []
+    comparisons += _order_comparisons(records, a, cluster=cluster, adaptive=adaptive, skip=skip, notes=notes)
+    agreement = agreement_table(all_records, reference=a.reference, k=a.overlap_k)
+    if len(single_keys):  # ICL vs "ICL under another order" is ICL vs itself there: no reference row
+        trivial = agreement.set_index(_GROUP).index.isin(single_keys) & (agreement["method"] == a.reference)
+        agreement = agreement[~trivial]
+    comparisons += _agreement_comparisons(agreement, a, cluster=cluster)
+    # per (set, seed) groups with a single order give no row, so the single-order slices drop out by themselves
+    vocab = vocab_order_per_query(all_records)
+    comparisons += _vocab_comparisons(vocab[~vocab["method"].isin(baselines)], a, cluster=cluster)
+    bayes = _bayes(records, study, comparisons, notes, controls=controls) if a.bayes else {}
+    for c in comparisons:  # an untrained control's rows: its own secondary families, never the confirmatory one
+        if c.model in controls:
+            c.family = control_family(c.analysis)
+    trajectories: list[dict[str, Any]] = []
+    if adaptive:
+        from .adaptive import adaptive_comparisons
+
+        labels = {t: len(g["labels"].iloc[0]) for t, g in all_records.groupby("task")} \
+            if "labels" in all_records.columns and len(all_records) else {}
+        anytime, trajectories = adaptive_comparisons(records, study, labels)
+        comparisons += anytime
+        notes.append("adaptive collection: the confirmatory verdicts come from anytime-valid tests at each "
+                     "comparison's stopping point; the other families' tests do not account for the "
+                     "data-dependent stopping (exploratory)")
+    table, draws = decide(comparisons, alpha=a.alpha, adjust=a.adjust, n_resamples=a.n_resamples, seed=study.seed)
+    if not table.empty:
+        # pooled rows have no N: keep the others integers rather than floats
+        table["n_demos"] = table["n_demos"].map(lambda v: None if pd.isna(v) else int(v)).astype(object)
+    return AnalysisOutput(table, draws, all_per_query, agreement, margin_table(a), notes, bayes,
+                          adaptive=trajectories, vocab=vocab)
+
+
+def _order_comparisons(records: pd.DataFrame, a: AnalysisSpec, *, cluster: bool, adaptive: bool, skip: set[str],
+                       notes: list[str]) -> list[Comparison]:
+    """The order analyses of every slice: each method's order cube against the reference's (notes: what was skipped)."""
+    comparisons: list[Comparison] = []
     for sl in iter_slices(records, a.reference):
         model, task, n_demos, group = sl.model, sl.task, sl.n_demos, sl.rows
         if not sl.has_reference:
@@ -465,10 +501,12 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                 # float rounding, and correlating them with ICL's would test nothing
                 comparisons.append(_alignment_comparison(group, ref_used, cube, slot_mask, keys=keys, spec=a,
                                                          resample_orders=not population))
-    agreement = agreement_table(all_records, reference=a.reference, k=a.overlap_k)
-    if len(single_keys):  # ICL vs "ICL under another order" is ICL vs itself there: no reference row
-        trivial = agreement.set_index(_GROUP).index.isin(single_keys) & (agreement["method"] == a.reference)
-        agreement = agreement[~trivial]
+    return comparisons
+
+
+def _agreement_comparisons(agreement: pd.DataFrame, a: AnalysisSpec, *, cluster: bool) -> list[Comparison]:
+    """Agreement with the reference: the reference against itself under another order vs against each method."""
+    comparisons: list[Comparison] = []
     for sl in iter_slices(agreement, a.reference):
         group = sl.rows
         ref = group[group["method"] == a.reference].set_index(["demo_set", "query_id"])
@@ -485,30 +523,7 @@ def run_analyses(records: pd.DataFrame, study: Study) -> AnalysisOutput:
                 keys = sl.keys(method)
                 comparisons.append(_paired_comparison(x[ok], y[ok], sets, keys=keys, analysis=metric, spec=a,
                                                       cluster=cluster and len(np.unique(sets)) >= 2))
-    # per (set, seed) groups with a single order give no row, so the single-order slices drop out by themselves
-    vocab = vocab_order_per_query(all_records)
-    comparisons += _vocab_comparisons(vocab[~vocab["method"].isin(baselines)], a, cluster=cluster)
-    bayes = _bayes(records, study, comparisons, notes, controls=controls) if a.bayes else {}
-    for c in comparisons:  # an untrained control's rows: its own secondary families, never the confirmatory one
-        if c.model in controls:
-            c.family = control_family(c.analysis)
-    trajectories: list[dict[str, Any]] = []
-    if adaptive:
-        from .adaptive import adaptive_comparisons
-
-        labels = {t: len(g["labels"].iloc[0]) for t, g in all_records.groupby("task")} \
-            if "labels" in all_records.columns and len(all_records) else {}
-        anytime, trajectories = adaptive_comparisons(records, study, labels)
-        comparisons += anytime
-        notes.append("adaptive collection: the confirmatory verdicts come from anytime-valid tests at each "
-                     "comparison's stopping point; the other families' tests do not account for the "
-                     "data-dependent stopping (exploratory)")
-    table, draws = decide(comparisons, alpha=a.alpha, adjust=a.adjust, n_resamples=a.n_resamples, seed=study.seed)
-    if not table.empty:
-        # pooled rows have no N: keep the others integers rather than floats
-        table["n_demos"] = table["n_demos"].map(lambda v: None if pd.isna(v) else int(v)).astype(object)
-    return AnalysisOutput(table, draws, all_per_query, agreement, margin_table(a), notes, bayes,
-                          adaptive=trajectories, vocab=vocab)
+    return comparisons
 
 
 def _vocab_comparisons(vocab: pd.DataFrame, a: AnalysisSpec, *, cluster: bool) -> list[Comparison]:
