@@ -59,25 +59,25 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 for _p in (str(HERE), str(HERE.parent)):  # the benchmarks' helpers, and the checkout's hyptest
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from _floor import scoring_floor, scoring_work  # noqa: E402
-from _naive_collect import max_prob_diff, naive_prompt_scores  # noqa: E402
+import numpy as np
+import torch
+from _floor import scoring_floor, scoring_work
+from _naive_collect import max_prob_diff, naive_prompt_scores
 
 # hyptest.collect.{encoding,plan,scoring} and hyptest.tasks need no pydantic (the GPU image has none)
-from hyptest.collect.encoding import PromptEncoder  # noqa: E402
-from hyptest.collect.plan import sample_demo_sets, sample_orders, sample_queries  # noqa: E402
-from hyptest.collect.scoring import score_prompts, set_tf32  # noqa: E402
-from hyptest.tasks import load_builtin_task  # noqa: E402
+from hyptest.collect.encoding import PromptEncoder
+from hyptest.collect.plan import sample_demo_sets, sample_orders, sample_queries
+from hyptest.collect.scoring import score_prompts, set_tf32
+from hyptest.tasks import load_builtin_task
 
 SHAPES = HERE / "gpu" / "smollm2_shapes"
 N_DEMOS = 8
@@ -201,7 +201,7 @@ def check_indices(n_orders: int, k: int) -> list[int]:
     """``k`` orders spread over the walk: the first (as drawn), the last, and evenly between."""
     if k >= n_orders:
         return list(range(n_orders))
-    return sorted({int(round(x)) for x in np.linspace(0, n_orders - 1, max(1, k))})
+    return sorted({round(float(x)) for x in np.linspace(0, n_orders - 1, max(1, k))})
 
 
 # --------------------------------------------------------------------------- reporting
@@ -209,7 +209,8 @@ def check_indices(n_orders: int, k: int) -> list[int]:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=10,
+                             check=False)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -250,7 +251,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=None, help="held-out queries (default 100; --quick 4)")
     parser.add_argument("--n-demos", type=int, default=N_DEMOS, help="demos per prompt (default %(default)s)")
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (dry run)")
-    parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated, of %s" % ", ".join(DTYPES))
+    parser.add_argument("--dtypes", default="fp32,bf16", help=f"comma-separated, of {', '.join(DTYPES)}")
     parser.add_argument("--weights", default="auto", choices=("auto", "real", "random"),
                         help="auto: SmolLM2's real weights where hyptest's embedded loader has them, else random")
     parser.add_argument("--layers", type=int, default=None,

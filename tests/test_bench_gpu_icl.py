@@ -46,12 +46,16 @@ def test_tiny_run_matches_the_naive_loop(bench, tmp_path, capsys):
     import torch
 
     out = tmp_path / "gpu_icl.json"
-    with torch.random.fork_rng():
-        report = bench.main(["--device", "cpu", "--weights", "random", "--layers", "1", "--orders", "3",
-                             "--queries", "3", "--check-orders", "3", "--threads", "1", "--out", str(out)])
+    threads = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng():  # the script seeds torch; the suite's later tests keep their stream
+            report = bench.main(["--device", "cpu", "--weights", "random", "--layers", "1", "--orders", "3",
+                                 "--queries", "3", "--check-orders", "3", "--threads", "1", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
     results = _results(capsys.readouterr().out)
     assert set(results) == {"fp32", "bf16"}
-    for dtype, r in results.items():
+    for r in results.values():
         assert (r["orders"], r["queries"], r["n"], r["weights"], r["device"]) == ("3", "3", "8", "random", "cpu")
         assert float(r["seconds"]) > 0 and float(r["prompts_per_s"]) > 0 and float(r["floor_ratio"]) > 0
         assert r["peak_mem_mib"] == "na"  # CPU: no CUDA allocator to ask
@@ -75,7 +79,7 @@ def test_runs_without_what_the_gpu_image_lacks(tmp_path):
             f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OUT": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = _results(proc.stdout)["fp32"]
     assert (result["orders"], result["queries"], result["floor_ratio"]) == ("2", "2", "na")
