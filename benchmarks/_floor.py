@@ -5,7 +5,9 @@ plain forward (and backward) passes measured in the same process at the same
 shapes. It is what the machine would take if nothing but that work were done,
 each piece at the speed of a plain dense pass of its shape: no cache copies,
 masks, snapshots, optimiser bookkeeping or Python. ``floor_ratio`` = the
-collector's wall time / the floor's seconds (1.0 = at the floor).
+collector's wall time / the floor's seconds (1.0 = at the floor). The scoring
+rates run on the model's device and dtype; on CUDA each timed call is
+synchronised before and after (``bench_gpu_icl.py``).
 
 *Profile.* :class:`Profile` wraps hyptest's internals by monkeypatching
 (module attributes, a class method, global optimiser hooks; all undone on
@@ -112,25 +114,37 @@ def best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
     """Best wall seconds and best process CPU seconds of ``repeats`` calls of ``fn``."""
     wall = cpu = math.inf
     for _ in range(repeats):
+        _sync()
         w, c = time.perf_counter(), time.process_time()
         fn()
+        _sync()
         wall, cpu = min(wall, time.perf_counter() - w), min(cpu, time.process_time() - c)
     return wall, cpu
+
+
+def _sync() -> None:
+    """Wait for queued CUDA work (a no-op unless CUDA is in use), so host clocks time the device's work."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def _per_second(count: float, seconds: tuple[float, float]) -> tuple[float, float]:
     return count / seconds[0], count / seconds[1]
 
 
-def _ids(n_rows: int, width: int, vocab: int, seed: int) -> torch.Tensor:
+def _ids(n_rows: int, width: int, vocab: int, seed: int, device: Any = "cpu") -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
-    return torch.randint(100, min(vocab, 30000), (n_rows, width), generator=gen)
+    return torch.randint(100, min(vocab, 30000), (n_rows, width), generator=gen).to(device)
+
+
+def _device(model: Any) -> Any:
+    return next(model.parameters()).device
 
 
 def dense_prefix_rate(model: Any, length: int, repeats: int) -> tuple[float, float]:
     """Tokens per wall second and per process CPU second of a plain ``[1, length]`` decoder forward (inference mode, no cache, causal)."""
     base, vocab = model.get_decoder(), model.config.vocab_size
-    ids = _ids(1, max(1, length), vocab, 1)
+    ids = _ids(1, max(1, length), vocab, 1, _device(model))
     with torch.inference_mode():
         base(input_ids=ids, use_cache=False)  # warm-up
         t = best_time(lambda: base(input_ids=ids, use_cache=False), repeats)
@@ -146,13 +160,13 @@ def dense_rows_rate(model: Any, n_rows: int, width: int, n_prefix: int, repeats:
     earlier tokens: the attention length the packed suffix rows really have.
     """
     base, vocab = model.get_decoder(), model.config.vocab_size
-    ids = _ids(n_rows, width, vocab, 2)
+    ids = _ids(n_rows, width, vocab, 2, _device(model))
     with torch.inference_mode():
         if n_prefix > 0:
             from hyptest.collect.scoring import _cache_kwarg, _output_cache
 
             arg = _cache_kwarg(base)  # `cache` in transformers >= 5.x, `past_key_values` before
-            cache = _output_cache(base(input_ids=_ids(n_rows, n_prefix, vocab, 3), use_cache=True))
+            cache = _output_cache(base(input_ids=_ids(n_rows, n_prefix, vocab, 3, _device(model)), use_cache=True))
 
             def run() -> None:
                 base(input_ids=ids, use_cache=True, **{arg: cache})
@@ -168,7 +182,8 @@ def dense_rows_rate(model: Any, n_rows: int, width: int, n_prefix: int, repeats:
 def dense_head_rate(model: Any, n_rows: int, repeats: int) -> tuple[float, float]:
     """Rows per wall and per CPU second of the plain LM head (``get_output_embeddings()``) on ``[n_rows, hidden]``."""
     head = model.get_output_embeddings()
-    hidden = torch.randn(max(1, n_rows), head.weight.shape[1], generator=torch.Generator().manual_seed(4))
+    hidden = torch.randn(max(1, n_rows), head.weight.shape[1], generator=torch.Generator().manual_seed(4)).to(
+        device=head.weight.device, dtype=head.weight.dtype)
     with torch.inference_mode():
         head(hidden)
         t = best_time(lambda: head(hidden), repeats)

@@ -12,13 +12,15 @@ import itertools
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._util import stable_hash
-from ..study import Study
 from ..tasks import Example, Task, sample_examples
+
+if TYPE_CHECKING:  # annotations only: the samplers import without pydantic (the GPU image has none)
+    from ..study import Study
 
 __all__ = ["DemoSet", "Unit", "make_plan", "sample_demo_sets", "sample_orders", "sample_queries"]
 
