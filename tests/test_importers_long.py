@@ -23,6 +23,8 @@ from hyptest.importers import (
 )
 from hyptest.store import RECORD_COLUMNS
 
+from ._benchmarks import load_benchmark
+
 HEADER = ["model", "task", "method", "n_demos", "demo_set", "order_id", "order", "seed", "step", "query_id",
           "gold", "prob_neg", "prob_pos", "topk_ids", "topk_probs"]
 
@@ -608,12 +610,8 @@ def test_demo_sets_with_their_own_query_ids_are_analysed(tmp_path):
 
 def test_the_benchmark_file_reads_cleanly_and_as_pandas_reads_it(tmp_path):
     """benchmarks/bench_reanalyse.py times a file it synthesises; a small one here (the 200 MB case is not a test)."""
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_reanalyse", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_reanalyse.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    bench = load_benchmark("bench_reanalyse")
     path = tmp_path / "long.csv"
     n_rows = bench.synthesise(path, 1.0)
     assert n_rows % bench.ROWS_PER_QUERY == 0 and 0.5 < path.stat().st_size / 1e6 < 2

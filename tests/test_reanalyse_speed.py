@@ -23,6 +23,8 @@ from hyptest.metrics.rows import stack_rows
 from hyptest.stats import order_resampling
 from hyptest.stats.order_resampling import alignment_draws, order_sd_draws
 
+from ._benchmarks import load_benchmark
+
 _os_module = importlib.import_module("hyptest.metrics.order_sensitivity")
 
 
@@ -268,10 +270,7 @@ def _outputs(folder: Path) -> tuple[dict, dict[str, pd.DataFrame], str]:
 def test_reanalysis_is_identical_with_the_plain_paths(tmp_path, monkeypatch):
     from hyptest.workflows.reanalyse import reanalyse
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_reanalyse", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_reanalyse.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    bench = load_benchmark("bench_reanalyse")
     data = tmp_path / "long.csv"
     bench.synthesise(data, 0.6)
     overrides = {"analysis": {"bayes": False, "n_resamples": 2000}}
@@ -294,10 +293,7 @@ def test_reanalysis_is_identical_with_the_plain_paths(tmp_path, monkeypatch):
 
 
 def _bench_module():
-    spec = importlib.util.spec_from_file_location(
-        "bench_reanalyse", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_reanalyse.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    bench = load_benchmark("bench_reanalyse")
     return bench
 
 

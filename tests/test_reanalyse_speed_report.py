@@ -43,6 +43,8 @@ from hyptest.metrics.overlap import (
 )
 from hyptest.metrics.rows import stack_rows
 
+from ._benchmarks import load_benchmark
+
 _UNIT = ["model", "task", "n_demos", "demo_set", "query_id"]
 
 
@@ -335,18 +337,13 @@ def test_n_sweep_draws_is_unknown_for_ordinary_bootstraps():
 
 def test_reanalysis_is_identical_with_the_plain_agreement_vocab_and_sweep(tmp_path, monkeypatch):
     """A whole single-N reanalysis: agreement and vocabulary tables by the plain code, the N sweep computed."""
-    import importlib.util
     import json
-    from pathlib import Path
 
     from hyptest.analysis import descriptive, order
     from hyptest.workflows import study as study_module
     from hyptest.workflows.reanalyse import reanalyse
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_reanalyse", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_reanalyse.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    bench = load_benchmark("bench_reanalyse")
     data = tmp_path / "long.csv"
     bench.synthesise(data, 0.6)
     overrides = {"analysis": {"bayes": False, "n_resamples": 2000}}
