@@ -10,6 +10,7 @@ its agreement with ICL would be as high as ICL's agreement with itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import attrgetter
 
 import numpy as np
@@ -23,6 +24,8 @@ __all__ = ["AGREEMENT_METRICS", "agreement_table", "pair_metrics"]
 
 
 _UNIT = ["model", "task", "n_demos", "demo_set", "query_id"]
+#: the list cells the metrics read
+_LIST_COLUMNS = ("topk_ids", "topk_probs", "label_probs")
 
 
 def _stack(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -35,22 +38,10 @@ def pair_metrics(a: pd.DataFrame, b: pd.DataFrame, k: int) -> dict[str, np.ndarr
     Returns the arrays of :data:`AGREEMENT_METRICS`; the token metrics are NaN
     when either side holds fewer than ``k`` top-k tokens.
     """
-    pa, pb = _stack(a, "label_probs"), _stack(b, "label_probs")
-    js = np.asarray(label_js(pa, pb), dtype=float)
-    kl = np.asarray(label_kl(pa, pb), dtype=float)  # KL(a || b): a is the reference (ICL)
     width = min(min((len(v) for v in a["topk_ids"]), default=0), min((len(v) for v in b["topk_ids"]), default=0))
-    if width < k:  # logs without (enough) top-k: the token metrics are not defined, JS still is
-        missing = np.full(len(a), np.nan)
-        return {"token_overlap": missing, "overlap_cosine": missing.copy(), "label_js": js, "label_kl": kl}
-    ids_a, ids_b = _stack(a, "topk_ids"), _stack(b, "topk_ids")
-    return {
-        "token_overlap": np.asarray(token_overlap(ids_a, ids_b, k=k), dtype=float),
-        "overlap_cosine": np.asarray(
-            overlap_cosine(ids_a, _stack(a, "topk_probs"), ids_b, _stack(b, "topk_probs"), k=k), dtype=float
-        ),
-        "label_js": js,
-        "label_kl": kl,
-    }
+    tokens = None if width < k else (_stack(a, "topk_ids"), _stack(a, "topk_probs"),
+                                     _stack(b, "topk_ids"), _stack(b, "topk_probs"))
+    return _metrics(_stack(a, "label_probs"), _stack(b, "label_probs"), tokens, k)
 
 
 def _metrics(pa: np.ndarray, pb: np.ndarray, tokens: tuple[np.ndarray, ...] | None, k: int
@@ -87,7 +78,7 @@ class RowLists:
         self.arrays = arrays
 
     @classmethod
-    def stack(cls, frame: pd.DataFrame, columns: tuple[str, ...] = ("topk_ids", "topk_probs", "label_probs")
+    def stack(cls, frame: pd.DataFrame, columns: tuple[str, ...] = _LIST_COLUMNS
               ) -> RowLists | None:
         """The stacked columns of ``frame``'s rows (in its order), or None when their cells are not uniform."""
         if not len(frame):
@@ -147,7 +138,7 @@ def agreement_table(records: pd.DataFrame, *, reference: str = "icl", k: int = 1
     # the pairing works on the keys and each row's position (no list cell is copied by the merges); the
     # metrics gather the pairs' rows from the slice's list columns, stacked once (RowLists)
     light = records[[*_UNIT, "method", "order_id", "seed"]].assign(_row=np.arange(len(records)))
-    cells = records[["topk_ids", "topk_probs", "label_probs"]]
+    cells = records[list(_LIST_COLUMNS)]
     slices = []
     # label sets (and so label_probs widths) differ between tasks: one slice at a time
     for _, group in light.groupby(["model", "task", "n_demos"], sort=True):
@@ -156,10 +147,12 @@ def agreement_table(records: pd.DataFrame, *, reference: str = "icl", k: int = 1
         rows = group["_row"].to_numpy()
         lists = RowLists.stack(cells.iloc[rows])
         if lists is None:  # cells of different lengths or dtypes: the frames' way (stack_rows decides)
-            slices.append(_agreement_slice_frames(records[needed].iloc[rows], reference, k))
+            slices.append(_agreement_slice(records[needed].iloc[rows], reference, _LIST_COLUMNS,
+                                           lambda a, b: pair_metrics(a, b, k)))
         else:
-            slices.append(_agreement_slice(group.drop(columns="_row").assign(_row=np.arange(len(group))), lists,
-                                           reference, k))
+            slices.append(_agreement_slice(
+                group.drop(columns="_row").assign(_row=np.arange(len(group))), reference, ("_row",),
+                lambda a, b, lists=lists: lists.metrics(a["_row"].to_numpy(), b["_row"].to_numpy(), k)))
     return pd.concat(slices, ignore_index=True)
 
 
@@ -180,43 +173,28 @@ def _next_order_pairs(ref: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return left, right
 
 
-def _agreement_slice(records: pd.DataFrame, lists: RowLists, reference: str, k: int) -> pd.DataFrame:
-    """:func:`_agreement_slice_frames` on the keys of the records (``_row``: each row's position in ``lists``)."""
+def _agreement_slice(records: pd.DataFrame, reference: str, columns: tuple[str, ...],
+                     pair: Callable[[pd.DataFrame, pd.DataFrame], dict[str, np.ndarray]]) -> pd.DataFrame:
+    """One (model, task, N) slice of :func:`agreement_table`.
+
+    ``pair(a, b)`` gives :func:`pair_metrics` of two aligned frames that hold
+    ``columns`` (the list cells, or ``_row``: each row's position in a
+    :class:`RowLists`).
+    """
     keys = [*_UNIT, "order_id"]
     ref = records[records["method"] == reference].sort_values(keys)
-    frames = []
+    # reference vs itself under the next order of the same demo set
     left, right = _next_order_pairs(ref)
-    values = lists.metrics(left["_row"].to_numpy(), right["_row"].to_numpy(), k)
-    frames.append(left[_UNIT].assign(method=reference, seed=0, **values))
-    for method in sorted(set(records["method"].unique()) - {reference}):
-        other = records[records["method"] == method]
-        joined = ref.merge(other, on=keys, suffixes=("_a", "_b"))
-        if joined.empty:
-            continue
-        values = lists.metrics(joined["_row_a"].to_numpy(), joined["_row_b"].to_numpy(), k)
-        frames.append(joined[_UNIT].assign(method=method, seed=joined["seed_b"].to_numpy(), **values))
-    long = pd.concat(frames, ignore_index=True)
-    per_seed = long.groupby([*_UNIT, "method", "seed"], sort=True)[list(AGREEMENT_METRICS)].mean()
-    return per_seed.groupby([*_UNIT, "method"], sort=True).mean().reset_index()
-
-
-def _agreement_slice_frames(records: pd.DataFrame, reference: str, k: int) -> pd.DataFrame:
-    keys = [*_UNIT, "order_id"]
-    ref = records[records["method"] == reference].sort_values(keys)
-    frames = []
-    left, right = _next_order_pairs(ref)
-    values = pair_metrics(left, right, k)
-    frames.append(left[_UNIT].assign(method=reference, seed=0, **values))
+    frames = [left[_UNIT].assign(method=reference, seed=0, **pair(left, right))]
     for method in sorted(set(records["method"]) - {reference}):
         other = records[records["method"] == method]
         joined = ref.merge(other, on=keys, suffixes=("_a", "_b"))
         if joined.empty:
             continue
-        a = joined[[f"{c}_a" for c in ("topk_ids", "topk_probs", "label_probs")]]
-        b = joined[[f"{c}_b" for c in ("topk_ids", "topk_probs", "label_probs")]]
-        a.columns = b.columns = ["topk_ids", "topk_probs", "label_probs"]
-        values = pair_metrics(a, b, k)
-        frames.append(joined[_UNIT].assign(method=method, seed=joined["seed_b"].to_numpy(), **values))
+        a = joined[[f"{c}_a" for c in columns]]
+        b = joined[[f"{c}_b" for c in columns]]
+        a.columns = b.columns = list(columns)
+        frames.append(joined[_UNIT].assign(method=method, seed=joined["seed_b"].to_numpy(), **pair(a, b)))
     long = pd.concat(frames, ignore_index=True)
     per_seed = long.groupby([*_UNIT, "method", "seed"], sort=True)[list(AGREEMENT_METRICS)].mean()
     return per_seed.groupby([*_UNIT, "method"], sort=True).mean().reset_index()

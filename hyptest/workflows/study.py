@@ -472,36 +472,36 @@ def _descriptive_tables(run: RunDir, study: Study, records: pd.DataFrame, all_st
     rng = np.random.default_rng([study.seed, 13])
     groups = study.checkpoint_groups()
     start = rng.bit_generator.state
-    sweep = None
+
+    def sweep_from(generator: np.random.Generator) -> pd.DataFrame:
+        return n_sweep_table(records, output.per_query, output.agreement, confidence=a.confidence, rng=generator)
+
     # the N sweep is shown for several N, and feeds the checkpoints and closest-to-ICL tables; a single-N run
     # with none of them only needs the generator where the sweep would have left it (the same later draws)
-    if records["n_demos"].nunique() > 1 or groups:
-        sweep = n_sweep_table(records, output.per_query, output.agreement, confidence=a.confidence, rng=rng)
-    else:
-        draws = n_sweep_draws(records, output.per_query, output.agreement, confidence=a.confidence)
-        if draws is None:
-            sweep = n_sweep_table(records, output.per_query, output.agreement, confidence=a.confidence, rng=rng)
-        else:
-            rng.bit_generator.advance(draws)
+    draws = None if records["n_demos"].nunique() > 1 or groups else n_sweep_draws(
+        records, output.per_query, output.agreement, confidence=a.confidence)
+    sweep = sweep_from(rng) if draws is None else None
+    if draws is not None:
+        rng.bit_generator.advance(draws)
     trajectories = trajectory_table(all_steps, reference=a.reference, k=a.overlap_k, confidence=a.confidence,
                                     rng=rng)
     family = study.method_family
     show_closest = not trajectories.empty or len(set(map(family, study.method_names()))) < len(study.method_names())
-    if sweep is None and show_closest:  # drawn from where the generator was before the trajectories
-        replay = np.random.Generator(np.random.PCG64())
-        replay.bit_generator.state = start
-        sweep = n_sweep_table(records, output.per_query, output.agreement, confidence=a.confidence, rng=replay)
-    # GD's best case: trained models only (step >= 1; step 0 is the pretrained model, i.e. zero-shot)
-    baselines = {a.reference, *(n for n in study.method_names() if study.method(n).kind == "zs")}
-    closest = None
-    if sweep is not None:
+    closest = pd.DataFrame()
+    if show_closest:
+        if sweep is None:  # drawn from where the generator was before the trajectories
+            replay = np.random.Generator(np.random.PCG64())
+            replay.bit_generator.state = start
+            sweep = sweep_from(replay)
+        # GD's best case: trained models only (step >= 1; step 0 is the pretrained model, i.e. zero-shot)
+        baselines = {a.reference, *(n for n in study.method_names() if study.method(n).kind == "zs")}
         closest = closest_to_reference(
             trajectories[trajectories["step"] >= 1] if not trajectories.empty else trajectories,
             sweep[~sweep["method"].isin(baselines)], family)
     out: dict[str, Any] = {
         "n_sweep": _records_json(sweep) if sweep is not None and sweep["n_demos"].nunique() > 1 else [],
         "trajectories": _records_json(trajectories),
-        "closest_to_icl": _records_json(closest) if show_closest and closest is not None else [],
+        "closest_to_icl": _records_json(closest) if show_closest else [],
         "vocab_order_sensitivity": _records_json(vocab_order_table(  # per query: computed once, by run_analyses
             records, confidence=a.confidence, rng=rng, per_query=output.vocab)),
     }
