@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "as_run",
     "python_scalar",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -28,6 +29,18 @@ def stable_hash(obj: Any, *, length: int = 16) -> str:
     """
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=json_default)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def as_run(positions: Any) -> Any:
+    """Sorted, distinct integer ``positions`` as a ``slice`` when they are one run of consecutive values, else themselves.
+
+    Indexing with the slice picks the same elements as with the positions, without a gather (a view for numpy
+    arrays and for ``DataFrame.iloc``).
+    """
+    n = len(positions)
+    if n and positions[-1] - positions[0] + 1 == n:
+        return slice(int(positions[0]), int(positions[-1]) + 1)
+    return positions
 
 
 def file_sha256(path: str | os.PathLike[str], *, chunk_size: int = 1 << 22) -> str:

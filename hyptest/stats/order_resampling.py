@@ -33,6 +33,8 @@ from typing import Callable, Literal
 
 import numpy as np
 
+from .._util import as_run
+
 __all__ = [
     "BootstrapDistribution",
     "SignFlipDistribution",
@@ -102,8 +104,7 @@ def _query_weights(mask: np.ndarray, size: int, rng: np.random.Generator) -> np.
     for s, row in enumerate(mask):
         idx = np.flatnonzero(row)
         # a set's queries are usually one run of slots: a slice assignment, ten times faster than the index
-        where = slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) and idx[-1] - idx[0] + 1 == len(idx) else idx
-        out[:, s, where] = _int_counts(len(idx), size, rng)
+        out[:, s, as_run(idx)] = _int_counts(len(idx), size, rng)
     return out
 
 

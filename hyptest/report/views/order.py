@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from ..._util import as_run
 from .. import figures
 from .format import _DASH, _as_float, _context_label, _group_key, _sort_key, analysis_spec, fmt_ci, fmt_num
 from .names import method_display
@@ -44,8 +45,7 @@ def _split(frame: pd.DataFrame | None) -> dict[tuple[str, str, Any], pd.DataFram
         return {}
     index = frame.groupby("_key", sort=False).indices
     # a group's rows are usually one run of the frame: a slice (no copy of its string columns), the same rows
-    return {k: frame.iloc[idx[0]:idx[-1] + 1] if idx[-1] - idx[0] + 1 == len(idx) else frame.iloc[idx]
-            for k, idx in index.items()}
+    return {k: frame.iloc[as_run(idx)] for k, idx in index.items()}
 
 
 def _scatter_methods(
