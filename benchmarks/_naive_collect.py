@@ -81,6 +81,12 @@ def naive_prompt_scores(model: Any, tokenizer: Any, task: Any, demos: Sequence[A
                         top_k)
 
 
+def naive_order_scores(model: Any, tokenizer: Any, task: Any, orders: Sequence[Sequence[Any]],
+                       queries: Sequence[Any], top_k: int) -> np.ndarray:
+    """:func:`naive_prompt_scores`' label log-probs of each order: [orders, queries, labels]."""
+    return np.stack([naive_prompt_scores(model, tokenizer, task, o, queries, top_k)[0] for o in orders])
+
+
 def _example_loss(model: Any, ids: Sequence[int], targets: Sequence[int]) -> Any:
     device = next(model.parameters()).device
     logits = model(torch.tensor([list(ids)], device=device)).logits[0]

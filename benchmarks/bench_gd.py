@@ -48,7 +48,6 @@ The last line printed is machine-readable:
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import platform
 import time
@@ -59,14 +58,13 @@ import torch
 from _floor import ORDER, Profile, dense_train_step, profiled, scoring_floor, scoring_work
 from _subtrees import time_by_subtree, timed as _timed
 from _naive_collect import max_prob_diff, naive_prompt_scores, naive_train
+from _workload import sentiment_workload
 
 from hyptest.collect.encoding import PromptEncoder
 from hyptest.collect.gd import TrainingExample, WeightSnapshot, train_orders, training_schedule
-from hyptest.collect.plan import sample_demo_sets, sample_queries
 from hyptest.collect.scoring import MIN_HEAD_ROWS, reuse_freed_memory, score_queries
 from hyptest.models.embedded import DEFAULT_EMBEDDED, EMBEDDED_MODELS, load_embedded
 from hyptest.study import SGDMethod
-from hyptest.tasks import load_builtin_task
 
 N_DEMOS = 4
 TOP_K = 20
@@ -74,11 +72,7 @@ METHOD = SGDMethod(kind="sgd", learning_rate=3e-4, epochs=1)
 
 
 def _setup(n_orders: int, n_queries: int):
-    task = load_builtin_task("sentiment")
-    demos = sample_demo_sets(task, N_DEMOS, 1, seed=0, balanced=True)[0]
-    queries = sample_queries(task, n_queries, seed=0)
-    perms = list(itertools.permutations(range(N_DEMOS)))[:n_orders]
-    return task, [[demos[i] for i in p] for p in perms], queries
+    return sentiment_workload(N_DEMOS, n_orders, n_queries)
 
 
 def _ours(lm, enc, orders, queries, snapshot):

@@ -71,13 +71,12 @@ for _p in (str(HERE), str(HERE.parent)):  # the benchmarks' helpers, and the che
 import numpy as np
 import torch
 from _floor import scoring_floor, scoring_work
-from _naive_collect import max_prob_diff, naive_prompt_scores
+from _naive_collect import max_prob_diff, naive_order_scores
+from _workload import scored_label_logprobs, sentiment_workload
 
 # hyptest.collect.{encoding,plan,scoring} and hyptest.tasks need no pydantic (the GPU image has none)
 from hyptest.collect.encoding import PromptEncoder
-from hyptest.collect.plan import sample_demo_sets, sample_orders, sample_queries
-from hyptest.collect.scoring import score_prompts, set_tf32
-from hyptest.tasks import load_builtin_task
+from hyptest.collect.scoring import set_tf32
 
 SHAPES = HERE / "gpu" / "smollm2_shapes"
 N_DEMOS = 8
@@ -92,11 +91,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def build_workload(tokenizer: Any, n_orders: int, n_queries: int, *, n_demos: int = N_DEMOS, seed: int = 0
                    ) -> dict[str, Any]:
     """The sentiment task's demo set, queries and orders, and each order's prompts as hyptest encodes them."""
-    task = load_builtin_task("sentiment")
-    demos = sample_demo_sets(task, n_demos, 1, seed=seed, balanced=True)[0]
-    queries = sample_queries(task, n_queries, seed=seed)
-    perms = sample_orders(n_demos, n_orders, rng=np.random.default_rng(seed))
-    orders = [[demos[i] for i in p] for p in perms]
+    task, orders, queries = sentiment_workload(n_demos, n_orders, n_queries, lexicographic=False, seed=seed)
     enc = PromptEncoder(tokenizer, task)
     started = time.perf_counter()
     prompts = [enc.order_prompts(o, queries) for o in orders]
@@ -163,8 +158,7 @@ def _sync(device: str) -> None:
 
 def score_all(model: Any, prompts: Sequence[Any], label_ids: Sequence[Sequence[int]]) -> np.ndarray:
     """hyptest's scorer over every order: label log-probs, [orders, queries, labels]."""
-    out = dict(score_prompts(model, prompts, label_ids, top_k=TOP_K))
-    return np.stack([out[i].label_logprobs for i in range(len(prompts))])
+    return scored_label_logprobs(model, prompts, label_ids, TOP_K)
 
 
 def timed_scores(model: Any, prompts: Sequence[Any], label_ids: Sequence[Sequence[int]], device: str,
@@ -194,7 +188,7 @@ def timed_scores(model: Any, prompts: Sequence[Any], label_ids: Sequence[Sequenc
 def naive_scores(model: Any, tokenizer: Any, task: Any, orders: Sequence[Any], queries: Sequence[Any]
                  ) -> np.ndarray:
     """The research loop (``_naive_collect``): each whole prompt string tokenised, one forward per prompt."""
-    return np.stack([naive_prompt_scores(model, tokenizer, task, o, queries, TOP_K)[0] for o in orders])
+    return naive_order_scores(model, tokenizer, task, orders, queries, TOP_K)
 
 
 def check_indices(n_orders: int, k: int) -> list[int]:

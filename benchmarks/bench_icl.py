@@ -43,47 +43,35 @@ The last line printed is machine-readable:
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import platform
 import time
 
-import numpy as np
 import torch
 
 from _floor import ORDER, Profile, profiled, scoring_floor, scoring_work
 from _subtrees import time_by_subtree, timed as _timed
-from _naive_collect import max_prob_diff, naive_prompt_scores
+from _naive_collect import max_prob_diff, naive_order_scores
+from _workload import scored_label_logprobs, sentiment_workload
 
 from hyptest.collect.encoding import PromptEncoder
-from hyptest.collect.plan import sample_demo_sets, sample_orders, sample_queries
-from hyptest.collect.scoring import reuse_freed_memory, score_prompts
+from hyptest.collect.scoring import reuse_freed_memory
 from hyptest.models.embedded import DEFAULT_EMBEDDED, EMBEDDED_MODELS, load_embedded
-from hyptest.tasks import load_builtin_task
 
 N_DEMOS = 4
 TOP_K = 20
 
 
 def _setup(n_orders: int, n_queries: int, *, lexicographic: bool = True):
-    task = load_builtin_task("sentiment")
-    demos = sample_demo_sets(task, N_DEMOS, 1, seed=0, balanced=True)[0]
-    queries = sample_queries(task, n_queries, seed=0)
-    if lexicographic:
-        perms = list(itertools.permutations(range(N_DEMOS)))[:n_orders]
-    else:  # as a study samples them (order 0 = as drawn, the rest at random)
-        perms = sample_orders(N_DEMOS, n_orders, rng=np.random.default_rng(0))
-    return task, [[demos[i] for i in p] for p in perms], queries
+    return sentiment_workload(N_DEMOS, n_orders, n_queries, lexicographic=lexicographic)
 
 
 def _ours(lm, enc, orders, queries):
-    out = dict(score_prompts(lm.model, [enc.order_prompts(o, queries) for o in orders], enc.label_ids(),
-                             top_k=TOP_K))
-    return np.stack([out[i].label_logprobs for i in range(len(orders))])
+    return scored_label_logprobs(lm.model, [enc.order_prompts(o, queries) for o in orders], enc.label_ids(), TOP_K)
 
 
 def _naive(lm, enc, orders, queries):
-    return np.stack([naive_prompt_scores(lm.model, lm.tokenizer, enc.task, o, queries, TOP_K)[0] for o in orders])
+    return naive_order_scores(lm.model, lm.tokenizer, enc.task, orders, queries, TOP_K)
 
 
 def _scaling(lm, enc, repeats: int) -> None:
