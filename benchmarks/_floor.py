@@ -114,15 +114,15 @@ def best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
     """Best wall seconds and best process CPU seconds of ``repeats`` calls of ``fn``."""
     wall = cpu = math.inf
     for _ in range(repeats):
-        _sync()
+        sync_cuda()
         w, c = time.perf_counter(), time.process_time()
         fn()
-        _sync()
+        sync_cuda()
         wall, cpu = min(wall, time.perf_counter() - w), min(cpu, time.process_time() - c)
     return wall, cpu
 
 
-def _sync() -> None:
+def sync_cuda() -> None:
     """Wait for queued CUDA work (a no-op unless CUDA is in use), so host clocks time the device's work."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()

@@ -70,7 +70,7 @@ for _p in (str(HERE), str(HERE.parent)):  # the benchmarks' helpers, and the che
 
 import numpy as np
 import torch
-from _floor import scoring_floor, scoring_work
+from _floor import scoring_floor, scoring_work, sync_cuda
 from _naive_collect import max_prob_diff, naive_order_scores
 from _workload import scored_label_logprobs, sentiment_workload
 
@@ -151,11 +151,6 @@ def load_model(weights: str, device: str, *, layers: int | None, seed: int) -> t
 # --------------------------------------------------------------------------- timing and checks
 
 
-def _sync(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
 def score_all(model: Any, prompts: Sequence[Any], label_ids: Sequence[Sequence[int]]) -> np.ndarray:
     """hyptest's scorer over every order: label log-probs, [orders, queries, labels]."""
     return scored_label_logprobs(model, prompts, label_ids, TOP_K)
@@ -177,10 +172,10 @@ def timed_scores(model: Any, prompts: Sequence[Any], label_ids: Sequence[Sequenc
     for _ in range(max(1, repeats)):
         if times and deadline is not None and time.perf_counter() + times[-1] > deadline:
             break
-        _sync(device)
+        sync_cuda()
         start = time.perf_counter()
         scores = score_all(model, prompts, label_ids)
-        _sync(device)
+        sync_cuda()
         times.append(time.perf_counter() - start)
     return scores, times, (int(torch.cuda.max_memory_allocated()) if cuda else None)
 
@@ -340,10 +335,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for name in args.dtypes:
         model = model32 if name == "fp32" else copy.deepcopy(model32).to(DTYPES[name])
         warm = max(1, min(args.warmup_orders, args.orders))
-        _sync(device)
+        sync_cuda()
         t0 = time.perf_counter()
         score_all(model, prompts[:warm], label_ids)
-        _sync(device)
+        sync_cuda()
         warm_s = time.perf_counter() - t0
         ours, times, peak = timed_scores(model, prompts, label_ids, device, args.repeats, deadline)
         best = min(times)
