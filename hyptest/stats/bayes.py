@@ -335,10 +335,9 @@ def _import_kernels(private_cache: bool) -> tuple[Any, str, bool]:
     import numba
 
     name = f"{__package__}._bayes_kernels"
-    if private_cache:
-        sys.modules.pop(name, None)
     previous = numba.config.CACHE_DIR
     if private_cache:
+        sys.modules.pop(name, None)
         numba.config.CACHE_DIR = tempfile.mkdtemp(prefix="hyptest-numba-")
         atexit.register(shutil.rmtree, numba.config.CACHE_DIR, True)
     try:
