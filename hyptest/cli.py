@@ -102,7 +102,7 @@ def study(
         None, "--memory-budget",
         help="What training state, snapshots, caches and batches may hold per process, e.g. 2GB or 1.5GiB; beyond "
              "it hyptest recomputes instead (same numbers, slower). Default: the study's executor.memory_budget, "
-             "else 2 GiB on CPU and 8 GiB on a GPU. The model's weights come on top."),
+             "else 1.5 GiB on CPU and 8 GiB on a GPU. The model's weights come on top."),
 ) -> None:
     """Run a study: collect (resuming finished units), test, and write the report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

@@ -802,7 +802,7 @@ class ExecutorSpec(_Strict):
     memory_per_worker: int | None = Field(default=None, ge=1)
     max_retries: int = Field(default=2, ge=0)
     #: bytes (or a size such as "2GB") that training state, snapshots, caches and batches may hold, per process;
-    #: None: hyptest.collect.memory.DEFAULT_BUDGET (2 GiB on CPU, 8 GiB on a GPU)
+    #: None: hyptest.collect.memory.DEFAULT_BUDGET (1.5 GiB on CPU, 8 GiB on a GPU)
     memory_budget: int | str | None = None
 
     @field_validator("memory_budget")

@@ -486,3 +486,76 @@ def test_checkpoint_entry_that_is_neither_a_directory_nor_a_revision(two_checkpo
     with pytest.raises(StudyError, match=r"models\[0\]\.checkpoints: `checkpoints` entry 'step999' is not a "
                                          r"directory"):
         parse_study(data)
+
+
+# --------------------------------------------------------------------------- the step inside the backward pass
+
+
+def _tied_model():
+    """A tiny Llama whose LM head is its input embedding (as SmolLM2's is)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from hyptest.models.tiny import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    torch.manual_seed(3)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)).eval()
+    assert model.get_input_embeddings().weight is model.get_output_embeddings().weight
+    return model
+
+
+@pytest.mark.parametrize("method", [SGDMethod(kind="sgd", learning_rate=0.05), AdamMethod(kind="adam", learning_rate=1e-3)],
+                         ids=["sgd", "adam"])
+def test_walk_with_tied_embeddings_equals_the_straight_loop_and_explicit_steps(tiny_lm, sentiment, method):
+    """The walk steps each parameter inside the backward pass; a tied weight steps once, on its summed gradient."""
+    model = _tied_model()
+    _, raw, examples = _examples(tiny_lm, sentiment, 3)
+    perms = list(itertools.permutations(range(3)))
+    orders = [[examples[i] for i in p] for p in perms]
+    pretrained = copy.deepcopy(model)
+    snapshot = WeightSnapshot(model)
+    straight = []
+    for order in orders:
+        snapshot.restore()
+        train_in_place(model, order, method, seed=0)
+        straight.append([p.detach().clone() for p in model.parameters()])
+    snapshot.restore()
+    for index, _ in train_orders(model, orders, method, seed=0):
+        assert all(torch.equal(p, q) for p, q in zip(model.parameters(), straight[index]))
+        reference = copy.deepcopy(pretrained)
+        chosen = [raw[i] for i in perms[index]]
+        if method.kind == "adam":
+            manual_adam(reference, chosen, 1e-3)
+        else:
+            manual_sgd(reference, chosen, 0.05)
+        for p, q in zip(model.parameters(), reference.parameters()):
+            torch.testing.assert_close(p, q, atol=2e-6, rtol=1e-4)
+    # the hooks are gone: a plain backward pass leaves its gradients and moves nothing
+    before = [p.detach().clone() for p in model.parameters()]
+    example_loss(model, *raw[0]).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+
+
+def test_walk_never_holds_every_gradient_at_once(tiny_lm, sentiment):
+    """While the walk trains, at most the gradients of a few parameters exist at any moment."""
+    model = tiny_lm.model
+    _, _, examples = _examples(tiny_lm, sentiment, 3)
+    params = list(model.parameters())
+    most, calls = [0], [0]
+
+    def count(_grad):
+        calls[0] += 1
+        most[0] = max(most[0], sum(p.grad is not None for p in params))
+
+    handles = [p.register_hook(count) for p in params]  # runs before each gradient is accumulated
+    try:
+        for _ in train_orders(model, [examples], AdamMethod(kind="adam", learning_rate=1e-3), seed=0):
+            pass
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls[0] >= 3 * len(params)  # every parameter got a gradient at each of the 3 steps
+    assert most[0] <= 2 < len(params)  # the plain loop holds len(params) - 1 by its last one

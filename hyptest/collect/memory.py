@@ -2,8 +2,10 @@
 
 The budget covers everything a run holds beyond the model's own weights:
 
-* while a GD-style method trains, its gradients and optimizer state (which it
-  cannot do without; they are reserved first);
+* while a GD-style method trains, its optimizer state and one step's
+  transients (each parameter steps inside the backward pass and drops its
+  gradient at once, so never a full set of gradients; which it cannot do
+  without: they are reserved first);
 * the copy of the entry weights that every training walk starts from (held in
   memory if it fits next to the training state, else written once to a
   temporary file and read back from there);
@@ -14,8 +16,9 @@ The budget covers everything a run holds beyond the model's own weights:
 * the rows packed into one scoring forward pass (fewer rows per pass).
 
 Every fallback gives the same bits. The peak resident memory of a run is then
-about the process's base (Python, torch: ~0.3 GB), plus the model's weights,
-plus at most the budget; :func:`peak_resident_bytes` records it for the run's
+about the process's base (Python, torch: ~0.4 GB), plus the model's weights,
+plus at most the budget, plus the freed memory the allocator keeps for the next
+training step; :func:`peak_resident_bytes` records it for the run's
 provenance. If a method's training state alone exceeds the budget, it is held
 anyway (there is no slower way to train) and the run's provenance says so.
 
@@ -40,8 +43,9 @@ from typing import Any
 
 __all__ = ["DEFAULT_BUDGET", "MemoryBudget", "parse_bytes", "peak_resident_bytes", "tensor_bytes"]
 
-#: Default budget by device type: 2 GiB on CPU, 8 GiB on a GPU.
-DEFAULT_BUDGET = {"cpu": 2 << 30, "cuda": 8 << 30}
+#: Default budget by device type: 1.5 GiB on CPU, 8 GiB on a GPU. On CPU this keeps the default study under
+#: 3 GB resident (Python and torch ~0.4 GB, SmolLM2's weights 0.54 GB, the budget, the allocator's slack).
+DEFAULT_BUDGET = {"cpu": 3 << 29, "cuda": 8 << 30}
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}

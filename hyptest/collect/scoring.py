@@ -117,22 +117,26 @@ def set_tf32(allow: bool = False) -> None:
         torch.backends.cudnn.allow_tf32 = allow
 
 
-def reuse_freed_memory(keep_bytes: int = 2 << 30) -> bool:
+def reuse_freed_memory(keep_bytes: int = 2 << 30, map_from: int = 1 << 30) -> bool:
     """Ask glibc to keep freed memory for reuse instead of returning it to the kernel.
 
     Torch's CPU allocator does not cache: every gradient buffer a training step
     frees is unmapped, and the next step's buffer is faulted in again page by
-    page (on SmolLM2-135M about 120,000 page faults and a quarter of the
-    backward pass). This sets glibc's ``M_MMAP_THRESHOLD`` to 1 GiB (blocks up
-    to that size come from the heap) and ``M_TRIM_THRESHOLD`` to ``keep_bytes``
-    (freed memory up to that size stays mapped). Process-wide and harmless to
-    results; the process keeps up to ``keep_bytes`` of freed memory. A no-op
-    returning False where the C library is not glibc.
+    page (on SmolLM2-135M, with every gradient held at once, about 120,000 page
+    faults and a quarter of the backward pass). This sets glibc's
+    ``M_MMAP_THRESHOLD`` to ``map_from`` (smaller blocks come from the heap and
+    are reused, larger ones are mapped and unmapped on their own) and
+    ``M_TRIM_THRESHOLD`` to ``keep_bytes`` (freed memory at the top of the heap
+    up to that size stays mapped). Process-wide and harmless to results. A
+    no-op returning False where the C library is not glibc.
 
     Parameters
     ----------
     keep_bytes : int, default 2 GiB
-        Free memory glibc may keep mapped.
+        Free memory glibc may keep mapped at the top of the heap.
+    map_from : int, default 1 GiB
+        Blocks of at least this size get their own mapping: freeing them
+        gives their pages back at once rather than leaving a hole in the heap.
 
     Returns
     -------
@@ -146,7 +150,7 @@ def reuse_freed_memory(keep_bytes: int = 2 << 30) -> bool:
         return False
     try:
         m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, ctypes.c_int(min(1 << 30, 2**31 - 1)))
+        ok = libc.mallopt(m_mmap_threshold, ctypes.c_int(min(int(map_from), 2**31 - 1)))
         ok &= libc.mallopt(m_trim_threshold, ctypes.c_int(min(int(keep_bytes), 2**31 - 1)))
     except AttributeError:  # pragma: no cover - unusual libc
         return False

@@ -17,6 +17,7 @@ with the largest ``step`` (:func:`hyptest.records.final_step_rows`).
 
 from __future__ import annotations
 
+import gc
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -93,9 +94,9 @@ class UnitRunner:
         Allow TF32 float32 matmuls on CUDA (see :func:`~hyptest.collect.scoring.set_tf32`);
         set explicitly either way when the runner is made.
     tune_malloc : bool, default True
-        On CPU, let glibc keep freed buffers for reuse
-        (:func:`~hyptest.collect.scoring.reuse_freed_memory`), as much as one
-        set of gradients, and give it back after each walk
+        On CPU, let glibc reuse a training step's freed buffers under 64 MiB
+        and keep up to the largest parameter's size of them
+        (:func:`~hyptest.collect.scoring.reuse_freed_memory`), and give it back after each walk
         (:func:`~hyptest.collect.scoring.return_freed_memory`); process-wide.
     memory_budget : int or str, optional
         Bytes that the training state, snapshots, prefix-cache copies and scoring batches may hold
@@ -120,8 +121,15 @@ class UnitRunner:
         set_tf32(allow_tf32)
         self._trim = tune_malloc and str(lm.device).startswith("cpu")
         if self._trim:
-            # keep one gradient's worth of freed pages mapped: training allocates it at every step
-            reuse_freed_memory(keep_bytes=min(2 << 30, tensor_bytes(lm.model.parameters()) + (64 << 20)))
+            gc.collect()  # what loading the model and tokenizer freed goes back to the kernel before the run
+            return_freed_memory()
+            # the parameters step one by one inside the backward pass, so a step's buffers are a few of
+            # the largest parameter's size at most: blocks under 64 MiB (every SmolLM2 parameter but the
+            # 113 MB embedding) are reused from the heap step after step, larger ones (the embedding's
+            # gradient and Adam's temporaries of its size) get their own mapping and leave no hole
+            # between the optimizer's moments when freed; the heap keeps up to that size free at its top
+            largest = max((tensor_bytes([p]) for p in lm.model.parameters()), default=0)
+            reuse_freed_memory(keep_bytes=min(2 << 30, largest + (64 << 20)), map_from=64 << 20)
         for name in study.method_names():  # a bad `params` / `layer` fails now, not after hours
             method = study.method(name)
             if getattr(method, "params", "all") != "all":
@@ -190,6 +198,7 @@ class UnitRunner:
             else:
                 yield from self._train_group(task, method, members, seed)
             if self._trim:
+                gc.collect()  # what only the cycle collector frees (a walk's closures) goes first
                 return_freed_memory()  # what this walk freed is not reused by the next one: unmap it
 
     def _train_group(self, task: Task, method: Any, members: list[Unit], seed: int) -> Iterator[
