@@ -17,7 +17,6 @@ with the largest ``step`` (:func:`hyptest.records.final_step_rows`).
 
 from __future__ import annotations
 
-import gc
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -121,8 +120,7 @@ class UnitRunner:
         set_tf32(allow_tf32)
         self._trim = tune_malloc and str(lm.device).startswith("cpu")
         if self._trim:
-            gc.collect()  # what loading the model and tokenizer freed goes back to the kernel before the run
-            return_freed_memory()
+            return_freed_memory()  # what loading the model and tokenizer freed goes back before the run
             # the parameters step one by one inside the backward pass, so a step's buffers are a few of
             # the largest parameter's size at most: blocks under 64 MiB (every SmolLM2 parameter but the
             # 113 MB embedding) are reused from the heap step after step, larger ones (the embedding's
@@ -198,7 +196,6 @@ class UnitRunner:
             else:
                 yield from self._train_group(task, method, members, seed)
             if self._trim:
-                gc.collect()  # what only the cycle collector frees (a walk's closures) goes first
                 return_freed_memory()  # what this walk freed is not reused by the next one: unmap it
 
     def _train_group(self, task: Task, method: Any, members: list[Unit], seed: int) -> Iterator[
