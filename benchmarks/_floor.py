@@ -379,7 +379,7 @@ def profiled(model: Any, prof: Profile) -> Iterator[Profile]:
     """Instrument hyptest's collectors on ``model`` for the duration of the block (no behaviour change)."""
     from transformers.cache_utils import Cache
 
-    from hyptest.collect import gd, scoring
+    from hyptest.collect import gd, losses, scoring
 
     base = model.get_decoder()
     timed_copy = types.SimpleNamespace(deepcopy=prof.wrap(copy.deepcopy, COPIES))
@@ -390,7 +390,7 @@ def profiled(model: Any, prof: Profile) -> Iterator[Profile]:
         stack.enter_context(prof.patch(scoring, "_extend", PREFIX_FWD))
         stack.enter_context(prof.patch(gd, "training_loss", TRAIN_FWD))
         stack.enter_context(prof.patch(scoring, "lm_head_logits", HEAD))
-        stack.enter_context(prof.patch(gd, "lm_head_logits", HEAD))
+        stack.enter_context(prof.patch(losses, "lm_head_logits", HEAD))
         stack.enter_context(prof.patch(torch, "log_softmax", SOFTMAX))
         stack.enter_context(prof.patch(torch, "topk", SOFTMAX))
         stack.enter_context(prof.patch(torch.Tensor, "backward", BACKWARD))
