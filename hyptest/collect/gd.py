@@ -582,7 +582,9 @@ def train_orders(
     Bitwise equal to calling :func:`train_in_place` on each order from the
     entry weights: every step applies the same operations to the same state.
     ``sgd`` with N demos in all N! orders takes ``sum_k N!/(N-k)!`` steps instead
-    of ``N * N!`` (64 instead of 96 for N = 4).
+    of ``N * N!`` (64 instead of 96 for N = 4). Each parameter steps inside the
+    backward pass as soon as its gradient is complete (one optimizer per
+    parameter, the same kernels), so no step holds a full set of gradients.
     """
     if max_snapshots is not None and (isinstance(max_snapshots, bool) or max_snapshots < 0):
         raise ValueError(f"`max_snapshots` must be a non-negative integer or None, got {max_snapshots!r}")
