@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .layer_causal import layer_causal_loss
 from .losses import TrainingExample, label_loss, loss_at_targets, padded_batch, target_positions, training_loss
-from .memory import MemoryBudget, tensor_bytes
+from .memory import MemoryBudget, largest_tensor_bytes, tensor_bytes
 
 __all__ = [
     "TrainingExample",
@@ -443,8 +443,7 @@ def training_state_bytes(params: Sequence[Any], method: Any) -> int:
     parameter's gradient and the optimizer's two temporaries of its size exist
     at once (a tied embedding's gradient is the sum of two of that size).
     """
-    largest = max((tensor_bytes([p]) for p in params), default=0)
-    return tensor_bytes(params) * (2 if method.kind == "adam" else 0) + 3 * largest
+    return tensor_bytes(params) * (2 if method.kind == "adam" else 0) + 3 * largest_tensor_bytes(params)
 
 
 class _TrainingState:
@@ -461,10 +460,11 @@ class _TrainingState:
                 self.params: list[Any] = []
             else:
                 self.params = saved_params if saved_params is not None else [p.detach().clone() for p in params]
+            held = optimizer.state  # read once: the walk's optimizer builds this mapping on each access
             self.optim = {
                 i: {k: (v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v)) for k, v in st.items()}
                 for i, p in enumerate(params)
-                if (st := optimizer.state.get(p))
+                if (st := held.get(p))
             }
         self.rng = torch.get_rng_state()
         self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() \
@@ -482,9 +482,10 @@ class _TrainingState:
                 live.copy_(saved)
                 live.grad = None
             state: Any = collections.defaultdict(dict)
+            held = optimizer.state  # read once: the walk's optimizer builds this mapping on each access
             for i, saved_state in self.optim.items():
                 p = params[i]
-                current = optimizer.state.get(p)
+                current = held.get(p)
                 if current is not None and current.keys() == saved_state.keys() and all(
                     torch.is_tensor(current[k]) and torch.is_tensor(v) and current[k].shape == v.shape
                     and current[k].dtype == v.dtype for k, v in saved_state.items()
@@ -617,7 +618,7 @@ def _walk_orders(model: Any, root: "_StepNode", method: Any, params: list[Any], 
         entry.spill()  # the entry weights make room: they are read back from a file instead
         if not budget.reserve(state_bytes, "training state"):
             budget.overdraw(state_bytes, "training state",
-                            f"{method.kind} needs {state_bytes / 1e9:.2f} GB of gradients and optimizer state, "
+                            f"{method.kind} needs {state_bytes / 1e9:.2f} GB of optimizer state and step transients, "
                             f"more than the memory budget of {budget.limit / 1e9:.2f} GB; nothing else is held "
                             "while it trains")
     if entry.on_disk:

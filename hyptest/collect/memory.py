@@ -41,7 +41,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DEFAULT_BUDGET", "MemoryBudget", "parse_bytes", "peak_resident_bytes", "tensor_bytes"]
+__all__ = ["DEFAULT_BUDGET", "MemoryBudget", "largest_tensor_bytes", "parse_bytes", "peak_resident_bytes",
+           "tensor_bytes"]
 
 #: Default budget by device type: 1.5 GiB on CPU, 8 GiB on a GPU. On CPU this keeps the default study under
 #: 3 GB resident (Python and torch ~0.4 GB, SmolLM2's weights 0.54 GB, the budget, the allocator's slack).
@@ -94,6 +95,11 @@ def tensor_bytes(tensors: Any) -> int:
             seen.add(id(t))
             total += t.numel() * t.element_size()
     return total
+
+
+def largest_tensor_bytes(tensors: Any) -> int:
+    """Bytes of the largest tensor of an iterable (0 when it is empty)."""
+    return max((t.numel() * t.element_size() for t in tensors), default=0)
 
 
 def peak_resident_bytes() -> int:

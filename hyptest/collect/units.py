@@ -27,7 +27,7 @@ from ..tasks import Task
 from .encoding import PromptEncoder
 from .gd import TrainingExample, WeightSnapshot, train_orders, trainable_parameters
 from .plan import Unit
-from .memory import MemoryBudget, tensor_bytes
+from .memory import MemoryBudget, largest_tensor_bytes
 from .scoring import QueryScores, return_freed_memory, reuse_freed_memory, set_tf32, score_prompts
 
 __all__ = ["COLLECTOR_VERSION", "UnitRunner", "scores_to_frame"]
@@ -126,7 +126,7 @@ class UnitRunner:
             # 113 MB embedding) are reused from the heap step after step, larger ones (the embedding's
             # gradient and Adam's temporaries of its size) get their own mapping and leave no hole
             # between the optimizer's moments when freed; the heap keeps up to that size free at its top
-            largest = max((tensor_bytes([p]) for p in lm.model.parameters()), default=0)
+            largest = largest_tensor_bytes(lm.model.parameters())
             reuse_freed_memory(keep_bytes=min(2 << 30, largest + (64 << 20)), map_from=64 << 20)
         for name in study.method_names():  # a bad `params` / `layer` fails now, not after hours
             method = study.method(name)
