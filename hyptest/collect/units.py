@@ -34,7 +34,7 @@ __all__ = ["COLLECTOR_VERSION", "UnitRunner", "scores_to_frame"]
 
 #: Version of hyptest's collectors (prompt encoding, scoring, training); part of every unit key.
 #: Bump it whenever a change to hyptest/collect/ can change a stored number.
-COLLECTOR_VERSION = "4"
+COLLECTOR_VERSION = "5"
 
 
 def scores_to_frame(unit: Unit, task: Task, scores: QueryScores, *, step: int) -> pd.DataFrame:
