@@ -300,7 +300,11 @@ def _optimizer(params: Sequence[Any], method: Any) -> Any:
     if method.kind in {"gd", "sgd", "layer_causal_gd"}:
         return torch.optim.SGD(params, lr=method.learning_rate, momentum=0.0)
     if method.kind == "adam":
-        return torch.optim.Adam(params, lr=method.learning_rate, betas=tuple(method.betas), eps=method.eps)
+        # torch's fused kernel where it has one: 0.08 s a step for SmolLM2's parameters on 2 CPU cores
+        # against 0.52 s for the single-tensor loop, with no step-sized temporaries (collector version 5)
+        fused = bool(params) and all(p.device.type in {"cpu", "cuda"} and p.is_floating_point() for p in params)
+        return torch.optim.Adam(params, lr=method.learning_rate, betas=tuple(method.betas), eps=method.eps,
+                                fused=fused or None)
     raise ValueError(f"`method.kind` must be 'gd', 'sgd', 'adam' or 'layer_causal_gd', got {method.kind!r}")
 
 
@@ -311,10 +315,10 @@ class _StepInBackward:
     is dropped at once, so a step never holds the gradients of every parameter
     together (one set of gradients, 0.54 GB on SmolLM2, that the plain loop
     holds at its peak). The update of a parameter reads only that parameter,
-    its gradient and its own state, elementwise, with the kernels torch picks
-    for that device (single-tensor on CPU, ``foreach`` on CUDA, for one
-    tensor or for all), so every step gives the bits of :func:`train_in_place`'s
-    ``loss.backward(); optimizer.step()`` (tested on CPU). A parameter's hook fires
+    its gradient and its own state, elementwise, with the same kernels for one
+    tensor or for all (Adam: torch's fused kernel on CPU and CUDA; SGD: the
+    ones torch picks for the device), so every step gives the bits of
+    :func:`train_in_place`'s ``loss.backward(); optimizer.step()`` (tested on CPU). A parameter's hook fires
     once per backward pass, after every use of it (a tied embedding and LM
     head: after both) has added its share, and a backward pass no longer needs
     a weight once its gradient is complete.
