@@ -25,7 +25,7 @@ import math
 import time
 import types
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,6 +231,23 @@ def scoring_floor(model: Any, work: ScoringWork, *, row_tokens: int = 128, repea
     return ScoringFloor(sum(wall), cpu, *wall, prefix[0], suffix[0], head[0])
 
 
+def step_trie_steps(schedules: Iterable[Sequence[Any]]) -> list[Any]:
+    """The batch of every distinct step-trie node of ``schedules`` (each a list of batches), in first-visit order.
+
+    Schedules with the same first k batches share their first k steps, as
+    :func:`hyptest.collect.gd.train_orders` takes them.
+    """
+    seen: set[tuple[Any, ...]] = set()
+    steps: list[Any] = []
+    for schedule in schedules:
+        for k in range(1, len(schedule) + 1):
+            prefix = tuple(schedule[:k])
+            if prefix not in seen:
+                seen.add(prefix)
+                steps.append(schedule[k - 1])
+    return steps
+
+
 def dense_train_step(model: Any, ids: Sequence[int], targets: Sequence[int], lr: float, repeats: int
                      ) -> tuple[tuple[float, float], tuple[float, float]]:
     """(forward + backward, optimiser step), each as (wall, CPU) seconds, of one plain SGD step on ``[1, len(ids)]``.
@@ -241,17 +258,43 @@ def dense_train_step(model: Any, ids: Sequence[int], targets: Sequence[int], lr:
     parameters (``torch._foreach_add_``). The parameters CHANGE: restore them
     afterwards (e.g. ``WeightSnapshot.restore``).
     """
+    return _timed_step(model, [(ids, targets)], lr, repeats)
+
+
+def dense_batch_step(model: Any, examples: Sequence[tuple[Sequence[int], Sequence[int]]], repeats: int
+                     ) -> tuple[float, float]:
+    """(wall, CPU) seconds of a plain forward + backward on the right-padded ``[len(examples), T_max]`` batch.
+
+    ``examples`` are ``(ids, targets)`` pairs; the loss is as in
+    :func:`dense_train_step`, summed over the batch. The weights do not change.
+    """
+    return _timed_step(model, examples, None, repeats)[0]
+
+
+def _timed_step(model: Any, examples: Sequence[tuple[Sequence[int], Sequence[int]]], lr: float | None,
+                repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Forward + backward timing (and, unless ``lr`` is None, the fused SGD update's) on the padded batch."""
     base, head = model.get_decoder(), model.get_output_embeddings()
     params = [p for p in model.parameters()]
     flags = [p.requires_grad for p in params]
-    x = torch.tensor([list(ids)])
-    rows = torch.tensor([t - 1 for t in targets])
-    tok = torch.tensor([ids[t] for t in targets])
+    width = max(len(ids) for ids, _ in examples)
+    x = torch.zeros(len(examples), width, dtype=torch.long)
+    mask = torch.zeros(len(examples), width, dtype=torch.long)
+    rows, cols, toks = [], [], []
+    for b, (ids, targets) in enumerate(examples):
+        x[b, : len(ids)] = torch.tensor(list(ids))
+        mask[b, : len(ids)] = 1
+        rows += [b] * len(targets)
+        cols += [t - 1 for t in targets]
+        toks += [ids[t] for t in targets]
+    rows_t, cols_t, tok = torch.tensor(rows), torch.tensor(cols), torch.tensor(toks)
+    # a batch of one length needs no mask (the plain causal path, as a [1, T] step runs)
+    kwargs = {} if bool(mask.all()) else {"attention_mask": mask}
 
     def forward_backward() -> None:
         for p in params:
             p.grad = None
-        hidden = base(input_ids=x, use_cache=False).last_hidden_state[0, rows]
+        hidden = base(input_ids=x, use_cache=False, **kwargs).last_hidden_state[rows_t, cols_t]
         loss = -torch.log_softmax(head(hidden).float(), -1).gather(1, tok[:, None]).sum()
         loss.backward()
 
@@ -265,7 +308,7 @@ def dense_train_step(model: Any, ids: Sequence[int], targets: Sequence[int], lr:
         with torch.enable_grad():
             forward_backward()  # warm-up
             t_fb = best_time(forward_backward, repeats)
-            t_opt = best_time(update, repeats)
+            t_opt = best_time(update, repeats) if lr is not None else (math.nan, math.nan)
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)

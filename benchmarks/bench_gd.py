@@ -55,7 +55,7 @@ import time
 import numpy as np
 import torch
 
-from _floor import ORDER, Profile, dense_train_step, profiled, scoring_floor, scoring_work
+from _floor import ORDER, Profile, dense_train_step, profiled, scoring_floor, scoring_work, step_trie_steps
 from _subtrees import time_by_subtree, timed as _timed
 from _naive_collect import max_prob_diff, naive_prompt_scores, naive_train
 from _workload import sentiment_workload
@@ -86,14 +86,9 @@ def _ours(lm, enc, orders, queries, snapshot):
 
 def _floor(lm, enc, orders, queries, snapshot, repeats: int):
     """(floor seconds, description) of training and scoring ``orders`` (see the module docstring)."""
-    nodes: list[tuple[TrainingExample, ...]] = []
-    seen: set[tuple[tuple[TrainingExample, ...], ...]] = set()
-    for order in orders:
-        schedule = training_schedule([TrainingExample(*map(tuple, enc.training_example(d))) for d in order], METHOD)
-        for k in range(1, len(schedule) + 1):
-            if tuple(schedule[:k]) not in seen:
-                seen.add(tuple(schedule[:k]))
-                nodes.append(schedule[k - 1])
+    nodes = step_trie_steps(
+        training_schedule([TrainingExample(*map(tuple, enc.training_example(d))) for d in order], METHOD)
+        for order in orders)
     step: dict[TrainingExample, tuple[float, float]] = {}
     optim = (float("inf"), float("inf"))
     for (ex,) in set(nodes):  # batch size 1

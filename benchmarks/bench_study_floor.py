@@ -40,7 +40,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from _floor import best_time, dense_train_step, scoring_floor, scoring_work
+from _floor import (
+    best_time,
+    dense_batch_step,
+    dense_train_step,
+    scoring_floor,
+    scoring_work,
+    step_trie_steps,
+)
 
 from hyptest.collect.encoding import PromptEncoder
 from hyptest.collect.gd import TrainingExample, WeightSnapshot, training_schedule
@@ -51,14 +58,9 @@ from hyptest.tasks import load_builtin_task
 
 
 def _study_units(path: Path):
-    study = load_study(path)
-    study = study[0] if isinstance(study, tuple) else study
+    study, _ = load_study(path)
     tasks = {t.name: load_builtin_task(t.name) for t in study.tasks}
     return study, tasks, make_plan(study, tasks, {m.name: {} for m in study.models}, versions={})
-
-
-def _by_id(task) -> dict:
-    return {ex.id: ex for ex in (*task.demos, *task.queries)}
 
 
 def _adam_update(model, lr: float, repeats: int) -> tuple[float, float]:
@@ -77,61 +79,19 @@ def _adam_update(model, lr: float, repeats: int) -> tuple[float, float]:
     return t
 
 
-def _padded_batch_step(model, batch: list[TrainingExample], repeats: int) -> tuple[float, float]:
-    """Wall and CPU seconds of a plain forward + backward on the ``[N, T_max]`` right-padded batch."""
-    base, head = model.get_decoder(), model.get_output_embeddings()
-    width = max(len(ex.ids) for ex in batch)
-    x = torch.zeros(len(batch), width, dtype=torch.long)
-    mask = torch.zeros(len(batch), width, dtype=torch.long)
-    rows, cols, toks = [], [], []
-    for b, ex in enumerate(batch):
-        x[b, : len(ex.ids)] = torch.tensor(ex.ids)
-        mask[b, : len(ex.ids)] = 1
-        for t in ex.targets:
-            rows.append(b)
-            cols.append(t - 1)
-            toks.append(ex.ids[t])
-    rows_t, cols_t, tok = torch.tensor(rows), torch.tensor(cols), torch.tensor(toks)
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-
-    def forward_backward() -> None:
-        for p in params:
-            p.grad = None
-        hidden = base(input_ids=x, attention_mask=mask, use_cache=False).last_hidden_state[rows_t, cols_t]
-        loss = -torch.log_softmax(head(hidden).float(), -1).gather(1, tok[:, None]).mean()
-        loss.backward()
-
-    try:
-        for p in params:
-            p.requires_grad_(True)
-        with torch.enable_grad():
-            forward_backward()
-            return best_time(forward_backward, repeats)
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
-            p.grad = None
-
-
-def training_steps(units, enc: PromptEncoder, examples: dict, method) -> list[tuple[TrainingExample, ...]]:
+def training_steps(units, enc: PromptEncoder, task, method) -> list[tuple[TrainingExample, ...]]:
     """The batches of the optimisation steps that training ``units`` (one method) must take.
 
-    SGD and Adam share the steps of orders with the same leading demos (a
-    step-trie node per demo set, as hyptest's walk); full-batch GD takes
-    ``steps`` steps per order (its batches differ in order, so nothing is shared).
+    One step per node of each demo set's step trie, as hyptest's walk takes
+    them: SGD and Adam share the steps of orders with the same leading demos;
+    full-batch GD's batches list the demos in each order's own order, so its
+    orders share nothing.
     """
-    steps: list[tuple[TrainingExample, ...]] = []
-    seen: set = set()
+    by_set: dict[int, list] = defaultdict(list)
     for u in units:
-        train = [TrainingExample(*map(tuple, enc.training_example(examples[d]))) for d in u.order]
-        schedule = training_schedule(train, method)
-        for k in range(1, len(schedule) + 1):
-            key = (u.order_id, u.demo_set, k) if method.kind == "gd" else (u.demo_set, tuple(schedule[:k]))
-            if key not in seen:
-                seen.add(key)
-                steps.append(schedule[k - 1])
-    return steps
+        train = [TrainingExample(*map(tuple, enc.training_example(task.example(d)))) for d in u.order]
+        by_set[u.demo_set].append(training_schedule(train, method))
+    return [step for schedules in by_set.values() for step in step_trie_steps(schedules)]
 
 
 class _TrainingRates:
@@ -146,23 +106,24 @@ class _TrainingRates:
     def step(self, batch: tuple[TrainingExample, ...]) -> tuple[float, float]:
         for e in batch:
             if e not in self._single:
-                self._single[e], _ = dense_train_step(self.model, e.ids, e.targets, 0.0, self.repeats)
+                self._single[e], update = dense_train_step(self.model, e.ids, e.targets, 0.0, self.repeats)
+                best = self._update.get("sgd", update)
+                self._update["sgd"] = (min(best[0], update[0]), min(best[1], update[1]))
         cost = tuple(sum(self._single[e][c] for e in batch) for c in (0, 1))
         if len(batch) > 1:  # the same demos in another order cost the same: timed once per demo set
             same = tuple(sorted(batch, key=lambda e: e.ids))
             if same not in self._batch:
-                self._batch[same] = _padded_batch_step(self.model, list(same), self.repeats)
+                self._batch[same] = dense_batch_step(self.model, [(e.ids, e.targets) for e in same], self.repeats)
             cost = tuple(min(cost[c], self._batch[same][c]) for c in (0, 1))
         return cost
 
-    def update(self, method, example: TrainingExample) -> tuple[float, float]:
-        kind = "adam" if method.kind == "adam" else "sgd"
-        if kind not in self._update:
-            if kind == "adam":
-                self._update[kind] = _adam_update(self.model, method.learning_rate, self.repeats)
-            else:
-                _, self._update[kind] = dense_train_step(self.model, example.ids, example.targets, 0.0, self.repeats)
-        return self._update[kind]
+    def update(self, method) -> tuple[float, float]:
+        """The fused update's seconds: Adam's, or the SGD update timed with the steps (call :meth:`step` first)."""
+        if method.kind != "adam":
+            return self._update["sgd"]
+        if "adam" not in self._update:
+            self._update["adam"] = _adam_update(self.model, method.learning_rate, self.repeats)
+        return self._update["adam"]
 
 
 def main() -> None:
@@ -187,7 +148,7 @@ def main() -> None:
     if set(per_method) - set(method_of):
         raise SystemExit(f"methods without a plain name (sweeps?) are not counted here: {set(per_method) - set(method_of)}")
     (task,) = tasks.values()
-    enc, examples = PromptEncoder(lm.tokenizer, task), _by_id(task)
+    enc = PromptEncoder(lm.tokenizer, task)
     rates = _TrainingRates(lm.model, args.repeats)
     seconds: dict[str, tuple[float, float]] = {}
     lines: list[str] = []
@@ -196,23 +157,23 @@ def main() -> None:
         print(f"measuring {name} ...", flush=True)
         method = method_of[name]
         if method.kind == "icl":
-            queries = [examples[q] for q in group[0].query_ids]
-            prompts = [enc.order_prompts([examples[d] for d in u.order], queries).prompts for u in group]
+            queries = [task.example(q) for q in group[0].query_ids]
+            prompts = [enc.order_prompts([task.example(d) for d in u.order], queries).prompts for u in group]
             work = scoring_work(prompts, enc.label_ids(), share_prefixes=True)
             floor = scoring_floor(lm.model, work, repeats=args.repeats)
             seconds[name] = (floor.seconds, floor.cpu_seconds)
             lines.append(f"{name}: {len(group)} orders scored: {floor.describe(work)}")
             continue
         trained_orders += len(group)
-        steps = training_steps(group, enc, examples, method)
+        steps = training_steps(group, enc, task, method)
         fb = [sum(rates.step(b)[c] for b in steps) for c in (0, 1)]
-        upd = rates.update(method, steps[0][0])
+        upd = rates.update(method)
         snapshot.restore()
         seconds[name] = (fb[0] + len(steps) * upd[0], fb[1] + len(steps) * upd[1])
         lines.append(f"{name}: {len(steps)} training steps ({len(group)} orders): forward+backward "
                      f"{fb[0]:.2f} s + {len(steps)} updates x {upd[0]:.3f} s = {seconds[name][0]:.2f} s")
 
-    qids = [enc.prompt_ids([], examples[q]) for q in units[0].query_ids]
+    qids = [enc.prompt_ids([], task.example(q)) for q in units[0].query_ids]
     work = scoring_work([qids] * trained_orders, enc.label_ids(), share_prefixes=False)
     floor = scoring_floor(lm.model, work, repeats=args.repeats)
     seconds["scoring after training"] = (floor.seconds, floor.cpu_seconds)

@@ -31,7 +31,7 @@ def test_counted_steps_are_the_steps_train_orders_takes(tiny_lm, sentiment, monk
     sets = [list(sentiment.demos[:3]), list(sentiment.demos[3:6])]
     units = [SimpleNamespace(demo_set=s, order_id=i, order=tuple(sets[s][j].id for j in perm))
              for s in range(2) for i, perm in enumerate(list(itertools.permutations(range(3)))[:5])]
-    counted = bench.training_steps(units, enc, examples, method)
+    counted = bench.training_steps(units, enc, sentiment, method)
 
     calls = []
     real = gd.training_loss
